@@ -1,0 +1,108 @@
+"""trio-obs: real-time observability streaming for agent runners, on trio.
+
+Open everything with :func:`open_observability`, record through its services, and
+subscribe through its broker; serve WebSocket and HTTP clients with :func:`serve`.
+"""
+
+from ._broker import Broker, Hub, Subscription
+from ._codec import decode_events, decode_server_event, decode_stream_event, encode
+from ._errors import InvalidInput, StoreError, SubscriptionEnded, TrioObsError
+from ._events import (
+    ALL,
+    GLOBAL,
+    AgentHeartbeatEvent,
+    AssertionResult,
+    AssertionResultEvent,
+    ClientMessage,
+    ConnectedEvent,
+    ErrorEvent,
+    ExecutionStatusEvent,
+    Filters,
+    MessageBusEvent,
+    MessageBusLogEntry,
+    Ping,
+    PongEvent,
+    ServerEvent,
+    SkillEndEvent,
+    SkillStartEvent,
+    StreamEvent,
+    Subscribe,
+    SubscribedEvent,
+    ToolEndEvent,
+    ToolOutputEvent,
+    ToolStartEvent,
+    TranscriptEntry,
+    TranscriptEntryEvent,
+    Unsubscribe,
+    UnsubscribedEvent,
+    WaveStatusEvent,
+)
+from ._routing import Envelope
+from ._services import (
+    AssertionService,
+    ExecutionService,
+    MessageBusService,
+    Observability,
+    SkillService,
+    ToolUseService,
+    TranscriptService,
+    open_observability,
+)
+from ._store import ExecutionSummary, Store, open_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALL",
+    "GLOBAL",
+    "AgentHeartbeatEvent",
+    "AssertionResult",
+    "AssertionResultEvent",
+    "AssertionService",
+    "Broker",
+    "ClientMessage",
+    "ConnectedEvent",
+    "Envelope",
+    "ErrorEvent",
+    "ExecutionService",
+    "ExecutionStatusEvent",
+    "ExecutionSummary",
+    "Filters",
+    "Hub",
+    "InvalidInput",
+    "MessageBusEvent",
+    "MessageBusLogEntry",
+    "MessageBusService",
+    "Observability",
+    "Ping",
+    "PongEvent",
+    "ServerEvent",
+    "SkillEndEvent",
+    "SkillService",
+    "SkillStartEvent",
+    "Store",
+    "StoreError",
+    "StreamEvent",
+    "Subscribe",
+    "SubscribedEvent",
+    "Subscription",
+    "SubscriptionEnded",
+    "ToolEndEvent",
+    "ToolOutputEvent",
+    "ToolStartEvent",
+    "ToolUseService",
+    "TranscriptEntry",
+    "TranscriptEntryEvent",
+    "TranscriptService",
+    "TrioObsError",
+    "Unsubscribe",
+    "UnsubscribedEvent",
+    "WaveStatusEvent",
+    "__version__",
+    "decode_events",
+    "decode_server_event",
+    "decode_stream_event",
+    "encode",
+    "open_observability",
+    "open_store",
+]

@@ -1,0 +1,297 @@
+"""The one codec: typed objects <-> the exact wire JSON (SPEC §2, §3).
+
+One cattrs converter, configured once: camelCase keys, the ``type`` tag, absent
+optional fields left out. Parsing foreign JSON gives a typed object or raises
+:class:`~trio_obs.InvalidInput` carrying the code of SPEC §3 and a sentence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar
+
+import attrs
+import cattrs
+import orjson
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.preconf.orjson import make_converter
+
+from . import _events as ev
+from ._errors import INVALID_EVENT, INVALID_FILTER, INVALID_MESSAGE, INVALID_TOPIC, InvalidInput
+
+T = TypeVar("T")
+
+_CAMEL_RE: Final = re.compile(r"_([a-z])")
+
+
+def camel(name: str) -> str:
+    """``tool_use_id`` -> ``toolUseId``."""
+    return _CAMEL_RE.sub(lambda m: m.group(1).upper(), name)
+
+
+def _strict(kind: type, accept: Callable[[Any], bool], name: str) -> Callable[[Any, type], Any]:
+    def structure(value: Any, _: type) -> Any:
+        if not accept(value):
+            raise TypeError(f"expected {name}, got {type(value).__name__}")
+        return kind(value)
+
+    return structure
+
+
+def _structure_object(value: Any, _: type) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _structure_metrics(value: Any, _: type) -> dict[str, float]:
+    if not isinstance(value, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+    ):
+        raise TypeError("expected an object of numbers")
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = make_converter()
+    # Foreign JSON must have the right JSON types: no silent "5" -> 5 coercion.
+    conv.register_structure_hook(str, _strict(str, lambda v: isinstance(v, str), "a string"))
+    conv.register_structure_hook(
+        int, _strict(int, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+    )
+    conv.register_structure_hook(
+        float,
+        _strict(
+            float, lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"
+        ),
+    )
+    conv.register_structure_hook(bool, _strict(bool, lambda v: isinstance(v, bool), "a boolean"))
+    conv.register_structure_hook_func(lambda t: t == ev.JSONDict, _structure_object)
+    conv.register_structure_hook_func(lambda t: t == dict[str, float], _structure_metrics)
+
+    wire_classes: list[type] = [
+        ev.TranscriptEntry,
+        ev.AssertionResult,
+        ev.MessageBusLogEntry,
+        *ev.STREAM_EVENT_TYPES.values(),
+        ev.ConnectedEvent,
+        ev.SubscribedEvent,
+        ev.UnsubscribedEvent,
+        ev.ErrorEvent,
+        ev.PongEvent,
+    ]
+    for cls in wire_classes:
+        overrides = {
+            a.name: override(rename=camel(a.name), omit_if_default=a.default is None)
+            for a in attrs.fields(cls)
+        }
+        conv.register_unstructure_hook(
+            cls,
+            make_dict_unstructure_fn(cls, conv, _cattrs_include_init_false=True, **overrides),
+        )
+        conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, **overrides))
+    return conv
+
+
+converter: Final = _make_converter()
+
+
+def to_wire(obj: ev.ServerEvent) -> dict[str, Any]:
+    """The wire-format dict of a server event (camelCase, absent fields left out)."""
+    return converter.unstructure(obj)  # type: ignore[no-any-return]
+
+
+def encode(obj: ev.ServerEvent) -> bytes:
+    """The wire JSON of a server event, as UTF-8 bytes."""
+    return orjson.dumps(converter.unstructure(obj))
+
+
+def _explain(exc: Exception) -> str:
+    """One sentence out of a cattrs error, with wire (camelCase) paths."""
+    if isinstance(exc, cattrs.BaseValidationError):
+        lines = cattrs.transform_error(exc)
+    else:
+        lines = [str(exc)]
+    text = "; ".join(lines[:3])
+    text = re.sub(
+        r"unknown error \((.*?) not in literal typing\.Literal\[(.*?)\]\)",
+        lambda m: f"{m.group(1)!r} is not one of {m.group(2)}",
+        text,
+    )
+    return re.sub(r"(\$[\w.\[\]]*)", lambda m: camel(m.group(1)), text)
+
+
+def _loads(data: bytes | str, what: str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid JSON ({exc.msg})", INVALID_MESSAGE) from None
+
+
+def decode_event(obj: Any, *, where: str = "event") -> ev.StreamEvent:
+    """A stream event out of one decoded JSON value; ``seq`` in the input is ignored."""
+    if not isinstance(obj, dict):
+        raise InvalidInput(f"{where} must be a JSON object", INVALID_EVENT)
+    kind = obj.get("type")
+    cls = ev.STREAM_EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        known = ", ".join(sorted(ev.STREAM_EVENT_TYPES))
+        raise InvalidInput(
+            f"{where} has unknown type {kind!r}; expected one of: {known}", INVALID_EVENT
+        )
+    fields = {k: v for k, v in obj.items() if k not in ("seq", "type")}
+    if fields.get("timestamp") is None:
+        fields.pop("timestamp", None)
+    if kind == "messagebus:event" and not fields.get("executionId"):
+        entry = fields.get("entry")
+        owner = entry.get("executionId") if isinstance(entry, dict) else None
+        fields["executionId"] = owner if isinstance(owner, str) and owner else ev.GLOBAL
+    try:
+        event: ev.StreamEvent = converter.structure(fields, cls)
+    except Exception as exc:  # cattrs raises groups of arbitrary errors
+        raise InvalidInput(f"{where} ({kind}) is invalid: {_explain(exc)}", INVALID_EVENT) from None
+    if not event.execution_id:
+        raise InvalidInput(f"{where} ({kind}) needs a non-empty executionId", INVALID_EVENT)
+    return event
+
+
+def decode_events(body: bytes | str) -> list[ev.StreamEvent]:
+    """Stream events out of a JSON body holding one event or an array of them.
+
+    All or nothing: the first invalid event raises, naming its index.
+    """
+    data = _loads(body, "the body")
+    if isinstance(data, list):
+        if not data:
+            raise InvalidInput("the body is an empty array; send at least one event", INVALID_EVENT)
+        return [decode_event(item, where=f"event {i}") for i, item in enumerate(data)]
+    return [decode_event(data)]
+
+
+def decode_stream_event(data: bytes | str) -> ev.StreamEvent:
+    """A stream event from its wire JSON, keeping its ``seq`` (for clients and replay)."""
+    obj = _loads(data, "the event")
+    event = decode_event(obj)
+    seq = obj.get("seq")
+    if isinstance(seq, int) and not isinstance(seq, bool):
+        event = attrs.evolve(event, seq=seq)
+    return event
+
+
+def decode_server_event(data: bytes | str) -> ev.ServerEvent:
+    """Any server-sent message (stream, connection or pong) from its wire JSON."""
+    obj = _loads(data, "the message")
+    kind = obj.get("type") if isinstance(obj, dict) else None
+    cls = _SERVER_ONLY.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        return decode_stream_event(data)
+    fields = {k: v for k, v in obj.items() if k != "type"}
+    try:
+        result: ev.ServerEvent = converter.structure(fields, cls)
+    except Exception as exc:
+        raise InvalidInput(f"{kind} message is invalid: {_explain(exc)}", INVALID_MESSAGE) from None
+    return result
+
+
+_SERVER_ONLY: Final[dict[str, type[ev.ServerEvent]]] = {
+    "observability:connected": ev.ConnectedEvent,
+    "observability:subscribed": ev.SubscribedEvent,
+    "observability:unsubscribed": ev.UnsubscribedEvent,
+    "observability:error": ev.ErrorEvent,
+    "pong": ev.PongEvent,
+}
+
+# --------------------------------------------------------------------------- client messages
+
+_LIST_FILTERS: Final = {
+    "entryTypes": "entry_types",
+    "tools": "tools",
+    "categories": "categories",
+    "severity": "severity",
+}
+
+
+def _parse_filters(raw: Any) -> ev.FilterUpdate:
+    if raw is None:
+        return ev.FilterUpdate()
+    if not isinstance(raw, Mapping):
+        raise InvalidInput("filters must be a JSON object", INVALID_FILTER)
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "taskId":
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidInput("filter taskId must be a non-empty string or null", INVALID_FILTER)
+            changes["task_id"] = value
+        elif key in _LIST_FILTERS:
+            if value is None or value == []:
+                changes[_LIST_FILTERS[key]] = None
+                continue
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise InvalidInput(f"filter {key} must be a list of strings", INVALID_FILTER)
+            if key == "severity" and (bad := set(value) - ev.SEVERITIES):
+                raise InvalidInput(
+                    f"filter severity has unknown value(s) {sorted(bad)}; "
+                    f"allowed: {sorted(ev.SEVERITIES)}",
+                    INVALID_FILTER,
+                )
+            changes[_LIST_FILTERS[key]] = frozenset(value)
+        else:
+            allowed = ", ".join(["taskId", *_LIST_FILTERS])
+            raise InvalidInput(f"unknown filter {key!r}; allowed: {allowed}", INVALID_FILTER)
+    return ev.FilterUpdate(changes)
+
+
+def parse_client_message(data: bytes | str) -> ev.ClientMessage:
+    """A client message (subscribe, unsubscribe, ping) out of a text frame."""
+    obj = _loads(data, "the message")
+    if not isinstance(obj, dict):
+        raise InvalidInput("the message must be a JSON object", INVALID_MESSAGE)
+    if "action" not in obj:
+        if obj.get("type") == "ping":
+            return ev.Ping()
+        raise InvalidInput(
+            f"unknown message type {obj.get('type')!r}; send {{\"type\": \"ping\"}} or "
+            '{"action": "subscribe"|"unsubscribe", "topic": ...}',
+            INVALID_MESSAGE,
+        )
+    action = obj["action"]
+    if action not in ("subscribe", "unsubscribe"):
+        raise InvalidInput(
+            f"unknown action {action!r}; expected 'subscribe' or 'unsubscribe'", INVALID_MESSAGE
+        )
+    topic = obj.get("topic")
+    if not isinstance(topic, str) or topic not in ev.TOPICS:
+        raise InvalidInput(
+            f"unknown topic {topic!r}; expected one of: {', '.join(sorted(ev.TOPICS))}",
+            INVALID_TOPIC,
+        )
+    execution_id = obj.get("executionId")
+    if execution_id is not None and not isinstance(execution_id, str):
+        raise InvalidInput("executionId must be a string", INVALID_MESSAGE)
+    if action == "unsubscribe":
+        return ev.Unsubscribe(topic=topic, execution_id=execution_id)  # type: ignore[arg-type]
+    return ev.Subscribe(
+        topic=topic,  # type: ignore[arg-type]
+        filters=_parse_filters(obj.get("filters")),
+        execution_id=execution_id,
+    )
+
+
+def encode_client_message(msg: ev.ClientMessage) -> bytes:
+    """The wire JSON of a client message (used by our clients and tests)."""
+    if isinstance(msg, ev.Ping):
+        return b'{"type":"ping"}'
+    out: dict[str, Any] = {
+        "action": "subscribe" if isinstance(msg, ev.Subscribe) else "unsubscribe",
+        "topic": msg.topic,
+    }
+    if msg.execution_id is not None:
+        out["executionId"] = msg.execution_id
+    if isinstance(msg, ev.Subscribe) and msg.filters.changes:
+        wire = {v: k for k, v in _LIST_FILTERS.items()} | {"task_id": "taskId"}
+        out["filters"] = {
+            wire[k]: (sorted(v) if isinstance(v, frozenset) else v)
+            for k, v in msg.filters.changes.items()
+        }
+    return orjson.dumps(out)

@@ -1,0 +1,410 @@
+"""Typed events, records and client messages of the wire format (SPEC §2, §3).
+
+Plain frozen attrs classes with snake_case attributes; the codec (``_codec``)
+maps them to the camelCase wire keys. Allowed values are ``Literal`` types, which
+the codec checks whenever a message comes in from outside.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, TypeAlias
+
+import attrs
+
+
+def utc_now_iso() -> str:
+    """The current time as an ISO-8601 UTC string with milliseconds (``...Z``)."""
+    now = datetime.now(UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+GLOBAL: Final = "global"
+"""The pseudo-execution that gets execution-less message-bus events and a copy of
+every ``execution:status`` event."""
+ALL: Final = "all"
+"""Subscribe to every execution (no replay)."""
+
+ToolResultStatus: TypeAlias = Literal["done", "error", "blocked"]
+SkillStatus: TypeAlias = Literal["success", "partial", "failed"]
+WaveState: TypeAlias = Literal["pending", "running", "completed", "failed"]
+AgentState: TypeAlias = Literal["idle", "working", "blocked", "error"]
+ExecutionState: TypeAlias = Literal["started", "running", "paused", "completed", "failed"]
+AssertionOutcome: TypeAlias = Literal["pass", "fail", "skip", "warn"]
+Severity: TypeAlias = Literal["debug", "info", "warning", "error", "critical"]
+Topic: TypeAlias = Literal[
+    "all", "transcript", "tools", "assertions", "skills", "messagebus", "waves", "agents", "execution"
+]
+
+TOPICS: Final[frozenset[str]] = frozenset(Topic.__args__)  # type: ignore[attr-defined]
+SEVERITIES: Final[frozenset[str]] = frozenset(Severity.__args__)  # type: ignore[attr-defined]
+ACTION_SEVERITIES: Final[frozenset[str]] = frozenset({"error", "critical"})
+ENDED_STATES: Final[frozenset[str]] = frozenset({"completed", "failed"})
+
+JSONDict: TypeAlias = dict[str, Any]
+
+# --------------------------------------------------------------------------- records
+
+
+@attrs.frozen(kw_only=True)
+class TranscriptEntry:
+    """One transcript record (plan OBS-603)."""
+
+    id: str
+    timestamp: str
+    sequence: int
+    execution_id: str
+    instance_id: str
+    entry_type: str
+    category: str
+    summary: str
+    task_id: str | None = None
+    wave_number: int | None = None
+    details: JSONDict | None = None
+    duration_ms: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AssertionResult:
+    """One assertion outcome (plan OBS-605)."""
+
+    id: str
+    task_id: str
+    execution_id: str
+    category: str
+    description: str
+    result: AssertionOutcome
+    timestamp: str
+    chain_id: str | None = None
+    evidence: JSONDict | None = None
+    duration_ms: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class MessageBusLogEntry:
+    """One message-bus log record (plan OBS-607)."""
+
+    id: str
+    event_id: str
+    timestamp: str
+    source: str
+    event_type: str
+    human_summary: str
+    severity: Severity
+    category: str
+    created_at: str
+    correlation_id: str | None = None
+    transcript_entry_id: str | None = None
+    task_id: str | None = None
+    execution_id: str | None = None
+    payload: JSONDict | None = None
+
+
+# --------------------------------------------------------------------------- stream events
+
+
+@attrs.frozen(kw_only=True)
+class TranscriptEntryEvent:
+    """``transcript:entry``: a transcript record was stored."""
+
+    type: Literal["transcript:entry"] = attrs.field(default="transcript:entry", init=False)
+    execution_id: str
+    entry: TranscriptEntry
+    is_latest: bool = True
+    timestamp: str = attrs.field(factory=utc_now_iso)
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ToolStartEvent:
+    """``tool:start``: a tool invocation began."""
+
+    type: Literal["tool:start"] = attrs.field(default="tool:start", init=False)
+    execution_id: str
+    tool_use_id: str
+    tool: str
+    input_summary: str
+    task_id: str | None = None
+    timestamp: str = attrs.field(factory=utc_now_iso)
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ToolEndEvent:
+    """``tool:end``: a tool invocation finished."""
+
+    type: Literal["tool:end"] = attrs.field(default="tool:end", init=False)
+    execution_id: str
+    tool_use_id: str
+    result_status: ToolResultStatus
+    duration_ms: float
+    output_summary: str | None = None
+    is_error: bool | None = None
+    is_blocked: bool | None = None
+    timestamp: str = attrs.field(factory=utc_now_iso)
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ToolOutputEvent:
+    """``tool:output``: a chunk of a running tool's output."""
+
+    type: Literal["tool:output"] = attrs.field(default="tool:output", init=False)
+    execution_id: str
+    tool_use_id: str
+    chunk: str
+    is_stderr: bool = False
+    timestamp: str = attrs.field(factory=utc_now_iso)
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AssertionResultEvent:
+    """``assertion:result``: an assertion was recorded; carries the running pass rate."""
+
+    type: Literal["assertion:result"] = attrs.field(default="assertion:result", init=False)
+    execution_id: str
+    task_id: str
+    assertion: AssertionResult
+    running_pass_rate: float = 1.0
+    timestamp: str = attrs.field(factory=utc_now_iso)
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SkillStartEvent:
+    """``skill:start``: a skill invocation began."""
+
+    type: Literal["skill:start"] = attrs.field(default="skill:start", init=False)
+    execution_id: str
+    skill_trace_id: str
+    skill_name: str
+    skill_file: str
+    line_number: int
+    task_id: str | None = None
+    timestamp: str = attrs.field(factory=utc_now_iso)
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SkillEndEvent:
+    """``skill:end``: a skill invocation finished."""
+
+    type: Literal["skill:end"] = attrs.field(default="skill:end", init=False)
+    execution_id: str
+    skill_trace_id: str
+    skill_name: str
+    status: SkillStatus
+    duration_ms: float
+    timestamp: str = attrs.field(factory=utc_now_iso)
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class MessageBusEvent:
+    """``messagebus:event``: a message-bus record; ``global`` when it has no execution."""
+
+    type: Literal["messagebus:event"] = attrs.field(default="messagebus:event", init=False)
+    execution_id: str
+    entry: MessageBusLogEntry
+    requires_action: bool = False
+    timestamp: str = attrs.field(factory=utc_now_iso)
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WaveStatusEvent:
+    """``wave:status``: a wave changed state."""
+
+    type: Literal["wave:status"] = attrs.field(default="wave:status", init=False)
+    execution_id: str
+    wave_number: int
+    status: WaveState
+    task_count: int
+    completed_count: int
+    failed_count: int
+    timestamp: str = attrs.field(factory=utc_now_iso)
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AgentHeartbeatEvent:
+    """``agent:heartbeat``: an agent instance is alive."""
+
+    type: Literal["agent:heartbeat"] = attrs.field(default="agent:heartbeat", init=False)
+    execution_id: str
+    instance_id: str
+    status: AgentState
+    current_task_id: str | None = None
+    metrics: dict[str, float] | None = None
+    timestamp: str = attrs.field(factory=utc_now_iso)
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionStatusEvent:
+    """``execution:status``: an execution changed state (also copied to ``global``)."""
+
+    type: Literal["execution:status"] = attrs.field(default="execution:status", init=False)
+    execution_id: str
+    status: ExecutionState
+    message: str | None = None
+    timestamp: str = attrs.field(factory=utc_now_iso)
+    seq: int | None = None
+
+
+StreamEvent: TypeAlias = (
+    TranscriptEntryEvent
+    | ToolStartEvent
+    | ToolEndEvent
+    | ToolOutputEvent
+    | AssertionResultEvent
+    | SkillStartEvent
+    | SkillEndEvent
+    | MessageBusEvent
+    | WaveStatusEvent
+    | AgentHeartbeatEvent
+    | ExecutionStatusEvent
+)
+
+STREAM_EVENT_TYPES: Final[dict[str, type[StreamEvent]]] = {
+    cls.__attrs_attrs__.type.default: cls  # type: ignore[attr-defined]
+    for cls in StreamEvent.__args__  # type: ignore[attr-defined]
+}
+
+TOPIC_OF_TYPE: Final[dict[str, str]] = {
+    "transcript:entry": "transcript",
+    "tool:start": "tools",
+    "tool:end": "tools",
+    "tool:output": "tools",
+    "assertion:result": "assertions",
+    "skill:start": "skills",
+    "skill:end": "skills",
+    "messagebus:event": "messagebus",
+    "wave:status": "waves",
+    "agent:heartbeat": "agents",
+    "execution:status": "execution",
+}
+
+
+def stream_key(event: StreamEvent) -> str:
+    """The stream an event is stored in and ordered by: its execution, or ``global``."""
+    return event.execution_id or GLOBAL
+
+
+# --------------------------------------------------------------------------- connection events
+
+
+@attrs.frozen(kw_only=True)
+class ConnectedEvent:
+    """``observability:connected``: first frame; ``buffered_event_count`` replayed events follow."""
+
+    type: Literal["observability:connected"] = attrs.field(
+        default="observability:connected", init=False
+    )
+    execution_id: str
+    message: str
+    buffered_event_count: int
+    timestamp: str = attrs.field(factory=utc_now_iso)
+
+
+@attrs.frozen(kw_only=True)
+class SubscribedEvent:
+    """``observability:subscribed``: confirms a ``subscribe``."""
+
+    type: Literal["observability:subscribed"] = attrs.field(
+        default="observability:subscribed", init=False
+    )
+    topic: str
+    execution_id: str | None = None
+    timestamp: str = attrs.field(factory=utc_now_iso)
+
+
+@attrs.frozen(kw_only=True)
+class UnsubscribedEvent:
+    """``observability:unsubscribed``: confirms an ``unsubscribe``."""
+
+    type: Literal["observability:unsubscribed"] = attrs.field(
+        default="observability:unsubscribed", init=False
+    )
+    topic: str
+    timestamp: str = attrs.field(factory=utc_now_iso)
+
+
+@attrs.frozen(kw_only=True)
+class ErrorEvent:
+    """``observability:error``: a client message was refused; the connection stays open."""
+
+    type: Literal["observability:error"] = attrs.field(default="observability:error", init=False)
+    error: str
+    code: str
+    timestamp: str = attrs.field(factory=utc_now_iso)
+
+
+@attrs.frozen(kw_only=True)
+class PongEvent:
+    """``pong``: the answer to a client ``ping``."""
+
+    type: Literal["pong"] = attrs.field(default="pong", init=False)
+    timestamp: str = attrs.field(factory=utc_now_iso)
+
+
+ConnectionEvent: TypeAlias = ConnectedEvent | SubscribedEvent | UnsubscribedEvent | ErrorEvent
+ServerEvent: TypeAlias = StreamEvent | ConnectionEvent | PongEvent
+
+# --------------------------------------------------------------------------- client messages
+
+
+@attrs.frozen(kw_only=True)
+class Filters:
+    """Event filters a client sends with ``subscribe`` (SPEC §3). ``None`` = no filter."""
+
+    entry_types: frozenset[str] | None = None
+    tools: frozenset[str] | None = None
+    categories: frozenset[str] | None = None
+    severity: frozenset[str] | None = None
+    task_id: str | None = None
+
+    def merged(self, update: FilterUpdate) -> Filters:
+        """These filters with the keys present in ``update`` replaced (null clears one)."""
+        return attrs.evolve(self, **update.changes)
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing is filtered."""
+        return self == NO_FILTERS
+
+
+NO_FILTERS: Final = Filters()
+
+
+@attrs.frozen
+class FilterUpdate:
+    """The filter keys a ``subscribe`` named, by attribute name; a ``None`` value clears."""
+
+    changes: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class Subscribe:
+    """``{"action": "subscribe", "topic": ..., "filters": {...}}``."""
+
+    topic: Topic
+    filters: FilterUpdate = attrs.field(factory=FilterUpdate)
+    execution_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Unsubscribe:
+    """``{"action": "unsubscribe", "topic": ...}``."""
+
+    topic: Topic
+    execution_id: str | None = None
+
+
+@attrs.frozen
+class Ping:
+    """``{"type": "ping"}``."""
+
+
+ClientMessage: TypeAlias = Subscribe | Unsubscribe | Ping

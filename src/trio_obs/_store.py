@@ -1,0 +1,413 @@
+"""The SQLite store: the one place that assigns ``seq`` and computes derived fields.
+
+One writer task owns all writes. Appends that queue while a commit runs go into the
+next transaction together (group commit), so batching grows with load and costs no
+delay when idle. Every database call runs in a worker thread, never on the trio loop.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import attrs
+import trio
+
+from . import _events as ev
+from ._codec import decode_stream_event
+from ._errors import StoreError
+from ._routing import Envelope, own_task_id
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS events (
+    stream_key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    task_id TEXT,
+    tool TEXT,
+    is_copy INTEGER NOT NULL DEFAULT 0,
+    data BLOB NOT NULL,
+    PRIMARY KEY (stream_key, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS streams (
+    stream_key TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
+    event_count INTEGER NOT NULL,
+    first_timestamp TEXT,
+    last_timestamp TEXT,
+    last_status TEXT,
+    assertions_total INTEGER NOT NULL DEFAULT 0,
+    assertions_passed INTEGER NOT NULL DEFAULT 0,
+    activity INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS streams_by_activity ON streams (activity);
+CREATE TABLE IF NOT EXISTS spans (
+    execution_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    task_id TEXT,
+    PRIMARY KEY (execution_id, kind, span_id)
+) WITHOUT ROWID;
+"""
+
+_SPAN_CACHE_SIZE: Final = 10_000
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionSummary:
+    """What the store knows of one stream key (``GET /api/executions``)."""
+
+    execution_id: str
+    last_status: str | None
+    event_count: int
+    last_seq: int
+    first_timestamp: str | None
+    last_timestamp: str | None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The camelCase JSON object of this summary."""
+        return {
+            "executionId": self.execution_id,
+            "lastStatus": self.last_status,
+            "eventCount": self.event_count,
+            "lastSeq": self.last_seq,
+            "firstTimestamp": self.first_timestamp,
+            "lastTimestamp": self.last_timestamp,
+        }
+
+
+@attrs.define
+class _Stream:
+    """Cached counters of one stream key (mirrors a ``streams`` row)."""
+
+    last_seq: int = 0
+    event_count: int = 0
+    first_timestamp: str | None = None
+    last_timestamp: str | None = None
+    last_status: str | None = None
+    assertions_total: int = 0
+    assertions_passed: int = 0
+
+
+@attrs.define(eq=False)
+class _Append:
+    events: Sequence[ev.StreamEvent]
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: list[Envelope] | None = None
+    error: BaseException | None = None
+
+
+CommitListener = Callable[[list[Envelope]], None]
+CommitObserver = Callable[[float, int], None]
+
+
+class Store:
+    """Durable, ordered event storage on SQLite (a file path or ``:memory:``).
+
+    Open it with :func:`open_store`. :meth:`append` stores a batch atomically and
+    returns it as envelopes with ``seq`` and derived fields set; the commit listener
+    (the broker) sees every committed batch, in commit order, before ``append`` returns.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()  # serializes use of the writer connection
+        self._write = self._connect()
+        self._write.executescript(_SCHEMA)
+        if path == ":memory:":
+            self._read, self._read_lock = self._write, self._lock
+        else:
+            self._read, self._read_lock = self._connect(), threading.Lock()
+        self._streams: dict[str, _Stream] = {}
+        self._activity = 0
+        self._spans: OrderedDict[tuple[str, str, str], tuple[str, str | None]] = OrderedDict()
+        self._load()
+        send, self._requests = trio.open_memory_channel[_Append](math.inf)
+        self._submit = send
+        self.listener: CommitListener | None = None
+        self.commit_observer: CommitObserver | None = None
+        self.closed = False
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store at {self.path!r}: {exc}") from exc
+        return db
+
+    def _load(self) -> None:
+        rows = self._write.execute(
+            "SELECT stream_key, last_seq, event_count, first_timestamp, last_timestamp,"
+            " last_status, assertions_total, assertions_passed, activity FROM streams"
+        ).fetchall()
+        for key, *counters, activity in rows:
+            self._streams[key] = _Stream(*counters)
+            self._activity = max(self._activity, activity)
+
+    # ------------------------------------------------------------------ reads (sync, cached)
+
+    def last_seq(self, key: str) -> int:
+        """The seq of the newest committed event of ``key`` (0 if none)."""
+        stream = self._streams.get(key)
+        return stream.last_seq if stream else 0
+
+    # ------------------------------------------------------------------ writes
+
+    async def append(self, events: Sequence[ev.StreamEvent]) -> list[Envelope]:
+        """Store ``events`` in one transaction; return them stored, in order.
+
+        The events of ``execution:status`` are followed by their ``global`` copy.
+        """
+        if self.closed:
+            raise StoreError("the store is closed")
+        if not events:
+            return []
+        request = _Append(events)
+        self._submit.send_nowait(request)
+        await request.done.wait()
+        if request.error is not None:
+            raise StoreError(f"could not store the events: {request.error}") from request.error
+        assert request.result is not None
+        return request.result
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The writer task: commits queued appends in groups until the store closes."""
+        task_status.started()
+        async with self._requests:
+            async for first in self._requests:
+                group = [first]
+                while True:
+                    try:
+                        group.append(self._requests.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await self._commit(group)
+
+    async def _commit(self, group: list[_Append]) -> None:
+        started = time.perf_counter()
+        try:
+            results, streams, spans, activity = await trio.to_thread.run_sync(
+                self._write_group, [r.events for r in group]
+            )
+        except BaseException as exc:
+            for request in group:
+                request.error = exc
+                request.done.set()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        # Publish the new counters and dispatch in the same step, with no checkpoint
+        # between: a subscriber that snapshots last_seq() sees exactly what was sent.
+        self._streams.update(streams)
+        self._activity = activity
+        for span_key, span in spans.items():
+            self._remember_span(span_key, span)
+        if self.commit_observer is not None:
+            self.commit_observer(time.perf_counter() - started, sum(len(r) for r in results))
+        if self.listener is not None:
+            self.listener([env for envs in results for env in envs])
+        for request, envs in zip(group, results, strict=True):
+            request.result = envs
+            request.done.set()
+
+    def _remember_span(self, key: tuple[str, str, str], span: tuple[str, str | None]) -> None:
+        self._spans[key] = span
+        self._spans.move_to_end(key)
+        if len(self._spans) > _SPAN_CACHE_SIZE:
+            self._spans.popitem(last=False)
+
+    def _write_group(
+        self, batches: list[Sequence[ev.StreamEvent]]
+    ) -> tuple[
+        list[list[Envelope]],
+        dict[str, _Stream],
+        dict[tuple[str, str, str], tuple[str, str | None]],
+        int,
+    ]:
+        """Runs in a worker thread: one transaction for every batch of the group."""
+        streams: dict[str, _Stream] = {}
+        new_spans: dict[tuple[str, str, str], tuple[str, str | None]] = {}
+        activity = self._activity
+        rows: list[tuple[Any, ...]] = []
+        results: list[list[Envelope]] = []
+
+        def stream_of(key: str) -> _Stream:
+            s = streams.get(key)
+            if s is None:
+                s = streams[key] = attrs.evolve(self._streams.get(key, _Stream()))
+            return s
+
+        def span_of(execution_id: str, kind: str, span_id: str) -> tuple[str, str | None] | None:
+            key = (execution_id, kind, span_id)
+            found = new_spans.get(key) or self._spans.get(key)
+            if found is None:
+                row = self._write.execute(
+                    "SELECT name, task_id FROM spans WHERE execution_id=? AND kind=? AND span_id=?",
+                    key,
+                ).fetchone()
+                found = (row[0], row[1]) if row else None
+            return found
+
+        def store(key: str, event: ev.StreamEvent, env_args: dict[str, Any]) -> Envelope:
+            s = stream_of(key)
+            s.last_seq += 1
+            s.event_count += 1
+            if s.first_timestamp is None:
+                s.first_timestamp = event.timestamp
+            s.last_timestamp = event.timestamp
+            env = Envelope.of(key, attrs.evolve(event, seq=s.last_seq), **env_args)
+            rows.append(
+                (key, env.seq, event.type, event.execution_id, event.timestamp,
+                 env.task_id, env.tool, int(env.is_copy), env.data)
+            )  # fmt: skip
+            return env
+
+        with self._lock:
+            try:
+                self._write.execute("BEGIN IMMEDIATE")
+                for batch in batches:
+                    envs: list[Envelope] = []
+                    for event in batch:
+                        key = ev.stream_key(event)
+                        task_id, tool = own_task_id(event), None
+                        match event:
+                            case ev.AssertionResultEvent():
+                                s = stream_of(key)
+                                s.assertions_total += 1
+                                s.assertions_passed += event.assertion.result == "pass"
+                                rate = s.assertions_passed / s.assertions_total
+                                event = attrs.evolve(event, running_pass_rate=rate)
+                            case ev.ToolStartEvent() | ev.SkillStartEvent():
+                                is_tool = isinstance(event, ev.ToolStartEvent)
+                                span_id = event.tool_use_id if is_tool else event.skill_trace_id  # type: ignore[union-attr]
+                                name = event.tool if is_tool else event.skill_name  # type: ignore[union-attr]
+                                span_key = (key, "tool" if is_tool else "skill", span_id)
+                                new_spans[span_key] = (name, task_id)
+                                tool = name if is_tool else None
+                            case ev.ToolEndEvent() | ev.ToolOutputEvent():
+                                found = span_of(key, "tool", event.tool_use_id)
+                                if found is not None:
+                                    tool, task_id = found
+                            case ev.SkillEndEvent():
+                                found = span_of(key, "skill", event.skill_trace_id)
+                                if found is not None:
+                                    task_id = found[1]
+                            case ev.ExecutionStatusEvent():
+                                stream_of(key).last_status = event.status
+                        env = store(key, event, {"task_id": task_id, "tool": tool})
+                        envs.append(env)
+                        if isinstance(event, ev.ExecutionStatusEvent) and key != ev.GLOBAL:
+                            envs.append(store(ev.GLOBAL, env.event, {"is_copy": True}))
+                    results.append(envs)
+                self._write.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                self._write.executemany(
+                    "INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?)",
+                    [(*k, *v) for k, v in new_spans.items()],
+                )
+                stream_rows = []
+                for key, s in streams.items():
+                    activity += 1
+                    stream_rows.append((key, *attrs.astuple(s), activity))
+                self._write.executemany(
+                    "INSERT OR REPLACE INTO streams VALUES (?,?,?,?,?,?,?,?,?)", stream_rows
+                )
+                self._write.execute("COMMIT")
+            except BaseException:
+                if self._write.in_transaction:
+                    self._write.execute("ROLLBACK")
+                raise
+        return results, streams, new_spans, activity
+
+    # ------------------------------------------------------------------ reads (async, off-loop)
+
+    async def read(
+        self, key: str, *, after: int = 0, limit: int | None = None, upto: int | None = None
+    ) -> list[Envelope]:
+        """Stored envelopes of ``key`` with ``after < seq (<= upto)``, oldest first, at most ``limit``."""
+        rows = await self._query(
+            "SELECT seq, task_id, tool, is_copy, data FROM events"
+            " WHERE stream_key=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
+            (key, after, upto if upto is not None else 2**62, -1 if limit is None else limit),
+        )
+        return [
+            Envelope(key, seq, decode_stream_event(data), bytes(data),
+                     ev.TOPIC_OF_TYPE[_type_of(data)], task_id, tool, bool(is_copy))
+            for seq, task_id, tool, is_copy, data in rows
+        ]  # fmt: skip
+
+    async def read_json(self, key: str, *, after: int = 0, limit: int = 1000) -> list[bytes]:
+        """The stored JSON of events of ``key`` with ``seq > after``, at most ``limit``."""
+        rows = await self._query(
+            "SELECT data FROM events WHERE stream_key=? AND seq>? ORDER BY seq LIMIT ?",
+            (key, after, limit),
+        )
+        return [bytes(r[0]) for r in rows]
+
+    async def executions(self, limit: int = 100) -> list[ExecutionSummary]:
+        """Known executions, most recently active first (``global`` left out)."""
+        rows = await self._query(
+            "SELECT stream_key, last_status, event_count, last_seq, first_timestamp,"
+            " last_timestamp FROM streams WHERE stream_key != ? ORDER BY activity DESC LIMIT ?",
+            (ev.GLOBAL, limit),
+        )
+        return [ExecutionSummary(
+            execution_id=r[0], last_status=r[1], event_count=r[2], last_seq=r[3],
+            first_timestamp=r[4], last_timestamp=r[5]) for r in rows]  # fmt: skip
+
+    async def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        if self.closed:
+            raise StoreError("the store is closed")
+
+        def run() -> list[Any]:
+            with self._read_lock:
+                return self._read.execute(sql, params).fetchall()
+
+        try:
+            return await trio.to_thread.run_sync(run)
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not read the store: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the database connections (pending appends fail)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._submit.close()
+        with self._lock:
+            self._write.close()
+        if self._read is not self._write:
+            with self._read_lock:
+                self._read.close()
+
+
+def _type_of(data: bytes) -> str:
+    # The codec writes "type" first: {"type":"tool:start",...}
+    end = data.index(b'"', 9)
+    return data[9:end].decode()
+
+
+@asynccontextmanager
+async def open_store(path: str = ":memory:") -> AsyncIterator[Store]:
+    """Open a :class:`Store` with its writer task; on exit, finish queued writes and close."""
+    store = await trio.to_thread.run_sync(Store, path)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            try:
+                yield store
+            finally:
+                store._submit.close()
+    finally:
+        store.close()
