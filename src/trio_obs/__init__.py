@@ -38,6 +38,7 @@ from ._events import (
     WaveStatusEvent,
 )
 from ._routing import Envelope
+from ._server import ServerConfig, serve
 from ._services import (
     AssertionService,
     ExecutionService,
@@ -76,6 +77,7 @@ __all__ = [
     "Observability",
     "Ping",
     "PongEvent",
+    "ServerConfig",
     "ServerEvent",
     "SkillEndEvent",
     "SkillService",
@@ -105,4 +107,5 @@ __all__ = [
     "encode",
     "open_observability",
     "open_store",
+    "serve",
 ]

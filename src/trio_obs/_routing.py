@@ -47,6 +47,8 @@ class Envelope:
     tool: str | None = None
     is_copy: bool = False
     """True for the ``global`` copy of an ``execution:status`` event (``all`` skips it)."""
+    born: float = 0.0
+    """``time.perf_counter()`` when stored (0 for envelopes read back from the store)."""
     _frame: bytes | None = None
 
     @property
@@ -66,6 +68,7 @@ class Envelope:
         task_id: str | None = None,
         tool: str | None = None,
         is_copy: bool = False,
+        born: float = 0.0,
     ) -> Envelope:
         """An envelope for a stored event (``event.seq`` set), encoding it once."""
         assert event.seq is not None, "only stored events travel in envelopes"
@@ -78,6 +81,7 @@ class Envelope:
             task_id,
             tool,
             is_copy,
+            born,
         )
 
 

@@ -267,7 +267,9 @@ class Store:
             if s.first_timestamp is None:
                 s.first_timestamp = event.timestamp
             s.last_timestamp = event.timestamp
-            env = Envelope.of(key, attrs.evolve(event, seq=s.last_seq), **env_args)
+            env = Envelope.of(
+                key, attrs.evolve(event, seq=s.last_seq), born=time.perf_counter(), **env_args
+            )
             rows.append(
                 (key, env.seq, event.type, event.execution_id, event.timestamp,
                  env.task_id, env.tool, int(env.is_copy), env.data)

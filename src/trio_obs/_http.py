@@ -1,0 +1,191 @@
+"""HTTP/1.1 on one trio stream, parsed by h11: request heads, bodies and responses.
+
+Keeps the raw bytes of the request head so a WebSocket upgrade can be handed, with
+whatever followed it, to wsproto.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+import h11
+import orjson
+import trio
+
+MAX_HEAD: Final = 16 * 1024
+_READ_SIZE: Final = 64 * 1024
+
+REASONS: Final = {
+    200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+    413: "Content Too Large", 426: "Upgrade Required", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 503: "Service Unavailable",
+}  # fmt: skip
+
+
+class HttpError(Exception):
+    """An HTTP error answer: status and a one-line explanation."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.headers = headers or []
+
+
+@attrs.frozen
+class Request:
+    """A parsed request head."""
+
+    method: str
+    target: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    """Lower-case names; repeated headers joined with ``, ``."""
+    raw: bytes
+    """The bytes read for this request so far: the head and whatever followed it."""
+
+    @classmethod
+    def of(cls, event: h11.Request, raw: bytes) -> Request:
+        target = event.target.decode("latin-1")
+        parts = urlsplit(target)
+        headers: dict[str, str] = {}
+        for name, value in event.headers:
+            key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        return cls(
+            event.method.decode("latin-1"),
+            target,
+            parts.path,
+            parse_qs(parts.query, keep_blank_values=True),
+            headers,
+            raw,
+        )
+
+    def param(self, name: str) -> str | None:
+        """The first value of a query parameter, or None."""
+        values = self.query.get(name)
+        return values[0] if values else None
+
+    @property
+    def is_websocket_upgrade(self) -> bool:
+        """Whether this is a WebSocket handshake request."""
+        return "websocket" in self.headers.get("upgrade", "").lower()
+
+
+class HttpConnection:
+    """The server side of one HTTP/1.1 connection (keep-alive), driven by h11."""
+
+    def __init__(self, stream: trio.abc.Stream, *, head_timeout: float) -> None:
+        self.stream = stream
+        self.head_timeout = head_timeout
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self._raw = bytearray()
+
+    async def _next_event(self, *, keep_raw: bool) -> Any:
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            data = await self.stream.receive_some(_READ_SIZE)
+            if keep_raw:
+                self._raw += data
+            self.h11.receive_data(data)
+
+    async def next_request(self) -> Request | None:
+        """The next request head, or None when the peer closed or the head timed out."""
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self.h11.start_next_cycle()
+            self._raw = bytearray(self.h11.trailing_data[0])
+        with trio.move_on_after(self.head_timeout) as timeout:
+            try:
+                event = await self._next_event(keep_raw=True)
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                reason = "request head too large" if status == 431 else f"malformed request: {exc}"
+                await self.send_error(HttpError(status, reason))
+                return None
+        if timeout.cancelled_caught:
+            if self.h11.their_state is h11.SEND_BODY or self._raw:
+                await self.send_error(HttpError(408, "request head not received in time"))
+            return None
+        if not isinstance(event, h11.Request):
+            return None
+        return Request.of(event, bytes(self._raw))
+
+    async def read_body(self, request: Request, limit: int) -> bytes:
+        """The request body, refused with 413 beyond ``limit`` bytes (before reading if it can)."""
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise HttpError(413, f"body over {limit} bytes")
+        body = bytearray()
+        with trio.move_on_after(self.head_timeout * 3) as timeout:
+            while True:
+                event = await self._next_event(keep_raw=False)
+                if isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > limit:
+                        raise HttpError(413, f"body over {limit} bytes")
+                elif isinstance(event, h11.EndOfMessage):
+                    return bytes(body)
+                else:
+                    raise HttpError(400, "connection closed before the body ended")
+        assert timeout.cancelled_caught
+        raise HttpError(408, "request body not received in time")
+
+    async def respond(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: list[tuple[str, str]] | None = None,
+        *,
+        close: bool = False,
+    ) -> None:
+        """Send a complete response."""
+        all_headers = [
+            ("content-type", content_type),
+            ("content-length", str(len(body))),
+            ("cache-control", "no-store"),
+            *(headers or []),
+        ]
+        if close:
+            all_headers.append(("connection", "close"))
+        h = self.h11
+        out = h.send(h11.Response(status_code=status, headers=all_headers, reason=REASONS.get(status, "")))
+        out += h.send(h11.Data(data=body)) if body else b""
+        out += h.send(h11.EndOfMessage())
+        await self.stream.send_all(out)
+
+    async def send_json(self, status: int, obj: Any, **kw: Any) -> None:
+        """Send a JSON response."""
+        await self.respond(status, orjson.dumps(obj), **kw)
+
+    async def send_error(self, err: HttpError) -> None:
+        """Send ``{"error": ..., "code"?: ...}``; close afterwards unless the request was read whole."""
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        close = self.h11.their_state is not h11.DONE
+        payload: dict[str, Any] = {"error": str(err)}
+        if err.code:
+            payload["code"] = err.code
+        body = orjson.dumps(payload)
+        try:
+            await self.respond(err.status, body, headers=err.headers, close=close)
+        except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    @property
+    def reusable(self) -> bool:
+        """Whether another request can follow on this connection."""
+        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE

@@ -1,0 +1,315 @@
+"""The server: one listener, one port, HTTP routes (h11) and WebSocket streams (wsproto).
+
+``port = await nursery.start(serve, obs, ServerConfig(port=0))`` serves clients from
+a runner's own nursery; ``trio-obs serve`` does the same from the command line.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import mimetypes
+import re
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any, Final
+
+import attrs
+import orjson
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request as WsRequest
+from wsproto.utilities import RemoteProtocolError
+
+from . import _events as ev
+from ._codec import decode_events, encode
+from ._errors import InvalidInput, StoreError
+from ._http import HttpConnection, HttpError, Request
+from ._metrics import ServerMetrics
+from ._routing import text_frame
+from ._services import Observability
+from ._wsconn import GOING_AWAY, WebSocketConnection
+
+log = logging.getLogger("trio_obs.server")
+
+_EVENTS_PATH: Final = re.compile(r"^/api/executions/([^/]+)/events$")
+_ROUTES: Final[dict[str, tuple[str, ...]]] = {
+    "/": ("GET",),
+    "/ws": ("GET",),
+    "/api/health": ("GET",),
+    "/api/events": ("POST",),
+    "/api/executions": ("GET",),
+    "/metrics": ("GET",),
+}
+_MAX_EVENTS_LIMIT: Final = 10_000
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """Settings of one server (the flags of ``trio-obs serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 3001
+    token: str | None = None
+    """When set, WebSocket handshakes and POSTs (and the data GETs) need it as a bearer token."""
+    allowed_origins: Sequence[str] = ()
+    """When non-empty, a WebSocket handshake whose ``Origin`` is not listed gets 403."""
+    max_connections: int = 10_000
+    ping_interval: float = 20.0
+    queue_size: int | None = None
+    """Per-connection queue; None = the broker's default."""
+    head_timeout: float = 10.0
+    max_body: int = 1024 * 1024
+    shutdown_timeout: float = 3.0
+
+
+class _Server:
+    def __init__(self, obs: Observability, config: ServerConfig) -> None:
+        self.obs = obs
+        self.config = config
+        self.connections: set[WebSocketConnection] = set()
+        self.metrics = ServerMetrics(obs.broker, lambda: len(self.connections))
+        self.static = _load_static()
+        self._token = config.token.encode() if config.token else None
+
+    # ------------------------------------------------------------------ per TCP connection
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one TCP connection; nothing it does can reach the listener."""
+        try:
+            await self._handle(stream)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away; nothing to tell anyone
+        except* Exception:
+            log.exception("unexpected error while serving a connection")
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        http = HttpConnection(stream, head_timeout=self.config.head_timeout)
+        while True:
+            request = await http.next_request()
+            if request is None:
+                return
+            if request.path == "/ws" and request.is_websocket_upgrade:
+                await self._websocket(http, request)
+                return
+            try:
+                body = await http.read_body(request, self.config.max_body)
+                await self._route(http, request, body)
+            except HttpError as err:
+                await http.send_error(err)
+            if not http.reusable:
+                return
+
+    # ------------------------------------------------------------------ HTTP routes
+
+    async def _route(self, http: HttpConnection, request: Request, body: bytes) -> None:
+        path, method = request.path, request.method
+        match = _EVENTS_PATH.match(path)
+        allowed = ("GET",) if match else _ROUTES.get(path)
+        if allowed is None and path.startswith("/static/") and path[8:] in self.static:
+            allowed = ("GET",)
+        if allowed is None:
+            raise HttpError(404, f"no route for {path}")
+        if method not in allowed:
+            raise HttpError(
+                405, f"{method} is not allowed on {path}", headers=[("allow", ", ".join(allowed))]
+            )
+        if path == "/ws":
+            raise HttpError(426, "this path takes a WebSocket upgrade", headers=[("upgrade", "websocket")])
+        if path == "/" or path.startswith("/static/"):
+            name = "index.html" if path == "/" else path[8:]
+            content, content_type = self.static[name]
+            await http.respond(200, content, content_type)
+        elif path == "/api/health":
+            await http.send_json(200, {
+                "status": "ok",
+                "connections": len(self.connections),
+                "uptimeSeconds": round(self.metrics.uptime, 3),
+                "version": _version(),
+            })  # fmt: skip
+        elif path == "/metrics":
+            await http.respond(200, self.metrics.exposition(), "text/plain; version=0.0.4")
+        elif path == "/api/events":
+            self._authorize(request, allow_query=False)
+            await self._ingest(http, body)
+        elif path == "/api/executions":
+            self._authorize(request, allow_query=True)
+            limit = _int_param(request, "limit", 100, maximum=_MAX_EVENTS_LIMIT)
+            executions = await self._store_call(self.obs.broker.executions(limit))
+            await http.send_json(200, [e.to_wire() for e in executions])
+        else:
+            assert match is not None
+            self._authorize(request, allow_query=True)
+            since = _int_param(request, "since", 0)
+            limit = _int_param(request, "limit", 1000, maximum=_MAX_EVENTS_LIMIT)
+            rows = await self._store_call(self.obs.broker.read(match[1], after=since, limit=limit))
+            await http.respond(200, b"[" + b",".join(rows) + b"]")
+
+    async def _ingest(self, http: HttpConnection, body: bytes) -> None:
+        try:
+            events = decode_events(body)
+        except InvalidInput as exc:
+            raise HttpError(400, str(exc), code=exc.code) from None
+        stored = await self._store_call(self.obs.ingest(events))
+        await http.send_json(202, {"accepted": len(stored), "seqs": [e.seq for e in stored]})
+
+    @staticmethod
+    async def _store_call(call: Any) -> Any:
+        try:
+            return await call
+        except StoreError as exc:
+            log.error("store failure: %s", exc)
+            raise HttpError(503, "the event store is unavailable; try again") from None
+
+    def _authorize(self, request: Request, *, allow_query: bool) -> None:
+        if self._token is None:
+            return
+        offered = None
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() == "bearer ":
+            offered = header[7:].strip()
+        elif allow_query:
+            offered = request.param("token")
+        if offered is None or not hmac.compare_digest(offered.encode(), self._token):
+            raise HttpError(
+                401, "missing or wrong token", headers=[("www-authenticate", 'Bearer realm="trio-obs"')]
+            )
+
+    # ------------------------------------------------------------------ WebSocket
+
+    async def _websocket(self, http: HttpConnection, request: Request) -> None:
+        try:
+            stream_key, since = self._check_handshake(request)
+        except HttpError as err:
+            self.metrics.refused[err.status] += 1
+            await http.send_error(err)
+            return
+        ws = WSConnection(ConnectionType.SERVER)
+        try:
+            ws.receive_data(request.raw)
+            handshake = next((e for e in ws.events() if isinstance(e, WsRequest)), None)
+        except RemoteProtocolError as exc:
+            handshake = None
+            reason = str(exc)
+        else:
+            reason = "incomplete WebSocket handshake"
+        if handshake is None:
+            self.metrics.refused[400] += 1
+            await http.send_error(HttpError(400, f"bad WebSocket handshake: {reason}"))
+            return
+        accept = ws.send(AcceptConnection(extensions=[]))  # no compression: frames are prebuilt
+        sub = self.obs.broker.subscribe(stream_key, since=since, queue_size=self.config.queue_size)
+        is_all = stream_key == ev.ALL
+        connected = ev.ConnectedEvent(
+            execution_id=stream_key,
+            message="Connected to all observability events"
+            if is_all
+            else f"Connected to execution {stream_key}",
+            buffered_event_count=sub.replay_count,
+        )
+        conn = WebSocketConnection(
+            http.stream, ws, sub, self.metrics, ping_interval=self.config.ping_interval
+        )
+        self.connections.add(conn)
+        try:
+            await conn.run(accept + text_frame(encode(connected)))
+        finally:
+            self.connections.discard(conn)
+
+    def _check_handshake(self, request: Request) -> tuple[str, int | None]:
+        stream_key = request.param("observability")
+        if not stream_key:
+            raise HttpError(400, "missing observability parameter: use ?observability=<executionId>|all")
+        since_text = request.param("since")
+        since = None
+        if since_text is not None:
+            if not since_text.isdigit():
+                raise HttpError(400, f"since must be a non-negative integer, got {since_text!r}")
+            since = int(since_text)
+        self._authorize(request, allow_query=True)
+        origins = self.config.allowed_origins
+        if origins and request.headers.get("origin") not in origins:
+            raise HttpError(403, "origin not allowed")
+        if len(self.connections) >= self.config.max_connections:
+            raise HttpError(503, "too many connections; try again later")
+        return stream_key, since
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def close_all(self) -> None:
+        """Close every WebSocket with 1001 and wait (bounded) for them to finish."""
+        for conn in list(self.connections):
+            conn.shutdown(GOING_AWAY, "server shutting down")
+        with trio.move_on_after(self.config.shutdown_timeout):
+            while self.connections:
+                await trio.sleep(0.01)
+
+
+def _int_param(request: Request, name: str, default: int, *, maximum: int | None = None) -> int:
+    text = request.param(name)
+    if text is None or text == "":
+        return default
+    if not text.isdigit():
+        raise HttpError(400, f"{name} must be a non-negative integer, got {text!r}")
+    value = int(text)
+    return min(value, maximum) if maximum is not None else value
+
+
+def _load_static() -> dict[str, tuple[bytes, str]]:
+    files: dict[str, tuple[bytes, str]] = {}
+    folder = resources.files("trio_obs") / "static"
+    if folder.is_dir():
+        for item in folder.iterdir():
+            if item.is_file():
+                kind = mimetypes.guess_type(item.name)[0] or "application/octet-stream"
+                if kind.startswith("text/") or kind.endswith("javascript"):
+                    kind += "; charset=utf-8"
+                files[item.name] = (item.read_bytes(), kind)
+    files.setdefault(
+        "index.html", (b"<!doctype html><title>trio-obs</title><p>viewer not installed", "text/html")
+    )
+    return files
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+async def serve(
+    obs: Observability,
+    config: ServerConfig | None = None,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve HTTP and WebSocket clients of ``obs`` until cancelled; reports the bound port.
+
+    On cancellation it stops accepting, closes every WebSocket with 1001 and returns
+    within ``config.shutdown_timeout`` seconds or so.
+    """
+    config = config or ServerConfig()
+    server = _Server(obs, config)
+    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    port: int = listeners[0].socket.getsockname()[1]
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, server.handle, listeners)
+            task_status.started(port)
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    for listener in listeners:
+                        await listener.aclose()
+                    await server.close_all()
+    finally:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+
+
+def encode_json(obj: object) -> bytes:
+    """JSON bytes (used by routes for plain objects)."""
+    return orjson.dumps(obj)
