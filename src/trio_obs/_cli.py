@@ -104,17 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument(
         "--since", type=_non_negative_int, default=None, help="replay events after this seq"
     )
-    tail.add_argument(
-        "--topic", action="append", default=[], help="only this topic (repeatable)"
-    )
+    tail.add_argument("--topic", action="append", default=[], help="only this topic (repeatable)")
     tail.add_argument("--task", default=None, help="only events of this task id")
     tail.add_argument("--tool", action="append", default=[], help="only this tool (repeatable)")
     tail.add_argument(
         "--severity", action="append", default=[], help="only this message-bus severity"
     )
-    tail.add_argument(
-        "--token", default=os.environ.get("TRIO_OBS_TOKEN"), help="bearer token"
-    )
+    tail.add_argument("--token", default=os.environ.get("TRIO_OBS_TOKEN"), help="bearer token")
     tail.add_argument("--json", action="store_true", help="print one JSON object per line")
     return parser
 
@@ -129,10 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from ._demo import run_demo_cli
 
-        return run_demo_cli(args)
+        status: int = run_demo_cli(args)
+        return status
     from ._tail import run_tail_cli
 
-    return run_tail_cli(args)
+    status = run_tail_cli(args)
+    return status
 
 
 if __name__ == "__main__":

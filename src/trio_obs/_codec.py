@@ -82,7 +82,7 @@ def _make_converter() -> cattrs.Converter:
         ev.PongEvent,
     ]
     for cls in wire_classes:
-        overrides = {
+        overrides: dict[str, Any] = {
             a.name: override(rename=camel(a.name), omit_if_default=a.default is None)
             for a in attrs.fields(cls)
         }
@@ -221,7 +221,9 @@ def _parse_filters(raw: Any) -> ev.FilterUpdate:
     for key, value in raw.items():
         if key == "taskId":
             if value is not None and (not isinstance(value, str) or not value):
-                raise InvalidInput("filter taskId must be a non-empty string or null", INVALID_FILTER)
+                raise InvalidInput(
+                    "filter taskId must be a non-empty string or null", INVALID_FILTER
+                )
             changes["task_id"] = value
         elif key in _LIST_FILTERS:
             if value is None or value == []:
@@ -251,7 +253,7 @@ def parse_client_message(data: bytes | str) -> ev.ClientMessage:
         if obj.get("type") == "ping":
             return ev.Ping()
         raise InvalidInput(
-            f"unknown message type {obj.get('type')!r}; send {{\"type\": \"ping\"}} or "
+            f'unknown message type {obj.get("type")!r}; send {{"type": "ping"}} or '
             '{"action": "subscribe"|"unsubscribe", "topic": ...}',
             INVALID_MESSAGE,
         )

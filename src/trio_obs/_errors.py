@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Final, Literal, TypeAlias
 
-ErrorCode: TypeAlias = Literal["INVALID_MESSAGE", "INVALID_TOPIC", "INVALID_FILTER", "INVALID_EVENT"]
+ErrorCode: TypeAlias = Literal[
+    "INVALID_MESSAGE", "INVALID_TOPIC", "INVALID_FILTER", "INVALID_EVENT"
+]
 
 INVALID_MESSAGE: Final = "INVALID_MESSAGE"
 INVALID_TOPIC: Final = "INVALID_TOPIC"

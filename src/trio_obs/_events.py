@@ -33,7 +33,15 @@ ExecutionState: TypeAlias = Literal["started", "running", "paused", "completed",
 AssertionOutcome: TypeAlias = Literal["pass", "fail", "skip", "warn"]
 Severity: TypeAlias = Literal["debug", "info", "warning", "error", "critical"]
 Topic: TypeAlias = Literal[
-    "all", "transcript", "tools", "assertions", "skills", "messagebus", "waves", "agents", "execution"
+    "all",
+    "transcript",
+    "tools",
+    "assertions",
+    "skills",
+    "messagebus",
+    "waves",
+    "agents",
+    "execution",
 ]
 
 TOPICS: Final[frozenset[str]] = frozenset(Topic.__args__)  # type: ignore[attr-defined]

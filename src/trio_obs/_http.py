@@ -6,6 +6,7 @@ whatever followed it, to wsproto.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -100,7 +101,7 @@ class HttpConnection:
             data = await self.stream.receive_some(_READ_SIZE)
             if keep_raw:
                 self._raw += data
-            self.h11.receive_data(data)
+            self.h11.receive_data(bytes(data))
 
     async def next_request(self) -> Request | None:
         """The next request head, or None when the peer closed or the head timed out."""
@@ -162,7 +163,9 @@ class HttpConnection:
         if close:
             all_headers.append(("connection", "close"))
         h = self.h11
-        out = h.send(h11.Response(status_code=status, headers=all_headers, reason=REASONS.get(status, "")))
+        out = h.send(
+            h11.Response(status_code=status, headers=all_headers, reason=REASONS.get(status, ""))
+        )
         out += h.send(h11.Data(data=body)) if body else b""
         out += h.send(h11.EndOfMessage())
         await self.stream.send_all(out)
@@ -172,7 +175,7 @@ class HttpConnection:
         await self.respond(status, orjson.dumps(obj), **kw)
 
     async def send_error(self, err: HttpError) -> None:
-        """Send ``{"error": ..., "code"?: ...}``; close afterwards unless the request was read whole."""
+        """Send ``{"error": ..., "code": ...}``; close unless the request was read whole."""
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         close = self.h11.their_state is not h11.DONE
@@ -180,10 +183,10 @@ class HttpConnection:
         if err.code:
             payload["code"] = err.code
         body = orjson.dumps(payload)
-        try:
+        with contextlib.suppress(
+            h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError
+        ):
             await self.respond(err.status, body, headers=err.headers, close=close)
-        except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
     @property
     def reusable(self) -> bool:

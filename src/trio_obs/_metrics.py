@@ -70,7 +70,11 @@ class ServerMetrics(Collector):
         )
         counters = [
             ("trio_obs_events_in", "Events stored and dispatched, by type.", self.events_in),
-            ("trio_obs_events_out", "Events written to WebSocket clients, by type.", self.events_out),
+            (
+                "trio_obs_events_out",
+                "Events written to WebSocket clients, by type.",
+                self.events_out,
+            ),
         ]
         for name, doc, counts in counters:
             family = CounterMetricFamily(name, doc, labels=["type"])
@@ -88,7 +92,9 @@ class ServerMetrics(Collector):
             value=self.keepalive_closes,
         )
         refused = CounterMetricFamily(
-            "trio_obs_handshakes_refused", "Refused WebSocket handshakes, by status.", labels=["status"]
+            "trio_obs_handshakes_refused",
+            "Refused WebSocket handshakes, by status.",
+            labels=["status"],
         )
         for status, n in sorted(self.refused.items()):
             refused.add_metric([str(status)], n)
@@ -104,7 +110,9 @@ class ServerMetrics(Collector):
             "trio_obs_replay_buffers", "Streams with an in-memory replay buffer.",
             value=len(self._broker.buffers),
         )  # fmt: skip
-        yield GaugeMetricFamily("trio_obs_uptime_seconds", "Seconds since start.", value=self.uptime)
+        yield GaugeMetricFamily(
+            "trio_obs_uptime_seconds", "Seconds since start.", value=self.uptime
+        )
 
     def exposition(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -18,7 +18,8 @@ import attrs
 import orjson
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, Request as WsRequest
+from wsproto.events import AcceptConnection
+from wsproto.events import Request as WsRequest
 from wsproto.utilities import RemoteProtocolError
 
 from . import _events as ev
@@ -71,6 +72,8 @@ class _Server:
         self.metrics = ServerMetrics(obs.broker, lambda: len(self.connections))
         self.static = _load_static()
         self._token = config.token.encode() if config.token else None
+        self._idle = trio.Event()
+        self._idle.set()
 
     # ------------------------------------------------------------------ per TCP connection
 
@@ -117,7 +120,9 @@ class _Server:
                 405, f"{method} is not allowed on {path}", headers=[("allow", ", ".join(allowed))]
             )
         if path == "/ws":
-            raise HttpError(426, "this path takes a WebSocket upgrade", headers=[("upgrade", "websocket")])
+            raise HttpError(
+                426, "this path takes a WebSocket upgrade", headers=[("upgrade", "websocket")]
+            )
         if path == "/" or path.startswith("/static/"):
             name = "index.html" if path == "/" else path[8:]
             content, content_type = self.static[name]
@@ -174,7 +179,9 @@ class _Server:
             offered = request.param("token")
         if offered is None or not hmac.compare_digest(offered.encode(), self._token):
             raise HttpError(
-                401, "missing or wrong token", headers=[("www-authenticate", 'Bearer realm="trio-obs"')]
+                401,
+                "missing or wrong token",
+                headers=[("www-authenticate", 'Bearer realm="trio-obs"')],
             )
 
     # ------------------------------------------------------------------ WebSocket
@@ -213,15 +220,21 @@ class _Server:
             http.stream, ws, sub, self.metrics, ping_interval=self.config.ping_interval
         )
         self.connections.add(conn)
+        if self._idle.is_set():
+            self._idle = trio.Event()
         try:
             await conn.run(accept + text_frame(encode(connected)))
         finally:
             self.connections.discard(conn)
+            if not self.connections:
+                self._idle.set()
 
     def _check_handshake(self, request: Request) -> tuple[str, int | None]:
         stream_key = request.param("observability")
         if not stream_key:
-            raise HttpError(400, "missing observability parameter: use ?observability=<executionId>|all")
+            raise HttpError(
+                400, "missing observability parameter: use ?observability=<executionId>|all"
+            )
         since_text = request.param("since")
         since = None
         if since_text is not None:
@@ -243,8 +256,7 @@ class _Server:
         for conn in list(self.connections):
             conn.shutdown(GOING_AWAY, "server shutting down")
         with trio.move_on_after(self.config.shutdown_timeout):
-            while self.connections:
-                await trio.sleep(0.01)
+            await self._idle.wait()
 
 
 def _int_param(request: Request, name: str, default: int, *, maximum: int | None = None) -> int:
@@ -268,7 +280,8 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
                     kind += "; charset=utf-8"
                 files[item.name] = (item.read_bytes(), kind)
     files.setdefault(
-        "index.html", (b"<!doctype html><title>trio-obs</title><p>viewer not installed", "text/html")
+        "index.html",
+        (b"<!doctype html><title>trio-obs</title><p>viewer not installed", "text/html"),
     )
     return files
 

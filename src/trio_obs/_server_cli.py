@@ -33,9 +33,12 @@ async def _main(args: argparse.Namespace) -> None:
         ping_interval=args.ping_interval,
         queue_size=args.queue_size,
     )
-    async with open_observability(
-        args.db, buffer_size=args.buffer_size, queue_size=args.queue_size
-    ) as obs, trio.open_nursery() as nursery:
+    async with (
+        open_observability(
+            args.db, buffer_size=args.buffer_size, queue_size=args.queue_size
+        ) as obs,
+        trio.open_nursery() as nursery,
+    ):
         port = await nursery.start(serve, obs, config)
         base = f"http://{_display_host(args.host)}:{port}"
         log.info(

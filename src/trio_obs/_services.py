@@ -357,7 +357,7 @@ def derive(event: E) -> E:
     which alone knows the order of assertions.)
     """
     if isinstance(event, ev.MessageBusEvent):
-        return attrs.evolve(  # type: ignore[return-value]
+        return attrs.evolve(
             event,
             execution_id=event.entry.execution_id or ev.GLOBAL,
             requires_action=event.entry.severity in ev.ACTION_SEVERITIES,

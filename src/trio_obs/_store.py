@@ -337,7 +337,7 @@ class Store:
     async def read(
         self, key: str, *, after: int = 0, limit: int | None = None, upto: int | None = None
     ) -> list[Envelope]:
-        """Stored envelopes of ``key`` with ``after < seq (<= upto)``, oldest first, at most ``limit``."""
+        """Stored envelopes of ``key`` with ``after < seq <= upto``, oldest first."""
         rows = await self._query(
             "SELECT seq, task_id, tool, is_copy, data FROM events"
             " WHERE stream_key=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",

@@ -119,7 +119,7 @@ class WebSocketConnection:
                 # Wait for the client's close frame, so the client sees a clean close.
                 while self.ws.state is ConnectionState.LOCAL_CLOSING:
                     data = await self.stream.receive_some(65536)
-                    self.ws.receive_data(data or None)
+                    self.ws.receive_data(bytes(data) or None)
                     for _ in self.ws.events():
                         pass
             except (trio.BrokenResourceError, trio.ClosedResourceError, LocalProtocolError):
@@ -193,7 +193,7 @@ class WebSocketConnection:
                     awaiting_pong = True
                     continue
                 awaiting_pong = False
-                self.ws.receive_data(data or None)
+                self.ws.receive_data(bytes(data) or None)
                 for event in self.ws.events():
                     if not await self._handle(event):
                         return
