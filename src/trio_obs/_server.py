@@ -95,7 +95,11 @@ class _Server:
             if request is None:
                 return
             if request.path == "/ws" and request.is_websocket_upgrade:
-                await self._websocket(http, request)
+                accepted = await self._accept_websocket(http, request)
+                # Idle connections must be small: keep nothing of the HTTP phase.
+                del http, request
+                if accepted is not None:
+                    await self._serve_websocket(*accepted)
                 return
             try:
                 body = await http.read_body(request, self.config.max_body)
@@ -186,13 +190,16 @@ class _Server:
 
     # ------------------------------------------------------------------ WebSocket
 
-    async def _websocket(self, http: HttpConnection, request: Request) -> None:
+    async def _accept_websocket(
+        self, http: HttpConnection, request: Request
+    ) -> tuple[WebSocketConnection, bytes] | None:
+        """Check and accept a handshake: the connection and its first bytes, or None if refused."""
         try:
             stream_key, since = self._check_handshake(request)
         except HttpError as err:
             self.metrics.refused[err.status] += 1
             await http.send_error(err)
-            return
+            return None
         ws = WSConnection(ConnectionType.SERVER)
         try:
             ws.receive_data(request.raw)
@@ -205,8 +212,9 @@ class _Server:
         if handshake is None:
             self.metrics.refused[400] += 1
             await http.send_error(HttpError(400, f"bad WebSocket handshake: {reason}"))
-            return
+            return None
         accept = ws.send(AcceptConnection(extensions=[]))  # no compression: frames are prebuilt
+        assert ws.connection is not None
         sub = self.obs.broker.subscribe(stream_key, since=since, queue_size=self.config.queue_size)
         is_all = stream_key == ev.ALL
         connected = ev.ConnectedEvent(
@@ -217,13 +225,16 @@ class _Server:
             buffered_event_count=sub.replay_count,
         )
         conn = WebSocketConnection(
-            http.stream, ws, sub, self.metrics, ping_interval=self.config.ping_interval
+            http.stream, ws.connection, sub, self.metrics, ping_interval=self.config.ping_interval
         )
+        return conn, accept + text_frame(encode(connected))
+
+    async def _serve_websocket(self, conn: WebSocketConnection, first: bytes) -> None:
         self.connections.add(conn)
         if self._idle.is_set():
             self._idle = trio.Event()
         try:
-            await conn.run(accept + text_frame(encode(connected)))
+            await conn.run(first)
         finally:
             self.connections.discard(conn)
             if not self.connections:

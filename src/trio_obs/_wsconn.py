@@ -12,8 +12,7 @@ import time
 from typing import Final
 
 import trio
-from wsproto import WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
@@ -49,10 +48,15 @@ SLOW_CONSUMER_CODE: Final = 4008
 class WebSocketConnection:
     """Serves one subscription over one accepted WebSocket until either side closes."""
 
+    __slots__ = (
+        "_broken", "_lock", "_message", "_message_size", "_tasks", "_write_scope",
+        "close_code", "close_reason", "metrics", "ping_interval", "stream", "sub", "ws",
+    )  # fmt: skip
+
     def __init__(
         self,
         stream: trio.abc.Stream,
-        ws: WSConnection,
+        ws: Connection,
         sub: Subscription,
         metrics: ServerMetrics,
         *,
