@@ -40,6 +40,7 @@ class Subscription:
         replay_after: int,
         replay_upto: int,
         queue_size: int,
+        ready: list[Subscription] | None = None,
     ) -> None:
         self.broker = broker
         self.stream = stream
@@ -51,6 +52,10 @@ class Subscription:
         self._send = send
         self.channel: trio.MemoryReceiveChannel[Envelope] = recv
         """Live envelopes (seq > :attr:`replay_upto`) as the broker dispatches them."""
+        self.ready = ready
+        """If set, the broker appends this subscription to it (once until ``flush_pending``
+        is reset) when it queues events, so one task can serve many subscriptions."""
+        self.flush_pending = False
         self.end_reason: str | None = None
         self.on_end: EndCallback | None = None
         """Called (synchronously, from dispatch) when the broker ends this subscription."""
@@ -135,7 +140,12 @@ class Hub(Protocol):
         ...
 
     def subscribe(
-        self, stream: str, *, since: int | None = None, queue_size: int | None = None
+        self,
+        stream: str,
+        *,
+        since: int | None = None,
+        queue_size: int | None = None,
+        ready: list[Subscription] | None = None,
     ) -> Subscription:
         """Open a subscription to an execution, ``global`` or ``all``."""
         ...
@@ -176,8 +186,8 @@ class Broker:
         self.queue_size = queue_size
         self._by_stream: dict[str, list[Subscription]] = {}
         self._all: list[Subscription] = []
-        self.on_dispatch: Callable[[list[Envelope]], None] | None = None
-        """Observer of every dispatched batch (metrics)."""
+        self.dispatch_hooks: list[Callable[[list[Envelope]], None]] = []
+        """Called after every dispatched batch (servers: metrics, waking their flusher)."""
         self.on_slow_consumer: Callable[[Subscription], None] | None = None
         store.listener = self._dispatch
 
@@ -210,6 +220,9 @@ class Broker:
                     if sub.state.everything or sub.state.matches(env):
                         try:
                             sub._send.send_nowait(env)
+                            if sub.ready is not None and not sub.flush_pending:
+                                sub.flush_pending = True
+                                sub.ready.append(sub)
                         except trio.WouldBlock:
                             ended.append((sub, SLOW_CONSUMER))
                         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -221,19 +234,24 @@ class Broker:
                             self.on_slow_consumer(sub)
                         sub._end(reason)
                 ended.clear()
-        if self.on_dispatch is not None:
-            self.on_dispatch(envelopes)
+        for hook in self.dispatch_hooks:
+            hook(envelopes)
 
     # ------------------------------------------------------------------ subscribing
 
     def subscribe(
-        self, stream: str, *, since: int | None = None, queue_size: int | None = None
+        self,
+        stream: str,
+        *,
+        since: int | None = None,
+        queue_size: int | None = None,
+        ready: list[Subscription] | None = None,
     ) -> Subscription:
         """Subscribe to ``stream`` (an execution id, ``global`` or ``all``).
 
         Replay is the last ``buffer_size`` events, or with ``since=S`` every stored
         event with ``seq > S``; live events follow with no gap and no duplicate.
-        ``all`` gets no replay.
+        ``all`` gets no replay. ``ready``: see :attr:`Subscription.ready`.
         """
         if since is not None and since < 0:
             raise ValueError("since must be >= 0")
@@ -249,6 +267,7 @@ class Broker:
             replay_after=after,
             replay_upto=upto,
             queue_size=queue_size or self.queue_size,
+            ready=ready,
         )
         # No checkpoint between reading last_seq and registering: the seam is exact.
         (self._all if stream == ev.ALL else self._by_stream.setdefault(stream, [])).append(sub)

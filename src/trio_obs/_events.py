@@ -7,6 +7,7 @@ the codec checks whenever a message comes in from outside.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeAlias
 
@@ -51,6 +52,20 @@ ENDED_STATES: Final[frozenset[str]] = frozenset({"completed", "failed"})
 
 JSONDict: TypeAlias = dict[str, Any]
 
+
+def _finite(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    """Refuse NaN and infinities: JSON cannot carry them, so they could never be read back."""
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"{attribute.name} must be a finite number, got {value}")
+
+
+def _finite_values(
+    _: object, attribute: attrs.Attribute[Any], value: dict[str, float] | None
+) -> None:
+    if value is not None and not all(math.isfinite(v) for v in value.values()):
+        raise ValueError(f"{attribute.name} values must be finite numbers")
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -69,7 +84,7 @@ class TranscriptEntry:
     task_id: str | None = None
     wave_number: int | None = None
     details: JSONDict | None = None
-    duration_ms: float | None = None
+    duration_ms: float | None = attrs.field(default=None, validator=_finite)
 
 
 @attrs.frozen(kw_only=True)
@@ -85,7 +100,7 @@ class AssertionResult:
     timestamp: str
     chain_id: str | None = None
     evidence: JSONDict | None = None
-    duration_ms: float | None = None
+    duration_ms: float | None = attrs.field(default=None, validator=_finite)
 
 
 @attrs.frozen(kw_only=True)
@@ -145,7 +160,7 @@ class ToolEndEvent:
     execution_id: str
     tool_use_id: str
     result_status: ToolResultStatus
-    duration_ms: float
+    duration_ms: float = attrs.field(validator=_finite)
     output_summary: str | None = None
     is_error: bool | None = None
     is_blocked: bool | None = None
@@ -174,7 +189,7 @@ class AssertionResultEvent:
     execution_id: str
     task_id: str
     assertion: AssertionResult
-    running_pass_rate: float = 1.0
+    running_pass_rate: float = attrs.field(default=1.0, validator=_finite)
     timestamp: str = attrs.field(factory=utc_now_iso)
     seq: int | None = None
 
@@ -203,7 +218,7 @@ class SkillEndEvent:
     skill_trace_id: str
     skill_name: str
     status: SkillStatus
-    duration_ms: float
+    duration_ms: float = attrs.field(validator=_finite)
     timestamp: str = attrs.field(factory=utc_now_iso)
     seq: int | None = None
 
@@ -244,7 +259,7 @@ class AgentHeartbeatEvent:
     instance_id: str
     status: AgentState
     current_task_id: str | None = None
-    metrics: dict[str, float] | None = None
+    metrics: dict[str, float] | None = attrs.field(default=None, validator=_finite_values)
     timestamp: str = attrs.field(factory=utc_now_iso)
     seq: int | None = None
 
@@ -276,8 +291,17 @@ StreamEvent: TypeAlias = (
 )
 
 STREAM_EVENT_TYPES: Final[dict[str, type[StreamEvent]]] = {
-    cls.__attrs_attrs__.type.default: cls  # type: ignore[attr-defined]
-    for cls in StreamEvent.__args__  # type: ignore[attr-defined]
+    "transcript:entry": TranscriptEntryEvent,
+    "tool:start": ToolStartEvent,
+    "tool:end": ToolEndEvent,
+    "tool:output": ToolOutputEvent,
+    "assertion:result": AssertionResultEvent,
+    "skill:start": SkillStartEvent,
+    "skill:end": SkillEndEvent,
+    "messagebus:event": MessageBusEvent,
+    "wave:status": WaveStatusEvent,
+    "agent:heartbeat": AgentHeartbeatEvent,
+    "execution:status": ExecutionStatusEvent,
 }
 
 TOPIC_OF_TYPE: Final[dict[str, str]] = {

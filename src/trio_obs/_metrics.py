@@ -9,11 +9,18 @@ and once per store commit.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator
+from itertools import accumulate
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from ._broker import Broker
@@ -22,6 +29,29 @@ from ._routing import Envelope
 _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
 )  # fmt: skip
+
+
+class LatencyHistogram:
+    """A lock-free histogram for one trio thread: bucket counts and a sum."""
+
+    __slots__ = ("bounds", "counts", "doc", "name", "total")
+
+    def __init__(self, name: str, doc: str, bounds: tuple[float, ...] = _LATENCY_BUCKETS) -> None:
+        self.name, self.doc, self.bounds = name, doc, bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Count one observation."""
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def family(self) -> HistogramMetricFamily:
+        """The Prometheus family of the observations so far."""
+        cumulative = list(accumulate(self.counts))
+        buckets = [(str(b), c) for b, c in zip(self.bounds, cumulative, strict=False)]
+        buckets.append(("+Inf", cumulative[-1]))
+        return HistogramMetricFamily(self.name, self.doc, buckets=buckets, sum_value=self.total)
 
 
 class ServerMetrics(Collector):
@@ -36,24 +66,19 @@ class ServerMetrics(Collector):
         self.slow_consumer_closes = 0
         self.keepalive_closes = 0
         self.refused: Counter[int] = Counter()
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.delivery_latency = Histogram(
+        self.delivery_latency = LatencyHistogram(
             "trio_obs_delivery_latency_seconds",
             "Time from an event's storage to the socket write that carries it.",
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
         )
-        self.commit_latency = Histogram(
-            "trio_obs_store_commit_seconds",
-            "Duration of one store transaction (group commit).",
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
+        self.commit_latency = LatencyHistogram(
+            "trio_obs_store_commit_seconds", "Duration of one store transaction (group commit)."
         )
+        self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
-        broker.on_dispatch = self._count_in
         broker.store.commit_observer = lambda seconds, _n: self.commit_latency.observe(seconds)
 
-    def _count_in(self, envelopes: list[Envelope]) -> None:
+    def count_in(self, envelopes: list[Envelope]) -> None:
+        """Count stored events by type (a broker dispatch hook)."""
         for env in envelopes:
             if not env.is_copy:
                 self.events_in[env.event.type] += 1

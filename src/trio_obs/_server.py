@@ -12,7 +12,7 @@ import mimetypes
 import re
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import attrs
 import orjson
@@ -23,11 +23,12 @@ from wsproto.events import Request as WsRequest
 from wsproto.utilities import RemoteProtocolError
 
 from . import _events as ev
+from ._broker import Subscription
 from ._codec import decode_events, encode
 from ._errors import InvalidInput, StoreError
 from ._http import HttpConnection, HttpError, Request
 from ._metrics import ServerMetrics
-from ._routing import text_frame
+from ._routing import Envelope, text_frame
 from ._services import Observability
 from ._wsconn import GOING_AWAY, WebSocketConnection
 
@@ -69,6 +70,9 @@ class _Server:
         self.obs = obs
         self.config = config
         self.connections: set[WebSocketConnection] = set()
+        self._conn_of: dict[Subscription, WebSocketConnection] = {}
+        self._ready: list[Subscription] = []
+        self._flush_wanted = trio.Event()
         self.metrics = ServerMetrics(obs.broker, lambda: len(self.connections))
         self.static = _load_static()
         self._token = config.token.encode() if config.token else None
@@ -215,7 +219,9 @@ class _Server:
             return None
         accept = ws.send(AcceptConnection(extensions=[]))  # no compression: frames are prebuilt
         assert ws.connection is not None
-        sub = self.obs.broker.subscribe(stream_key, since=since, queue_size=self.config.queue_size)
+        sub = self.obs.broker.subscribe(
+            stream_key, since=since, queue_size=self.config.queue_size, ready=self._ready
+        )
         is_all = stream_key == ev.ALL
         connected = ev.ConnectedEvent(
             execution_id=stream_key,
@@ -225,18 +231,25 @@ class _Server:
             buffered_event_count=sub.replay_count,
         )
         conn = WebSocketConnection(
-            http.stream, ws.connection, sub, self.metrics, ping_interval=self.config.ping_interval
+            cast(trio.SocketStream, http.stream),
+            ws.connection,
+            sub,
+            self.metrics,
+            ping_interval=self.config.ping_interval,
+            request_flush=self._request_flush,
         )
         return conn, accept + text_frame(encode(connected))
 
     async def _serve_websocket(self, conn: WebSocketConnection, first: bytes) -> None:
         self.connections.add(conn)
+        self._conn_of[conn.sub] = conn
         if self._idle.is_set():
             self._idle = trio.Event()
         try:
             await conn.run(first)
         finally:
             self.connections.discard(conn)
+            self._conn_of.pop(conn.sub, None)
             if not self.connections:
                 self._idle.set()
 
@@ -259,6 +272,34 @@ class _Server:
         if len(self.connections) >= self.config.max_connections:
             raise HttpError(503, "too many connections; try again later")
         return stream_key, since
+
+    # ------------------------------------------------------------------ fan-out
+
+    def on_dispatch(self, envelopes: list[Envelope]) -> None:
+        """Broker hook, after each dispatched batch: count it and wake the flusher."""
+        self.metrics.count_in(envelopes)
+        if self._ready:
+            self._flush_wanted.set()
+
+    def _request_flush(self, sub: Subscription) -> None:
+        if not sub.flush_pending:
+            sub.flush_pending = True
+            self._ready.append(sub)
+        self._flush_wanted.set()
+
+    async def flusher(self) -> None:
+        """Writes queued events to every connection that got some: one task, one write each."""
+        conn_of = self._conn_of
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted = trio.Event()
+            ready = self._ready[:]
+            self._ready.clear()
+            for sub in ready:
+                sub.flush_pending = False
+                conn = conn_of.get(sub)
+                if conn is not None:
+                    conn.flush()
 
     # ------------------------------------------------------------------ shutdown
 
@@ -318,8 +359,10 @@ async def serve(
     server = _Server(obs, config)
     listeners = await trio.open_tcp_listeners(config.port, host=config.host)
     port: int = listeners[0].socket.getsockname()[1]
+    obs.broker.dispatch_hooks.append(server.on_dispatch)
     try:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.flusher)
             nursery.start_soon(trio.serve_listeners, server.handle, listeners)
             task_status.started(port)
             try:
@@ -330,6 +373,7 @@ async def serve(
                         await listener.aclose()
                     await server.close_all()
     finally:
+        obs.broker.dispatch_hooks.remove(server.on_dispatch)
         for listener in listeners:
             await trio.aclose_forcefully(listener)
 

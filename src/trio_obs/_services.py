@@ -359,7 +359,9 @@ def derive(event: E) -> E:
     if isinstance(event, ev.MessageBusEvent):
         return attrs.evolve(
             event,
-            execution_id=event.entry.execution_id or ev.GLOBAL,
+            # A posted top-level executionId counts too; only an event with no
+            # execution at all belongs to ``global``.
+            execution_id=event.entry.execution_id or event.execution_id or ev.GLOBAL,
             requires_action=event.entry.severity in ev.ACTION_SEVERITIES,
         )
     return event

@@ -106,8 +106,99 @@ class _Append:
     error: BaseException | None = None
 
 
+def _stamp(event: ev.StreamEvent, **changes: Any) -> ev.StreamEvent:
+    """``event`` with the store's fields set.
+
+    A fresh event (no ``seq`` yet) belongs to the store from now on and is updated in
+    place, which is several times cheaper than ``attrs.evolve``; an event object
+    stored a second time is copied, so the first stored one never changes.
+    """
+    if event.seq is not None:
+        return attrs.evolve(event, **changes)
+    for name, value in changes.items():
+        object.__setattr__(event, name, value)
+    return event
+
+
 CommitListener = Callable[[list[Envelope]], None]
 CommitObserver = Callable[[float, int], None]
+
+
+class _Batch:
+    """One append's events being prepared: seqs, derived fields, rows, routing facts."""
+
+    def __init__(
+        self,
+        store: Store,
+        group_streams: dict[str, _Stream],
+        group_spans: dict[tuple[str, str, str], tuple[str, str | None]],
+    ) -> None:
+        self.store = store
+        self.group_streams = group_streams
+        self.group_spans = group_spans
+        self.streams: dict[str, _Stream] = {}
+        self.spans: dict[tuple[str, str, str], tuple[str, str | None]] = {}
+        self.rows: list[tuple[Any, ...]] = []
+        self.order: list[str] = []
+
+    def stream(self, key: str) -> _Stream:
+        s = self.streams.get(key)
+        if s is None:
+            base = self.group_streams.get(key) or self.store._streams.get(key) or _Stream()
+            s = self.streams[key] = attrs.evolve(base)
+        return s
+
+    def span(self, key: tuple[str, str, str]) -> tuple[str, str | None] | None:
+        return self.spans.get(key) or self.group_spans.get(key) or self.store._lookup_span(key)
+
+    def add(self, key: str, event: ev.StreamEvent, **routing: Any) -> Envelope:
+        s = self.stream(key)
+        s.last_seq += 1
+        s.event_count += 1
+        if s.first_timestamp is None:
+            s.first_timestamp = event.timestamp
+        s.last_timestamp = event.timestamp
+        env = Envelope.of(key, _stamp(event, seq=s.last_seq), born=time.perf_counter(), **routing)
+        self.rows.append(
+            (key, env.seq, event.type, event.execution_id, event.timestamp,
+             env.task_id, env.tool, int(env.is_copy), env.data)
+        )  # fmt: skip
+        self.order.append(key)
+        return env
+
+    def prepare(self, batch: Sequence[ev.StreamEvent]) -> list[Envelope]:
+        envs: list[Envelope] = []
+        for event in batch:
+            key = ev.stream_key(event)
+            task_id, tool = own_task_id(event), None
+            match event:
+                case ev.AssertionResultEvent():
+                    s = self.stream(key)
+                    s.assertions_total += 1
+                    s.assertions_passed += event.assertion.result == "pass"
+                    rate = s.assertions_passed / s.assertions_total
+                    event = _stamp(event, running_pass_rate=rate)
+                case ev.ToolStartEvent():
+                    self.spans[(key, "tool", event.tool_use_id)] = (event.tool, task_id)
+                    tool = event.tool
+                case ev.SkillStartEvent():
+                    self.spans[(key, "skill", event.skill_trace_id)] = (event.skill_name, task_id)
+                case ev.ToolEndEvent() | ev.ToolOutputEvent():
+                    found = self.span((key, "tool", event.tool_use_id))
+                    if found is not None:
+                        tool, task_id = found
+                case ev.SkillEndEvent():
+                    found = self.span((key, "skill", event.skill_trace_id))
+                    if found is not None:
+                        task_id = found[1]
+                case ev.ExecutionStatusEvent():
+                    self.stream(key).last_status = event.status
+            env = self.add(key, event, task_id=task_id, tool=tool)
+            envs.append(env)
+            if isinstance(event, ev.ExecutionStatusEvent) and key != ev.GLOBAL:
+                copy = attrs.evolve(env.event, seq=None)
+                envs.append(self.add(ev.GLOBAL, copy, is_copy=True))
+        return envs
 
 
 class Store:
@@ -214,12 +305,16 @@ class Store:
         self._activity = activity
         for span_key, span in spans.items():
             self._remember_span(span_key, span)
+        stored = [envs for envs in results if not isinstance(envs, Exception)]
         if self.commit_observer is not None:
-            self.commit_observer(time.perf_counter() - started, sum(len(r) for r in results))
-        if self.listener is not None:
-            self.listener([env for envs in results for env in envs])
-        for request, envs in zip(group, results, strict=True):
-            request.result = envs
+            self.commit_observer(time.perf_counter() - started, sum(len(r) for r in stored))
+        if self.listener is not None and stored:
+            self.listener([env for envs in stored for env in envs])
+        for request, outcome in zip(group, results, strict=True):
+            if isinstance(outcome, Exception):
+                request.error = outcome
+            else:
+                request.result = outcome
             request.done.set()
 
     def _remember_span(self, key: tuple[str, str, str], span: tuple[str, str | None]) -> None:
@@ -231,97 +326,55 @@ class Store:
     def _write_group(
         self, batches: list[Sequence[ev.StreamEvent]]
     ) -> tuple[
-        list[list[Envelope]],
+        list[list[Envelope] | Exception],
         dict[str, _Stream],
         dict[tuple[str, str, str], tuple[str, str | None]],
         int,
     ]:
-        """Runs in a worker thread: one transaction for every batch of the group."""
+        """Runs in a worker thread: one transaction for every batch of the group.
+
+        Each batch is staged on its own and merged only if all of it could be
+        prepared, so a bad batch fails alone and never half-applies.
+        """
         streams: dict[str, _Stream] = {}
         new_spans: dict[tuple[str, str, str], tuple[str, str | None]] = {}
-        activity = self._activity
+        last_write: dict[str, None] = {}  # stream keys in the order of their last write
         rows: list[tuple[Any, ...]] = []
-        results: list[list[Envelope]] = []
-
-        def stream_of(key: str) -> _Stream:
-            s = streams.get(key)
-            if s is None:
-                s = streams[key] = attrs.evolve(self._streams.get(key, _Stream()))
-            return s
-
-        def span_of(execution_id: str, kind: str, span_id: str) -> tuple[str, str | None] | None:
-            key = (execution_id, kind, span_id)
-            found = new_spans.get(key) or self._spans.get(key)
-            if found is None:
-                row = self._write.execute(
-                    "SELECT name, task_id FROM spans WHERE execution_id=? AND kind=? AND span_id=?",
-                    key,
-                ).fetchone()
-                found = (row[0], row[1]) if row else None
-            return found
-
-        def store(key: str, event: ev.StreamEvent, env_args: dict[str, Any]) -> Envelope:
-            s = stream_of(key)
-            s.last_seq += 1
-            s.event_count += 1
-            if s.first_timestamp is None:
-                s.first_timestamp = event.timestamp
-            s.last_timestamp = event.timestamp
-            env = Envelope.of(
-                key, attrs.evolve(event, seq=s.last_seq), born=time.perf_counter(), **env_args
-            )
-            rows.append(
-                (key, env.seq, event.type, event.execution_id, event.timestamp,
-                 env.task_id, env.tool, int(env.is_copy), env.data)
-            )  # fmt: skip
-            return env
-
+        results: list[list[Envelope] | Exception] = []
+        for batch in batches:
+            try:
+                staged = _Batch(self, streams, new_spans)
+                envs = staged.prepare(batch)
+            except Exception as exc:
+                results.append(exc)
+                continue
+            streams.update(staged.streams)
+            new_spans.update(staged.spans)
+            rows.extend(staged.rows)
+            for key in staged.order:
+                last_write.pop(key, None)
+                last_write[key] = None
+            results.append(envs)
+        activity = self._activity
+        stream_rows = []
+        for key in last_write:
+            activity += 1
+            st = streams[key]
+            stream_rows.append((
+                key, st.last_seq, st.event_count, st.first_timestamp, st.last_timestamp,
+                st.last_status, st.assertions_total, st.assertions_passed, activity,
+            ))  # fmt: skip
+        if not rows:
+            return results, {}, {}, self._activity
         with self._lock:
             try:
                 self._write.execute("BEGIN IMMEDIATE")
-                for batch in batches:
-                    envs: list[Envelope] = []
-                    for event in batch:
-                        key = ev.stream_key(event)
-                        task_id, tool = own_task_id(event), None
-                        match event:
-                            case ev.AssertionResultEvent():
-                                s = stream_of(key)
-                                s.assertions_total += 1
-                                s.assertions_passed += event.assertion.result == "pass"
-                                rate = s.assertions_passed / s.assertions_total
-                                event = attrs.evolve(event, running_pass_rate=rate)
-                            case ev.ToolStartEvent() | ev.SkillStartEvent():
-                                is_tool = isinstance(event, ev.ToolStartEvent)
-                                span_id = event.tool_use_id if is_tool else event.skill_trace_id  # type: ignore[union-attr]
-                                name = event.tool if is_tool else event.skill_name  # type: ignore[union-attr]
-                                span_key = (key, "tool" if is_tool else "skill", span_id)
-                                new_spans[span_key] = (name, task_id)
-                                tool = name if is_tool else None
-                            case ev.ToolEndEvent() | ev.ToolOutputEvent():
-                                found = span_of(key, "tool", event.tool_use_id)
-                                if found is not None:
-                                    tool, task_id = found
-                            case ev.SkillEndEvent():
-                                found = span_of(key, "skill", event.skill_trace_id)
-                                if found is not None:
-                                    task_id = found[1]
-                            case ev.ExecutionStatusEvent():
-                                stream_of(key).last_status = event.status
-                        env = store(key, event, {"task_id": task_id, "tool": tool})
-                        envs.append(env)
-                        if isinstance(event, ev.ExecutionStatusEvent) and key != ev.GLOBAL:
-                            envs.append(store(ev.GLOBAL, env.event, {"is_copy": True}))
-                    results.append(envs)
                 self._write.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)", rows)
-                self._write.executemany(
-                    "INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?)",
-                    [(*k, *v) for k, v in new_spans.items()],
-                )
-                stream_rows = []
-                for key, s in streams.items():
-                    activity += 1
-                    stream_rows.append((key, *attrs.astuple(s), activity))
+                if new_spans:
+                    self._write.executemany(
+                        "INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?)",
+                        [(*k, *v) for k, v in new_spans.items()],
+                    )
                 self._write.executemany(
                     "INSERT OR REPLACE INTO streams VALUES (?,?,?,?,?,?,?,?,?)", stream_rows
                 )
@@ -331,6 +384,17 @@ class Store:
                     self._write.execute("ROLLBACK")
                 raise
         return results, streams, new_spans, activity
+
+    def _lookup_span(self, key: tuple[str, str, str]) -> tuple[str, str | None] | None:
+        found = self._spans.get(key)
+        if found is None:
+            with self._lock:
+                row = self._write.execute(
+                    "SELECT name, task_id FROM spans WHERE execution_id=? AND kind=? AND span_id=?",
+                    key,
+                ).fetchone()
+            found = (row[0], row[1]) if row else None
+        return found
 
     # ------------------------------------------------------------------ reads (async, off-loop)
 

@@ -1,0 +1,620 @@
+"""The broker: the plan's OBS-611 unit tests, exactly-once routing, exact replay seams,
+slow consumers and concurrent producers (SPEC §3, §4, §9)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+
+from trio_obs import (
+    ALL,
+    GLOBAL,
+    Broker,
+    Envelope,
+    Observability,
+    Subscription,
+    SubscriptionEnded,
+    open_observability,
+)
+from trio_obs import _events as ev
+from trio_obs._codec import decode_stream_event
+from trio_obs._errors import SLOW_CONSUMER
+
+EXEC = "exec-123"
+TS = "2025-06-01T12:00:00.000Z"
+
+
+@pytest.fixture
+async def obs() -> AsyncIterator[Observability]:
+    async with open_observability() as o:
+        yield o
+
+
+@pytest.fixture
+def broker(obs: Observability) -> Broker:
+    return obs.broker
+
+
+def drain(sub: Subscription) -> list[Envelope]:
+    """Everything already dispatched to ``sub`` (dispatch happens before an emit returns)."""
+    out = []
+    while True:
+        try:
+            out.append(sub.channel.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return out
+
+
+async def collect_envelopes(sub: Subscription, until_seq: int) -> list[Envelope]:
+    """What iterating ``sub`` yields (replay, then live) up to ``until_seq``."""
+    got: list[Envelope] = []
+    with trio.fail_after(10):  # a hang guard, not a timing assertion
+        async for env in sub:
+            got.append(env)
+            if env.seq >= until_seq:
+                break
+    return got
+
+
+async def collect(sub: Subscription, until_seq: int) -> list[int]:
+    """Seqs from iterating ``sub`` (replay, then live) up to ``until_seq``."""
+    return [env.seq for env in await collect_envelopes(sub, until_seq)]
+
+
+def entry(i: int, execution_id: str = EXEC) -> ev.TranscriptEntry:
+    return ev.TranscriptEntry(
+        id=f"entry-{i}",
+        timestamp=TS,
+        sequence=i,
+        execution_id=execution_id,
+        instance_id="instance-1",
+        entry_type="phase_start",
+        category="lifecycle",
+        summary=f"Event {i}",
+        details={},
+    )
+
+
+def bus_entry(
+    execution_id: str | None, severity: ev.Severity = "info", task_id: str | None = None
+) -> ev.MessageBusLogEntry:
+    return ev.MessageBusLogEntry(
+        id="m1",
+        event_id="ev-1",
+        timestamp=ev.utc_now_iso(),
+        source="scheduler",
+        event_type="task.done",
+        human_summary="task done",
+        severity=severity,
+        category="task",
+        created_at=ev.utc_now_iso(),
+        execution_id=execution_id,
+        task_id=task_id,
+    )
+
+
+def assertion(result: ev.AssertionOutcome = "pass") -> ev.AssertionResult:
+    return ev.AssertionResult(
+        id="assert-1",
+        task_id="task-1",
+        execution_id=EXEC,
+        category="typescript_compiles",
+        description="TypeScript compiles",
+        result=result,
+        evidence={"exitCode": 0},
+        timestamp=TS,
+        duration_ms=2000,
+    )
+
+
+# --------------------------------------------------------------------------- OBS-611 port
+
+Emit = Callable[[Broker], Awaitable[ev.StreamEvent]]
+
+EMITS: list[tuple[str, Emit, dict[str, Any]]] = [
+    (
+        "transcript:entry",
+        lambda b: b.emit_transcript_entry(EXEC, entry(1), True),
+        {"is_latest": True, "entry": entry(1)},
+    ),
+    (
+        "tool:start",
+        lambda b: b.emit_tool_start(EXEC, "tool-1", "Read", "Read file.ts", task_id="task-1"),
+        {"tool_use_id": "tool-1", "tool": "Read", "input_summary": "Read file.ts"},
+    ),
+    (
+        "tool:end",
+        lambda b: b.emit_tool_end(EXEC, "tool-1", "done", 150),
+        {"result_status": "done", "duration_ms": 150},
+    ),
+    (
+        "tool:output",
+        lambda b: b.emit_tool_output(EXEC, "tool-1", "error\n", True),
+        {"chunk": "error\n", "is_stderr": True},
+    ),
+    (
+        "assertion:result",
+        lambda b: b.emit_assertion_result(EXEC, "task-1", assertion()),
+        {"task_id": "task-1", "running_pass_rate": 1.0, "assertion": assertion()},
+    ),
+    (
+        "skill:start",
+        lambda b: b.emit_skill_start(EXEC, "trace-1", "plan", "skills/plan.md", 12),
+        {"skill_trace_id": "trace-1", "skill_file": "skills/plan.md", "line_number": 12},
+    ),
+    (
+        "skill:end",
+        lambda b: b.emit_skill_end(EXEC, "trace-1", "plan", "partial", 40.5),
+        {"status": "partial", "duration_ms": 40.5},
+    ),
+    (
+        "messagebus:event",
+        lambda b: b.emit_message_bus_event(bus_entry(EXEC, "critical")),
+        {"requires_action": True},
+    ),
+    (
+        "wave:status",
+        lambda b: b.emit_wave_status(EXEC, 2, "running", 5, 3, 1),
+        {"wave_number": 2, "task_count": 5, "completed_count": 3, "failed_count": 1},
+    ),
+    (
+        "agent:heartbeat",
+        lambda b: b.emit_agent_heartbeat(EXEC, "instance-1", "working", "task-1", {"cpu": 0.5}),
+        {"instance_id": "instance-1", "current_task_id": "task-1", "metrics": {"cpu": 0.5}},
+    ),
+    (
+        "execution:status",
+        lambda b: b.emit_execution_status(EXEC, "paused", "waiting for approval"),
+        {"status": "paused", "message": "waiting for approval"},
+    ),
+]
+
+
+def test_every_event_type_has_an_emit_method() -> None:
+    assert sorted(kind for kind, _, _ in EMITS) == sorted(ev.STREAM_EVENT_TYPES)
+
+
+@pytest.mark.parametrize(("kind", "emit", "fields"), EMITS, ids=[k for k, _, _ in EMITS])
+async def test_emit_reaches_an_execution_subscriber_once(
+    broker: Broker, kind: str, emit: Emit, fields: dict[str, Any]
+) -> None:
+    with broker.subscribe(EXEC) as sub:
+        stored = await emit(broker)
+        [env] = drain(sub)
+    assert env.event is stored
+    assert (stored.type, stored.execution_id, stored.seq) == (kind, EXEC, 1)
+    for name, value in fields.items():
+        assert getattr(stored, name) == value, name
+    assert decode_stream_event(env.data) == stored
+
+
+async def test_tool_start_and_end_in_order(broker: Broker) -> None:
+    with broker.subscribe(EXEC) as sub:
+        await broker.emit_tool_start(EXEC, "tool-1", "Read", "Read file.ts")
+        await broker.emit_tool_end(EXEC, "tool-1", "done", 150)
+        events = [env.event for env in drain(sub)]
+    assert [e.type for e in events] == ["tool:start", "tool:end"]
+    assert events[1].duration_ms == 150  # type: ignore[union-attr]
+
+
+async def test_tool_output_stderr_flag(broker: Broker) -> None:
+    with broker.subscribe(EXEC) as sub:
+        await broker.emit_tool_output(EXEC, "tool-1", "line 1\n", False)
+        await broker.emit_tool_output(EXEC, "tool-1", "error\n", True)
+        events = [env.event for env in drain(sub)]
+    assert [e.is_stderr for e in events] == [False, True]  # type: ignore[union-attr]
+
+
+async def test_assertion_running_pass_rate_is_computed(broker: Broker) -> None:
+    # The plan passed the rate in (0.92); here the store computes it from stored results.
+    rates = []
+    for result in ("pass", "fail", "pass", "warn"):
+        stored = await broker.emit_assertion_result(EXEC, "task-1", assertion(result))
+        rates.append(stored.running_pass_rate)  # type: ignore[union-attr]
+    assert rates == [1.0, 0.5, pytest.approx(2 / 3), 0.5]
+
+
+async def test_message_bus_requires_action_defaults_to_severity(broker: Broker) -> None:
+    for severity, expected in [
+        ("debug", False),
+        ("info", False),
+        ("warning", False),
+        ("error", True),
+        ("critical", True),
+    ]:
+        stored = await broker.emit_message_bus_event(bus_entry(EXEC, severity))  # type: ignore[arg-type]
+        assert stored.requires_action is expected, severity  # type: ignore[union-attr]
+    explicit = await broker.emit_message_bus_event(bus_entry(EXEC, "info"), requires_action=True)
+    assert explicit.requires_action is True  # type: ignore[union-attr]
+
+
+async def test_buffer_keeps_events_for_replay(broker: Broker) -> None:
+    await broker.emit_transcript_entry(EXEC, entry(1), True)
+    buffered = broker.get_buffered_events(EXEC)
+    assert [e.type for e in buffered] == ["transcript:entry"]
+
+
+async def test_buffer_is_limited_to_100_and_drops_the_oldest(broker: Broker) -> None:
+    for i in range(150):
+        await broker.emit_transcript_entry(EXEC, entry(i), True)
+    buffered = broker.get_buffered_events(EXEC)
+    assert len(buffered) == 100
+    assert buffered[0].entry.sequence == 50  # type: ignore[union-attr]
+    assert [e.seq for e in buffered] == list(range(51, 151))
+
+
+async def test_clear_buffer(broker: Broker) -> None:
+    await broker.emit_transcript_entry(EXEC, entry(1), True)
+    broker.clear_buffer(EXEC)
+    assert broker.get_buffered_events(EXEC) == []
+    # Nothing is lost: replay now reads the store.
+    with broker.subscribe(EXEC) as sub:
+        assert await collect(sub, 1) == [1]
+
+
+async def test_execution_status_reaches_execution_all_and_global_once_each(
+    broker: Broker,
+) -> None:
+    with (
+        broker.subscribe(EXEC) as execution,
+        broker.subscribe(ALL) as everything,
+        broker.subscribe(GLOBAL) as global_,
+    ):
+        stored = await broker.emit_execution_status(EXEC, "started")
+        got = {
+            name: drain(sub) for name, sub in [("e", execution), ("a", everything), ("g", global_)]
+        }
+    assert [env.event for env in got["e"]] == [stored]
+    assert [env.event for env in got["a"]] == [stored]
+    [copy] = got["g"]
+    assert copy.is_copy
+    assert (copy.key, copy.event.execution_id, copy.event.type) == (
+        GLOBAL,
+        EXEC,
+        "execution:status",
+    )
+
+
+# --------------------------------------------------------------------------- exactly once
+
+
+async def test_routing_is_exactly_once(broker: Broker) -> None:
+    subs = {
+        "a": broker.subscribe("exec-a"),
+        "b": broker.subscribe("exec-b"),
+        ALL: broker.subscribe(ALL),
+        GLOBAL: broker.subscribe(GLOBAL),
+    }
+    published = []
+    published += await broker.publish(
+        [ev.ExecutionStatusEvent(execution_id="exec-a", status="started")]
+    )
+    published += [await broker.emit_tool_start("exec-a", "tu1", "Read", "x")]  # type: ignore[list-item]
+    published += await broker.publish(
+        [
+            ev.WaveStatusEvent(
+                execution_id="exec-b",
+                wave_number=1,
+                status="running",
+                task_count=1,
+                completed_count=0,
+                failed_count=0,
+            ),
+            ev.ExecutionStatusEvent(execution_id="exec-b", status="completed"),
+        ]
+    )
+    await broker.emit_message_bus_event(bus_entry(None))
+    await broker.emit_message_bus_event(bus_entry("exec-a"))
+    got = {name: drain(sub) for name, sub in subs.items()}
+    for sub in subs.values():
+        sub.close()
+
+    def ids(envs: list[Envelope]) -> list[tuple[str, int]]:
+        return [(env.key, env.seq) for env in envs]
+
+    assert ids(got["a"]) == [("exec-a", 1), ("exec-a", 2), ("exec-a", 3)]
+    assert all(env.event.execution_id == "exec-a" for env in got["a"])
+    assert ids(got["b"]) == [("exec-b", 1), ("exec-b", 2)]
+    assert ids(got[GLOBAL]) == [(GLOBAL, 1), (GLOBAL, 2), (GLOBAL, 3)]
+    assert [env.is_copy for env in got[GLOBAL]] == [True, True, False]
+    # all: every event once, the global copies never, execution-less bus events too.
+    assert ids(got[ALL]) == [
+        ("exec-a", 1),
+        ("exec-a", 2),
+        ("exec-b", 1),
+        ("exec-b", 2),
+        (GLOBAL, 3),
+        ("exec-a", 3),
+    ]
+    assert not any(env.is_copy for env in got[ALL])
+    assert len({id(env) for env in got[ALL]}) == len(got[ALL])
+
+
+async def test_all_gets_no_replay(broker: Broker) -> None:
+    await broker.emit_execution_status(EXEC, "running")
+    with broker.subscribe(ALL, since=0) as sub:
+        assert sub.replay_count == 0
+        await broker.emit_execution_status(EXEC, "completed")
+        assert await collect(sub, 2) == [2]
+
+
+# --------------------------------------------------------------------------- topics and filters
+
+
+async def emit_mixed(broker: Broker, execution_id: str = EXEC) -> None:
+    await broker.emit_transcript_entry(execution_id, entry(1, execution_id))
+    await broker.emit_tool_start(execution_id, "tu-read", "Read", "x", task_id="task-1")
+    await broker.emit_tool_output(execution_id, "tu-read", "data")
+    await broker.emit_tool_start(execution_id, "tu-bash", "Bash", "ls", task_id="task-2")
+    await broker.emit_tool_end(execution_id, "tu-bash", "done", 1)
+    await broker.emit_tool_end(execution_id, "tu-read", "done", 1)
+    await broker.emit_wave_status(execution_id, 1, "running", 2, 0, 0)
+
+
+async def test_topic_narrowing_and_widening(broker: Broker) -> None:
+    with broker.subscribe(EXEC) as sub:
+        sub.subscribe("tools")
+        await emit_mixed(broker)
+        assert {env.topic for env in drain(sub)} == {"tools"}
+        sub.subscribe("waves")
+        await emit_mixed(broker)
+        assert {env.topic for env in drain(sub)} == {"tools", "waves"}
+        sub.subscribe("all")
+        await emit_mixed(broker)
+        assert {env.topic for env in drain(sub)} == {"transcript", "tools", "waves"}
+        sub.unsubscribe("all")
+        await emit_mixed(broker)
+        assert drain(sub) == []
+
+
+async def test_tools_filter_also_drops_end_and_output_of_other_tools(broker: Broker) -> None:
+    with broker.subscribe(EXEC) as sub:
+        sub.subscribe("tools", ev.FilterUpdate({"tools": frozenset({"Read"})}))
+        await emit_mixed(broker)
+        got = [(env.event.type, env.tool) for env in drain(sub)]
+    assert got == [("tool:start", "Read"), ("tool:output", "Read"), ("tool:end", "Read")]
+
+
+async def test_task_filter_uses_the_task_of_the_tool_use(broker: Broker) -> None:
+    with broker.subscribe(ALL) as sub:
+        sub.subscribe("tools", ev.FilterUpdate({"task_id": "task-2"}))
+        await emit_mixed(broker)
+        got = [(env.event.type, env.task_id) for env in drain(sub)]
+    assert got == [("tool:start", "task-2"), ("tool:end", "task-2")]
+
+
+async def test_replay_applies_topics_and_filters(broker: Broker) -> None:
+    await emit_mixed(broker)
+    with broker.subscribe(EXEC, since=0) as sub:
+        sub.subscribe("tools", ev.FilterUpdate({"tools": frozenset({"Bash"})}))
+        await broker.emit_tool_start(EXEC, "tu-2", "Bash", "pwd")
+        got = [env.event.type for env in await collect_envelopes(sub, 8)]
+    assert got == ["tool:start", "tool:end", "tool:start"]
+
+
+# --------------------------------------------------------------------------- replay seams
+
+
+async def test_default_replay_is_the_last_buffer_size_events(broker: Broker) -> None:
+    await broker.publish(
+        [ev.ToolOutputEvent(execution_id=EXEC, tool_use_id="t", chunk=str(i)) for i in range(150)]
+    )
+    with broker.subscribe(EXEC) as sub:
+        assert (sub.replay_after, sub.replay_upto, sub.replay_count) == (50, 150, 100)
+        await broker.emit_execution_status(EXEC, "running")
+        assert await collect(sub, 151) == list(range(51, 152))
+
+
+async def test_since_replays_everything_after_it_however_old(broker: Broker) -> None:
+    await broker.publish(
+        [ev.ToolOutputEvent(execution_id=EXEC, tool_use_id="t", chunk=str(i)) for i in range(1200)]
+    )
+    with broker.subscribe(EXEC, since=0) as sub:
+        assert sub.replay_count == 1200
+        assert broker.buffers.range(EXEC, 0, 500) is None  # so replay pages come from the store
+        pages = [len(page) async for page in sub.replay_pages()]
+    assert pages == [500, 500, 200]
+    with broker.subscribe(EXEC, since=1150) as sub:
+        assert broker.buffers.range(EXEC, 1150, 1200) is not None  # served by the buffer
+        assert await collect(sub, 1200) == list(range(1151, 1201))
+
+
+async def test_since_beyond_the_end_replays_nothing(broker: Broker) -> None:
+    await broker.emit_execution_status(EXEC, "running")
+    with broker.subscribe(EXEC, since=99) as sub:
+        assert sub.replay_count == 0
+        await broker.emit_execution_status(EXEC, "completed")
+        assert await collect(sub, 2) == [2]
+    with pytest.raises(ValueError, match="since"):
+        broker.subscribe(EXEC, since=-1)
+
+
+async def test_replay_reads_the_store_when_the_buffer_was_cleared(broker: Broker) -> None:
+    for i in range(30):
+        await broker.emit_tool_output(EXEC, "t", str(i))
+    broker.clear_buffer(EXEC)
+    with broker.subscribe(EXEC, since=10) as sub:
+        assert sub.replay_count == 20
+        assert broker.buffers.range(EXEC, 10, 30) is None
+        for i in range(5):
+            await broker.emit_tool_output(EXEC, "t", f"live {i}")
+        assert await collect(sub, 35) == list(range(11, 36))
+
+
+async def test_replay_reads_the_store_when_the_gap_exceeds_the_buffer() -> None:
+    async with open_observability(buffer_size=8) as obs:
+        for i in range(50):
+            await obs.broker.emit_tool_output(EXEC, "t", str(i))
+        assert len(obs.broker.get_buffered_events(EXEC)) == 8
+        with obs.broker.subscribe(EXEC, since=5) as sub:
+            assert obs.broker.buffers.range(EXEC, 5, 50) is None
+            await obs.broker.emit_tool_output(EXEC, "t", "live")
+            assert await collect(sub, 51) == list(range(6, 52))
+
+
+class Progress:
+    """Wakes waiters once a stream's committed seq reaches a value (via on_dispatch)."""
+
+    def __init__(self, broker: Broker, key: str) -> None:
+        self.key = key
+        self.last = 0
+        self.waiters: list[tuple[int, trio.Event]] = []
+        broker.dispatch_hooks.append(self._dispatched)
+
+    def _dispatched(self, envelopes: list[Envelope]) -> None:
+        for env in envelopes:
+            if env.key == self.key:
+                self.last = env.seq
+        for seq, event in self.waiters:
+            if self.last >= seq:
+                event.set()
+
+    async def reached(self, seq: int) -> None:
+        if self.last < seq:
+            event = trio.Event()
+            self.waiters.append((seq, event))
+            await event.wait()
+
+
+@pytest.mark.parametrize("buffer_size", [100, 8])
+async def test_since_seam_is_exact_under_concurrent_producers(buffer_size: int) -> None:
+    producers, per_producer = 10, 40
+    total = producers * per_producer
+    # (when to subscribe, how to pick since from the last committed seq at that moment)
+    plans: list[tuple[int, Callable[[int], int | None]]] = [
+        (0, lambda last: 0),
+        (1, lambda last: last),
+        (37, lambda last: None),
+        (60, lambda last: last - 7),
+        (120, lambda last: 0),
+        (150, lambda last: max(0, last - 60)),
+        (200, lambda last: last),
+        (240, lambda last: None),
+    ]
+    checked: list[int] = []
+
+    async with open_observability(buffer_size=buffer_size) as obs:
+        broker = obs.broker
+        progress = Progress(broker, EXEC)
+
+        async def producer(p: int) -> None:
+            for i in range(per_producer):
+                await broker.emit_tool_output(EXEC, f"tu-{p}", str(i))
+                await broker.emit_tool_output("noise", f"tu-{p}", str(i))
+
+        async def late_subscriber(at: int, pick: Callable[[int], int | None]) -> None:
+            await progress.reached(at)
+            last = obs.store.last_seq(EXEC)
+            since = pick(last)
+            sub = broker.subscribe(EXEC, since=since)  # no checkpoint since reading `last`
+            assert sub.replay_upto == last
+            assert last < total, "subscribed after the producers finished: no seam tested"
+            first = since if since is not None else max(0, last - buffer_size)
+            with sub:
+                seqs = await collect(sub, total)
+            assert seqs == list(range(first + 1, total + 1)), (at, since)
+            checked.append(at)
+
+        async with trio.open_nursery() as nursery:
+            for at, pick in plans:
+                nursery.start_soon(late_subscriber, at, pick)
+            for p in range(producers):
+                nursery.start_soon(producer, p)
+        assert [env.seq for env in await obs.store.read(EXEC)] == list(range(1, total + 1))
+    assert sorted(checked) == sorted(at for at, _ in plans)
+
+
+# --------------------------------------------------------------------------- slow consumers
+
+
+async def test_slow_consumer_is_ended_and_others_get_everything(broker: Broker) -> None:
+    slow = broker.subscribe(EXEC, queue_size=4)
+    ended: list[str] = []
+    slow.on_end = ended.append
+    fast = broker.subscribe(EXEC)
+    for i in range(10):
+        await broker.emit_tool_output(EXEC, "t", str(i))
+    assert slow.end_reason == SLOW_CONSUMER
+    assert ended == [SLOW_CONSUMER]
+    assert broker.get_listener_count(EXEC) == 1
+    got: list[int] = []
+    with pytest.raises(SubscriptionEnded) as info:
+        async for env in slow:
+            got.append(env.seq)
+    assert got == [1, 2, 3, 4]
+    assert info.value.reason == SLOW_CONSUMER
+    assert [env.seq for env in drain(fast)] == list(range(1, 11))
+    fast.close()
+    # The slow one resumes with since= and loses nothing.
+    with broker.subscribe(EXEC, since=got[-1]) as resumed:
+        assert await collect(resumed, 10) == list(range(5, 11))
+
+
+async def test_slow_all_subscriber_does_not_hold_up_execution_subscribers(
+    broker: Broker,
+) -> None:
+    slow = broker.subscribe(ALL, queue_size=2)
+    with broker.subscribe("exec-a") as a, broker.subscribe("exec-b") as b:
+        for i in range(5):
+            await broker.emit_tool_output("exec-a", "t", str(i))
+            await broker.emit_tool_output("exec-b", "t", str(i))
+        assert slow.end_reason == SLOW_CONSUMER
+        assert broker.get_global_listener_count() == 0
+        assert len(drain(a)) == 5
+        assert len(drain(b)) == 5
+
+
+async def test_closed_subscription_ends_iteration_quietly(broker: Broker) -> None:
+    sub = broker.subscribe(EXEC)
+    await broker.emit_tool_output(EXEC, "t", "x")
+    sub.close()
+    sub.close()  # idempotent
+    assert [env.seq async for env in sub] == [1]
+    assert sub.end_reason is None
+    await broker.emit_tool_output(EXEC, "t", "y")  # dispatch skips it
+
+
+# --------------------------------------------------------------------------- counts, load
+
+
+async def test_listener_counts(broker: Broker) -> None:
+    assert broker.get_listener_count(EXEC) == 0
+    assert broker.get_global_listener_count() == 0
+    a1, a2 = broker.subscribe(EXEC), broker.subscribe(EXEC)
+    everything = broker.subscribe(ALL)
+    other = broker.subscribe("other")
+    assert broker.get_listener_count(EXEC) == 2
+    assert broker.get_listener_count("other") == 1
+    assert broker.get_global_listener_count() == 1
+    assert broker.connection_count() == 4
+    a1.close()
+    assert broker.get_listener_count(EXEC) == 1
+    for sub in (a2, everything, other):
+        sub.close()
+    assert broker.connection_count() == 0
+    assert broker.get_global_listener_count() == 0
+    assert broker.subscriptions() == []
+
+
+async def test_many_producers_at_once_get_gap_free_seqs(broker: Broker) -> None:
+    returned: dict[int, list[int]] = {}
+    with broker.subscribe(EXEC) as sub, broker.subscribe(ALL) as everything:
+
+        async def producer(p: int) -> None:
+            seqs = returned.setdefault(p, [])
+            for i in range(50):
+                stored = await broker.emit_tool_output(EXEC, f"tu-{p}", str(i))
+                seqs.append(stored.seq or 0)
+
+        async with trio.open_nursery() as nursery:
+            for p in range(20):
+                nursery.start_soon(producer, p)
+        live = [env.seq for env in drain(sub)]
+        assert len(drain(everything)) == 1000
+    assert live == list(range(1, 1001))
+    assert sorted(s for seqs in returned.values() for s in seqs) == live
+    for seqs in returned.values():  # each producer's events keep its order
+        assert seqs == sorted(seqs)

@@ -1,0 +1,383 @@
+"""The SQLite store: seq per stream key, persistence, derived fields, group commit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import trio
+
+from trio_obs import GLOBAL, StoreError, open_store
+from trio_obs import _events as ev
+from trio_obs._codec import decode_stream_event
+from trio_obs._store import Store
+
+
+@pytest.fixture(params=["memory", "file"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    path = ":memory:" if request.param == "memory" else str(tmp_path / "obs.db")
+    async with open_store(path) as s:
+        yield s
+
+
+# --------------------------------------------------------------------------- event makers
+
+
+def status(execution_id: str, state: ev.ExecutionState = "running") -> ev.ExecutionStatusEvent:
+    return ev.ExecutionStatusEvent(execution_id=execution_id, status=state)
+
+
+def tool_start(execution_id: str, tool_use_id: str, tool: str, task_id: str) -> ev.ToolStartEvent:
+    return ev.ToolStartEvent(
+        execution_id=execution_id,
+        tool_use_id=tool_use_id,
+        tool=tool,
+        input_summary=f"{tool} something",
+        task_id=task_id,
+    )
+
+
+def tool_end(execution_id: str, tool_use_id: str) -> ev.ToolEndEvent:
+    return ev.ToolEndEvent(
+        execution_id=execution_id, tool_use_id=tool_use_id, result_status="done", duration_ms=3
+    )
+
+
+def tool_output(execution_id: str, tool_use_id: str, chunk: str = "x") -> ev.ToolOutputEvent:
+    return ev.ToolOutputEvent(execution_id=execution_id, tool_use_id=tool_use_id, chunk=chunk)
+
+
+def assertion(execution_id: str, result: ev.AssertionOutcome) -> ev.AssertionResultEvent:
+    record = ev.AssertionResult(
+        id=f"a-{result}",
+        task_id="task-1",
+        execution_id=execution_id,
+        category="tests_pass",
+        description="tests pass",
+        result=result,
+        timestamp=ev.utc_now_iso(),
+    )
+    return ev.AssertionResultEvent(
+        execution_id=execution_id, task_id="task-1", assertion=record, running_pass_rate=0.0
+    )
+
+
+def message(execution_id: str | None) -> ev.MessageBusEvent:
+    entry = ev.MessageBusLogEntry(
+        id="m1",
+        event_id="ev1",
+        timestamp="ts",
+        source="bus",
+        event_type="task.failed",
+        human_summary="a task failed",
+        severity="error",
+        category="task",
+        created_at="ts",
+        execution_id=execution_id,
+    )
+    return ev.MessageBusEvent(execution_id=execution_id or GLOBAL, entry=entry)
+
+
+def unencodable(execution_id: str) -> ev.TranscriptEntryEvent:
+    """An event the JSON encoder refuses (an integer beyond 64 bits)."""
+    entry = ev.TranscriptEntry(
+        id="t",
+        timestamp="ts",
+        sequence=2**70,
+        execution_id=execution_id,
+        instance_id="i",
+        entry_type="x",
+        category="c",
+        summary="s",
+    )
+    return ev.TranscriptEntryEvent(execution_id=execution_id, entry=entry)
+
+
+async def seqs_of(store: Store, key: str) -> list[int]:
+    return [env.seq for env in await store.read(key)]
+
+
+# --------------------------------------------------------------------------- seq
+
+
+async def test_seq_is_per_key_and_gap_free(store: Store) -> None:
+    envs = await store.append([tool_output("a", "t", str(i)) for i in range(5)])
+    assert [env.seq for env in envs] == [1, 2, 3, 4, 5]
+    assert [env.event.seq for env in envs] == [1, 2, 3, 4, 5]
+    b = await store.append([tool_output("b", "t"), tool_output("a", "t"), tool_output("b", "t")])
+    assert [(env.key, env.seq) for env in b] == [("b", 1), ("a", 6), ("b", 2)]
+    assert store.last_seq("a") == 6
+    assert store.last_seq("b") == 2
+    assert store.last_seq("never") == 0
+    assert await seqs_of(store, "a") == [1, 2, 3, 4, 5, 6]
+    assert await seqs_of(store, "b") == [1, 2]
+
+
+async def test_append_of_nothing_stores_nothing(store: Store) -> None:
+    assert await store.append([]) == []
+    assert await store.executions() == []
+
+
+async def test_envelope_json_is_the_stored_event(store: Store) -> None:
+    [env] = await store.append([tool_start("a", "tu1", "Read", "task-1")])
+    assert decode_stream_event(env.data) == env.event
+    assert env.topic == "tools"
+    assert (env.tool, env.task_id, env.is_copy) == ("Read", "task-1", False)
+    [read] = await store.read("a")
+    assert read.data == env.data
+    assert read.event == env.event
+    assert (read.tool, read.task_id, read.topic) == ("Read", "task-1", "tools")
+
+
+# --------------------------------------------------------------------------- reads
+
+
+async def test_read_after_limit_upto(store: Store) -> None:
+    await store.append([tool_output("a", "t", str(i)) for i in range(10)])
+    assert [e.seq for e in await store.read("a", after=3, limit=4)] == [4, 5, 6, 7]
+    assert [e.seq for e in await store.read("a", after=3, upto=5)] == [4, 5]
+    assert [e.seq for e in await store.read("a", after=8)] == [9, 10]
+    assert await store.read("a", after=10) == []
+    assert await store.read("a", after=2, upto=2) == []
+    assert await store.read("other") == []
+    assert [e.event.chunk for e in await store.read("a", after=0, limit=2)] == ["0", "1"]  # type: ignore[union-attr]
+
+
+async def test_read_json(store: Store) -> None:
+    envs = await store.append([tool_output("a", "t", str(i)) for i in range(5)])
+    rows = await store.read_json("a", after=2, limit=2)
+    assert rows == [envs[2].data, envs[3].data]
+    assert [orjson.loads(r)["seq"] for r in rows] == [3, 4]
+    assert [orjson.loads(r)["seq"] for r in await store.read_json("a")] == [1, 2, 3, 4, 5]
+
+
+async def test_executions_most_recently_active_first(store: Store) -> None:
+    await store.append([status("a", "started"), tool_output("a", "t")])
+    await store.append([status("b", "running")])
+    await store.append([message(None)])  # global only: not an execution
+    await store.append([tool_output("c", "t")])
+    await store.append([status("a", "completed")])
+    summaries = await store.executions()
+    assert [s.execution_id for s in summaries] == ["a", "c", "b"]
+    a, c, b = summaries
+    assert (a.last_status, a.event_count, a.last_seq) == ("completed", 3, 3)
+    assert (b.last_status, b.event_count, b.last_seq) == ("running", 1, 1)
+    assert (c.last_status, c.event_count, c.last_seq) == (None, 1, 1)
+    assert a.first_timestamp is not None
+    assert a.first_timestamp <= (a.last_timestamp or "")
+    assert a.to_wire()["executionId"] == "a"
+    assert set(a.to_wire()) == {
+        "executionId",
+        "lastStatus",
+        "eventCount",
+        "lastSeq",
+        "firstTimestamp",
+        "lastTimestamp",
+    }
+    assert [s.execution_id for s in await store.executions(limit=1)] == ["a"]
+
+
+# --------------------------------------------------------------------------- derived fields
+
+
+async def test_execution_status_gets_a_global_copy_with_its_own_seq(store: Store) -> None:
+    await store.append([message(None)])  # global seq 1
+    envs = await store.append([status("a", "running")])
+    assert [(e.key, e.seq, e.is_copy) for e in envs] == [("a", 1, False), (GLOBAL, 2, True)]
+    assert envs[1].event.execution_id == "a"
+    assert envs[1].event.seq == 2
+    assert store.last_seq(GLOBAL) == 2
+    stored = await store.read(GLOBAL)
+    assert [(e.seq, e.is_copy, e.event.type) for e in stored] == [
+        (1, False, "messagebus:event"),
+        (2, True, "execution:status"),
+    ]
+
+
+async def test_message_bus_without_execution_is_stored_in_global(store: Store) -> None:
+    [env] = await store.append([message(None)])
+    assert (env.key, env.seq, env.is_copy) == (GLOBAL, 1, False)
+    [own] = await store.append([message("a")])
+    assert own.key == "a"
+
+
+async def test_running_pass_rate_counts_this_one(store: Store) -> None:
+    rates = []
+    for result in ("pass", "fail", "pass", "skip", "pass"):
+        [env] = await store.append([assertion("a", result)])
+        rates.append(env.event.running_pass_rate)  # type: ignore[union-attr]
+    assert rates == [1.0, 0.5, pytest.approx(2 / 3), 0.5, 0.6]
+    [other] = await store.append([assertion("b", "fail")])
+    assert other.event.running_pass_rate == 0.0  # type: ignore[union-attr]
+
+
+async def test_running_pass_rate_within_one_batch(store: Store) -> None:
+    envs = await store.append([assertion("a", "fail"), assertion("a", "pass")])
+    assert [e.event.running_pass_rate for e in envs] == [0.0, 0.5]  # type: ignore[union-attr]
+
+
+async def test_tool_end_and_output_resolve_tool_and_task_from_start(store: Store) -> None:
+    await store.append([tool_start("a", "tu1", "Read", "task-1")])
+    await store.append([tool_start("a", "tu2", "Bash", "task-2")])
+    out, end = await store.append([tool_output("a", "tu1"), tool_end("a", "tu2")])
+    assert (out.tool, out.task_id) == ("Read", "task-1")
+    assert (end.tool, end.task_id) == ("Bash", "task-2")
+    [orphan] = await store.append([tool_end("a", "unknown")])
+    assert (orphan.tool, orphan.task_id) == (None, None)
+    # Same tool-use id in another execution is another tool use.
+    [elsewhere] = await store.append([tool_end("b", "tu1")])
+    assert elsewhere.tool is None
+
+
+async def test_start_and_end_in_one_batch_resolve(store: Store) -> None:
+    _, end = await store.append([tool_start("a", "tu1", "Grep", "task-9"), tool_end("a", "tu1")])
+    assert (end.tool, end.task_id) == ("Grep", "task-9")
+
+
+async def test_skill_end_resolves_its_task(store: Store) -> None:
+    start = ev.SkillStartEvent(
+        execution_id="a",
+        skill_trace_id="s1",
+        skill_name="plan",
+        skill_file="plan.md",
+        line_number=3,
+        task_id="task-4",
+    )
+    end = ev.SkillEndEvent(
+        execution_id="a", skill_trace_id="s1", skill_name="plan", status="success", duration_ms=1
+    )
+    _, stored_end = await store.append([start, end])
+    assert stored_end.task_id == "task-4"
+    assert stored_end.topic == "skills"
+
+
+# --------------------------------------------------------------------------- restart
+
+
+async def test_restart_keeps_seqs_counters_and_tool_uses(tmp_path: Path) -> None:
+    path = str(tmp_path / "obs.db")
+    async with open_store(path) as store:
+        await store.append(
+            [
+                tool_start("a", "tu1", "Read", "task-1"),
+                assertion("a", "pass"),
+                assertion("a", "fail"),
+                status("a", "running"),
+            ]
+        )
+        await store.append([message(None)])
+    assert store.closed
+    async with open_store(path) as store:
+        assert store.last_seq("a") == 4
+        assert store.last_seq(GLOBAL) == 2
+        envs = await store.append([tool_end("a", "tu1"), assertion("a", "pass")])
+        assert [e.seq for e in envs] == [5, 6]
+        assert (envs[0].tool, envs[0].task_id) == ("Read", "task-1")
+        assert envs[1].event.running_pass_rate == pytest.approx(2 / 3)  # type: ignore[union-attr]
+        [copy] = (await store.append([status("a", "completed")]))[1:]
+        assert (copy.key, copy.seq) == (GLOBAL, 3)
+        assert await seqs_of(store, "a") == [1, 2, 3, 4, 5, 6, 7]
+        [summary] = await store.executions()
+        assert (summary.last_status, summary.event_count) == ("completed", 7)
+    async with open_store(path) as store:
+        assert store.last_seq("a") == 7
+        assert [s.execution_id for s in await store.executions()] == ["a"]
+
+
+async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
+    async with open_store(str(tmp_path / "obs.db")) as store:
+        pass
+    with pytest.raises(StoreError):
+        await store.append([status("a")])
+    with pytest.raises(StoreError):
+        await store.read("a")
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+async def test_concurrent_appends_are_gap_free_and_batches_contiguous(store: Store) -> None:
+    results: list[list[int]] = []
+
+    async def producer(n: int) -> None:
+        for i in range(10):
+            envs = await store.append([tool_output("a", f"t{n}", str(i)) for _ in range(3)])
+            results.append([env.seq for env in envs])
+
+    async with trio.open_nursery() as nursery:
+        for n in range(20):
+            nursery.start_soon(producer, n)
+    flat = sorted(seq for batch in results for seq in batch)
+    assert flat == list(range(1, 20 * 10 * 3 + 1))
+    for batch in results:  # a batch's events are never interleaved with another's
+        assert batch == list(range(batch[0], batch[0] + 3))
+    assert await seqs_of(store, "a") == flat
+    assert store.last_seq("a") == 600
+
+
+async def test_a_batch_is_atomic(store: Store) -> None:
+    await store.append([status("a", "started")])
+    with pytest.raises(StoreError):
+        await store.append([tool_output("a", "t"), assertion("a", "pass"), unencodable("a")])
+    assert store.last_seq("a") == 1
+    assert await seqs_of(store, "a") == [1]
+    [env] = await store.append([assertion("a", "fail")])
+    assert env.seq == 2
+    # The failed batch's pass was never counted.
+    assert env.event.running_pass_rate == 0.0  # type: ignore[union-attr]
+    [summary] = await store.executions()
+    assert summary.event_count == 2
+
+
+async def test_the_events_of_a_failed_batch_can_be_sent_again(store: Store) -> None:
+    output, start = tool_output("a", "t"), tool_start("a", "tu1", "Read", "task-1")
+    with pytest.raises(StoreError):
+        await store.append([output, start, unencodable("a")])
+    envs = await store.append([output, start, tool_end("a", "tu1")])
+    assert [env.seq for env in envs] == [1, 2, 3]
+    assert (envs[2].tool, envs[2].task_id) == ("Read", "task-1")
+    assert [env.event for env in await store.read("a")] == [env.event for env in envs]
+
+
+async def test_one_event_object_stored_twice_gets_two_seqs(store: Store) -> None:
+    event = status("a", "running")
+    [first, first_copy] = await store.append([event])
+    [second, second_copy] = await store.append([event])
+    assert (first.seq, second.seq) == (1, 2)
+    assert (first_copy.seq, second_copy.seq) == (1, 2)
+    assert first.event.seq == 1  # the first stored event never changes
+    assert second.event.seq == 2
+    assert [e.event.seq for e in await store.read("a")] == [1, 2]
+
+
+async def test_a_bad_batch_does_not_fail_a_concurrent_good_batch(store: Store) -> None:
+    outcome: dict[str, Any] = {}
+
+    async def append(name: str, events: Sequence[ev.StreamEvent]) -> None:
+        try:
+            outcome[name] = await store.append(events)
+        except StoreError as exc:
+            outcome[name] = exc
+
+    # Both requests are queued before the writer runs, so they share one commit.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(append, "bad", [unencodable("a")])
+        nursery.start_soon(append, "good", [status("b")])
+    assert isinstance(outcome["bad"], StoreError)
+    assert not isinstance(outcome["good"], StoreError), outcome["good"]
+    assert [env.seq for env in outcome["good"]] == [1, 1]
+
+
+async def test_a_non_finite_float_never_makes_the_stream_unreadable(store: Store) -> None:
+    await store.append([status("a")])
+    # Refusing it (at construction or when storing) is fine; storing garbage is not.
+    with pytest.raises((ValueError, StoreError), match="finite"):
+        bad = ev.ToolEndEvent(
+            execution_id="a", tool_use_id="t", result_status="done", duration_ms=float("nan")
+        )
+        await store.append([bad])
+    envs = await store.read("a")
+    assert envs[0].seq == 1
