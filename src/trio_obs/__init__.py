@@ -5,6 +5,14 @@ subscribe through its broker; serve WebSocket and HTTP clients with :func:`serve
 """
 
 from ._broker import Broker, Hub, Subscription
+from ._client import (
+    EventStream,
+    PostRejected,
+    StreamClosed,
+    StreamRefused,
+    open_stream,
+    post_events,
+)
 from ._codec import decode_events, decode_server_event, decode_stream_event, encode
 from ._errors import InvalidInput, StoreError, SubscriptionEnded, TrioObsError
 from ._events import (
@@ -65,6 +73,7 @@ __all__ = [
     "ConnectedEvent",
     "Envelope",
     "ErrorEvent",
+    "EventStream",
     "ExecutionService",
     "ExecutionStatusEvent",
     "ExecutionSummary",
@@ -77,6 +86,7 @@ __all__ = [
     "Observability",
     "Ping",
     "PongEvent",
+    "PostRejected",
     "ServerConfig",
     "ServerEvent",
     "SkillEndEvent",
@@ -84,7 +94,9 @@ __all__ = [
     "SkillStartEvent",
     "Store",
     "StoreError",
+    "StreamClosed",
     "StreamEvent",
+    "StreamRefused",
     "Subscribe",
     "SubscribedEvent",
     "Subscription",
@@ -107,5 +119,7 @@ __all__ = [
     "encode",
     "open_observability",
     "open_store",
+    "open_stream",
+    "post_events",
     "serve",
 ]

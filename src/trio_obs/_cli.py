@@ -56,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--token",
-        default=os.environ.get("TRIO_OBS_TOKEN"),
+        default=None,
         help="require this bearer token on WebSocket handshakes and POSTs "
-        "(default: $TRIO_OBS_TOKEN, else none)",
+        "(default: $TRIO_OBS_TOKEN if set, else none)",
     )
     serve.add_argument(
         "--allowed-origin",
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--url", default=DEFAULT_URL, help="base URL of the server")
     demo.add_argument(
-        "--token", default=os.environ.get("TRIO_OBS_TOKEN"), help="bearer token for POSTs"
+        "--token", default=None, help="bearer token for POSTs (default: $TRIO_OBS_TOKEN)"
     )
     demo.add_argument("--speed", type=float, default=1.0, help="time scale (2 = twice as fast)")
     demo.add_argument("--loop", action="store_true", help="start a new execution when one ends")
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument(
         "--severity", action="append", default=[], help="only this message-bus severity"
     )
-    tail.add_argument("--token", default=os.environ.get("TRIO_OBS_TOKEN"), help="bearer token")
+    tail.add_argument("--token", default=None, help="bearer token (default: $TRIO_OBS_TOKEN)")
     tail.add_argument("--json", action="store_true", help="print one JSON object per line")
     return parser
 
@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trio-obs`` console script."""
     args = build_parser().parse_args(argv)
+    if args.token is None:  # read here, not as a default, so --help never shows the secret
+        args.token = os.environ.get("TRIO_OBS_TOKEN") or None
     if args.command == "serve":
         from ._server_cli import run_serve
 
