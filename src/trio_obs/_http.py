@@ -92,6 +92,7 @@ class HttpConnection:
         self.head_timeout = head_timeout
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self._raw = bytearray()
+        self._head_only = False  # answering a HEAD request: headers, no body
 
     async def _next_event(self, *, keep_raw: bool) -> Any:
         while True:
@@ -122,6 +123,7 @@ class HttpConnection:
             return None
         if not isinstance(event, h11.Request):
             return None
+        self._head_only = event.method == b"HEAD"
         return Request.of(event, bytes(self._raw))
 
     async def read_body(self, request: Request, limit: int) -> bytes:
@@ -166,7 +168,7 @@ class HttpConnection:
         out = h.send(
             h11.Response(status_code=status, headers=all_headers, reason=REASONS.get(status, ""))
         )
-        out += h.send(h11.Data(data=body)) if body else b""
+        out += h.send(h11.Data(data=body)) if body and not self._head_only else b""
         out += h.send(h11.EndOfMessage())
         await self.stream.send_all(out)
 

@@ -138,6 +138,8 @@ class ServerMetrics(Collector):
         yield GaugeMetricFamily(
             "trio_obs_uptime_seconds", "Seconds since start.", value=self.uptime
         )
+        yield self.delivery_latency.family()
+        yield self.commit_latency.family()
 
     def exposition(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -12,7 +12,8 @@ import mimetypes
 import re
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any, Final, cast
+from typing import Any, Final, cast, overload
+from urllib.parse import unquote
 
 import attrs
 import orjson
@@ -116,7 +117,8 @@ class _Server:
     # ------------------------------------------------------------------ HTTP routes
 
     async def _route(self, http: HttpConnection, request: Request, body: bytes) -> None:
-        path, method = request.path, request.method
+        path = request.path
+        method = "GET" if request.method == "HEAD" else request.method
         match = _EVENTS_PATH.match(path)
         allowed = ("GET",) if match else _ROUTES.get(path)
         if allowed is None and path.startswith("/static/") and path[8:] in self.static:
@@ -157,7 +159,10 @@ class _Server:
             self._authorize(request, allow_query=True)
             since = _int_param(request, "since", 0)
             limit = _int_param(request, "limit", 1000, maximum=_MAX_EVENTS_LIMIT)
-            rows = await self._store_call(self.obs.broker.read(match[1], after=since, limit=limit))
+            execution_id = unquote(match[1])
+            rows = await self._store_call(
+                self.obs.broker.read(execution_id, after=since, limit=limit)
+            )
             await http.respond(200, b"[" + b",".join(rows) + b"]")
 
     async def _ingest(self, http: HttpConnection, body: bytes) -> None:
@@ -259,12 +264,7 @@ class _Server:
             raise HttpError(
                 400, "missing observability parameter: use ?observability=<executionId>|all"
             )
-        since_text = request.param("since")
-        since = None
-        if since_text is not None:
-            if not since_text.isdigit():
-                raise HttpError(400, f"since must be a non-negative integer, got {since_text!r}")
-            since = int(since_text)
+        since = _int_param(request, "since", None)
         self._authorize(request, allow_query=True)
         origins = self.config.allowed_origins
         if origins and request.headers.get("origin") not in origins:
@@ -311,14 +311,23 @@ class _Server:
             await self._idle.wait()
 
 
-def _int_param(request: Request, name: str, default: int, *, maximum: int | None = None) -> int:
+_MAX_SEQ: Final = 2**62  # far beyond any real seq, and within SQLite's 64-bit integers
+
+
+@overload
+def _int_param(request: Request, name: str, default: int, *, maximum: int = ...) -> int: ...
+@overload
+def _int_param(request: Request, name: str, default: None, *, maximum: int = ...) -> int | None: ...
+def _int_param(
+    request: Request, name: str, default: int | None, *, maximum: int = _MAX_SEQ
+) -> int | None:
+    """A non-negative integer query parameter (ASCII digits), capped at ``maximum``."""
     text = request.param(name)
-    if text is None or text == "":
+    if text is None or (text == "" and default is not None):
         return default
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise HttpError(400, f"{name} must be a non-negative integer, got {text!r}")
-    value = int(text)
-    return min(value, maximum) if maximum is not None else value
+    return min(int(text), maximum)
 
 
 def _load_static() -> dict[str, tuple[bytes, str]]:

@@ -33,26 +33,27 @@ async def _main(args: argparse.Namespace) -> None:
         ping_interval=args.ping_interval,
         queue_size=args.queue_size,
     )
-    async with (
-        open_observability(
-            args.db, buffer_size=args.buffer_size, queue_size=args.queue_size
-        ) as obs,
-        trio.open_nursery() as nursery,
-    ):
-        port = await nursery.start(serve, obs, config)
-        base = f"http://{_display_host(args.host)}:{port}"
-        log.info(
-            "trio-obs listening on %s (viewer: %s/ , WebSocket: ws://%s:%d/ws?observability=all,"
-            " store: %s%s)",
-            base, base, _display_host(args.host), port, args.db,
-            ", token required" if config.token else "",
-        )  # fmt: skip
-        if args.demo:
-            from ._demo import run_in_process
+    # Signals are caught from the very start, so a stop request never kills us mid-start.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with (
+            open_observability(
+                args.db, buffer_size=args.buffer_size, queue_size=args.queue_size
+            ) as obs,
+            trio.open_nursery() as nursery,
+        ):
+            port = await nursery.start(serve, obs, config)
+            base = f"http://{_display_host(args.host)}:{port}"
+            log.info(
+                "trio-obs listening on %s (viewer: %s/ , WebSocket: ws://%s:%d/ws?observability=all,"
+                " store: %s%s)",
+                base, base, _display_host(args.host), port, args.db,
+                ", token required" if config.token else "",
+            )  # fmt: skip
+            if args.demo:
+                from ._demo import run_in_process
 
-            nursery.start_soon(run_in_process, obs, True)
-            log.info("demo: simulated agent executions are streaming; watch them at %s/", base)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                nursery.start_soon(run_in_process, obs, True)
+                log.info("demo: simulated agent executions are streaming; watch them at %s/", base)
             async for signum in signals:
                 log.info("trio-obs stopping (%s)", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
