@@ -266,9 +266,12 @@ class _Server:
             )
         since = _int_param(request, "since", None)
         self._authorize(request, allow_query=True)
-        origins = self.config.allowed_origins
-        if origins and request.headers.get("origin") not in origins:
-            raise HttpError(403, "origin not allowed")
+        # Browsers always send Origin; other clients (tail, scripts) send none and are
+        # held to the token instead.
+        origin = request.headers.get("origin")
+        allowed = self.config.allowed_origins
+        if allowed and origin is not None and origin not in allowed:
+            raise HttpError(403, f"origin {origin} is not allowed")
         if len(self.connections) >= self.config.max_connections:
             raise HttpError(503, "too many connections; try again later")
         return stream_key, since

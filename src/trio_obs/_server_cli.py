@@ -61,6 +61,14 @@ async def _main(args: argparse.Namespace) -> None:
     log.info("trio-obs stopped")
 
 
+def _first(group: BaseExceptionGroup[Exception]) -> Exception:
+    """The first leaf exception of a (possibly nested) exception group."""
+    exc: Exception | BaseExceptionGroup[Exception] = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM; returns the exit status."""
     logging.basicConfig(
@@ -72,10 +80,10 @@ def run_serve(args: argparse.Namespace) -> int:
     except* KeyboardInterrupt:  # a second Ctrl-C during shutdown
         status = 130
     except* StoreError as group:
-        log.error("cannot start: %s", group.exceptions[0])
+        log.error("cannot start: %s", _first(group))
         status = 1
     except* OSError as group:
-        exc = group.exceptions[0]
+        exc = _first(group)
         if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
             log.error(
                 "cannot start: port %s on %s is in use; pick another with --port",

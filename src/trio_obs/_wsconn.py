@@ -276,6 +276,10 @@ class WebSocketConnection:
         awaiting_pong = False
         try:
             with self._reader_scope:
+                # Frames that came in the same read as the handshake are already parsed.
+                for event in self.ws.events():
+                    if not await self._handle(event):
+                        return
                 while True:
                     with trio.move_on_after(self.ping_interval) as idle:
                         data = await self.stream.receive_some(65536)

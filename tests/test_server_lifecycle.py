@@ -1,0 +1,332 @@
+"""``trio-obs serve`` as a user runs it: a subprocess that starts, serves, and stops cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from trio_obs._cli import build_parser
+
+TIMEOUT = 10
+LISTENING = re.compile(
+    r"listening on http://127\.0\.0\.1:(\d+).*ws://127\.0\.0\.1:(\d+)/ws\?observability=all"
+)
+SERVE_FLAGS = [
+    "--host", "--port", "--db", "--buffer-size", "--queue-size", "--token",
+    "--allowed-origin", "--max-connections", "--ping-interval", "--demo",
+]  # fmt: skip
+
+
+def command(*args: str) -> list[str]:
+    """The command line of ``trio-obs ARGS`` in this interpreter."""
+    return [sys.executable, "-m", "trio_obs", *args]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "TRIO_OBS_TOKEN"}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+class Cli:
+    """A running ``trio-obs serve`` and what it has written to stderr so far."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.stderr = ""
+        self.port = 0
+        self.ready = trio.Event()
+        """Set once it listens, or once its stderr ended (it exited)."""
+        self.eof = trio.Event()
+
+    async def read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        async for chunk in self.process.stderr:
+            self.stderr += chunk.decode(errors="replace")
+            if not self.port and (match := LISTENING.search(self.stderr)):
+                assert match[1] == match[2]
+                self.port = int(match[1])
+                self.ready.set()
+        self.eof.set()
+        self.ready.set()
+
+    def ws_url(self, stream: str, **params: object) -> str:
+        query = "&".join(f"{k}={v}" for k, v in {"observability": stream, **params}.items())
+        return f"ws://127.0.0.1:{self.port}/ws?{query}"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self, signum: int = signal.SIGINT) -> int:
+        """Send ``signum``; the exit status, once the process has ended and said everything."""
+        self.process.send_signal(signum)
+        with trio.fail_after(TIMEOUT):
+            status = await self.process.wait()
+            await self.eof.wait()
+        return status
+
+
+@asynccontextmanager
+async def serve_cli(
+    *args: str,
+    program: Sequence[str] = command(),
+    until_serving: bool = True,
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[Cli]:
+    """``trio-obs serve --port 0 ARGS``, listening; killed at the end if still running.
+
+    With ``until_serving``, it has also answered an HTTP request: its main task then
+    waits for signals (see ``test_a_signal_right_after_the_listening_line_...``).
+    """
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(
+            partial(
+                trio.run_process,
+                [*program, "serve", "--port", "0", *args],
+                stderr=subprocess.PIPE,
+                check=False,
+                env=env or environment(),
+            )
+        )
+        cli = Cli(process)
+        nursery.start_soon(cli.read_stderr)
+        with trio.fail_after(TIMEOUT):
+            await cli.ready.wait()
+            if not cli.port:
+                pytest.fail(f"the server did not start:\n{cli.stderr}")
+            if until_serving:
+                async with httpx.AsyncClient(trust_env=False) as http:
+                    assert (await http.get(f"{cli.base}/api/health")).status_code == 200
+        yield cli
+        nursery.cancel_scope.cancel()  # run_process kills it if it is still running
+
+
+@asynccontextmanager
+async def ws_client(url: str) -> AsyncIterator[WebSocketConnection]:
+    with trio.fail_after(TIMEOUT):
+        async with open_websocket_url(url) as ws:
+            connected = orjson.loads(await ws.get_message())
+            assert connected["type"] == "observability:connected"
+            yield ws
+
+
+async def close_code(ws: WebSocketConnection) -> int:
+    with trio.fail_after(TIMEOUT):
+        while True:
+            try:
+                await ws.get_message()
+            except ConnectionClosed as exc:
+                assert exc.reason is not None
+                return exc.reason.code
+
+
+def assert_clean(stderr: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    assert "Error" not in stderr, stderr
+
+
+def heartbeats(e: str, n: int) -> list[dict[str, str]]:
+    return [{"type": "agent:heartbeat", "executionId": e, "instanceId": f"i{i}",
+             "status": "working"} for i in range(n)]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_signal_closes_clients_with_1001_and_exits_0(signum: int) -> None:
+    async with serve_cli("--db", ":memory:") as cli:
+        assert "WebSocket" in cli.stderr
+        async with (
+            ws_client(cli.ws_url("e1")) as one,
+            ws_client(cli.ws_url("all")) as everyone,
+            httpx.AsyncClient(base_url=cli.base, trust_env=False) as http,
+        ):
+            response = await http.post("/api/events", json=heartbeats("e1", 2))
+            assert response.status_code == 202
+            for ws in (one, everyone):
+                for _ in range(2):
+                    with trio.fail_after(TIMEOUT):
+                        await ws.get_message()
+            assert (await http.get("/api/health")).json()["connections"] == 2
+            cli.process.send_signal(signum)
+            assert await close_code(one) == 1001
+            assert await close_code(everyone) == 1001
+            with trio.fail_after(TIMEOUT):
+                status = await cli.process.wait()
+                await cli.eof.wait()
+        assert status == 0
+        assert_clean(cli.stderr)
+        name = signal.Signals(signum).name
+        lines = cli.stderr.splitlines()
+        assert any(name in line and "stopping" in line for line in lines), cli.stderr
+        assert "stopped" in lines[-1]
+
+
+async def test_idle_server_stops_at_once() -> None:
+    async with serve_cli("--db", ":memory:") as cli:
+        assert await cli.stop(signal.SIGINT) == 0
+        assert_clean(cli.stderr)
+
+
+# The process is paused for a moment right after it wrote its listening line, as the OS
+# may do to any process; a supervisor that saw the line then asks it to stop.
+PAUSE_AFTER_LISTENING = """
+import logging, sys, time
+emit = logging.StreamHandler.emit
+def emit_then_pause(self, record):
+    emit(self, record)
+    if "listening" in record.getMessage():
+        time.sleep(1.0)
+logging.StreamHandler.emit = emit_then_pause
+from trio_obs._cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+async def test_a_signal_right_after_the_listening_line_stops_cleanly() -> None:
+    program = [sys.executable, "-c", PAUSE_AFTER_LISTENING]
+    async with serve_cli("--db", ":memory:", program=program, until_serving=False) as cli:
+        assert await cli.stop(signal.SIGTERM) == 0
+        assert_clean(cli.stderr)
+
+
+async def test_token_from_the_environment_guards_the_server() -> None:
+    env = environment(TRIO_OBS_TOKEN="hunter2")
+    async with serve_cli("--db", ":memory:", env=env) as cli:
+        assert "token required" in cli.stderr
+        async with httpx.AsyncClient(base_url=cli.base, trust_env=False) as http:
+            body = heartbeats("e1", 1)
+            assert (await http.post("/api/events", json=body)).status_code == 401
+            auth = {"Authorization": "Bearer hunter2"}
+            assert (await http.post("/api/events", json=body, headers=auth)).status_code == 202
+        async with ws_client(cli.ws_url("e1", token="hunter2")) as ws:
+            with trio.fail_after(TIMEOUT):
+                assert orjson.loads(await ws.get_message())["seq"] == 1
+        assert await cli.stop() == 0
+        assert "hunter2" not in cli.stderr  # never logged
+
+
+async def test_restart_on_the_same_db_keeps_seqs(tmp_path: Path) -> None:
+    db = str(tmp_path / "events.db")
+    async with (
+        serve_cli("--db", db) as cli,
+        httpx.AsyncClient(base_url=cli.base, trust_env=False) as http,
+    ):
+        response = await http.post("/api/events", json=heartbeats("e1", 3))
+        assert response.json()["seqs"] == [1, 2, 3]
+        assert await cli.stop(signal.SIGTERM) == 0
+        assert_clean(cli.stderr)
+        assert db in cli.stderr  # says where it keeps events
+
+    async with (
+        serve_cli("--db", db) as cli,
+        httpx.AsyncClient(base_url=cli.base, trust_env=False) as http,
+    ):
+        response = await http.post("/api/events", json=heartbeats("e1", 1))
+        assert response.json()["seqs"] == [4]
+        events = (await http.get("/api/executions/e1/events")).json()
+        assert [e["seq"] for e in events] == [1, 2, 3, 4]
+        executions = (await http.get("/api/executions")).json()
+        assert [(e["executionId"], e["lastSeq"]) for e in executions] == [("e1", 4)]
+        # Replay after a restart comes from the file.
+        async with ws_client(cli.ws_url("e1", since=1)) as ws:
+            with trio.fail_after(TIMEOUT):
+                seqs = [orjson.loads(await ws.get_message())["seq"] for _ in range(3)]
+            assert seqs == [2, 3, 4]
+        assert await cli.stop(signal.SIGINT) == 0
+        assert_clean(cli.stderr)
+
+
+async def serve_on_a_taken_port() -> tuple[int, int, str]:
+    """Run ``serve`` on a port another socket listens on: (port, exit status, stderr)."""
+    with trio.socket.socket() as taken:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with trio.fail_after(TIMEOUT):
+            result = await trio.run_process(
+                command("serve", "--port", str(port), "--db", ":memory:"),
+                capture_stderr=True,
+                check=False,
+                env=environment(),
+            )
+    return port, result.returncode, result.stderr.decode()
+
+
+async def test_port_in_use_exits_1_without_a_traceback() -> None:
+    _, status, stderr = await serve_on_a_taken_port()
+    assert status == 1
+    assert "Traceback" not in stderr
+    assert "cannot start" in stderr
+
+
+async def test_port_in_use_message_names_the_port_and_the_fix() -> None:
+    port, _, stderr = await serve_on_a_taken_port()
+    assert f"port {port}" in stderr
+    assert "in use" in stderr
+    assert "--port" in stderr  # says what to do
+
+
+async def test_unusable_db_exits_1_with_a_clear_message(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        result = await trio.run_process(
+            command("serve", "--port", "0", "--db", str(tmp_path / "no" / "such" / "dir.db")),
+            capture_stderr=True,
+            check=False,
+            env=environment(),
+        )
+    stderr = result.stderr.decode()
+    assert result.returncode == 1
+    assert "Traceback" not in stderr
+    assert "cannot start" in stderr
+    assert str(tmp_path / "no" / "such" / "dir.db") in stderr
+
+
+def serve_help(env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        command("serve", "--help"),
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env or environment(),
+        timeout=TIMEOUT,
+    )
+    return result.stdout
+
+
+def serve_options() -> Sequence[str]:
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if a.choices and "serve" in a.choices]
+    assert isinstance(commands.choices, dict)
+    serve = commands.choices["serve"]
+    return [s for a in serve._actions for s in a.option_strings if s.startswith("--")]
+
+
+def test_help_lists_every_flag() -> None:
+    text = serve_help()
+    assert set(SERVE_FLAGS) <= set(serve_options())
+    for flag in ["--help", *SERVE_FLAGS, *serve_options()]:
+        assert re.search(rf"(^|\s){re.escape(flag)}\b", text), flag
+    top = subprocess.run(
+        command("--help"), capture_output=True, text=True, check=True, timeout=TIMEOUT
+    ).stdout
+    for name in ("serve", "demo", "tail"):
+        assert name in top
+
+
+def test_help_does_not_show_the_token_from_the_environment() -> None:
+    assert "hunter2" not in serve_help(environment(TRIO_OBS_TOKEN="hunter2"))
