@@ -8,17 +8,15 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 
-PYTHON = False  # use the interpreter nox runs on (3.11+)
 
-
-@nox.session(python=PYTHON)
+@nox.session
 def tests(session: nox.Session) -> None:
     """Run the whole test suite (pytest-trio; real sockets, real SQLite, headless Chromium)."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff: lint and format check."""
     session.install("ruff>=0.6")
@@ -26,14 +24,14 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on src."""
     session.install("-e", ".", "mypy>=1.11")
     session.run("mypy")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks side by side with baseline servers; prints a table, writes results JSON."""
     session.install("-e", ".[bench]")
