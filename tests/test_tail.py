@@ -425,7 +425,7 @@ async def test_tail_text_folds_heartbeats_and_filters_by_topic() -> None:
         "  │ a",
         "  │ b",
         "♥ agent-1 working",  # the second, identical heartbeat is folded away
-        "■ done 7 ms",
+        "■ Bash done 7 ms",
         "● execution completed: ok",
     ]
     assert [line[len(PREFIX) :] for line in only] == ["● execution completed: ok"]
@@ -459,3 +459,11 @@ async def test_tail_keeps_retrying_an_unreachable_server_until_ctrl_c() -> None:
     assert "cannot reach" in line
     assert status == 0
     assert "Traceback" not in stderr
+
+
+def test_tool_end_names_its_tool_when_the_start_was_seen() -> None:
+    end = ToolEndEvent(execution_id="e1", tool_use_id="t9", result_status="done", duration_ms=5)
+    named = render_event(end, local_time=False, tools={"t9": "Grep"})
+    assert named is not None and "■ Grep done" in named.plain
+    anonymous = render_event(end, local_time=False)
+    assert anonymous is not None and "■ done" in anonymous.plain

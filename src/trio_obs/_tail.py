@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections import OrderedDict
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Final, TextIO
 
@@ -120,7 +121,7 @@ def _task(task_id: str | None) -> Text:
     return Text(f" [{task_id}]", "grey50") if task_id else Text()
 
 
-def _body(event: ev.StreamEvent) -> Text | None:
+def _body(event: ev.StreamEvent, tools: Mapping[str, str]) -> Text | None:
     style = _KIND_STYLE[event.type]
     match event:
         case ev.TranscriptEntryEvent(entry=entry):
@@ -143,8 +144,10 @@ def _body(event: ev.StreamEvent) -> Text | None:
             )
         case ev.ToolEndEvent():
             end_style = _TOOL_END_STYLE.get(event.result_status, style)
+            tool = tools.get(event.tool_use_id)
             text = Text.assemble(
                 ("■ ", end_style),
+                (f"{tool} " if tool else "", "bold cyan"),
                 (event.result_status, end_style),
                 " ",
                 (format_duration(event.duration_ms), "grey70"),
@@ -232,14 +235,17 @@ def _body(event: ev.StreamEvent) -> Text | None:
             return None
 
 
-def render_event(event: ev.StreamEvent, *, local_time: bool = True) -> Text | None:
+def render_event(
+    event: ev.StreamEvent, *, local_time: bool = True, tools: Mapping[str, str] | None = None
+) -> Text | None:
     """One line for ``event`` (tool output: one per output line); None for heartbeats.
 
     Columns: time (``HH:MM:SS.mmm``), the execution (shortened), then a glyph and the
-    event's substance in the colour of its kind. Heartbeats return None: tail shows
-    :func:`render_heartbeat` only when an agent's status changes.
+    event's substance in the colour of its kind. ``tools`` maps tool-use ids to tool
+    names, so a ``tool:end`` can say which tool ended. Heartbeats return None: tail
+    shows :func:`render_heartbeat` only when an agent's status changes.
     """
-    body = _body(event)
+    body = _body(event, tools or {})
     if body is None:
         return None
     return _prefix(event, local_time) + body
@@ -296,6 +302,7 @@ class _Tail:
         self.console = _Console(file=out, highlight=False, soft_wrap=True, emoji=False)
         self.errors = Console(file=err, highlight=False, soft_wrap=True, emoji=False)
         self.agents = AgentBoard()
+        self.tools: dict[str, str] = {}
         self.stream: EventStream | None = None
         self.was_live = False
 
@@ -328,7 +335,11 @@ class _Tail:
             if isinstance(event, ev.AgentHeartbeatEvent):
                 line = render_heartbeat(event) if self.agents.changed(event) else None
             else:
-                line = render_event(event)
+                if isinstance(event, ev.ToolStartEvent):
+                    self.tools[event.tool_use_id] = event.tool
+                    if len(self.tools) > 10_000:  # bounded: forget the oldest
+                        del self.tools[next(iter(self.tools))]
+                line = render_event(event, tools=self.tools)
             if line is not None:
                 self.console.print(line)
                 self.out.flush()
