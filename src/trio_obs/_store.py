@@ -221,6 +221,7 @@ class Store:
         self._streams: dict[str, _Stream] = {}
         self._activity = 0
         self._spans: OrderedDict[tuple[str, str, str], tuple[str, str | None]] = OrderedDict()
+        self._misses: set[tuple[str, str, str]] = set()
         self._load()
         send, self._requests = trio.open_memory_channel[_Append](math.inf)
         self._submit = send
@@ -288,10 +289,25 @@ class Store:
 
     async def _commit(self, group: list[_Append]) -> None:
         started = time.perf_counter()
+        batches = [r.events for r in group]
         try:
-            results, streams, spans, activity = await trio.to_thread.run_sync(
-                self._write_group, [r.events for r in group]
-            )
+            # Spans not in the cache (after a restart, or evicted) come from the database,
+            # in the worker thread, so that preparing needs no I/O.
+            if missing := self._missing_spans(batches):
+                for key, span in (
+                    await trio.to_thread.run_sync(self._select_spans, missing)
+                ).items():
+                    if span is None:
+                        if len(self._misses) >= _SPAN_CACHE_SIZE:
+                            self._misses.clear()
+                        self._misses.add(key)
+                    else:
+                        self._remember_span(key, span)
+            # Preparing (seqs, derived fields, encoding) is pure Python: it runs here, and
+            # the worker thread runs only SQLite, which releases the GIL while it works.
+            results, streams, spans, activity, statements = self._prepare_group(batches)
+            if statements:
+                await trio.to_thread.run_sync(self._execute, statements)
         except BaseException as exc:
             for request in group:
                 request.error = exc
@@ -318,20 +334,22 @@ class Store:
             request.done.set()
 
     def _remember_span(self, key: tuple[str, str, str], span: tuple[str, str | None]) -> None:
+        self._misses.discard(key)
         self._spans[key] = span
         self._spans.move_to_end(key)
         if len(self._spans) > _SPAN_CACHE_SIZE:
             self._spans.popitem(last=False)
 
-    def _write_group(
+    def _prepare_group(
         self, batches: list[Sequence[ev.StreamEvent]]
     ) -> tuple[
         list[list[Envelope] | Exception],
         dict[str, _Stream],
         dict[tuple[str, str, str], tuple[str, str | None]],
         int,
+        list[tuple[str, list[tuple[Any, ...]]]],
     ]:
-        """Runs in a worker thread: one transaction for every batch of the group.
+        """Stage every batch of a group: envelopes, new counters, and the SQL to run.
 
         Each batch is staged on its own and merged only if all of it could be
         prepared, so a bad batch fails alone and never half-applies.
@@ -355,6 +373,8 @@ class Store:
                 last_write.pop(key, None)
                 last_write[key] = None
             results.append(envs)
+        if not rows:
+            return results, {}, {}, self._activity, []
         activity = self._activity
         stream_rows = []
         for key in last_write:
@@ -364,36 +384,64 @@ class Store:
                 key, st.last_seq, st.event_count, st.first_timestamp, st.last_timestamp,
                 st.last_status, st.assertions_total, st.assertions_passed, activity,
             ))  # fmt: skip
-        if not rows:
-            return results, {}, {}, self._activity
+        statements = [("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)", rows)]
+        if new_spans:
+            span_rows = [(*k, *v) for k, v in new_spans.items()]
+            statements.append(("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?)", span_rows))
+        statements.append(
+            ("INSERT OR REPLACE INTO streams VALUES (?,?,?,?,?,?,?,?,?)", stream_rows)
+        )
+        return results, streams, new_spans, activity, statements
+
+    def _execute(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        """Runs in a worker thread: the group's statements in one transaction."""
         with self._lock:
             try:
                 self._write.execute("BEGIN IMMEDIATE")
-                self._write.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)", rows)
-                if new_spans:
-                    self._write.executemany(
-                        "INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?)",
-                        [(*k, *v) for k, v in new_spans.items()],
-                    )
-                self._write.executemany(
-                    "INSERT OR REPLACE INTO streams VALUES (?,?,?,?,?,?,?,?,?)", stream_rows
-                )
+                for sql, rows in statements:
+                    self._write.executemany(sql, rows)
                 self._write.execute("COMMIT")
             except BaseException:
                 if self._write.in_transaction:
                     self._write.execute("ROLLBACK")
                 raise
-        return results, streams, new_spans, activity
 
     def _lookup_span(self, key: tuple[str, str, str]) -> tuple[str, str | None] | None:
-        found = self._spans.get(key)
-        if found is None:
-            with self._lock:
+        return self._spans.get(key)
+
+    def _missing_spans(self, batches: list[Sequence[ev.StreamEvent]]) -> list[tuple[str, str, str]]:
+        """Span keys the group ends or streams output for, known neither here nor by it."""
+        started: set[tuple[str, str, str]] = set()
+        missing: list[tuple[str, str, str]] = []
+        for batch in batches:
+            for event in batch:
+                match event:
+                    case ev.ToolStartEvent():
+                        started.add((event.execution_id, "tool", event.tool_use_id))
+                    case ev.SkillStartEvent():
+                        started.add((event.execution_id, "skill", event.skill_trace_id))
+                    case ev.ToolEndEvent() | ev.ToolOutputEvent():
+                        key = (event.execution_id, "tool", event.tool_use_id)
+                        if key not in started and key not in self._spans:
+                            missing.append(key)
+                    case ev.SkillEndEvent():
+                        key = (event.execution_id, "skill", event.skill_trace_id)
+                        if key not in started and key not in self._spans:
+                            missing.append(key)
+        return [k for k in dict.fromkeys(missing) if k not in self._misses]
+
+    def _select_spans(
+        self, keys: list[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], tuple[str, str | None] | None]:
+        """Runs in a worker thread: the stored spans of ``keys`` (None where unknown)."""
+        found: dict[tuple[str, str, str], tuple[str, str | None] | None] = {}
+        with self._lock:
+            for key in keys:
                 row = self._write.execute(
                     "SELECT name, task_id FROM spans WHERE execution_id=? AND kind=? AND span_id=?",
                     key,
                 ).fetchone()
-            found = (row[0], row[1]) if row else None
+                found[key] = (row[0], row[1]) if row else None
         return found
 
     # ------------------------------------------------------------------ reads (async, off-loop)
