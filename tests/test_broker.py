@@ -3,12 +3,13 @@ slow consumers and concurrent producers (SPEC §3, §4, §9)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import trio
 
+from support import collect_envelopes, drain
 from trio_obs import (
     ALL,
     GLOBAL,
@@ -28,35 +29,8 @@ TS = "2025-06-01T12:00:00.000Z"
 
 
 @pytest.fixture
-async def obs() -> AsyncIterator[Observability]:
-    async with open_observability() as o:
-        yield o
-
-
-@pytest.fixture
 def broker(obs: Observability) -> Broker:
     return obs.broker
-
-
-def drain(sub: Subscription) -> list[Envelope]:
-    """Everything already dispatched to ``sub`` (dispatch happens before an emit returns)."""
-    out = []
-    while True:
-        try:
-            out.append(sub.channel.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return out
-
-
-async def collect_envelopes(sub: Subscription, until_seq: int) -> list[Envelope]:
-    """What iterating ``sub`` yields (replay, then live) up to ``until_seq``."""
-    got: list[Envelope] = []
-    with trio.fail_after(10):  # a hang guard, not a timing assertion
-        async for env in sub:
-            got.append(env)
-            if env.seq >= until_seq:
-                break
-    return got
 
 
 async def collect(sub: Subscription, until_seq: int) -> list[int]:

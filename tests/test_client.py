@@ -7,7 +7,6 @@ gap and no duplicate, in seq order per execution.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 import trio
 
 import trio_obs
+from support import free_port, running_server
 from trio_obs._client import (
     EventStream,
     PostRejected,
@@ -51,30 +51,19 @@ class Server:
         await self.stopped.wait()
 
 
-async def _serve(
-    db: str, config: trio_obs.ServerConfig, *, task_status: trio.TaskStatus[Server]
-) -> None:
+async def _serve(db: str, config: dict[str, Any], *, task_status: trio.TaskStatus[Server]) -> None:
     stop, stopped = trio.Event(), trio.Event()
     try:
-        async with trio_obs.open_observability(db) as obs, trio.open_nursery() as nursery:
-            port = await nursery.start(trio_obs.serve, obs, config)
-            task_status.started(Server(obs, port, stop, stopped))
+        async with running_server(db, **config) as srv:
+            task_status.started(Server(srv.obs, srv.port, stop, stopped))
             await stop.wait()
-            nursery.cancel_scope.cancel()
     finally:
         stopped.set()
 
 
 async def start_server(nursery: trio.Nursery, db: str = ":memory:", **config: Any) -> Server:
-    server: Server = await nursery.start(_serve, db, trio_obs.ServerConfig(**config))
+    server: Server = await nursery.start(_serve, db, config)
     return server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class States:

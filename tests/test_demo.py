@@ -7,9 +7,7 @@ import argparse
 import os
 import random
 import signal
-import socket
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
@@ -17,19 +15,14 @@ import orjson
 import pytest
 import trio
 
-from trio_obs import GLOBAL, Observability, ServerConfig, open_observability, serve
+from support import free_port
+from trio_obs import GLOBAL, Observability, ServerConfig, serve
 from trio_obs import _events as ev
 from trio_obs._cli import build_parser
 from trio_obs._codec import decode_events, to_wire
 from trio_obs._demo import _demo, run_demo_cli, run_in_process, simulate
 
 FAST = 1000.0  # a ~45 s run takes a few tens of milliseconds of sleeping
-
-
-@pytest.fixture
-async def obs() -> AsyncIterator[Observability]:
-    async with open_observability() as o:
-        yield o
 
 
 @attrs.define
@@ -256,10 +249,7 @@ async def test_ctrl_c_marks_the_execution_failed_and_exits_130(
 
 
 def test_an_unreachable_server_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as s:  # a port that nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{free_port()}"  # a port that nobody listens on
 
     assert run_demo_cli(demo_args("--url", url)) == 1
 

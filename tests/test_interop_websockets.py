@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -22,60 +17,14 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 
-TIMEOUT = 10
-LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
-
-
-class ServerProcess:
-    """``trio-obs serve --port 0`` in a subprocess, its stderr drained by a thread."""
-
-    def __init__(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "TRIO_OBS_TOKEN"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "trio_obs", "serve", "--port", "0", "--db", ":memory:"],
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**env, "PYTHONUNBUFFERED": "1"},
-        )
-        self.stderr: list[str] = []
-        self.port = 0
-        listening = threading.Event()
-
-        def drain() -> None:
-            assert self.process.stderr is not None
-            for line in self.process.stderr:
-                self.stderr.append(line)
-                if not self.port and (match := LISTENING.search(line)):
-                    self.port = int(match[1])
-                    listening.set()
-            listening.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        if not listening.wait(TIMEOUT) or not self.port:
-            self.process.kill()
-            pytest.fail("the server did not start:\n" + "".join(self.stderr))
-
-    def url(self, stream: str, **params: object) -> str:
-        query = "&".join(f"{k}={v}" for k, v in {"observability": stream, **params}.items())
-        return f"ws://127.0.0.1:{self.port}/ws?{query}"
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self, signum: int = signal.SIGINT) -> int:
-        self.process.send_signal(signum)
-        try:
-            return self.process.wait(TIMEOUT)
-        finally:
-            self.process.kill()
+from support import TIMEOUT, ServerProcess, heartbeats
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    srv = ServerProcess()
+    srv = ServerProcess("--db", ":memory:")
     yield srv
-    status = srv.stop()
+    status = srv.stop(signal.SIGINT)
     assert status == 0
     assert "Traceback" not in "".join(srv.stderr)
 
@@ -102,16 +51,11 @@ async def request(ws: ClientConnection, message: object) -> dict[str, Any]:
 
 
 async def post(srv: ServerProcess, body: object) -> list[int]:
-    async with httpx.AsyncClient(base_url=srv.base, trust_env=False) as http:
+    async with httpx.AsyncClient(base_url=srv.url(), trust_env=False) as http:
         response = await http.post("/api/events", json=body)
     assert response.status_code == 202, response.text
     seqs: list[int] = response.json()["seqs"]
     return seqs
-
-
-def heartbeats(e: str, n: int) -> list[dict[str, Any]]:
-    return [{"type": "agent:heartbeat", "executionId": e, "instanceId": f"i{i}",
-             "status": "working"} for i in range(n)]  # fmt: skip
 
 
 def tool_start(e: str, tool: str = "Read") -> dict[str, Any]:
@@ -128,13 +72,13 @@ def ws_connect(url: str) -> Any:
 
 def test_connected_is_the_first_frame(server: ServerProcess) -> None:
     async def scenario() -> None:
-        async with ws_connect(server.url("interop-1")) as ws:
+        async with ws_connect(server.ws_url("interop-1")) as ws:
             connected = await recv(ws)
             assert connected["type"] == "observability:connected"
             assert connected["executionId"] == "interop-1"
             assert connected["message"] == "Connected to execution interop-1"
             assert connected["bufferedEventCount"] == 0
-        async with ws_connect(server.url("all")) as ws:
+        async with ws_connect(server.ws_url("all")) as ws:
             connected = await recv(ws)
             assert connected["message"] == "Connected to all observability events"
             assert connected["bufferedEventCount"] == 0
@@ -145,7 +89,7 @@ def test_connected_is_the_first_frame(server: ServerProcess) -> None:
 def test_replay_then_live(server: ServerProcess) -> None:
     async def scenario() -> None:
         assert await post(server, heartbeats("interop-replay", 5)) == [1, 2, 3, 4, 5]
-        async with ws_connect(server.url("interop-replay")) as ws:
+        async with ws_connect(server.ws_url("interop-replay")) as ws:
             assert (await recv(ws))["bufferedEventCount"] == 5
             replay = [await recv(ws) for _ in range(5)]
             assert [f["seq"] for f in replay] == [1, 2, 3, 4, 5]
@@ -160,7 +104,7 @@ def test_replay_then_live(server: ServerProcess) -> None:
 def test_since_resumes_after_a_seq(server: ServerProcess) -> None:
     async def scenario() -> None:
         await post(server, heartbeats("interop-since", 10))
-        async with ws_connect(server.url("interop-since", since=4)) as ws:
+        async with ws_connect(server.ws_url("interop-since", since=4)) as ws:
             assert (await recv(ws))["bufferedEventCount"] == 6
             assert [(await recv(ws))["seq"] for _ in range(6)] == [5, 6, 7, 8, 9, 10]
             await post(server, heartbeats("interop-since", 1))
@@ -171,7 +115,7 @@ def test_since_resumes_after_a_seq(server: ServerProcess) -> None:
 
 def test_subscribe_and_unsubscribe_are_confirmed_and_applied(server: ServerProcess) -> None:
     async def scenario() -> None:
-        async with ws_connect(server.url("interop-topics")) as ws:
+        async with ws_connect(server.ws_url("interop-topics")) as ws:
             await recv(ws)
             subscribed = await request(ws, {"action": "subscribe", "topic": "tools"})
             assert subscribed["type"] == "observability:subscribed"
@@ -190,7 +134,7 @@ def test_subscribe_and_unsubscribe_are_confirmed_and_applied(server: ServerProce
 
 def test_ping_pong_both_json_and_protocol_level(server: ServerProcess) -> None:
     async def scenario() -> None:
-        async with ws_connect(server.url("interop-ping")) as ws:
+        async with ws_connect(server.ws_url("interop-ping")) as ws:
             await recv(ws)
             pong = await request(ws, {"type": "ping"})
             assert pong["type"] == "pong"
@@ -216,7 +160,7 @@ def test_error_codes_and_the_connection_stays_open(
     server: ServerProcess, message: str, code: str
 ) -> None:
     async def scenario() -> None:
-        async with ws_connect(server.url("interop-errors")) as ws:
+        async with ws_connect(server.ws_url("interop-errors")) as ws:
             await recv(ws)
             error = await request(ws, message)
             assert error["type"] == "observability:error"
@@ -232,7 +176,7 @@ def test_binary_and_oversized_messages_close_the_connection(
     server: ServerProcess, payload: str | bytes, code: int
 ) -> None:
     async def scenario() -> None:
-        async with ws_connect(server.url("interop-close")) as ws:
+        async with ws_connect(server.ws_url("interop-close")) as ws:
             await recv(ws)
             await ws.send(payload)
             with pytest.raises(ConnectionClosedError) as closed:
@@ -262,9 +206,9 @@ def test_refused_handshakes(server: ServerProcess, path: str, status: int) -> No
 def test_routing_of_all_and_global(server: ServerProcess) -> None:
     async def scenario() -> None:
         async with (
-            ws_connect(server.url("all")) as everyone,
-            ws_connect(server.url("global")) as glob,
-            ws_connect(server.url("interop-route")) as mine,
+            ws_connect(server.ws_url("all")) as everyone,
+            ws_connect(server.ws_url("global")) as glob,
+            ws_connect(server.ws_url("interop-route")) as mine,
         ):
             for ws in (everyone, glob, mine):
                 await recv(ws)
@@ -288,11 +232,11 @@ def test_routing_of_all_and_global(server: ServerProcess) -> None:
 
 
 def test_server_shutdown_closes_with_1001() -> None:
-    srv = ServerProcess()
+    srv = ServerProcess("--db", ":memory:")
     try:
 
         async def scenario() -> None:
-            async with ws_connect(srv.url("all")) as ws:
+            async with ws_connect(srv.ws_url("all")) as ws:
                 await recv(ws)
                 srv.process.send_signal(signal.SIGTERM)
                 with pytest.raises(ConnectionClosedOK) as closed:

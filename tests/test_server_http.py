@@ -2,75 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
-import attrs
 import httpx
 import orjson
 import pytest
 import trio
-from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 import trio_obs
+from support import TIMEOUT, Server, heartbeat, parse_metrics, running_server, ws_client
 
-TIMEOUT = 10
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 
 # --------------------------------------------------------------------------- harness
-
-
-@attrs.frozen
-class Server:
-    obs: trio_obs.Observability
-    port: int
-    http: httpx.AsyncClient
-
-    def ws_url(self, stream: str, **params: object) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws?{urlencode({'observability': stream, **params})}"
-
-
-@asynccontextmanager
-async def running_server(**config: Any) -> AsyncIterator[Server]:
-    """A server on a free loopback port, over a fresh in-memory store, with an HTTP client."""
-    async with (
-        trio_obs.open_observability() as obs,
-        trio.open_nursery() as nursery,
-    ):
-        port = await nursery.start(trio_obs.serve, obs, trio_obs.ServerConfig(port=0, **config))
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT, trust_env=False
-        ) as http:
-            yield Server(obs, port, http)
-        nursery.cancel_scope.cancel()
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[Server]:
-    async with running_server() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def no_server_errors(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture) -> Any:
-    """Whatever a client does, the server logs no error (no traceback)."""
-    yield
-    if request.node.get_closest_marker("xfail"):
-        return  # a known bug may log; its test says so itself
-    errors = [r for r in caplog.records if r.name.startswith("trio_obs") and r.levelno >= 40]
-    assert not errors, [r.getMessage() for r in errors]
-
-
-@asynccontextmanager
-async def ws_client(srv: Server, stream: str) -> AsyncIterator[WebSocketConnection]:
-    """A WebSocket client whose ``connected`` frame has been read."""
-    with trio.fail_after(TIMEOUT):
-        async with open_websocket_url(srv.ws_url(stream)) as ws:
-            assert orjson.loads(await ws.get_message())["type"] == "observability:connected"
-            yield ws
 
 
 async def next_frame(ws: WebSocketConnection) -> dict[str, Any]:
@@ -88,11 +35,6 @@ async def stored(srv: Server, execution_id: str, **params: int) -> list[dict[str
 
 async def post(srv: Server, body: object) -> httpx.Response:
     return await srv.http.post("/api/events", content=orjson.dumps(body))
-
-
-def heartbeat(e: str, **extra: object) -> dict[str, Any]:
-    return {"type": "agent:heartbeat", "executionId": e, "instanceId": "agent-1",
-            "status": "working", **extra}  # fmt: skip
 
 
 def assertion(e: str, result: str, **extra: object) -> dict[str, Any]:
@@ -196,7 +138,7 @@ async def test_health_reports_status_connections_and_uptime(server: Server) -> N
     assert health["connections"] == 0
     assert health["uptimeSeconds"] >= 0
     assert health["version"] == trio_obs.__version__
-    async with ws_client(server, "all"), ws_client(server, "x"):
+    async with ws_client(server.ws_url("all")), ws_client(server.ws_url("x")):
         assert (await server.http.get("/api/health")).json()["connections"] == 2
 
 
@@ -215,7 +157,7 @@ async def test_post_one_event_then_an_array(server: Server) -> None:
 
 
 async def test_posted_events_are_stored_then_broadcast(server: Server) -> None:
-    async with ws_client(server, "e1") as mine, ws_client(server, "all") as everyone:
+    async with ws_client(server.ws_url("e1")) as mine, ws_client(server.ws_url("all")) as everyone:
         status = {"type": "execution:status", "executionId": "e1", "status": "running"}
         response = await post(server, [heartbeat("e1"), status])
         assert response.status_code == 202
@@ -258,7 +200,7 @@ async def test_requires_action_follows_severity_whatever_was_posted(server: Serv
 
 
 async def test_a_message_bus_event_without_execution_goes_to_global(server: Server) -> None:
-    async with ws_client(server, "global") as glob:
+    async with ws_client(server.ws_url("global")) as glob:
         response = await post(server, bus("info"))
         assert response.status_code == 202
         frame = await next_frame(glob)
@@ -292,7 +234,10 @@ async def test_a_message_bus_event_without_execution_goes_to_global(server: Serv
 async def test_invalid_batch_is_refused_whole_and_nothing_is_stored_or_sent(
     server: Server, body: bytes, code: str
 ) -> None:
-    async with ws_client(server, "bad") as watcher, ws_client(server, "all") as everyone:
+    async with (
+        ws_client(server.ws_url("bad")) as watcher,
+        ws_client(server.ws_url("all")) as everyone,
+    ):
         # A valid event first: it must not be stored either.
         if body.startswith(b"[") and body != b"[]":
             body = b"[" + orjson.dumps(heartbeat("bad")) + b"," + body[1:]
@@ -415,13 +360,7 @@ async def scrape(srv: Server) -> tuple[set[str], dict[str, float]]:
     response = await srv.http.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    families = list(text_string_to_metric_families(response.text))
-    samples = {}
-    for family in families:
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            samples[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return {f.name for f in families}, samples
+    return parse_metrics(response.text)
 
 
 async def test_metrics_parse_and_count_what_happened(server: Server) -> None:
@@ -430,7 +369,7 @@ async def test_metrics_parse_and_count_what_happened(server: Server) -> None:
     with pytest.raises(Exception):  # noqa: B017 - any refusal will do
         async with open_websocket_url(f"ws://127.0.0.1:{server.port}/ws"):
             pass
-    async with ws_client(server, "e1") as ws:
+    async with ws_client(server.ws_url("e1")) as ws:
         await post(server, [heartbeat("e1"), heartbeat("e1"), heartbeat("e1")])
         for _ in range(3):
             await next_frame(ws)
@@ -534,7 +473,7 @@ async def test_two_requests_on_one_keep_alive_connection(server: Server) -> None
 async def test_malformed_request_is_400_and_others_are_still_served(
     server: Server, garbage: bytes
 ) -> None:
-    async with ws_client(server, "e1") as ws:
+    async with ws_client(server.ws_url("e1")) as ws:
         raw = await RawHttp.open(server)
         try:
             await raw.send(garbage)
@@ -550,7 +489,7 @@ async def test_malformed_request_is_400_and_others_are_still_served(
 
 
 async def test_metrics_include_the_latency_histograms(server: Server) -> None:
-    async with ws_client(server, "e1") as ws:
+    async with ws_client(server.ws_url("e1")) as ws:
         await post(server, heartbeat("e1"))
         await next_frame(ws)
         with trio.fail_after(TIMEOUT):  # observed after the socket write

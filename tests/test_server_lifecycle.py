@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -16,31 +15,26 @@ import httpx
 import orjson
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
+from support import (
+    LISTENING,
+    TIMEOUT,
+    Address,
+    close_code,
+    command,
+    environment,
+    heartbeats,
+    ws_client,
+)
 from trio_obs._cli import build_parser
 
-TIMEOUT = 10
-LISTENING = re.compile(
-    r"listening on http://127\.0\.0\.1:(\d+).*ws://127\.0\.0\.1:(\d+)/ws\?observability=all"
-)
 SERVE_FLAGS = [
     "--host", "--port", "--db", "--buffer-size", "--queue-size", "--token",
     "--allowed-origin", "--max-connections", "--ping-interval", "--demo",
 ]  # fmt: skip
 
 
-def command(*args: str) -> list[str]:
-    """The command line of ``trio-obs ARGS`` in this interpreter."""
-    return [sys.executable, "-m", "trio_obs", *args]
-
-
-def environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "TRIO_OBS_TOKEN"}
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
-
-
-class Cli:
+class Cli(Address):
     """A running ``trio-obs serve`` and what it has written to stderr so far."""
 
     def __init__(self, process: trio.Process) -> None:
@@ -61,14 +55,6 @@ class Cli:
                 self.ready.set()
         self.eof.set()
         self.ready.set()
-
-    def ws_url(self, stream: str, **params: object) -> str:
-        query = "&".join(f"{k}={v}" for k, v in {"observability": stream, **params}.items())
-        return f"ws://127.0.0.1:{self.port}/ws?{query}"
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     async def stop(self, signum: int = signal.SIGINT) -> int:
         """Send ``signum``; the exit status, once the process has ended and said everything."""
@@ -109,38 +95,14 @@ async def serve_cli(
                 pytest.fail(f"the server did not start:\n{cli.stderr}")
             if until_serving:
                 async with httpx.AsyncClient(trust_env=False) as http:
-                    assert (await http.get(f"{cli.base}/api/health")).status_code == 200
+                    assert (await http.get(cli.url("/api/health"))).status_code == 200
         yield cli
         nursery.cancel_scope.cancel()  # run_process kills it if it is still running
-
-
-@asynccontextmanager
-async def ws_client(url: str) -> AsyncIterator[WebSocketConnection]:
-    with trio.fail_after(TIMEOUT):
-        async with open_websocket_url(url) as ws:
-            connected = orjson.loads(await ws.get_message())
-            assert connected["type"] == "observability:connected"
-            yield ws
-
-
-async def close_code(ws: WebSocketConnection) -> int:
-    with trio.fail_after(TIMEOUT):
-        while True:
-            try:
-                await ws.get_message()
-            except ConnectionClosed as exc:
-                assert exc.reason is not None
-                return exc.reason.code
 
 
 def assert_clean(stderr: str) -> None:
     assert "Traceback" not in stderr, stderr
     assert "Error" not in stderr, stderr
-
-
-def heartbeats(e: str, n: int) -> list[dict[str, str]]:
-    return [{"type": "agent:heartbeat", "executionId": e, "instanceId": f"i{i}",
-             "status": "working"} for i in range(n)]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- tests
@@ -153,7 +115,7 @@ async def test_signal_closes_clients_with_1001_and_exits_0(signum: int) -> None:
         async with (
             ws_client(cli.ws_url("e1")) as one,
             ws_client(cli.ws_url("all")) as everyone,
-            httpx.AsyncClient(base_url=cli.base, trust_env=False) as http,
+            httpx.AsyncClient(base_url=cli.url(), trust_env=False) as http,
         ):
             response = await http.post("/api/events", json=heartbeats("e1", 2))
             assert response.status_code == 202
@@ -208,7 +170,7 @@ async def test_token_from_the_environment_guards_the_server() -> None:
     env = environment(TRIO_OBS_TOKEN="hunter2")
     async with serve_cli("--db", ":memory:", env=env) as cli:
         assert "token required" in cli.stderr
-        async with httpx.AsyncClient(base_url=cli.base, trust_env=False) as http:
+        async with httpx.AsyncClient(base_url=cli.url(), trust_env=False) as http:
             body = heartbeats("e1", 1)
             assert (await http.post("/api/events", json=body)).status_code == 401
             auth = {"Authorization": "Bearer hunter2"}
@@ -224,7 +186,7 @@ async def test_restart_on_the_same_db_keeps_seqs(tmp_path: Path) -> None:
     db = str(tmp_path / "events.db")
     async with (
         serve_cli("--db", db) as cli,
-        httpx.AsyncClient(base_url=cli.base, trust_env=False) as http,
+        httpx.AsyncClient(base_url=cli.url(), trust_env=False) as http,
     ):
         response = await http.post("/api/events", json=heartbeats("e1", 3))
         assert response.json()["seqs"] == [1, 2, 3]
@@ -234,7 +196,7 @@ async def test_restart_on_the_same_db_keeps_seqs(tmp_path: Path) -> None:
 
     async with (
         serve_cli("--db", db) as cli,
-        httpx.AsyncClient(base_url=cli.base, trust_env=False) as http,
+        httpx.AsyncClient(base_url=cli.url(), trust_env=False) as http,
     ):
         response = await http.post("/api/events", json=heartbeats("e1", 1))
         assert response.json()["seqs"] == [4]

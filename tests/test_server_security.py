@@ -3,79 +3,42 @@
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
-from urllib.parse import urlencode
+from collections.abc import AsyncIterator, Iterator
 
-import attrs
-import httpx
 import orjson
 import pytest
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    WebSocketConnection,
-    open_websocket_url,
+from trio_websocket import ConnectionRejected, open_websocket_url
+from wsproto.events import CloseConnection, TextMessage
+
+from support import (
+    TIMEOUT,
+    RawClient,
+    Server,
+    close_code,
+    heartbeat,
+    running_server,
+    ws_client,
 )
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Event, Request, TextMessage
 
-import trio_obs
-
-TIMEOUT = 10
 TOKEN = "s3cret-t0ken"
+HEARTBEAT = orjson.dumps(heartbeat("e1", instanceId="i", status="idle"))
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 
 # --------------------------------------------------------------------------- harness
 
 
-@attrs.frozen
-class Server:
-    obs: trio_obs.Observability
-    port: int
-    http: httpx.AsyncClient
-
-    def ws_url(self, stream: str = "e1", **params: object) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws?{urlencode({'observability': stream, **params})}"
-
-
-@asynccontextmanager
-async def running_server(**config: Any) -> AsyncIterator[Server]:
-    """A server on a free loopback port, over a fresh in-memory store, with an HTTP client."""
-    async with (
-        trio_obs.open_observability() as obs,
-        trio.open_nursery() as nursery,
-    ):
-        port = await nursery.start(trio_obs.serve, obs, trio_obs.ServerConfig(port=0, **config))
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT, trust_env=False
-        ) as http:
-            yield Server(obs, port, http)
-        nursery.cancel_scope.cancel()
-
-
 @pytest.fixture(autouse=True)
-def no_server_errors(caplog: pytest.LogCaptureFixture) -> Any:
-    """Whatever a client does, the server logs no error; and it never logs the token."""
+def no_token_logged(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """The server never logs the token, nor a wrong one, even at DEBUG."""
     caplog.set_level(logging.DEBUG, logger="trio_obs")
     yield
-    errors = [r for r in caplog.records if r.name.startswith("trio_obs") and r.levelno >= 40]
-    assert not errors, [r.getMessage() for r in errors]
-    assert TOKEN not in caplog.text
-    assert "wr0ng" not in caplog.text
-
-
-@asynccontextmanager
-async def ws_client(
-    url: str, headers: list[tuple[bytes, bytes]] | None = None
-) -> AsyncIterator[WebSocketConnection]:
-    """A WebSocket client whose ``connected`` frame has been read."""
-    with trio.fail_after(TIMEOUT):
-        async with open_websocket_url(url, extra_headers=headers) as ws:
-            assert orjson.loads(await ws.get_message())["type"] == "observability:connected"
-            yield ws
+    logged = (
+        "\n".join(r.getMessage() for when in ("setup", "call") for r in caplog.get_records(when))
+        + caplog.text
+    )
+    assert TOKEN not in logged
+    assert "wr0ng" not in logged
 
 
 async def refused(url: str, headers: list[tuple[bytes, bytes]] | None = None) -> ConnectionRejected:
@@ -86,23 +49,6 @@ async def refused(url: str, headers: list[tuple[bytes, bytes]] | None = None) ->
     body = info.value.body or b""
     assert orjson.loads(body)["error"]
     return info.value
-
-
-async def closed_with(ws: WebSocketConnection) -> int:
-    """Read until the server closes; its close code."""
-    with trio.fail_after(TIMEOUT):
-        while True:
-            try:
-                await ws.get_message()
-            except ConnectionClosed as exc:
-                assert exc.reason is not None
-                return exc.reason.code
-
-
-def heartbeat(e: str = "e1") -> bytes:
-    return orjson.dumps(
-        {"type": "agent:heartbeat", "executionId": e, "instanceId": "i", "status": "idle"}
-    )
 
 
 async def connections(srv: Server) -> int:
@@ -147,17 +93,17 @@ async def test_websocket_token_in_header_or_query_is_accepted(guarded: Server) -
 
 
 async def test_post_needs_the_bearer_header(guarded: Server) -> None:
-    missing = await guarded.http.post("/api/events", content=heartbeat())
+    missing = await guarded.http.post("/api/events", content=HEARTBEAT)
     assert missing.status_code == 401
     assert missing.headers["www-authenticate"].lower().startswith("bearer")
-    in_query = await guarded.http.post(f"/api/events?token={TOKEN}", content=heartbeat())
+    in_query = await guarded.http.post(f"/api/events?token={TOKEN}", content=HEARTBEAT)
     assert in_query.status_code == 401  # a POST must not carry its secret in the URL
-    wrong = await guarded.http.post("/api/events", content=heartbeat(), headers={
+    wrong = await guarded.http.post("/api/events", content=HEARTBEAT, headers={
         "Authorization": "Bearer wr0ng"})  # fmt: skip
     assert wrong.status_code == 401
     assert guarded.obs.store.last_seq("e1") == 0  # nothing of a refused POST is stored
     ok = await guarded.http.post(
-        "/api/events", content=heartbeat(), headers={"Authorization": f"Bearer {TOKEN}"}
+        "/api/events", content=HEARTBEAT, headers={"Authorization": f"Bearer {TOKEN}"}
     )
     assert ok.status_code == 202
     assert ok.json()["seqs"] == [1]
@@ -228,40 +174,6 @@ async def test_handshakes_beyond_max_connections_get_503() -> None:
 # --------------------------------------------------------------------------- client frames
 
 
-class RawClient:
-    """A WebSocket client on a bare socket, driven by wsproto."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.ws = WSConnection(ConnectionType.CLIENT)
-        self.events: deque[Event] = deque()
-
-    @classmethod
-    async def connect(cls, srv: Server, target: str = "/ws?observability=e1") -> RawClient:
-        with trio.fail_after(TIMEOUT):
-            client = cls(await trio.open_tcp_stream("127.0.0.1", srv.port))
-        await client.send(Request(host=f"127.0.0.1:{srv.port}", target=target))
-        assert isinstance(await client.next_event(), AcceptConnection)
-        connected = await client.next_event()
-        assert isinstance(connected, TextMessage)
-        assert orjson.loads(connected.data)["type"] == "observability:connected"
-        return client
-
-    async def send(self, event: Event) -> None:
-        await self.stream.send_all(self.ws.send(event))
-
-    async def next_event(self) -> Event:
-        with trio.fail_after(TIMEOUT):
-            while not self.events:
-                data = await self.stream.receive_some(65536)
-                self.ws.receive_data(bytes(data) or None)
-                self.events.extend(self.ws.events())
-        return self.events.popleft()
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-
 def padded_ping(size: int) -> str:
     """A valid ping message of exactly ``size`` bytes."""
     return '{"type": "ping"}'.ljust(size)
@@ -274,7 +186,7 @@ async def test_a_message_of_64_kib_is_read_and_one_byte_more_closes_with_1009() 
             with trio.fail_after(TIMEOUT):
                 assert orjson.loads(await ws.get_message())["type"] == "pong"
             await ws.send_message(padded_ping(64 * 1024 + 1))
-            assert await closed_with(ws) == 1009
+            assert await close_code(ws) == 1009
         with trio.fail_after(TIMEOUT):
             while await connections(srv):  # noqa: ASYNC110 - nothing to await but the count
                 await trio.sleep(0.01)
@@ -282,7 +194,7 @@ async def test_a_message_of_64_kib_is_read_and_one_byte_more_closes_with_1009() 
 
 async def test_a_fragmented_message_over_64_kib_closes_with_1009() -> None:
     async with running_server() as srv:
-        client = await RawClient.connect(srv)
+        client = await RawClient.connect(srv, connected=True)
         try:
             part = " " * 30_000
             await client.send(TextMessage(data='{"type": "ping"}' + part, message_finished=False))
@@ -297,7 +209,7 @@ async def test_a_fragmented_message_over_64_kib_closes_with_1009() -> None:
 
 async def test_a_fragmented_message_under_the_limit_is_answered() -> None:
     async with running_server() as srv:
-        client = await RawClient.connect(srv)
+        client = await RawClient.connect(srv, connected=True)
         try:
             await client.send(TextMessage(data='{"type":', message_finished=False))
             await client.send(TextMessage(data=' "ping"}', message_finished=True))

@@ -7,82 +7,31 @@ for the whole tool use, error codes, keepalive and slow consumers.
 
 from __future__ import annotations
 
-import socket
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlencode
 
-import attrs
 import httpx
 import orjson
 import pytest
 import trio
-from prometheus_client.parser import text_string_to_metric_families
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    WebSocketConnection,
-    open_websocket_url,
-)
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Event,
-    Ping,
-    Request,
-    TextMessage,
-)
+from trio_websocket import ConnectionRejected, WebSocketConnection, open_websocket_url
+from wsproto.events import BytesMessage, Ping, TextMessage
 
 import trio_obs
+from support import (
+    TIMEOUT,
+    RawClient,
+    Server,
+    close_reason,
+    parse_metrics,
+    running_server,
+)
 
-TIMEOUT = 10
 EXEC = "test-exec"
+pytestmark = pytest.mark.usefixtures("no_server_errors")
 
 # --------------------------------------------------------------------------- harness
-
-
-@attrs.frozen
-class Server:
-    obs: trio_obs.Observability
-    port: int
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def ws_url(self, stream: str, **params: object) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws?{urlencode({'observability': stream, **params})}"
-
-
-@asynccontextmanager
-async def running_server(*, buffer_size: int = 100, **config: Any) -> AsyncIterator[Server]:
-    """A server on a free loopback port, over a fresh in-memory store."""
-    async with (
-        trio_obs.open_observability(buffer_size=buffer_size) as obs,
-        trio.open_nursery() as nursery,
-    ):
-        port = await nursery.start(trio_obs.serve, obs, trio_obs.ServerConfig(port=0, **config))
-        yield Server(obs, port)
-        nursery.cancel_scope.cancel()
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[Server]:
-    async with running_server() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def no_server_errors(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture) -> Any:
-    """Whatever a client does, the server logs no error (no traceback)."""
-    yield
-    if request.node.get_closest_marker("xfail"):
-        return  # a known bug may log; its test says so itself
-    errors = [r for r in caplog.records if r.name.startswith("trio_obs") and r.levelno >= 40]
-    assert not errors, [r.getMessage() for r in errors]
 
 
 class Client:
@@ -120,13 +69,7 @@ class Client:
 
     async def close_code(self) -> tuple[int, str | None]:
         """Read until the server closes; its close code and reason."""
-        with trio.fail_after(TIMEOUT):
-            while True:
-                try:
-                    await self.ws.get_message()
-                except ConnectionClosed as exc:
-                    assert exc.reason is not None
-                    return exc.reason.code, exc.reason.reason
+        return await close_reason(self.ws)
 
 
 @asynccontextmanager
@@ -195,78 +138,9 @@ async def heartbeats(obs: trio_obs.Observability, e: str, n: int) -> list[trio_o
 
 async def scrape(srv: Server) -> dict[str, float]:
     """``/metrics`` as {sample name with labels: value}."""
-    async with httpx.AsyncClient(trust_env=False) as http:
-        response = await http.get(srv.url("/metrics"))
+    response = await srv.http.get("/metrics")
     assert response.status_code == 200
-    samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for s in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-            samples[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-    return samples
-
-
-class RawClient:
-    """A WebSocket client on a bare socket, driven by wsproto: it does what we tell it,
-    including what a well-behaved client library never does."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self.ws = WSConnection(ConnectionType.CLIENT)
-        self.events: deque[Event] = deque()
-
-    @classmethod
-    async def connect(cls, srv: Server, target: str, *, rcvbuf: int | None = None) -> RawClient:
-        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        with trio.fail_after(TIMEOUT):
-            await sock.connect(("127.0.0.1", srv.port))
-        client = cls(trio.SocketStream(sock))
-        await client.send(Request(host=f"127.0.0.1:{srv.port}", target=target))
-        accepted = await client.next_event()
-        assert isinstance(accepted, AcceptConnection), accepted
-        return client
-
-    async def send(self, event: Event) -> None:
-        await self.stream.send_all(self.ws.send(event))
-
-    async def next_event(self) -> Event:
-        with trio.fail_after(TIMEOUT):
-            while not self.events:
-                data = await self.stream.receive_some(65536)
-                self.ws.receive_data(bytes(data) or None)
-                self.events.extend(self.ws.events())
-        return self.events.popleft()
-
-    async def next_json(self) -> dict[str, Any]:
-        """The next whole text message, as JSON."""
-        parts = []
-        while True:
-            event = await self.next_event()
-            assert isinstance(event, TextMessage), event
-            parts.append(event.data)
-            if event.message_finished:
-                frame: dict[str, Any] = orjson.loads("".join(parts))
-                return frame
-
-    async def until_close(self) -> tuple[CloseConnection, list[dict[str, Any]]]:
-        """Read up to the server's close frame and answer it; the close and the messages before."""
-        frames: list[dict[str, Any]] = []
-        parts: list[str] = []
-        while True:
-            event = await self.next_event()
-            if isinstance(event, CloseConnection):
-                await self.send(event.response())
-                return event, frames
-            if isinstance(event, TextMessage):
-                parts.append(event.data)
-                if event.message_finished:
-                    frames.append(orjson.loads("".join(parts)))
-                    parts.clear()
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
+    return parse_metrics(response.text)[1]
 
 
 # ----------------------------------------------------------------- connecting (OBS-602, OBS-612)

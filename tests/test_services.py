@@ -2,41 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
 import pytest
 import trio
 
+from support import collect_envelopes, drain
 from trio_obs import (
     ALL,
     GLOBAL,
-    Envelope,
     Observability,
     StoreError,
-    Subscription,
     open_observability,
 )
 from trio_obs import _events as ev
 from trio_obs._codec import decode_events, decode_stream_event
 
 EXEC = "exec-1"
-
-
-@pytest.fixture
-async def obs() -> AsyncIterator[Observability]:
-    async with open_observability() as o:
-        yield o
-
-
-def drain(sub: Subscription) -> list[Envelope]:
-    out = []
-    while True:
-        try:
-            out.append(sub.channel.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return out
 
 
 Call = Callable[[Observability], Awaitable[ev.StreamEvent]]
@@ -320,19 +304,9 @@ async def test_open_observability_on_a_file_persists(tmp_path: Path) -> None:
             assert sub.replay_count == 2
             end = await obs.tools.end(EXEC, "tu-1", "done", duration_ms=1)
             assert end.seq == 3
-            got = await collect(sub, 3)
+            got = await collect_envelopes(sub, 3)
     assert [env.seq for env in got] == [1, 2, 3]
     assert (got[2].tool, got[2].task_id) == ("Read", "task-1")
-
-
-async def collect(sub: Subscription, until_seq: int) -> list[Envelope]:
-    got: list[Envelope] = []
-    with trio.fail_after(10):  # a hang guard, not a timing assertion
-        async for env in sub:
-            got.append(env)
-            if env.seq >= until_seq:
-                break
-    return got
 
 
 async def test_ingest_keeps_the_posted_execution_of_a_message_bus_event(

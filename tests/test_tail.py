@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
-import httpx
 import orjson
 import pytest
 import trio
 from rich.text import Text
 
-import trio_obs
+from support import command, environment, free_port, running_server
 from trio_obs._client import post_events
 from trio_obs._events import (
     AgentHeartbeatEvent,
@@ -298,14 +293,6 @@ def test_durations_read_naturally() -> None:
 # --------------------------------------------------------------------------- the command
 
 
-@asynccontextmanager
-async def running_server(**config: Any) -> AsyncIterator[str]:
-    async with trio_obs.open_observability() as obs, trio.open_nursery() as nursery:
-        port = await nursery.start(trio_obs.serve, obs, trio_obs.ServerConfig(port=0, **config))
-        yield f"http://127.0.0.1:{port}"
-        nursery.cancel_scope.cancel()
-
-
 class Lines:
     """Lines out of a subprocess pipe."""
 
@@ -345,13 +332,12 @@ class Lines:
 
 @asynccontextmanager
 async def tail(*args: str) -> AsyncIterator[tuple[trio.Process, Lines, Lines]]:
-    env = {k: v for k, v in os.environ.items() if k != "TRIO_OBS_TOKEN"}
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trio_obs", "tail", *args],
+        command("tail", *args),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=env,
+        env=environment(unbuffered=False),
     )
     assert process.stdout is not None and process.stderr is not None
     try:
@@ -385,15 +371,15 @@ def mixed_events(execution_id: str, first: int) -> Sequence[StreamEvent]:
 
 async def test_tail_json_prints_every_event_as_received_and_exits_0_on_ctrl_c() -> None:
     with trio.fail_after(TIMEOUT):
-        async with running_server() as url:
+        async with running_server() as srv:
+            url = srv.url()
             seqs = await post_events(url, mixed_events("e1", 1))  # replayed
             async with tail("e1", "--url", url, "--json") as (process, out, err):
                 lines = await out.take(5)
                 seqs += await post_events(url, mixed_events("e1", 2))  # live
                 lines += await out.take(5)
                 status, stderr = await interrupt(process, err)
-            async with httpx.AsyncClient() as client:
-                stored = (await client.get(f"{url}/api/executions/e1/events")).json()
+            stored = (await srv.http.get("/api/executions/e1/events")).json()
 
     assert status == 0
     assert "Traceback" not in stderr
@@ -406,7 +392,8 @@ async def test_tail_json_prints_every_event_as_received_and_exits_0_on_ctrl_c() 
 
 async def test_tail_text_folds_heartbeats_and_filters_by_topic() -> None:
     with trio.fail_after(TIMEOUT):
-        async with running_server() as url:
+        async with running_server() as srv:
+            url = srv.url()
             await post_events(url, mixed_events("e1", 1))
             await post_events(
                 url, ExecutionStatusEvent(execution_id="e1", status="completed", message="ok")
@@ -437,8 +424,8 @@ async def test_tail_text_folds_heartbeats_and_filters_by_topic() -> None:
 async def test_tail_exits_1_with_a_clear_message_when_refused() -> None:
     with trio.fail_after(TIMEOUT):
         async with (
-            running_server(token="s3cret") as url,
-            tail("all", "--url", url) as (process, _, err),
+            running_server(token="s3cret") as srv,
+            tail("all", "--url", srv.url()) as (process, _, err),
         ):
             status = await process.wait()
             stderr = await err.rest()
@@ -448,11 +435,8 @@ async def test_tail_exits_1_with_a_clear_message_when_refused() -> None:
 
 
 async def test_tail_keeps_retrying_an_unreachable_server_until_ctrl_c() -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     with trio.fail_after(TIMEOUT):
-        async with tail("all", "--url", f"http://127.0.0.1:{port}") as (process, _, err):
+        async with tail("all", "--url", f"http://127.0.0.1:{free_port()}") as (process, _, err):
             line = await err.until("retrying")
             assert process.returncode is None
             status, stderr = await interrupt(process, err)

@@ -10,10 +10,6 @@ import itertools
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,58 +26,27 @@ if not Path(CHROMIUM).exists():
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
+from support import ServerProcess  # noqa: E402
+
 expect.set_options(timeout=10_000)  # a cold Chromium start on a busy CI box can be slow
-LISTENING = re.compile(r"listening on http://[^:]+:(\d+)")
 XSS_SCRIPT = "<script>window.__pwned=1</script>"
 XSS_IMG = '<img src=x onerror="window.__pwned=1">'
 
 # --------------------------------------------------------------------------- a real server
 
 
-class Server:
-    """``trio-obs serve`` in a subprocess; its stderr is drained by a thread."""
+class Server(ServerProcess):
+    """``trio-obs serve --db DB`` in a subprocess, posted to as an external producer would."""
 
     def __init__(self, db: Path, port: int = 0, *extra: str) -> None:
-        cmd = [sys.executable, "-m", "trio_obs", "serve", "--port", str(port), "--db", str(db)]
-        self.proc = subprocess.Popen(
-            [*cmd, *extra], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-        )
-        self.log: list[str] = []
-        self._ready = threading.Event()
-        self.port = 0
-        threading.Thread(target=self._drain, daemon=True).start()
-        if not self._ready.wait(20) or not self.port:
-            self.stop()
-            pytest.fail("server did not start:\n" + "".join(self.log))
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log.append(line)
-            if m := LISTENING.search(line):
-                self.port = int(m[1])
-                self._ready.set()
-        self._ready.set()  # the process ended: stop waiting
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__("--db", str(db), *extra, port=port, start_timeout=20)
 
     def post(self, events: list[dict[str, Any]], token: str | None = None) -> list[int]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        r = httpx.post(f"{self.url}/api/events", json=events, headers=headers, timeout=10)
+        r = httpx.post(self.url("/api/events"), json=events, headers=headers, timeout=10)
         assert r.status_code == 202, r.text
         seqs: list[int] = r.json()["seqs"]
         return seqs
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture
@@ -223,7 +188,7 @@ def wait_for_events(page: Page, n: int) -> None:
 
 def test_lists_executions_and_keeps_the_list_live(server: Server, page: Page) -> None:
     server.post(demo("exec-a"))
-    page.goto(server.url)
+    page.goto(server.url())
     item = page.locator("[data-testid=execution-item][data-execution-id=exec-a]")
     expect(item).to_contain_text("10 events")
     expect(page.get_by_test_id("conn-state")).to_have_text("live")
@@ -244,7 +209,7 @@ def test_lists_executions_and_keeps_the_list_live(server: Server, page: Page) ->
 def test_selected_execution_streams_its_timeline(server: Server, page: Page) -> None:
     server.post(demo("exec-live")[:3])
     server.post([transcript("other", "not this execution")])
-    page.goto(server.url)
+    page.goto(server.url())
     page.locator("[data-execution-id=exec-live]").click()
     wait_for_events(page, 3)
     assert rows(page) == [1, 2, 3]
@@ -291,7 +256,7 @@ def test_selected_execution_streams_its_timeline(server: Server, page: Page) -> 
 
 def test_topic_and_task_filters(server: Server, page: Page) -> None:
     server.post(demo("exec-f"))
-    page.goto(f"{server.url}/?execution=exec-f")
+    page.goto(server.url("/?execution=exec-f"))
     wait_for_events(page, 10)
 
     page.locator("#topics input[value=tools]").uncheck()
@@ -324,7 +289,7 @@ def test_resumes_after_server_restart_without_loss_or_duplicates(
     port = first.port
     try:
         first.post(demo("exec-r"))
-        page.goto(f"{first.url}/?execution=exec-r")
+        page.goto(first.url("/?execution=exec-r"))
         wait_for_events(page, 10)
     finally:
         first.stop()
@@ -350,14 +315,14 @@ def test_slow_consumer_close_resumes_without_loss(tmp_path: Path, page: Page) ->
     srv = Server(tmp_path / "slow.db", 0, "--queue-size", "2")
     try:
         srv.post([status("exec-s", "running")])
-        page.goto(f"{srv.url}/?execution=exec-s")
+        page.goto(srv.url("/?execution=exec-s"))
         wait_for_events(page, 1)
         for _ in range(4):
             srv.post([transcript("exec-s", "burst") for _ in range(50)])
         wait_for_events(page, 201)
         assert rows(page) == list(range(1, 202))
         # A batch is handed to each queue at once, so 50 events overflow a queue of 2.
-        metrics = httpx.get(f"{srv.url}/metrics", timeout=10).text
+        metrics = httpx.get(srv.url("/metrics"), timeout=10).text
         closes = re.search(r"^trio_obs_slow_consumer_closes_total (\S+)$", metrics, re.M)
         assert closes is not None and float(closes[1]) >= 1
     finally:
@@ -366,7 +331,7 @@ def test_slow_consumer_close_resumes_without_loss(tmp_path: Path, page: Page) ->
 
 def test_load_earlier_events_beyond_the_replay(server: Server, page: Page) -> None:
     server.post([transcript("exec-h", f"line {i}") for i in range(150)])
-    page.goto(f"{server.url}/?execution=exec-h")
+    page.goto(server.url("/?execution=exec-h"))
     wait_for_events(page, 100)
     assert rows(page) == list(range(51, 151))  # the replay: the latest 100
     page.get_by_role("button", name="Load earlier events").click()
@@ -385,7 +350,7 @@ def test_event_text_is_never_markup(server: Server, page: Page) -> None:
             transcript(e, XSS_SCRIPT + XSS_IMG),
         ]
     )
-    page.goto(server.url)
+    page.goto(server.url())
     page.get_by_test_id("execution-item").filter(has_text=e).click()
     wait_for_events(page, 4)
     timeline = page.locator("#timeline")
@@ -400,7 +365,7 @@ def test_token_from_the_page_url_is_used(tmp_path: Path, page: Page) -> None:
     srv = Server(tmp_path / "token.db", 0, "--token", "s3cret")
     try:
         srv.post(demo("exec-t"), token="s3cret")
-        page.goto(f"{srv.url}/?token=s3cret&execution=exec-t")
+        page.goto(srv.url("/?token=s3cret&execution=exec-t"))
         expect(page.get_by_test_id("execution-item")).to_have_count(1)
         wait_for_events(page, 10)
         expect(page.get_by_test_id("conn-state")).to_have_text("live")

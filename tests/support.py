@@ -1,0 +1,283 @@
+"""Test helpers shared by the modules: servers in-process and as subprocesses, and clients."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlencode
+
+import attrs
+import httpx
+import orjson
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Event, Request, TextMessage
+
+import trio_obs
+
+TIMEOUT = 10  # a safety net against hangs, never an assertion about speed
+LISTENING = re.compile(
+    r"listening on http://127\.0\.0\.1:(\d+).*ws://127\.0\.0\.1:(\d+)/ws\?observability=all"
+)
+
+# --------------------------------------------------------------------------- servers
+
+
+class Address:
+    """The URLs of a server listening on loopback ``port``."""
+
+    port: int
+
+    def url(self, path: str = "") -> str:
+        """``http://127.0.0.1:PORT`` followed by ``path``."""
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def ws_url(self, stream: str = "e1", **params: object) -> str:
+        """The WebSocket URL of ``stream``, with ``params`` in the query."""
+        return f"ws://127.0.0.1:{self.port}/ws?{urlencode({'observability': stream, **params})}"
+
+
+@attrs.frozen
+class Server(Address):
+    """A server running in this process: its store, its port and an HTTP client for it."""
+
+    obs: trio_obs.Observability
+    port: int
+    http: httpx.AsyncClient
+
+
+@asynccontextmanager
+async def running_server(
+    db: str = ":memory:", *, buffer_size: int = 100, **config: Any
+) -> AsyncIterator[Server]:
+    """A server over store ``db`` on loopback, on a free port unless ``port=`` is given."""
+    async with (
+        trio_obs.open_observability(db, buffer_size=buffer_size) as obs,
+        trio.open_nursery() as nursery,
+    ):
+        server_config = trio_obs.ServerConfig(**{"port": 0, **config})
+        port = await nursery.start(trio_obs.serve, obs, server_config)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT, trust_env=False
+        ) as http:
+            yield Server(obs, port, http)
+        nursery.cancel_scope.cancel()
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on (as of a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def command(*args: str) -> list[str]:
+    """The command line of ``trio-obs ARGS`` in this interpreter."""
+    return [sys.executable, "-m", "trio_obs", *args]
+
+
+def environment(*, unbuffered: bool = True, **extra: str) -> dict[str, str]:
+    """This environment without ``TRIO_OBS_TOKEN`` (and unbuffered, unless told), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "TRIO_OBS_TOKEN"}
+    return {**env, **({"PYTHONUNBUFFERED": "1"} if unbuffered else {}), **extra}
+
+
+class ServerProcess(Address):
+    """``trio-obs serve --port PORT ARGS`` in a subprocess; a thread drains its stderr."""
+
+    def __init__(self, *args: str, port: int = 0, start_timeout: float = TIMEOUT) -> None:
+        self.process = subprocess.Popen(
+            command("serve", "--port", str(port), *args),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment(),
+        )
+        self.stderr: list[str] = []
+        self.port = 0
+        listening = threading.Event()
+        threading.Thread(target=self._drain, args=(listening,), daemon=True).start()
+        if not listening.wait(start_timeout) or not self.port:
+            self.process.kill()
+            pytest.fail("the server did not start:\n" + "".join(self.stderr))
+
+    def _drain(self, listening: threading.Event) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr.append(line)
+            if not self.port and (match := LISTENING.search(line)):
+                self.port = int(match[1])
+                listening.set()
+        listening.set()  # the process ended: stop waiting
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum``; the exit status (it is killed if still running after the timeout)."""
+        self.process.send_signal(signum)
+        try:
+            return self.process.wait(TIMEOUT)
+        finally:
+            self.process.kill()
+
+
+# --------------------------------------------------------------------------- clients
+
+
+@asynccontextmanager
+async def ws_client(
+    url: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> AsyncIterator[WebSocketConnection]:
+    """A WebSocket client whose ``connected`` frame has been read."""
+    with trio.fail_after(TIMEOUT):
+        async with open_websocket_url(url, extra_headers=headers) as ws:
+            assert orjson.loads(await ws.get_message())["type"] == "observability:connected"
+            yield ws
+
+
+async def close_reason(ws: WebSocketConnection) -> tuple[int, str | None]:
+    """Read until the server closes; its close code and reason."""
+    with trio.fail_after(TIMEOUT):
+        while True:
+            try:
+                await ws.get_message()
+            except ConnectionClosed as exc:
+                assert exc.reason is not None
+                return exc.reason.code, exc.reason.reason
+
+
+async def close_code(ws: WebSocketConnection) -> int:
+    """Read until the server closes; its close code."""
+    return (await close_reason(ws))[0]
+
+
+class RawClient:
+    """A WebSocket client on a bare socket, driven by wsproto: it sends what a library would not."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.events: deque[Event] = deque()
+
+    @classmethod
+    async def connect(
+        cls,
+        srv: Address,
+        target: str = "/ws?observability=e1",
+        *,
+        rcvbuf: int | None = None,
+        connected: bool = False,
+    ) -> RawClient:
+        """A client past the handshake (and, with ``connected``, its ``connected`` frame)."""
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        with trio.fail_after(TIMEOUT):
+            await sock.connect(("127.0.0.1", srv.port))
+        client = cls(trio.SocketStream(sock))
+        await client.send(Request(host=f"127.0.0.1:{srv.port}", target=target))
+        accepted = await client.next_event()
+        assert isinstance(accepted, AcceptConnection), accepted
+        if connected:
+            assert (await client.next_json())["type"] == "observability:connected"
+        return client
+
+    async def send(self, event: Event) -> None:
+        await self.stream.send_all(self.ws.send(event))
+
+    async def next_event(self) -> Event:
+        with trio.fail_after(TIMEOUT):
+            while not self.events:
+                data = await self.stream.receive_some(65536)
+                self.ws.receive_data(bytes(data) or None)
+                self.events.extend(self.ws.events())
+        return self.events.popleft()
+
+    async def next_json(self) -> dict[str, Any]:
+        """The next whole text message, as JSON."""
+        parts = []
+        while True:
+            event = await self.next_event()
+            assert isinstance(event, TextMessage), event
+            parts.append(event.data)
+            if event.message_finished:
+                frame: dict[str, Any] = orjson.loads("".join(parts))
+                return frame
+
+    async def until_close(self) -> tuple[CloseConnection, list[dict[str, Any]]]:
+        """Read up to the server's close frame and answer it; the close and the messages before."""
+        frames: list[dict[str, Any]] = []
+        parts: list[str] = []
+        while True:
+            event = await self.next_event()
+            if isinstance(event, CloseConnection):
+                await self.send(event.response())
+                return event, frames
+            if isinstance(event, TextMessage):
+                parts.append(event.data)
+                if event.message_finished:
+                    frames.append(orjson.loads("".join(parts)))
+                    parts.clear()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def parse_metrics(text: str) -> tuple[set[str], dict[str, float]]:
+    """Prometheus text: the family names, and {sample name with labels: value}."""
+    families = list(text_string_to_metric_families(text))
+    samples = {}
+    for family in families:
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            samples[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return {f.name for f in families}, samples
+
+
+# --------------------------------------------------------------------------- subscriptions
+
+
+def drain(sub: trio_obs.Subscription) -> list[trio_obs.Envelope]:
+    """Everything already dispatched to ``sub`` (dispatch happens before an emit returns)."""
+    out = []
+    while True:
+        try:
+            out.append(sub.channel.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return out
+
+
+async def collect_envelopes(sub: trio_obs.Subscription, until_seq: int) -> list[trio_obs.Envelope]:
+    """What iterating ``sub`` yields (replay, then live) up to ``until_seq``."""
+    got: list[trio_obs.Envelope] = []
+    with trio.fail_after(TIMEOUT):  # a hang guard, not a timing assertion
+        async for env in sub:
+            got.append(env)
+            if env.seq >= until_seq:
+                break
+    return got
+
+
+# --------------------------------------------------------------------------- wire events
+
+
+def heartbeat(e: str, **extra: object) -> dict[str, Any]:
+    """An ``agent:heartbeat`` in wire form; ``extra`` adds fields or replaces them."""
+    return {"type": "agent:heartbeat", "executionId": e, "instanceId": "agent-1",
+            "status": "working", **extra}  # fmt: skip
+
+
+def heartbeats(e: str, n: int) -> list[dict[str, Any]]:
+    """``n`` heartbeats of ``e``, from agents ``i0`` to ``iN-1``."""
+    return [heartbeat(e, instanceId=f"i{i}") for i in range(n)]
