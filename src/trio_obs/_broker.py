@@ -162,6 +162,13 @@ class Hub(Protocol):
         """Open subscriptions."""
         ...
 
+    def subscriptions(self) -> list[Subscription]:
+        """Every open subscription."""
+        ...
+
+    dispatch_hooks: list[Callable[[list[Envelope]], None]]
+    """Called after every dispatched batch (a server wakes its flusher here)."""
+
 
 class Broker:
     """In-process store + fan-out (the plan's OBS-600 stream service, fixed).
