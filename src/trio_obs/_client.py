@@ -37,9 +37,11 @@ log = logging.getLogger("trio_obs.client")
 
 StreamState: TypeAlias = Literal["connecting", "live", "reconnecting", "closed"]
 
-RECONNECT_CODES: Final = frozenset({1001, 1006, 1011, 4008})
+RECONNECT_CODES: Final = frozenset(
+    {ev.GOING_AWAY, ev.ABNORMAL_CLOSURE, ev.INTERNAL_ERROR, ev.SLOW_CONSUMER_CODE}
+)
 """Close codes after which the client reconnects (going away, abnormal, server error, slow)."""
-_NORMAL_CLOSE: Final = 1000
+_NORMAL_CLOSE: Final = ev.NORMAL_CLOSURE
 _FIRST_BACKOFF: Final = 0.1
 _KEEPALIVE: Final = 20.0
 """Seconds between our pings; a pong missing for as long means the connection is dead."""
@@ -307,7 +309,10 @@ class EventStream:
             connected = _decode_connected(first)
             if connected is None:
                 await ws.aclose(1002, "expected observability:connected first")
-                return (1006, "the server did not start with observability:connected")
+                return (
+                    ev.ABNORMAL_CLOSURE,
+                    "the server did not start with observability:connected",
+                )
             if (
                 self.stream != ev.ALL
                 and self.stream not in self._last
@@ -337,7 +342,7 @@ class EventStream:
 
             nursery.start_soon(read)
             nursery.start_soon(self._keepalive, ws, nursery.cancel_scope)
-        return result[0] if result else (1006, "no pong from the server")
+        return result[0] if result else (ev.ABNORMAL_CLOSURE, "no pong from the server")
 
     async def _keepalive(self, ws: WebSocketConnection, scope: trio.CancelScope) -> None:
         # A half-open connection sends nothing, ever: find out by pinging. Any message
@@ -557,7 +562,7 @@ def _decode_connected(message: str | bytes) -> ev.ConnectedEvent | None:
 
 def _close_info(reason: CloseReason | None) -> tuple[int, str]:
     if reason is None:
-        return (1006, "")
+        return (ev.ABNORMAL_CLOSURE, "")
     return (reason.code, reason.reason or "")
 
 

@@ -45,6 +45,15 @@ Topic: TypeAlias = Literal[
     "execution",
 ]
 
+# WebSocket close codes of the protocol (SPEC §3, §4).
+NORMAL_CLOSURE: Final = 1000
+GOING_AWAY: Final = 1001
+UNSUPPORTED_DATA: Final = 1003
+ABNORMAL_CLOSURE: Final = 1006
+MESSAGE_TOO_BIG: Final = 1009
+INTERNAL_ERROR: Final = 1011
+SLOW_CONSUMER_CODE: Final = 4008
+
 TOPICS: Final[frozenset[str]] = frozenset(Topic.__args__)  # type: ignore[attr-defined]
 SEVERITIES: Final[frozenset[str]] = frozenset(Severity.__args__)  # type: ignore[attr-defined]
 ACTION_SEVERITIES: Final[frozenset[str]] = frozenset({"error", "critical"})

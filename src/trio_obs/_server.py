@@ -27,11 +27,12 @@ from . import _events as ev
 from ._broker import Subscription
 from ._codec import decode_events, encode
 from ._errors import InvalidInput, StoreError
+from ._events import GOING_AWAY
 from ._http import HttpConnection, HttpError, Request
 from ._metrics import ServerMetrics
 from ._routing import Envelope, text_frame
 from ._services import Observability
-from ._wsconn import GOING_AWAY, WebSocketConnection
+from ._wsconn import WebSocketConnection
 
 log = logging.getLogger("trio_obs.server")
 

@@ -37,6 +37,13 @@ from . import _events as ev
 from ._broker import Subscription
 from ._codec import encode, parse_client_message
 from ._errors import SLOW_CONSUMER, InvalidInput
+from ._events import (
+    GOING_AWAY,
+    INTERNAL_ERROR,
+    MESSAGE_TOO_BIG,
+    SLOW_CONSUMER_CODE,
+    UNSUPPORTED_DATA,
+)
 from ._metrics import ServerMetrics
 from ._routing import text_frame
 
@@ -45,12 +52,6 @@ log = logging.getLogger("trio_obs.server")
 MAX_CLIENT_MESSAGE: Final = 64 * 1024
 CLOSE_TIMEOUT: Final = 1.0
 """How long a closing connection waits for the client's close frame (and a last write)."""
-
-GOING_AWAY: Final = 1001
-UNSUPPORTED_DATA: Final = 1003
-MESSAGE_TOO_BIG: Final = 1009
-INTERNAL_ERROR: Final = 1011
-SLOW_CONSUMER_CODE: Final = 4008
 
 
 class WebSocketConnection:
