@@ -27,25 +27,7 @@ const WebSocket = require('ws');
 const MAX_SECONDS = Number(process.env.LOADGEN_MAX_SECONDS || 1200);
 setTimeout(() => process.exit(3), MAX_SECONDS * 1000).unref();
 
-// CLOCK_MONOTONIC in seconds: performance.now() is cheap and reads the same clock as
-// process.hrtime; the offset between them is taken from the tightest of 200 bracketed
-// readings, so a preemption between two reads cannot skew it.
-function monotonicOriginMs() {
-  let best = Infinity;
-  let origin = 0;
-  for (let i = 0; i < 200; i++) {
-    const a = performance.now();
-    const h = Number(process.hrtime.bigint()) / 1e6;
-    const b = performance.now();
-    if (b - a < best) {
-      best = b - a;
-      origin = h - (a + b) / 2;
-    }
-  }
-  return origin;
-}
-const ORIGIN_MS = monotonicOriginMs();
-const nowS = () => (ORIGIN_MS + performance.now()) / 1e3;
+const { nowS } = require('../clock');
 
 // Latency histogram (microseconds): 10 us buckets below 10 ms, 1 ms buckets below
 // 1 s, 100 ms buckets below 60 s, then one overflow bucket. run.py mirrors this.

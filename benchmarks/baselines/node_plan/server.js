@@ -23,25 +23,7 @@ const MAX_SECONDS = Number(process.env.BENCH_MAX_SECONDS || 1200);
 setTimeout(() => process.exit(3), MAX_SECONDS * 1000).unref();
 const EVENT_BYTES = Number(process.env.BENCH_EVENT_BYTES || 400);
 
-// CLOCK_MONOTONIC in seconds: performance.now() is cheap and reads the same clock as
-// process.hrtime; the offset between them is taken from the tightest of 200 bracketed
-// readings, so a preemption between two reads cannot skew it.
-function monotonicOriginMs() {
-  let best = Infinity;
-  let origin = 0;
-  for (let i = 0; i < 200; i++) {
-    const a = performance.now();
-    const h = Number(process.hrtime.bigint()) / 1e6;
-    const b = performance.now();
-    if (b - a < best) {
-      best = b - a;
-      origin = h - (a + b) / 2;
-    }
-  }
-  return origin;
-}
-const ORIGIN_MS = monotonicOriginMs();
-const nowS = () => (ORIGIN_MS + performance.now()) / 1e3;
+const { nowS } = require('../../clock');
 
 // ---------------------------------------------------------------- the plan's service
 
