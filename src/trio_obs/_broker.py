@@ -10,7 +10,7 @@ whose channel is full is ended with reason ``slow consumer``; it resumes with
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 import trio
 
@@ -497,13 +497,3 @@ class Broker:
         return await self._emit(
             ev.ExecutionStatusEvent(execution_id=execution_id, status=status, message=message)
         )
-
-
-def stats(broker: Broker) -> dict[str, Any]:
-    """A snapshot of the broker's fan-out state (for health and metrics)."""
-    subs = broker.subscriptions()
-    return {
-        "connections": len(subs),
-        "bufferedStreams": len(broker.buffers),
-        "maxQueueDepth": max((s.queue_depth for s in subs), default=0),
-    }

@@ -16,7 +16,6 @@ from typing import Any, Final, cast, overload
 from urllib.parse import unquote
 
 import attrs
-import orjson
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection
@@ -389,8 +388,3 @@ async def serve(
         obs.broker.dispatch_hooks.remove(server.on_dispatch)
         for listener in listeners:
             await trio.aclose_forcefully(listener)
-
-
-def encode_json(obj: object) -> bytes:
-    """JSON bytes (used by routes for plain objects)."""
-    return orjson.dumps(obj)
