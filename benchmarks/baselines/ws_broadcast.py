@@ -13,20 +13,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import sys
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for schedule
+from schedule import Schedule
+
 EXECUTION = "bench-exec"
 TOOL_USE = "toolu_bench_0001"
-MAX_BATCH = 200
-"""At most this many overdue events before yielding to the loop (as trio-obs's driver)."""
 CONNECTIONS: set[ServerConnection] = set()
 
 
@@ -116,45 +117,27 @@ async def emit(
     run: str, rate: float, count: int, max_seconds: float, pad: int, seq: list[int]
 ) -> None:
     """Emit ``count`` events at ``rate``/s, each stamped with its scheduled time."""
-    t0 = time.monotonic() + 0.05
-    deadline = t0 + max_seconds
-    pacer = Pacer(t0, rate, count)
+    schedule = Schedule(rate, count, max_seconds)
+    pacer = Pacer(schedule.t0, rate, count)
     pacer.thread.start()
-    emitted = batches = 0
-    worst_lag = 0.0
     try:
-        while emitted < count:
-            now = time.monotonic()
-            if now > deadline:
-                break
-            due = min(count, math.floor((now - t0) * rate) + 1) if now >= t0 else 0
-            due = min(due, emitted + MAX_BATCH)
-            if due <= emitted:
+        while not schedule.finished:
+            due = schedule.due()
+            if not due:
                 await pacer.wait()
                 continue
-            worst_lag = max(worst_lag, now - (t0 + emitted / rate))
-            for i in range(emitted, due):
+            for i in due:
                 seq[0] += 1
-                message = orjson.dumps(event(run, t0 + i / rate, pad, seq[0]))
+                message = orjson.dumps(event(run, schedule.scheduled(i), pad, seq[0]))
                 broadcast(CONNECTIONS, message, text=True)
-                emitted = i + 1
-                if time.monotonic() > deadline:
+                schedule.emitted = i + 1
+                if schedule.past_deadline:
                     break
-            batches += 1
+            schedule.batches += 1
             await asyncio.sleep(0)  # let the connections write, as a producer would
     finally:
         pacer.stop.set()
-    say(
-        "EMITTED "
-        + orjson.dumps({
-            "run": run,
-            "emitted": emitted,
-            "count": count,
-            "batches": batches,
-            "worstLagMs": round(worst_lag * 1000, 3),
-            "seconds": round(time.monotonic() - t0, 3),
-        }).decode()
-    )  # fmt: skip
+    say(schedule.report(run))
 
 
 async def control(pad: int) -> None:

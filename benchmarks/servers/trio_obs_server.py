@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -36,10 +36,11 @@ import trio
 import trio_obs
 from trio_obs import ServerConfig, ToolOutputEvent, ToolStartEvent
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for schedule
+from schedule import Schedule
+
 EXECUTION = "bench-exec"
 TOOL_USE = "toolu_bench_0001"
-MAX_BATCH = 200
-"""At most this many overdue events per publish, so the deadline is checked between them."""
 
 
 def say(line: str) -> None:
@@ -100,48 +101,30 @@ async def emit(
     obs: trio_obs.Observability, run: str, rate: float, count: int, max_seconds: float, pad: int
 ) -> None:
     """Emit ``count`` events at ``rate``/s, each stamped with its scheduled time."""
-    t0 = time.monotonic() + 0.05
-    deadline = t0 + max_seconds
-    pacer = Pacer(t0, rate, count)
+    schedule = Schedule(rate, count, max_seconds)
+    pacer = Pacer(schedule.t0, rate, count)
     pacer.thread.start()
-    emitted = batches = 0
-    worst_lag = 0.0
     try:
-        while emitted < count:
-            now = time.monotonic()
-            if now > deadline:
-                break
-            due = min(count, math.floor((now - t0) * rate) + 1) if now >= t0 else 0
-            due = min(due, emitted + MAX_BATCH)
-            if due <= emitted:
+        while not schedule.finished:
+            due = schedule.due()
+            if not due:
                 await pacer.wait()
                 continue
-            worst_lag = max(worst_lag, now - (t0 + emitted / rate))
             events = [
                 ToolOutputEvent(
                     execution_id=EXECUTION,
                     tool_use_id=TOOL_USE,
-                    chunk=chunk_of(run, t0 + i / rate, pad),
+                    chunk=chunk_of(run, schedule.scheduled(i), pad),
                 )
-                for i in range(emitted, due)
+                for i in due
             ]
             # The producer awaits its own batch's durability (and nothing else).
             await obs.broker.publish(events)
-            emitted = due
-            batches += 1
+            schedule.emitted = due.stop
+            schedule.batches += 1
     finally:
         pacer.stop.set()
-    say(
-        "EMITTED "
-        + orjson.dumps({
-            "run": run,
-            "emitted": emitted,
-            "count": count,
-            "batches": batches,
-            "worstLagMs": round(worst_lag * 1000, 3),
-            "seconds": round(time.monotonic() - t0, 3),
-        }).decode()
-    )  # fmt: skip
+    say(schedule.report(run))
 
 
 class Commits:
