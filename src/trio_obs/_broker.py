@@ -195,7 +195,6 @@ class Broker:
         self._all: list[Subscription] = []
         self.dispatch_hooks: list[Callable[[list[Envelope]], None]] = []
         """Called after every dispatched batch (servers: metrics, waking their flusher)."""
-        self.on_slow_consumer: Callable[[Subscription], None] | None = None
         store.listener = self._dispatch
 
     # ------------------------------------------------------------------ lifecycle
@@ -237,8 +236,6 @@ class Broker:
             if ended:
                 for sub, reason in ended:
                     if self._remove(sub):
-                        if reason == SLOW_CONSUMER and self.on_slow_consumer is not None:
-                            self.on_slow_consumer(sub)
                         sub._end(reason)
                 ended.clear()
         for hook in self.dispatch_hooks:
