@@ -248,17 +248,17 @@ def parse_metrics(text: str) -> tuple[set[str], dict[str, float]]:
 # --------------------------------------------------------------------------- subscriptions
 
 
-def drain(sub: trio_obs.Subscription) -> list[trio_obs.Envelope]:
+def drain(sub: trio_obs.LiveSubscription) -> list[trio_obs.Envelope]:
     """Everything already dispatched to ``sub`` (dispatch happens before an emit returns)."""
-    out = []
-    while True:
-        try:
-            out.append(sub.channel.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return out
+    out: list[trio_obs.Envelope] = []
+    while batch := sub.receive_nowait():
+        out += batch
+    return out
 
 
-async def collect_envelopes(sub: trio_obs.Subscription, until_seq: int) -> list[trio_obs.Envelope]:
+async def collect_envelopes(
+    sub: trio_obs.LiveSubscription, until_seq: int
+) -> list[trio_obs.Envelope]:
     """What iterating ``sub`` yields (replay, then live) up to ``until_seq``."""
     got: list[trio_obs.Envelope] = []
     with trio.fail_after(TIMEOUT):  # a hang guard, not a timing assertion

@@ -18,14 +18,14 @@ import trio
 
 import trio_obs
 from support import free_port, running_server
-from trio_obs._client import (
+from trio_obs import (
     EventStream,
     PostRejected,
     StreamRefused,
     open_stream,
     post_events,
 )
-from trio_obs._events import StreamEvent, ToolOutputEvent, ToolStartEvent
+from trio_obs.core.events import StreamEvent, ToolOutputEvent, ToolStartEvent
 
 TIMEOUT = 10  # a safety net against hangs, never an assertion about speed
 
@@ -176,27 +176,40 @@ async def test_resumes_after_server_restart_without_gap_or_duplicate(
     assert "reconnecting" in states.seen
 
 
-@pytest.mark.parametrize("stream_name", ["e1", "all"])
-async def test_resumes_after_slow_consumer_close(stream_name: str) -> None:
+async def test_resumes_after_slow_consumer_close_of_an_all_stream() -> None:
     async with within_timeout(), trio.open_nursery() as nursery:
-        # A batch dispatched at once overflows a 4-event queue: the server closes with 4008.
+        # A batch dispatched at once overflows a 4-event queue: an `all` stream (no
+        # replay) is closed with 4008, and the client fills the gap over HTTP.
         server = await start_server(nursery, port=0, queue_size=4)
         states = States()
-        async with open_stream(server.url, stream_name, on_state=states) as stream:
+        async with open_stream(server.url, "all", on_state=states) as stream:
             await states.live()
             pairs = zip(tool_events("e1", 15), tool_events("e2", 15), strict=True)
             batch = [event for pair in pairs for event in pair]
             await post_events(server.url, batch)
-            expected = 30 if stream_name == "all" else 15
-            got = await take(stream, expected)
+            got = await take(stream, 30)
             assert stream.last_error is not None and "4008" in stream.last_error
             assert stream.reconnects >= 1
         await server.shutdown()
 
     by_execution = seqs_by_execution(got)
     assert by_execution["e1"] == list(range(1, 16))
-    if stream_name == "all":
-        assert by_execution["e2"] == list(range(1, 16))
+    assert by_execution["e2"] == list(range(1, 16))
+
+
+async def test_an_execution_stream_that_falls_behind_is_not_closed() -> None:
+    async with within_timeout(), trio.open_nursery() as nursery:
+        # SPEC §4: the same overflow on an execution stream is served from the store.
+        server = await start_server(nursery, port=0, queue_size=4, buffer_size=2)
+        states = States()
+        async with open_stream(server.url, "e1", on_state=states) as stream:
+            await states.live()
+            pairs = zip(tool_events("e1", 15), tool_events("e2", 15), strict=True)
+            await post_events(server.url, [event for pair in pairs for event in pair])
+            got = await take(stream, 15)
+            assert stream.reconnects == 0
+        await server.shutdown()
+    assert seqs_by_execution(got)["e1"] == list(range(1, 16))
 
 
 async def test_wrong_token_is_refused_with_a_clear_error() -> None:

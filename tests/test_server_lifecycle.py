@@ -26,7 +26,7 @@ from support import (
     heartbeats,
     ws_client,
 )
-from trio_obs._cli import build_parser
+from trio_obs.cli import build_parser
 
 SERVE_FLAGS = [
     "--host", "--port", "--db", "--buffer-size", "--queue-size", "--token",
@@ -154,7 +154,7 @@ def emit_then_pause(self, record):
     if "listening" in record.getMessage():
         time.sleep(1.0)
 logging.StreamHandler.emit = emit_then_pause
-from trio_obs._cli import main
+from trio_obs.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

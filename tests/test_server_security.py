@@ -101,7 +101,7 @@ async def test_post_needs_the_bearer_header(guarded: Server) -> None:
     wrong = await guarded.http.post("/api/events", content=HEARTBEAT, headers={
         "Authorization": "Bearer wr0ng"})  # fmt: skip
     assert wrong.status_code == 401
-    assert guarded.obs.store.last_seq("e1") == 0  # nothing of a refused POST is stored
+    assert guarded.obs.broker.last_seq("e1") == 0  # nothing of a refused POST is stored
     ok = await guarded.http.post(
         "/api/events", content=HEARTBEAT, headers={"Authorization": f"Bearer {TOKEN}"}
     )

@@ -13,12 +13,12 @@ from support import collect_envelopes, drain
 from trio_obs import (
     ALL,
     GLOBAL,
+    InvalidInput,
     Observability,
-    StoreError,
     open_observability,
 )
-from trio_obs import _events as ev
-from trio_obs._codec import decode_events, decode_stream_event
+from trio_obs.core import events as ev
+from trio_obs.core.wire import decode_events, decode_stream_event
 
 EXEC = "exec-1"
 
@@ -152,7 +152,7 @@ async def test_message_bus_without_execution_goes_to_global(obs: Observability) 
     assert event.entry.execution_id is None
     assert (g.key, g.seq, g.event) == (GLOBAL, 1, event)
     assert a.event == event
-    assert obs.store.last_seq(GLOBAL) == 1
+    assert obs.broker.last_seq(GLOBAL) == 1
 
 
 async def test_execution_status_also_lands_in_global(obs: Observability) -> None:
@@ -194,7 +194,7 @@ async def test_tool_start_generates_ids_and_end_resolves_its_tool(obs: Observabi
     assert a.tool_use_id and b.tool_use_id and a.tool_use_id != b.tool_use_id
     given = await obs.tools.start(EXEC, "Edit", "z", tool_use_id="mine")
     assert given.tool_use_id == "mine"
-    with obs.broker.subscribe(EXEC, since=obs.store.last_seq(EXEC)) as sub:
+    with obs.broker.subscribe(EXEC, since=obs.broker.last_seq(EXEC)) as sub:
         await obs.tools.end(EXEC, a.tool_use_id, "done", duration_ms=1)
         [env] = drain(sub)
     assert (env.tool, env.task_id) == ("Read", "task-1")
@@ -283,12 +283,12 @@ async def test_ingest_is_atomic(obs: Observability) -> None:
     )
     bad = ev.TranscriptEntryEvent(execution_id=EXEC, entry=entry)
     with obs.broker.subscribe(EXEC) as sub, obs.broker.subscribe(ALL) as everything:
-        with pytest.raises(StoreError):
+        with pytest.raises(InvalidInput):
             await obs.ingest([*good, bad])
         assert drain(sub) == []
         assert drain(everything) == []
-    assert obs.store.last_seq(EXEC) == 0
-    assert obs.store.last_seq(GLOBAL) == 0
+    assert obs.broker.last_seq(EXEC) == 0
+    assert obs.broker.last_seq(GLOBAL) == 0
     assert await obs.store.executions() == []
     stored = await obs.ingest(good)
     assert [e.seq for e in stored[:3]] == [1, 2, 3]

@@ -1,8 +1,10 @@
-"""The SQLite store: seq per stream key, persistence, derived fields, group commit."""
+"""The SQLite store under the local hub: seq per stream key, persistence, derived fields,
+group commit (the ledger's rules alone are in tests/core/test_ledger.py)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -10,17 +12,22 @@ import orjson
 import pytest
 import trio
 
-from trio_obs import GLOBAL, StoreError, open_store
-from trio_obs import _events as ev
-from trio_obs._codec import decode_stream_event
-from trio_obs._store import Store
+from trio_obs import GLOBAL, Broker, InvalidInput, StoreError, open_observability
+from trio_obs.core import events as ev
+from trio_obs.core.wire import decode_stream_event, summaries_json
+
+
+@asynccontextmanager
+async def open_hub(path: str) -> AsyncIterator[Broker]:
+    async with open_observability(path) as obs:
+        yield obs.broker
 
 
 @pytest.fixture(params=["memory", "file"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
     path = ":memory:" if request.param == "memory" else str(tmp_path / "obs.db")
-    async with open_store(path) as s:
-        yield s
+    async with open_hub(path) as hub:
+        yield hub
 
 
 # --------------------------------------------------------------------------- event makers
@@ -58,7 +65,7 @@ def assertion(execution_id: str, result: ev.AssertionOutcome) -> ev.AssertionRes
         category="tests_pass",
         description="tests pass",
         result=result,
-        timestamp=ev.utc_now_iso(),
+        timestamp="2026-01-01T00:00:00.000Z",
     )
     return ev.AssertionResultEvent(
         execution_id=execution_id, task_id="task-1", assertion=record, running_pass_rate=0.0
@@ -96,18 +103,18 @@ def unencodable(execution_id: str) -> ev.TranscriptEntryEvent:
     return ev.TranscriptEntryEvent(execution_id=execution_id, entry=entry)
 
 
-async def seqs_of(store: Store, key: str) -> list[int]:
-    return [env.seq for env in await store.read(key)]
+async def seqs_of(store: Broker, key: str) -> list[int]:
+    return [env.seq for env in await store.store.read(key)]
 
 
 # --------------------------------------------------------------------------- seq
 
 
-async def test_seq_is_per_key_and_gap_free(store: Store) -> None:
-    envs = await store.append([tool_output("a", "t", str(i)) for i in range(5)])
+async def test_seq_is_per_key_and_gap_free(store: Broker) -> None:
+    envs = await store.publish([tool_output("a", "t", str(i)) for i in range(5)])
     assert [env.seq for env in envs] == [1, 2, 3, 4, 5]
     assert [env.event.seq for env in envs] == [1, 2, 3, 4, 5]
-    b = await store.append([tool_output("b", "t"), tool_output("a", "t"), tool_output("b", "t")])
+    b = await store.publish([tool_output("b", "t"), tool_output("a", "t"), tool_output("b", "t")])
     assert [(env.key, env.seq) for env in b] == [("b", 1), ("a", 6), ("b", 2)]
     assert store.last_seq("a") == 6
     assert store.last_seq("b") == 2
@@ -116,17 +123,17 @@ async def test_seq_is_per_key_and_gap_free(store: Store) -> None:
     assert await seqs_of(store, "b") == [1, 2]
 
 
-async def test_append_of_nothing_stores_nothing(store: Store) -> None:
-    assert await store.append([]) == []
+async def test_append_of_nothing_stores_nothing(store: Broker) -> None:
+    assert await store.publish([]) == []
     assert await store.executions() == []
 
 
-async def test_envelope_json_is_the_stored_event(store: Store) -> None:
-    [env] = await store.append([tool_start("a", "tu1", "Read", "task-1")])
+async def test_envelope_json_is_the_stored_event(store: Broker) -> None:
+    [env] = await store.publish([tool_start("a", "tu1", "Read", "task-1")])
     assert decode_stream_event(env.data) == env.event
     assert env.topic == "tools"
     assert (env.tool, env.task_id, env.is_copy) == ("Read", "task-1", False)
-    [read] = await store.read("a")
+    [read] = await store.store.read("a")
     assert read.data == env.data
     assert read.event == env.event
     assert (read.tool, read.task_id, read.topic) == ("Read", "task-1", "tools")
@@ -135,31 +142,31 @@ async def test_envelope_json_is_the_stored_event(store: Store) -> None:
 # --------------------------------------------------------------------------- reads
 
 
-async def test_read_after_limit_upto(store: Store) -> None:
-    await store.append([tool_output("a", "t", str(i)) for i in range(10)])
-    assert [e.seq for e in await store.read("a", after=3, limit=4)] == [4, 5, 6, 7]
-    assert [e.seq for e in await store.read("a", after=3, upto=5)] == [4, 5]
-    assert [e.seq for e in await store.read("a", after=8)] == [9, 10]
-    assert await store.read("a", after=10) == []
-    assert await store.read("a", after=2, upto=2) == []
-    assert await store.read("other") == []
-    assert [e.event.chunk for e in await store.read("a", after=0, limit=2)] == ["0", "1"]  # type: ignore[union-attr]
+async def test_read_after_limit_upto(store: Broker) -> None:
+    await store.publish([tool_output("a", "t", str(i)) for i in range(10)])
+    assert [e.seq for e in await store.store.read("a", after=3, limit=4)] == [4, 5, 6, 7]
+    assert [e.seq for e in await store.store.read("a", after=3, upto=5)] == [4, 5]
+    assert [e.seq for e in await store.store.read("a", after=8)] == [9, 10]
+    assert await store.store.read("a", after=10) == []
+    assert await store.store.read("a", after=2, upto=2) == []
+    assert await store.store.read("other") == []
+    assert [e.event.chunk for e in await store.store.read("a", after=0, limit=2)] == ["0", "1"]  # type: ignore[union-attr]
 
 
-async def test_read_json(store: Store) -> None:
-    envs = await store.append([tool_output("a", "t", str(i)) for i in range(5)])
-    rows = await store.read_json("a", after=2, limit=2)
+async def test_read_json(store: Broker) -> None:
+    envs = await store.publish([tool_output("a", "t", str(i)) for i in range(5)])
+    rows = await store.store.read_json("a", after=2, limit=2)
     assert rows == [envs[2].data, envs[3].data]
     assert [orjson.loads(r)["seq"] for r in rows] == [3, 4]
-    assert [orjson.loads(r)["seq"] for r in await store.read_json("a")] == [1, 2, 3, 4, 5]
+    assert [orjson.loads(r)["seq"] for r in await store.store.read_json("a")] == [1, 2, 3, 4, 5]
 
 
-async def test_executions_most_recently_active_first(store: Store) -> None:
-    await store.append([status("a", "started"), tool_output("a", "t")])
-    await store.append([status("b", "running")])
-    await store.append([message(None)])  # global only: not an execution
-    await store.append([tool_output("c", "t")])
-    await store.append([status("a", "completed")])
+async def test_executions_most_recently_active_first(store: Broker) -> None:
+    await store.publish([status("a", "started"), tool_output("a", "t")])
+    await store.publish([status("b", "running")])
+    await store.publish([message(None)])  # global only: not an execution
+    await store.publish([tool_output("c", "t")])
+    await store.publish([status("a", "completed")])
     summaries = await store.executions()
     assert [s.execution_id for s in summaries] == ["a", "c", "b"]
     a, c, b = summaries
@@ -168,8 +175,9 @@ async def test_executions_most_recently_active_first(store: Store) -> None:
     assert (c.last_status, c.event_count, c.last_seq) == (None, 1, 1)
     assert a.first_timestamp is not None
     assert a.first_timestamp <= (a.last_timestamp or "")
-    assert a.to_wire()["executionId"] == "a"
-    assert set(a.to_wire()) == {
+    [wire, *_] = orjson.loads(summaries_json(summaries))
+    assert wire["executionId"] == "a"
+    assert set(wire) == {
         "executionId",
         "lastStatus",
         "eventCount",
@@ -183,61 +191,61 @@ async def test_executions_most_recently_active_first(store: Store) -> None:
 # --------------------------------------------------------------------------- derived fields
 
 
-async def test_execution_status_gets_a_global_copy_with_its_own_seq(store: Store) -> None:
-    await store.append([message(None)])  # global seq 1
-    envs = await store.append([status("a", "running")])
+async def test_execution_status_gets_a_global_copy_with_its_own_seq(store: Broker) -> None:
+    await store.publish([message(None)])  # global seq 1
+    envs = await store.publish([status("a", "running")])
     assert [(e.key, e.seq, e.is_copy) for e in envs] == [("a", 1, False), (GLOBAL, 2, True)]
     assert envs[1].event.execution_id == "a"
     assert envs[1].event.seq == 2
     assert store.last_seq(GLOBAL) == 2
-    stored = await store.read(GLOBAL)
+    stored = await store.store.read(GLOBAL)
     assert [(e.seq, e.is_copy, e.event.type) for e in stored] == [
         (1, False, "messagebus:event"),
         (2, True, "execution:status"),
     ]
 
 
-async def test_message_bus_without_execution_is_stored_in_global(store: Store) -> None:
-    [env] = await store.append([message(None)])
+async def test_message_bus_without_execution_is_stored_in_global(store: Broker) -> None:
+    [env] = await store.publish([message(None)])
     assert (env.key, env.seq, env.is_copy) == (GLOBAL, 1, False)
-    [own] = await store.append([message("a")])
+    [own] = await store.publish([message("a")])
     assert own.key == "a"
 
 
-async def test_running_pass_rate_counts_this_one(store: Store) -> None:
+async def test_running_pass_rate_counts_this_one(store: Broker) -> None:
     rates = []
     for result in ("pass", "fail", "pass", "skip", "pass"):
-        [env] = await store.append([assertion("a", result)])
+        [env] = await store.publish([assertion("a", result)])
         rates.append(env.event.running_pass_rate)  # type: ignore[union-attr]
     assert rates == [1.0, 0.5, pytest.approx(2 / 3), 0.5, 0.6]
-    [other] = await store.append([assertion("b", "fail")])
+    [other] = await store.publish([assertion("b", "fail")])
     assert other.event.running_pass_rate == 0.0  # type: ignore[union-attr]
 
 
-async def test_running_pass_rate_within_one_batch(store: Store) -> None:
-    envs = await store.append([assertion("a", "fail"), assertion("a", "pass")])
+async def test_running_pass_rate_within_one_batch(store: Broker) -> None:
+    envs = await store.publish([assertion("a", "fail"), assertion("a", "pass")])
     assert [e.event.running_pass_rate for e in envs] == [0.0, 0.5]  # type: ignore[union-attr]
 
 
-async def test_tool_end_and_output_resolve_tool_and_task_from_start(store: Store) -> None:
-    await store.append([tool_start("a", "tu1", "Read", "task-1")])
-    await store.append([tool_start("a", "tu2", "Bash", "task-2")])
-    out, end = await store.append([tool_output("a", "tu1"), tool_end("a", "tu2")])
+async def test_tool_end_and_output_resolve_tool_and_task_from_start(store: Broker) -> None:
+    await store.publish([tool_start("a", "tu1", "Read", "task-1")])
+    await store.publish([tool_start("a", "tu2", "Bash", "task-2")])
+    out, end = await store.publish([tool_output("a", "tu1"), tool_end("a", "tu2")])
     assert (out.tool, out.task_id) == ("Read", "task-1")
     assert (end.tool, end.task_id) == ("Bash", "task-2")
-    [orphan] = await store.append([tool_end("a", "unknown")])
+    [orphan] = await store.publish([tool_end("a", "unknown")])
     assert (orphan.tool, orphan.task_id) == (None, None)
     # Same tool-use id in another execution is another tool use.
-    [elsewhere] = await store.append([tool_end("b", "tu1")])
+    [elsewhere] = await store.publish([tool_end("b", "tu1")])
     assert elsewhere.tool is None
 
 
-async def test_start_and_end_in_one_batch_resolve(store: Store) -> None:
-    _, end = await store.append([tool_start("a", "tu1", "Grep", "task-9"), tool_end("a", "tu1")])
+async def test_start_and_end_in_one_batch_resolve(store: Broker) -> None:
+    _, end = await store.publish([tool_start("a", "tu1", "Grep", "task-9"), tool_end("a", "tu1")])
     assert (end.tool, end.task_id) == ("Grep", "task-9")
 
 
-async def test_skill_end_resolves_its_task(store: Store) -> None:
+async def test_skill_end_resolves_its_task(store: Broker) -> None:
     start = ev.SkillStartEvent(
         execution_id="a",
         skill_trace_id="s1",
@@ -249,7 +257,7 @@ async def test_skill_end_resolves_its_task(store: Store) -> None:
     end = ev.SkillEndEvent(
         execution_id="a", skill_trace_id="s1", skill_name="plan", status="success", duration_ms=1
     )
-    _, stored_end = await store.append([start, end])
+    _, stored_end = await store.publish([start, end])
     assert stored_end.task_id == "task-4"
     assert stored_end.topic == "skills"
 
@@ -259,8 +267,8 @@ async def test_skill_end_resolves_its_task(store: Store) -> None:
 
 async def test_restart_keeps_seqs_counters_and_tool_uses(tmp_path: Path) -> None:
     path = str(tmp_path / "obs.db")
-    async with open_store(path) as store:
-        await store.append(
+    async with open_hub(path) as store:
+        await store.publish(
             [
                 tool_start("a", "tu1", "Read", "task-1"),
                 assertion("a", "pass"),
@@ -268,43 +276,43 @@ async def test_restart_keeps_seqs_counters_and_tool_uses(tmp_path: Path) -> None
                 status("a", "running"),
             ]
         )
-        await store.append([message(None)])
-    assert store.closed
-    async with open_store(path) as store:
+        await store.publish([message(None)])
+    assert store.store.closed
+    async with open_hub(path) as store:
         assert store.last_seq("a") == 4
         assert store.last_seq(GLOBAL) == 2
-        envs = await store.append([tool_end("a", "tu1"), assertion("a", "pass")])
+        envs = await store.publish([tool_end("a", "tu1"), assertion("a", "pass")])
         assert [e.seq for e in envs] == [5, 6]
         assert (envs[0].tool, envs[0].task_id) == ("Read", "task-1")
         assert envs[1].event.running_pass_rate == pytest.approx(2 / 3)  # type: ignore[union-attr]
-        [copy] = (await store.append([status("a", "completed")]))[1:]
+        [copy] = (await store.publish([status("a", "completed")]))[1:]
         assert (copy.key, copy.seq) == (GLOBAL, 3)
         assert await seqs_of(store, "a") == [1, 2, 3, 4, 5, 6, 7]
         [summary] = await store.executions()
         assert (summary.last_status, summary.event_count) == ("completed", 7)
-    async with open_store(path) as store:
+    async with open_hub(path) as store:
         assert store.last_seq("a") == 7
         assert [s.execution_id for s in await store.executions()] == ["a"]
 
 
 async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
-    async with open_store(str(tmp_path / "obs.db")) as store:
+    async with open_hub(str(tmp_path / "obs.db")) as store:
         pass
     with pytest.raises(StoreError):
-        await store.append([status("a")])
+        await store.publish([status("a")])
     with pytest.raises(StoreError):
-        await store.read("a")
+        await store.store.read("a")
 
 
 # --------------------------------------------------------------------------- concurrency
 
 
-async def test_concurrent_appends_are_gap_free_and_batches_contiguous(store: Store) -> None:
+async def test_concurrent_appends_are_gap_free_and_batches_contiguous(store: Broker) -> None:
     results: list[list[int]] = []
 
     async def producer(n: int) -> None:
         for i in range(10):
-            envs = await store.append([tool_output("a", f"t{n}", str(i)) for _ in range(3)])
+            envs = await store.publish([tool_output("a", f"t{n}", str(i)) for _ in range(3)])
             results.append([env.seq for env in envs])
 
     async with trio.open_nursery() as nursery:
@@ -318,13 +326,13 @@ async def test_concurrent_appends_are_gap_free_and_batches_contiguous(store: Sto
     assert store.last_seq("a") == 600
 
 
-async def test_a_batch_is_atomic(store: Store) -> None:
-    await store.append([status("a", "started")])
-    with pytest.raises(StoreError):
-        await store.append([tool_output("a", "t"), assertion("a", "pass"), unencodable("a")])
+async def test_a_batch_is_atomic(store: Broker) -> None:
+    await store.publish([status("a", "started")])
+    with pytest.raises(InvalidInput):
+        await store.publish([tool_output("a", "t"), assertion("a", "pass"), unencodable("a")])
     assert store.last_seq("a") == 1
     assert await seqs_of(store, "a") == [1]
-    [env] = await store.append([assertion("a", "fail")])
+    [env] = await store.publish([assertion("a", "fail")])
     assert env.seq == 2
     # The failed batch's pass was never counted.
     assert env.event.running_pass_rate == 0.0  # type: ignore[union-attr]
@@ -332,52 +340,52 @@ async def test_a_batch_is_atomic(store: Store) -> None:
     assert summary.event_count == 2
 
 
-async def test_the_events_of_a_failed_batch_can_be_sent_again(store: Store) -> None:
+async def test_the_events_of_a_failed_batch_can_be_sent_again(store: Broker) -> None:
     output, start = tool_output("a", "t"), tool_start("a", "tu1", "Read", "task-1")
-    with pytest.raises(StoreError):
-        await store.append([output, start, unencodable("a")])
-    envs = await store.append([output, start, tool_end("a", "tu1")])
+    with pytest.raises(InvalidInput):
+        await store.publish([output, start, unencodable("a")])
+    envs = await store.publish([output, start, tool_end("a", "tu1")])
     assert [env.seq for env in envs] == [1, 2, 3]
     assert (envs[2].tool, envs[2].task_id) == ("Read", "task-1")
-    assert [env.event for env in await store.read("a")] == [env.event for env in envs]
+    assert [env.event for env in await store.store.read("a")] == [env.event for env in envs]
 
 
-async def test_one_event_object_stored_twice_gets_two_seqs(store: Store) -> None:
+async def test_one_event_object_stored_twice_gets_two_seqs(store: Broker) -> None:
     event = status("a", "running")
-    [first, first_copy] = await store.append([event])
-    [second, second_copy] = await store.append([event])
+    [first, first_copy] = await store.publish([event])
+    [second, second_copy] = await store.publish([event])
     assert (first.seq, second.seq) == (1, 2)
     assert (first_copy.seq, second_copy.seq) == (1, 2)
     assert first.event.seq == 1  # the first stored event never changes
     assert second.event.seq == 2
-    assert [e.event.seq for e in await store.read("a")] == [1, 2]
+    assert [e.event.seq for e in await store.store.read("a")] == [1, 2]
 
 
-async def test_a_bad_batch_does_not_fail_a_concurrent_good_batch(store: Store) -> None:
+async def test_a_bad_batch_does_not_fail_a_concurrent_good_batch(store: Broker) -> None:
     outcome: dict[str, Any] = {}
 
     async def append(name: str, events: Sequence[ev.StreamEvent]) -> None:
         try:
-            outcome[name] = await store.append(events)
-        except StoreError as exc:
+            outcome[name] = await store.publish(events)
+        except InvalidInput as exc:
             outcome[name] = exc
 
     # Both requests are queued before the writer runs, so they share one commit.
     async with trio.open_nursery() as nursery:
         nursery.start_soon(append, "bad", [unencodable("a")])
         nursery.start_soon(append, "good", [status("b")])
-    assert isinstance(outcome["bad"], StoreError)
-    assert not isinstance(outcome["good"], StoreError), outcome["good"]
+    assert isinstance(outcome["bad"], InvalidInput)
+    assert not isinstance(outcome["good"], InvalidInput), outcome["good"]
     assert [env.seq for env in outcome["good"]] == [1, 1]
 
 
-async def test_a_non_finite_float_never_makes_the_stream_unreadable(store: Store) -> None:
-    await store.append([status("a")])
+async def test_a_non_finite_float_never_makes_the_stream_unreadable(store: Broker) -> None:
+    await store.publish([status("a")])
     # Refusing it (at construction or when storing) is fine; storing garbage is not.
-    with pytest.raises((ValueError, StoreError), match="finite"):
+    with pytest.raises((ValueError, InvalidInput), match="finite"):
         bad = ev.ToolEndEvent(
             execution_id="a", tool_use_id="t", result_status="done", duration_ms=float("nan")
         )
-        await store.append([bad])
-    envs = await store.read("a")
+        await store.publish([bad])
+    envs = await store.store.read("a")
     assert envs[0].seq == 1

@@ -13,8 +13,9 @@ import trio
 from rich.text import Text
 
 from support import command, environment, free_port, running_server
-from trio_obs._client import post_events
-from trio_obs._events import (
+from trio_obs import post_events
+from trio_obs.client.tail import AgentBoard, format_duration, render_event, render_heartbeat
+from trio_obs.core.events import (
     AgentHeartbeatEvent,
     AssertionResult,
     AssertionResultEvent,
@@ -31,7 +32,6 @@ from trio_obs._events import (
     TranscriptEntryEvent,
     WaveStatusEvent,
 )
-from trio_obs._tail import AgentBoard, format_duration, render_event, render_heartbeat
 
 TIMEOUT = 15  # a safety net against hangs, never an assertion about speed
 X = "exec-7f3a9c21e5b04d2f"

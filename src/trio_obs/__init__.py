@@ -2,22 +2,17 @@
 
 Open everything with :func:`open_observability`, record through its services, and
 subscribe through its broker; serve WebSocket and HTTP clients with :func:`serve`.
+The layout (DESIGN.md §5): ``core`` holds every rule, socket- and clock-free; ``hub``
+orders, stores and fans out; ``producers`` builds events; ``server`` and ``client``
+are thin drivers; ``demo`` plays a simulated run.
 """
 
-from ._broker import Broker, Hub, Subscription
-from ._client import (
-    EventStream,
-    PostRejected,
-    StreamClosed,
-    StreamRefused,
-    open_stream,
-    post_events,
-)
-from ._codec import decode_events, decode_server_event, decode_stream_event, encode
-from ._errors import InvalidInput, StoreError, SubscriptionEnded, TrioObsError
-from ._events import (
-    ALL,
-    GLOBAL,
+from ._version import __version__
+from .client.common import PostRejected, StreamClosed, StreamRefused
+from .client.post import HttpPublisher, post_events
+from .client.stream import EventStream, open_stream
+from .core.errors import InvalidInput, StoreError, SubscriptionEnded, TrioObsError
+from .core.events import (
     AgentHeartbeatEvent,
     AssertionResult,
     AssertionResultEvent,
@@ -25,11 +20,13 @@ from ._events import (
     ConnectedEvent,
     ErrorEvent,
     ExecutionStatusEvent,
+    ExecutionSummary,
     Filters,
     MessageBusEvent,
     MessageBusLogEntry,
     Ping,
     PongEvent,
+    ResetEvent,
     ServerEvent,
     SkillEndEvent,
     SkillStartEvent,
@@ -45,21 +42,26 @@ from ._events import (
     UnsubscribedEvent,
     WaveStatusEvent,
 )
-from ._routing import Envelope
-from ._server import ServerConfig, serve
-from ._services import (
+from .core.protocol import ALL, GLOBAL
+from .core.routing import Envelope
+from .core.wire import decode_events, decode_server_event, decode_stream_event, encode
+from .hub.base import Hub, Subscription
+from .hub.dispatch import LiveSubscription
+from .hub.local import LocalHub
+from .hub.sqlite import Store, open_store
+from .producers import (
     AssertionService,
+    Broker,
     ExecutionService,
     MessageBusService,
     Observability,
+    Services,
     SkillService,
     ToolUseService,
     TranscriptService,
     open_observability,
 )
-from ._store import ExecutionSummary, Store, open_store
-
-__version__ = "0.1.0"
+from .server.app import ServerConfig, serve
 
 __all__ = [
     "ALL",
@@ -78,8 +80,11 @@ __all__ = [
     "ExecutionStatusEvent",
     "ExecutionSummary",
     "Filters",
+    "HttpPublisher",
     "Hub",
     "InvalidInput",
+    "LiveSubscription",
+    "LocalHub",
     "MessageBusEvent",
     "MessageBusLogEntry",
     "MessageBusService",
@@ -87,8 +92,10 @@ __all__ = [
     "Ping",
     "PongEvent",
     "PostRejected",
+    "ResetEvent",
     "ServerConfig",
     "ServerEvent",
+    "Services",
     "SkillEndEvent",
     "SkillService",
     "SkillStartEvent",

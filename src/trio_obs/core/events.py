@@ -1,30 +1,28 @@
 """Typed events, records and client messages of the wire format (SPEC §2, §3).
 
-Plain frozen attrs classes with snake_case attributes; the codec (``_codec``)
-maps them to the camelCase wire keys. Allowed values are ``Literal`` types, which
-the codec checks whenever a message comes in from outside.
+Plain frozen attrs classes with snake_case attributes; the wire converter
+(``core.wire``) maps them to the camelCase keys. Allowed values are ``Literal``
+types, which the converter checks whenever a message comes in from outside.
+
+An event's ``timestamp`` may be left empty: the ledger stamps it when it is stored
+(the core reads no clock). A stored event's ``execution_id`` is its stream key.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final, Literal, TypeAlias
 
 import attrs
 
-
-def utc_now_iso() -> str:
-    """The current time as an ISO-8601 UTC string with milliseconds (``...Z``)."""
-    now = datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+from .protocol import Severity, Topic
 
 
-GLOBAL: Final = "global"
-"""The pseudo-execution that gets execution-less message-bus events and a copy of
-every ``execution:status`` event."""
-ALL: Final = "all"
-"""Subscribe to every execution (no replay)."""
+def iso_utc(moment: datetime) -> str:
+    """``moment`` (an aware datetime in UTC) as ISO-8601 with milliseconds (``...Z``)."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
 
 ToolResultStatus: TypeAlias = Literal["done", "error", "blocked"]
 SkillStatus: TypeAlias = Literal["success", "partial", "failed"]
@@ -32,32 +30,6 @@ WaveState: TypeAlias = Literal["pending", "running", "completed", "failed"]
 AgentState: TypeAlias = Literal["idle", "working", "blocked", "error"]
 ExecutionState: TypeAlias = Literal["started", "running", "paused", "completed", "failed"]
 AssertionOutcome: TypeAlias = Literal["pass", "fail", "skip", "warn"]
-Severity: TypeAlias = Literal["debug", "info", "warning", "error", "critical"]
-Topic: TypeAlias = Literal[
-    "all",
-    "transcript",
-    "tools",
-    "assertions",
-    "skills",
-    "messagebus",
-    "waves",
-    "agents",
-    "execution",
-]
-
-# WebSocket close codes of the protocol (SPEC §3, §4).
-NORMAL_CLOSURE: Final = 1000
-GOING_AWAY: Final = 1001
-UNSUPPORTED_DATA: Final = 1003
-ABNORMAL_CLOSURE: Final = 1006
-MESSAGE_TOO_BIG: Final = 1009
-INTERNAL_ERROR: Final = 1011
-SLOW_CONSUMER_CODE: Final = 4008
-
-TOPICS: Final[frozenset[str]] = frozenset(Topic.__args__)  # type: ignore[attr-defined]
-SEVERITIES: Final[frozenset[str]] = frozenset(Severity.__args__)  # type: ignore[attr-defined]
-ACTION_SEVERITIES: Final[frozenset[str]] = frozenset({"error", "critical"})
-ENDED_STATES: Final[frozenset[str]] = frozenset({"completed", "failed"})
 
 JSONDict: TypeAlias = dict[str, Any]
 
@@ -143,7 +115,7 @@ class TranscriptEntryEvent:
     execution_id: str
     entry: TranscriptEntry
     is_latest: bool = True
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    timestamp: str = ""
     seq: int | None = None
 
 
@@ -157,7 +129,7 @@ class ToolStartEvent:
     tool: str
     input_summary: str
     task_id: str | None = None
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    timestamp: str = ""
     seq: int | None = None
 
 
@@ -173,7 +145,7 @@ class ToolEndEvent:
     output_summary: str | None = None
     is_error: bool | None = None
     is_blocked: bool | None = None
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    timestamp: str = ""
     seq: int | None = None
 
 
@@ -186,7 +158,7 @@ class ToolOutputEvent:
     tool_use_id: str
     chunk: str
     is_stderr: bool = False
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    timestamp: str = ""
     seq: int | None = None
 
 
@@ -199,7 +171,7 @@ class AssertionResultEvent:
     task_id: str
     assertion: AssertionResult
     running_pass_rate: float = attrs.field(default=1.0, validator=_finite)
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    timestamp: str = ""
     seq: int | None = None
 
 
@@ -214,7 +186,7 @@ class SkillStartEvent:
     skill_file: str
     line_number: int
     task_id: str | None = None
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    timestamp: str = ""
     seq: int | None = None
 
 
@@ -228,19 +200,22 @@ class SkillEndEvent:
     skill_name: str
     status: SkillStatus
     duration_ms: float = attrs.field(validator=_finite)
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    timestamp: str = ""
     seq: int | None = None
 
 
 @attrs.frozen(kw_only=True)
 class MessageBusEvent:
-    """``messagebus:event``: a message-bus record; ``global`` when it has no execution."""
+    """``messagebus:event``: a message-bus record; ``global`` when it has no execution.
+
+    ``execution_id`` and ``requires_action`` are derived by the ledger from the entry.
+    """
 
     type: Literal["messagebus:event"] = attrs.field(default="messagebus:event", init=False)
-    execution_id: str
     entry: MessageBusLogEntry
+    execution_id: str = ""
     requires_action: bool = False
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    timestamp: str = ""
     seq: int | None = None
 
 
@@ -255,7 +230,7 @@ class WaveStatusEvent:
     task_count: int
     completed_count: int
     failed_count: int
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    timestamp: str = ""
     seq: int | None = None
 
 
@@ -269,7 +244,7 @@ class AgentHeartbeatEvent:
     status: AgentState
     current_task_id: str | None = None
     metrics: dict[str, float] | None = attrs.field(default=None, validator=_finite_values)
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    timestamp: str = ""
     seq: int | None = None
 
 
@@ -281,7 +256,7 @@ class ExecutionStatusEvent:
     execution_id: str
     status: ExecutionState
     message: str | None = None
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    timestamp: str = ""
     seq: int | None = None
 
 
@@ -313,25 +288,6 @@ STREAM_EVENT_TYPES: Final[dict[str, type[StreamEvent]]] = {
     "execution:status": ExecutionStatusEvent,
 }
 
-TOPIC_OF_TYPE: Final[dict[str, str]] = {
-    "transcript:entry": "transcript",
-    "tool:start": "tools",
-    "tool:end": "tools",
-    "tool:output": "tools",
-    "assertion:result": "assertions",
-    "skill:start": "skills",
-    "skill:end": "skills",
-    "messagebus:event": "messagebus",
-    "wave:status": "waves",
-    "agent:heartbeat": "agents",
-    "execution:status": "execution",
-}
-
-
-def stream_key(event: StreamEvent) -> str:
-    """The stream an event is stored in and ordered by: its execution, or ``global``."""
-    return event.execution_id or GLOBAL
-
 
 # --------------------------------------------------------------------------- connection events
 
@@ -346,7 +302,22 @@ class ConnectedEvent:
     execution_id: str
     message: str
     buffered_event_count: int
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    epoch: str | None = None
+    timestamp: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ResetEvent:
+    """``observability:reset``: the history a client resumed from is gone (SPEC §10).
+
+    Sent right after ``connected`` when the client's epoch is not the server's; the
+    history that exists follows, from its first event.
+    """
+
+    type: Literal["observability:reset"] = attrs.field(default="observability:reset", init=False)
+    epoch: str
+    last_seq: int
+    timestamp: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -358,7 +329,7 @@ class SubscribedEvent:
     )
     topic: str
     execution_id: str | None = None
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    timestamp: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -369,7 +340,7 @@ class UnsubscribedEvent:
         default="observability:unsubscribed", init=False
     )
     topic: str
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    timestamp: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -379,7 +350,7 @@ class ErrorEvent:
     type: Literal["observability:error"] = attrs.field(default="observability:error", init=False)
     error: str
     code: str
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    timestamp: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -387,10 +358,12 @@ class PongEvent:
     """``pong``: the answer to a client ``ping``."""
 
     type: Literal["pong"] = attrs.field(default="pong", init=False)
-    timestamp: str = attrs.field(factory=utc_now_iso)
+    timestamp: str = ""
 
 
-ConnectionEvent: TypeAlias = ConnectedEvent | SubscribedEvent | UnsubscribedEvent | ErrorEvent
+ConnectionEvent: TypeAlias = (
+    ConnectedEvent | ResetEvent | SubscribedEvent | UnsubscribedEvent | ErrorEvent
+)
 ServerEvent: TypeAlias = StreamEvent | ConnectionEvent | PongEvent
 
 # --------------------------------------------------------------------------- client messages
@@ -449,3 +422,18 @@ class Ping:
 
 
 ClientMessage: TypeAlias = Subscribe | Unsubscribe | Ping
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionSummary:
+    """What the hub knows of one execution (``GET /api/executions``)."""
+
+    execution_id: str
+    last_status: str | None
+    event_count: int
+    last_seq: int
+    first_timestamp: str | None
+    last_timestamp: str | None

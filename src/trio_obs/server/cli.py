@@ -10,9 +10,9 @@ import sys
 
 import trio
 
-from ._errors import StoreError
-from ._server import ServerConfig, serve
-from ._services import open_observability
+from ..core.errors import StoreError
+from ..producers import open_observability
+from .app import ServerConfig, serve
 
 log = logging.getLogger("trio_obs")
 
@@ -50,7 +50,7 @@ async def _main(args: argparse.Namespace) -> None:
                 ", token required" if config.token else "",
             )  # fmt: skip
             if args.demo:
-                from ._demo import run_in_process
+                from ..demo.play import run_in_process
 
                 nursery.start_soon(run_in_process, obs, True)
                 log.info("demo: simulated agent executions are streaming; watch them at %s/", base)

@@ -121,15 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.token is None:  # read here, not as a default, so --help never shows the secret
         args.token = os.environ.get("TRIO_OBS_TOKEN") or None
     if args.command == "serve":
-        from ._server_cli import run_serve
+        from .server.cli import run_serve
 
         return run_serve(args)
     if args.command == "demo":
-        from ._demo import run_demo_cli
+        from .demo.play import run_demo_cli
 
         status: int = run_demo_cli(args)
         return status
-    from ._tail import run_tail_cli
+    from .client.tail import run_tail_cli
 
     status = run_tail_cli(args)
     return status

@@ -1,8 +1,9 @@
-"""The one codec: typed objects <-> the exact wire JSON (SPEC §2, §3).
+"""The one wire converter: typed objects <-> the exact wire JSON (SPEC §2, §3, §5).
 
 One cattrs converter, configured once: camelCase keys, the ``type`` tag, absent
 optional fields left out. Parsing foreign JSON gives a typed object or raises
-:class:`~trio_obs.InvalidInput` carrying the code of SPEC §3 and a sentence.
+:class:`~trio_obs.InvalidInput` carrying the code of SPEC §3 and a sentence. Every
+JSON the project writes (events, client messages, summaries, answers) is made here.
 """
 
 from __future__ import annotations
@@ -17,8 +18,18 @@ import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import make_converter
 
-from . import _events as ev
-from ._errors import INVALID_EVENT, INVALID_FILTER, INVALID_MESSAGE, INVALID_TOPIC, InvalidInput
+from . import events as ev
+from .errors import InvalidInput
+from .protocol import (
+    INVALID_EVENT,
+    INVALID_FILTER,
+    INVALID_MESSAGE,
+    INVALID_TOPIC,
+    MAX_JSON_DEPTH,
+    SEVERITIES,
+    TOPICS,
+    ErrorCode,
+)
 
 T = TypeVar("T")
 
@@ -39,9 +50,34 @@ def _strict(kind: type, accept: Callable[[Any], bool], name: str) -> Callable[[A
     return structure
 
 
+_NESTED_LIMIT: Final = MAX_JSON_DEPTH - 3
+"""Levels a free-form object (``details``, ``evidence``, ...) may nest: the body, the
+event and its record take the first three of SPEC §6's 64."""
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests objects/arrays more than ``limit`` levels (iteratively)."""
+    level: list[Any] = [value]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        nested: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                nested.extend(v for v in item.values() if isinstance(v, dict | list))
+            elif isinstance(item, list):
+                nested.extend(v for v in item if isinstance(v, dict | list))
+        level = nested
+    return False
+
+
 def _structure_object(value: Any, _: type) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"expected an object, got {type(value).__name__}")
+    if _depth_exceeds(value, _NESTED_LIMIT):
+        raise TypeError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 
 
@@ -76,14 +112,16 @@ def _make_converter(*, detailed: bool = True) -> cattrs.Converter:
         ev.MessageBusLogEntry,
         *ev.STREAM_EVENT_TYPES.values(),
         ev.ConnectedEvent,
+        ev.ResetEvent,
         ev.SubscribedEvent,
         ev.UnsubscribedEvent,
         ev.ErrorEvent,
         ev.PongEvent,
     ]
     for cls in wire_classes:
+        # Absent optional fields (None) and an unset timestamp/execution ("") are left out.
         overrides: dict[str, Any] = {
-            a.name: override(rename=camel(a.name), omit_if_default=a.default is None)
+            a.name: override(rename=camel(a.name), omit_if_default=a.default in (None, ""))
             for a in attrs.fields(cls)
         }
         conv.register_unstructure_hook(
@@ -91,6 +129,15 @@ def _make_converter(*, detailed: bool = True) -> cattrs.Converter:
             make_dict_unstructure_fn(cls, conv, _cattrs_include_init_false=True, **overrides),
         )
         conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, **overrides))
+    summary: dict[str, Any] = {
+        a.name: override(rename=camel(a.name)) for a in attrs.fields(ev.ExecutionSummary)
+    }
+    conv.register_unstructure_hook(
+        ev.ExecutionSummary,
+        make_dict_unstructure_fn(
+            ev.ExecutionSummary, conv, _cattrs_include_init_false=False, **summary
+        ),
+    )
     return conv
 
 
@@ -144,12 +191,8 @@ def decode_event(obj: Any, *, where: str = "event") -> ev.StreamEvent:
             f"{where} has unknown type {kind!r}; expected one of: {known}", INVALID_EVENT
         )
     fields = {k: v for k, v in obj.items() if k not in ("seq", "type")}
-    if fields.get("timestamp") is None:
-        fields.pop("timestamp", None)
-    if kind == "messagebus:event" and not fields.get("executionId"):
-        entry = fields.get("entry")
-        owner = entry.get("executionId") if isinstance(entry, dict) else None
-        fields["executionId"] = owner if isinstance(owner, str) and owner else ev.GLOBAL
+    if fields.get("timestamp") in (None, ""):
+        fields.pop("timestamp", None)  # the ledger stamps it
     try:
         event: ev.StreamEvent = _fast.structure(fields, cls)
     except Exception:  # cattrs raises groups of arbitrary errors
@@ -160,8 +203,6 @@ def decode_event(obj: Any, *, where: str = "event") -> ev.StreamEvent:
         else:  # pragma: no cover - both converters share every hook
             reason = "invalid"
         raise InvalidInput(f"{where} ({kind}) is invalid: {reason}", INVALID_EVENT) from None
-    if not event.execution_id:
-        raise InvalidInput(f"{where} ({kind}) needs a non-empty executionId", INVALID_EVENT)
     return event
 
 
@@ -174,8 +215,17 @@ def decode_events(body: bytes | str) -> list[ev.StreamEvent]:
     if isinstance(data, list):
         if not data:
             raise InvalidInput("the body is an empty array; send at least one event", INVALID_EVENT)
-        return [decode_event(item, where=f"event {i}") for i, item in enumerate(data)]
-    return [decode_event(data)]
+        events = [_posted(item, where=f"event {i}") for i, item in enumerate(data)]
+    else:
+        events = [_posted(data)]
+    return events
+
+
+def _posted(obj: Any, *, where: str = "event") -> ev.StreamEvent:
+    # What the server computes is never taken from a producer (SPEC §5).
+    if isinstance(obj, dict) and "requiresAction" in obj:
+        obj = {k: v for k, v in obj.items() if k != "requiresAction"}
+    return decode_event(obj, where=where)
 
 
 def decode_stream_event(data: bytes | str) -> ev.StreamEvent:
@@ -205,6 +255,7 @@ def decode_server_event(data: bytes | str) -> ev.ServerEvent:
 
 _SERVER_ONLY: Final[dict[str, type[ev.ServerEvent]]] = {
     "observability:connected": ev.ConnectedEvent,
+    "observability:reset": ev.ResetEvent,
     "observability:subscribed": ev.SubscribedEvent,
     "observability:unsubscribed": ev.UnsubscribedEvent,
     "observability:error": ev.ErrorEvent,
@@ -221,7 +272,8 @@ _LIST_FILTERS: Final = {
 }
 
 
-def _parse_filters(raw: Any) -> ev.FilterUpdate:
+def parse_filters(raw: Any) -> ev.FilterUpdate:
+    """The filter changes of a ``subscribe`` (wire keys), or :class:`InvalidInput`."""
     if raw is None:
         return ev.FilterUpdate()
     if not isinstance(raw, Mapping):
@@ -240,10 +292,10 @@ def _parse_filters(raw: Any) -> ev.FilterUpdate:
                 continue
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise InvalidInput(f"filter {key} must be a list of strings", INVALID_FILTER)
-            if key == "severity" and (bad := set(value) - ev.SEVERITIES):
+            if key == "severity" and (bad := set(value) - SEVERITIES):
                 raise InvalidInput(
                     f"filter severity has unknown value(s) {sorted(bad)}; "
-                    f"allowed: {sorted(ev.SEVERITIES)}",
+                    f"allowed: {sorted(SEVERITIES)}",
                     INVALID_FILTER,
                 )
             changes[_LIST_FILTERS[key]] = frozenset(value)
@@ -272,9 +324,9 @@ def parse_client_message(data: bytes | str) -> ev.ClientMessage:
             f"unknown action {action!r}; expected 'subscribe' or 'unsubscribe'", INVALID_MESSAGE
         )
     topic = obj.get("topic")
-    if not isinstance(topic, str) or topic not in ev.TOPICS:
+    if not isinstance(topic, str) or topic not in TOPICS:
         raise InvalidInput(
-            f"unknown topic {topic!r}; expected one of: {', '.join(sorted(ev.TOPICS))}",
+            f"unknown topic {topic!r}; expected one of: {', '.join(sorted(TOPICS))}",
             INVALID_TOPIC,
         )
     execution_id = obj.get("executionId")
@@ -284,7 +336,7 @@ def parse_client_message(data: bytes | str) -> ev.ClientMessage:
         return ev.Unsubscribe(topic=topic, execution_id=execution_id)  # type: ignore[arg-type]
     return ev.Subscribe(
         topic=topic,  # type: ignore[arg-type]
-        filters=_parse_filters(obj.get("filters")),
+        filters=parse_filters(obj.get("filters")),
         execution_id=execution_id,
     )
 
@@ -306,3 +358,31 @@ def encode_client_message(msg: ev.ClientMessage) -> bytes:
             for k, v in msg.filters.changes.items()
         }
     return orjson.dumps(out)
+
+
+# --------------------------------------------------------------------------- HTTP answers
+
+
+def to_json(obj: Any) -> bytes:
+    """JSON of plain data (dicts, lists, strings, numbers) for the HTTP answers."""
+    return orjson.dumps(obj)
+
+
+def summaries_json(summaries: list[ev.ExecutionSummary]) -> bytes:
+    """The ``GET /api/executions`` answer."""
+    return orjson.dumps([converter.unstructure(s) for s in summaries])
+
+
+def events_json(rows: list[bytes]) -> bytes:
+    """A JSON array of stored events, from their stored JSON (no re-encoding)."""
+    return b"[" + b",".join(rows) + b"]"
+
+
+def accepted_json(seqs: list[int]) -> bytes:
+    """The ``202`` answer of ``POST /api/events``."""
+    return orjson.dumps({"accepted": len(seqs), "seqs": seqs})
+
+
+def error_json(message: str, code: ErrorCode | str | None = None) -> bytes:
+    """An error answer: ``{"error": <a sentence>, "code": ...}``."""
+    return orjson.dumps({"error": message, "code": code} if code else {"error": message})

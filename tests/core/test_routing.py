@@ -7,14 +7,22 @@ from typing import Any
 import attrs
 import pytest
 
-from trio_obs import _events as ev
-from trio_obs._routing import (
+from trio_obs.core import events as ev
+from trio_obs.core.frames import text_frame
+from trio_obs.core.protocol import GLOBAL, TOPICS
+from trio_obs.core.routing import (
     Envelope,
-    ReplayBuffers,
+    StreamLogs,
     SubscriptionState,
     own_task_id,
-    text_frame,
 )
+
+
+def ReplayBuffers(
+    depth: int = 100, *, max_bytes: int = 1 << 30, **kw: Any
+) -> StreamLogs:
+    return StreamLogs(depth, max_bytes=max_bytes, **kw)
+
 
 # --------------------------------------------------------------------------- text_frame
 
@@ -56,7 +64,7 @@ def _env(event: Any, *, seq: int | None = None, key: str | None = None, **kw: An
     event = event.__class__(**{**_fields(event), "seq": seq if seq is not None else _seq})
     # As the store does: an event's own task, unless resolved from its tool use.
     kw.setdefault("task_id", own_task_id(event))
-    return Envelope.of(key or ev.stream_key(event), event, **kw)
+    return Envelope.of(key or event.execution_id or GLOBAL, event, **kw)
 
 
 def _fields(event: Any) -> dict[str, Any]:
@@ -231,7 +239,7 @@ def test_unsubscribe_the_implicit_all_stops_everything() -> None:
 
 def test_every_topic_maps_its_event_types() -> None:
     envs = one_of_each()
-    for topic in sorted(ev.TOPICS - {"all"}):
+    for topic in sorted(TOPICS - {"all"}):
         state = SubscriptionState()
         state.subscribe(topic)
         assert wanted(state, envs) == {topic}
@@ -316,7 +324,7 @@ def _status_env(key: str, seq: int, state: ev.ExecutionState = "running", **kw: 
     return Envelope.of(key, event, **kw)
 
 
-def _fill(buffers: ReplayBuffers, key: str, seqs: range, now: float = 0.0) -> None:
+def _fill(buffers: StreamLogs, key: str, seqs: range, now: float = 0.0) -> None:
     for seq in seqs:
         buffers.append(_status_env(key, seq), now)
 
@@ -324,8 +332,8 @@ def _fill(buffers: ReplayBuffers, key: str, seqs: range, now: float = 0.0) -> No
 def test_buffer_depth_cap_keeps_the_newest() -> None:
     buffers = ReplayBuffers(depth=3)
     _fill(buffers, "e1", range(1, 6))
-    assert [env.seq for env in buffers.get("e1")] == [3, 4, 5]
-    assert buffers.get("unknown") == []
+    assert [env.seq for env in buffers.newest("e1")] == [3, 4, 5]
+    assert buffers.newest("unknown") == []
 
 
 def test_buffer_depth_zero_keeps_nothing() -> None:
@@ -360,7 +368,7 @@ def test_buffer_clear() -> None:
     buffers = ReplayBuffers()
     _fill(buffers, "e1", range(1, 3))
     buffers.clear("e1")
-    assert buffers.get("e1") == []
+    assert buffers.newest("e1") == []
     buffers.clear("never-seen")
 
 
@@ -388,9 +396,9 @@ def test_a_later_running_status_cancels_expiry() -> None:
 
 def test_the_global_copy_of_an_ending_status_does_not_expire_global() -> None:
     buffers = ReplayBuffers(grace=5.0)
-    buffers.append(_status_env(ev.GLOBAL, 1, "completed", is_copy=True), 0.0)
+    buffers.append(_status_env(GLOBAL, 1, "completed", is_copy=True), 0.0)
     assert buffers.expire(1000.0) == []
-    assert ev.GLOBAL in buffers
+    assert GLOBAL in buffers
 
 
 def test_replay_buffers_refuse_bad_settings() -> None:

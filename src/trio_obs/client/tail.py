@@ -20,9 +20,11 @@ import trio
 from rich.console import Console
 from rich.text import Text
 
-from . import _events as ev
-from ._client import EventStream, StreamClosed, StreamRefused, open_stream
-from ._errors import InvalidInput
+from ..core import events as ev
+from ..core.errors import InvalidInput
+from ..core.protocol import ALL
+from .common import StreamClosed, StreamRefused
+from .stream import EventStream, open_stream
 
 _AGENTS_MAX: Final = 10_000
 _EXEC_WIDTH: Final = 11
@@ -319,7 +321,7 @@ class _Tail:
                 self.note(f"cannot reach {self.args.url}: {why}; retrying…")
         elif state == "live":
             if self.was_live:
-                since = stream.last_seq() if stream and stream.stream != ev.ALL else None
+                since = stream.last_seq() if stream and stream.stream != ALL else None
                 self.note("resumed" if since is None else f"resumed after seq {since}", "green")
             elif self.errors.is_terminal:
                 self.note(f"following {self.args.execution} at {self.args.url}", "green")

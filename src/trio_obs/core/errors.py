@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal, TypeAlias
-
-ErrorCode: TypeAlias = Literal[
-    "INVALID_MESSAGE", "INVALID_TOPIC", "INVALID_FILTER", "INVALID_EVENT"
-]
-
-INVALID_MESSAGE: Final = "INVALID_MESSAGE"
-INVALID_TOPIC: Final = "INVALID_TOPIC"
-INVALID_FILTER: Final = "INVALID_FILTER"
-INVALID_EVENT: Final = "INVALID_EVENT"
+from .protocol import INVALID_MESSAGE, ErrorCode
 
 
 class TrioObsError(Exception):
@@ -25,21 +16,18 @@ class InvalidInput(TrioObsError):
     saying what was wrong.
     """
 
-    def __init__(self, message: str, code: ErrorCode = "INVALID_MESSAGE") -> None:
+    def __init__(self, message: str, code: ErrorCode = INVALID_MESSAGE) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
 
 
 class StoreError(TrioObsError):
-    """The store could not persist or read events (disk full, closed store, ...)."""
+    """The store could not persist or read events (disk full, closed store, Redis down...)."""
 
 
 class SubscriptionEnded(TrioObsError):
-    """A subscription was ended by the broker; ``reason`` says why (e.g. ``slow consumer``)."""
+    """A subscription was ended by the hub; ``reason`` says why (e.g. ``slow consumer``)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"subscription ended: {reason}")
         self.reason = reason
-
-
-SLOW_CONSUMER: Final = "slow consumer"

@@ -1,18 +1,18 @@
-"""A typed client of a trio-obs server: stream events over WebSocket, post them over HTTP.
+"""Follow a stream of a trio-obs server over WebSocket, resuming without gaps or duplicates.
 
 ``async with open_stream(url, "exec-1") as stream: async for event in stream: ...``
 yields the typed stream events of one execution (or of ``all``) in ``seq`` order,
-reconnects by itself after a disconnect and resumes without a gap or a duplicate.
+reconnects by itself after a disconnect and resumes. What is new and where to resume
+is decided by :class:`~trio_obs.core.resume.ResumeState`; this module does the I/O.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, TypeAlias
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode
 
 import attrs
 import httpx
@@ -28,20 +28,27 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from . import _events as ev
-from ._codec import _parse_filters, decode_event, encode, encode_client_message
-from ._errors import INVALID_TOPIC, InvalidInput, TrioObsError
-from ._routing import Envelope, SubscriptionState, own_task_id
+from ..core import events as ev
+from ..core.errors import InvalidInput, TrioObsError
+from ..core.protocol import (
+    ABNORMAL_CLOSURE,
+    ALL,
+    GLOBAL,
+    INVALID_TOPIC,
+    NORMAL_CLOSURE,
+    RECONNECT_CODES,
+    TOPIC_OF_TYPE,
+    TOPICS,
+)
+from ..core.resume import ResumeState
+from ..core.routing import SubscriptionState
+from ..core.wire import decode_event, encode_client_message, parse_filters
+from .common import Endpoints, StreamClosed, StreamRefused, auth_headers, endpoints, error_text
 
 log = logging.getLogger("trio_obs.client")
 
 StreamState: TypeAlias = Literal["connecting", "live", "reconnecting", "closed"]
 
-RECONNECT_CODES: Final = frozenset(
-    {ev.GOING_AWAY, ev.ABNORMAL_CLOSURE, ev.INTERNAL_ERROR, ev.SLOW_CONSUMER_CODE}
-)
-"""Close codes after which the client reconnects (going away, abnormal, server error, slow)."""
-_NORMAL_CLOSE: Final = ev.NORMAL_CLOSURE
 _FIRST_BACKOFF: Final = 0.1
 _KEEPALIVE: Final = 20.0
 """Seconds between our pings; a pong missing for as long means the connection is dead."""
@@ -49,95 +56,7 @@ _CONNECT_TIMEOUT: Final = 10.0
 _DISCONNECT_TIMEOUT: Final = 2.0
 _PAGE: Final = 1000
 _LISTING_LIMIT: Final = 10_000
-_SPANS_MAX: Final = 10_000
 _RETRY_STATUSES: Final = frozenset({408, 429})
-
-
-class StreamRefused(TrioObsError):
-    """The server refused the WebSocket handshake for good (400, 401, 403, 404, ...).
-
-    ``status`` is the HTTP status, ``body`` the response body (usually JSON with an
-    ``error`` sentence). Retrying would not help: fix the URL, token or origin.
-    """
-
-    def __init__(self, status: int, body: str) -> None:
-        self.status = status
-        self.body = body
-        hint = {
-            401: "pass the server's token: token=, --token or $TRIO_OBS_TOKEN",
-            403: "the server does not allow this client's Origin",
-            404: "is this a trio-obs server? give its base URL, e.g. http://127.0.0.1:3001",
-        }.get(status)
-        text = f"the server refused the stream with HTTP {status}: {_error_text(body)}"
-        super().__init__(f"{text}; {hint}" if hint else text)
-
-
-class StreamClosed(TrioObsError):
-    """The server closed the stream with a code that a reconnect would not fix."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
-        super().__init__(f"the server closed the stream with code {code}: {reason or 'no reason'}")
-
-
-class PostRejected(TrioObsError):
-    """``POST /api/events`` answered something other than 202; nothing was stored."""
-
-    def __init__(self, status: int, body: str) -> None:
-        self.status = status
-        self.body = body
-        self.code: str | None = None
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("code"), str):
-            self.code = data["code"]
-        super().__init__(f"the server rejected the events with HTTP {status}: {_error_text(body)}")
-
-
-def _error_text(body: str) -> str:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        data = None
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return str(data["error"])
-    return body.strip()[:200] or "no details"
-
-
-# --------------------------------------------------------------------------- URLs
-
-
-@attrs.frozen
-class _Endpoints:
-    http: str
-    """Base URL for HTTP routes, without a trailing slash."""
-    ws: str
-    """Base URL for ``/ws``, without a trailing slash."""
-
-
-def _endpoints(url: str) -> _Endpoints:
-    if "://" not in url:
-        url = "http://" + url
-    parts = urlsplit(url)
-    secure = parts.scheme in ("https", "wss")
-    if parts.scheme not in ("http", "https", "ws", "wss") or not parts.netloc:
-        raise ValueError(f"not a server URL: {url!r}; expected e.g. http://127.0.0.1:3001")
-    path = parts.path.rstrip("/")
-    if path.endswith("/ws"):
-        path = path[:-3]
-    http = urlunsplit(("https" if secure else "http", parts.netloc, path, "", ""))
-    ws = urlunsplit(("wss" if secure else "ws", parts.netloc, path, "", ""))
-    return _Endpoints(http, ws)
-
-
-def _auth_headers(token: str | None) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"} if token else {}
-
-
-# --------------------------------------------------------------------------- the stream
 
 
 @attrs.frozen
@@ -159,7 +78,7 @@ class EventStream:
 
     def __init__(
         self,
-        endpoints: _Endpoints,
+        endpoints: Endpoints,
         stream: str,
         *,
         since: int | None,
@@ -168,16 +87,20 @@ class EventStream:
         token: str | None,
         max_backoff: float,
         on_state: Callable[[str], None] | None,
+        on_retry: Callable[[str, float], None] | None = None,
         receive: trio.MemoryReceiveChannel[_Item],
     ) -> None:
         self._endpoints = endpoints
         self.stream = stream
         """The stream this follows: an execution id, ``global`` or ``all``."""
         self._messages = messages
-        self._filter = state
+        self._resume = ResumeState(
+            stream, since=since, filters=state, subscribe_messages=len(messages)
+        )
         self._token = token
         self._max_backoff = max_backoff
         self._on_state = on_state
+        self._on_retry = on_retry
         self._receive = receive
         self.state: StreamState = "connecting"
         """``connecting``, ``live``, ``reconnecting`` or ``closed``."""
@@ -185,15 +108,10 @@ class EventStream:
         """Why the last connection attempt failed or the last connection ended."""
         self.reconnects = 0
         """How many times the server accepted the stream again after a lost connection."""
-        self._last: dict[str, int] = {}
-        if since is not None:
-            self._last[stream] = since
-        self._baseline: dict[str, int] | None = None
-        self._spans: OrderedDict[tuple[str, str], tuple[str | None, str | None]] = OrderedDict()
-        self._ever_live = False
-        self._pending_confirmations = 0
-        self._requested_since: int | None = None
-        self._warned_reset = False
+        self.notices: list[str] = []
+        """Things the user should know, newest last (e.g. the server's history changed)."""
+        self.on_notice: Callable[[str], None] | None = None
+        """Called with each notice as it happens."""
         self._http: httpx.AsyncClient | None = None
         self._heard = False
         self._delivering = False
@@ -201,14 +119,16 @@ class EventStream:
     @property
     def url(self) -> str:
         """The WebSocket URL of the next connection (the token travels in a header)."""
-        query: dict[str, str | int] = {"observability": self.stream}
-        if self.stream != ev.ALL and (since := self._last.get(self.stream)) is not None:
-            query["since"] = since
-        return f"{self._endpoints.ws}/ws?{urlencode(query)}"
+        return f"{self._endpoints.ws}/ws?{urlencode(self._resume.query())}"
+
+    @property
+    def epoch(self) -> str | None:
+        """The server's epoch, once it said one."""
+        return self._resume.epoch
 
     def last_seq(self, execution_id: str | None = None) -> int | None:
         """The last ``seq`` received of an execution (default: this stream's), or None."""
-        return self._last.get(execution_id or self.stream)
+        return self._resume.last_seq(execution_id)
 
     def __aiter__(self) -> EventStream:
         return self
@@ -231,6 +151,12 @@ class EventStream:
         if isinstance(item, _Failure):
             raise item.error
         return item
+
+    def _notice(self, text: str) -> None:
+        log.warning("stream %s: %s", self.stream, text)
+        self.notices.append(text)
+        if self.on_notice is not None:
+            self.on_notice(text)
 
     # ------------------------------------------------------------------ connection loop
 
@@ -266,15 +192,16 @@ class EventStream:
             self.last_error = problem
             log.info("stream %s: %s; reconnecting in %.1f s", self.stream, problem, backoff)
             self._set_state("reconnecting")
+            if self._on_retry is not None:
+                self._on_retry(problem, backoff)
             await trio.sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff)
 
     async def _attempt(self, send: trio.MemorySendChannel[_Item]) -> str | None:
         """One connection: None when the stream ended normally, else why it must be retried."""
-        if self.stream == ev.ALL and not self._ever_live:
-            self._baseline = await self._snapshot()
-        headers = [(k.encode(), v.encode()) for k, v in _auth_headers(self._token).items()]
-        self._requested_since = self._last.get(self.stream) if self.stream != ev.ALL else None
+        if self._resume.needs_baseline:
+            self._resume.set_baseline(await self._snapshot())
+        headers = [(k.encode(), v.encode()) for k, v in auth_headers(self._token).items()]
         try:
             async with open_websocket_url(
                 self.url,
@@ -287,7 +214,7 @@ class EventStream:
             body = (exc.body or b"").decode("utf-8", "replace")
             if exc.status_code < 500 and exc.status_code not in _RETRY_STATUSES:
                 raise StreamRefused(exc.status_code, body) from None
-            return f"handshake refused with HTTP {exc.status_code}: {_error_text(body)}"
+            return f"handshake refused with HTTP {exc.status_code}: {error_text(body)}"
         except ConnectionTimeout:
             return f"connecting to {self._endpoints.ws} timed out"
         except HandshakeError as exc:
@@ -296,7 +223,7 @@ class EventStream:
             return str(exc) or type(exc).__name__
         if code in RECONNECT_CODES:
             return f"the server closed the connection ({code}{' ' + text if text else ''})"
-        if code == _NORMAL_CLOSE:
+        if code == NORMAL_CLOSURE:
             return None
         raise StreamClosed(code, text)
 
@@ -305,30 +232,16 @@ class EventStream:
     ) -> tuple[int, str]:
         """Serve one open WebSocket until it closes; returns the close code and reason."""
         try:
-            first = await ws.get_message()
-            connected = _decode_connected(first)
+            connected = _decode_connected(await ws.get_message())
             if connected is None:
                 await ws.aclose(1002, "expected observability:connected first")
-                return (
-                    ev.ABNORMAL_CLOSURE,
-                    "the server did not start with observability:connected",
-                )
-            if (
-                self.stream != ev.ALL
-                and self.stream not in self._last
-                and connected.buffered_event_count == 0
-            ):
-                # Nothing to replay means the stream was empty: everything from seq 1 is new.
-                self._last[self.stream] = 0
-            reconnected = self._ever_live
-            if reconnected:
+                return (ABNORMAL_CLOSURE, "the server did not start with observability:connected")
+            if self._resume.connected(connected):
                 self.reconnects += 1
-            self._pending_confirmations = len(self._messages)
             for message in self._messages:
                 await ws.send_message(message.decode())
-            if self.stream == ev.ALL and reconnected:
+            if self.stream == ALL and self.reconnects:
                 await self._fill_gaps(send)
-            self._ever_live = True
             self._set_state("live")
         except ConnectionClosed as exc:
             return _close_info(exc.reason)
@@ -342,7 +255,7 @@ class EventStream:
 
             nursery.start_soon(read)
             nursery.start_soon(self._keepalive, ws, nursery.cancel_scope)
-        return result[0] if result else (ev.ABNORMAL_CLOSURE, "no pong from the server")
+        return result[0] if result else (ABNORMAL_CLOSURE, "no pong from the server")
 
     async def _keepalive(self, ws: WebSocketConnection, scope: trio.CancelScope) -> None:
         # A half-open connection sends nothing, ever: find out by pinging. Any message
@@ -381,84 +294,42 @@ class EventStream:
         kind = obj.get("type") if isinstance(obj, dict) else None
         if not isinstance(kind, str):
             log.warning("stream %s: ignored a frame without a type: %.80s", self.stream, text)
-        elif kind in ev.STREAM_EVENT_TYPES:
+        elif kind in TOPIC_OF_TYPE:
             event = _decode(obj)
             if event is not None:
-                # Until the server confirms our subscribes, it may send what they exclude.
-                await self._deliver(event, text, send, check=self._pending_confirmations > 0)
+                await self._deliver(event, text, send)
         elif kind in ("observability:subscribed", "observability:unsubscribed"):
-            self._pending_confirmations = max(0, self._pending_confirmations - 1)
+            self._resume.replied()
         elif kind == "observability:error":
-            self._pending_confirmations = max(0, self._pending_confirmations - 1)
+            self._resume.replied()
             log.warning(
                 "stream %s: the server reported %s: %s",
                 self.stream,
                 obj.get("code"),
                 obj.get("error"),
             )
+        elif kind == "observability:reset":
+            reset = _decode_reset(obj)
+            if reset is not None:
+                self._notice(self._resume.reset(reset))
         elif kind not in ("pong", "observability:connected"):
             log.debug("stream %s: ignored message of type %r", self.stream, kind)
 
     async def _deliver(
-        self, event: ev.StreamEvent, text: str, send: trio.MemorySendChannel[_Item], *, check: bool
+        self, event: ev.StreamEvent, text: str, send: trio.MemorySendChannel[_Item]
     ) -> None:
         """Hand ``event`` to the user unless already seen or excluded by the subscription."""
-        key = ev.stream_key(event) if self.stream == ev.ALL else self.stream
-        seq = event.seq
-        last = self._last.get(key)
-        if seq is not None and last is not None and seq <= last:
-            self._maybe_warn_reset(key, seq)
-            return
-        task_id, tool = self._note_span(key, event)
-        wanted = True
-        if check and not self._filter.everything:
-            env = Envelope(key, seq or 0, event, b"", ev.TOPIC_OF_TYPE[event.type], task_id, tool)
-            wanted = self._filter.matches(env)
-        if wanted:
+        resume = self._resume
+        if (warning := resume.stale_warning(event)) is not None:
+            log.warning("stream %s: %s", self.stream, warning)
+        if resume.accept(event):
             self._delivering = True
             try:
                 await send.send((event, text))
             finally:
                 self._delivering = False
         # Only now: an event whose hand-off was cancelled must be fetched again on resume.
-        if seq is not None:
-            self._last[key] = seq
-
-    def _maybe_warn_reset(self, key: str, seq: int) -> None:
-        # A single stream asked for seq > since: an older seq means the server lost its store.
-        since = self._requested_since
-        if self.stream != ev.ALL and since is not None and seq <= since and not self._warned_reset:
-            self._warned_reset = True
-            log.warning(
-                "stream %s: the server sent seq %d after since=%d; was it restarted with an "
-                "empty store? Events up to seq %d are skipped as already seen.",
-                key,
-                seq,
-                since,
-                since,
-            )
-
-    def _note_span(self, key: str, event: ev.StreamEvent) -> tuple[str | None, str | None]:
-        """The (task, tool) of ``event``, remembering tool uses and skills to resolve ends."""
-        match event:
-            case ev.ToolStartEvent():
-                return self._remember((key, event.tool_use_id), event.task_id, event.tool)
-            case ev.SkillStartEvent():
-                return self._remember((key, event.skill_trace_id), event.task_id, None)
-            case ev.ToolEndEvent() | ev.ToolOutputEvent():
-                return self._spans.get((key, event.tool_use_id), (None, None))
-            case ev.SkillEndEvent():
-                return self._spans.get((key, event.skill_trace_id), (None, None))
-            case _:
-                return own_task_id(event), None
-
-    def _remember(
-        self, span: tuple[str, str], task_id: str | None, tool: str | None
-    ) -> tuple[str | None, str | None]:
-        self._spans[span] = (task_id, tool)
-        if len(self._spans) > _SPANS_MAX:
-            self._spans.popitem(last=False)
-        return task_id, tool
+        resume.delivered(event)
 
     # ------------------------------------------------------------------ `all`: gaps over HTTP
 
@@ -466,8 +337,9 @@ class EventStream:
         if self._http is None:
             self._http = httpx.AsyncClient(
                 base_url=self._endpoints.http,
-                headers=_auth_headers(self._token),
+                headers=auth_headers(self._token),
                 timeout=_CONNECT_TIMEOUT,
+                trust_env=False,
             )
         return self._http
 
@@ -476,47 +348,45 @@ class EventStream:
         response.raise_for_status()
         return response.json()
 
+    async def _listing(self) -> dict[str, int]:
+        listing = await self._get(f"/api/executions?limit={_LISTING_LIMIT}")
+        return {item["executionId"]: item["lastSeq"] for item in listing}
+
     async def _snapshot(self) -> dict[str, int] | None:
         """Each execution's last seq before an ``all`` stream starts (None if unavailable)."""
         try:
-            listing = await self._get(f"/api/executions?limit={_LISTING_LIMIT}")
+            return await self._listing()
         except (httpx.HTTPError, ValueError) as exc:
             log.debug("stream all: no execution listing (%s)", exc)
             return None
-        return {item["executionId"]: item["lastSeq"] for item in listing}
 
     async def _fill_gaps(self, send: trio.MemorySendChannel[_Item]) -> None:
         """Yield what each execution stored while ``all`` was disconnected (no replay on WS).
 
-        Runs after the new connection is open, so whatever is stored after this reads
+        Runs after the new connection is open, so whatever is stored after the listing
         arrives live; the overlap is dropped by seq.
         """
-        listing = await self._get(f"/api/executions?limit={_LISTING_LIMIT}")
-        targets: list[tuple[str, int]] = []
-        for item in listing:
-            key, last_seq = item["executionId"], item["lastSeq"]
-            start = self._last.get(key)
-            if start is None:
-                if self._baseline is None:
-                    continue  # never seen and no baseline: we cannot tell what is new
-                start = self._baseline.get(key, 0)
-            if last_seq > start:
-                targets.append((key, start))
-        if ev.GLOBAL in self._last:  # the listing leaves `global` out
-            targets.append((ev.GLOBAL, self._last[ev.GLOBAL]))
-        for key, after in targets:
-            while True:
-                rows = await self._get(
-                    f"/api/executions/{quote(key, safe='')}/events?since={after}&limit={_PAGE}"
-                )
-                for obj in rows:
-                    event = _decode(obj)
-                    # `global` also stores copies of execution:status; `all` gets the originals.
-                    if event is not None and ev.stream_key(event) == key:
-                        await self._deliver(event, orjson.dumps(obj).decode(), send, check=True)
-                if len(rows) < _PAGE:
-                    break
-                after = rows[-1]["seq"]
+        try:
+            gaps = self._resume.gaps(await self._listing())
+            for gap in gaps:
+                after = gap.after
+                while True:
+                    rows = await self._get(
+                        f"/api/executions/{quote(gap.key, safe='')}/events"
+                        f"?since={after}&limit={_PAGE}"
+                    )
+                    for obj in rows:
+                        event = _decode(obj)
+                        # `global` also stores copies of execution:status; `all` has originals.
+                        if event is not None and (
+                            gap.key != GLOBAL or event.execution_id == GLOBAL
+                        ):
+                            await self._deliver(event, orjson.dumps(obj).decode(), send)
+                    if len(rows) < _PAGE:
+                        break
+                    after = rows[-1]["seq"]
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("stream all: could not fetch what was missed (%s)", exc)
 
 
 class _Frames:
@@ -553,16 +423,26 @@ def _decode_connected(message: str | bytes) -> ev.ConnectedEvent | None:
     if not isinstance(obj, dict) or obj.get("type") != "observability:connected":
         return None
     count = obj.get("bufferedEventCount")
+    epoch = obj.get("epoch")
     return ev.ConnectedEvent(
         execution_id=str(obj.get("executionId", "")),
         message=str(obj.get("message", "")),
         buffered_event_count=count if isinstance(count, int) else -1,
+        epoch=epoch if isinstance(epoch, str) else None,
     )
+
+
+def _decode_reset(obj: dict[str, Any]) -> ev.ResetEvent | None:
+    epoch, last = obj.get("epoch"), obj.get("lastSeq")
+    if not isinstance(epoch, str) or not isinstance(last, int):
+        log.warning("ignored a malformed observability:reset: %.80s", obj)
+        return None
+    return ev.ResetEvent(epoch=epoch, last_seq=last)
 
 
 def _close_info(reason: CloseReason | None) -> tuple[int, str]:
     if reason is None:
-        return (ev.ABNORMAL_CLOSURE, "")
+        return (ABNORMAL_CLOSURE, "")
     return (reason.code, reason.reason or "")
 
 
@@ -576,12 +456,12 @@ def _subscription(
     then ``unsubscribe all``. So nothing wanted is dropped while the server applies them.
     """
     for topic in topics:
-        if topic not in ev.TOPICS:
+        if topic not in TOPICS:
             raise InvalidInput(
-                f"unknown topic {topic!r}; expected one of: {', '.join(sorted(ev.TOPICS))}",
+                f"unknown topic {topic!r}; expected one of: {', '.join(sorted(TOPICS))}",
                 INVALID_TOPIC,
             )
-    update = _parse_filters(dict(filters)) if filters else ev.FilterUpdate()
+    update = parse_filters(dict(filters)) if filters else ev.FilterUpdate()
     state = SubscriptionState()
     messages: list[ev.ClientMessage] = []
     wanted = list(dict.fromkeys(topics))
@@ -603,7 +483,7 @@ def _subscription(
 @asynccontextmanager
 async def open_stream(
     url: str,
-    stream: str = ev.ALL,
+    stream: str = ALL,
     *,
     since: int | None = None,
     topics: Sequence[str] = (),
@@ -611,6 +491,7 @@ async def open_stream(
     token: str | None = None,
     max_backoff: float = 5.0,
     on_state: Callable[[str], None] | None = None,
+    on_retry: Callable[[str, float], None] | None = None,
 ) -> AsyncIterator[EventStream]:
     """Follow a stream of a trio-obs server; yields an :class:`EventStream` to iterate.
 
@@ -623,12 +504,12 @@ async def open_stream(
 
     After a close with 1001, 1006, 1011 or 4008, a lost network or a refused
     connection, it reconnects by itself (waiting 0.1 s, doubling up to
-    ``max_backoff``) and resumes: a single stream with ``since=<last seq>``; ``all``
-    by fetching what each execution stored meanwhile over HTTP before live events.
-    (``all`` cannot recover events of the ``global`` stream it had not yet seen, nor
-    of executions that began during an outage if the listing was unavailable at start.)
-    Events are never yielded twice. ``on_state`` hears ``connecting``, ``live``,
-    ``reconnecting`` (and ``closed``). The token is sent as an ``Authorization`` header.
+    ``max_backoff``) and resumes: a single stream with ``since=<last seq>`` (and the
+    server's epoch: if the server's history changed, the stream starts over from the
+    new history and records a notice); ``all`` by fetching what each execution stored
+    meanwhile over HTTP. Events are never yielded twice. ``on_state`` hears
+    ``connecting``, ``live``, ``reconnecting`` and ``closed``; ``on_retry`` hears each
+    retry's reason and wait in seconds. The token is sent as an ``Authorization`` header.
 
     Raises :class:`StreamRefused` (from iteration) when the server refuses the
     handshake with a 4xx status, :class:`StreamClosed` after another close code, and
@@ -636,15 +517,15 @@ async def open_stream(
     """
     if since is not None and since < 0:
         raise ValueError("since must be >= 0")
-    if since is not None and stream == ev.ALL:
+    if since is not None and stream == ALL:
         raise ValueError("since needs a single execution: the 'all' stream has no replay")
     if not stream:
         raise ValueError("stream must be an execution id, 'global' or 'all'")
-    endpoints = _endpoints(url)
+    ends = endpoints(url)
     messages, state = _subscription(topics, filters)
     send, receive = trio.open_memory_channel[_Item](0)
     events = EventStream(
-        endpoints,
+        ends,
         stream,
         since=since,
         messages=messages,
@@ -652,6 +533,7 @@ async def open_stream(
         token=token,
         max_backoff=max(max_backoff, _FIRST_BACKOFF),
         on_state=on_state,
+        on_retry=on_retry,
         receive=receive,
     )
     user_error: BaseException | None = None
@@ -671,30 +553,3 @@ async def open_stream(
         if user_error is not None and group.exceptions == (user_error,):
             raise user_error from None
         raise
-
-
-async def post_events(
-    url: str,
-    events: ev.StreamEvent | Sequence[ev.StreamEvent],
-    *,
-    token: str | None = None,
-) -> list[int]:
-    """Post one event or a batch to ``POST /api/events``; returns the seqs they were stored as.
-
-    The batch is atomic: on any answer but 202 nothing is stored and
-    :class:`PostRejected` says why. An unreachable server raises ``httpx.TransportError``
-    (a request times out after 10 s; use ``trio.fail_after`` for a shorter bound).
-    """
-    batch = [events] if not isinstance(events, Sequence) else list(events)
-    if not batch:
-        return []
-    body = b"[" + b",".join(encode(e) for e in batch) + b"]"
-    headers = {"content-type": "application/json", **_auth_headers(token)}
-    async with httpx.AsyncClient(timeout=_CONNECT_TIMEOUT) as client:
-        response = await client.post(
-            f"{_endpoints(url).http}/api/events", content=body, headers=headers
-        )
-    if response.status_code != 202:
-        raise PostRejected(response.status_code, response.text)
-    seqs = response.json()["seqs"]
-    return [int(s) for s in seqs]

@@ -12,16 +12,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import h11
-import orjson
 import trio
 
-MAX_HEAD: Final = 16 * 1024
+from ..core.protocol import MAX_HEAD
+from ..core.wire import error_json, to_json
+
 _READ_SIZE: Final = 64 * 1024
 
 REASONS: Final = {
     200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
     404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-    413: "Content Too Large", 426: "Upgrade Required", 431: "Request Header Fields Too Large",
+    413: "Content Too Large", 415: "Unsupported Media Type", 421: "Misdirected Request",
+    426: "Upgrade Required", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 503: "Service Unavailable",
 }  # fmt: skip
 
@@ -174,17 +176,14 @@ class HttpConnection:
 
     async def send_json(self, status: int, obj: Any, **kw: Any) -> None:
         """Send a JSON response."""
-        await self.respond(status, orjson.dumps(obj), **kw)
+        await self.respond(status, to_json(obj), **kw)
 
     async def send_error(self, err: HttpError) -> None:
         """Send ``{"error": ..., "code": ...}``; close unless the request was read whole."""
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         close = self.h11.their_state is not h11.DONE
-        payload: dict[str, Any] = {"error": str(err)}
-        if err.code:
-            payload["code"] = err.code
-        body = orjson.dumps(payload)
+        body = error_json(str(err), err.code)
         with contextlib.suppress(
             h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError
         ):

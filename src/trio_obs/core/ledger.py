@@ -1,0 +1,359 @@
+"""The ledger: every derived field of a stored event, decided in one place.
+
+:func:`complete` checks one event against the rules that need no history and fills
+the fields a producer cannot choose (``timestamp`` if unset, ``requiresAction``,
+``isError``/``isBlocked``, the stream a message-bus event belongs to). A
+:class:`Ledger` holds what needs history (``seq`` per stream key, counters,
+``runningPassRate``, the tool or task a tool-use/skill id belongs to) and stages
+groups of batches into stamped envelopes plus the rows to write, without I/O: the hub
+writes the rows, then tells the ledger they are committed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Final, TypeAlias
+
+import attrs
+
+from . import events as ev
+from .errors import InvalidInput
+from .protocol import ACTION_SEVERITIES, ALL, GLOBAL, INVALID_EVENT, RESERVED_STREAMS
+from .routing import Envelope, own_task_id
+from .wire import encode
+
+SpanKey: TypeAlias = tuple[str, str, str]
+"""(stream key, ``tool`` or ``skill``, tool-use or skill-trace id)."""
+Span: TypeAlias = tuple[str, str | None]
+"""(tool or skill name, task id)."""
+
+SPAN_CACHE_SIZE: Final = 10_000
+
+
+@attrs.define
+class StreamCounters:
+    """What the ledger counts per stream key (one row of the store's ``streams``)."""
+
+    last_seq: int = 0
+    event_count: int = 0
+    first_timestamp: str | None = None
+    last_timestamp: str | None = None
+    last_status: str | None = None
+    assertions_total: int = 0
+    assertions_passed: int = 0
+    activity: int = 0
+    """Orders keys by their last write (higher = more recent)."""
+
+    def summary(self, key: str) -> ev.ExecutionSummary:
+        """The execution summary these counters describe."""
+        return ev.ExecutionSummary(
+            execution_id=key,
+            last_status=self.last_status,
+            event_count=self.event_count,
+            last_seq=self.last_seq,
+            first_timestamp=self.first_timestamp,
+            last_timestamp=self.last_timestamp,
+        )
+
+
+def _complete(event: ev.StreamEvent, changes: dict[str, Any]) -> ev.StreamEvent:
+    """``event`` with ``changes`` applied.
+
+    An event that was never stored (no ``seq``) belongs to the ledger from the moment it
+    is handed over and is completed in place, which is many times cheaper than
+    ``attrs.evolve``; an event stored before is copied, so the stored one never changes.
+    """
+    if not changes:
+        return event
+    if event.seq is not None:
+        return attrs.evolve(event, **changes)
+    for name, value in changes.items():
+        object.__setattr__(event, name, value)
+    return event
+
+
+def _refuse(where: str, event: ev.StreamEvent, why: str) -> InvalidInput:
+    return InvalidInput(f"{where} ({event.type}) {why}", INVALID_EVENT)
+
+
+def complete(event: ev.StreamEvent, now: str, *, where: str = "event") -> ev.StreamEvent:
+    """Check ``event`` and fill its history-free derived fields; raises :class:`InvalidInput`.
+
+    ``now`` stamps an event without a timestamp. A message-bus event belongs to its
+    record's execution, else to the one it names, else to ``global``.
+    """
+    changes: dict[str, Any] = {}
+    if not event.timestamp:
+        changes["timestamp"] = now
+    if isinstance(event, ev.MessageBusEvent):
+        owner, named = event.entry.execution_id, event.execution_id
+        if owner in RESERVED_STREAMS or named == ALL:
+            name = named if named == ALL else owner
+            raise _refuse(where, event, f"cannot belong to {name!r}: that name is reserved")
+        if owner and named and owner != named:
+            raise _refuse(
+                where, event, f"names execution {named!r} but its entry belongs to {owner!r}"
+            )
+        key = owner or named or GLOBAL
+        if key != event.execution_id:
+            changes["execution_id"] = key
+        # Error and critical always need action; an in-process producer may also raise it
+        # for a lower severity (the plan's emitMessageBusEvent). Ingest drops what was posted.
+        if not event.requires_action and event.entry.severity in ACTION_SEVERITIES:
+            changes["requires_action"] = True
+        return _complete(event, changes)
+    execution_id = event.execution_id
+    if not execution_id:
+        raise _refuse(where, event, "needs a non-empty executionId")
+    if execution_id in RESERVED_STREAMS:
+        raise _refuse(
+            where, event, f"cannot use executionId {execution_id!r}: that name is reserved"
+        )
+    match event:
+        case ev.TranscriptEntryEvent(entry=entry) if entry.execution_id != execution_id:
+            raise _refuse(
+                where, event, f"entry.executionId {entry.execution_id!r} is not {execution_id!r}"
+            )
+        case ev.AssertionResultEvent(assertion=a) if a.execution_id != execution_id:
+            raise _refuse(
+                where, event, f"assertion.executionId {a.execution_id!r} is not {execution_id!r}"
+            )
+        case ev.AssertionResultEvent(assertion=a) if a.task_id != event.task_id:
+            raise _refuse(where, event, f"assertion.taskId {a.task_id!r} is not {event.task_id!r}")
+        case ev.ToolEndEvent():
+            is_error = event.result_status == "error"
+            is_blocked = event.result_status == "blocked"
+            if event.is_error is not is_error:
+                changes["is_error"] = is_error
+            if event.is_blocked is not is_blocked:
+                changes["is_blocked"] = is_blocked
+    return _complete(event, changes)
+
+
+def complete_batch(events: Sequence[ev.StreamEvent], now: str) -> list[ev.StreamEvent]:
+    """:func:`complete` for each event of a batch; the first bad one raises, naming its index."""
+    if len(events) == 1:
+        return [complete(events[0], now)]
+    return [complete(e, now, where=f"event {i}") for i, e in enumerate(events)]
+
+
+@attrs.frozen
+class Stage:
+    """A group of batches staged by :meth:`Ledger.stage`: what to write, what to send."""
+
+    results: list[list[Envelope] | InvalidInput]
+    """Per batch, in order: its envelopes (a ``global`` copy after each execution status),
+    or why it cannot be stored. A bad batch fails alone."""
+    envelopes: list[Envelope]
+    """The envelopes of every stored batch, in order (the event rows)."""
+    streams: dict[str, StreamCounters]
+    """The new counters of every key written (the stream rows)."""
+    spans: dict[SpanKey, Span]
+    """Tool uses and skill traces started (the span rows)."""
+
+
+class _Batch:
+    """One batch being staged on top of the group staged before it."""
+
+    def __init__(
+        self, ledger: Ledger, streams: dict[str, StreamCounters], spans: dict[SpanKey, Span]
+    ):
+        self.ledger = ledger
+        self.group_streams = streams
+        self.group_spans = spans
+        self.streams: dict[str, StreamCounters] = {}
+        self.spans: dict[SpanKey, Span] = {}
+        self.envelopes: list[Envelope] = []
+
+    def stream(self, key: str) -> StreamCounters:
+        s = self.streams.get(key)
+        if s is None:
+            base = self.group_streams.get(key) or self.ledger._streams.get(key)
+            s = self.streams[key] = attrs.evolve(base) if base else StreamCounters()
+        return s
+
+    def span(self, key: SpanKey) -> Span | None:
+        return self.spans.get(key) or self.group_spans.get(key) or self.ledger._spans.get(key)
+
+    def add(self, key: str, event: ev.StreamEvent, **routing: Any) -> None:
+        s = self.stream(key)
+        s.last_seq += 1
+        s.event_count += 1
+        if s.first_timestamp is None:
+            s.first_timestamp = event.timestamp
+        s.last_timestamp = event.timestamp
+        event = _complete(event, {"seq": s.last_seq})
+        self.envelopes.append(Envelope.of(key, event, encode(event), **routing))
+
+    def stage(self, batch: Sequence[ev.StreamEvent]) -> None:
+        for event in batch:
+            key = event.execution_id
+            task_id, tool = own_task_id(event), None
+            match event:
+                case ev.AssertionResultEvent():
+                    s = self.stream(key)
+                    s.assertions_total += 1
+                    s.assertions_passed += event.assertion.result == "pass"
+                    rate = s.assertions_passed / s.assertions_total
+                    if rate != event.running_pass_rate:
+                        event = _complete(event, {"running_pass_rate": rate})
+                case ev.ToolStartEvent():
+                    self.spans[(key, "tool", event.tool_use_id)] = (event.tool, task_id)
+                    tool = event.tool
+                case ev.SkillStartEvent():
+                    self.spans[(key, "skill", event.skill_trace_id)] = (event.skill_name, task_id)
+                case ev.ToolEndEvent() | ev.ToolOutputEvent():
+                    found = self.span((key, "tool", event.tool_use_id))
+                    if found is not None:
+                        tool, task_id = found
+                case ev.SkillEndEvent():
+                    found = self.span((key, "skill", event.skill_trace_id))
+                    if found is not None:
+                        task_id = found[1]
+                case ev.ExecutionStatusEvent():
+                    self.stream(key).last_status = event.status
+            self.add(key, event, task_id=task_id, tool=tool)
+            if isinstance(event, ev.ExecutionStatusEvent) and key != GLOBAL:
+                copy = attrs.evolve(self.envelopes[-1].event, seq=None)
+                self.add(GLOBAL, copy, is_copy=True)
+
+
+def span_key(event: ev.StreamEvent) -> SpanKey | None:
+    """The tool use or skill trace an event starts, ends or streams output for."""
+    match event:
+        case ev.ToolStartEvent() | ev.ToolEndEvent() | ev.ToolOutputEvent():
+            return (event.execution_id, "tool", event.tool_use_id)
+        case ev.SkillStartEvent() | ev.SkillEndEvent():
+            return (event.execution_id, "skill", event.skill_trace_id)
+        case _:
+            return None
+
+
+class Ledger:
+    """Counters and span facts of every stream key; stages batches, learns commits.
+
+    The hub owns one and is its only writer: ``stage`` a group of completed batches,
+    write the stage's rows, then ``commit`` it (or drop it if the write failed).
+    """
+
+    def __init__(
+        self,
+        streams: dict[str, StreamCounters] | None = None,
+        *,
+        span_cache_size: int = SPAN_CACHE_SIZE,
+    ) -> None:
+        self._streams: dict[str, StreamCounters] = dict(streams or {})
+        self._activity = max((s.activity for s in self._streams.values()), default=0)
+        self._span_cache_size = span_cache_size
+        self._spans: OrderedDict[SpanKey, Span] = OrderedDict()
+        self._misses: set[SpanKey] = set()
+
+    # ------------------------------------------------------------------ reading
+
+    def last_seq(self, key: str) -> int:
+        """The seq of the newest committed event of ``key`` (0 if none)."""
+        s = self._streams.get(key)
+        return s.last_seq if s else 0
+
+    def counters(self, key: str) -> StreamCounters | None:
+        """The committed counters of ``key``."""
+        return self._streams.get(key)
+
+    def keys(self) -> list[str]:
+        """Every key with committed events."""
+        return list(self._streams)
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    # ------------------------------------------------------------------ spans
+
+    def unknown_spans(self, batches: Sequence[Sequence[ev.StreamEvent]]) -> list[SpanKey]:
+        """Spans that ``batches`` end or stream output for, known neither here nor by them.
+
+        The hub looks them up in its store and passes the answers to :meth:`learn_spans`.
+        """
+        started: set[SpanKey] = set()
+        missing: dict[SpanKey, None] = {}
+        for batch in batches:
+            for event in batch:
+                key = span_key(event)
+                if key is None:
+                    continue
+                if isinstance(event, ev.ToolStartEvent | ev.SkillStartEvent):
+                    started.add(key)
+                elif key not in started and key not in self._spans and key not in self._misses:
+                    missing[key] = None
+        return list(missing)
+
+    def learn_spans(self, found: dict[SpanKey, Span | None]) -> None:
+        """Remember spans read from the store (None: the store does not know it either)."""
+        for key, span in found.items():
+            if span is None:
+                if len(self._misses) >= self._span_cache_size:
+                    self._misses.clear()
+                self._misses.add(key)
+            else:
+                self._remember(key, span)
+
+    def _remember(self, key: SpanKey, span: Span) -> None:
+        self._misses.discard(key)
+        self._spans[key] = span
+        self._spans.move_to_end(key)
+        if len(self._spans) > self._span_cache_size:
+            self._spans.popitem(last=False)
+
+    # ------------------------------------------------------------------ writing
+
+    def stage(self, batches: Sequence[Sequence[ev.StreamEvent]]) -> Stage:
+        """Stage completed batches as one group: seqs, counters, envelopes, rows.
+
+        Each batch is staged on its own and joins the group only if all of it could be,
+        so a bad batch fails alone and never half-applies. Nothing changes until
+        :meth:`commit`.
+        """
+        streams: dict[str, StreamCounters] = {}
+        spans: dict[SpanKey, Span] = {}
+        results: list[list[Envelope] | InvalidInput] = []
+        envelopes: list[Envelope] = []
+        written: dict[str, None] = {}  # keys in the order of their last write
+        for batch in batches:
+            staged = _Batch(self, streams, spans)
+            try:
+                staged.stage(batch)
+            except InvalidInput as exc:
+                results.append(exc)
+                continue
+            except Exception as exc:  # e.g. a value JSON cannot carry
+                results.append(InvalidInput(f"the events cannot be stored: {exc}", INVALID_EVENT))
+                continue
+            streams.update(staged.streams)
+            spans.update(staged.spans)
+            envelopes.extend(staged.envelopes)
+            for env in staged.envelopes:
+                written.pop(env.key, None)
+                written[env.key] = None
+            results.append(staged.envelopes)
+        activity = self._activity
+        for key in written:
+            activity += 1
+            streams[key].activity = activity
+        return Stage(results, envelopes, streams, spans)
+
+    def commit(self, stage: Stage) -> None:
+        """The stage's rows are durable: its counters and spans are now the ledger's."""
+        self._streams.update(stage.streams)
+        for s in stage.streams.values():
+            self._activity = max(self._activity, s.activity)
+        for key, span in stage.spans.items():
+            self._remember(key, span)
+
+    def forget(self, keys: Sequence[str]) -> None:
+        """Drop the counters and spans of deleted stream keys (retention)."""
+        gone = set(keys)
+        for key in gone:
+            self._streams.pop(key, None)
+        for span in [k for k in self._spans if k[0] in gone]:
+            del self._spans[span]
+        self._misses = {k for k in self._misses if k[0] not in gone}

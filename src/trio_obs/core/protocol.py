@@ -1,0 +1,103 @@
+"""The protocol's names and numbers, each in one table (SPEC §2-§6).
+
+Topics, pseudo-streams, close codes and reasons, error codes and limits live here
+and nowhere else; the server, the client and the tests read them from this module.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, TypeAlias
+
+GLOBAL: Final = "global"
+"""The pseudo-execution that gets execution-less message-bus events and a copy of
+every ``execution:status`` event."""
+ALL: Final = "all"
+"""Subscribe to every execution (no replay)."""
+RESERVED_STREAMS: Final = frozenset({ALL, GLOBAL})
+
+Topic: TypeAlias = Literal[
+    "all", "transcript", "tools", "assertions", "skills", "messagebus", "waves", "agents",
+    "execution",
+]  # fmt: skip
+TOPICS: Final[frozenset[str]] = frozenset(Topic.__args__)  # type: ignore[attr-defined]
+
+TOPIC_OF_TYPE: Final[dict[str, str]] = {
+    "transcript:entry": "transcript",
+    "tool:start": "tools",
+    "tool:end": "tools",
+    "tool:output": "tools",
+    "assertion:result": "assertions",
+    "skill:start": "skills",
+    "skill:end": "skills",
+    "messagebus:event": "messagebus",
+    "wave:status": "waves",
+    "agent:heartbeat": "agents",
+    "execution:status": "execution",
+}
+"""Which topic each stream event type belongs to (the plan's OBS-602)."""
+
+Severity: TypeAlias = Literal["debug", "info", "warning", "error", "critical"]
+SEVERITIES: Final[frozenset[str]] = frozenset(Severity.__args__)  # type: ignore[attr-defined]
+ACTION_SEVERITIES: Final[frozenset[str]] = frozenset({"error", "critical"})
+"""Message-bus severities whose events carry ``requiresAction``."""
+ENDED_STATES: Final[frozenset[str]] = frozenset({"completed", "failed"})
+"""Execution states after which an execution is over."""
+
+# --------------------------------------------------------------------------- close codes
+
+NORMAL_CLOSURE: Final = 1000
+GOING_AWAY: Final = 1001
+PROTOCOL_ERROR: Final = 1002
+UNSUPPORTED_DATA: Final = 1003
+ABNORMAL_CLOSURE: Final = 1006
+MESSAGE_TOO_BIG: Final = 1009
+INTERNAL_ERROR: Final = 1011
+SLOW_CONSUMER_CODE: Final = 4008
+
+SLOW_CONSUMER: Final = "slow consumer"
+"""The reason sent with 4008 (and the reason a subscription is ended with)."""
+SHUTTING_DOWN: Final = "server shutting down"
+
+RECONNECT_CODES: Final = frozenset(
+    {GOING_AWAY, ABNORMAL_CLOSURE, INTERNAL_ERROR, SLOW_CONSUMER_CODE}
+)
+"""Close codes after which a client reconnects and resumes with ``since=``."""
+
+# --------------------------------------------------------------------------- error codes
+
+ErrorCode: TypeAlias = Literal[
+    "INVALID_MESSAGE", "INVALID_TOPIC", "INVALID_FILTER", "INVALID_EVENT", "UNAVAILABLE"
+]
+INVALID_MESSAGE: Final = "INVALID_MESSAGE"
+INVALID_TOPIC: Final = "INVALID_TOPIC"
+INVALID_FILTER: Final = "INVALID_FILTER"
+INVALID_EVENT: Final = "INVALID_EVENT"
+UNAVAILABLE: Final = "UNAVAILABLE"
+
+# --------------------------------------------------------------------------- limits
+
+MAX_CLIENT_MESSAGE: Final = 64 * 1024
+"""A client message (all its fragments) over this many bytes closes with 1009."""
+MAX_HEAD: Final = 16 * 1024
+"""A request head over this many bytes is answered 431."""
+MAX_BODY: Final = 1024 * 1024
+"""A request body over this many bytes is answered 413."""
+MAX_INT_DIGITS: Final = 18
+"""Integer query parameters have at most this many digits (else 400)."""
+MAX_JSON_DEPTH: Final = 64
+"""JSON nested deeper than this is refused with 400."""
+MAX_IDEMPOTENCY_KEY: Final = 200
+"""Characters of an ``Idempotency-Key`` header at most."""
+MAX_EVENTS_LIMIT: Final = 10_000
+"""The largest ``limit`` of the events and executions routes."""
+REPLAY_PAGE: Final = 500
+"""Events read from the store per page when a connection is served from it."""
+
+DEFAULT_BUFFER_SIZE: Final = 100
+"""Events replayed to a new connection without ``since``."""
+DEFAULT_QUEUE_SIZE: Final = 1024
+"""Events a connection may fall behind in memory before it is served from the store."""
+DEFAULT_BUFFER_BYTES: Final = 64 * 1024 * 1024
+"""Bytes of recent events kept in memory, all streams together."""
+DEFAULT_STALL_TIMEOUT: Final = 10.0
+"""Seconds a connection with data waiting may accept nothing before it is closed (4008)."""

@@ -1,0 +1,207 @@
+"""The client side of a stream: dedupe, ``since``, gaps and epochs across reconnects.
+
+:class:`ResumeState` decides, for every event a client receives, whether it is new,
+and where the next connection must resume (``since=`` and ``epoch=``). An ``all``
+stream has no replay: after a reconnect, :meth:`ResumeState.gaps` says what each
+execution stored meanwhile, to be fetched over HTTP. The client driver does the I/O.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Final
+
+import attrs
+
+from . import events as ev
+from .protocol import ALL, GLOBAL, TOPIC_OF_TYPE
+from .routing import Envelope, SubscriptionState, own_task_id
+
+_SPANS_MAX: Final = 10_000
+
+
+@attrs.frozen
+class Gap:
+    """Events of ``key`` after seq ``after`` were stored while the client was away."""
+
+    key: str
+    after: int
+
+
+class ResumeState:
+    """What a client has seen of one stream (an execution, ``global`` or ``all``)."""
+
+    def __init__(
+        self,
+        stream: str,
+        *,
+        since: int | None = None,
+        filters: SubscriptionState | None = None,
+        subscribe_messages: int = 0,
+    ) -> None:
+        self.stream = stream
+        self.epoch: str | None = None
+        """The server's epoch, once a ``connected`` carried one."""
+        self.filters = filters or SubscriptionState()
+        """The topics and filters the client asked for (applied until the server confirms)."""
+        self._subscribe_messages = subscribe_messages
+        self._pending = 0
+        self._last: dict[str, int] = {}
+        if since is not None:
+            self._last[stream] = since
+        self._baseline: dict[str, int] | None = None
+        self._requested: int | None = None
+        self._warned = False
+        self._spans: OrderedDict[tuple[str, str], tuple[str | None, str | None]] = OrderedDict()
+        self.connected_once = False
+
+    # ------------------------------------------------------------------ connecting
+
+    def query(self) -> dict[str, str | int]:
+        """The WebSocket query of the next connection (``observability``, ``since``, ``epoch``)."""
+        query: dict[str, str | int] = {"observability": self.stream}
+        since = self._last.get(self.stream) if self.stream != ALL else None
+        if since is not None:
+            query["since"] = since
+        if self.epoch is not None and (since is not None or self.stream == ALL):
+            query["epoch"] = self.epoch
+        self._requested = since
+        return query
+
+    def last_seq(self, key: str | None = None) -> int | None:
+        """The last seq delivered of ``key`` (default: this stream), or None."""
+        return self._last.get(key or self.stream)
+
+    @property
+    def needs_baseline(self) -> bool:
+        """An ``all`` stream that never connected wants each execution's last seq first."""
+        return self.stream == ALL and not self.connected_once
+
+    def set_baseline(self, last_seqs: dict[str, int] | None) -> None:
+        """Each execution's last seq before an ``all`` stream first connected (None: unknown)."""
+        self._baseline = last_seqs
+
+    def connected(self, message: ev.ConnectedEvent) -> bool:
+        """The server accepted the stream; True when this is a reconnect."""
+        reconnect = self.connected_once
+        if message.epoch is not None:
+            self.epoch = message.epoch
+        if (
+            self.stream != ALL
+            and self.stream not in self._last
+            and not message.buffered_event_count
+        ):
+            # Nothing to replay means the stream was empty: everything from seq 1 is new.
+            self._last[self.stream] = 0
+        self._pending = self._subscribe_messages
+        self.connected_once = True
+        return reconnect
+
+    def reset(self, message: ev.ResetEvent) -> str:
+        """The server's history is another one (a new epoch): start over; returns a notice."""
+        self.epoch = message.epoch
+        self._last.clear()
+        self._spans.clear()
+        self._baseline = None
+        self._requested = None
+        if self.stream == ALL:
+            return f"the server's history changed (epoch {message.epoch}); following it from now on"
+        self._last[self.stream] = 0
+        return (
+            f"the server's history changed (epoch {message.epoch}, last seq "
+            f"{message.last_seq}); starting over from its first event"
+        )
+
+    def replied(self) -> None:
+        """The server answered one of our subscribe/unsubscribe messages."""
+        self._pending = max(0, self._pending - 1)
+
+    # ------------------------------------------------------------------ events
+
+    def key_of(self, event: ev.StreamEvent) -> str:
+        """The stream key an event is counted under."""
+        return event.execution_id if self.stream == ALL else self.stream
+
+    def accept(self, event: ev.StreamEvent) -> bool:
+        """Whether ``event`` is new and wanted (call :meth:`delivered` once handed over)."""
+        key = self.key_of(event)
+        seq = event.seq
+        last = self._last.get(key)
+        if seq is not None and last is not None and seq <= last:
+            return False
+        task_id, tool = self._note_span(key, event)
+        if self._pending and not self.filters.everything:
+            # Until the server confirms our subscribes it may send what they exclude.
+            env = Envelope(key, seq or 0, event, b"", TOPIC_OF_TYPE[event.type], task_id, tool)
+            return self.filters.matches(env)
+        return True
+
+    def delivered(self, event: ev.StreamEvent) -> None:
+        """``event`` reached the user (or was filtered out): never deliver it again."""
+        seq = event.seq
+        if seq is not None:
+            key = self.key_of(event)
+            if seq > self._last.get(key, -1):
+                self._last[key] = seq
+
+    def stale_warning(self, event: ev.StreamEvent) -> str | None:
+        """A warning when a server without epochs answers ``since`` with older seqs, once."""
+        since = self._requested
+        seq = event.seq
+        if (
+            self.stream == ALL
+            or self.epoch is not None
+            or since is None
+            or seq is None
+            or seq > since
+            or self._warned
+        ):
+            return None
+        self._warned = True
+        return (
+            f"the server sent seq {seq} after since={since}; was it restarted with an empty "
+            f"store? Events up to seq {since} are skipped as already seen."
+        )
+
+    def _note_span(self, key: str, event: ev.StreamEvent) -> tuple[str | None, str | None]:
+        match event:
+            case ev.ToolStartEvent():
+                return self._remember((key, event.tool_use_id), event.task_id, event.tool)
+            case ev.SkillStartEvent():
+                return self._remember((key, event.skill_trace_id), event.task_id, None)
+            case ev.ToolEndEvent() | ev.ToolOutputEvent():
+                return self._spans.get((key, event.tool_use_id), (None, None))
+            case ev.SkillEndEvent():
+                return self._spans.get((key, event.skill_trace_id), (None, None))
+            case _:
+                return own_task_id(event), None
+
+    def _remember(
+        self, span: tuple[str, str], task_id: str | None, tool: str | None
+    ) -> tuple[str | None, str | None]:
+        self._spans[span] = (task_id, tool)
+        if len(self._spans) > _SPANS_MAX:
+            self._spans.popitem(last=False)
+        return task_id, tool
+
+    # ------------------------------------------------------------------ `all`: gaps
+
+    def gaps(self, listing: dict[str, int]) -> list[Gap]:
+        """What each execution stored after what this ``all`` stream saw of it.
+
+        ``listing`` maps each execution to its last stored seq. An execution never seen
+        counts from the baseline taken before the first connection (skipped without one).
+        The ``global`` stream, which listings leave out, is included once seen.
+        """
+        gaps: list[Gap] = []
+        for key, last_seq in listing.items():
+            start = self._last.get(key)
+            if start is None:
+                if self._baseline is None:
+                    continue
+                start = self._baseline.get(key, 0)
+            if last_seq > start:
+                gaps.append(Gap(key, start))
+        if GLOBAL in self._last and GLOBAL not in listing:
+            gaps.append(Gap(GLOBAL, self._last[GLOBAL]))
+        return gaps

@@ -1,0 +1,394 @@
+"""Routing state: stored envelopes, subscription topics and filters, and the logs of recent events.
+
+Everything is stored before it is sent, so the logs here are caches in front of the
+store: a subscriber reads from them while it keeps up and from the store when it falls
+behind. Nothing here does I/O or reads a clock; the hub drives it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Final
+
+import attrs
+
+from . import events as ev
+from .frames import text_frame
+from .protocol import ENDED_STATES, TOPIC_OF_TYPE
+from .wire import encode
+
+_ENVELOPE_OVERHEAD: Final = 512
+"""Bytes an envelope costs beyond its JSON: objects, and the typed event's own strings."""
+
+
+@attrs.define(slots=True, eq=False)
+class Envelope:
+    """A stored event with its routing facts, its JSON and (lazily) its WebSocket frame.
+
+    Built once per stored event and shared by every subscriber that receives it.
+    ``tool`` and ``task_id`` are resolved by the ledger for events that only carry a
+    tool-use or skill-trace id, so filters need no per-connection memory.
+    """
+
+    key: str
+    seq: int
+    event: ev.StreamEvent
+    data: bytes
+    topic: str
+    task_id: str | None = None
+    tool: str | None = None
+    is_copy: bool = False
+    """True for the ``global`` copy of an ``execution:status`` event (``all`` skips it)."""
+    born: float = 0.0
+    """``time.perf_counter()`` when stored (0 for envelopes read back from the store)."""
+    _frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """The text frame carrying :attr:`data`, built on first use and then shared."""
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = text_frame(self.data)
+        return frame
+
+    @property
+    def cost(self) -> int:
+        """Bytes of memory this envelope holds (its JSON, its frame, its typed event)."""
+        return 3 * len(self.data) + _ENVELOPE_OVERHEAD
+
+    @classmethod
+    def of(
+        cls,
+        key: str,
+        event: ev.StreamEvent,
+        data: bytes | None = None,
+        *,
+        task_id: str | None = None,
+        tool: str | None = None,
+        is_copy: bool = False,
+    ) -> Envelope:
+        """An envelope for a stored event (``event.seq`` set) and its wire JSON (made if None)."""
+        assert event.seq is not None, "only stored events travel in envelopes"
+        if data is None:
+            data = encode(event)
+        return cls(key, event.seq, event, data, TOPIC_OF_TYPE[event.type], task_id, tool, is_copy)
+
+
+def own_task_id(event: ev.StreamEvent) -> str | None:
+    """The task an event names itself (not the one resolved from a tool use or skill)."""
+    match event:
+        case ev.TranscriptEntryEvent() | ev.MessageBusEvent():
+            return event.entry.task_id
+        case ev.AssertionResultEvent() | ev.ToolStartEvent() | ev.SkillStartEvent():
+            return event.task_id
+        case ev.AgentHeartbeatEvent():
+            return event.current_task_id
+        case _:
+            return None
+
+
+@attrs.define(slots=True)
+class SubscriptionState:
+    """Topics and filters of one subscriber, and the rules of SPEC §3 that apply them.
+
+    A new subscriber has the implicit topic ``all``; the first subscribe to a specific
+    topic replaces it, later ones add, ``all`` widens again, unsubscribe removes.
+    """
+
+    topics: frozenset[str] = frozenset({"all"})
+    filters: ev.Filters = ev.NO_FILTERS
+    implicit_all: bool = True
+    everything: bool = True
+    """Cached: topic ``all`` and no filters, so :meth:`matches` is always true."""
+
+    def subscribe(self, topic: str, update: ev.FilterUpdate | None = None) -> None:
+        """Apply a ``subscribe`` message (topic already validated)."""
+        if topic == "all":
+            self.topics = frozenset({"all"})
+        elif self.implicit_all:
+            self.topics = frozenset({topic})
+        else:
+            self.topics = self.topics | {topic}
+        self.implicit_all = False
+        if update is not None:
+            self.filters = self.filters.merged(update)
+        self._refresh()
+
+    def unsubscribe(self, topic: str) -> None:
+        """Apply an ``unsubscribe`` message (topic already validated)."""
+        self.topics = self.topics - {topic}
+        self.implicit_all = False
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self.everything = "all" in self.topics and self.filters.empty
+
+    def matches(self, env: Envelope) -> bool:
+        """Whether this subscriber wants the event in ``env``."""
+        if self.everything:
+            return True
+        if "all" not in self.topics and env.topic not in self.topics:
+            return False
+        f = self.filters
+        if f.task_id is not None and env.task_id is not None and env.task_id != f.task_id:
+            return False
+        if env.topic == "tools":
+            return f.tools is None or env.tool in f.tools
+        event = env.event
+        if isinstance(event, ev.TranscriptEntryEvent):
+            return f.entry_types is None or event.entry.entry_type in f.entry_types
+        if isinstance(event, ev.AssertionResultEvent):
+            return f.categories is None or event.assertion.category in f.categories
+        if isinstance(event, ev.MessageBusEvent):
+            return f.severity is None or event.entry.severity in f.severity
+        return True
+
+    def select(self, envs: list[Envelope]) -> list[Envelope]:
+        """The envelopes of ``envs`` this subscriber wants, in order."""
+        if self.everything:
+            return envs
+        matches = self.matches
+        return [env for env in envs if matches(env)]
+
+
+class KeyLog:
+    """The most recent envelopes of one stream key, with contiguous seqs, oldest first."""
+
+    __slots__ = ("_envs", "_start", "cost", "depth")
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self._envs: list[Envelope] = []
+        self._start = 0  # index of the oldest kept envelope in _envs (trimmed in chunks)
+        self.cost = 0
+
+    def __len__(self) -> int:
+        return len(self._envs) - self._start
+
+    @property
+    def first_seq(self) -> int:
+        """The seq of the oldest envelope held (0 when empty)."""
+        return self._envs[self._start].seq if len(self) else 0
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the newest envelope held (0 when empty)."""
+        return self._envs[-1].seq if len(self) else 0
+
+    def append(self, env: Envelope) -> int:
+        """Keep ``env`` as the newest; returns the change in :attr:`cost` (may be negative)."""
+        before = self.cost
+        if len(self) and env.seq != self.last_seq + 1:
+            self.clear()  # a gap (events this log never saw): keep only what is contiguous
+        self._envs.append(env)
+        self.cost += env.cost
+        while len(self) > self.depth:
+            self.drop_oldest()
+        return self.cost - before
+
+    def drop_oldest(self) -> int:
+        """Forget the oldest envelope; returns the bytes freed."""
+        env = self._envs[self._start]
+        self._start += 1
+        self.cost -= env.cost
+        if self._start > 64 and self._start * 2 > len(self._envs):
+            del self._envs[: self._start]
+            self._start = 0
+        return env.cost
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._envs.clear()
+        self._start = 0
+        self.cost = 0
+
+    def after(self, after: int, upto: int | None = None) -> list[Envelope] | None:
+        """Envelopes with ``after < seq <= upto`` (default: the newest), or None if not all held."""
+        if not len(self):
+            return None
+        first = self._envs[self._start].seq
+        last = self._envs[-1].seq
+        upto = last if upto is None else upto
+        if upto <= after:
+            return []
+        if after + 1 < first or upto > last:
+            return None
+        base = self._start - first
+        return self._envs[base + after + 1 : base + upto + 1]
+
+    def newest(self, n: int) -> list[Envelope]:
+        """The newest ``n`` envelopes held, oldest first."""
+        return self._envs[max(self._start, len(self._envs) - n) :]
+
+
+class StreamLogs:
+    """Recent envelopes of every stream key, bounded in depth, in keys and in bytes.
+
+    A cache in front of the store: dropping a log loses nothing (readers then read the
+    store). Logs of ended executions are freed ``grace`` seconds after they end; beyond
+    ``max_keys`` logs or ``max_bytes`` in all, the least recently active go first.
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        *,
+        max_bytes: int,
+        max_keys: int = 1000,
+        grace: float = 300.0,
+    ) -> None:
+        if depth < 0 or max_keys < 1 or grace < 0 or max_bytes < 0:
+            raise ValueError("depth, max_bytes and grace must be >= 0 and max_keys >= 1")
+        self.depth = depth
+        self.max_bytes = max_bytes
+        self.max_keys = max_keys
+        self.grace = grace
+        self.cost = 0
+        self._logs: OrderedDict[str, KeyLog] = OrderedDict()
+        self._ended: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._logs)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._logs
+
+    def get(self, key: str) -> KeyLog | None:
+        """The log of ``key``, if one is held."""
+        return self._logs.get(key)
+
+    def append(self, env: Envelope, now: float) -> None:
+        """Keep ``env`` as the newest event of its key; note when an execution ends."""
+        if self.depth == 0:
+            return
+        logs = self._logs
+        log = logs.get(env.key)
+        if log is None:
+            log = logs[env.key] = KeyLog(self.depth)
+            if len(logs) > self.max_keys:
+                self._drop(next(iter(logs)))
+        else:
+            logs.move_to_end(env.key)
+        self.cost += log.append(env)
+        if self.cost > self.max_bytes:
+            self._shed(env.key)
+        event = env.event
+        if isinstance(event, ev.ExecutionStatusEvent) and not env.is_copy:
+            if event.status in ENDED_STATES:
+                self._ended[env.key] = now
+            else:
+                self._ended.pop(env.key, None)
+
+    def _shed(self, newest: str) -> None:
+        # Least recently active logs go whole; the newest log keeps at least its last event.
+        logs = self._logs
+        while self.cost > self.max_bytes:
+            key = next(iter(logs))
+            if key != newest:
+                self._drop(key)
+                continue
+            log = logs[key]
+            while self.cost > self.max_bytes and len(log) > 1:
+                self.cost -= log.drop_oldest()
+            return
+
+    def _drop(self, key: str) -> None:
+        log = self._logs.pop(key, None)
+        if log is not None:
+            self.cost -= log.cost
+        self._ended.pop(key, None)
+
+    def range(self, key: str, after: int, upto: int) -> list[Envelope] | None:
+        """Envelopes of ``key`` with ``after < seq <= upto`` if all are held, else None."""
+        log = self._logs.get(key)
+        if log is None:
+            return [] if upto <= after else None
+        return log.after(after, upto)
+
+    def newest(self, key: str) -> list[Envelope]:
+        """Every envelope held for ``key``, oldest first."""
+        log = self._logs.get(key)
+        return log.newest(log.depth) if log is not None else []
+
+    def clear(self, key: str) -> None:
+        """Forget the log of ``key``."""
+        self._drop(key)
+
+    def expire(self, now: float) -> list[str]:
+        """Free logs of executions that ended more than ``grace`` seconds ago."""
+        done = [k for k, t in self._ended.items() if now - t >= self.grace]
+        for key in done:
+            self._drop(key)
+        return done
+
+    def keys(self) -> Iterable[str]:
+        """The keys that have a log."""
+        return self._logs.keys()
+
+
+class GlobalLog:
+    """Every live envelope in dispatch order, for ``all`` subscribers (who have no replay).
+
+    Positions count envelopes appended since the log was made. An ``all`` subscriber's
+    cursor is the position of the last envelope it took; one that falls more than
+    ``depth`` envelopes (or ``max_bytes``) behind the newest can no longer be served.
+    """
+
+    __slots__ = ("_base", "_envs", "cost", "depth", "max_bytes")
+
+    def __init__(self, depth: int, *, max_bytes: int) -> None:
+        self.depth = depth
+        self.max_bytes = max_bytes
+        self._envs: list[Envelope] = []
+        self._base = 0  # position of _envs[0] minus one
+        self.cost = 0
+
+    @property
+    def head(self) -> int:
+        """The position of the newest envelope (0 before the first)."""
+        return self._base + len(self._envs)
+
+    @property
+    def oldest(self) -> int:
+        """The lowest cursor that can still be served."""
+        return self._base
+
+    def append(self, env: Envelope) -> None:
+        """Add ``env`` at position :attr:`head` + 1."""
+        self._envs.append(env)
+        self.cost += env.cost
+
+    def after(self, cursor: int) -> list[Envelope] | None:
+        """Envelopes after position ``cursor``, or None if some of them were already dropped."""
+        if cursor < self._base:
+            return None
+        return self._envs[cursor - self._base :]
+
+    def trim(self, slowest: int) -> int:
+        """Drop what every cursor has passed, then whatever exceeds the bounds.
+
+        ``slowest`` is the lowest cursor of the subscribers; returns the new
+        :attr:`oldest`: a subscriber behind it can no longer be served.
+        """
+        drop = max(0, slowest - self._base)
+        over = len(self._envs) - drop - self.depth
+        if over > 0:
+            drop += over
+        if drop:
+            self._cut(drop)
+        while self.cost > self.max_bytes and len(self._envs) > 1:
+            self._cut(max(1, len(self._envs) // 8))
+        return self._base
+
+    def _cut(self, n: int) -> None:
+        for env in self._envs[:n]:
+            self.cost -= env.cost
+        del self._envs[:n]
+        self._base += n
+
+    def clear(self) -> None:
+        """Forget everything (no subscriber is left); positions go on counting."""
+        self._base = self.head
+        self._envs.clear()
+        self.cost = 0

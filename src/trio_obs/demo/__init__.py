@@ -1,0 +1,1 @@
+"""The demo: a simulated agent execution with events of every type (SPEC §7)."""

@@ -1,0 +1,364 @@
+"""Fan-out: stored envelopes to subscribers, in seq order, without ever waiting on one.
+
+The :class:`Dispatcher` keeps the recent envelopes of each stream key (and, while
+``all`` subscribers exist, of every key in dispatch order) and wakes the subscribers
+that want them. Each :class:`LiveSubscription` has a cursor: it takes what follows it
+from memory while it keeps up, and from the store once it has fallen behind (SPEC §4:
+falling behind is not a fault), so a subscriber costs no memory of its own and the
+seam between replay and live events is exact by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+import trio
+
+from ..core import events as ev
+from ..core.errors import SubscriptionEnded
+from ..core.protocol import ALL, REPLAY_PAGE, SLOW_CONSUMER
+from ..core.routing import Envelope, GlobalLog, StreamLogs, SubscriptionState
+from ..core.stats import HubStats
+from .base import Subscription, Waker
+
+
+class Source(Protocol):
+    """Where subscriptions read what is no longer (or not yet) in memory."""
+
+    async def read_envelopes(self, key: str, *, after: int, limit: int) -> list[Envelope]:
+        """Stored envelopes of ``key`` with ``seq > after``, oldest first, at most ``limit``."""
+        ...
+
+
+class LiveSubscription:
+    """A subscription of the :class:`Dispatcher` (see :class:`~trio_obs.hub.base.Subscription`).
+
+    Iterate it (``async for env in sub``) to get the replayed envelopes and then the
+    live ones; it raises :class:`~trio_obs.SubscriptionEnded` if the hub ends it. A
+    server instead takes events itself with :meth:`take_nowait` when its waker is told.
+    """
+
+    __slots__ = (
+        "_cursor", "_event", "_head", "_replayed", "closed", "dispatcher", "end_reason",
+        "marked", "queue_size", "state", "stream", "waker",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        stream: str,
+        *,
+        cursor: int,
+        head: int,
+        queue_size: int,
+        waker: Waker | None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.stream = stream
+        """An execution id, ``global``, or ``all``."""
+        self.state = SubscriptionState()
+        self.queue_size = queue_size
+        """How far an ``all`` subscriber may fall behind before it is ended (slow consumer)."""
+        self.waker: Waker = waker if waker is not None else self
+        self.marked = False
+        """Set by the dispatcher when it wakes the waker; cleared by the reader."""
+        self.end_reason: str | None = None
+        self.closed = False
+        self._cursor = cursor
+        self._head = head
+        self._replayed = max(0, head - cursor)
+        self._event: trio.Event | None = None
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def cursor(self) -> int:
+        """The last seq taken (for ``all``: the last dispatch position taken)."""
+        return self._cursor
+
+    @property
+    def replay_count(self) -> int:
+        """How many stored events came before live ones when it was opened (before filters)."""
+        return self._replayed
+
+    @property
+    def head(self) -> int:
+        """The newest seq (or position) known to exist for this subscription."""
+        if self.stream == ALL:
+            return self.dispatcher.global_log.head
+        log = self.dispatcher.logs.get(self.stream)
+        return max(self._head, log.last_seq) if log is not None else self._head
+
+    @property
+    def queue_depth(self) -> int:
+        """Events stored but not yet taken."""
+        return self.head - self._cursor
+
+    def subscribe(self, topic: str, update: ev.FilterUpdate | None = None) -> None:
+        """Narrow or widen topics and merge filters (SPEC §3)."""
+        self.state.subscribe(topic, update)
+
+    def unsubscribe(self, topic: str) -> None:
+        """Remove a topic."""
+        self.state.unsubscribe(topic)
+
+    # ------------------------------------------------------------------ taking
+
+    def take_nowait(self) -> list[Envelope] | None:
+        """The wanted events held in memory after the cursor, advancing it.
+
+        ``[]``: nothing new. ``None``: the next events are only in the store (call
+        :meth:`read_behind`). Raises :class:`~trio_obs.SubscriptionEnded` once ended.
+        """
+        if self.end_reason is not None:
+            raise SubscriptionEnded(self.end_reason)
+        if self.stream == ALL:
+            envs = self.dispatcher.global_log.after(self._cursor)
+            if envs is None:  # pragma: no cover - the dispatcher ends such subscribers first
+                self._end(SLOW_CONSUMER)
+                raise SubscriptionEnded(SLOW_CONSUMER)
+            self._cursor += len(envs)
+            return self.state.select(envs)
+        log = self.dispatcher.logs.get(self.stream)
+        if log is None:
+            return [] if self._cursor >= self._head else None
+        envs = log.after(self._cursor)
+        if envs is None:
+            if self._cursor >= max(self._head, log.last_seq):
+                return []
+            return None
+        if envs:
+            self._cursor = envs[-1].seq
+        return self.state.select(envs)
+
+    async def read_behind(self) -> list[Envelope]:
+        """One page of wanted events from the store after the cursor, advancing it."""
+        if self.stream == ALL:
+            return self.take_nowait() or []
+        page = await self.dispatcher.source.read_envelopes(
+            self.stream, after=self._cursor, limit=REPLAY_PAGE
+        )
+        if not page:
+            # Nothing stored after the cursor: what we thought existed does not (deleted).
+            self._head = self._cursor
+            return []
+        if page[-1].seq <= self._cursor:  # pragma: no cover - a store returns seq > after
+            return []
+        page = [env for env in page if env.seq > self._cursor]
+        self._cursor = page[-1].seq
+        self._head = max(self._head, self._cursor)
+        return self.state.select(page)
+
+    async def take(self) -> list[Envelope]:
+        """The next wanted events: waits for some, reads the store when behind.
+
+        Returns ``[]`` only once the subscription is closed.
+        """
+        while True:
+            batch = self.take_nowait()
+            if batch is None:
+                batch = await self.read_behind()
+            if batch:
+                return batch
+            if self.closed:
+                return []
+            if self._cursor < self.head:
+                continue  # filtered out, or the store had less than announced: look again
+            self.marked = False
+            self._event = trio.Event()
+            await self._event.wait()
+
+    def wake(self, sub: Subscription) -> None:
+        """The waker of a subscription read by iteration: wake the iterating task."""
+        if self._event is not None:
+            self._event.set()
+
+    async def __aiter__(self) -> AsyncIterator[Envelope]:
+        while batch := await self.take():
+            for env in batch:
+                yield env
+        if self.end_reason is not None:
+            raise SubscriptionEnded(self.end_reason)
+
+    async def events(self) -> AsyncIterator[ev.StreamEvent]:
+        """Like iterating the subscription, but yields the typed events."""
+        async for env in self:
+            yield env.event
+
+    def receive_nowait(self) -> list[Envelope]:
+        """Everything already dispatched that memory holds (tests, synchronous callers)."""
+        try:
+            return self.take_nowait() or []
+        except SubscriptionEnded:
+            return []
+
+    # ------------------------------------------------------------------ ending
+
+    def close(self) -> None:
+        """Stop receiving; safe to call more than once."""
+        if not self.closed:
+            self.closed = True
+            self.dispatcher.remove(self)
+            if self._event is not None:
+                self._event.set()
+
+    def _end(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+            self.close()
+            if self.waker is not self:
+                self.marked = True
+                self.waker.wake(self)
+
+    def __enter__(self) -> LiveSubscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Dispatcher:
+    """Recent envelopes in memory and the subscribers to wake; shared by every hub.
+
+    A hub calls :meth:`dispatch` with each batch it has stored (or, on Redis, read from
+    the fan-out stream), in order. Dispatch never blocks and never waits on anyone.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        buffer_size: int,
+        queue_size: int,
+        buffer_bytes: int,
+        max_buffers: int = 1000,
+        buffer_grace: float = 300.0,
+    ) -> None:
+        if queue_size < 1:
+            raise ValueError("queue_size must be >= 1")
+        if buffer_size < 0:
+            raise ValueError("buffer_size must be >= 0")
+        self.source = source
+        self.buffer_size = buffer_size
+        self.queue_size = queue_size
+        self.logs = StreamLogs(
+            max(buffer_size, queue_size),
+            max_bytes=buffer_bytes,
+            max_keys=max_buffers,
+            grace=buffer_grace,
+        )
+        self.global_log = GlobalLog(queue_size, max_bytes=buffer_bytes)
+        self._by_stream: dict[str, list[LiveSubscription]] = {}
+        self._all: list[LiveSubscription] = []
+        self.stats = HubStats()
+
+    # ------------------------------------------------------------------ subscribing
+
+    def subscribe(
+        self,
+        stream: str,
+        *,
+        cursor: int,
+        head: int,
+        queue_size: int | None = None,
+        waker: Waker | None = None,
+    ) -> LiveSubscription:
+        """A subscription to ``stream`` that takes events after ``cursor``.
+
+        ``head`` is the newest seq the hub knows stored (what replay reaches).
+        """
+        if stream == ALL:
+            cursor = head = self.global_log.head
+        sub = LiveSubscription(
+            self,
+            stream,
+            cursor=min(cursor, head),
+            head=head,
+            queue_size=queue_size or self.queue_size,
+            waker=waker,
+        )
+        (self._all if stream == ALL else self._by_stream.setdefault(stream, [])).append(sub)
+        return sub
+
+    def remove(self, sub: LiveSubscription) -> None:
+        """Forget ``sub`` (idempotent)."""
+        subs = self._all if sub.stream == ALL else self._by_stream.get(sub.stream)
+        if subs is None or sub not in subs:
+            return
+        subs.remove(sub)
+        if sub.stream == ALL:
+            if not subs:
+                self.global_log.clear()
+        elif not subs:
+            del self._by_stream[sub.stream]
+
+    # ------------------------------------------------------------------ dispatching
+
+    def dispatch(self, envelopes: Sequence[Envelope], now: float) -> None:
+        """Keep ``envelopes`` (stored, in order) and wake whoever wants them. Never blocks."""
+        logs, by_stream, all_subs = self.logs, self._by_stream, self._all
+        counts = self.stats.events_in
+        glog = self.global_log if all_subs else None
+        for env in envelopes:
+            logs.append(env, now)
+            subs = by_stream.get(env.key)
+            if subs:
+                for sub in subs:
+                    if not sub.marked:
+                        state = sub.state
+                        if state.everything or state.matches(env):
+                            sub.marked = True
+                            sub.waker.wake(sub)
+            if env.is_copy:
+                continue
+            counts[env.event.type] += 1
+            if glog is not None:
+                glog.append(env)
+                for sub in all_subs:
+                    if not sub.marked:
+                        state = sub.state
+                        if state.everything or state.matches(env):
+                            sub.marked = True
+                            sub.waker.wake(sub)
+        if glog is not None:
+            self._trim_global()
+
+    def _trim_global(self) -> None:
+        """End ``all`` subscribers beyond their queue; keep only what the others still need."""
+        glog, subs = self.global_log, self._all
+        head = glog.head
+        behind = [s for s in subs if head - s.cursor > s.queue_size]
+        for sub in behind:
+            self.stats.slow_closes += 1
+            sub._end(SLOW_CONSUMER)  # removes it from `subs`
+        if not subs:
+            return
+        if behind or head - glog.oldest > 2 * self.queue_size or glog.cost > glog.max_bytes:
+            oldest = glog.trim(min(sub.cursor for sub in subs))
+            for sub in [s for s in subs if s.cursor < oldest]:
+                self.stats.slow_closes += 1
+                sub._end(SLOW_CONSUMER)
+
+    def expire(self, now: float) -> None:
+        """Free the logs of executions that ended long ago."""
+        self.logs.expire(now)
+
+    # ------------------------------------------------------------------ queries
+
+    def listener_count(self, stream: str) -> int:
+        """Subscribers of one stream (``all`` included)."""
+        return len(self._all) if stream == ALL else len(self._by_stream.get(stream, ()))
+
+    def subscriptions(self) -> list[LiveSubscription]:
+        """Every open subscription."""
+        return [*self._all, *(s for subs in self._by_stream.values() for s in subs)]
+
+    def snapshot(self) -> HubStats:
+        """The counters, with the gauges filled in now."""
+        stats = self.stats
+        subs = self.subscriptions()
+        stats.subscriptions = len(subs)
+        stats.replay_buffers = len(self.logs)
+        stats.buffered_bytes = self.logs.cost + self.global_log.cost
+        return stats

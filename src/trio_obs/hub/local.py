@@ -1,0 +1,357 @@
+"""The in-process hub: ledger -> SQLite store -> dispatch, in that order, in one writer task.
+
+Publishing completes the events (checks and history-free derived fields) at once,
+then queues them for the writer. The writer takes every batch that queued while the
+last commit ran (group commit: batching grows with load, idle events go alone), stages
+them with the ledger, writes the rows in one transaction, commits the ledger and
+dispatches the envelopes, with no checkpoint between the last three steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Final
+
+import attrs
+import trio
+
+from ..core import events as ev
+from ..core.errors import InvalidInput, StoreError
+from ..core.ledger import Ledger, Stage, complete_batch
+from ..core.protocol import (
+    ALL,
+    DEFAULT_BUFFER_BYTES,
+    DEFAULT_BUFFER_SIZE,
+    DEFAULT_QUEUE_SIZE,
+)
+from ..core.routing import Envelope
+from ..core.session import Resume, resume_point
+from ..core.stats import HubStats
+from .base import Waker
+from .dispatch import Dispatcher, LiveSubscription
+from .sqlite import KeyRow, Store
+
+IDEMPOTENCY_TTL: Final = 24 * 3600.0
+"""Seconds an ``Idempotency-Key`` is remembered (SPEC §5)."""
+_KEY_CACHE: Final = 10_000
+
+
+@attrs.define(eq=False)
+class _Request:
+    events: list[ev.StreamEvent]
+    key: str | None
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: list[Envelope] | None = None
+    repeat_of: list[tuple[str, int]] | None = None
+    error: BaseException | None = None
+
+
+def now_iso() -> str:
+    """The current time, as events carry it."""
+    return ev.iso_utc(datetime.now(UTC))
+
+
+class LocalHub:
+    """The single-node hub over an open :class:`~trio_obs.hub.sqlite.Store`.
+
+    Start :meth:`run` in a nursery (or use :func:`trio_obs.open_observability`), then
+    ``publish`` and ``subscribe``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+        max_buffers: int = 1000,
+        buffer_grace: float = 300.0,
+    ) -> None:
+        self.store = store
+        self.ledger = Ledger(store.load_counters())
+        self.dispatcher = Dispatcher(
+            self,
+            buffer_size=buffer_size,
+            queue_size=queue_size,
+            buffer_bytes=buffer_bytes,
+            max_buffers=max_buffers,
+            buffer_grace=buffer_grace,
+        )
+        send, self._requests = trio.open_memory_channel[_Request](math.inf)
+        self._submit = send
+        self._keys: OrderedDict[str, list[tuple[str, int]]] = OrderedDict()
+
+    @property
+    def epoch(self) -> str:
+        """The store's epoch (made with the database; a new ``:memory:`` store has a new one)."""
+        return self.store.epoch
+
+    @property
+    def buffer_size(self) -> int:
+        """Events replayed to a new subscriber without ``since``."""
+        return self.dispatcher.buffer_size
+
+    @property
+    def queue_size(self) -> int:
+        """Events a subscriber may fall behind in memory."""
+        return self.dispatcher.queue_size
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The writer task, and upkeep (freeing old buffers), until cancelled or closed."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._upkeep)
+            task_status.started()
+            async with self._requests:
+                async for first in self._requests:
+                    group = [first]
+                    while True:
+                        try:
+                            group.append(self._requests.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await self._commit(group)
+            nursery.cancel_scope.cancel()
+
+    def close(self) -> None:
+        """Take no more events; the writer finishes what is queued, then :meth:`run` returns."""
+        self._submit.close()
+
+    async def _upkeep(self) -> None:
+        while True:
+            await trio.sleep(max(1.0, self.dispatcher.logs.grace / 10))
+            self.dispatcher.expire(trio.current_time())
+            with contextlib.suppress(StoreError):  # the next round tries again
+                await self.store.forget_answers(IDEMPOTENCY_TTL)
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(
+        self, events: Sequence[ev.StreamEvent], *, idempotency_key: str | None = None
+    ) -> list[Envelope]:
+        """Store ``events`` in one transaction and fan them out; return them stored.
+
+        Events of ``execution:status`` are followed by their ``global`` copy. Raises
+        :class:`~trio_obs.InvalidInput` for a bad batch (nothing stored) and
+        :class:`~trio_obs.StoreError` when the store fails.
+        """
+        if not events:
+            return []
+        request = _Request(complete_batch(events, now_iso()), idempotency_key)
+        try:
+            self._submit.send_nowait(request)
+        except trio.ClosedResourceError:
+            raise StoreError("the store is closed") from None
+        await request.done.wait()
+        if request.error is not None:
+            if isinstance(request.error, InvalidInput):
+                raise request.error
+            raise StoreError(f"could not store the events: {request.error}") from request.error
+        if request.repeat_of is not None:
+            return await self._read_back(request.repeat_of)
+        assert request.result is not None
+        return request.result
+
+    async def _commit(self, group: list[_Request]) -> None:
+        started = time.perf_counter()
+        try:
+            group = await self._answer_repeats(group)
+            batches = [r.events for r in group]
+            if unknown := self.ledger.unknown_spans(batches):
+                self.ledger.learn_spans(await self.store.spans(unknown))
+            stage = self.ledger.stage(batches)
+            keys = self._key_rows(group, stage)
+            await self.store.write(stage, keys)
+        except BaseException as exc:
+            for request in group:
+                request.error = exc
+                request.done.set()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        # Commit the ledger and dispatch in the same step, with no checkpoint between:
+        # whoever reads the ledger's last seq sees exactly what was dispatched.
+        self.ledger.commit(stage)
+        for key, answer in keys:
+            self._remember_key(key, answer)
+        born = time.perf_counter()
+        for env in stage.envelopes:
+            env.born = born
+        self.dispatcher.stats.commit_latency.observe(born - started)
+        if stage.envelopes:
+            self.dispatcher.dispatch(stage.envelopes, trio.current_time())
+        for request, outcome in zip(group, stage.results, strict=True):
+            if isinstance(outcome, InvalidInput):
+                request.error = outcome
+            else:
+                request.result = outcome
+            request.done.set()
+
+    # ------------------------------------------------------------------ idempotency
+
+    async def _answer_repeats(self, group: list[_Request]) -> list[_Request]:
+        """Answer requests whose key was accepted before; return the ones to store."""
+        unknown = [r.key for r in group if r.key is not None and r.key not in self._keys]
+        if unknown:
+            for known, answer in (await self.store.answers(unknown, IDEMPOTENCY_TTL)).items():
+                self._remember_key(known, answer)
+        fresh: list[_Request] = []
+        first_of: dict[str, _Request] = {}
+        for request in group:
+            key = request.key
+            if key is not None and key in self._keys:
+                request.repeat_of = self._keys[key]
+                request.done.set()
+            elif key is not None and key in first_of:
+                # The same key twice in one group: answer it after this group commits.
+                try:
+                    self._submit.send_nowait(request)
+                except trio.ClosedResourceError:
+                    request.error = StoreError("the store is closed")
+                    request.done.set()
+            else:
+                if key is not None:
+                    first_of[key] = request
+                fresh.append(request)
+        return fresh
+
+    @staticmethod
+    def _key_rows(group: list[_Request], stage: Stage) -> list[KeyRow]:
+        rows: list[KeyRow] = []
+        for request, outcome in zip(group, stage.results, strict=True):
+            if request.key is not None and not isinstance(outcome, InvalidInput):
+                rows.append((request.key, [(e.key, e.seq) for e in outcome if not e.is_copy]))
+        return rows
+
+    def _remember_key(self, key: str, answer: list[tuple[str, int]]) -> None:
+        self._keys[key] = answer
+        self._keys.move_to_end(key)
+        if len(self._keys) > _KEY_CACHE:
+            self._keys.popitem(last=False)
+
+    async def _read_back(self, answer: list[tuple[str, int]]) -> list[Envelope]:
+        """The envelopes an earlier request stored, read back from the store."""
+        out: list[Envelope] = []
+        i = 0
+        while i < len(answer):
+            key, first = answer[i]
+            j = i
+            while j + 1 < len(answer) and answer[j + 1] == (key, answer[j][1] + 1):
+                j += 1
+            out += await self.store.read(key, after=first - 1, upto=answer[j][1])
+            i = j + 1
+        return out
+
+    # ------------------------------------------------------------------ subscribing
+
+    def subscribe(
+        self,
+        stream: str,
+        *,
+        since: int | None = None,
+        queue_size: int | None = None,
+        waker: Waker | None = None,
+    ) -> LiveSubscription:
+        """Subscribe to ``stream`` (an execution id, ``global`` or ``all``).
+
+        Replay is the last ``buffer_size`` events, or with ``since=S`` every stored
+        event with ``seq > S``; live events follow with no gap and no duplicate.
+        ``all`` gets no replay.
+        """
+        return self._subscribe(stream, since, None, queue_size, waker)[0]
+
+    def _subscribe(
+        self,
+        stream: str,
+        since: int | None,
+        epoch: str | None,
+        queue_size: int | None,
+        waker: Waker | None,
+    ) -> tuple[LiveSubscription, Resume]:
+        if since is not None and since < 0:
+            raise ValueError("since must be >= 0")
+        head = 0 if stream == ALL else self.ledger.last_seq(stream)
+        resume = resume_point(
+            stream,
+            since=since,
+            client_epoch=epoch,
+            epoch=self.epoch,
+            last_seq=head,
+            buffer_size=self.buffer_size,
+        )
+        sub = self.dispatcher.subscribe(
+            stream, cursor=resume.cursor, head=head, queue_size=queue_size, waker=waker
+        )
+        return sub, resume
+
+    async def open_subscription(
+        self,
+        stream: str,
+        *,
+        since: int | None = None,
+        epoch: str | None = None,
+        queue_size: int | None = None,
+        waker: Waker | None = None,
+    ) -> tuple[LiveSubscription, Resume]:
+        """:meth:`subscribe`, with epochs (SPEC §10): the Hub protocol's form."""
+        return self._subscribe(stream, since, epoch, queue_size, waker)
+
+    # ------------------------------------------------------------------ reads
+
+    async def read_envelopes(self, key: str, *, after: int, limit: int) -> list[Envelope]:
+        """Stored envelopes of ``key`` after a seq (subscriptions that fell behind read here)."""
+        return await self.store.read(key, after=after, limit=limit)
+
+    async def read(self, stream: str, *, after: int = 0, limit: int = 1000) -> list[bytes]:
+        """Stored JSON of ``stream``'s events with ``seq > after``, at most ``limit``."""
+        return await self.store.read_json(stream, after=after, limit=limit)
+
+    async def executions(self, limit: int = 100) -> list[ev.ExecutionSummary]:
+        """Known executions, most recently active first."""
+        return await self.store.executions(limit)
+
+    async def healthy(self) -> bool:
+        """Whether the store is open."""
+        return not self.store.closed
+
+    def last_seq(self, key: str) -> int:
+        """The seq of the newest stored event of ``key`` (0 if none)."""
+        return self.ledger.last_seq(key)
+
+    def stats(self) -> HubStats:
+        """Counters for ``/metrics``."""
+        return self.dispatcher.snapshot()
+
+    def subscriptions(self) -> list[LiveSubscription]:
+        """Every open subscription."""
+        return self.dispatcher.subscriptions()
+
+    # ------------------------------------------------------------------ the plan's queries
+
+    def get_buffered_events(self, execution_id: str) -> list[ev.StreamEvent]:
+        """An execution's recent events held in memory, oldest first (``getBufferedEvents``)."""
+        envs = self.dispatcher.logs.newest(execution_id)
+        return [env.event for env in envs[-self.buffer_size :]] if self.buffer_size else []
+
+    def clear_buffer(self, execution_id: str) -> None:
+        """Drop the recent events of an execution held in memory (replay then reads the store)."""
+        self.dispatcher.logs.clear(execution_id)
+
+    def get_listener_count(self, execution_id: str) -> int:
+        """Subscribers of one execution (plan: ``getListenerCount``)."""
+        return self.dispatcher.listener_count(execution_id)
+
+    def get_global_listener_count(self) -> int:
+        """Subscribers of ``all`` (plan: ``getGlobalListenerCount``)."""
+        return self.dispatcher.listener_count(ALL)
+
+    def connection_count(self) -> int:
+        """All open subscriptions."""
+        return len(self.dispatcher.subscriptions())

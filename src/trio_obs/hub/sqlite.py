@@ -1,0 +1,316 @@
+"""The SQLite store: rows in, rows out (the single-node default, SPEC §7).
+
+It writes what the ledger staged (event, stream and span rows) in one transaction and
+reads events, summaries and spans back. Every database call runs in a worker thread,
+never on the trio loop. One server owns a database file at a time: a second one is
+refused at open, naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import orjson
+import trio
+
+from ..core import events as ev
+from ..core.errors import StoreError
+from ..core.ledger import Span, SpanKey, Stage, StreamCounters
+from ..core.protocol import GLOBAL, TOPIC_OF_TYPE
+from ..core.routing import Envelope
+from ..core.wire import decode_stream_event
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS events (
+    stream_key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    task_id TEXT,
+    tool TEXT,
+    is_copy INTEGER NOT NULL DEFAULT 0,
+    data BLOB NOT NULL,
+    PRIMARY KEY (stream_key, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS streams (
+    stream_key TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
+    event_count INTEGER NOT NULL,
+    first_timestamp TEXT,
+    last_timestamp TEXT,
+    last_status TEXT,
+    assertions_total INTEGER NOT NULL DEFAULT 0,
+    assertions_passed INTEGER NOT NULL DEFAULT 0,
+    activity INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS streams_by_activity ON streams (activity);
+CREATE TABLE IF NOT EXISTS spans (
+    execution_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    task_id TEXT,
+    PRIMARY KEY (execution_id, kind, span_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    answer TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+_MAX_SEQ: Final = 2**62
+
+Statements = list[tuple[str, list[tuple[Any, ...]]]]
+KeyRow = tuple[str, list[tuple[str, int]]]
+"""An ``Idempotency-Key`` and its answer: the (stream key, seq) of each event it stored."""
+
+
+def _type_of(data: bytes) -> str:
+    # The converter writes "type" first: {"type":"tool:start",...}
+    end = data.index(b'"', 9)
+    return data[9:end].decode()
+
+
+class Store:
+    """Durable event rows on SQLite (a path or ``:memory:``); open it with :func:`open_store`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lockfile = self._claim(path)
+        self._lock = threading.Lock()  # serializes use of the writer connection
+        try:
+            self._write = self._connect()
+            self._write.executescript(_SCHEMA)
+            self.epoch = self._load_epoch()
+        except sqlite3.Error as exc:
+            self._release()
+            raise StoreError(f"cannot open the store at {path!r}: {exc}") from exc
+        if path == ":memory:":
+            self._read, self._read_lock = self._write, self._lock
+        else:
+            self._read, self._read_lock = self._connect(), threading.Lock()
+        self.closed = False
+
+    # ------------------------------------------------------------------ opening
+
+    @staticmethod
+    def _claim(path: str) -> int | None:
+        """Hold an exclusive lock beside the database file for as long as the store is open."""
+        if path == ":memory:":
+            return None
+        lock_path = f"{path}.lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot open the store at {path!r}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StoreError(
+                f"the store {path!r} is in use by another trio-obs server "
+                f"(it holds {lock_path}); stop it, or give this one another --db"
+            ) from None
+        return fd
+
+    def _release(self) -> None:
+        if self._lockfile is not None:
+            os.close(self._lockfile)
+            self._lockfile = None
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as exc:
+            self._release()
+            raise StoreError(f"cannot open the store at {self.path!r}: {exc}") from exc
+        return db
+
+    def _load_epoch(self) -> str:
+        row = self._write.execute("SELECT value FROM meta WHERE name='epoch'").fetchone()
+        if row is not None:
+            return str(row[0])
+        epoch = secrets.token_hex(8)
+        self._write.execute("INSERT INTO meta VALUES ('epoch', ?)", (epoch,))
+        return epoch
+
+    def load_counters(self) -> dict[str, StreamCounters]:
+        """Every stream's counters, as last committed (read once, at open)."""
+        with self._lock:
+            rows = self._write.execute(
+                "SELECT stream_key, last_seq, event_count, first_timestamp, last_timestamp,"
+                " last_status, assertions_total, assertions_passed, activity FROM streams"
+            ).fetchall()
+        return {key: StreamCounters(*counters) for key, *counters in rows}
+
+    # ------------------------------------------------------------------ writing
+
+    async def write(self, stage: Stage, keys: Sequence[KeyRow] = ()) -> None:
+        """Write a staged group's rows, and its idempotency keys, in one transaction."""
+        statements = self._statements(stage)
+        if keys:
+            now = time.time()
+            rows = [(key, now, orjson.dumps(answer).decode()) for key, answer in keys]
+            statements.append(("INSERT OR REPLACE INTO idempotency VALUES (?,?,?)", rows))
+        if statements:
+            await self._run(self._execute, statements)
+
+    @staticmethod
+    def _statements(stage: Stage) -> Statements:
+        if not stage.envelopes:
+            return []
+        rows = [
+            (env.key, env.seq, env.event.type, env.event.execution_id, env.event.timestamp,
+             env.task_id, env.tool, int(env.is_copy), env.data)
+            for env in stage.envelopes
+        ]  # fmt: skip
+        statements: Statements = [("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)", rows)]
+        if stage.spans:
+            span_rows = [(*k, *v) for k, v in stage.spans.items()]
+            statements.append(("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?)", span_rows))
+        stream_rows = [
+            (key, s.last_seq, s.event_count, s.first_timestamp, s.last_timestamp,
+             s.last_status, s.assertions_total, s.assertions_passed, s.activity)
+            for key, s in stage.streams.items()
+        ]  # fmt: skip
+        statements.append(
+            ("INSERT OR REPLACE INTO streams VALUES (?,?,?,?,?,?,?,?,?)", stream_rows)
+        )
+        return statements
+
+    def _execute(self, statements: Statements) -> None:
+        """Runs in a worker thread: the statements in one transaction."""
+        with self._lock:
+            try:
+                self._write.execute("BEGIN IMMEDIATE")
+                for sql, rows in statements:
+                    self._write.executemany(sql, rows)
+                self._write.execute("COMMIT")
+            except BaseException:
+                if self._write.in_transaction:
+                    self._write.execute("ROLLBACK")
+                raise
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        if self.closed:
+            raise StoreError("the store is closed")
+        try:
+            return await trio.to_thread.run_sync(fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"the store failed: {exc}") from exc
+
+    async def answers(self, keys: Sequence[str], ttl: float) -> dict[str, list[tuple[str, int]]]:
+        """The answers of ``keys`` accepted within the last ``ttl`` seconds."""
+        marks = ",".join("?" * len(keys))
+        rows = await self._query(
+            f"SELECT key, answer FROM idempotency WHERE key IN ({marks}) AND created > ?",
+            (*keys, time.time() - ttl),
+        )
+        return {key: [(k, int(s)) for k, s in orjson.loads(answer)] for key, answer in rows}
+
+    async def forget_answers(self, ttl: float) -> None:
+        """Delete idempotency keys older than ``ttl`` seconds."""
+        cutoff = time.time() - ttl
+        await self._run(self._execute, [("DELETE FROM idempotency WHERE created < ?", [(cutoff,)])])
+
+    # ------------------------------------------------------------------ reading
+
+    async def spans(self, keys: Sequence[SpanKey]) -> dict[SpanKey, Span | None]:
+        """The stored spans of ``keys`` (None where unknown)."""
+
+        def select() -> dict[SpanKey, Span | None]:
+            found: dict[SpanKey, Span | None] = {}
+            with self._lock:
+                for key in keys:
+                    row = self._write.execute(
+                        "SELECT name, task_id FROM spans"
+                        " WHERE execution_id=? AND kind=? AND span_id=?",
+                        key,
+                    ).fetchone()
+                    found[key] = (row[0], row[1]) if row else None
+            return found
+
+        result: dict[SpanKey, Span | None] = await self._run(select)
+        return result
+
+    async def read(
+        self, key: str, *, after: int = 0, limit: int | None = None, upto: int | None = None
+    ) -> list[Envelope]:
+        """Stored envelopes of ``key`` with ``after < seq <= upto``, oldest first."""
+        rows = await self._query(
+            "SELECT seq, task_id, tool, is_copy, data FROM events"
+            " WHERE stream_key=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
+            (key, after, _MAX_SEQ if upto is None else upto, -1 if limit is None else limit),
+        )
+        return [
+            Envelope(key, seq, decode_stream_event(data), bytes(data),
+                     TOPIC_OF_TYPE[_type_of(data)], task_id, tool, bool(is_copy))
+            for seq, task_id, tool, is_copy, data in rows
+        ]  # fmt: skip
+
+    async def read_json(self, key: str, *, after: int = 0, limit: int = 1000) -> list[bytes]:
+        """The stored JSON of events of ``key`` with ``seq > after``, at most ``limit``."""
+        rows = await self._query(
+            "SELECT data FROM events WHERE stream_key=? AND seq>? ORDER BY seq LIMIT ?",
+            (key, after, limit),
+        )
+        return [bytes(r[0]) for r in rows]
+
+    async def executions(self, limit: int = 100) -> list[ev.ExecutionSummary]:
+        """Known executions, most recently active first (``global`` left out)."""
+        rows = await self._query(
+            "SELECT stream_key, last_status, event_count, last_seq, first_timestamp,"
+            " last_timestamp FROM streams WHERE stream_key != ? ORDER BY activity DESC LIMIT ?",
+            (GLOBAL, limit),
+        )
+        return [ev.ExecutionSummary(
+            execution_id=r[0], last_status=r[1], event_count=r[2], last_seq=r[3],
+            first_timestamp=r[4], last_timestamp=r[5]) for r in rows]  # fmt: skip
+
+    async def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        def run() -> list[Any]:
+            with self._read_lock:
+                return self._read.execute(sql, params).fetchall()
+
+        rows: list[Any] = await self._run(run)
+        return rows
+
+    def close(self) -> None:
+        """Close the database connections and give up the file."""
+        if self.closed:
+            return
+        self.closed = True
+        with self._lock:
+            self._write.close()
+        if self._read is not self._write:
+            with self._read_lock:
+                self._read.close()
+        self._release()
+
+
+@asynccontextmanager
+async def open_store(path: str = ":memory:") -> AsyncIterator[Store]:
+    """Open a :class:`Store`; closed on exit."""
+    store = await trio.to_thread.run_sync(Store, path)
+    try:
+        yield store
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            store.close()

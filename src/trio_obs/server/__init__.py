@@ -1,0 +1,1 @@
+"""The server: one port, HTTP routes (h11) and WebSocket streams (wsproto), thin drivers."""

@@ -1,0 +1,393 @@
+"""The server: one listener, one port, the route table, WebSocket accepts and shutdown.
+
+``port = await nursery.start(serve, obs, ServerConfig(port=0))`` serves clients from
+a runner's own nursery; ``trio-obs serve`` does the same from the command line.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import mimetypes
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Final, overload
+
+import attrs
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection
+from wsproto.events import Request as WsRequest
+from wsproto.utilities import RemoteProtocolError
+
+from .._version import __version__
+from ..core.errors import StoreError
+from ..core.events import iso_utc
+from ..core.protocol import (
+    DEFAULT_STALL_TIMEOUT,
+    GOING_AWAY,
+    MAX_BODY,
+    MAX_EVENTS_LIMIT,
+    MAX_INT_DIGITS,
+    SHUTTING_DOWN,
+)
+from ..core.session import greeting
+from ..core.wire import events_json, summaries_json, to_json
+from ..producers import Observability
+from .flush import Flusher
+from .http import HttpConnection, HttpError, Request
+from .ingest import ingest_events, unavailable
+from .metrics import ServerMetrics
+from .routes import Response, Route, RouteTable
+from .transport import SocketTransport, StreamTransport, Transport
+from .websocket import WebSocketConnection
+
+log = logging.getLogger("trio_obs.server")
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """Settings of one server (the flags of ``trio-obs serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 3001
+    token: str | None = None
+    """When set, WebSocket handshakes and POSTs (and the data GETs) need it as a bearer token."""
+    allowed_origins: Sequence[str] = ()
+    """When non-empty, a WebSocket handshake whose ``Origin`` is not listed gets 403."""
+    max_connections: int = 10_000
+    ping_interval: float = 20.0
+    queue_size: int | None = None
+    """How far an ``all`` connection may fall behind before it is closed (4008);
+    None = the hub's queue size."""
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    """Seconds a connection with data waiting may accept no bytes before it is closed (4008)."""
+    close_grace: float = 2.0
+    """Seconds a closing connection gets to take its last frame and close frame."""
+    head_timeout: float = 10.0
+    max_body: int = MAX_BODY
+    shutdown_timeout: float = 3.0
+
+
+_MAX_SEQ: Final = 10**MAX_INT_DIGITS - 1
+
+
+@overload
+def int_param(request: Request, name: str, default: int, *, maximum: int = ...) -> int: ...
+@overload
+def int_param(request: Request, name: str, default: None, *, maximum: int = ...) -> int | None: ...
+def int_param(
+    request: Request, name: str, default: int | None, *, maximum: int = _MAX_SEQ
+) -> int | None:
+    """A non-negative integer query parameter of at most 18 ASCII digits, capped at ``maximum``."""
+    text = request.param(name)
+    if text is None or (text == "" and default is not None):
+        return default
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_INT_DIGITS:
+        shown = text if len(text) <= 40 else f"{text[:20]}…({len(text)} characters)"
+        raise HttpError(
+            400,
+            f"{name} must be a non-negative integer of at most {MAX_INT_DIGITS} digits, "
+            f"got {shown!r}",
+        )
+    return min(int(text), maximum)
+
+
+def _load_static() -> dict[str, tuple[bytes, str]]:
+    files: dict[str, tuple[bytes, str]] = {}
+    folder = resources.files("trio_obs.server") / "static"
+    if folder.is_dir():
+        for item in folder.iterdir():
+            if item.is_file():
+                kind = mimetypes.guess_type(item.name)[0] or "application/octet-stream"
+                if kind.startswith("text/") or kind.endswith("javascript"):
+                    kind += "; charset=utf-8"
+                files[item.name] = (item.read_bytes(), kind)
+    files.setdefault(
+        "index.html",
+        (b"<!doctype html><title>trio-obs</title><p>viewer not installed", "text/html"),
+    )
+    return files
+
+
+def _now() -> str:
+    return iso_utc(datetime.now(UTC))
+
+
+class _Server:
+    def __init__(self, obs: Observability, config: ServerConfig) -> None:
+        self.obs = obs
+        self.hub = obs.hub
+        self.config = config
+        self.connections: set[WebSocketConnection] = set()
+        self.flusher = Flusher()
+        self.metrics = ServerMetrics(self.hub, lambda: len(self.connections))
+        self.static = _load_static()
+        self._token = config.token.encode() if config.token else None
+        self._idle = trio.Event()
+        self._idle.set()
+
+    # ------------------------------------------------------------------ per TCP connection
+
+    async def handle(self, stream: trio.abc.Stream) -> None:
+        """Serve one TCP connection; nothing it does can reach the listener."""
+        try:
+            await self._handle(stream)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away; nothing to tell anyone
+        except* Exception:
+            log.exception("unexpected error while serving a connection")
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _handle(self, stream: trio.abc.Stream) -> None:
+        http = HttpConnection(stream, head_timeout=self.config.head_timeout)
+        while True:
+            request = await http.next_request()
+            if request is None:
+                return
+            if request.path == "/ws" and request.is_websocket_upgrade:
+                accepted = await self._accept_websocket(http, request)
+                # Idle connections must be small: keep nothing of the HTTP phase.
+                del http, request
+                if accepted is not None:
+                    await self._serve_websocket(*accepted)
+                return
+            try:
+                # The body is read first, so an error answer leaves the connection usable.
+                body = await http.read_body(request, self.config.max_body)
+                route, parameter = ROUTES.find(request)
+                self._authorize(request, route.auth)
+                response = await route.handler(self, request, parameter, body)
+                await http.respond(
+                    response.status,
+                    response.body,
+                    response.content_type,
+                    list(response.headers),
+                )
+            except HttpError as err:
+                await http.send_error(err)
+            if not http.reusable:
+                return
+
+    def _authorize(self, request: Request, auth: str) -> None:
+        if self._token is None or auth == "none":
+            return
+        offered = None
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() == "bearer ":
+            offered = header[7:].strip()
+        elif auth == "header-or-query":
+            offered = request.param("token")
+        if offered is None or not hmac.compare_digest(offered.encode(), self._token):
+            raise HttpError(
+                401,
+                "missing or wrong token",
+                headers=[("www-authenticate", 'Bearer realm="trio-obs"')],
+            )
+
+    # ------------------------------------------------------------------ HTTP handlers
+
+    async def static_file(self, request: Request, name: str, body: bytes) -> Response:
+        found = self.static.get(name or "index.html")
+        if found is None:
+            raise HttpError(404, f"no route for {request.path}")
+        return Response(200, *found)
+
+    async def upgrade_required(self, request: Request, _: str, body: bytes) -> Response:
+        raise HttpError(
+            426, "this path takes a WebSocket upgrade", headers=[("upgrade", "websocket")]
+        )
+
+    async def health(self, request: Request, _: str, body: bytes) -> Response:
+        healthy = await self.hub.healthy()
+        answer = {
+            "status": "ok" if healthy else "degraded",
+            "connections": len(self.connections),
+            "uptimeSeconds": round(self.metrics.uptime, 3),
+            "version": __version__,
+            "epoch": self.hub.epoch,
+        }
+        return Response(200 if healthy else 503, to_json(answer))
+
+    async def metrics_text(self, request: Request, _: str, body: bytes) -> Response:
+        return Response(200, self.metrics.exposition(), "text/plain; version=0.0.4")
+
+    async def ingest(self, request: Request, _: str, body: bytes) -> Response:
+        return await ingest_events(self.obs, request, body)
+
+    async def executions(self, request: Request, _: str, body: bytes) -> Response:
+        limit = int_param(request, "limit", 100, maximum=MAX_EVENTS_LIMIT)
+        try:
+            return Response(200, summaries_json(await self.hub.executions(limit)))
+        except StoreError as exc:
+            raise unavailable(exc) from None
+
+    async def execution_events(self, request: Request, execution_id: str, body: bytes) -> Response:
+        since = int_param(request, "since", 0)
+        limit = int_param(request, "limit", 1000, maximum=MAX_EVENTS_LIMIT)
+        try:
+            rows = await self.hub.read(execution_id, after=since, limit=limit)
+        except StoreError as exc:
+            raise unavailable(exc) from None
+        return Response(200, events_json(rows))
+
+    # ------------------------------------------------------------------ WebSocket
+
+    def _check_handshake(self, request: Request) -> tuple[str, int | None, str | None]:
+        stream_key = request.param("observability")
+        if not stream_key:
+            raise HttpError(
+                400, "missing observability parameter: use ?observability=<executionId>|all"
+            )
+        since = int_param(request, "since", None)
+        epoch = request.param("epoch") or None
+        self._authorize(request, "header-or-query")
+        # Browsers always send Origin; other clients (tail, scripts) send none and are
+        # held to the token instead.
+        origin = request.headers.get("origin")
+        allowed = self.config.allowed_origins
+        if allowed and origin is not None and origin not in allowed:
+            raise HttpError(403, f"origin {origin} is not allowed")
+        if len(self.connections) >= self.config.max_connections:
+            raise HttpError(503, "too many connections; try again later")
+        return stream_key, since, epoch
+
+    async def _accept_websocket(
+        self, http: HttpConnection, request: Request
+    ) -> tuple[WebSocketConnection, bytes] | None:
+        """Check and accept a handshake: the connection and its first bytes, or None if refused."""
+        try:
+            stream_key, since, epoch = self._check_handshake(request)
+        except HttpError as err:
+            await self._refuse(http, err)
+            return None
+        ws = WSConnection(ConnectionType.SERVER)
+        try:
+            ws.receive_data(request.raw)
+            handshake = next((e for e in ws.events() if isinstance(e, WsRequest)), None)
+        except RemoteProtocolError as exc:
+            handshake = None
+            reason = str(exc)
+        else:
+            reason = "incomplete WebSocket handshake"
+        if handshake is None:
+            await self._refuse(http, HttpError(400, f"bad WebSocket handshake: {reason}"))
+            return None
+        try:
+            sub, resume = await self.hub.open_subscription(
+                stream_key,
+                since=since,
+                epoch=epoch,
+                queue_size=self.config.queue_size,
+                waker=self.flusher,
+            )
+        except StoreError as exc:
+            await self._refuse(http, unavailable(exc))
+            return None
+        # The bytes after the request head (frames sent with the handshake) stay in wsproto.
+        accept = ws.send(AcceptConnection(extensions=[]))  # no compression: frames are prebuilt
+        assert ws.connection is not None
+        first = greeting(
+            stream_key,
+            replayed=sub.replay_count,
+            epoch=self.hub.epoch,
+            reset=resume.reset,
+            now=_now(),
+        )
+        stream = http.stream
+        transport: Transport = (
+            SocketTransport(stream)
+            if isinstance(stream, trio.SocketStream)
+            else StreamTransport(stream)
+        )
+        conn = WebSocketConnection(
+            transport,
+            ws.connection,
+            sub,
+            self.metrics,
+            ping_interval=self.config.ping_interval,
+            stall_timeout=self.config.stall_timeout,
+            close_grace=self.config.close_grace,
+        )
+        return conn, accept + first
+
+    async def _refuse(self, http: HttpConnection, err: HttpError) -> None:
+        self.metrics.refused[err.status] += 1
+        log.info("refused a WebSocket handshake with %d: %s", err.status, err)
+        await http.send_error(err)
+
+    async def _serve_websocket(self, conn: WebSocketConnection, first: bytes) -> None:
+        self.connections.add(conn)
+        self.flusher.attach(conn)
+        if self._idle.is_set():
+            self._idle = trio.Event()
+        try:
+            await conn.run(first)
+        finally:
+            self.flusher.detach(conn)
+            self.connections.discard(conn)
+            if not self.connections:
+                self._idle.set()
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def close_all(self) -> None:
+        """Close every WebSocket with 1001 and wait (bounded) for them to finish."""
+        for conn in list(self.connections):
+            conn.shutdown(GOING_AWAY, SHUTTING_DOWN)
+        with trio.move_on_after(self.config.shutdown_timeout):
+            await self._idle.wait()
+
+
+ROUTES: Final[RouteTable[_Server]] = RouteTable(
+    [
+        Route("/", ("GET",), _Server.static_file),
+        Route("/static/{}", ("GET",), _Server.static_file),
+        Route("/ws", ("GET",), _Server.upgrade_required),
+        Route("/api/health", ("GET",), _Server.health),
+        Route("/api/events", ("POST",), _Server.ingest, auth="header"),
+        Route("/api/executions", ("GET",), _Server.executions, auth="header-or-query"),
+        Route(
+            "/api/executions/{}/events",
+            ("GET",),
+            _Server.execution_events,
+            auth="header-or-query",
+        ),
+        Route("/metrics", ("GET",), _Server.metrics_text),
+    ]
+)
+"""Every HTTP route of the server (SPEC §5): one line each."""
+
+
+async def serve(
+    obs: Observability,
+    config: ServerConfig | None = None,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve HTTP and WebSocket clients of ``obs`` until cancelled; reports the bound port.
+
+    On cancellation it stops accepting, closes every WebSocket with 1001 and returns
+    within ``config.shutdown_timeout`` seconds or so.
+    """
+    config = config or ServerConfig()
+    server = _Server(obs, config)
+    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    port: int = listeners[0].socket.getsockname()[1]
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.flusher.run)
+            nursery.start_soon(trio.serve_listeners, server.handle, listeners)
+            task_status.started(port)
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    for listener in listeners:
+                        await listener.aclose()
+                    await server.close_all()
+    finally:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)

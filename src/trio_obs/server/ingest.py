@@ -1,0 +1,50 @@
+"""Ingest: producers' batches in, stored and broadcast, answered (SPEC §5).
+
+The plan's JSON (``POST /api/events``) is decoded by the wire converter and goes
+through the hub as one atomic batch; an ``Idempotency-Key`` makes a retry safe.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..core.errors import InvalidInput, StoreError
+from ..core.protocol import MAX_IDEMPOTENCY_KEY, UNAVAILABLE
+from ..core.wire import accepted_json, decode_events
+from ..producers import Observability
+from .http import HttpError, Request
+from .routes import Response
+
+log = logging.getLogger("trio_obs.server")
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The request's ``Idempotency-Key`` (400 when it is longer than SPEC §5 allows)."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise HttpError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters long")
+    return key
+
+
+def unavailable(exc: StoreError) -> HttpError:
+    """The 503 answer when the store cannot be used (the client may retry)."""
+    log.error("store failure: %s", exc)
+    return HttpError(
+        503, "the event store is unavailable; nothing was stored; try again", code=UNAVAILABLE
+    )
+
+
+async def ingest_events(obs: Observability, request: Request, body: bytes) -> Response:
+    """``POST /api/events``: one event or an array, all stored or none."""
+    key = idempotency_key(request)
+    try:
+        events = decode_events(body)
+        stored = await obs.ingest(events, idempotency_key=key)
+    except InvalidInput as exc:
+        raise HttpError(400, str(exc), code=exc.code) from None
+    except StoreError as exc:
+        raise unavailable(exc) from None
+    seqs = [e.seq for e in stored if e.seq is not None]
+    return Response(202, accepted_json(seqs))

@@ -1,0 +1,132 @@
+"""Prometheus metrics of one server, written by prometheus-client (``GET /metrics``).
+
+Hot-path counts are plain integers bumped in place; a custom collector turns them and
+the hub's statistics into Prometheus families at scrape time, so a delivery costs no
+lock and no label lookup.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from ..core.routing import Envelope
+from ..core.stats import LatencyHistogram
+from ..hub.base import Hub
+
+
+def _histogram(name: str, doc: str, histogram: LatencyHistogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(
+        name, doc, buckets=histogram.cumulative(), sum_value=histogram.total
+    )
+
+
+class ServerMetrics(Collector):
+    """Counters and gauges of one server, exposed in the Prometheus text format."""
+
+    def __init__(self, hub: Hub, connections: Callable[[], int]) -> None:
+        self.started = time.monotonic()
+        self._hub = hub
+        self._connections = connections
+        self.events_out: Counter[str] = Counter()
+        self.slow_consumer_closes = 0
+        self.keepalive_closes = 0
+        self.served_from_store = 0
+        self.refused: Counter[int] = Counter()
+        self.delivery_latency = LatencyHistogram()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(self)
+
+    def count_out(self, envs: list[Envelope]) -> None:
+        """Count events about to be written to one connection (once per write)."""
+        counts = self.events_out
+        for env in envs:
+            counts[env.event.type] += 1
+        if envs[0].born:
+            self.delivery_latency.observe(time.perf_counter() - envs[0].born)
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the server started."""
+        return time.monotonic() - self.started
+
+    def collect(self) -> Iterator[Metric]:
+        """Called by prometheus-client at scrape time."""
+        stats = self._hub.stats()
+        yield GaugeMetricFamily(
+            "trio_obs_connections", "Open WebSocket connections.", value=self._connections()
+        )
+        for name, doc, counts in (
+            ("trio_obs_events_in", "Events stored and dispatched, by type.", stats.events_in),
+            ("trio_obs_events_out", "Events written to WebSocket clients, by type.",
+             self.events_out),
+        ):  # fmt: skip
+            family = CounterMetricFamily(name, doc, labels=["type"])
+            for kind, n in sorted(counts.items()):
+                family.add_metric([kind], n)
+            yield family
+        yield CounterMetricFamily(
+            "trio_obs_slow_consumer_closes",
+            "Connections closed with 4008 (stalled, or too far behind on an 'all' stream).",
+            value=self.slow_consumer_closes,
+        )
+        yield CounterMetricFamily(
+            "trio_obs_store_catchups",
+            "Times a connection that fell behind was served from the store.",
+            value=self.served_from_store,
+        )
+        yield CounterMetricFamily(
+            "trio_obs_keepalive_closes",
+            "Connections closed because no pong came back in time.",
+            value=self.keepalive_closes,
+        )
+        refused = CounterMetricFamily(
+            "trio_obs_handshakes_refused",
+            "Refused WebSocket handshakes, by status.",
+            labels=["status"],
+        )
+        for status, n in sorted(self.refused.items()):
+            refused.add_metric([str(status)], n)
+        yield refused
+        depths = [s.queue_depth for s in self._hub.subscriptions()]
+        depth = GaugeMetricFamily(
+            "trio_obs_queue_depth", "Events not yet sent, per connection.", labels=["stat"]
+        )
+        depth.add_metric(["max"], max(depths, default=0))
+        depth.add_metric(["total"], sum(depths))
+        yield depth
+        yield GaugeMetricFamily(
+            "trio_obs_replay_buffers", "Streams with recent events in memory.",
+            value=stats.replay_buffers,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "trio_obs_buffered_bytes", "Bytes of recent events held in memory.",
+            value=stats.buffered_bytes,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "trio_obs_uptime_seconds", "Seconds since start.", value=self.uptime
+        )
+        yield _histogram(
+            "trio_obs_delivery_latency_seconds",
+            "Time from an event's storage to the socket write that carries it.",
+            self.delivery_latency,
+        )
+        yield _histogram(
+            "trio_obs_store_commit_seconds",
+            "Duration of one store transaction (group commit).",
+            stats.commit_latency,
+        )
+
+    def exposition(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
