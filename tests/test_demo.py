@@ -21,7 +21,8 @@ from trio_obs import GLOBAL, Envelope, Hub, Observability, ServerConfig, Service
 from trio_obs.cli import build_parser
 from trio_obs.core import events as ev
 from trio_obs.core.wire import decode_events, to_wire
-from trio_obs.demo.play import _demo, run_demo_cli, run_in_process, simulate
+from trio_obs.demo.cli import _demo, run_demo_cli
+from trio_obs.demo.play import run_in_process, simulate
 
 FAST = 1000.0  # a ~45 s run takes a few tens of milliseconds of sleeping
 

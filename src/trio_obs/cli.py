@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_serve(args)
     if args.command == "demo":
-        from .demo.play import run_demo_cli
+        from .demo.cli import run_demo_cli
 
         status: int = run_demo_cli(args)
         return status

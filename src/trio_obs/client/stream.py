@@ -34,15 +34,13 @@ from ..core.protocol import (
     ABNORMAL_CLOSURE,
     ALL,
     GLOBAL,
-    INVALID_TOPIC,
     NORMAL_CLOSURE,
     RECONNECT_CODES,
     TOPIC_OF_TYPE,
-    TOPICS,
 )
-from ..core.resume import ResumeState
+from ..core.resume import ResumeState, subscription_messages
 from ..core.routing import SubscriptionState
-from ..core.wire import decode_event, encode_client_message, parse_filters
+from ..core.wire import decode_event, decode_server_event
 from .common import Endpoints, StreamClosed, StreamRefused, auth_headers, endpoints, error_text
 
 log = logging.getLogger("trio_obs.client")
@@ -233,7 +231,7 @@ class EventStream:
         """Serve one open WebSocket until it closes; returns the close code and reason."""
         try:
             connected = _decode_connected(await ws.get_message())
-            if connected is None:
+            if not isinstance(connected, ev.ConnectedEvent):
                 await ws.aclose(1002, "expected observability:connected first")
                 return (ABNORMAL_CLOSURE, "the server did not start with observability:connected")
             if self._resume.connected(connected):
@@ -309,9 +307,13 @@ class EventStream:
                 obj.get("error"),
             )
         elif kind == "observability:reset":
-            reset = _decode_reset(obj)
-            if reset is not None:
-                self._notice(self._resume.reset(reset))
+            try:
+                reset = decode_server_event(text)
+            except InvalidInput as exc:
+                log.warning("stream %s: ignored a malformed reset: %s", self.stream, exc)
+            else:
+                if isinstance(reset, ev.ResetEvent):
+                    self._notice(self._resume.reset(reset))
         elif kind not in ("pong", "observability:connected"):
             log.debug("stream %s: ignored message of type %r", self.stream, kind)
 
@@ -415,69 +417,17 @@ def _decode(obj: dict[str, Any]) -> ev.StreamEvent | None:
     return event
 
 
-def _decode_connected(message: str | bytes) -> ev.ConnectedEvent | None:
+def _decode_connected(message: str | bytes) -> ev.ServerEvent | None:
     try:
-        obj = orjson.loads(message)
-    except orjson.JSONDecodeError:
+        return decode_server_event(message)
+    except InvalidInput:
         return None
-    if not isinstance(obj, dict) or obj.get("type") != "observability:connected":
-        return None
-    count = obj.get("bufferedEventCount")
-    epoch = obj.get("epoch")
-    return ev.ConnectedEvent(
-        execution_id=str(obj.get("executionId", "")),
-        message=str(obj.get("message", "")),
-        buffered_event_count=count if isinstance(count, int) else -1,
-        epoch=epoch if isinstance(epoch, str) else None,
-    )
-
-
-def _decode_reset(obj: dict[str, Any]) -> ev.ResetEvent | None:
-    epoch, last = obj.get("epoch"), obj.get("lastSeq")
-    if not isinstance(epoch, str) or not isinstance(last, int):
-        log.warning("ignored a malformed observability:reset: %.80s", obj)
-        return None
-    return ev.ResetEvent(epoch=epoch, last_seq=last)
 
 
 def _close_info(reason: CloseReason | None) -> tuple[int, str]:
     if reason is None:
         return (ABNORMAL_CLOSURE, "")
     return (reason.code, reason.reason or "")
-
-
-def _subscription(
-    topics: Sequence[str], filters: Mapping[str, object] | None
-) -> tuple[list[bytes], SubscriptionState]:
-    """The client messages that set up ``topics``/``filters``, and the state they produce.
-
-    Sent in an order whose every intermediate state lets through at least what the
-    final one does: ``all`` with the filters first, then each topic (added to ``all``),
-    then ``unsubscribe all``. So nothing wanted is dropped while the server applies them.
-    """
-    for topic in topics:
-        if topic not in TOPICS:
-            raise InvalidInput(
-                f"unknown topic {topic!r}; expected one of: {', '.join(sorted(TOPICS))}",
-                INVALID_TOPIC,
-            )
-    update = parse_filters(dict(filters)) if filters else ev.FilterUpdate()
-    state = SubscriptionState()
-    messages: list[ev.ClientMessage] = []
-    wanted = list(dict.fromkeys(topics))
-    if not wanted and not update.changes:
-        return [], state
-    messages.append(ev.Subscribe(topic="all", filters=update))
-    if "all" not in wanted:
-        messages += [ev.Subscribe(topic=t) for t in wanted]  # type: ignore[arg-type]
-        if wanted:
-            messages.append(ev.Unsubscribe(topic="all"))
-    for msg in messages:
-        if isinstance(msg, ev.Subscribe):
-            state.subscribe(msg.topic, msg.filters)
-        elif isinstance(msg, ev.Unsubscribe):
-            state.unsubscribe(msg.topic)
-    return [encode_client_message(m) for m in messages], state
 
 
 @asynccontextmanager
@@ -522,7 +472,7 @@ async def open_stream(
     if not stream:
         raise ValueError("stream must be an execution id, 'global' or 'all'")
     ends = endpoints(url)
-    messages, state = _subscription(topics, filters)
+    messages, state = subscription_messages(topics, filters)
     send, receive = trio.open_memory_channel[_Item](0)
     events = EventStream(
         ends,

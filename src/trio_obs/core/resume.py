@@ -9,13 +9,16 @@ execution stored meanwhile, to be fetched over HTTP. The client driver does the 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import attrs
 
 from . import events as ev
-from .protocol import ALL, GLOBAL, TOPIC_OF_TYPE
+from .errors import InvalidInput
+from .protocol import ALL, GLOBAL, INVALID_TOPIC, TOPIC_OF_TYPE, TOPICS
 from .routing import Envelope, SubscriptionState, own_task_id
+from .wire import encode_client_message, parse_filters
 
 _SPANS_MAX: Final = 10_000
 
@@ -205,3 +208,38 @@ class ResumeState:
         if GLOBAL in self._last and GLOBAL not in listing:
             gaps.append(Gap(GLOBAL, self._last[GLOBAL]))
         return gaps
+
+
+def subscription_messages(
+    topics: Sequence[str], filters: Mapping[str, object] | None
+) -> tuple[list[bytes], SubscriptionState]:
+    """The client messages that set up ``topics``/``filters``, and the state they produce;
+    raises :class:`~trio_obs.InvalidInput` for an unknown topic or a bad filter.
+
+    Sent in an order whose every intermediate state lets through at least what the
+    final one does: ``all`` with the filters first, then each topic (added to ``all``),
+    then ``unsubscribe all``. So nothing wanted is dropped while the server applies them.
+    """
+    for topic in topics:
+        if topic not in TOPICS:
+            raise InvalidInput(
+                f"unknown topic {topic!r}; expected one of: {', '.join(sorted(TOPICS))}",
+                INVALID_TOPIC,
+            )
+    update = parse_filters(dict(filters)) if filters else ev.FilterUpdate()
+    state = SubscriptionState()
+    messages: list[ev.ClientMessage] = []
+    wanted = list(dict.fromkeys(topics))
+    if not wanted and not update.changes:
+        return [], state
+    messages.append(ev.Subscribe(topic="all", filters=update))
+    if "all" not in wanted:
+        messages += [ev.Subscribe(topic=t) for t in wanted]  # type: ignore[arg-type]
+        if wanted:
+            messages.append(ev.Unsubscribe(topic="all"))
+    for msg in messages:
+        if isinstance(msg, ev.Subscribe):
+            state.subscribe(msg.topic, msg.filters)
+        elif isinstance(msg, ev.Unsubscribe):
+            state.unsubscribe(msg.topic)
+    return [encode_client_message(m) for m in messages], state

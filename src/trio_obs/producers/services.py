@@ -1,35 +1,24 @@
-"""The one event builder: the producer services (plan OBS-603…610) and the broker's emits.
+"""The one event builder: the producer services (plan OBS-603…610).
 
 A service builds the typed event, the hub stores it (the ledger assigns ``seq`` and
 every derived field, such as ``runningPassRate``) and fans it out; the service returns
-the stored event, which is exactly what subscribers receive. The plan's stream service
-(OBS-600: ``emit_tool_start`` …) is :class:`Broker`, whose emit methods build through
-the services. :func:`open_observability` opens a store, a hub and every service.
+the stored event, which is exactly what subscribers receive.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from functools import cached_property
+from collections.abc import Sequence
 from typing import Final, Protocol, TypeVar
 
 import attrs
 import trio
 
-from .core import events as ev
-from .core.protocol import (
-    DEFAULT_BUFFER_BYTES,
-    DEFAULT_BUFFER_SIZE,
-    DEFAULT_QUEUE_SIZE,
-    Severity,
-)
-from .core.routing import Envelope
-from .hub.base import Hub
-from .hub.local import LocalHub, now_iso
-from .hub.sqlite import Store, open_store
+from ..core import events as ev
+from ..core.protocol import Severity
+from ..core.routing import Envelope
+from ..hub.local import now_iso
 
 E = TypeVar("E", bound=ev.StreamEvent)
 
@@ -430,214 +419,3 @@ class Services:
             MessageBusService(hub),
             ExecutionService(hub),
         )
-
-
-class Broker(LocalHub):
-    """The in-process hub with the plan's stream service on top (OBS-600, fixed).
-
-    One emit method per event type, each building its event through the services;
-    create it over an open :class:`~trio_obs.Store`, start :meth:`run` in a nursery
-    (or use :func:`open_observability`), then ``emit_*`` / ``publish`` and ``subscribe``.
-    """
-
-    @cached_property
-    def _services(self) -> Services:
-        return Services.over(self)
-
-    async def emit_transcript_entry(
-        self, execution_id: str, entry: ev.TranscriptEntry, is_latest: bool = True
-    ) -> ev.StreamEvent:
-        """Store and broadcast a ``transcript:entry`` event."""
-        return await self._services.transcripts.entry(execution_id, entry, is_latest=is_latest)
-
-    async def emit_tool_start(
-        self,
-        execution_id: str,
-        tool_use_id: str,
-        tool: str,
-        input_summary: str,
-        task_id: str | None = None,
-    ) -> ev.StreamEvent:
-        """Store and broadcast a ``tool:start`` event."""
-        return await self._services.tools.start(
-            execution_id, tool, input_summary, tool_use_id=tool_use_id, task_id=task_id
-        )
-
-    async def emit_tool_end(
-        self,
-        execution_id: str,
-        tool_use_id: str,
-        result_status: ev.ToolResultStatus,
-        duration_ms: float,
-        output_summary: str | None = None,
-    ) -> ev.StreamEvent:
-        """Store and broadcast a ``tool:end`` (``isError``/``isBlocked`` follow the status)."""
-        return await self._services.tools.end(
-            execution_id,
-            tool_use_id,
-            result_status,
-            duration_ms=duration_ms,
-            output_summary=output_summary,
-        )
-
-    async def emit_tool_output(
-        self, execution_id: str, tool_use_id: str, chunk: str, is_stderr: bool = False
-    ) -> ev.StreamEvent:
-        """Store and broadcast a ``tool:output`` chunk."""
-        return await self._services.tools.output(
-            execution_id, tool_use_id, chunk, is_stderr=is_stderr
-        )
-
-    async def emit_assertion_result(
-        self, execution_id: str, task_id: str, assertion: ev.AssertionResult
-    ) -> ev.StreamEvent:
-        """Store and broadcast an ``assertion:result``; the ledger computes the pass rate."""
-        return await self._services.assertions.result(execution_id, task_id, assertion)
-
-    async def emit_skill_start(
-        self,
-        execution_id: str,
-        skill_trace_id: str,
-        skill_name: str,
-        skill_file: str,
-        line_number: int,
-        task_id: str | None = None,
-    ) -> ev.StreamEvent:
-        """Store and broadcast a ``skill:start`` event."""
-        return await self._services.skills.start(
-            execution_id,
-            skill_name,
-            skill_file,
-            line_number,
-            skill_trace_id=skill_trace_id,
-            task_id=task_id,
-        )
-
-    async def emit_skill_end(
-        self,
-        execution_id: str,
-        skill_trace_id: str,
-        skill_name: str,
-        status: ev.SkillStatus,
-        duration_ms: float,
-    ) -> ev.StreamEvent:
-        """Store and broadcast a ``skill:end`` event."""
-        return await self._services.skills.end(
-            execution_id, skill_trace_id, skill_name, status, duration_ms=duration_ms
-        )
-
-    async def emit_message_bus_event(
-        self, entry: ev.MessageBusLogEntry, requires_action: bool = False
-    ) -> ev.StreamEvent:
-        """Store and broadcast a ``messagebus:event`` (``global`` when it has no execution).
-
-        ``requiresAction`` is set for severity error and critical, or when asked.
-        """
-        return await self._services.message_bus.entry(entry, requires_action=requires_action)
-
-    async def emit_wave_status(
-        self,
-        execution_id: str,
-        wave_number: int,
-        status: ev.WaveState,
-        task_count: int,
-        completed_count: int,
-        failed_count: int,
-    ) -> ev.StreamEvent:
-        """Store and broadcast a ``wave:status`` event."""
-        return await self._services.executions.wave_status(
-            execution_id,
-            wave_number,
-            status,
-            task_count=task_count,
-            completed_count=completed_count,
-            failed_count=failed_count,
-        )
-
-    async def emit_agent_heartbeat(
-        self,
-        execution_id: str,
-        instance_id: str,
-        status: ev.AgentState,
-        current_task_id: str | None = None,
-        metrics: dict[str, float] | None = None,
-    ) -> ev.StreamEvent:
-        """Store and broadcast an ``agent:heartbeat`` event."""
-        return await self._services.executions.heartbeat(
-            execution_id, instance_id, status, current_task_id=current_task_id, metrics=metrics
-        )
-
-    async def emit_execution_status(
-        self, execution_id: str, status: ev.ExecutionState, message: str | None = None
-    ) -> ev.StreamEvent:
-        """Store and broadcast an ``execution:status`` event (a copy also goes to ``global``)."""
-        return await self._services.executions.status(execution_id, status, message)
-
-
-@attrs.frozen
-class Observability:
-    """An open trio-obs: a hub and every service, ready to use."""
-
-    hub: Hub
-    transcripts: TranscriptService
-    tools: ToolUseService
-    assertions: AssertionService
-    skills: SkillService
-    message_bus: MessageBusService
-    executions: ExecutionService
-
-    @classmethod
-    def over(cls, hub: Hub) -> Observability:
-        """Services bound to ``hub``."""
-        s = Services.over(hub)
-        return cls(hub, s.transcripts, s.tools, s.assertions, s.skills, s.message_bus, s.executions)
-
-    @property
-    def broker(self) -> Broker:
-        """The in-process hub with the plan's emit methods (SQLite mode)."""
-        if not isinstance(self.hub, Broker):
-            raise TypeError("this trio-obs runs on another hub; use .hub (the Hub protocol)")
-        return self.hub
-
-    @property
-    def store(self) -> Store:
-        """The SQLite store under the in-process hub."""
-        return self.broker.store
-
-    async def ingest(
-        self, events: Sequence[ev.StreamEvent], *, idempotency_key: str | None = None
-    ) -> list[ev.StreamEvent]:
-        """Store foreign events (already decoded) as one atomic batch; the stored events."""
-        envelopes = await self.hub.publish(events, idempotency_key=idempotency_key)
-        return [env.event for env in envelopes if not env.is_copy]
-
-
-@asynccontextmanager
-async def open_observability(
-    db: str = ":memory:",
-    *,
-    buffer_size: int = DEFAULT_BUFFER_SIZE,
-    queue_size: int = DEFAULT_QUEUE_SIZE,
-    buffer_bytes: int = DEFAULT_BUFFER_BYTES,
-    max_buffers: int = 1000,
-    buffer_grace: float = 300.0,
-) -> AsyncIterator[Observability]:
-    """Open the store, the hub and the services in a nursery of their own.
-
-    ``db`` is a SQLite file path or ``:memory:``. On exit, queued writes are
-    committed and the store is closed.
-    """
-    async with open_store(db) as store, trio.open_nursery() as nursery:
-        broker = Broker(
-            store,
-            buffer_size=buffer_size,
-            queue_size=queue_size,
-            buffer_bytes=buffer_bytes,
-            max_buffers=max_buffers,
-            buffer_grace=buffer_grace,
-        )
-        await nursery.start(broker.run)
-        try:
-            yield Observability.over(broker)
-        finally:
-            broker.close()

@@ -1,0 +1,33 @@
+"""Producers: the one event builder (the plan's services; the broker's emits delegate to it).
+
+:func:`open_observability` opens a store, a hub and every service.
+"""
+
+from .broker import Broker
+from .observability import Observability, open_observability
+from .services import (
+    AssertionService,
+    ExecutionService,
+    MessageBusService,
+    Publisher,
+    Services,
+    SkillService,
+    ToolUseService,
+    TranscriptService,
+    new_id,
+)
+
+__all__ = [
+    "AssertionService",
+    "Broker",
+    "ExecutionService",
+    "MessageBusService",
+    "Observability",
+    "Publisher",
+    "Services",
+    "SkillService",
+    "ToolUseService",
+    "TranscriptService",
+    "new_id",
+    "open_observability",
+]

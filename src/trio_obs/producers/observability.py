@@ -1,0 +1,93 @@
+"""An open trio-obs: a hub and its services, opened in a nursery of their own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+
+from ..core import events as ev
+from ..core.protocol import DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_SIZE
+from ..hub.base import Hub
+from ..hub.sqlite import Store, open_store
+from .broker import Broker
+from .services import (
+    AssertionService,
+    ExecutionService,
+    MessageBusService,
+    Services,
+    SkillService,
+    ToolUseService,
+    TranscriptService,
+)
+
+
+@attrs.frozen
+class Observability:
+    """An open trio-obs: a hub and every service, ready to use."""
+
+    hub: Hub
+    transcripts: TranscriptService
+    tools: ToolUseService
+    assertions: AssertionService
+    skills: SkillService
+    message_bus: MessageBusService
+    executions: ExecutionService
+
+    @classmethod
+    def over(cls, hub: Hub) -> Observability:
+        """Services bound to ``hub``."""
+        s = Services.over(hub)
+        return cls(hub, s.transcripts, s.tools, s.assertions, s.skills, s.message_bus, s.executions)
+
+    @property
+    def broker(self) -> Broker:
+        """The in-process hub with the plan's emit methods (SQLite mode)."""
+        if not isinstance(self.hub, Broker):
+            raise TypeError("this trio-obs runs on another hub; use .hub (the Hub protocol)")
+        return self.hub
+
+    @property
+    def store(self) -> Store:
+        """The SQLite store under the in-process hub."""
+        return self.broker.store
+
+    async def ingest(
+        self, events: Sequence[ev.StreamEvent], *, idempotency_key: str | None = None
+    ) -> list[ev.StreamEvent]:
+        """Store foreign events (already decoded) as one atomic batch; the stored events."""
+        envelopes = await self.hub.publish(events, idempotency_key=idempotency_key)
+        return [env.event for env in envelopes if not env.is_copy]
+
+
+@asynccontextmanager
+async def open_observability(
+    db: str = ":memory:",
+    *,
+    buffer_size: int = DEFAULT_BUFFER_SIZE,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    max_buffers: int = 1000,
+    buffer_grace: float = 300.0,
+) -> AsyncIterator[Observability]:
+    """Open the store, the hub and the services in a nursery of their own.
+
+    ``db`` is a SQLite file path or ``:memory:``. On exit, queued writes are
+    committed and the store is closed.
+    """
+    async with open_store(db) as store, trio.open_nursery() as nursery:
+        broker = Broker(
+            store,
+            buffer_size=buffer_size,
+            queue_size=queue_size,
+            buffer_bytes=buffer_bytes,
+            max_buffers=max_buffers,
+            buffer_grace=buffer_grace,
+        )
+        await nursery.start(broker.run)
+        try:
+            yield Observability.over(broker)
+        finally:
+            broker.close()
