@@ -245,7 +245,7 @@ class Suite:
             "seconds": seconds,
         }
         try:
-            got = pool.connect(server.url, clients + stall, timeout=90)
+            got = pool.connect(server.url, clients + stall, timeout=90, rate=rate)
             if stall:
                 pool.stall(stall)
             seen = server.wait_count(clients + stall, 30)
