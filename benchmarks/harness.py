@@ -219,6 +219,8 @@ class ServerSpec:
     """Extra arguments for every node (e.g. ``--redis URL`` one day)."""
     prefix: tuple[str, ...] = ()
     """A command to run the server under (e.g. valgrind for the stable figures)."""
+    env: tuple[tuple[str, str], ...] = ()
+    """Extra environment variables for every node."""
 
 
 class Server:
@@ -243,6 +245,7 @@ class Server:
         else:
             raise ValueError(kind)
         argv = [*spec.prefix, *argv, *spec.args]
+        env.update(spec.env)
         ready = 30 if not spec.prefix else 180
         self.child = Child(f"server-{spec.name}{tag}", argv, log_dir=log_dir, env=env)
         self.port = int(self.child.expect("READY", ready))

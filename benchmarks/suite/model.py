@@ -190,6 +190,8 @@ class Stable:
     instructions: int | None = None
     per_unit: float | None = None
     tool: str = "callgrind"
+    windows: list[int] = attrs.Factory(list)
+    """Instructions per unit of each counted window (the figure is the lowest)."""
     error: str | None = None
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -28,9 +29,16 @@ from suite.measure import Run, drain
 from suite.model import Stable
 
 CLIENTS = 10
-RATE = 100
-COUNT = 300
-"""10 clients x 100 events/s x 3 s: 3,000 deliveries."""
+RATE = 5
+COUNT = 20
+"""10 clients x 5 events/s x 4 s: 200 deliveries per window. Light on purpose: under
+callgrind trio-obs spends ~20-50 ms of wall time per event here, so at 20 or 100 events/s
+events overlapped now and then, went out in batches, and the count moved by up to 2.5x
+from run to run. Each event must go out alone for the count to be the same."""
+WINDOWS = 3
+"""Counted windows per server (1 in a quick run); the figure is the lowest. What varies
+between windows is added work (threads waiting for each other, the GIL), never less, so
+the lowest is the steadiest estimate: trio-obs's windows spread by ~10-20 %."""
 INGEST_BATCHES = 20
 """20 batches of 100 events, one request at a time."""
 OUT = CACHE / "callgrind"
@@ -44,13 +52,30 @@ def available() -> str | None:
     return None
 
 
-def _toggle(pid: int, on: bool) -> None:
+def _control(pid: int, *args: str) -> None:
     done = subprocess.run(
-        ["callgrind_control", "-i", "on" if on else "off", str(pid)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        ["callgrind_control", *args, str(pid)], capture_output=True, text=True, timeout=60
+    )
     if done.returncode != 0 or "OK" not in done.stdout:
-        raise ChildError(f"callgrind_control -i {'on' if on else 'off'}: {done.stdout[-300:]}")
+        raise ChildError(f"callgrind_control {' '.join(args)}: {done.stdout[-300:]}")
+
+
+def _toggle(pid: int, on: bool) -> None:
+    _control(pid, "-i", "on" if on else "off")
+
+
+def _dumped(pid: int, tag: str) -> int:
+    """Dump the counters (``callgrind_control -d``) and read the dump's total."""
+    before = set(OUT.glob(f"{tag}.{pid}.out*"))
+    _control(pid, "-d")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for path in set(OUT.glob(f"{tag}.{pid}.out*")) - before:
+            found = re.findall(r"^totals:\s*([0-9]+)", path.read_text(), re.M)
+            if found:
+                return int(found[0])
+        time.sleep(0.1)
+    raise ChildError(f"no callgrind dump for {tag}")
 
 
 def _collected(log: Path, timeout: float = 60.0) -> int:
@@ -75,14 +100,18 @@ def _under_callgrind(spec: ServerSpec, tag: str) -> tuple[ServerSpec, Path]:
     ]  # fmt: skip
     if spec.program == "node-plan":
         prefix.append("--smc-check=all-non-file")  # V8 writes the code it runs
-    return attrs.evolve(spec, prefix=tuple(prefix)), log
+    # A fixed hash seed: with a random one, each process's dicts and sets hash (and
+    # collide) differently, and trio-obs's count moved by ~35 % from process to process.
+    env = (*spec.env, ("PYTHONHASHSEED", "0"))
+    return attrs.evolve(spec, prefix=tuple(prefix), env=env), log
 
 
 def fan_out(run: Run, spec: ServerSpec) -> Stable:
     """Instructions per delivery: CLIENTS clients, RATE events/s, COUNT events."""
     load = f"{CLIENTS} clients x {RATE}/s, {COUNT} events"
     out = Stable(server=spec.name, what="delivery", load=load)
-    vg_spec, log = _under_callgrind(spec, f"{spec.name}-fanout")
+    tag = f"{spec.name}-fanout"
+    vg_spec, _log = _under_callgrind(spec, tag)
     server = pool = None
     try:
         server = Deployment(vg_spec, log_dir=run.log_dir, queue_size=run.args.queue_size)
@@ -91,17 +120,22 @@ def fan_out(run: Run, spec: ServerSpec) -> Stable:
         if server.wait_count(CLIENTS, 60) != CLIENTS:
             raise ChildError("the clients did not all connect")
         server.emit(f"w{run.next_run()}", RATE, RATE, 30)  # warm-up, not counted
-        run_id = run.next_run()
-        pool.reset(run_id)
+        time.sleep(1.0)  # its last deliveries are out before counting starts
         pid = server.publisher.child.proc.pid
-        _toggle(pid, True)
-        emitted = server.emit(run_id, RATE, COUNT, 60)
-        reports = drain(pool, emitted["emitted"] * CLIENTS, timeout=60)
-        _toggle(pid, False)
-        out.units = sum(r["count"] for r in reports)
-        server.stop()
-        out.instructions = _collected(log)
-        out.per_unit = out.instructions / out.units if out.units else None
+        counts = []
+        for _ in range(1 if run.quick else WINDOWS):
+            run_id = run.next_run()
+            pool.reset(run_id)
+            _control(pid, "-z")
+            _control(pid, "-i", "on")
+            emitted = server.emit(run_id, RATE, COUNT, 60)
+            reports = drain(pool, emitted["emitted"] * CLIENTS, timeout=60)
+            _control(pid, "-i", "off")
+            units = sum(r["count"] for r in reports)
+            counts.append((_dumped(pid, tag) / units if units else math.inf, units))
+        out.per_unit, out.units = min(counts)
+        out.windows = [round(c) for c, _ in counts]
+        out.instructions = round(out.per_unit * out.units)
     except (ChildError, OSError, subprocess.SubprocessError) as exc:
         out.error = str(exc)
     finally:
@@ -182,4 +216,4 @@ def _say(run: Run, s: Stable) -> None:
     if s.error:
         run.say(f"  {s.server}: {s.what}: FAILED: {s.error[:200]}")
     else:
-        run.say(f"  {s.server}: {s.per_unit:,.0f} instructions / {s.what} ({s.units} {s.what}s)")
+        run.say(f"  {s.server}: {s.per_unit:,.0f} instructions / {s.what} (over {s.units})")
