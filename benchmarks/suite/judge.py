@@ -53,12 +53,26 @@ def to_ceiling(res: Results, load: Load, figure: str) -> float | None:
     return ratio(getattr(load, figure), getattr(ceiling, figure))
 
 
+def ours_side(
+    res: Results, ind: Independent
+) -> tuple[float | None, float | None, float | None, float | None]:
+    """Our harness's p50, p99, delivered % and emitter lag for a reproduction row."""
+    if ind.ours_p50_ms is not None:
+        return ind.ours_p50_ms, ind.ours_p99_ms, ind.ours_delivered_pct, ind.ours_lag_ms
+    ours = res.load(ind.server, "100x1000")
+    if ours is None:
+        return None, None, None, None
+    lag = ours.emitter.get("worstLagMs")
+    return ours.p50_ms, ours.p99_ms, ours.delivered_pct, lag
+
+
 def reproduction_ratio(res: Results, ind: Independent) -> float | None:
     """The worse of p50 and p99 under our harness ÷ under the independent client."""
     ours = res.load(ind.server, "100x1000")
     if ours is None or not ours.ok or ind.error:
         return None
-    ratios = [r for r in (ratio(ours.p50_ms, ind.p50_ms), ratio(ours.p99_ms, ind.p99_ms)) if r]
+    p50, p99, _, _ = ours_side(res, ind)
+    ratios = [r for r in (ratio(p50, ind.p50_ms), ratio(p99, ind.p99_ms)) if r]
     return max(ratios) if ratios else None
 
 

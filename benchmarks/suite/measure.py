@@ -57,7 +57,7 @@ class Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.quick: bool = args.quick
-        self.budget = Budget(args.budget or (80.0 if self.quick else 600.0))
+        self.budget = Budget(args.budget or (100.0 if self.quick else 600.0))
         self.log_dir = RESULTS / "logs"
         self.results = Results()
         self._runs = 0

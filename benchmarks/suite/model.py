@@ -175,6 +175,13 @@ class Independent:
     client_cpu_pct: float = 0.0
     server_cpu_pct: float = 0.0
     emitter: dict[str, Any] = attrs.Factory(dict)
+    rounds: int = 1
+    """Rounds of ours then independent, alternated; each figure is the median of its side."""
+    ours_p50_ms: float | None = None
+    ours_p99_ms: float | None = None
+    ours_delivered_pct: float | None = None
+    ours_lag_ms: float | None = None
+    """Our side's medians over the rounds (None: the 100x1000 load itself is our side)."""
 
 
 @attrs.define

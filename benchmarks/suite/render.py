@@ -349,15 +349,15 @@ def reproduction_table(res: Results) -> str:
         if ours is None or not ours.ok or ind.error:
             rows.append([ind.server, "—", f"error: {(ind.error or '')[:80]}", "", "", "", ""])
             continue
+        p50, p99, dl, lag = judge.ours_side(res, ind)
         rows.append(
             [
-                ind.server,
-                f"{fmt_ms(ours.p50_ms)} / {fmt_ms(ours.p99_ms)} ms",
+                ind.server + (f" (median of {ind.rounds})" if ind.rounds > 1 else ""),
+                f"{fmt_ms(p50)} / {fmt_ms(p99)} ms",
                 f"{fmt_ms(ind.p50_ms)} / {fmt_ms(ind.p99_ms)} ms",
-                f"{fmt_x(ratio(ours.p50_ms, ind.p50_ms))}, {fmt_x(ratio(ours.p99_ms, ind.p99_ms))}",
-                f"{ours.delivered_pct:.2f} / {ind.delivered_pct:.2f} %",
-                f"{ours.emitter.get('worstLagMs', 0):.1f} / {ind.emitter.get('worstLagMs', 0):.1f}"
-                " ms",
+                f"{fmt_x(ratio(p50, ind.p50_ms))}, {fmt_x(ratio(p99, ind.p99_ms))}",
+                f"{fmt_pct(dl, 2)} / {fmt_pct(ind.delivered_pct, 2)}",
+                f"{lag or 0:.1f} / {ind.emitter.get('worstLagMs') or 0:.1f} ms",
                 f"{ours.loadgen_cpu_pct:.0f} / {ind.client_cpu_pct:.0f} %",
             ]
         )

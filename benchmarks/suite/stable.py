@@ -198,7 +198,7 @@ def stable(run: Run, specs: list[ServerSpec]) -> None:
     for spec in specs:
         if run.quick and spec.program in ("ws-broadcast", "node-plan"):
             continue
-        if not run.budget.allows(60):
+        if not run.budget.allows(25 if run.quick else 60):
             run.skip(f"stable figures of {spec.name} (time budget)")
             continue
         run.say(f"stable: {spec.name} under callgrind ({CLIENTS} x {RATE}/s)")
