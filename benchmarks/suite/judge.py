@@ -26,6 +26,9 @@ K_CPU = 2.5
 INGEST_TARGET = 100_000
 INGEST_FLOOR = 50_000
 REPRODUCE_WITHIN = 2.0
+DISTURBED_PCT = 50.0
+"""Other processes' CPU (% of one core) during the ceiling's load from which a latency
+ratio to it is not judged: the ceiling then measured the other work, not the machine."""
 
 
 def full(load: Load) -> bool:
@@ -97,9 +100,15 @@ def targets(res: Results) -> list[TargetResult]:
                 f"{r:.2f}x ceiling ({ceiling.p99_ms:.2f} ms); absolute {absolute},"
                 f" {main.delivered_pct:.2f} % delivered{sat}"
             )
-            out.append(
-                TargetResult(name, r <= K_P99, figure, r, K_P99, P99_TARGET_MS / ceiling.p99_ms)
-            )
+            implied = P99_TARGET_MS / ceiling.p99_ms
+            met: bool | None = r <= K_P99
+            if ceiling.others_cpu_pct >= DISTURBED_PCT:
+                met = None
+                figure += (
+                    f" — not judged: other processes took {ceiling.others_cpu_pct:.0f} % of a"
+                    " core during the ceiling's load"
+                )
+            out.append(TargetResult(name, met, figure, r, K_P99, implied))
         else:
             figure = f"absolute {absolute} (no ceiling in this run: judged on the absolute figure)"
             out.append(TargetResult(name, main.p99_ms <= P99_TARGET_MS, figure))
