@@ -173,14 +173,25 @@ class _Batch:
     def stream(self, key: str) -> StreamCounters:
         s = self.streams.get(key)
         if s is None:
-            base = self.group_streams.get(key) or self.ledger._streams.get(key)
-            if base is None and not self.ledger.knows(key):
+            ledger = self.ledger
+            base = (
+                self.group_streams.get(key)
+                or ledger._streams.get(key)
+                or ledger._learned_streams.get(key)
+            )
+            if base is None and not ledger.knows(key):
                 raise RuntimeError(f"the counters of {key!r} were not loaded before staging")
             s = self.streams[key] = attrs.evolve(base) if base else StreamCounters()
         return s
 
     def span(self, key: SpanKey) -> Span | None:
-        return self.spans.get(key) or self.group_spans.get(key) or self.ledger._spans.get(key)
+        ledger = self.ledger
+        return (
+            self.spans.get(key)
+            or self.group_spans.get(key)
+            or ledger._spans.get(key)
+            or ledger._learned_spans.get(key)
+        )
 
     def add(self, key: str, event: ev.StreamEvent, **routing: Any) -> None:
         s = self.stream(key)
@@ -264,12 +275,20 @@ class Ledger:
         self._span_cache_size = span_cache_size
         self._spans: OrderedDict[SpanKey, Span] = OrderedDict()
         self._misses: set[SpanKey] = set()
+        # What the hub loaded for the next stage, kept whole until it commits (the caches
+        # may evict while learning a group larger than they are).
+        self._learned_streams: dict[str, StreamCounters] = {}
+        self._learned_spans: dict[SpanKey, Span] = {}
 
     # ------------------------------------------------------------------ reading
 
     def knows(self, key: str) -> bool:
         """Whether the counters of ``key`` are here (or ``key`` certainly has none)."""
-        return key in self._streams or (self._complete and key not in self._evicted)
+        return (
+            key in self._streams
+            or key in self._learned_streams
+            or (self._complete and key not in self._evicted)
+        )
 
     def last_seq(self, key: str) -> int:
         """The seq of the newest committed event of ``key`` (0 if none); :meth:`knows` first."""
@@ -299,7 +318,8 @@ class Ledger:
         """Counters read from the store (None: the store has no such key)."""
         for key, counters in found.items():
             self._evicted.discard(key)
-            self._keep(key, counters or StreamCounters())
+            self._learned_streams[key] = counters or StreamCounters()
+            self._keep(key, self._learned_streams[key])
 
     def _keep(self, key: str, counters: StreamCounters) -> None:
         streams = self._streams
@@ -328,7 +348,12 @@ class Ledger:
                     continue
                 if isinstance(event, ev.ToolStartEvent | ev.SkillStartEvent):
                     started.add(key)
-                elif key not in started and key not in self._spans and key not in self._misses:
+                elif (
+                    key not in started
+                    and key not in self._spans
+                    and key not in self._learned_spans
+                    and key not in self._misses
+                ):
                     missing[key] = None
         return list(missing)
 
@@ -340,6 +365,7 @@ class Ledger:
                     self._misses.clear()
                 self._misses.add(key)
             else:
+                self._learned_spans[key] = span
                 self._remember(key, span)
 
     def _remember(self, key: SpanKey, span: Span) -> None:
@@ -370,7 +396,7 @@ class Ledger:
             except InvalidInput as exc:
                 results.append(exc)
                 continue
-            except Exception as exc:  # e.g. a value JSON cannot carry
+            except (TypeError, ValueError) as exc:  # e.g. a value JSON cannot carry
                 results.append(InvalidInput(f"the events cannot be stored: {exc}", INVALID_EVENT))
                 continue
             streams.update(staged.streams)
@@ -394,6 +420,8 @@ class Ledger:
             self._activity = max(self._activity, counters.activity)
         for span_id, span in stage.spans.items():
             self._remember(span_id, span)
+        self._learned_streams.clear()
+        self._learned_spans.clear()
 
     def forget(self, keys: Sequence[str]) -> None:
         """Drop the counters and spans of deleted stream keys (retention)."""
