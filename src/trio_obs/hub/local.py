@@ -161,11 +161,7 @@ class LocalHub:
         if not events:
             return []
         request = _Request(complete_batch(events, now_iso()), idempotency_key)
-        try:
-            self._submit.send_nowait(request)
-        except trio.ClosedResourceError:
-            raise StoreError("the store is closed") from None
-        await request.done.wait()
+        await self._handled(request)
         if request.error is not None:
             if isinstance(request.error, InvalidInput):
                 raise request.error
@@ -174,6 +170,14 @@ class LocalHub:
             return await self._read_back(request.repeat_of)
         assert request.result is not None
         return request.result
+
+    async def _handled(self, request: _Request | _Retain) -> None:
+        """Hand ``request`` to the writer and wait until it is done with it."""
+        try:
+            self._submit.send_nowait(request)
+        except trio.ClosedResourceError:
+            raise StoreError("the store is closed") from None
+        await request.done.wait()
 
     async def _commit(self, group: list[_Request]) -> None:
         if not group:
@@ -223,11 +227,7 @@ class LocalHub:
         An execution deleted this way that gets events again starts over at seq 1.
         """
         request = _Retain(time.time() - max_idle)
-        try:
-            self._submit.send_nowait(request)
-        except trio.ClosedResourceError:
-            raise StoreError("the store is closed") from None
-        await request.done.wait()
+        await self._handled(request)
         if request.error is not None:
             raise StoreError(f"could not apply the retention: {request.error}") from request.error
         return request.deleted
