@@ -14,6 +14,8 @@ from .core.protocol import (
     DEFAULT_BUFFER_SIZE,
     DEFAULT_QUEUE_SIZE,
     DEFAULT_STALL_TIMEOUT,
+    SEVERITIES,
+    TOPICS,
 )
 
 DEFAULT_URL = "http://127.0.0.1:3001"
@@ -205,11 +207,41 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument(
         "--since", type=_non_negative_int, default=None, help="replay events after this seq"
     )
-    tail.add_argument("--topic", action="append", default=[], help="only this topic (repeatable)")
-    tail.add_argument("--task", default=None, help="only events of this task id")
-    tail.add_argument("--tool", action="append", default=[], help="only this tool (repeatable)")
     tail.add_argument(
-        "--severity", action="append", default=[], help="only this message-bus severity"
+        "--topic",
+        action="append",
+        default=[],
+        choices=sorted(TOPICS),
+        help="only events of this topic (repeatable); without it, a filter below implies its own",
+    )
+    tail.add_argument(
+        "--task", default=None, help="only events of this task id (every topic; others pass)"
+    )
+    tail.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        help="only tool events of this tool: its starts, output and ends (repeatable; "
+        "implies --topic tools)",
+    )
+    tail.add_argument(
+        "--severity",
+        action="append",
+        default=[],
+        choices=sorted(SEVERITIES),
+        help="only message-bus events of this severity (repeatable; implies --topic messagebus)",
+    )
+    tail.add_argument(
+        "--category",
+        action="append",
+        default=[],
+        help="only assertions of this category (repeatable; implies --topic assertions)",
+    )
+    tail.add_argument(
+        "--entry-type",
+        action="append",
+        default=[],
+        help="only transcript entries of this type (repeatable; implies --topic transcript)",
     )
     tail.add_argument("--token", default=None, help="bearer token (default: $TRIO_OBS_TOKEN)")
     tail.add_argument("--json", action="store_true", help="print one JSON object per line")
