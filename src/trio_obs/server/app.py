@@ -39,6 +39,7 @@ from .flush import Flusher
 from .http import HttpConnection, HttpError, Request
 from .ingest import ingest_events, unavailable
 from .metrics import ServerMetrics
+from .otlp import OtlpReceiver, receive_logs, receive_traces
 from .routes import Response, Route, RouteTable
 from .transport import SocketTransport, StreamTransport, Transport
 from .websocket import WebSocketConnection
@@ -124,6 +125,7 @@ class _Server:
         self.flusher = Flusher()
         self.metrics = ServerMetrics(self.hub, lambda: len(self.connections))
         self.static = _load_static()
+        self.otlp = OtlpReceiver(obs, max_body=config.max_body)
         self._token = config.token.encode() if config.token else None
         self._idle = trio.Event()
         self._idle.set()
@@ -348,6 +350,8 @@ ROUTES: Final[RouteTable[_Server]] = RouteTable(
         Route("/ws", ("GET",), _Server.upgrade_required),
         Route("/api/health", ("GET",), _Server.health),
         Route("/api/events", ("POST",), _Server.ingest, auth="header"),
+        Route("/v1/traces", ("POST",), receive_traces, auth="header"),
+        Route("/v1/logs", ("POST",), receive_logs, auth="header"),
         Route("/api/executions", ("GET",), _Server.executions, auth="header-or-query"),
         Route(
             "/api/executions/{}/events",
