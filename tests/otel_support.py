@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,10 +52,11 @@ def tracer_provider(*processors: SpanProcessor) -> Iterator[tuple[TracerProvider
         provider.shutdown()
 
 
-def weather_run(tracer: Tracer, *, pause: float = 0.0) -> None:
+def weather_run(tracer: Tracer, *, during_tool: Callable[[], object] | None = None) -> None:
     """An agent run shaped as the GenAI conventions say: an agent, a model call, two tools.
 
-    The second tool fails with an exception (recorded as the SDK does on an exception).
+    ``during_tool`` is called while the first tool runs. The second tool fails with an
+    exception (recorded as the SDK does on an exception).
     """
     agent = {
         "gen_ai.operation.name": "invoke_agent",
@@ -84,7 +84,8 @@ def weather_run(tracer: Tracer, *, pause: float = 0.0) -> None:
                 "gen_ai.tool.call.arguments": '{"city": "Paris"}',
             },
         ) as weather:
-            time.sleep(pause)
+            if during_tool is not None:
+                during_tool()
             weather.set_attribute("gen_ai.tool.call.result", "sunny, 21 C")
         try:
             with tracer.start_as_current_span(
