@@ -31,7 +31,7 @@ from collections import deque
 from typing import Final
 
 import httpx
-from opentelemetry.context import Context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, attach, set_value
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -225,6 +225,9 @@ class LiveSpanProcessor(SpanProcessor):
     # ------------------------------------------------------------------ the worker
 
     def _run(self) -> None:
+        # Our own requests must not become spans (an instrumented httpx would feed them
+        # back to us without end); the SDK's processors suppress the same way.
+        attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         with httpx.Client(timeout=self.timeout, trust_env=False) as client:
             while (batch := self._take()) is not None:
                 try:
