@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_support import WEATHER_RUN, receive, shape, stored, tracer_provider, weather_run
 from support import TIMEOUT, ServerProcess, running_server, ws_client
+from trio_obs.otel import LiveSpanProcessor
 
 PROTOBUF = {"content-type": "application/x-protobuf"}
 JSON = {"content-type": "application/json"}
@@ -409,6 +410,16 @@ async def test_the_token_guards_otlp_as_it_guards_api_events() -> None:
                 weather_run(p.get_tracer("weather-agent"))
 
         await trio.to_thread.run_sync(export)
+
+        def live(token: str | None) -> int:  # the live processor: refused spans are counted
+            processor = LiveSpanProcessor(srv.url(), token=token)
+            with tracer_provider(processor) as (p, _):
+                weather_run(p.get_tracer("weather-agent"))
+                assert processor.force_flush(TIMEOUT * 1000)  # a 401 is not retried
+            return processor.dropped
+
+        assert await trio.to_thread.run_sync(live, None) == 8  # four spans, start and end
+        assert await trio.to_thread.run_sync(live, "s3cret") == 0
     finally:
         assert srv.stop() == 0
 

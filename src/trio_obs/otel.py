@@ -96,6 +96,7 @@ class LiveSpanProcessor(SpanProcessor):
         self._deadline = 0.0
         self._warned_full = False
         self._unreachable = False
+        self._told: set[str] = set()
         self._stopped = threading.Event()
         """Set with the shutdown: a retry waiting for its turn goes at once."""
         self._worker = threading.Thread(target=self._run, name="trio-obs-live-spans")
@@ -256,7 +257,9 @@ class LiveSpanProcessor(SpanProcessor):
         while True:
             left = self._time_left()
             if left is None:
-                self._give_up(batch, "the shutdown timeout ran out before the server took them")
+                self._give_up(
+                    batch, "the shutdown timeout ran out before the server took them", "timeout"
+                )
                 return
             try:
                 response = client.post(self.endpoint, content=body, headers=headers, timeout=left)
@@ -273,7 +276,8 @@ class LiveSpanProcessor(SpanProcessor):
                     self._deliver(client, batch[half:])
                     return
                 if status not in RETRY_STATUSES:
-                    self._give_up(batch, f"the server refused them: HTTP {status} {response.text}")
+                    why = f"the server refused them: HTTP {status} {response.text}"
+                    self._give_up(batch, why, str(status))
                     return
                 reason = f"HTTP {status}"
                 wait = max(wait, _retry_after(response))
@@ -309,9 +313,12 @@ class LiveSpanProcessor(SpanProcessor):
         with self._cond:
             self._dropped += count
 
-    def _give_up(self, batch: list[ReadableSpan], why: str) -> None:
+    def _give_up(self, batch: list[ReadableSpan], why: str, kind: str) -> None:
         self._count_dropped(len(batch))
-        log.error("LiveSpanProcessor: dropped %d spans: %s", len(batch), why)
+        # Once per kind of failure (a wrong token would otherwise log every batch).
+        level = logging.DEBUG if kind in self._told else logging.ERROR
+        self._told.add(kind)
+        log.log(level, "LiveSpanProcessor: dropped %d spans: %s", len(batch), why)
 
 
 def encode(batch: list[ReadableSpan]) -> bytes:
