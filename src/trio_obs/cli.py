@@ -19,6 +19,15 @@ from .core.protocol import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:3001"
+OTEL_DEMO_HELP = """\
+With --otel, the same simulated run is told as an agent instrumented with
+OpenTelemetry would tell it: spans of the GenAI semantic conventions
+(invoke_agent for the run and for each task's agent, execute_tool for tool calls,
+chat for the agents' words, exception events for errors), exported by the SDK's
+BatchSpanProcessor and OTLP/HTTP exporter, with trio_obs.otel.LiveSpanProcessor
+beside it so tool calls show while they run. The server turns them back into
+stream events (the execution id is the trace id). Waves, heartbeats and tool
+output have no OpenTelemetry counterpart and are left out."""
 
 
 _DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -187,7 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     demo = commands.add_parser(
-        "demo", help="stream a simulated agent execution into a server", formatter_class=fmt
+        "demo",
+        help="stream a simulated agent execution into a server",
+        formatter_class=fmt,
+        epilog=OTEL_DEMO_HELP,
     )
     demo.add_argument("--url", default=DEFAULT_URL, help="base URL of the server")
     demo.add_argument(
@@ -196,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=1.0, help="time scale (2 = twice as fast)")
     demo.add_argument("--loop", action="store_true", help="start a new execution when one ends")
     demo.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable run")
+    demo.add_argument(
+        "--otel",
+        action="store_true",
+        help="send the run through the OpenTelemetry SDK to /v1/traces instead of posting "
+        "its events (needs: pip install 'trio-obs[otel]')",
+    )
 
     tail = commands.add_parser(
         "tail", help="show the live stream in the terminal", formatter_class=fmt

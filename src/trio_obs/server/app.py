@@ -41,6 +41,7 @@ from .http import HttpConnection, HttpError, Request
 from .ingest import ingest_events, unavailable
 from .listen import ConnectionCap, serve_listeners
 from .metrics import ServerMetrics
+from .otlp import OtlpReceiver, receive_logs, receive_traces
 from .routes import Response, Route, RouteTable
 from .transport import SocketTransport, StreamTransport, Transport
 from .websocket import WebSocketConnection
@@ -140,6 +141,7 @@ class _Server:
         self.cap = ConnectionCap(config.max_connections)
         self.metrics = ServerMetrics(self.hub, lambda: len(self.connections), self.cap)
         self.static = _load_static()
+        self.otlp = OtlpReceiver(obs, max_body=config.max_body)
         self._token = config.token.encode() if config.token else None
         self._loopback_names = _loopback_names(config.host)
         self._idle = trio.Event()
@@ -395,6 +397,8 @@ ROUTES: Final[RouteTable[_Server]] = RouteTable(
         Route("/ws", ("GET",), _Server.upgrade_required),
         Route("/api/health", ("GET",), _Server.health),
         Route("/api/events", ("POST",), _Server.ingest, auth="header"),
+        Route("/v1/traces", ("POST",), receive_traces, auth="header"),
+        Route("/v1/logs", ("POST",), receive_logs, auth="header"),
         Route("/api/executions", ("GET",), _Server.executions, auth="header-or-query"),
         Route(
             "/api/executions/{}/events",
