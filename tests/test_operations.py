@@ -353,3 +353,13 @@ async def test_running_out_of_descriptors_slows_accepting_and_logs_once() -> Non
         assert await cli.stop() == 0
     assert cli.stderr.count("cannot accept connections") == 1
     assert "Traceback" not in cli.stderr
+
+
+def test_the_installed_console_script_runs() -> None:
+    script = Path(sys.executable).parent / "trio-obs"  # as the README calls it: .venv/bin/trio-obs
+    assert script.exists(), "the package is installed with its console script"
+    done = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"trio-obs {trio_obs.__version__}"
