@@ -118,6 +118,52 @@ function wsUrl(stream, since, epoch) {
 
 const sleep = (t) => new Promise((r) => setTimeout(r, t));
 
+// Socket messages are queued as they arrive and handled in slices of at most SLICE_MS, in
+// tasks of their own: a burst of thousands of frames never makes one long task, and the
+// browser's socket drains at once (the server sees a fast reader).
+const SLICE_MS = 8;
+const inbox = []; // handler, data, handler, data…
+let inboxHead = 0;
+let pumping = false;
+const pumpChannel = new MessageChannel();
+pumpChannel.port1.onmessage = pump;
+
+function enqueue(handler, data) {
+  inbox.push(handler, data);
+  if (!pumping) {
+    pumping = true;
+    pumpChannel.port2.postMessage(0);
+  }
+}
+
+function pump() {
+  const deadline = performance.now() + SLICE_MS;
+  let i = inboxHead;
+  while (i < inbox.length) {
+    const [handler, data] = [inbox[i], inbox[i + 1]];
+    inbox[i] = inbox[i + 1] = undefined;
+    i += 2;
+    try {
+      handler(data);
+    } catch (err) {
+      console.warn("trio-obs: a message could not be handled:", err);
+    }
+    if ((i & 63) === 0 && performance.now() > deadline) break;
+  }
+  if (i >= inbox.length) {
+    inbox.length = 0;
+    inboxHead = 0;
+    pumping = false;
+  } else {
+    inboxHead = i;
+    if (inboxHead > 65536) {
+      inbox.splice(0, inboxHead);
+      inboxHead = 0;
+    }
+    pumpChannel.port2.postMessage(0);
+  }
+}
+
 /**
  * A WebSocket that reconnects with backoff (0.5 s doubling to 5 s) whatever the close code
  * (4008 slow consumer, 1001 server restart, network loss), asking for `since=<last seq>`
@@ -132,6 +178,7 @@ class LiveSocket {
     this.timer = null;
     this.epoch = null;
     this.failures = 0; // attempts in a row that closed before "connected"
+    this.closes = []; // close codes seen (the latest 20), for diagnostics
     this.connect();
   }
 
@@ -140,10 +187,11 @@ class LiveSocket {
     const ws = (this.ws = new WebSocket(wsUrl(this.stream, this.since(), this.epoch)));
     this.unacked = 0;
     let connected = false;
-    ws.onmessage = (m) => {
+    const handle = (data) => {
+      if (this.closed) return;
       let msg;
       try {
-        msg = JSON.parse(m.data);
+        msg = JSON.parse(data);
       } catch {
         return;
       }
@@ -178,9 +226,14 @@ class LiveSocket {
         default:
       }
     };
-    ws.onclose = (e) => {
+    ws.onmessage = (m) => enqueue(handle, m.data);
+    // In the same queue as the messages: a reconnect asks for since=<last seq handled>.
+    ws.onclose = (e) => enqueue(onclose, e);
+    const onclose = (e) => {
       if (this.closed || ws !== this.ws) return;
       if (!connected) this.failures += 1;
+      this.closes.push(e.code);
+      if (this.closes.length > 20) this.closes.shift();
       this.onState("reconnecting", `closed ${e.code}; retry in ${this.delay / 1000} s`);
       // Jitter, so that many viewers of a restarted server do not all return at once.
       this.timer = setTimeout(async () => {
@@ -519,7 +572,7 @@ function initList() {
   ul.addEventListener("pointerleave", () => {
     listHold.pointer = false;
     listDirty = true;
-    schedule();
+    schedule(true);
   });
   ul.addEventListener("pointerdown", () => {
     listHold.keyboard = false;
@@ -528,7 +581,7 @@ function initList() {
     if (!ul.contains(e.relatedTarget)) {
       listHold.keyboard = false;
       listDirty = true;
-      schedule();
+      schedule(true);
     }
   });
   ul.addEventListener("keydown", (e) => {
@@ -557,7 +610,7 @@ function initList() {
   for (const id of ["exec-search", "exec-status-filter"]) {
     $(id).addEventListener("input", () => {
       listDirty = true;
-      schedule();
+      schedule(true);
     });
   }
   $("follow").addEventListener("change", (e) => {
@@ -662,7 +715,7 @@ function select(id, { user = false, seq = 0 } = {}) {
   rebuildRows(v);
   if (!authBlocked) openViewSocket(v);
   startLoader(v);
-  schedule();
+  schedule(true);
 }
 
 function openViewSocket(v) {
@@ -732,7 +785,7 @@ function resetRun(v, msg) {
   );
   refreshExecutions({ force: true });
   startLoader(v);
-  schedule();
+  schedule(true);
 }
 
 // ---------------------------------------------------------------- the run's model
@@ -1086,7 +1139,7 @@ function filtersChanged(widened = true, serverSide = false) {
   timeline.reset();
   restoreAnchor(v, anchor);
   v.dirty = true;
-  schedule();
+  schedule(true);
 }
 
 function buildFilters() {
@@ -1449,7 +1502,7 @@ function setPaused(on) {
   const b = $("pause");
   b.textContent = paused ? "Resume scroll" : "Pause scroll";
   b.setAttribute("aria-pressed", String(paused));
-  if (!paused) schedule();
+  if (!paused) schedule(true);
 }
 
 let lastUserInput = 0;
@@ -1464,7 +1517,7 @@ function onTimelineScroll() {
     else if (paused && top > lastTop && timeline.atEnd()) setPaused(false);
   }
   lastTop = top;
-  schedule();
+  schedule(true);
 }
 
 /** The seq at the top of the view and its offset, to keep it in place across a rebuild. */
@@ -1511,7 +1564,7 @@ function jumpTo(s) {
   v.focusSeq = s;
   showTab("timeline");
   scrollTimelineTo(s);
-  schedule();
+  schedule(true);
 }
 
 function settleFocus(v) {
@@ -1691,6 +1744,7 @@ function notifyAction(v, ev) {
   }, 10_000);
 }
 
+let shownTitle = "";
 function renderNotify(v) {
   const n = v.actions.length;
   const b = $("notify");
@@ -1700,7 +1754,7 @@ function renderNotify(v) {
     b.title = `${fmt(n)} event${n === 1 ? "" : "s"} of this run need action: show the latest`;
   }
   const title = `${n ? `(${n}) ` : ""}${v.id} · trio-obs`;
-  if (document.title !== title) document.title = title;
+  if (shownTitle !== title) document.title = shownTitle = title;
 }
 
 // ---------------------------------------------------------------- detail pane
@@ -1728,7 +1782,7 @@ function openDetail(v, s) {
   params.set("seq", String(s));
   if (!follow) writeUrl();
   v.dirty = true;
-  schedule();
+  schedule(true);
 }
 
 /** The open event's pane follows its tool call (output, end) as they arrive. */
@@ -1974,7 +2028,7 @@ function showTab(which) {
   $("tab-timeline").setAttribute("aria-selected", String(!spans));
   $("tab-spans").setAttribute("aria-selected", String(spans));
   if (spans && view) renderSpans(view, true);
-  schedule();
+  schedule(true);
 }
 
 // ---------------------------------------------------------------- export
@@ -2025,22 +2079,37 @@ function setDrawer(which) {
   $("backdrop").hidden = which === null;
   $("open-list").setAttribute("aria-expanded", String(which === "side"));
   $("open-panel").setAttribute("aria-expanded", String(which === "panel"));
-  schedule();
+  schedule(true);
 }
 
 // ---------------------------------------------------------------- the frame
 
+// While events stream in, the DOM is updated at most every STREAM_FRAME_MS; anything the
+// user does (scroll, click, keys, filters) is shown in the next animation frame.
+const STREAM_FRAME_MS = 50;
 let scheduled = false;
+let urgent = false;
+let lastFrame = 0;
+let frameTimer = null;
 
-function schedule() {
+function schedule(now = false) {
+  if (now) urgent = true;
   if (scheduled) return;
   scheduled = true;
-  if (document.hidden) setTimeout(frame, 250);
-  else requestAnimationFrame(frame);
+  if (document.hidden) {
+    setTimeout(frame, 250);
+    return;
+  }
+  const wait = urgent ? 0 : lastFrame + STREAM_FRAME_MS - performance.now();
+  if (wait <= 1) requestAnimationFrame(frame);
+  else frameTimer = setTimeout(() => requestAnimationFrame(frame), wait);
 }
 
 function frame() {
   scheduled = false;
+  urgent = false;
+  clearTimeout(frameTimer);
+  lastFrame = performance.now();
   const v = view;
   if (listDirty) renderList();
   if (!v) return;
@@ -2050,8 +2119,7 @@ function frame() {
     restoreAnchor(v, anchor);
   }
   if (!$("timeline").hidden) {
-    if (!paused) timeline.scrollToEnd();
-    timeline.render();
+    timeline.render(!paused);
     settleFocus(v);
     if (paused) {
       const b = $("pause");
@@ -2121,13 +2189,13 @@ function initUi() {
     if (view && s) openDetail(view, s);
   });
   $("spans").addEventListener("scroll", () => spanList.render(), { passive: true });
-  new ResizeObserver(() => schedule()).observe(tl);
+  new ResizeObserver(() => schedule(true)).observe(tl);
   $("pause").addEventListener("click", () => setPaused(!paused));
   $("to-start").addEventListener("click", () => {
     setPaused(true);
     showTab("timeline");
     tl.scrollTop = 0;
-    schedule();
+    schedule(true);
   });
   $("export").addEventListener("click", () => exportRun());
   $("load-all").addEventListener("click", () => {
@@ -2185,7 +2253,7 @@ function initUi() {
   });
   wide.addEventListener("change", () => setDrawer(null));
   narrow.addEventListener("change", () => setDrawer(null));
-  document.addEventListener("visibilitychange", () => schedule());
+  document.addEventListener("visibilitychange", () => schedule(true));
   setInterval(() => {
     for (const e of executions.values()) if (e.li) setText(e.tAge, e.lastTimestamp ? ago(e.lastTimestamp) : "");
     if (view) renderAgents(view);
@@ -2231,7 +2299,7 @@ window.__trioObs = {
     wsSeq: view?.wsSeq ?? 0, wsDuplicates: view?.wsDupes ?? 0, epoch: view?.epoch ?? null,
     fullyLoaded: view ? fullyLoaded(view) : false, rows: timelineSource.count(),
     alerts: view?.alerts.length ?? 0, domNodes: document.getElementsByTagName("*").length,
-    follow, paused,
+    follow, paused, closes: view?.socket?.closes ?? [], allCloses: allSocket?.closes ?? [],
   }),
 };
 

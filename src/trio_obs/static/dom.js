@@ -29,7 +29,14 @@ export function setClass(node, cls) {
   if (node.className !== cls) node.className = cls;
 }
 
-export const fmt = (n) => (typeof n === "number" ? n.toLocaleString("en-US") : "–");
+/** 20000 -> "20,000" (toLocaleString is slow when called every frame). */
+export function fmt(n) {
+  if (typeof n !== "number" || !Number.isFinite(n)) return "–";
+  const s = String(Math.trunc(Math.abs(n)));
+  let out = s.length > 3 ? s.replace(/\B(?=(\d{3})+(?!\d))/g, ",") : s;
+  if (n < 0) out = `-${out}`;
+  return out;
+}
 
 export function clock(ts) {
   const d = new Date(ts);

@@ -24,6 +24,10 @@ export class VirtualList {
     this.nodes = new Map(); // key -> row node
     this.height = -1;
     this.range = [0, -1]; // indices in the viewport (without overscan)
+    this.vh = scroller.clientHeight; // viewport height, kept by a ResizeObserver
+    new ResizeObserver(() => {
+      this.vh = scroller.clientHeight;
+    }).observe(scroller);
   }
 
   /** Number of rows that fit the viewport. */
@@ -63,7 +67,8 @@ export class VirtualList {
     this.nodes.clear();
   }
 
-  render() {
+  /** Render the rows in view; `toEnd`: scroll to the last row first (follow mode). */
+  render(toEnd = false) {
     const { source, h } = this;
     const n = source.count();
     const height = Math.min(n * h, MAX_HEIGHT);
@@ -71,8 +76,13 @@ export class VirtualList {
       this.sizer.style.height = `${height}px`;
       this.height = height;
     }
-    const top = this.scroller.scrollTop;
-    const vh = this.scroller.clientHeight || 600;
+    const vh = this.vh || this.scroller.clientHeight || 600;
+    let top;
+    if (toEnd) {
+      // Computed, not read back: one layout per frame (the browser's), not two.
+      top = Math.max(0, height - vh);
+      if (Math.abs(this.scroller.scrollTop - top) >= 1) this.scroller.scrollTop = top;
+    } else top = this.scroller.scrollTop;
     const firstIn = Math.floor(top / h);
     const lastIn = Math.min(n - 1, Math.ceil((top + vh) / h) - 1);
     const first = Math.max(0, firstIn - this.overscan);
