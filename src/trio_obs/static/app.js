@@ -184,7 +184,8 @@ class LiveSocket {
 
   connect() {
     if (this.closed) return;
-    const ws = (this.ws = new WebSocket(wsUrl(this.stream, this.since(), this.epoch)));
+    const askedEpoch = this.epoch; // the history we resume; a reset says it is gone
+    const ws = (this.ws = new WebSocket(wsUrl(this.stream, this.since(), askedEpoch)));
     this.unacked = 0;
     let connected = false;
     const handle = (data) => {
@@ -210,7 +211,7 @@ class LiveSocket {
           break;
         case "observability:reset":
           if (typeof msg.epoch === "string" && msg.epoch) this.epoch = msg.epoch;
-          this.onReset?.(msg);
+          this.onReset?.(msg, askedEpoch);
           break;
         case "observability:subscribed":
         case "observability:unsubscribed":
@@ -514,7 +515,7 @@ function updateItem(e) {
   if (e.li.hidden !== hidden) e.li.hidden = hidden;
 }
 
-// The list holds still while the pointer is over it, or while the keyboard is in it:
+// The list holds still while the pointer is over the side bar, or the keyboard is in it:
 // counts change in place, but nothing moves under a press or a focused item.
 const listHold = { pointer: false, keyboard: false };
 
@@ -566,10 +567,12 @@ function initList() {
     const li = e.target.closest("li.exec");
     if (li) select(li.dataset.executionId, { user: true });
   });
-  ul.addEventListener("pointerenter", () => {
-    listHold.pointer = true;
+  // Held while the pointer is anywhere over the side bar: still by the time one aims.
+  const side = $("side");
+  side.addEventListener("pointerenter", (e) => {
+    if (e.pointerType !== "touch") listHold.pointer = true;
   });
-  ul.addEventListener("pointerleave", () => {
+  side.addEventListener("pointerleave", () => {
     listHold.pointer = false;
     listDirty = true;
     schedule(true);
@@ -731,7 +734,7 @@ function openViewSocket(v) {
       if (msg.epoch === undefined && v.epoch === null) v.epoch = null; // a server without epochs
       syncFilters(v);
     },
-    onReset: (msg) => resetRun(v, msg),
+    onReset: (msg, askedEpoch) => resetRun(v, msg, askedEpoch),
     onState: (s, detail) => view === v && setConn("view", s, detail),
     onPong: () => onPong(v),
   });
@@ -755,9 +758,8 @@ function onSocketEvent(v, ev) {
 }
 
 /** SPEC §10: the server's history changed under us (a new epoch): start the run over. */
-function resetRun(v, msg) {
+function resetRun(v, msg, oldEpoch) {
   if (view !== v) return;
-  const oldEpoch = v.epoch;
   v.gen += 1;
   v.wake?.();
   Object.assign(v, runData());
@@ -955,7 +957,9 @@ function derive(v, ev, s) {
     }
     case "skill:end": {
       const k = skillRec(v, ev.skillTraceId);
-      Object.assign(k, { end: s, name: k.name ?? ev.skillName, status: ev.status, t1: ts });
+      Object.assign(k, {
+        end: s, name: k.name ?? ev.skillName, status: ev.status, t1: ts, dur: ev.durationMs,
+      });
       if (!Number.isFinite(k.t0) && typeof ev.durationMs === "number") k.t0 = ts - ev.durationMs;
       break;
     }

@@ -35,7 +35,8 @@ export function buildSpans(v, now = Date.now()) {
   for (const [id, t] of v.tools) {
     if (!Number.isFinite(t.t0)) continue; // only its output is loaded
     const open = t.end === null;
-    const stop = open ? t1 : Number.isFinite(t.t1) ? t.t1 : t.t0 + (t.dur ?? 0);
+    // The end's durationMs is the tool's own measure; timestamps may be the server's.
+    const stop = open ? t1 : Number.isFinite(t.dur) ? t.t0 + t.dur : t.t1;
     put(t.task, {
       key: `tool:${id}`, kind: "tool", label: `${t.tool ?? "tool"} ${t.input ?? ""}`.trim(),
       start: t.t0, end: stop, open, status: open ? "running" : t.status, seq: t.start,
@@ -46,7 +47,8 @@ export function buildSpans(v, now = Date.now()) {
     const open = s.end === null;
     put(s.task, {
       key: `skill:${id}`, kind: "skill", label: s.name ?? "skill", start: s.t0,
-      end: open ? t1 : s.t1, open, status: open ? "running" : s.status, seq: s.start,
+      end: open ? t1 : Number.isFinite(s.dur) ? s.t0 + s.dur : s.t1, open,
+      status: open ? "running" : s.status, seq: s.start,
     });
   }
 
