@@ -80,7 +80,9 @@ def test_real_mouse_presses_select_while_events_stream(server: Server, page: Pag
 
 
 def server_listing(srv: Server) -> list[dict[str, object]]:
-    result: list[dict[str, object]] = httpx.get(srv.url("/api/executions"), timeout=10).json()
+    result: list[dict[str, object]] = httpx.get(
+        srv.url("/api/executions?limit=1000"), timeout=10
+    ).json()
     return result
 
 
@@ -151,3 +153,24 @@ def test_search_by_id_and_status_filter(server: Server, page: Page) -> None:
     expect(page.locator("#exec-empty")).to_have_text("No execution matches.")
     page.get_by_test_id("exec-status-filter").select_option("")
     expect(execution_item(page, "beta-1")).to_be_visible()
+
+
+def test_a_long_list_keeps_the_dom_small(server: Server, page: Page) -> None:
+    server.post([status(f"many-{i:03d}", "completed") for i in range(400)])
+    page.goto(server.url())
+    expect(page.locator("#exec-count")).to_have_text("200")  # the listing's first page
+    server.post([status(f"new-{i:03d}", "running") for i in range(100)])  # from the stream
+    expect(page.locator("#exec-count")).to_have_text("300")
+    assert page.get_by_test_id("execution-item").count() <= 151
+    expect(page.locator("#exec-empty")).to_contain_text("more: search by id")
+    rendered = set(
+        page.get_by_test_id("execution-item").evaluate_all(
+            "items => items.map(i => i.dataset.executionId)"
+        )
+    )
+    listed = [str(e["executionId"]) for e in server_listing(server)]
+    hidden = next(e for e in listed if e not in rendered)
+    page.get_by_test_id("exec-search").fill(hidden)
+    expect(page.locator("[data-testid=execution-item]:visible")).to_have_count(1)
+    expect(execution_item(page, hidden)).to_be_visible()
+    expect(page.locator("#exec-empty")).to_be_hidden()

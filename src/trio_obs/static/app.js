@@ -38,9 +38,12 @@ const FG_PAGE = 1000; // events fetched for rows that scroll into view
 const BG_PAGE = 5000; // events per background page
 const BG_CAP = 100_000; // events loaded in the background; more only as scrolled to
 const LIST_LIMIT = 200; // executions listed
+const LIST_SHOWN = 150; // execution items in the DOM (search finds the others)
+const OPTIONS_SHOWN = 200; // options of each quick-filter select
+const AGENTS_SHOWN = 50; // agent items in the DOM
 const REFRESH_MS = 10_000; // periodic refetch of the execution list
 const ALERTS_SHOWN = 100; // alert items in the DOM (the count covers them all)
-const OUTPUT_CHUNKS_SHOWN = 2000; // output chunks of one tool call in the detail pane
+const OUTPUT_CHUNKS_SHOWN = 400; // output chunks of one tool call in the detail pane
 const MISSING = Object.freeze({ missing: true }); // a seq the store does not have
 
 const config = { exportPage: 10_000 }; // test hook: window.__trioObs.config
@@ -508,11 +511,7 @@ function updateItem(e) {
     e.li.classList.toggle("selected", selected);
     e.li.setAttribute("aria-selected", String(selected));
   }
-  const q = $("exec-search").value.trim().toLowerCase();
-  const st = $("exec-status-filter").value;
-  const hidden = (q !== "" && !e.executionId.toLowerCase().includes(q)) ||
-    (st !== "" && e.lastStatus !== st);
-  if (e.li.hidden !== hidden) e.li.hidden = hidden;
+  if (e.li.hidden) e.li.hidden = false;
 }
 
 // The list holds still while the pointer is over the side bar, or the keyboard is in it:
@@ -524,36 +523,52 @@ function renderList() {
   const ul = $("executions");
   const sorted = sortedEntries();
   const hold = listHold.pointer || listHold.keyboard;
+  const q = $("exec-search").value.trim().toLowerCase();
+  const st = $("exec-status-filter").value;
+  const matches = sorted.filter((e) =>
+    (q === "" || e.executionId.toLowerCase().includes(q)) && (st === "" || e.lastStatus === st));
+  // The DOM holds at most LIST_SHOWN items (plus the selected and the focused one).
+  const keep = new Set(matches.slice(0, LIST_SHOWN));
+  const cur = view && executions.get(view.id);
+  if (cur && matches.includes(cur)) keep.add(cur);
   for (const e of sorted) {
-    if (!e.li) ul.append(makeItem(e)); // a new run: at the end while held, else sorted below
-    updateItem(e);
+    if (e.li && e.li === document.activeElement) keep.add(e);
+  }
+  for (const e of sorted) {
+    if (keep.has(e)) {
+      if (!e.li) makeItem(e);
+      if (!e.li.isConnected) ul.append(e.li); // at the end while held, sorted below
+      updateItem(e);
+    } else if (e.li?.isConnected && !hold) e.li.remove();
+    else if (e.li?.isConnected) e.li.hidden = true;
   }
   if (!hold) {
     // Move only the items out of place (a node that stays is never detached).
     let ref = ul.firstElementChild;
     for (const e of sorted) {
+      if (!keep.has(e)) continue;
       if (e.li === ref) ref = ref.nextElementSibling;
       else ul.insertBefore(e.li, ref);
     }
-    listOrder = sorted;
-  } else {
-    listOrder = [...ul.children].map((li) => executions.get(li.dataset.executionId));
   }
+  listOrder = [...ul.children].map((li) => executions.get(li.dataset.executionId));
   // Roving tabindex: one item is in the tab order (the focused, the selected or the first).
   const active = ul.querySelector("li:focus") ??
-    (view && executions.get(view.id)?.li) ?? ul.querySelector("li:not([hidden])");
-  for (const e of sorted) {
-    const t = e.li === active ? 0 : -1;
-    if (e.li.tabIndex !== t) e.li.tabIndex = t;
+    (cur?.li?.isConnected ? cur.li : null) ?? ul.querySelector("li:not([hidden])");
+  for (const li of ul.children) {
+    const t = li === active ? 0 : -1;
+    if (li.tabIndex !== t) li.tabIndex = t;
   }
   setText(textOf($("exec-count")), String(executions.size));
   const empty = $("exec-empty");
-  const shown = sorted.some((e) => !e.li.hidden);
-  empty.hidden = shown;
-  if (!shown) {
+  const more = matches.length - keep.size;
+  empty.hidden = matches.length > 0 && more <= 0;
+  if (!matches.length) {
     empty.textContent = executions.size
       ? "No execution matches."
       : "No executions yet. Post events to /api/events, or run trio-obs demo.";
+  } else if (more > 0) {
+    empty.textContent = `${fmt(more)} more: search by id to find them.`;
   }
 }
 
@@ -659,7 +674,7 @@ function runData() {
     t0: Infinity, t1: -Infinity,
     rows: null, rowsStale: false, // the filtered timeline: seqs, ascending (null: unfiltered)
     fills: [], needStart: new Set(), visible: [1, 0], scrollDown: false,
-    bgCap: BG_CAP, wake: null,
+    bgCap: BG_CAP, wake: null, fullKey: null, full: false,
   };
 }
 
@@ -1215,8 +1230,12 @@ function addOption(sel, value) {
 function syncSelects(v) {
   for (const [id, set] of [["type-filter", v.types], ["tool-filter", v.toolNames], ["agent-filter", v.agentIds]]) {
     const sel = $(id);
-    if ((sel._known?.size ?? 0) >= set.size + (sel.value && !set.has(sel.value) ? 1 : 0)) continue;
-    for (const x of [...set].sort()) addOption(sel, x);
+    const have = sel._known?.size ?? 0;
+    if (have >= OPTIONS_SHOWN || have >= set.size + (sel.value && !set.has(sel.value) ? 1 : 0)) continue;
+    for (const x of [...set].sort()) {
+      if (sel._known.size >= OPTIONS_SHOWN) break;
+      addOption(sel, x);
+    }
   }
 }
 
@@ -1323,10 +1342,15 @@ function nextJob(v) {
   return null;
 }
 
-const fullyLoaded = (v) => {
-  for (let s = Math.min(v.ceil, v.known); s >= 1; s--) if (v.ev[s] === undefined) return false;
-  return v.wsSeq >= v.known || v.loaded + v.missing >= v.known;
-};
+function fullyLoaded(v) {
+  const key = `${v.loaded}:${v.missing}:${v.known}:${v.ceil}:${v.wsSeq}`;
+  if (v.fullKey === key) return v.full;
+  let full = v.wsSeq >= v.known || v.loaded + v.missing >= v.known;
+  for (let s = Math.min(v.ceil, v.known); full && s >= 1; s--) if (v.ev[s] === undefined) full = false;
+  v.fullKey = key;
+  v.full = full;
+  return full;
+}
 
 // ---------------------------------------------------------------- timeline rows
 
@@ -1648,7 +1672,18 @@ function textOf(node) {
 
 function renderAgents(v) {
   const ul = $("agents");
-  for (const [id, ev] of v.agents) {
+  let agents = [...v.agents];
+  if (agents.length > AGENTS_SHOWN) {
+    agents = agents.sort((a, b) => b[1].seq - a[1].seq).slice(0, AGENTS_SHOWN);
+    const keep = new Set(agents.map(([id]) => id));
+    for (const [id, a] of panelNodes.agents) {
+      if (!keep.has(id)) {
+        a.li.remove();
+        panelNodes.agents.delete(id);
+      }
+    }
+  }
+  for (const [id, ev] of agents) {
     let a = panelNodes.agents.get(id);
     if (!a) {
       a = { seq: -1, tAge: text(), ts: "" };
