@@ -395,11 +395,13 @@ def test_selected_execution_streams_its_timeline(server: Server, page: Page) -> 
     expect(page.locator("#waves")).to_contain_text("1✓ 0✗ / 4")
     expect(page.locator("#exec-status")).to_have_text("failed")
 
+    # Choosing a row paused the scroll (it stays in view); the button resumes and pauses.
     pause = page.get_by_test_id("pause")
-    pause.click()
     expect(pause).to_have_attribute("aria-pressed", "true")
     pause.click()
     expect(pause).to_have_attribute("aria-pressed", "false")
+    pause.click()
+    expect(pause).to_have_attribute("aria-pressed", "true")
 
 
 def test_topic_and_task_filters(server: Server, page: Page) -> None:

@@ -767,8 +767,7 @@ function onSocketEvent(v, ev) {
   if (ev.seq > v.wsSeq + 1 && v.wsSeq > 0) v.ceil = Math.max(v.ceil, ev.seq - 1);
   v.wsSeq = ev.seq;
   if (v.gapFrom === -1) v.gapFrom = ev.seq - 1;
-  take(v, ev);
-  if (paused) unseen += 1;
+  if (take(v, ev) && paused && ev.seq > v.notifyFrom) unseen += 1; // new since it was opened
   schedule();
 }
 
@@ -2207,7 +2206,9 @@ function initUi() {
   timeline.sizer.addEventListener("click", (e) => {
     const row = e.target.closest(".row");
     const s = Number(row?.dataset.seq);
-    if (view && s && view.ev[s] && view.ev[s] !== MISSING) openDetail(view, s);
+    if (!view || !s || !view.ev[s] || view.ev[s] === MISSING) return;
+    setPaused(true); // the chosen row stays where it is while the stream goes on
+    openDetail(view, s);
   });
   tl.addEventListener("keydown", (e) => {
     const v = view;
