@@ -238,14 +238,18 @@ class LiveSocket {
       if (!connected) this.failures += 1;
       this.closes.push(e.code);
       if (this.closes.length > 20) this.closes.shift();
-      this.onState("reconnecting", `closed ${e.code}; retry in ${this.delay / 1000} s`);
-      // Jitter, so that many viewers of a restarted server do not all return at once.
+      this.onState("reconnecting", `closed ${e.code} ${e.reason ?? ""}`.trim());
+      // 4008: the server is up and we fell behind: back at once, since=<last seq>. Else
+      // back off, with jitter, so that many viewers of a restarted server do not all
+      // return at once.
+      const behind = e.code === 4008;
+      const wait = behind ? 20 : this.delay * (0.8 + 0.4 * Math.random());
+      if (!behind) this.delay = Math.min(this.delay * 2, 5000);
       this.timer = setTimeout(async () => {
         // Ask over HTTP first: a handshake refused for its token shows only as 1006, and a
         // failed handshake makes the browser log its URL (which holds the token).
         if ((await serverReady()) && !this.closed) this.connect();
-      }, this.delay * (0.8 + 0.4 * Math.random()));
-      this.delay = Math.min(this.delay * 2, 5000);
+      }, wait);
     };
   }
 
