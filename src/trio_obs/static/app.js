@@ -180,7 +180,6 @@ class LiveSocket {
     this.unacked = 0; // subscribe/unsubscribe messages the server has not answered yet
     this.timer = null;
     this.epoch = null;
-    this.failures = 0; // attempts in a row that closed before "connected"
     this.closes = []; // close codes seen (the latest 20), for diagnostics
     this.connect();
   }
@@ -190,7 +189,6 @@ class LiveSocket {
     const askedEpoch = this.epoch; // the history we resume; a reset says it is gone
     const ws = (this.ws = new WebSocket(wsUrl(this.stream, this.since(), askedEpoch)));
     this.unacked = 0;
-    let connected = false;
     const handle = (data) => {
       if (this.closed) return;
       let msg;
@@ -205,8 +203,6 @@ class LiveSocket {
       }
       switch (msg.type) {
         case "observability:connected":
-          connected = true;
-          this.failures = 0;
           this.delay = 500; // only a real handshake resets the backoff
           if (typeof msg.epoch === "string" && msg.epoch) this.epoch = msg.epoch;
           this.onState("live");
@@ -235,7 +231,6 @@ class LiveSocket {
     ws.onclose = (e) => enqueue(onclose, e);
     const onclose = (e) => {
       if (this.closed || ws !== this.ws) return;
-      if (!connected) this.failures += 1;
       this.closes.push(e.code);
       if (this.closes.length > 20) this.closes.shift();
       this.onState("reconnecting", `closed ${e.code} ${e.reason ?? ""}`.trim());
@@ -750,7 +745,6 @@ function openViewSocket(v) {
     onConnected: (sock, msg) => {
       v.epoch = sock.epoch;
       v.server = { topics: null, implicit: true, task: "" }; // a new connection starts wide
-      if (msg.epoch === undefined && v.epoch === null) v.epoch = null; // a server without epochs
       syncFilters(v);
     },
     onReset: (msg, askedEpoch) => resetRun(v, msg, askedEpoch),
