@@ -408,14 +408,10 @@ class _Frames:
 
 def _decode(obj: dict[str, Any]) -> ev.StreamEvent | None:
     try:
-        event = decode_event(obj)
+        return decode_event(obj, keep_seq=True)
     except InvalidInput as exc:
         log.warning("ignored an event the client cannot read: %s", exc)
         return None
-    seq = obj.get("seq")
-    if isinstance(seq, int) and not isinstance(seq, bool):
-        event = attrs.evolve(event, seq=seq)
-    return event
 
 
 def _decode_connected(message: str | bytes) -> ev.ServerEvent | None:

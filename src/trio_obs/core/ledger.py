@@ -19,7 +19,14 @@ import attrs
 
 from . import events as ev
 from .errors import InvalidInput
-from .protocol import ACTION_SEVERITIES, ALL, GLOBAL, INVALID_EVENT, RESERVED_STREAMS
+from .protocol import (
+    ACTION_SEVERITIES,
+    ALL,
+    GLOBAL,
+    INVALID_EVENT,
+    RESERVED_STREAMS,
+    TOPIC_OF_TYPE,
+)
 from .routing import Envelope, own_task_id
 from .wire import encode
 
@@ -193,15 +200,29 @@ class _Batch:
             or ledger._learned_spans.get(key)
         )
 
-    def add(self, key: str, event: ev.StreamEvent, **routing: Any) -> None:
-        s = self.stream(key)
-        s.last_seq += 1
+    def add(
+        self,
+        key: str,
+        event: ev.StreamEvent,
+        task_id: str | None = None,
+        tool: str | None = None,
+        is_copy: bool = False,
+    ) -> None:
+        s = self.streams.get(key) or self.stream(key)
+        seq = s.last_seq = s.last_seq + 1
         s.event_count += 1
         if s.first_timestamp is None:
             s.first_timestamp = event.timestamp
         s.last_timestamp = event.timestamp
-        event = _complete(event, {"seq": s.last_seq})
-        self.envelopes.append(Envelope.of(key, event, encode(event), **routing))
+        if event.seq is None:  # fresh: the ledger's now (see _complete)
+            object.__setattr__(event, "seq", seq)
+        else:
+            event = attrs.evolve(event, seq=seq)
+        self.envelopes.append(
+            Envelope(
+                key, seq, event, encode(event), TOPIC_OF_TYPE[event.type], task_id, tool, is_copy
+            )
+        )
 
     def stage(self, batch: Sequence[ev.StreamEvent]) -> None:
         for event in batch:
@@ -230,7 +251,7 @@ class _Batch:
                         task_id = found[1]
                 case ev.ExecutionStatusEvent():
                     self.stream(key).last_status = event.status
-            self.add(key, event, task_id=task_id, tool=tool)
+            self.add(key, event, task_id, tool)
             if isinstance(event, ev.ExecutionStatusEvent) and key != GLOBAL:
                 copy = attrs.evolve(self.envelopes[-1].event, seq=None)
                 self.add(GLOBAL, copy, is_copy=True)

@@ -43,6 +43,11 @@ class Envelope:
     born: float = 0.0
     """``time.perf_counter()`` when stored (0 for envelopes read back from the store)."""
     _frame: bytes | None = None
+    cost: int = attrs.field(init=False, default=0)
+    """Bytes of memory this envelope holds (its JSON, its frame, its typed event)."""
+
+    def __attrs_post_init__(self) -> None:
+        self.cost = 3 * len(self.data) + _ENVELOPE_OVERHEAD
 
     @property
     def frame(self) -> bytes:
@@ -51,11 +56,6 @@ class Envelope:
         if frame is None:
             frame = self._frame = text_frame(self.data)
         return frame
-
-    @property
-    def cost(self) -> int:
-        """Bytes of memory this envelope holds (its JSON, its frame, its typed event)."""
-        return 3 * len(self.data) + _ENVELOPE_OVERHEAD
 
     @classmethod
     def of(
@@ -178,12 +178,13 @@ class KeyLog:
 
     def append(self, env: Envelope) -> int:
         """Keep ``env`` as the newest; returns the change in :attr:`cost` (may be negative)."""
+        envs = self._envs
         before = self.cost
-        if len(self) and env.seq != self.last_seq + 1:
+        if len(envs) > self._start and env.seq != envs[-1].seq + 1:
             self.clear()  # a gap (events this log never saw): keep only what is contiguous
-        self._envs.append(env)
+        envs.append(env)
         self.cost += env.cost
-        while len(self) > self.depth:
+        if len(envs) - self._start > self.depth:
             self.drop_oldest()
         return self.cost - before
 
@@ -191,11 +192,12 @@ class KeyLog:
         """Forget the oldest envelope; returns the bytes freed."""
         env = self._envs[self._start]
         self._start += 1
-        self.cost -= env.cost
+        freed = env.cost
+        self.cost -= freed
         if self._start > 64 and self._start * 2 > len(self._envs):
             del self._envs[: self._start]
             self._start = 0
-        return env.cost
+        return freed
 
     def clear(self) -> None:
         """Forget everything."""

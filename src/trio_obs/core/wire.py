@@ -43,11 +43,29 @@ def camel(name: str) -> str:
     return _CAMEL_RE.sub(lambda m: m.group(1).upper(), name)
 
 
-def _strict(kind: type, accept: Callable[[Any], bool], name: str) -> Callable[[Any, type], Any]:
-    def structure(value: Any, _: type) -> Any:
-        if not accept(value):
+def _exactly(kind: type, name: str, *, optional: bool = False) -> Callable[[Any, type], Any]:
+    """A hook that takes a JSON value of exactly ``kind`` (no ``"5"`` -> 5, no bool for int).
+
+    On the ingest path: one call per field, and nothing else, when the value is right.
+    """
+    if kind is float:
+
+        def number(value: Any, _: type) -> Any:
+            cls = value.__class__
+            if cls is float:
+                return value
+            if cls is int:
+                return float(value)
+            if value is None and optional:
+                return None
             raise TypeError(f"expected {name}, got {type(value).__name__}")
-        return kind(value)
+
+        return number
+
+    def structure(value: Any, _: type) -> Any:
+        if value.__class__ is kind or (value is None and optional):
+            return value
+        raise TypeError(f"expected {name}, got {type(value).__name__}")
 
     return structure
 
@@ -94,17 +112,10 @@ def _structure_metrics(value: Any, _: type) -> dict[str, float]:
 def _make_converter(*, detailed: bool = True) -> cattrs.Converter:
     conv = make_converter(detailed_validation=detailed)
     # Foreign JSON must have the right JSON types: no silent "5" -> 5 coercion.
-    conv.register_structure_hook(str, _strict(str, lambda v: isinstance(v, str), "a string"))
-    conv.register_structure_hook(
-        int, _strict(int, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
-    )
-    conv.register_structure_hook(
-        float,
-        _strict(
-            float, lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"
-        ),
-    )
-    conv.register_structure_hook(bool, _strict(bool, lambda v: isinstance(v, bool), "a boolean"))
+    for kind, name in ((str, "a string"), (int, "an integer"), (float, "a number"),
+                       (bool, "a boolean")):  # fmt: skip
+        conv.register_structure_hook(kind, _exactly(kind, name))
+        conv.register_structure_hook(kind | None, _exactly(kind, name, optional=True))
     conv.register_structure_hook_func(lambda t: t == ev.JSONDict, _structure_object)
     conv.register_structure_hook_func(
         lambda t: set(typing.get_args(t)) == {ev.JSONDict, type(None)},
@@ -192,8 +203,11 @@ def _loads(data: bytes | str, what: str) -> Any:
         raise InvalidInput(f"{what} is not valid JSON ({exc.msg})", INVALID_MESSAGE) from None
 
 
-def decode_event(obj: Any, *, where: str = "event") -> ev.StreamEvent:
-    """A stream event out of one decoded JSON value; ``seq`` in the input is ignored."""
+def decode_event(obj: Any, *, where: str = "event", keep_seq: bool = False) -> ev.StreamEvent:
+    """A stream event out of one decoded JSON value.
+
+    ``seq`` in the input is ignored, unless ``keep_seq`` (an event the server sent).
+    """
     if not isinstance(obj, dict):
         raise InvalidInput(f"{where} must be a JSON object", INVALID_EVENT)
     kind = obj.get("type")
@@ -203,9 +217,9 @@ def decode_event(obj: Any, *, where: str = "event") -> ev.StreamEvent:
         raise InvalidInput(
             f"{where} has unknown type {kind!r}; expected one of: {known}", INVALID_EVENT
         )
-    fields = {k: v for k, v in obj.items() if k not in ("seq", "type")}
-    if fields.get("timestamp") in (None, ""):
-        fields.pop("timestamp", None)  # the ledger stamps it
+    fields = obj  # "type" is not an input of the class; "seq" is dropped below
+    if obj.get("timestamp", "") is None:
+        fields = {k: v for k, v in obj.items() if k != "timestamp"}  # the ledger stamps it
     try:
         event: ev.StreamEvent = _fast.structure(fields, cls)
     except Exception:  # cattrs raises groups of arbitrary errors
@@ -216,6 +230,8 @@ def decode_event(obj: Any, *, where: str = "event") -> ev.StreamEvent:
         else:  # pragma: no cover - both converters share every hook
             reason = "invalid"
         raise InvalidInput(f"{where} ({kind}) is invalid: {reason}", INVALID_EVENT) from None
+    if event.seq is not None and not keep_seq:  # a producer does not choose its seq
+        object.__setattr__(event, "seq", None)
     return event
 
 
@@ -243,12 +259,7 @@ def _posted(obj: Any, *, where: str = "event") -> ev.StreamEvent:
 
 def decode_stream_event(data: bytes | str) -> ev.StreamEvent:
     """A stream event from its wire JSON, keeping its ``seq`` (for clients and replay)."""
-    obj = _loads(data, "the event")
-    event = decode_event(obj)
-    seq = obj.get("seq")
-    if isinstance(seq, int) and not isinstance(seq, bool):
-        event = attrs.evolve(event, seq=seq)
-    return event
+    return decode_event(_loads(data, "the event"), keep_seq=True)
 
 
 def decode_server_event(data: bytes | str) -> ev.ServerEvent:

@@ -51,11 +51,14 @@ class Subscription(Protocol):
         """Events stored but not yet taken."""
         ...
 
-    def take_nowait(self) -> list[Envelope] | None:
+    def take_nowait(
+        self, shared: dict[tuple[str, int], list[Envelope]] | None = None
+    ) -> list[Envelope] | None:
         """The wanted events the hub holds in memory after the cursor, advancing it.
 
         ``[]``: nothing new. ``None``: the next events are only in the store (call
         :meth:`read_behind`). Raises :class:`~trio_obs.SubscriptionEnded` once ended.
+        ``shared``: the takes of one round, reused by subscribers at the same point.
         """
         ...
 

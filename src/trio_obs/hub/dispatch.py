@@ -31,6 +31,10 @@ class Source(Protocol):
         ...
 
 
+SharedTakes = dict[tuple[str, int], list[Envelope]]
+"""What subscribers took in one round, by (stream, cursor before): see ``take_nowait``."""
+
+
 class LiveSubscription:
     """A subscription of the :class:`Dispatcher` (see :class:`~trio_obs.hub.base.Subscription`).
 
@@ -105,14 +109,31 @@ class LiveSubscription:
 
     # ------------------------------------------------------------------ taking
 
-    def take_nowait(self) -> list[Envelope] | None:
+    def take_nowait(self, shared: SharedTakes | None = None) -> list[Envelope] | None:
         """The wanted events held in memory after the cursor, advancing it.
 
         ``[]``: nothing new. ``None``: the next events are only in the store (call
         :meth:`read_behind`). Raises :class:`~trio_obs.SubscriptionEnded` once ended.
+        ``shared``: one round's takes, so that subscribers of one stream at one cursor
+        with no filter (the usual case) share a single list instead of making one each.
         """
         if self.end_reason is not None:
             raise SubscriptionEnded(self.end_reason)
+        if shared is not None and self.state.everything:
+            at = (self.stream, self._cursor)
+            envs = shared.get(at)
+            if envs is None:
+                envs = self._take()
+                if envs:
+                    shared[at] = envs
+            elif self.stream == ALL:
+                self._cursor += len(envs)
+            else:
+                self._cursor = envs[-1].seq
+            return envs
+        return self._take()
+
+    def _take(self) -> list[Envelope] | None:
         if self.stream == ALL:
             envs = self.dispatcher.global_log.after(self._cursor)
             if envs is None:  # pragma: no cover - the dispatcher ends such subscribers first

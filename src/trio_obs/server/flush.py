@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..core.routing import Envelope
 from ..hub.base import Subscription
 
 if TYPE_CHECKING:
@@ -45,8 +46,9 @@ class Flusher:
             await self._wanted.wait()
             self._wanted = trio.Event()
             ready, self._ready = self._ready, []
+            shared: dict[tuple[str, int], list[Envelope]] = {}
             for sub in ready:
                 sub.marked = False
                 conn = connections.get(sub)
                 if conn is not None:
-                    conn.flush()
+                    conn.flush(shared)

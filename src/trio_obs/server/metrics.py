@@ -54,8 +54,11 @@ class ServerMetrics(Collector):
     def count_out(self, envs: list[Envelope]) -> None:
         """Count events about to be written to one connection (once per write)."""
         counts = self.events_out
-        for env in envs:
-            counts[env.event.type] += 1
+        if len(envs) == 1:
+            counts[envs[0].event.type] += 1
+        else:
+            for env in envs:
+                counts[env.event.type] += 1
         if envs[0].born:
             self.delivery_latency.observe(time.perf_counter() - envs[0].born)
 

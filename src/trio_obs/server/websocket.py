@@ -198,12 +198,15 @@ class WebSocketConnection:
 
     # ------------------------------------------------------------------ writing, fast path
 
-    def flush(self) -> None:
-        """Called by the flusher when the subscription has events: write them now if idle."""
+    def flush(self, shared: dict[tuple[str, int], list[Envelope]] | None = None) -> None:
+        """Called by the flusher when the subscription has events: write them now if idle.
+
+        ``shared``: this round's takes, shared with the other connections (see the hub).
+        """
         if self.state is not WriterState.IDLE:
             return  # the writer takes them itself before it lets go of the socket
         try:
-            envs = self.sub.take_nowait()
+            envs = self.sub.take_nowait(shared)
         except SubscriptionEnded as exc:
             self._ended(exc.reason)
             return
@@ -226,7 +229,7 @@ class WebSocketConnection:
             self.state = WriterState.CLOSED
             self.shutdown(GOING_AWAY, "connection lost")
             return
-        if written < sum(map(len, frames)):
+        if written < (len(frames[0]) if len(frames) == 1 else sum(map(len, frames))):
             self.outbox.add(frames, written=written, reply=reply)
             self.state = WriterState.BUSY
             self._wake.set()
