@@ -11,7 +11,7 @@ import sys
 import trio
 
 from ..core.errors import StoreError
-from ..producers import open_observability
+from ..producers import open_observability, open_redis_observability
 from .app import ServerConfig, serve
 
 log = logging.getLogger("trio_obs")
@@ -35,18 +35,19 @@ async def _main(args: argparse.Namespace) -> None:
     )
     # Signals are caught from the very start, so a stop request never kills us mid-start.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with (
-            open_observability(
-                args.db, buffer_size=args.buffer_size, queue_size=args.queue_size
-            ) as obs,
-            trio.open_nursery() as nursery,
-        ):
+        sizes = {"buffer_size": args.buffer_size, "queue_size": args.queue_size}
+        opening = (
+            open_redis_observability(args.redis, **sizes)
+            if args.redis
+            else open_observability(args.db, **sizes)
+        )
+        async with opening as obs, trio.open_nursery() as nursery:
             port = await nursery.start(serve, obs, config)
             base = f"http://{_display_host(args.host)}:{port}"
             log.info(
                 "trio-obs listening on %s (viewer: %s/ , WebSocket: ws://%s:%d/ws?observability=all,"
                 " store: %s%s)",
-                base, base, _display_host(args.host), port, args.db,
+                base, base, _display_host(args.host), port, _store(args),
                 ", token required" if config.token else "",
             )  # fmt: skip
             if args.demo:
@@ -59,6 +60,15 @@ async def _main(args: argparse.Namespace) -> None:
                 nursery.cancel_scope.cancel()
                 break
     log.info("trio-obs stopped")
+
+
+def _store(args: argparse.Namespace) -> str:
+    """Where the events are stored, for the start line (never a password)."""
+    if not args.redis:
+        return str(args.db)
+    from ..hub.redis import redacted
+
+    return f"Redis at {redacted(args.redis)}"
 
 
 def _first(group: BaseExceptionGroup[Exception]) -> Exception:
