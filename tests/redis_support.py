@@ -30,8 +30,9 @@ needs_redis = pytest.mark.skipif(
 class RedisServer:
     """``redis-server`` on ``127.0.0.1:port``, its data under ``folder``."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, replica_of: int | None = None) -> None:
         self.folder = folder
+        self.replica_of = replica_of
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
@@ -48,7 +49,9 @@ class RedisServer:
         self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-             "--dir", str(self.folder), "--daemonize", "no", "--loglevel", "warning"],
+             "--repl-diskless-sync-delay", "0",
+             "--dir", str(self.folder), "--daemonize", "no", "--loglevel", "warning",
+             *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else [])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -66,6 +69,23 @@ class RedisServer:
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+    def info(self, section: str) -> str:
+        """The text of ``INFO section``."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT) as sock:
+            sock.sendall(f"INFO {section}\r\n".encode())
+            data = b""
+            while not data.endswith(b"\r\n\r\n") and (chunk := sock.recv(65536)):
+                data += chunk  # a bulk string: $<length>, the text, an empty line
+            return data.decode(errors="replace")
+
+    def wait_replicas(self, n: int) -> None:
+        """Until this primary has ``n`` replicas online (synchronised, acknowledging)."""
+        deadline = time.monotonic() + TIMEOUT
+        while self.info("replication").count("state=online") < n:
+            if time.monotonic() > deadline:
+                pytest.fail(f"redis-server on port {self.port} has not {n} replicas online")
+            time.sleep(0.02)
 
     def stop(self, signum: int = signal.SIGKILL) -> None:
         """Stop it (killed by default: AOF ``always`` keeps every write anyway)."""

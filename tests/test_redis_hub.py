@@ -478,6 +478,26 @@ async def test_retain_deletes_idle_executions_on_every_node(
         assert [e.seq for e in await publish(b, beats("old", 1))] == [1]
 
 
+async def test_with_replicas_a_batch_is_acknowledged_once_a_replica_has_it(
+    own_redis: RedisServer, prefix: str, tmp_path: Path
+) -> None:
+    async with (
+        nodes(own_redis.url, prefix, 1, replicas=1, redis_timeout=0.5) as (impatient,),
+        # Redis may take up to its 1 s replication cron to hear from a replica just attached.
+        nodes(own_redis.url, prefix, 1, replicas=1, redis_timeout=8) as (patient,),
+    ):
+        with pytest.raises(StoreError, match="fewer than 1 replica"):
+            await publish(impatient, beats("e1", 1), idempotency_key="k")
+        replica = RedisServer(tmp_path / "replica", replica_of=own_redis.port)
+        try:
+            await trio.to_thread.run_sync(own_redis.wait_replicas, 1)
+            again = await publish(patient, beats("e1", 1), idempotency_key="k")
+            assert [e.seq for e in again] == [1]  # the retry is answered, nothing stored twice
+            assert [e.seq for e in await publish(patient, beats("e1", 1))] == [2]
+        finally:
+            replica.stop()
+
+
 # --------------------------------------------------------------------------- opening
 
 

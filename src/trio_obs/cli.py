@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $TRIO_OBS_REDIS if set, else the SQLite store)",
     )
     serve.add_argument(
+        "--redis-replicas",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="with --redis: acknowledge a POST only once N Redis replicas have it (WAIT)",
+    )
+    serve.add_argument(
         "--buffer-size",
         type=_non_negative_int,
         default=100,

@@ -11,6 +11,7 @@ behind, replays and reads go to the execution streams, on any node.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import trio
 from coredis import Redis
+from coredis.exceptions import ReplicationError
 from coredis.retry import NoRetryPolicy
 
 from ..core import events as ev
@@ -108,9 +110,14 @@ class RedisHub:
         fanout_maxlen: int = DEFAULT_FANOUT_MAXLEN,
         timeout: float = DEFAULT_TIMEOUT,
         block: float = 1.0,
+        replicas: int = 0,
     ) -> None:
         if fanout_maxlen < 1:
             raise ValueError("fanout_maxlen must be >= 1")
+        if replicas < 0:
+            raise ValueError("replicas must be >= 0")
+        self.replicas = replicas
+        """Replicas that must have a batch (Redis ``WAIT``) before it is acknowledged."""
         self.client = client
         self.where = where
         """Where Redis is (its URL without a password), for messages."""
@@ -233,17 +240,27 @@ class RedisHub:
             return []
         planned, args = plan(complete_batch(events, now_iso()))
         started = time.perf_counter()
-        reply = await self._script(
-            "store the events",
-            "publish",
+        header = (
             self._epoch.candidate,
             idempotency_key or "",
             int(IDEMPOTENCY_TTL),
             self.fanout_maxlen,
             envelope_count(planned),
-            len(planned),
-            *args,
         )
+        with contextlib.ExitStack() as stack:
+            if self.replicas:  # WAIT on the connection that wrote, after the script
+                wait_ms = max(1, int(self.timeout * 250))  # within the call's timeout
+                stack.enter_context(self.client.ensure_replication(self.replicas, wait_ms))
+            try:
+                reply = await self._script("store the events", "publish", *header, *args)
+            except StoreError as exc:
+                if isinstance(exc.__cause__, ReplicationError):
+                    raise StoreError(
+                        f"Redis at {self.where} stored the events but fewer than "
+                        f"{self.replicas} replica(s) confirmed them in time; retry with the "
+                        "same Idempotency-Key"
+                    ) from exc
+                raise
         self.dispatcher.stats.commit_latency.observe(time.perf_counter() - started)
         self._epoch.adopt(bytes(reply[0]).decode())
         if reply[1] is not None:

@@ -10,18 +10,19 @@ same envelope for the same event, on every node: the JSON is always made by
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, TypeVar
 
 import attrs
+import orjson
 
 from ..core import events as ev
 from ..core.errors import InvalidInput
 from ..core.protocol import GLOBAL, INVALID_EVENT, TOPIC_OF_TYPE
 from ..core.routing import Envelope, own_task_id
 from ..core.stamp import stamp, unstamped
-from ..core.wire import decode_stream_event
+from ..core.wire import decode_event, to_json
 
-ARGS_PER_EVENT: Final = 7
+E = TypeVar("E", bound=ev.StreamEvent)
 
 
 def _maybe(value: str | None) -> str:
@@ -63,13 +64,14 @@ def _kind(event: ev.StreamEvent) -> tuple[str, str | None, str]:
             return "p", None, ""
 
 
-def plan(batch: Sequence[ev.StreamEvent]) -> tuple[list[Planned], list[str | bytes]]:
-    """The planned events of a completed batch and their script arguments (after the header).
+def plan(batch: Sequence[ev.StreamEvent]) -> tuple[list[Planned], list[bytes]]:
+    """The planned events of a completed batch and their script arguments (after the header):
+    the facts of every event as one JSON array, then the unstamped JSON of each.
 
     Raises :class:`~trio_obs.InvalidInput` when an event cannot be encoded.
     """
     planned: list[Planned] = []
-    args: list[str | bytes] = []
+    facts: list[tuple[str, ...]] = []
     for event in batch:
         kind, name, extra = _kind(event)
         try:
@@ -77,16 +79,24 @@ def plan(batch: Sequence[ev.StreamEvent]) -> tuple[list[Planned], list[str | byt
         except Exception as exc:  # e.g. a value JSON cannot carry
             raise InvalidInput(f"the events cannot be stored: {exc}", INVALID_EVENT) from None
         planned.append(Planned(event, kind, data, name))
-        args += [
-            event.execution_id, kind, data, event.timestamp,
-            _maybe(own_task_id(event)), name or "", extra,
-        ]  # fmt: skip
-    return planned, args
+        task = _maybe(own_task_id(event))
+        facts.append((event.execution_id, kind, event.timestamp, task, name or "", extra))
+    return planned, [to_json(facts), *(p.data for p in planned)]
 
 
 def envelope_count(planned: Sequence[Planned]) -> int:
     """Envelopes the batch makes: one per event, plus a ``global`` copy per execution status."""
     return len(planned) + sum(p.kind == "s" and p.event.execution_id != GLOBAL for p in planned)
+
+
+def _numbered(event: E, **changes: Any) -> E:
+    """``event`` with its seq (and pass rate) set: in place if it was never stored (the
+    hub owns it from the moment it was handed over, as the ledger does), else a copy."""
+    if event.seq is not None:
+        return attrs.evolve(event, **changes)
+    for name, value in changes.items():
+        object.__setattr__(event, name, value)
+    return event
 
 
 def _text(value: Any) -> str | None:
@@ -102,9 +112,9 @@ def stored(planned: Sequence[Planned], reply: Sequence[Any]) -> list[Envelope]:
         task_id, tool, rate = own_task_id(event), p.name, None
         if isinstance(event, ev.AssertionResultEvent):
             rate = int(x) / int(y)
-            event = attrs.evolve(event, seq=seq, running_pass_rate=rate)
+            event = _numbered(event, seq=seq, running_pass_rate=rate)
         else:
-            event = attrs.evolve(event, seq=seq)
+            event = _numbered(event, seq=seq)
         if p.kind == "r":
             tool, task_id = _text(x), _unmaybe(y)
         elif p.kind == "k":
@@ -136,8 +146,13 @@ def entry_json(seq: int, fields: Mapping[bytes, bytes]) -> bytes:
 
 def envelope_of(key: str, seq: int, fields: Mapping[bytes, bytes]) -> Envelope:
     """The envelope of a stream entry of ``key`` (its JSON decoded once, here)."""
-    data = entry_json(seq, fields)
-    event = decode_stream_event(data)
+    template, rate = fields[b"d"], pass_rate(fields)
+    event = decode_event(orjson.loads(template))
+    if rate is None:
+        _numbered(event, seq=seq)
+    else:
+        _numbered(event, seq=seq, running_pass_rate=rate)
+    data = stamp(template, seq, rate)
     return Envelope(
         key,
         seq,

@@ -30,8 +30,9 @@ import attrs
 
 PUBLISH: Final = r"""#!lua
 -- ARGV: prefix, epoch candidate, idempotency key ('' = none), its ttl, fan-out maxlen,
--- envelopes (events + global copies), events, then 7 per event: key, kind, unstamped
--- JSON, timestamp, own task (''|'='..id), tool name, span id or status.
+-- envelopes (events + global copies), the events' facts as a JSON array of [key, kind,
+-- timestamp, own task (''|'='..id), tool name, span id or status], then the unstamped
+-- JSON of each event.
 -- Reads first, writes after: a batch is stored whole or not at all.
 local P = ARGV[1]
 local epoch = redis.call('SET', P .. 'epoch', ARGV[2], 'NX', 'GET') or ARGV[2]
@@ -81,11 +82,9 @@ local function add(key, data, ts, task, tool, rate, copy)
   return c.seq
 end
 
-local i = 8
-for _ = 1, tonumber(ARGV[7]) do
-  local key, kind, data, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local task, name, extra = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
-  i = i + 7
+for i, facts in ipairs(cjson.decode(ARGV[7])) do
+  local key, kind, ts, task, name, extra = unpack(facts)
+  local data = ARGV[7 + i]
   if task == '' then task = false end
   local tool, rate, x, y = false, false, false, false
   if kind == 'A' or kind == 'a' then

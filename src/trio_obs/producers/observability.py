@@ -105,13 +105,15 @@ async def open_redis_observability(
     prefix: str = "trio-obs:",
     fanout_maxlen: int | None = None,
     redis_timeout: float | None = None,
+    replicas: int = 0,
 ) -> AsyncIterator[Observability]:
     """Like :func:`open_observability`, as one node of several sharing Redis at ``url``.
 
     ``url`` is ``redis://[:PASSWORD@]HOST:PORT/DB`` (``rediss://`` for TLS); ``prefix``
     names the keys (nodes with the same prefix are one server); ``fanout_maxlen`` (how
     far a node may fall behind) and ``redis_timeout`` (seconds a Redis call may take)
-    default to the hub's (:mod:`trio_obs.hub.redis`). Raises
+    default to the hub's (:mod:`trio_obs.hub.redis`); with ``replicas=N`` a batch is
+    acknowledged only once N replicas have it (Redis ``WAIT``). Raises
     :class:`~trio_obs.StoreError` with one sentence if the URL is bad or Redis does not
     answer; once open, a Redis outage makes publishing raise it until Redis is back.
     """
@@ -126,6 +128,7 @@ async def open_redis_observability(
         max_buffers=max_buffers,
         buffer_grace=buffer_grace,
         prefix=prefix,
+        replicas=replicas,
         **{k: v for k, v in tuning.items() if v is not None},
     ) as hub:
         yield Observability.over(hub)

@@ -37,7 +37,7 @@ async def _main(args: argparse.Namespace) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         sizes = {"buffer_size": args.buffer_size, "queue_size": args.queue_size}
         opening = (
-            open_redis_observability(args.redis, **sizes)
+            open_redis_observability(args.redis, replicas=args.redis_replicas, **sizes)
             if args.redis
             else open_observability(args.db, **sizes)
         )
