@@ -18,6 +18,7 @@ import httpx
 import orjson
 import pytest
 import trio
+from trio_websocket import open_websocket_url
 
 from redis_support import RedisServer, Relay, needs_redis
 from support import TIMEOUT, ServerProcess, command, environment, heartbeats, ws_client
@@ -131,8 +132,11 @@ async def test_every_node_says_the_same_epoch(cluster: list[ServerProcess]) -> N
         health = await get(n, "/api/health")
         assert (health.status_code, health.json()["status"]) == (200, "ok")
         epochs.add(health.json()["epoch"])
-        async with ws_client(n.ws_url("all")):
-            pass
+        with trio.fail_after(TIMEOUT):
+            async with open_websocket_url(n.ws_url("all")) as ws:
+                connected = orjson.loads(await ws.get_message())
+        assert connected["type"] == "observability:connected"
+        epochs.add(connected["epoch"])
     assert len(epochs) == 1
 
 

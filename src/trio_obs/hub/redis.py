@@ -207,11 +207,17 @@ class RedisHub:
     async def connect(self) -> None:
         """Check that Redis answers and learn its epoch; :class:`StoreError` if it does not."""
         try:
+            await self._call("load the scripts", self._load_scripts)
             epoch, _, _ = await self._state()
         except StoreError as exc:
             why = self._why(exc.__cause__) if exc.__cause__ is not None else str(exc)
             raise StoreError(f"cannot reach Redis at {self.where}: {why}") from None
         self._epoch.adopt(epoch)
+
+    async def _load_scripts(self) -> None:
+        # Loaded up front, so a first call finds them (coredis would load one that is missing).
+        for script in self._scripts.values():
+            await self.client.script_load(script.script)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The fan-out reader and upkeep (freeing old buffers), until cancelled."""
