@@ -27,7 +27,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on src."""
-    session.install("-e", ".", "mypy>=1.11")
+    session.install("-e", ".[otel]", "mypy>=1.11", "types-protobuf")
     session.run("mypy")
 
 

@@ -11,17 +11,20 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import math
 import os
 import queue
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import psutil
 
 HERE = Path(__file__).resolve().parent
@@ -150,7 +153,30 @@ atexit.register(stop_all)
 
 # --------------------------------------------------------------------------- servers
 
-SERVERS = ("trio-obs", "ws-broadcast", "node-plan")
+SERVERS = ("trio-obs", "ws-broadcast", "node-plan", "ceiling")
+"""Every server kind; trio-obs first, the ceiling (the floor of any design) last."""
+BASELINES = ("ws-broadcast", "node-plan")
+CACHE = HERE / ".cache"
+CEILING_SOURCE = HERE / "ceiling" / "ceiling.c"
+CEILING_BINARY = CACHE / "ceiling"
+
+
+def build_ceiling() -> Path:
+    """Compile the ceiling server with the machine's ``cc`` (again when its source changed)."""
+    built = CEILING_BINARY.exists()
+    if built and CEILING_BINARY.stat().st_mtime >= CEILING_SOURCE.stat().st_mtime:
+        return CEILING_BINARY
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise ChildError("no C compiler (cc) on PATH: cannot build the ceiling server")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = CEILING_BINARY.with_suffix(".tmp")
+    cmd = [cc, "-O2", "-Wall", "-o", str(tmp), str(CEILING_SOURCE), "-lm"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise ChildError(f"building the ceiling failed: {done.stderr[-2000:]}")
+    tmp.replace(CEILING_BINARY)
+    return CEILING_BINARY
 
 
 def node_available() -> bool:
@@ -172,27 +198,57 @@ def ensure_node_modules() -> None:
         raise ChildError(f"{' '.join(cmd[1:])} failed: {done.stderr[-2000:]}")
 
 
-class Server:
-    """A server under test (trio-obs or a baseline) on a free loopback port."""
+@attrs.frozen
+class ServerSpec:
+    """Which server to start: its name in the tables, its program, and how many nodes.
 
-    def __init__(
-        self, kind: str, *, log_dir: Path, python: str, queue_size: int, tag: str = ""
-    ) -> None:
-        self.kind = kind
+    ``program`` is one of :data:`SERVERS`. ``python`` runs the Python servers (another
+    venv runs trio-obs of another revision: ``--compare``). ``nodes`` > 1 starts that
+    many processes of the program (a multi-node server, e.g. trio-obs on Redis); the
+    load generator's publisher then talks to node ``publish_on`` and the clients connect
+    to the nodes ``subscribe_on`` (default: all, in turn).
+    """
+
+    name: str
+    program: str
+    python: str = sys.executable
+    nodes: int = 1
+    publish_on: int = 0
+    subscribe_on: tuple[int, ...] | None = None
+    args: tuple[str, ...] = ()
+    """Extra arguments for every node (e.g. ``--redis URL`` one day)."""
+    prefix: tuple[str, ...] = ()
+    """A command to run the server under (e.g. valgrind for the stable figures)."""
+    env: tuple[tuple[str, str], ...] = ()
+    """Extra environment variables for every node."""
+
+
+class Server:
+    """One server process (trio-obs or a baseline) on a free loopback port."""
+
+    def __init__(self, spec: ServerSpec, *, log_dir: Path, queue_size: int, tag: str = "") -> None:
+        self.kind = spec.program
+        kind = spec.program
         if kind == "trio-obs":
-            argv = [python, str(HERE / "servers" / "trio_obs_server.py")]
+            argv = [spec.python, str(HERE / "servers" / "trio_obs_server.py")]
             argv += ["--queue-size", str(queue_size)]
             env: dict[str, str] = {}
         elif kind == "ws-broadcast":
-            argv = [python, str(HERE / "baselines" / "ws_broadcast.py")]
+            argv = [spec.python, str(HERE / "baselines" / "ws_broadcast.py")]
             env = {}
         elif kind == "node-plan":
             argv = ["node", str(HERE / "baselines" / "node_plan" / "server.js")]
             env = {"BENCH_EVENT_BYTES": "400"}
+        elif kind == "ceiling":
+            argv = [str(build_ceiling()), "--event-bytes", "400"]
+            env = {}
         else:
             raise ValueError(kind)
-        self.child = Child(f"server-{kind}{tag}", argv, log_dir=log_dir, env=env)
-        self.port = int(self.child.expect("READY", 30))
+        argv = [*spec.prefix, *argv, *spec.args]
+        env.update(spec.env)
+        ready = 30 if not spec.prefix else 180
+        self.child = Child(f"server-{spec.name}{tag}", argv, log_dir=log_dir, env=env)
+        self.port = int(self.child.expect("READY", ready))
         self.url = f"ws://127.0.0.1:{self.port}/ws?observability=all"
         self.http = f"http://127.0.0.1:{self.port}"
 
@@ -200,8 +256,47 @@ class Server:
         """Connected subscribers, as the server sees them."""
         return int(self.child.request("COUNT", "COUNT", 10))
 
+    def stop(self) -> None:
+        """Stop the server process."""
+        self.child.stop()
+
+
+class Deployment:
+    """A server under test as one or more processes (see :class:`ServerSpec`)."""
+
+    def __init__(self, spec: ServerSpec, *, log_dir: Path, queue_size: int) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.nodes: list[Server] = []
+        try:
+            for i in range(spec.nodes):
+                tag = f"-node{i}" if spec.nodes > 1 else ""
+                self.nodes.append(Server(spec, log_dir=log_dir, queue_size=queue_size, tag=tag))
+        except BaseException:
+            self.stop()
+            raise
+        self.publisher = self.nodes[spec.publish_on]
+        picked = spec.subscribe_on if spec.subscribe_on is not None else range(spec.nodes)
+        self.subscribers = [self.nodes[i] for i in picked]
+
+    @property
+    def subscribe_urls(self) -> list[str]:
+        """Where the clients connect (in turn, one load generator process per node)."""
+        return [node.url for node in self.subscribers]
+
+    def emit(self, run: str, rate: float, count: int, max_seconds: float) -> dict[str, Any]:
+        """``EMIT`` on the publishing node; its ``EMITTED`` report."""
+        reply = self.publisher.child.request(
+            f"EMIT {run} {rate} {count} {max_seconds}", "EMITTED", timeout=max_seconds + 30
+        )
+        return dict(json.loads(reply))
+
+    def count(self) -> int:
+        """Subscribers counted by the subscribing nodes."""
+        return sum(node.count() for node in self.subscribers)
+
     def wait_count(self, n: int, timeout: float) -> int:
-        """Wait until the server counts ``n`` clients; returns the last count."""
+        """Wait until the servers count ``n`` clients; returns the last count."""
         deadline = time.monotonic() + timeout
         seen = self.count()
         while seen != n and time.monotonic() < deadline:
@@ -209,12 +304,26 @@ class Server:
             seen = self.count()
         return seen
 
+    def cpu_seconds(self) -> float:
+        """CPU time of every node."""
+        return sum(node.child.cpu_seconds() for node in self.nodes)
+
+    def rss(self) -> int:
+        """RSS of every node, added up."""
+        return sum(node.child.rss() for node in self.nodes)
+
     def stop(self) -> None:
-        """Stop the server process."""
-        self.child.stop()
+        """Stop every node."""
+        for node in self.nodes:
+            node.stop()
 
 
 # --------------------------------------------------------------------------- load generators
+
+
+ONE_PROCESS_DELIVERIES = 150_000
+"""Deliveries/s one load generator process takes without saturating (about 5-7 µs of its
+CPU per message when each arrives alone, as the baselines send them: ~75 % of a core)."""
 
 
 class LoadgenPool:
@@ -234,11 +343,17 @@ class LoadgenPool:
             child.send(line)
         return [child.expect(prefix, timeout) for child in self.children]
 
-    def shares(self, n: int) -> list[int]:
-        """``n`` clients split across the processes (fewer than 100 all in the first: that
-        many never load one process)."""
+    def shares(self, n: int, rate: float = 0.0) -> list[int]:
+        """``n`` clients split across the processes: all in the first unless they would
+        receive more than :data:`ONE_PROCESS_DELIVERIES` per second between them.
+
+        Spreading a load that one process can take makes it worse, not better: on two
+        cores, the server and two busy generator processes are three runnable processes,
+        and the server's emitting thread then waits for a core (measured: the baselines'
+        p99 at 100 x 1,000 was 3-10x their p99 under one independent client process).
+        """
         k = len(self.children)
-        if n < 100:
+        if n * rate <= ONE_PROCESS_DELIVERIES:
             return [n] + [0] * (k - 1)
         return [n // k + (1 if i < n % k else 0) for i in range(k)]
 
@@ -246,11 +361,17 @@ class LoadgenPool:
         """CPU time of all the load generator processes."""
         return sum(child.cpu_seconds() for child in self.children)
 
-    def connect(self, url: str, n: int, timeout: float = 60.0) -> dict[str, int]:
-        """Ensure ``n`` open (non-stalled) clients in total."""
-        replies = self._all(
-            (f"CONNECT {url} {share}" for share in self.shares(n)), "CONNECTED", timeout
-        )
+    def connect(
+        self, urls: str | Sequence[str], n: int, timeout: float = 60.0, *, rate: float = 0.0
+    ) -> dict[str, int]:
+        """Ensure ``n`` open (non-stalled) clients in total, spread for a load of ``rate``
+        events/s (see :meth:`shares`); with several URLs (nodes), process i connects to
+        URL i mod len(urls)."""
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        # Several nodes: every node gets clients, so spread whatever the rate.
+        shares = self.shares(n, math.inf if len(urls) > 1 and n else rate)
+        lines = (f"CONNECT {urls[i % len(urls)]} {share}" for i, share in enumerate(shares))
+        replies = self._all(lines, "CONNECTED", timeout)
         got = [json.loads(r) for r in replies]
         return {"open": sum(g["open"] for g in got), "failed": sum(g["failed"] for g in got)}
 
@@ -331,12 +452,12 @@ def busy_cpu_seconds() -> float:
 
 
 class RssSampler:
-    """Samples a process's RSS every ``interval`` seconds in a thread; keeps the peak."""
+    """Samples an RSS (``rss()``: bytes) every ``interval`` seconds in a thread; keeps the peak."""
 
-    def __init__(self, child: Child, interval: float = 0.05) -> None:
-        self.child = child
+    def __init__(self, rss: Callable[[], int], interval: float = 0.05) -> None:
+        self.rss = rss
         self.interval = interval
-        self.start_rss = child.rss()
+        self.start_rss = rss()
         self.peak = self.start_rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -344,12 +465,12 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self.child.rss())
+            self.peak = max(self.peak, self.rss())
 
     def stop(self) -> tuple[int, int, int]:
         """(RSS at start, peak RSS, RSS now) in bytes."""
         self._stop.set()
         self._thread.join(2)
-        now = self.child.rss()
+        now = self.rss()
         self.peak = max(self.peak, now)
         return self.start_rss, self.peak, now

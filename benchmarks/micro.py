@@ -6,7 +6,7 @@ prints one JSON object on stdout. ``--quick`` does fewer iterations.
 - codec: microseconds to ``encode`` and to ``decode_stream_event`` one event of each of
   the 11 stream types, timed in batches (p50 / p99 / max are of the batch means).
 - broker, at 0 / 10 / 100 / 1,000 subscribers whose channels are drained by tasks:
-  the dispatch path alone (``broker._dispatch([envelope])``, what each commit costs
+  the dispatch path alone (``broker.dispatcher.dispatch([envelope], now)``, what each commit costs
   the writer per event), and end to end ``await broker.publish([event])`` (a SQLite
   commit, then dispatch), with the emit -> receive latency of the subscribers.
 """
@@ -26,8 +26,8 @@ import trio
 import trio.testing
 
 import trio_obs
-from trio_obs import _events as ev
-from trio_obs._routing import Envelope
+import trio_obs as ev  # the public names only: the package's layout may change under us
+from trio_obs import Envelope
 
 EXECUTION = "bench-exec"
 TASK = "task-007"
@@ -201,8 +201,8 @@ async def broker_at(subscribers: int, quick: bool) -> dict[str, Any]:
         broker = obs.broker
         subs = [broker.subscribe(ev.ALL) for _ in range(subscribers)]
 
-        async def drain(sub: trio_obs.Subscription) -> None:
-            async for env in sub.channel:
+        async def drain(sub: trio_obs.LiveSubscription) -> None:
+            async for env in sub:
                 now = time.perf_counter()
                 received[0] += 1
                 chunk = env.event.chunk  # type: ignore[union-attr]
@@ -222,10 +222,12 @@ async def broker_at(subscribers: int, quick: bool) -> dict[str, Any]:
                     ev.ToolOutputEvent(
                         execution_id=EXECUTION, tool_use_id="toolu_1", chunk=f"-1:{pad}", seq=i + 1
                     ),
-                    born=time.perf_counter(),
                 )
                 for i in range(n_dispatch)
             ]
+            for env in envelopes:
+                env.born = time.perf_counter()
+            dispatch = broker.dispatcher.dispatch
             per_event: list[float] = []
             chunk = 200
             cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -233,7 +235,7 @@ async def broker_at(subscribers: int, quick: bool) -> dict[str, Any]:
                 batch = envelopes[start : start + chunk]
                 t0 = time.perf_counter_ns()
                 for env in batch:
-                    broker._dispatch([env])
+                    dispatch([env], trio.current_time())
                 per_event.append((time.perf_counter_ns() - t0) / len(batch) / 1000)
                 await trio.testing.wait_all_tasks_blocked()  # the subscribers drain
             dispatch_cpu = time.process_time() - cpu0

@@ -29,7 +29,7 @@ import trio_obs
 
 TIMEOUT = 10  # a safety net against hangs, never an assertion about speed
 LISTENING = re.compile(
-    r"listening on http://127\.0\.0\.1:(\d+).*ws://127\.0\.0\.1:(\d+)/ws\?observability=all"
+    r"listening on http://\S+?:(\d+).*ws://(?:127\.0\.0\.1|\[::1\]):(\d+)/ws\?observability=all"
 )
 
 # --------------------------------------------------------------------------- servers
@@ -60,17 +60,33 @@ class Server(Address):
 
 @asynccontextmanager
 async def running_server(
-    db: str = ":memory:", *, buffer_size: int = 100, **config: Any
+    db: str = ":memory:",
+    *,
+    buffer_size: int = 100,
+    buffer_bytes: int | None = None,
+    **config: Any,
 ) -> AsyncIterator[Server]:
-    """A server over store ``db`` on loopback, on a free port unless ``port=`` is given."""
+    """A server over store ``db`` on loopback, on a free port unless ``port=`` is given.
+
+    ``buffer_size``, ``buffer_bytes`` and ``queue_size`` go to the hub (``queue_size``
+    also to the server, for ``all`` connections); the rest is the server's config.
+    """
+    hub: dict[str, Any] = {"buffer_size": buffer_size}
+    if buffer_bytes is not None:
+        hub["buffer_bytes"] = buffer_bytes
+    if config.get("queue_size") is not None:
+        hub["queue_size"] = config["queue_size"]
     async with (
-        trio_obs.open_observability(db, buffer_size=buffer_size) as obs,
+        trio_obs.open_observability(db, **hub) as obs,
         trio.open_nursery() as nursery,
     ):
         server_config = trio_obs.ServerConfig(**{"port": 0, **config})
         port = await nursery.start(trio_obs.serve, obs, server_config)
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT, trust_env=False
+            base_url=f"http://127.0.0.1:{port}",
+            timeout=TIMEOUT,
+            trust_env=False,
+            headers={"content-type": "application/json"},  # what POST /api/events needs
         ) as http:
             yield Server(obs, port, http)
         nursery.cancel_scope.cancel()

@@ -123,6 +123,8 @@ def request(method: str, target: str, *headers: str, body: bytes = b"") -> bytes
     lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", *headers]
     if body:
         lines.append(f"Content-Length: {len(body)}")
+        if not any(h.lower().startswith("content-type:") for h in headers):
+            lines.append("Content-Type: application/json")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 

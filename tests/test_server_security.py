@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import orjson
 import pytest
 import trio
@@ -143,24 +144,33 @@ async def test_clients_without_an_origin_are_held_to_the_token_not_the_origin_li
         assert await connections(srv) == 1
 
 
-async def test_any_origin_is_accepted_when_none_is_configured() -> None:
-    async with (
-        running_server() as srv,
-        ws_client(srv.ws_url(), [(b"Origin", b"http://anywhere.example")]),
-    ):
-        assert await connections(srv) == 1
+async def test_same_origin_only_when_none_is_configured() -> None:
+    # SPEC §6: a web page the user visits must not read the stream (cross-origin).
+    async with running_server() as srv:
+        foreign = await refused(srv.ws_url(), [(b"Origin", b"http://anywhere.example")])
+        assert foreign.status_code == 403
+        assert "--allowed-origin" in orjson.loads(foreign.body or b"{}")["error"]
+        own = f"http://127.0.0.1:{srv.port}".encode()
+        async with ws_client(srv.ws_url(), [(b"Origin", own)]):
+            assert await connections(srv) == 1
+        async with ws_client(srv.ws_url()):  # no Origin: not a browser
+            assert await connections(srv) >= 1
 
 
 # --------------------------------------------------------------------------- connection cap
 
 
-async def test_handshakes_beyond_max_connections_get_503() -> None:
-    async with running_server(max_connections=2) as srv:
+async def test_every_socket_counts_toward_max_connections() -> None:
+    async with running_server(max_connections=3) as srv:
+        assert await connections(srv) == 0  # the test's own HTTP connection: socket 1
         async with ws_client(srv.ws_url("a")), ws_client(srv.ws_url("b")):
-            refusal = await refused(srv.ws_url("c"))
+            refusal = await refused(srv.ws_url("c"))  # socket 4
             assert refusal.status_code == 503
-            # Plain HTTP is still served at the cap.
-            assert await connections(srv) == 2
+            async with httpx.AsyncClient(trust_env=False) as other:  # plain HTTP too
+                busy = await other.get(srv.url("/api/health"))
+            assert busy.status_code == 503
+            assert busy.json()["code"] == "UNAVAILABLE"
+            assert await connections(srv) == 2  # the sockets already open are served
         # Both closed: the server frees their slots (awaited, not slept on).
         with trio.fail_after(TIMEOUT):
             while await connections(srv):  # noqa: ASYNC110 - nothing to await but the count
@@ -168,7 +178,7 @@ async def test_handshakes_beyond_max_connections_get_503() -> None:
         async with ws_client(srv.ws_url("c")), ws_client(srv.ws_url("d")):
             assert await connections(srv) == 2
         metrics = (await srv.http.get("/metrics")).text
-        assert 'trio_obs_handshakes_refused_total{status="503"} 1.0' in metrics
+        assert "trio_obs_sockets_refused_total 2.0" in metrics
 
 
 # --------------------------------------------------------------------------- client frames

@@ -451,3 +451,45 @@ def test_tool_end_names_its_tool_when_the_start_was_seen() -> None:
     assert named is not None and "■ Grep done" in named.plain
     anonymous = render_event(end, local_time=False)
     assert anonymous is not None and "■ done" in anonymous.plain
+
+
+async def test_tail_says_every_retry_with_its_reason_and_wait() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with tail("e1", "--url", f"http://127.0.0.1:{free_port()}") as (process, _, err):
+            first = await err.until("retrying in")
+            second = await err.until("retrying in")
+            status, _ = await interrupt(process, err)
+    assert "cannot reach" in first and "0.1 s" in first
+    assert "0.2 s" in second  # each retry is told, with its backoff
+    assert status == 0
+
+
+async def test_tail_of_an_execution_without_events_says_so_and_names_recent_ones() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running_server() as srv:
+            await post_events(srv.url(), mixed_events("exec-real", 1))
+            async with tail("nope-123", "--url", srv.url()) as (process, _, err):
+                line = await err.until("no events yet")
+                status, _ = await interrupt(process, err)
+    assert "nope-123 has no events yet" in line
+    assert "exec-real (no status, 5 events)" in line
+    assert status == 0
+
+
+async def test_a_filter_implies_its_topic_unless_one_is_given() -> None:
+    entry = MessageBusLogEntry(
+        id="m", event_id="e", timestamp="ts", source="ci", event_type="build.failed",
+        human_summary="the build broke", severity="error", category="build", created_at="ts",
+        execution_id="e1",
+    )  # fmt: skip
+    with trio.fail_after(TIMEOUT):
+        async with running_server() as srv:
+            url = srv.url()
+            await post_events(url, [*mixed_events("e1", 1), MessageBusEvent(entry=entry)])
+            async with tail("e1", "--url", url, "--severity", "error") as (process, out, err):
+                [only] = await out.take(1)
+                status, _ = await interrupt(process, err)
+                rest = await out.rest()
+    assert "the build broke" in only
+    assert rest == ""  # the tool events and heartbeats of e1 are not shown
+    assert status == 0

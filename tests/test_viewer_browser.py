@@ -2,6 +2,9 @@
 
 The server runs as a subprocess (``python -m trio_obs serve``) so that Playwright's sync API
 owns this thread; events are posted over HTTP exactly as an external producer would.
+
+This module also holds the helpers of the other ``test_viewer_*`` modules (a server, the
+browser and page context managers, wire events, a background event streamer).
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ import itertools
 import os
 import re
 import shutil
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,12 @@ from support import ServerProcess  # noqa: E402
 expect.set_options(timeout=10_000)  # a cold Chromium start on a busy CI box can be slow
 XSS_SCRIPT = "<script>window.__pwned=1</script>"
 XSS_IMG = '<img src=x onerror="window.__pwned=1">'
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+TABLET = {"width": 820, "height": 1180}
+# What the browser itself logs when a request fails (a stopped server, a 401): tests that
+# cause these on purpose allow them; any other console error fails the test.
+NETWORK_ERROR = re.compile(r"^(Failed to load resource|WebSocket connection to .* failed)")
 
 # --------------------------------------------------------------------------- a real server
 
@@ -49,33 +61,73 @@ class Server(ServerProcess):
         return seqs
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "obs.db")
-    yield srv
-    srv.stop()
+@contextmanager
+def running(db: Path, *extra: str) -> Iterator[Server]:
+    srv = Server(db, 0, *extra)
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+@contextmanager
+def open_browser() -> Iterator[Browser]:
     with sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=CHROMIUM,
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+_network_errors_allowed: set[int] = set()
+
+
+def allow_network_errors(page: Page) -> None:
+    """This test stops a server or gets a 401 on purpose: the browser's own logs are expected."""
+    _network_errors_allowed.add(id(page))
+
+
+@contextmanager
+def open_page(browser: Browser, viewport: dict[str, int] = DESKTOP, **kw: Any) -> Iterator[Page]:
+    """A page of a fresh context; on exit, no uncaught error and no console error happened."""
+    context = browser.new_context(viewport=viewport, **kw)  # type: ignore[arg-type]
+    pg = context.new_page()
+    errors: list[str] = []
+    console: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    try:
+        yield pg
+    finally:
+        allowed = id(pg) in _network_errors_allowed
+        _network_errors_allowed.discard(id(pg))
+        context.close()
+    assert errors == [], f"uncaught errors in the page: {errors}"
+    if allowed:
+        console = [c for c in console if not NETWORK_ERROR.match(c)]
+    assert console == [], f"console errors: {console}"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with running(tmp_path / "obs.db") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with open_browser() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield pg
-    context.close()
-    assert errors == [], f"uncaught errors in the page: {errors}"
+    with open_page(browser) as pg:
+        yield pg
 
 
 # --------------------------------------------------------------------------- wire events
@@ -108,35 +160,51 @@ def tool_end(e: str, tid: str, status: str, duration: float) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def assertion(e: str, task: str, result: str) -> dict[str, Any]:
+def assertion(
+    e: str, task: str, result: str, evidence: dict[str, Any] | None = None
+) -> dict[str, Any]:
     record = {
         "id": f"a{next(_ids)}", "taskId": task, "executionId": e, "category": "tests_pass",
         "description": "unit tests pass", "result": result, "timestamp": _now(),
     }  # fmt: skip
+    if evidence is not None:
+        record["evidence"] = evidence
     return {"type": "assertion:result", "executionId": e, "taskId": task, "assertion": record}
 
 
-def bus(e: str, severity: str, summary: str) -> dict[str, Any]:
+def bus(
+    e: str, severity: str, summary: str, payload: dict[str, Any] | None = None
+) -> dict[str, Any]:
     entry = {
         "id": f"m{next(_ids)}", "eventId": f"ev{next(_ids)}", "timestamp": _now(),
         "source": "build-monitor", "eventType": "task.blocked", "humanSummary": summary,
         "severity": severity, "category": "task", "createdAt": _now(), "executionId": e,
     }  # fmt: skip
+    if payload is not None:
+        entry["payload"] = payload
     return {"type": "messagebus:event", "executionId": e, "entry": entry}
 
 
-def transcript(e: str, summary: str, task: str = "task-1") -> dict[str, Any]:
+def transcript(
+    e: str,
+    summary: str,
+    task: str = "task-1",
+    agent: str = "agent-1",
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     entry = {
         "id": f"t{next(_ids)}", "timestamp": _now(), "sequence": next(_ids), "executionId": e,
-        "instanceId": "agent-1", "entryType": "message", "category": "agent",
+        "instanceId": agent, "entryType": "message", "category": "agent",
         "summary": summary, "taskId": task,
     }  # fmt: skip
+    if details is not None:
+        entry["details"] = details
     return {"type": "transcript:entry", "executionId": e, "entry": entry}
 
 
-def wave(e: str, done: int, failed: int) -> dict[str, Any]:
+def wave(e: str, done: int, failed: int, status: str = "running") -> dict[str, Any]:
     return {
-        "type": "wave:status", "executionId": e, "waveNumber": 1, "status": "running",
+        "type": "wave:status", "executionId": e, "waveNumber": 1, "status": status,
         "taskCount": 4, "completedCount": done, "failedCount": failed,
     }  # fmt: skip
 
@@ -168,19 +236,87 @@ def demo(e: str) -> list[dict[str, Any]]:
     ]
 
 
+class Streamer:
+    """Posts ``rate`` events a second, spread over ``executions``, until stopped."""
+
+    def __init__(self, srv: Server, executions: list[str], rate: int = 50) -> None:
+        self.srv, self.executions, self.rate = srv, executions, rate
+        self.stop_event = threading.Event()
+        self.posted = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Streamer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(10)
+
+    def _run(self) -> None:
+        tick = 0.1
+        per_tick = max(1, round(self.rate * tick))
+        with httpx.Client(timeout=10) as client:
+            while not self.stop_event.wait(tick):
+                batch = []
+                for _ in range(per_tick):
+                    e = self.executions[self.posted % len(self.executions)]
+                    batch.append(transcript(e, f"streamed {self.posted}"))
+                    self.posted += 1
+                client.post(self.srv.url("/api/events"), json=batch)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
+def poll(page: Page, fn: Callable[[], Any], expected: Any, timeout: float = 10.0) -> None:
+    """Wait until ``fn()`` equals ``expected`` (``expect`` for values the page computes)."""
+    deadline = time.monotonic() + timeout
+    while (got := fn()) != expected:
+        assert time.monotonic() < deadline, f"still {got!r}, not {expected!r}"
+        page.wait_for_timeout(50)  # a poll interval, not a wait for something to happen
+
+
 def rows(page: Page) -> list[int]:
-    """The seq of every event shown in the timeline, in document order."""
+    """The seq of every event row in the timeline's DOM (the rows in view), in order."""
     seqs: list[str] = page.eval_on_selector_all(
         "#timeline [data-testid=event-row]", "rows => rows.map(r => r.dataset.seq)"
     )
     return [int(s) for s in seqs]
 
 
+def loaded(page: Page) -> list[int]:
+    """The seqs the page holds for the open execution, ascending."""
+    seqs: list[int] = page.evaluate("window.__trioObs.seqs()")
+    return seqs
+
+
+def stats(page: Page) -> dict[str, Any]:
+    result: dict[str, Any] = page.evaluate("window.__trioObs.stats()")
+    return result
+
+
 def wait_for_events(page: Page, n: int) -> None:
     page.wait_for_function("n => window.__trioObs.eventCount() >= n", arg=n)
+
+
+def execution_item(page: Page, e: str) -> Any:
+    return page.locator(f"[data-testid=execution-item][data-execution-id='{e}']")
+
+
+def list_order(page: Page) -> list[str]:
+    """The execution ids of the list, top to bottom as shown."""
+    ids: list[str] = page.get_by_test_id("execution-item").evaluate_all(
+        """items => items.filter(i => !i.hidden)
+             .map(i => [i.getBoundingClientRect().top, i.dataset.executionId])
+             .sort((a, b) => a[0] - b[0]).map(x => x[1])"""
+    )
+    return ids
+
+
+def open_timeline_row(page: Page, selector: str, **kw: Any) -> None:
+    page.locator(f"#timeline [data-testid=event-row]{selector}", **kw).first.click()
+    expect(page.get_by_test_id("detail")).to_be_visible()
 
 
 # --------------------------------------------------------------------------- tests
@@ -189,28 +325,32 @@ def wait_for_events(page: Page, n: int) -> None:
 def test_lists_executions_and_keeps_the_list_live(server: Server, page: Page) -> None:
     server.post(demo("exec-a"))
     page.goto(server.url())
-    item = page.locator("[data-testid=execution-item][data-execution-id=exec-a]")
+    item = execution_item(page, "exec-a")
     expect(item).to_contain_text("10 events")
+    expect(item).to_contain_text("running")
     expect(page.get_by_test_id("conn-state")).to_have_text("live")
 
     # Posted after the page opened: only the "all" stream can tell the page about these.
     server.post([status("exec-b", "started"), transcript("exec-b", "hello")])
     server.post([status("exec-a", "failed", "boom")])
-    expect(page.locator("[data-execution-id=exec-b]")).to_contain_text("2 events")
+    expect(execution_item(page, "exec-b")).to_contain_text("2 events")
+    expect(execution_item(page, "exec-b")).to_contain_text("started")
     expect(item).to_contain_text("11 events")
     expect(item).to_contain_text("failed")
     # Most recently active first.
-    ids = page.get_by_test_id("execution-item").evaluate_all(
-        "items => items.map(i => i.dataset.executionId)"
-    )
-    assert ids == ["exec-a", "exec-b"]
+    page.mouse.move(900, 700)  # away from the list, which holds still under the pointer
+    poll(page, lambda: list_order(page), ["exec-a", "exec-b"])
+    # The header and the list give the same, server-side figures.
+    item.click()
+    expect(page.get_by_test_id("event-count")).to_have_text("11")
+    expect(page.locator("#exec-status")).to_have_text("failed")
 
 
 def test_selected_execution_streams_its_timeline(server: Server, page: Page) -> None:
     server.post(demo("exec-live")[:3])
     server.post([transcript("other", "not this execution")])
     page.goto(server.url())
-    page.locator("[data-execution-id=exec-live]").click()
+    execution_item(page, "exec-live").click()
     wait_for_events(page, 3)
     assert rows(page) == [1, 2, 3]
     assert page.url.endswith("?execution=exec-live")
@@ -229,16 +369,24 @@ def test_selected_execution_streams_its_timeline(server: Server, page: Page) -> 
         ]
     )
     wait_for_events(page, 17)
-    assert rows(page) == list(range(1, 18))
+    poll(page, lambda: rows(page), list(range(1, 18)))
     assert page.evaluate("window.__trioObs.lastSeq('exec-live')") == 17
 
-    # Output chunks sit under their call; stderr is marked.
-    call = page.locator("[data-testid=event-row][data-type='tool:start']", has_text="npm test")
-    expect(call.locator(".chunk")).to_have_text(["12 passed\n", "deprecation warning\n"])
-    expect(call.locator(".chunk.stderr")).to_have_text("deprecation warning\n")
+    # A call's row shows its result; its output rows follow it, stderr marked as such.
+    call = page.locator("#timeline [data-type='tool:start']", has_text="npm test")
     expect(call).to_contain_text("120.5 ms")
+    expect(call).to_contain_text("done")
+    outputs = page.locator("#timeline [data-type='tool:output'][data-tool-use-id=tu1]")
+    expect(outputs.locator(".chunk")).to_have_text(["12 passed", "deprecation warning"])
+    expect(outputs.locator(".chunk.stderr")).to_have_text("deprecation warning")
+    # The call's detail holds its whole output, chunks in order.
+    call.click()
+    output = page.get_by_test_id("detail-output")
+    expect(output.locator(".chunk")).to_have_text(["12 passed\n", "deprecation warning\n"])
+    expect(output.locator(".chunk.stderr")).to_have_text("deprecation warning\n")
     # One alert per event that needs action: tool error, failed assertion, bus error, failure.
     expect(page.get_by_test_id("alert")).to_have_count(4)
+    page.locator("#ptab-overview").click()
     expect(page.get_by_test_id("alert").first).to_contain_text("execution failed")
     expect(page.get_by_test_id("agent")).to_have_count(2)
     agent2 = page.locator("[data-testid=agent][data-instance-id=agent-2]")
@@ -247,11 +395,13 @@ def test_selected_execution_streams_its_timeline(server: Server, page: Page) -> 
     expect(page.locator("#waves")).to_contain_text("1✓ 0✗ / 4")
     expect(page.locator("#exec-status")).to_have_text("failed")
 
+    # Choosing a row paused the scroll (it stays in view); the button resumes and pauses.
     pause = page.get_by_test_id("pause")
-    pause.click()
     expect(pause).to_have_attribute("aria-pressed", "true")
     pause.click()
     expect(pause).to_have_attribute("aria-pressed", "false")
+    pause.click()
+    expect(pause).to_have_attribute("aria-pressed", "true")
 
 
 def test_topic_and_task_filters(server: Server, page: Page) -> None:
@@ -259,31 +409,36 @@ def test_topic_and_task_filters(server: Server, page: Page) -> None:
     page.goto(server.url("/?execution=exec-f"))
     wait_for_events(page, 10)
 
+    page.get_by_test_id("more-filters").click()
     page.locator("#topics input[value=tools]").uncheck()
-    expect(page.locator("#timeline > [data-type='tool:start']")).to_be_hidden()
+    expect(page.locator("#timeline [data-type='tool:start']")).to_have_count(0)
+    expect(page.locator("#timeline [data-type='transcript:entry']")).to_have_count(1)
     # Once the server has acknowledged the unsubscribe, it no longer sends tool events.
     page.wait_for_function("window.__trioObs.pendingAcks() === 0")
     seqs = server.post(
         [tool_start("exec-f", "tu9", "Grep", "TODO"), transcript("exec-f", "after filter")]
     )
     expect(page.locator("[data-testid=event-row]", has_text="after filter")).to_be_visible()
-    expect(page.locator("#timeline > [data-type='tool:start']", has_text="Grep")).to_have_count(0)
+    expect(page.locator("#timeline [data-type='tool:start']", has_text="Grep")).to_have_count(0)
 
     # Widening again brings back what the server skipped meanwhile (HTTP backfill), once.
     page.locator("#topics input[value=tools]").check()
     expect(page.locator("[data-testid=event-row]", has_text="Grep")).to_be_visible()
-    assert sorted(rows(page)) == list(range(1, seqs[-1] + 1))
+    poll(page, lambda: rows(page), list(range(1, seqs[-1] + 1)))
+    assert loaded(page) == list(range(1, seqs[-1] + 1))
 
     server.post([transcript("exec-f", "second task", task="task-2")])
     expect(page.locator("[data-testid=event-row]", has_text="second task")).to_be_visible()
     page.locator("#task-filter").fill("task-2")
     expect(page.locator("[data-testid=event-row]", has_text="second task")).to_be_visible()
-    expect(page.locator("[data-testid=event-row]", has_text="after filter")).to_be_hidden()
+    expect(page.locator("[data-testid=event-row]", has_text="after filter")).to_have_count(0)
+    expect(page.locator("#more-count")).to_have_text("1")
 
 
 def test_resumes_after_server_restart_without_loss_or_duplicates(
     tmp_path: Path, page: Page
 ) -> None:
+    allow_network_errors(page)
     db = tmp_path / "restart.db"
     first = Server(db)
     port = first.port
@@ -303,8 +458,10 @@ def test_resumes_after_server_restart_without_loss_or_duplicates(
         expect(page.get_by_test_id("conn-state")).to_have_text("live")
         second.post([transcript("exec-r", "live again")])
         expect(page.locator("[data-testid=event-row]", has_text="live again")).to_be_visible()
-        assert rows(page) == list(range(1, 17))
+        assert rows(page) == list(range(1, 17))  # in the DOM once each, in order
         assert page.evaluate("window.__trioObs.eventCount()") == 16
+        # The server resumed at since=<last seq>: it sent no event twice.
+        assert stats(page)["wsDuplicates"] == 0
     finally:
         second.stop()
 
@@ -312,32 +469,47 @@ def test_resumes_after_server_restart_without_loss_or_duplicates(
 def test_slow_consumer_close_resumes_without_loss(tmp_path: Path, page: Page) -> None:
     # A tiny queue makes the server close the page's connections with 4008 under a burst;
     # the page reconnects with since= and must end with every event exactly once.
-    srv = Server(tmp_path / "slow.db", 0, "--queue-size", "2")
-    try:
+    with running(tmp_path / "slow.db", "--queue-size", "2") as srv:
         srv.post([status("exec-s", "running")])
         page.goto(srv.url("/?execution=exec-s"))
         wait_for_events(page, 1)
         for _ in range(4):
             srv.post([transcript("exec-s", "burst") for _ in range(50)])
         wait_for_events(page, 201)
-        assert rows(page) == list(range(1, 202))
+        assert loaded(page) == list(range(1, 202))
+        assert stats(page)["wsDuplicates"] == 0
+        # The rows in view: the tail, each once, in order.
+        poll(page, lambda: (r := rows(page)) and r == list(range(r[0], 202)), True)
+        expect(page.get_by_test_id("event-count")).to_have_text("201")
         # A batch is handed to each queue at once, so 50 events overflow a queue of 2.
         metrics = httpx.get(srv.url("/metrics"), timeout=10).text
         closes = re.search(r"^trio_obs_slow_consumer_closes_total (\S+)$", metrics, re.M)
         assert closes is not None and float(closes[1]) >= 1
-    finally:
-        srv.stop()
 
 
-def test_load_earlier_events_beyond_the_replay(server: Server, page: Page) -> None:
-    server.post([transcript("exec-h", f"line {i}") for i in range(150)])
+def test_whole_history_is_reachable_by_scrolling(server: Server, page: Page) -> None:
+    n = 3000
+    for i in range(0, n, 500):
+        server.post([transcript("exec-h", f"line {j}") for j in range(i, i + 500)])
     page.goto(server.url("/?execution=exec-h"))
-    wait_for_events(page, 100)
-    assert rows(page) == list(range(51, 151))  # the replay: the latest 100
-    page.get_by_role("button", name="Load earlier events").click()
-    wait_for_events(page, 150)
-    assert rows(page) == list(range(1, 151))
-    expect(page.get_by_role("button", name="Load earlier events")).to_be_hidden()
+    # The tail first, then everything, while the DOM holds only the rows in view.
+    expect(page.locator("#timeline [data-testid=event-row][data-seq='3000']")).to_be_visible()
+    expect(page.get_by_test_id("event-count")).to_have_text("3,000")
+    page.get_by_test_id("to-start").click()
+    first = page.locator("#timeline [data-testid=event-row][data-seq='1']")
+    expect(first).to_be_visible()
+    expect(first).to_contain_text("line 0")
+    page.wait_for_function("window.__trioObs.stats().fullyLoaded")
+    assert loaded(page) == list(range(1, n + 1))
+    assert len(rows(page)) < 100
+    assert stats(page)["domNodes"] < 2000
+    # Scrolling down from the top goes through the history in order.
+    page.locator("#timeline").hover()
+    page.mouse.wheel(0, 24 * 1000)
+    expect(page.locator("#timeline [data-seq='1001']")).to_be_visible()
+    shown = rows(page)
+    assert shown == list(range(shown[0], shown[0] + len(shown)))
+    expect(page.get_by_test_id("pause")).to_have_attribute("aria-pressed", "true")
 
 
 def test_event_text_is_never_markup(server: Server, page: Page) -> None:
@@ -345,9 +517,9 @@ def test_event_text_is_never_markup(server: Server, page: Page) -> None:
     server.post(
         [
             tool_start(e, "tu1", "Bash", XSS_SCRIPT),
-            tool_output(e, "tu1", XSS_IMG),
-            bus(e, "critical", XSS_IMG),
-            transcript(e, XSS_SCRIPT + XSS_IMG),
+            tool_output(e, "tu1", XSS_IMG + "\x1b[31m" + XSS_SCRIPT + "\x1b[0m"),
+            bus(e, "critical", XSS_IMG, payload={"html": XSS_SCRIPT}),
+            transcript(e, XSS_SCRIPT + XSS_IMG, details={XSS_IMG: XSS_SCRIPT}),
         ]
     )
     page.goto(server.url())
@@ -357,17 +529,27 @@ def test_event_text_is_never_markup(server: Server, page: Page) -> None:
     expect(timeline).to_contain_text(XSS_SCRIPT)
     expect(timeline).to_contain_text(XSS_IMG)
     expect(page.get_by_test_id("alert")).to_contain_text(XSS_IMG)
-    assert page.locator("#timeline img, #timeline script, #alerts img, #executions b").count() == 0
+    for seq in (1, 2, 3, 4):
+        page.locator(f"#timeline [data-testid=event-row][data-seq='{seq}']").click()
+        expect(page.get_by_test_id("detail-json")).to_contain_text(f'"seq": {seq}')
+    expect(page.get_by_test_id("detail")).to_contain_text(XSS_IMG)
+    page.get_by_test_id("search").fill("<img")
+    expect(page.locator("#timeline [data-testid=event-row]")).to_have_count(3)
+    page.get_by_test_id("tab-spans").click()
+    expect(page.get_by_test_id("span-row").first).to_be_visible()
+    assert page.locator("img, script:not([src]), #executions b").count() == 0
     assert page.evaluate("typeof window.__pwned") == "undefined"
 
 
 def test_token_from_the_page_url_is_used(tmp_path: Path, page: Page) -> None:
-    srv = Server(tmp_path / "token.db", 0, "--token", "s3cret")
-    try:
+    with running(tmp_path / "token.db", "--token", "s3cret") as srv:
         srv.post(demo("exec-t"), token="s3cret")
         page.goto(srv.url("/?token=s3cret&execution=exec-t"))
         expect(page.get_by_test_id("execution-item")).to_have_count(1)
         wait_for_events(page, 10)
         expect(page.get_by_test_id("conn-state")).to_have_text("live")
-    finally:
-        srv.stop()
+        # Taken from the URL into this tab's session, and out of the address bar.
+        assert "token" not in page.url
+        assert page.url.endswith("?execution=exec-t")
+        assert page.evaluate("sessionStorage.getItem('trio-obs.token')") == "s3cret"
+        expect(page.get_by_test_id("token-form")).to_be_hidden()

@@ -6,22 +6,95 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Final
+
+from ._version import __version__
+from .core.protocol import (
+    DEFAULT_BUFFER_BYTES,
+    DEFAULT_BUFFER_SIZE,
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_STALL_TIMEOUT,
+    SEVERITIES,
+    TOPICS,
+)
 
 DEFAULT_URL = "http://127.0.0.1:3001"
+OTEL_DEMO_HELP = """\
+With --otel, the same simulated run is told as an agent instrumented with
+OpenTelemetry would tell it: spans of the GenAI semantic conventions
+(invoke_agent for the run and for each task's agent, execute_tool for tool calls,
+chat for the agents' words, exception events for errors), exported by the SDK's
+BatchSpanProcessor and OTLP/HTTP exporter, with trio_obs.otel.LiveSpanProcessor
+beside it so tool calls show while they run. The server turns them back into
+stream events (the execution id is the trace id). Waves, heartbeats and tool
+output have no OpenTelemetry counterpart and are left out."""
+
+
+_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE_UNITS: Final = {
+    prefix + suffix: 1024**power
+    for power, prefix in enumerate(("", "k", "m", "g"))
+    for suffix in (("", "b") if not prefix else ("", "b", "ib"))
+}
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+def _int(text: str) -> int:
+    if not text.strip().lstrip("-").isdigit() or len(text) > 19:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def duration(text: str) -> float:
+    """Seconds in ``30d``, ``12h``, ``90m`` or ``45s`` (argparse type of ``--retention``)."""
+    number, unit = text[:-1], text[-1:].lower()
+    if unit not in _DURATION_UNITS or not number.isdigit() or int(number) < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number followed by s, m, h or d (e.g. 30d), got {text!r}"
+        )
+    return float(int(number) * _DURATION_UNITS[unit])
+
+
+def size(text: str) -> int:
+    """Bytes in ``67108864``, ``64MiB``, ``512k`` or ``1G`` (the type of ``--buffer-bytes``)."""
+    digits = text.rstrip("KkMmGgIiBb")
+    unit = text[len(digits) :].lower()
+    if not digits.isdigit() or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of bytes, optionally with K, M or G (e.g. 64MiB), got {text!r}"
+        )
+    factor: int = _SIZE_UNITS[unit]
+    return int(digits) * factor
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,16 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Real-time observability streaming for agent runners.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"trio-obs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
     serve = commands.add_parser(
         "serve", help="run the server (WebSocket + HTTP on one port)", formatter_class=fmt
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind")
-    serve.add_argument("--port", type=_non_negative_int, default=3001, help="port (0 = any free)")
     serve.add_argument(
-        "--db", default="trio-obs.db", help="SQLite file for the event store, or :memory:"
+        "--host",
+        default="127.0.0.1",
+        help="address to bind; beyond loopback, set --token (a warning says so otherwise)",
+    )
+    serve.add_argument("--port", type=_port, default=3001, help="port (0 = any free)")
+    serve.add_argument(
+        "--db",
+        default="trio-obs.db",
+        help="SQLite file for the event store (one server at a time), or :memory:",
     )
     serve.add_argument(
         "--redis",
@@ -61,19 +141,44 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--buffer-size",
         type=_non_negative_int,
-        default=100,
-        help="events replayed to a new connection (per execution)",
+        default=DEFAULT_BUFFER_SIZE,
+        help="events replayed to a new connection that gives no since= (per execution)",
+    )
+    serve.add_argument(
+        "--buffer-bytes",
+        type=size,
+        default=DEFAULT_BUFFER_BYTES,
+        metavar="SIZE",
+        help="memory for recent events, all executions together (e.g. 64MiB); "
+        "beyond it the least recently active go, and replay reads the store",
     )
     serve.add_argument(
         "--queue-size",
         type=_positive_int,
-        default=1024,
-        help="events queued per connection before it is closed as a slow consumer (4008)",
+        default=DEFAULT_QUEUE_SIZE,
+        help="events a connection may fall behind in memory: an execution connection "
+        "further behind is served from the store; an 'all' connection is closed (4008)",
+    )
+    serve.add_argument(
+        "--stall-timeout",
+        type=_seconds,
+        default=DEFAULT_STALL_TIMEOUT,
+        metavar="SECONDS",
+        help="a connection with data waiting that accepts no bytes for this long is "
+        "closed with 4008 (slow consumer); it resumes with since= and loses nothing",
+    )
+    serve.add_argument(
+        "--retention",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="delete executions idle for longer (units s, m, h, d; e.g. 30d); "
+        "default: keep everything",
     )
     serve.add_argument(
         "--token",
         default=None,
-        help="require this bearer token on WebSocket handshakes and POSTs "
+        help="require this bearer token on WebSocket handshakes, POSTs and data reads "
         "(default: $TRIO_OBS_TOKEN if set, else none)",
     )
     serve.add_argument(
@@ -81,26 +186,36 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="URL",
-        help="allow WebSocket handshakes from this Origin only (repeatable; default: any)",
+        help="allow browser WebSocket handshakes from this Origin (repeatable; "
+        "default: the server's own origin only)",
     )
     serve.add_argument(
         "--max-connections",
         type=_positive_int,
         default=10_000,
-        help="open WebSocket connections beyond which handshakes get 503",
+        help="open sockets at most, HTTP and WebSocket alike; beyond, 503 and close",
     )
     serve.add_argument(
         "--ping-interval",
-        type=float,
+        type=_seconds,
         default=20.0,
         help="seconds between keepalive pings; a connection silent for two intervals is closed",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="info: one line per start/stop, refused handshake and slow-consumer close",
     )
     serve.add_argument(
         "--demo", action="store_true", help="also run the simulated agent execution, in a loop"
     )
 
     demo = commands.add_parser(
-        "demo", help="stream a simulated agent execution into a server", formatter_class=fmt
+        "demo",
+        help="stream a simulated agent execution into a server",
+        formatter_class=fmt,
+        epilog=OTEL_DEMO_HELP,
     )
     demo.add_argument("--url", default=DEFAULT_URL, help="base URL of the server")
     demo.add_argument(
@@ -109,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speed", type=float, default=1.0, help="time scale (2 = twice as fast)")
     demo.add_argument("--loop", action="store_true", help="start a new execution when one ends")
     demo.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable run")
+    demo.add_argument(
+        "--otel",
+        action="store_true",
+        help="send the run through the OpenTelemetry SDK to /v1/traces instead of posting "
+        "its events (needs: pip install 'trio-obs[otel]')",
+    )
 
     tail = commands.add_parser(
         "tail", help="show the live stream in the terminal", formatter_class=fmt
@@ -120,11 +241,41 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument(
         "--since", type=_non_negative_int, default=None, help="replay events after this seq"
     )
-    tail.add_argument("--topic", action="append", default=[], help="only this topic (repeatable)")
-    tail.add_argument("--task", default=None, help="only events of this task id")
-    tail.add_argument("--tool", action="append", default=[], help="only this tool (repeatable)")
     tail.add_argument(
-        "--severity", action="append", default=[], help="only this message-bus severity"
+        "--topic",
+        action="append",
+        default=[],
+        choices=sorted(TOPICS),
+        help="only events of this topic (repeatable); without it, a filter below implies its own",
+    )
+    tail.add_argument(
+        "--task", default=None, help="only events of this task id (every topic; others pass)"
+    )
+    tail.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        help="only tool events of this tool: its starts, output and ends (repeatable; "
+        "implies --topic tools)",
+    )
+    tail.add_argument(
+        "--severity",
+        action="append",
+        default=[],
+        choices=sorted(SEVERITIES),
+        help="only message-bus events of this severity (repeatable; implies --topic messagebus)",
+    )
+    tail.add_argument(
+        "--category",
+        action="append",
+        default=[],
+        help="only assertions of this category (repeatable; implies --topic assertions)",
+    )
+    tail.add_argument(
+        "--entry-type",
+        action="append",
+        default=[],
+        help="only transcript entries of this type (repeatable; implies --topic transcript)",
     )
     tail.add_argument("--token", default=None, help="bearer token (default: $TRIO_OBS_TOKEN)")
     tail.add_argument("--json", action="store_true", help="print one JSON object per line")

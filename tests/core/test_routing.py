@@ -18,9 +18,7 @@ from trio_obs.core.routing import (
 )
 
 
-def ReplayBuffers(
-    depth: int = 100, *, max_bytes: int = 1 << 30, **kw: Any
-) -> StreamLogs:
+def ReplayBuffers(depth: int = 100, *, max_bytes: int = 1 << 30, **kw: Any) -> StreamLogs:
     return StreamLogs(depth, max_bytes=max_bytes, **kw)
 
 

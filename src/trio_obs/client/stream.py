@@ -151,10 +151,11 @@ class EventStream:
         return item
 
     def _notice(self, text: str) -> None:
-        log.warning("stream %s: %s", self.stream, text)
         self.notices.append(text)
         if self.on_notice is not None:
             self.on_notice(text)
+        else:
+            log.warning("stream %s: %s", self.stream, text)
 
     # ------------------------------------------------------------------ connection loop
 

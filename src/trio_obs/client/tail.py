@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Final, TextIO
 
+import httpx
 import trio
 from rich.console import Console
 from rich.text import Text
@@ -23,7 +24,7 @@ from rich.text import Text
 from ..core import events as ev
 from ..core.errors import InvalidInput
 from ..core.protocol import ALL
-from .common import StreamClosed, StreamRefused
+from .common import StreamClosed, StreamRefused, auth_headers, endpoints
 from .stream import EventStream, open_stream
 
 _AGENTS_MAX: Final = 10_000
@@ -307,25 +308,51 @@ class _Tail:
         self.tools: dict[str, str] = {}
         self.stream: EventStream | None = None
         self.was_live = False
+        self.live = trio.Event()
 
     def note(self, message: str, style: str = "yellow") -> None:
         self.errors.print(Text(f"trio-obs tail: {message}", style))
 
     def on_state(self, state: str) -> None:
         stream = self.stream
-        why = stream.last_error if stream is not None and stream.last_error else "no answer"
-        if state == "reconnecting":
-            if self.was_live:
-                self.note(f"connection lost: {why}; reconnecting…")
-            else:
-                self.note(f"cannot reach {self.args.url}: {why}; retrying…")
-        elif state == "live":
-            if self.was_live:
-                since = stream.last_seq() if stream and stream.stream != ALL else None
-                self.note("resumed" if since is None else f"resumed after seq {since}", "green")
-            elif self.errors.is_terminal:
-                self.note(f"following {self.args.execution} at {self.args.url}", "green")
-            self.was_live = True
+        if state != "live":
+            return
+        if self.was_live:
+            since = stream.last_seq() if stream and stream.stream != ALL else None
+            self.note("resumed" if since is None else f"resumed after seq {since}", "green")
+        elif self.errors.is_terminal:
+            self.note(f"following {self.args.execution} at {self.args.url}", "green")
+        self.was_live = True
+        self.live.set()
+
+    def on_retry(self, reason: str, delay: float) -> None:
+        if self.was_live:
+            self.note(f"connection lost: {reason}; reconnecting in {delay:.1f} s")
+        else:
+            self.note(f"cannot reach {self.args.url}: {reason}; retrying in {delay:.1f} s")
+
+    async def explain_empty(self, stream: EventStream) -> None:
+        """Following an execution with no events: say so, and name the recent ones."""
+        if stream.stream in (ALL,) or stream.last_seq() != 0 or self.args.since:
+            return
+        try:
+            async with httpx.AsyncClient(
+                timeout=5.0, trust_env=False, headers=auth_headers(self.args.token or None)
+            ) as http:
+                response = await http.get(f"{endpoints(self.args.url).http}/api/executions?limit=5")
+                recent = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            recent = None
+        text = f"{stream.stream} has no events yet; waiting for them"
+        if recent:
+            names = ", ".join(
+                f"{e['executionId']} ({e['lastStatus'] or 'no status'}, {e['eventCount']} events)"
+                for e in recent
+            )
+            text += f". The most recent executions: {names}"
+        elif recent == []:
+            text += ". The server has no executions yet"
+        self.note(text)
 
     def show(self, event: ev.StreamEvent, text: str) -> None:
         try:
@@ -348,28 +375,59 @@ class _Tail:
         except BrokenPipeError:
             raise _BrokenOutput from None
 
-    async def run(self) -> int:
+    def subscription(self) -> tuple[list[str], dict[str, object]]:
+        """The topics and filters the flags ask for; a filter implies its topic."""
         args = self.args
         filters: dict[str, object] = {}
+        implied: list[str] = []
+        for values, key, topic in (
+            (args.tool, "tools", "tools"),
+            (args.severity, "severity", "messagebus"),
+            (args.category, "categories", "assertions"),
+            (args.entry_type, "entryTypes", "transcript"),
+        ):
+            if values:
+                filters[key] = list(values)
+                implied.append(topic)
         if args.task:
             filters["taskId"] = args.task
-        if args.tool:
-            filters["tools"] = list(args.tool)
-        if args.severity:
-            filters["severity"] = list(args.severity)
+        return (list(args.topic) or implied), filters
+
+    async def run(self) -> int:
+        args = self.args
+        topics, filters = self.subscription()
         try:
             async with open_stream(
                 args.url,
                 args.execution,
                 since=args.since,
-                topics=args.topic,
+                topics=topics,
                 filters=filters or None,
                 token=args.token or None,
                 on_state=self.on_state,
+                on_retry=self.on_retry,
             ) as stream:
                 self.stream = stream
-                async for event, text in stream.frames():
-                    self.show(event, text)
+                stream.on_notice = self.note
+                explaining = trio.CancelScope()
+
+                async def explain_once() -> None:
+                    with explaining:
+                        await self.live.wait()
+                        await self.explain_empty(stream)
+
+                failure: Exception | None = None
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(explain_once)
+                    try:
+                        async for event, text in stream.frames():
+                            explaining.cancel()  # events came: nothing to explain
+                            self.show(event, text)
+                    except (StreamRefused, StreamClosed, _BrokenOutput) as exc:
+                        failure = exc  # raised below, outside the nursery: not in a group
+                    explaining.cancel()
+                if failure is not None:
+                    raise failure
         except (InvalidInput, ValueError) as exc:
             self.note(str(exc), "bold red")
             return 2

@@ -29,6 +29,8 @@ Span: TypeAlias = tuple[str, str | None]
 """(tool or skill name, task id)."""
 
 SPAN_CACHE_SIZE: Final = 10_000
+STREAM_CACHE_SIZE: Final = 10_000
+"""Stream keys whose counters stay in memory; the others are read back from the store."""
 
 
 @attrs.define
@@ -44,6 +46,8 @@ class StreamCounters:
     assertions_passed: int = 0
     activity: int = 0
     """Orders keys by their last write (higher = more recent)."""
+    updated: float = 0.0
+    """When the key was last written (seconds since the epoch, as the hub said)."""
 
     def summary(self, key: str) -> ev.ExecutionSummary:
         """The execution summary these counters describe."""
@@ -169,12 +173,25 @@ class _Batch:
     def stream(self, key: str) -> StreamCounters:
         s = self.streams.get(key)
         if s is None:
-            base = self.group_streams.get(key) or self.ledger._streams.get(key)
+            ledger = self.ledger
+            base = (
+                self.group_streams.get(key)
+                or ledger._streams.get(key)
+                or ledger._learned_streams.get(key)
+            )
+            if base is None and not ledger.knows(key):
+                raise RuntimeError(f"the counters of {key!r} were not loaded before staging")
             s = self.streams[key] = attrs.evolve(base) if base else StreamCounters()
         return s
 
     def span(self, key: SpanKey) -> Span | None:
-        return self.spans.get(key) or self.group_spans.get(key) or self.ledger._spans.get(key)
+        ledger = self.ledger
+        return (
+            self.spans.get(key)
+            or self.group_spans.get(key)
+            or ledger._spans.get(key)
+            or ledger._learned_spans.get(key)
+        )
 
     def add(self, key: str, event: ev.StreamEvent, **routing: Any) -> None:
         s = self.stream(key)
@@ -231,41 +248,89 @@ def span_key(event: ev.StreamEvent) -> SpanKey | None:
 
 
 class Ledger:
-    """Counters and span facts of every stream key; stages batches, learns commits.
+    """Counters and span facts of stream keys; stages batches, learns commits.
 
     The hub owns one and is its only writer: ``stage`` a group of completed batches,
-    write the stage's rows, then ``commit`` it (or drop it if the write failed).
+    write the stage's rows, then ``commit`` it (or drop it if the write failed). Memory
+    is bounded: only the most recently written ``stream_cache_size`` keys keep their
+    counters here; before staging, the hub loads the others (:meth:`unknown_streams`,
+    :meth:`learn_streams`), the way it does for spans.
     """
 
     def __init__(
         self,
-        streams: dict[str, StreamCounters] | None = None,
         *,
+        activity: int = 0,
+        complete: bool = True,
+        stream_cache_size: int = STREAM_CACHE_SIZE,
         span_cache_size: int = SPAN_CACHE_SIZE,
     ) -> None:
-        self._streams: dict[str, StreamCounters] = dict(streams or {})
-        self._activity = max((s.activity for s in self._streams.values()), default=0)
+        self._streams: OrderedDict[str, StreamCounters] = OrderedDict()
+        self._activity = activity
+        self._complete = complete
+        """Every key the store has is in the cache or in ``_evicted`` (so any other key is
+        new): true for a new store until more keys were evicted than are remembered."""
+        self._evicted: set[str] = set()
+        self._stream_cache_size = stream_cache_size
         self._span_cache_size = span_cache_size
         self._spans: OrderedDict[SpanKey, Span] = OrderedDict()
         self._misses: set[SpanKey] = set()
+        # What the hub loaded for the next stage, kept whole until it commits (the caches
+        # may evict while learning a group larger than they are).
+        self._learned_streams: dict[str, StreamCounters] = {}
+        self._learned_spans: dict[SpanKey, Span] = {}
 
     # ------------------------------------------------------------------ reading
 
+    def knows(self, key: str) -> bool:
+        """Whether the counters of ``key`` are here (or ``key`` certainly has none)."""
+        return (
+            key in self._streams
+            or key in self._learned_streams
+            or (self._complete and key not in self._evicted)
+        )
+
     def last_seq(self, key: str) -> int:
-        """The seq of the newest committed event of ``key`` (0 if none)."""
+        """The seq of the newest committed event of ``key`` (0 if none); :meth:`knows` first."""
         s = self._streams.get(key)
         return s.last_seq if s else 0
 
     def counters(self, key: str) -> StreamCounters | None:
-        """The committed counters of ``key``."""
+        """The committed counters of ``key``, if they are in memory."""
         return self._streams.get(key)
-
-    def keys(self) -> list[str]:
-        """Every key with committed events."""
-        return list(self._streams)
 
     def __len__(self) -> int:
         return len(self._streams)
+
+    # ------------------------------------------------------------------ streams
+
+    def unknown_streams(self, batches: Sequence[Sequence[ev.StreamEvent]]) -> list[str]:
+        """Stream keys ``batches`` write whose counters must be loaded from the store first."""
+        wanted: dict[str, None] = {}
+        for batch in batches:
+            for event in batch:
+                wanted[event.execution_id] = None
+                if isinstance(event, ev.ExecutionStatusEvent):
+                    wanted[GLOBAL] = None
+        return [key for key in wanted if not self.knows(key)]
+
+    def learn_streams(self, found: dict[str, StreamCounters | None]) -> None:
+        """Counters read from the store (None: the store has no such key)."""
+        for key, counters in found.items():
+            self._evicted.discard(key)
+            self._learned_streams[key] = counters or StreamCounters()
+            self._keep(key, self._learned_streams[key])
+
+    def _keep(self, key: str, counters: StreamCounters) -> None:
+        streams = self._streams
+        streams[key] = counters
+        streams.move_to_end(key)
+        while len(streams) > self._stream_cache_size:
+            old, _ = streams.popitem(last=False)
+            self._evicted.add(old)
+            if len(self._evicted) > self._stream_cache_size:
+                self._evicted.clear()  # bounded: from now on, unknown keys are looked up
+                self._complete = False
 
     # ------------------------------------------------------------------ spans
 
@@ -283,7 +348,12 @@ class Ledger:
                     continue
                 if isinstance(event, ev.ToolStartEvent | ev.SkillStartEvent):
                     started.add(key)
-                elif key not in started and key not in self._spans and key not in self._misses:
+                elif (
+                    key not in started
+                    and key not in self._spans
+                    and key not in self._learned_spans
+                    and key not in self._misses
+                ):
                     missing[key] = None
         return list(missing)
 
@@ -295,6 +365,7 @@ class Ledger:
                     self._misses.clear()
                 self._misses.add(key)
             else:
+                self._learned_spans[key] = span
                 self._remember(key, span)
 
     def _remember(self, key: SpanKey, span: Span) -> None:
@@ -306,12 +377,12 @@ class Ledger:
 
     # ------------------------------------------------------------------ writing
 
-    def stage(self, batches: Sequence[Sequence[ev.StreamEvent]]) -> Stage:
+    def stage(self, batches: Sequence[Sequence[ev.StreamEvent]], *, wall: float = 0.0) -> Stage:
         """Stage completed batches as one group: seqs, counters, envelopes, rows.
 
         Each batch is staged on its own and joins the group only if all of it could be,
         so a bad batch fails alone and never half-applies. Nothing changes until
-        :meth:`commit`.
+        :meth:`commit`. ``wall`` (seconds since the epoch) is when the keys were written.
         """
         streams: dict[str, StreamCounters] = {}
         spans: dict[SpanKey, Span] = {}
@@ -325,7 +396,7 @@ class Ledger:
             except InvalidInput as exc:
                 results.append(exc)
                 continue
-            except Exception as exc:  # e.g. a value JSON cannot carry
+            except (TypeError, ValueError) as exc:  # e.g. a value JSON cannot carry
                 results.append(InvalidInput(f"the events cannot be stored: {exc}", INVALID_EVENT))
                 continue
             streams.update(staged.streams)
@@ -339,21 +410,25 @@ class Ledger:
         for key in written:
             activity += 1
             streams[key].activity = activity
+            streams[key].updated = wall
         return Stage(results, envelopes, streams, spans)
 
     def commit(self, stage: Stage) -> None:
         """The stage's rows are durable: its counters and spans are now the ledger's."""
-        self._streams.update(stage.streams)
-        for s in stage.streams.values():
-            self._activity = max(self._activity, s.activity)
-        for key, span in stage.spans.items():
-            self._remember(key, span)
+        for key, counters in stage.streams.items():
+            self._keep(key, counters)
+            self._activity = max(self._activity, counters.activity)
+        for span_id, span in stage.spans.items():
+            self._remember(span_id, span)
+        self._learned_streams.clear()
+        self._learned_spans.clear()
 
     def forget(self, keys: Sequence[str]) -> None:
         """Drop the counters and spans of deleted stream keys (retention)."""
         gone = set(keys)
         for key in gone:
             self._streams.pop(key, None)
+            self._evicted.discard(key)
         for span in [k for k in self._spans if k[0] in gone]:
             del self._spans[span]
         self._misses = {k for k in self._misses if k[0] not in gone}

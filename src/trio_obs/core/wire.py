@@ -9,6 +9,7 @@ JSON the project writes (events, client messages, summaries, answers) is made he
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
@@ -17,6 +18,7 @@ import cattrs
 import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.orjson import make_converter
+from cattrs.v import format_exception
 
 from . import events as ev
 from .errors import InvalidInput
@@ -104,6 +106,10 @@ def _make_converter(*, detailed: bool = True) -> cattrs.Converter:
     )
     conv.register_structure_hook(bool, _strict(bool, lambda v: isinstance(v, bool), "a boolean"))
     conv.register_structure_hook_func(lambda t: t == ev.JSONDict, _structure_object)
+    conv.register_structure_hook_func(
+        lambda t: set(typing.get_args(t)) == {ev.JSONDict, type(None)},
+        lambda v, t: None if v is None else _structure_object(v, t),
+    )
     conv.register_structure_hook_func(lambda t: t == dict[str, float], _structure_metrics)
 
     wire_classes: list[type] = [
@@ -157,10 +163,17 @@ def encode(obj: ev.ServerEvent) -> bytes:
     return orjson.dumps(converter.unstructure(obj))
 
 
+def _describe(exc: BaseException, kind: type | None) -> str:
+    # Our own hooks' TypeErrors already say what was wrong ("expected a string, got int").
+    if isinstance(exc, TypeError) and str(exc).startswith(("expected ", "nested deeper")):
+        return str(exc)
+    return format_exception(exc, kind)
+
+
 def _explain(exc: Exception) -> str:
     """One sentence out of a cattrs error, with wire (camelCase) paths."""
     if isinstance(exc, cattrs.BaseValidationError):
-        lines = cattrs.transform_error(exc)
+        lines = cattrs.transform_error(exc, format_exception=_describe)
     else:
         lines = [str(exc)]
     text = "; ".join(lines[:3])

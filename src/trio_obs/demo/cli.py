@@ -6,16 +6,18 @@ import argparse
 import random
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import trio
 
-from ..client.common import PostRejected, error_text
+from ..client.common import PostRejected, auth_headers, error_text
 from ..client.post import HttpPublisher
 from ..core.errors import TrioObsError
-from ..producers import Services
+from ..producers import Publisher, Services
 from .play import PAUSE_BETWEEN_RUNS, Tally, first_error, simulate
-from .scenario import new_execution_id
+from .scenario import hex_id, new_execution_id
 
 
 class DemoError(TrioObsError):
@@ -57,6 +59,28 @@ async def _check_server(client: httpx.AsyncClient, url: str) -> None:
         )
 
 
+async def _check_otlp(client: httpx.AsyncClient, url: str, token: str | None) -> None:
+    """Raise :class:`DemoError` unless the server takes OTLP (an empty export) from us."""
+    headers = {"content-type": "application/x-protobuf", **auth_headers(token)}
+    response = await client.post(f"{url}/v1/traces", content=b"", headers=headers)
+    if response.status_code != 200:
+        raise DemoError(_explain(PostRejected(response.status_code, response.text), url))
+
+
+@asynccontextmanager
+async def _publisher(
+    args: argparse.Namespace, url: str, client: httpx.AsyncClient
+) -> AsyncIterator[Publisher]:
+    """Where the services' events go: ``POST /api/events``, or spans of the OpenTelemetry SDK."""
+    if not args.otel:
+        yield HttpPublisher(url, token=args.token, client=client)
+        return
+    from .otel import span_publisher  # the otel extra: imported only when asked for
+
+    async with span_publisher(url, args.token) as spans:
+        yield spans
+
+
 async def _demo(args: argparse.Namespace) -> int:
     """The body of ``trio-obs demo``: the exit status."""
     rng = random.Random(args.seed)
@@ -75,14 +99,20 @@ async def _demo(args: argparse.Namespace) -> int:
                 cancel.cancel()
                 return
 
-    async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
-        publisher = Tally(HttpPublisher(url, token=args.token, client=client))
+    async with (
+        httpx.AsyncClient(timeout=10.0, trust_env=False) as client,
+        _publisher(args, url, client) as inner,
+    ):
+        publisher = Tally(inner)
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(watch_sigint, nursery.cancel_scope)
                 await _check_server(client, url)
+                if args.otel:
+                    await _check_otlp(client, url, args.token)
                 while True:
-                    current = new_execution_id(rng)
+                    # Through OpenTelemetry the execution id is the trace id.
+                    current = hex_id(rng, 32) if args.otel else new_execution_id(rng)
                     _say(
                         f"streaming execution {current} into {url}; "
                         f"watch: {url}/ or `trio-obs tail {current}`"
@@ -124,6 +154,12 @@ def run_demo_cli(args: argparse.Namespace) -> int:
     if not args.url.startswith(("http://", "https://")):
         _say(f"error: --url must start with http:// or https://, got {args.url!r}")
         return 2
+    if args.otel:
+        try:
+            from . import otel  # noqa: F401
+        except ImportError as exc:
+            _say(f"error: --otel needs the otel extra ({exc}): pip install 'trio-obs[otel]'")
+            return 2
     status = 0
     try:
         status = trio.run(_demo, args)

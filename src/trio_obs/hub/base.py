@@ -109,6 +109,10 @@ class Hub(Protocol):
         """Known executions, most recently active first."""
         ...
 
+    async def retain(self, max_idle: float) -> list[str]:
+        """Delete every execution idle for more than ``max_idle`` seconds; their ids."""
+        ...
+
     async def healthy(self) -> bool:
         """Whether the hub can store events right now."""
         ...

@@ -231,6 +231,16 @@ class LiveSubscription:
         self.close()
 
 
+def _wake(subs: list[LiveSubscription], env: Envelope) -> None:
+    """Wake each subscriber not yet woken that wants ``env`` (once until it takes)."""
+    for sub in subs:
+        if not sub.marked:
+            state = sub.state
+            if state.everything or state.matches(env):
+                sub.marked = True
+                sub.waker.wake(sub)
+
+
 class Dispatcher:
     """Recent envelopes in memory and the subscribers to wake; shared by every hub.
 
@@ -317,23 +327,13 @@ class Dispatcher:
             logs.append(env, now)
             subs = by_stream.get(env.key)
             if subs:
-                for sub in subs:
-                    if not sub.marked:
-                        state = sub.state
-                        if state.everything or state.matches(env):
-                            sub.marked = True
-                            sub.waker.wake(sub)
+                _wake(subs, env)
             if env.is_copy:
                 continue
             counts[env.event.type] += 1
             if glog is not None:
                 glog.append(env)
-                for sub in all_subs:
-                    if not sub.marked:
-                        state = sub.state
-                        if state.everything or state.matches(env):
-                            sub.marked = True
-                            sub.waker.wake(sub)
+                _wake(all_subs, env)
         if glog is not None:
             self._trim_global()
 

@@ -51,6 +51,14 @@ class _Request:
     error: BaseException | None = None
 
 
+@attrs.define(eq=False)
+class _Retain:
+    before: float
+    done: trio.Event = attrs.field(factory=trio.Event)
+    deleted: list[str] = attrs.field(factory=list)
+    error: BaseException | None = None
+
+
 def now_iso() -> str:
     """The current time, as events carry it."""
     return ev.iso_utc(datetime.now(UTC))
@@ -74,7 +82,8 @@ class LocalHub:
         buffer_grace: float = 300.0,
     ) -> None:
         self.store = store
-        self.ledger = Ledger(store.load_counters())
+        activity, has_streams = store.activity()
+        self.ledger = Ledger(activity=activity, complete=not has_streams)
         self.dispatcher = Dispatcher(
             self,
             buffer_size=buffer_size,
@@ -83,7 +92,7 @@ class LocalHub:
             max_buffers=max_buffers,
             buffer_grace=buffer_grace,
         )
-        send, self._requests = trio.open_memory_channel[_Request](math.inf)
+        send, self._requests = trio.open_memory_channel[_Request | _Retain](math.inf)
         self._submit = send
         self._keys: OrderedDict[str, list[tuple[str, int]]] = OrderedDict()
 
@@ -111,12 +120,19 @@ class LocalHub:
             task_status.started()
             async with self._requests:
                 async for first in self._requests:
-                    group = [first]
-                    while True:
+                    group: list[_Request] = []
+                    item: _Request | _Retain | None = first
+                    while item is not None:
+                        if isinstance(item, _Retain):
+                            await self._commit(group)
+                            group = []
+                            await self._retain(item)
+                        else:
+                            group.append(item)
                         try:
-                            group.append(self._requests.receive_nowait())
+                            item = self._requests.receive_nowait()
                         except (trio.WouldBlock, trio.EndOfChannel):
-                            break
+                            item = None
                     await self._commit(group)
             nursery.cancel_scope.cancel()
 
@@ -145,11 +161,7 @@ class LocalHub:
         if not events:
             return []
         request = _Request(complete_batch(events, now_iso()), idempotency_key)
-        try:
-            self._submit.send_nowait(request)
-        except trio.ClosedResourceError:
-            raise StoreError("the store is closed") from None
-        await request.done.wait()
+        await self._handled(request)
         if request.error is not None:
             if isinstance(request.error, InvalidInput):
                 raise request.error
@@ -159,14 +171,26 @@ class LocalHub:
         assert request.result is not None
         return request.result
 
+    async def _handled(self, request: _Request | _Retain) -> None:
+        """Hand ``request`` to the writer and wait until it is done with it."""
+        try:
+            self._submit.send_nowait(request)
+        except trio.ClosedResourceError:
+            raise StoreError("the store is closed") from None
+        await request.done.wait()
+
     async def _commit(self, group: list[_Request]) -> None:
+        if not group:
+            return
         started = time.perf_counter()
         try:
             group = await self._answer_repeats(group)
             batches = [r.events for r in group]
-            if unknown := self.ledger.unknown_spans(batches):
-                self.ledger.learn_spans(await self.store.spans(unknown))
-            stage = self.ledger.stage(batches)
+            if streams := self.ledger.unknown_streams(batches):
+                self.ledger.learn_streams(await self.store.counters(streams))
+            if spans := self.ledger.unknown_spans(batches):
+                self.ledger.learn_spans(await self.store.spans(spans))
+            stage = self.ledger.stage(batches, wall=time.time())
             keys = self._key_rows(group, stage)
             await self.store.write(stage, keys)
         except BaseException as exc:
@@ -193,6 +217,32 @@ class LocalHub:
             else:
                 request.result = outcome
             request.done.set()
+
+    # ------------------------------------------------------------------ retention
+
+    async def retain(self, max_idle: float) -> list[str]:
+        """Delete every execution idle for more than ``max_idle`` seconds; their ids.
+
+        Its events, counters, spans and recent events in memory go; ``global`` stays.
+        An execution deleted this way that gets events again starts over at seq 1.
+        """
+        request = _Retain(time.time() - max_idle)
+        await self._handled(request)
+        if request.error is not None:
+            raise StoreError(f"could not apply the retention: {request.error}") from request.error
+        return request.deleted
+
+    async def _retain(self, request: _Retain) -> None:
+        # In the writer, between groups: nothing is staged for a key while it is deleted.
+        try:
+            request.deleted = await self.store.delete_idle(request.before)
+        except Exception as exc:
+            request.error = exc
+        else:
+            self.ledger.forget(request.deleted)
+            for key in request.deleted:
+                self.dispatcher.logs.clear(key)
+        request.done.set()
 
     # ------------------------------------------------------------------ idempotency
 
@@ -277,7 +327,7 @@ class LocalHub:
     ) -> tuple[LiveSubscription, Resume]:
         if since is not None and since < 0:
             raise ValueError("since must be >= 0")
-        head = 0 if stream == ALL else self.ledger.last_seq(stream)
+        head = 0 if stream == ALL else self.last_seq(stream)
         resume = resume_point(
             stream,
             since=since,
@@ -301,6 +351,8 @@ class LocalHub:
         waker: Waker | None = None,
     ) -> tuple[LiveSubscription, Resume]:
         """:meth:`subscribe`, with epochs (SPEC §10): the Hub protocol's form."""
+        if stream != ALL and not self.ledger.knows(stream):
+            self.ledger.learn_streams(await self.store.counters([stream]))
         return self._subscribe(stream, since, epoch, queue_size, waker)
 
     # ------------------------------------------------------------------ reads
@@ -322,7 +374,12 @@ class LocalHub:
         return not self.store.closed
 
     def last_seq(self, key: str) -> int:
-        """The seq of the newest stored event of ``key`` (0 if none)."""
+        """The seq of the newest stored event of ``key`` (0 if none).
+
+        Keys whose counters are not in memory are read from the store at once.
+        """
+        if not self.ledger.knows(key):
+            self.ledger.learn_streams(self.store.counters_now([key]))
         return self.ledger.last_seq(key)
 
     def stats(self) -> HubStats:

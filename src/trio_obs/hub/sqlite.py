@@ -51,9 +51,11 @@ CREATE TABLE IF NOT EXISTS streams (
     last_status TEXT,
     assertions_total INTEGER NOT NULL DEFAULT 0,
     assertions_passed INTEGER NOT NULL DEFAULT 0,
-    activity INTEGER NOT NULL
+    activity INTEGER NOT NULL,
+    updated REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS streams_by_activity ON streams (activity);
+CREATE INDEX IF NOT EXISTS streams_by_update ON streams (updated);
 CREATE TABLE IF NOT EXISTS spans (
     execution_id TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -73,6 +75,10 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 _MAX_SEQ: Final = 2**62
+_COUNTERS: Final = (
+    "last_seq, event_count, first_timestamp, last_timestamp, last_status,"
+    " assertions_total, assertions_passed, activity, updated"
+)
 
 Statements = list[tuple[str, list[tuple[Any, ...]]]]
 KeyRow = tuple[str, list[tuple[str, int]]]
@@ -94,6 +100,7 @@ class Store:
         self._lock = threading.Lock()  # serializes use of the writer connection
         try:
             self._write = self._connect()
+            self._migrate()
             self._write.executescript(_SCHEMA)
             self.epoch = self._load_epoch()
         except sqlite3.Error as exc:
@@ -143,6 +150,12 @@ class Store:
             raise StoreError(f"cannot open the store at {self.path!r}: {exc}") from exc
         return db
 
+    def _migrate(self) -> None:
+        """Bring a store written by an older trio-obs to this schema."""
+        columns = [r[1] for r in self._write.execute("PRAGMA table_info(streams)")]
+        if columns and "updated" not in columns:
+            self._write.execute("ALTER TABLE streams ADD COLUMN updated REAL NOT NULL DEFAULT 0")
+
     def _load_epoch(self) -> str:
         row = self._write.execute("SELECT value FROM meta WHERE name='epoch'").fetchone()
         if row is not None:
@@ -151,14 +164,30 @@ class Store:
         self._write.execute("INSERT INTO meta VALUES ('epoch', ?)", (epoch,))
         return epoch
 
-    def load_counters(self) -> dict[str, StreamCounters]:
-        """Every stream's counters, as last committed (read once, at open)."""
+    def activity(self) -> tuple[int, bool]:
+        """The highest activity written, and whether any stream exists (read at open)."""
         with self._lock:
-            rows = self._write.execute(
-                "SELECT stream_key, last_seq, event_count, first_timestamp, last_timestamp,"
-                " last_status, assertions_total, assertions_passed, activity FROM streams"
-            ).fetchall()
-        return {key: StreamCounters(*counters) for key, *counters in rows}
+            (top, count) = self._write.execute(
+                "SELECT coalesce(max(activity), 0), count(*) FROM streams"
+            ).fetchone()
+        return int(top), bool(count)
+
+    def counters_now(self, keys: Sequence[str]) -> dict[str, StreamCounters | None]:
+        """The stored counters of ``keys`` (None where there are none), read right now."""
+        found: dict[str, StreamCounters | None] = dict.fromkeys(keys)
+        with self._lock:
+            for key in keys:
+                row = self._write.execute(
+                    f"SELECT {_COUNTERS} FROM streams WHERE stream_key=?", (key,)
+                ).fetchone()
+                if row is not None:
+                    found[key] = StreamCounters(*row)
+        return found
+
+    async def counters(self, keys: Sequence[str]) -> dict[str, StreamCounters | None]:
+        """:meth:`counters_now`, in a worker thread."""
+        found: dict[str, StreamCounters | None] = await self._run(self.counters_now, keys)
+        return found
 
     # ------------------------------------------------------------------ writing
 
@@ -187,11 +216,11 @@ class Store:
             statements.append(("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?)", span_rows))
         stream_rows = [
             (key, s.last_seq, s.event_count, s.first_timestamp, s.last_timestamp,
-             s.last_status, s.assertions_total, s.assertions_passed, s.activity)
+             s.last_status, s.assertions_total, s.assertions_passed, s.activity, s.updated)
             for key, s in stage.streams.items()
         ]  # fmt: skip
         statements.append(
-            ("INSERT OR REPLACE INTO streams VALUES (?,?,?,?,?,?,?,?,?)", stream_rows)
+            ("INSERT OR REPLACE INTO streams VALUES (?,?,?,?,?,?,?,?,?,?)", stream_rows)
         )
         return statements
 
@@ -224,6 +253,37 @@ class Store:
             (*keys, time.time() - ttl),
         )
         return {key: [(k, int(s)) for k, s in orjson.loads(answer)] for key, answer in rows}
+
+    async def delete_idle(self, before: float) -> list[str]:
+        """Delete every execution last written before ``before`` (seconds since the epoch),
+        with its events and spans; returns their ids. ``global`` is kept."""
+
+        def delete() -> list[str]:
+            with self._lock:
+                keys = [
+                    r[0]
+                    for r in self._write.execute(
+                        "SELECT stream_key FROM streams WHERE updated < ? AND stream_key != ?",
+                        (before, GLOBAL),
+                    )
+                ]
+                if not keys:
+                    return []
+                rows = [(k,) for k in keys]
+                try:
+                    self._write.execute("BEGIN IMMEDIATE")
+                    self._write.executemany("DELETE FROM events WHERE stream_key=?", rows)
+                    self._write.executemany("DELETE FROM spans WHERE execution_id=?", rows)
+                    self._write.executemany("DELETE FROM streams WHERE stream_key=?", rows)
+                    self._write.execute("COMMIT")
+                except BaseException:
+                    if self._write.in_transaction:
+                        self._write.execute("ROLLBACK")
+                    raise
+                return keys
+
+        deleted: list[str] = await self._run(delete)
+        return deleted
 
     async def forget_answers(self, ttl: float) -> None:
         """Delete idempotency keys older than ``ttl`` seconds."""

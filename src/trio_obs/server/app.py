@@ -7,6 +7,7 @@ a runner's own nursery; ``trio-obs serve`` does the same from the command line.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import mimetypes
 from collections.abc import Sequence
@@ -38,7 +39,9 @@ from ..producers import Observability
 from .flush import Flusher
 from .http import HttpConnection, HttpError, Request
 from .ingest import ingest_events, unavailable
+from .listen import ConnectionCap, serve_listeners
 from .metrics import ServerMetrics
+from .otlp import OtlpReceiver, receive_logs, receive_traces
 from .routes import Response, Route, RouteTable
 from .transport import SocketTransport, StreamTransport, Transport
 from .websocket import WebSocketConnection
@@ -57,6 +60,7 @@ class ServerConfig:
     allowed_origins: Sequence[str] = ()
     """When non-empty, a WebSocket handshake whose ``Origin`` is not listed gets 403."""
     max_connections: int = 10_000
+    """Open sockets at most (HTTP and WebSocket alike); beyond it, 503 and close."""
     ping_interval: float = 20.0
     queue_size: int | None = None
     """How far an ``all`` connection may fall behind before it is closed (4008);
@@ -115,6 +119,18 @@ def _now() -> str:
     return iso_utc(datetime.now(UTC))
 
 
+_LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
+
+
+def _loopback_names(host: str) -> frozenset[str] | None:
+    """The ``Host`` names a loopback-bound server answers to; None when bound beyond loopback."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host.lower() in _LOOPBACK_HOSTS
+    return _LOOPBACK_HOSTS | {host.lower()} if loopback else None
+
+
 class _Server:
     def __init__(self, obs: Observability, config: ServerConfig) -> None:
         self.obs = obs
@@ -122,9 +138,12 @@ class _Server:
         self.config = config
         self.connections: set[WebSocketConnection] = set()
         self.flusher = Flusher()
-        self.metrics = ServerMetrics(self.hub, lambda: len(self.connections))
+        self.cap = ConnectionCap(config.max_connections)
+        self.metrics = ServerMetrics(self.hub, lambda: len(self.connections), self.cap)
         self.static = _load_static()
+        self.otlp = OtlpReceiver(obs, max_body=config.max_body)
         self._token = config.token.encode() if config.token else None
+        self._loopback_names = _loopback_names(config.host)
         self._idle = trio.Event()
         self._idle.set()
 
@@ -154,22 +173,55 @@ class _Server:
                 if accepted is not None:
                     await self._serve_websocket(*accepted)
                 return
-            try:
-                # The body is read first, so an error answer leaves the connection usable.
-                body = await http.read_body(request, self.config.max_body)
-                route, parameter = ROUTES.find(request)
-                self._authorize(request, route.auth)
-                response = await route.handler(self, request, parameter, body)
-                await http.respond(
-                    response.status,
-                    response.body,
-                    response.content_type,
-                    list(response.headers),
-                )
-            except HttpError as err:
-                await http.send_error(err)
+            # A request that has begun is answered even when the server is stopping: a
+            # producer whose batch was stored must hear so (or it retries and stores twice).
+            with trio.CancelScope(shield=True), trio.move_on_after(self.config.shutdown_timeout):
+                try:
+                    # The body is read first, so an error answer leaves the connection usable.
+                    body = await http.read_body(request, self.config.max_body)
+                    self._check_host(request)
+                    route, parameter = ROUTES.find(request)
+                    self._authorize(request, route.auth)
+                    response = await route.handler(self, request, parameter, body)
+                    await http.respond(
+                        response.status,
+                        response.body,
+                        response.content_type,
+                        list(response.headers),
+                    )
+                except HttpError as err:
+                    await http.send_error(err)
             if not http.reusable:
                 return
+
+    def _check_host(self, request: Request) -> None:
+        """Bound to loopback, only a loopback ``Host`` is served (no DNS rebinding)."""
+        if self._loopback_names is None:
+            return
+        host = request.headers.get("host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name.lower().strip("[]") not in self._loopback_names:
+            raise HttpError(
+                421,
+                f"this server answers to its loopback address only, not to Host {host!r}",
+            )
+
+    def _check_origin(self, request: Request) -> None:
+        """Only the listed origins, or with none listed, the server's own (same-origin)."""
+        origin = request.headers.get("origin")
+        if origin is None:
+            return  # not a browser (tail, scripts): held to the token instead
+        allowed = self.config.allowed_origins
+        if allowed:
+            if origin not in allowed:
+                raise HttpError(403, f"origin {origin} is not allowed")
+            return
+        own = f"http://{request.headers.get('host', '')}"
+        if origin.lower() != own.lower():
+            raise HttpError(
+                403,
+                f"origin {origin} is not this server's ({own}); allow it with --allowed-origin",
+            )
 
     def _authorize(self, request: Request, auth: str) -> None:
         if self._token is None or auth == "none":
@@ -243,21 +295,16 @@ class _Server:
             )
         since = int_param(request, "since", None)
         epoch = request.param("epoch") or None
+        self._check_host(request)
         self._authorize(request, "header-or-query")
-        # Browsers always send Origin; other clients (tail, scripts) send none and are
-        # held to the token instead.
-        origin = request.headers.get("origin")
-        allowed = self.config.allowed_origins
-        if allowed and origin is not None and origin not in allowed:
-            raise HttpError(403, f"origin {origin} is not allowed")
-        if len(self.connections) >= self.config.max_connections:
-            raise HttpError(503, "too many connections; try again later")
+        self._check_origin(request)
         return stream_key, since, epoch
 
     async def _accept_websocket(
         self, http: HttpConnection, request: Request
-    ) -> tuple[WebSocketConnection, bytes] | None:
-        """Check and accept a handshake: the connection and its first bytes, or None if refused."""
+    ) -> tuple[WebSocketConnection, bytes, bytes] | None:
+        """Check and accept a handshake: the connection, the bytes to send first and those
+        the client sent after its head (frames in the same write), or None if refused."""
         try:
             stream_key, since, epoch = self._check_handshake(request)
         except HttpError as err:
@@ -286,7 +333,6 @@ class _Server:
         except StoreError as exc:
             await self._refuse(http, unavailable(exc))
             return None
-        # The bytes after the request head (frames sent with the handshake) stay in wsproto.
         accept = ws.send(AcceptConnection(extensions=[]))  # no compression: frames are prebuilt
         assert ws.connection is not None
         first = greeting(
@@ -311,20 +357,23 @@ class _Server:
             stall_timeout=self.config.stall_timeout,
             close_grace=self.config.close_grace,
         )
-        return conn, accept + first
+        # wsproto's server does not keep what followed the head: hand it over ourselves.
+        return conn, accept + first, request.raw[request.head_size :]
 
     async def _refuse(self, http: HttpConnection, err: HttpError) -> None:
         self.metrics.refused[err.status] += 1
         log.info("refused a WebSocket handshake with %d: %s", err.status, err)
         await http.send_error(err)
 
-    async def _serve_websocket(self, conn: WebSocketConnection, first: bytes) -> None:
+    async def _serve_websocket(
+        self, conn: WebSocketConnection, first: bytes, received: bytes
+    ) -> None:
         self.connections.add(conn)
         self.flusher.attach(conn)
         if self._idle.is_set():
             self._idle = trio.Event()
         try:
-            await conn.run(first)
+            await conn.run(first, received)
         finally:
             self.flusher.detach(conn)
             self.connections.discard(conn)
@@ -348,6 +397,8 @@ ROUTES: Final[RouteTable[_Server]] = RouteTable(
         Route("/ws", ("GET",), _Server.upgrade_required),
         Route("/api/health", ("GET",), _Server.health),
         Route("/api/events", ("POST",), _Server.ingest, auth="header"),
+        Route("/v1/traces", ("POST",), receive_traces, auth="header"),
+        Route("/v1/logs", ("POST",), receive_logs, auth="header"),
         Route("/api/executions", ("GET",), _Server.executions, auth="header-or-query"),
         Route(
             "/api/executions/{}/events",
@@ -379,7 +430,7 @@ async def serve(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server.flusher.run)
-            nursery.start_soon(trio.serve_listeners, server.handle, listeners)
+            nursery.start_soon(serve_listeners, server.handle, listeners, server.cap)
             task_status.started(port)
             try:
                 await trio.sleep_forever()

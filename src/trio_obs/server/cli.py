@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import logging
 import signal
 import sys
@@ -11,16 +12,45 @@ import sys
 import trio
 
 from ..core.errors import StoreError
-from ..producers import open_observability, open_redis_observability
+from ..producers import Observability, open_observability, open_redis_observability
 from .app import ServerConfig, serve
 
 log = logging.getLogger("trio_obs")
 
 
-def _display_host(host: str) -> str:
-    if host in ("", "0.0.0.0", "::"):
-        return "127.0.0.1"
+def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+async def _retain(obs: Observability, max_idle: float) -> None:
+    """Apply ``--retention`` now and then (every tenth of it, at most hourly)."""
+    while True:
+        try:
+            deleted = await obs.hub.retain(max_idle)
+        except StoreError as exc:
+            log.error("retention failed: %s", exc)
+        else:
+            if deleted:
+                log.info(
+                    "retention: deleted %d execution(s) idle for over %s",
+                    len(deleted),
+                    _duration_text(max_idle),
+                )
+        await trio.sleep(min(3600.0, max(1.0, max_idle / 10)))
+
+
+def _duration_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -32,10 +62,15 @@ async def _main(args: argparse.Namespace) -> None:
         max_connections=args.max_connections,
         ping_interval=args.ping_interval,
         queue_size=args.queue_size,
+        stall_timeout=args.stall_timeout,
     )
     # Signals are caught from the very start, so a stop request never kills us mid-start.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        sizes = {"buffer_size": args.buffer_size, "queue_size": args.queue_size}
+        sizes = {
+            "buffer_size": args.buffer_size,
+            "queue_size": args.queue_size,
+            "buffer_bytes": args.buffer_bytes,
+        }
         opening = (
             open_redis_observability(args.redis, replicas=args.redis_replicas, **sizes)
             if args.redis
@@ -43,23 +78,28 @@ async def _main(args: argparse.Namespace) -> None:
         )
         async with opening as obs, trio.open_nursery() as nursery:
             port = await nursery.start(serve, obs, config)
-            base = f"http://{_display_host(args.host)}:{port}"
-            log.info(
-                "trio-obs listening on %s (viewer: %s/ , WebSocket: ws://%s:%d/ws?observability=all,"
-                " store: %s%s)",
-                base, base, _display_host(args.host), port, _store(args),
-                ", token required" if config.token else "",
-            )  # fmt: skip
+            _announce(args, config, port)
+            if args.retention:
+                nursery.start_soon(_retain, obs, args.retention)
             if args.demo:
                 from ..demo.play import run_in_process
 
                 nursery.start_soon(run_in_process, obs, True)
-                log.info("demo: simulated agent executions are streaming; watch them at %s/", base)
+                log.info(
+                    "demo: simulated agent executions are streaming; watch them at http://%s:%d/",
+                    _url_host(_local_name(args.host)),
+                    port,
+                )
             async for signum in signals:
                 log.info("trio-obs stopping (%s)", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
     log.info("trio-obs stopped")
+
+
+def _local_name(host: str) -> str:
+    """Where a browser on this machine reaches a server bound to ``host``."""
+    return "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
 
 
 def _store(args: argparse.Namespace) -> str:
@@ -69,6 +109,24 @@ def _store(args: argparse.Namespace) -> str:
     from ..hub.redis import redacted
 
     return f"Redis at {redacted(args.redis)}"
+
+
+def _announce(args: argparse.Namespace, config: ServerConfig, port: int) -> None:
+    wildcard = args.host in ("", "0.0.0.0", "::")
+    bound = f"http://{_url_host(args.host or '0.0.0.0')}:{port}"
+    local = f"{_url_host(_local_name(args.host))}:{port}"
+    log.info(
+        "trio-obs listening on %s%s (viewer: http://%s/ , WebSocket: ws://%s/ws?observability=all,"
+        " store: %s%s)",
+        bound, " (every interface)" if wildcard else "", local, local, _store(args),
+        ", token required" if config.token else "",
+    )  # fmt: skip
+    if not _is_loopback(args.host) and not config.token:
+        log.warning(
+            "listening beyond loopback without a token: anyone who can reach port %d can "
+            "read every event and post new ones; set --token (or $TRIO_OBS_TOKEN)",
+            port,
+        )
 
 
 def _first(group: BaseExceptionGroup[Exception]) -> Exception:
@@ -82,7 +140,9 @@ def _first(group: BaseExceptionGroup[Exception]) -> Exception:
 def run_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM; returns the exit status."""
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(name)s %(message)s",
+        stream=sys.stderr,
     )
     status = 0
     try:

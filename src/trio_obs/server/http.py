@@ -57,9 +57,14 @@ class Request:
     """Lower-case names; repeated headers joined with ``, ``."""
     raw: bytes
     """The bytes read for this request so far: the head and whatever followed it."""
+    head_size: int = 0
+    """Bytes of the head in :attr:`raw` (what follows is the body, or WebSocket frames)."""
+    framing_conflict: bool = False
+    """Both Content-Length and Transfer-Encoding: answered, then the connection is closed
+    (RFC 9112 §6.1), since a proxy may have framed it otherwise."""
 
     @classmethod
-    def of(cls, event: h11.Request, raw: bytes) -> Request:
+    def of(cls, event: h11.Request, raw: bytes, head_size: int = 0) -> Request:
         target = event.target.decode("latin-1")
         parts = urlsplit(target)
         headers: dict[str, str] = {}
@@ -73,6 +78,8 @@ class Request:
             parse_qs(parts.query, keep_blank_values=True),
             headers,
             raw,
+            head_size,
+            "content-length" in headers and "transfer-encoding" in headers,
         )
 
     def param(self, name: str) -> str | None:
@@ -95,6 +102,7 @@ class HttpConnection:
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self._raw = bytearray()
         self._head_only = False  # answering a HEAD request: headers, no body
+        self._must_close = False
 
     async def _next_event(self, *, keep_raw: bool) -> Any:
         while True:
@@ -126,7 +134,15 @@ class HttpConnection:
         if not isinstance(event, h11.Request):
             return None
         self._head_only = event.method == b"HEAD"
-        return Request.of(event, bytes(self._raw))
+        self._must_close = False
+        end = self._raw.find(b"\r\n\r\n")
+        size = end + 4 if end >= 0 else self._raw.find(b"\n\n") + 2
+        if size > MAX_HEAD:  # h11 bounds only heads that arrive in pieces
+            await self.send_error(HttpError(431, f"request head over {MAX_HEAD} bytes"))
+            return None
+        request = Request.of(event, bytes(self._raw), size)
+        self._must_close = request.framing_conflict
+        return request
 
     async def read_body(self, request: Request, limit: int) -> bytes:
         """The request body, refused with 413 beyond ``limit`` bytes (before reading if it can)."""
@@ -136,7 +152,10 @@ class HttpConnection:
         body = bytearray()
         with trio.move_on_after(self.head_timeout * 3) as timeout:
             while True:
-                event = await self._next_event(keep_raw=False)
+                try:
+                    event = await self._next_event(keep_raw=False)
+                except h11.RemoteProtocolError as exc:
+                    raise HttpError(400, f"malformed request body: {exc}") from None
                 if isinstance(event, h11.Data):
                     body += event.data
                     if len(body) > limit:
@@ -164,7 +183,7 @@ class HttpConnection:
             ("cache-control", "no-store"),
             *(headers or []),
         ]
-        if close:
+        if close or self._must_close:
             all_headers.append(("connection", "close"))
         h = self.h11
         out = h.send(
@@ -192,4 +211,8 @@ class HttpConnection:
     @property
     def reusable(self) -> bool:
         """Whether another request can follow on this connection."""
-        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+        return (
+            self.h11.our_state is h11.DONE
+            and self.h11.their_state is h11.DONE
+            and not self._must_close
+        )

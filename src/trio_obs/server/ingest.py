@@ -36,8 +36,17 @@ def unavailable(exc: StoreError) -> HttpError:
     )
 
 
+def require_json(request: Request) -> None:
+    """415 unless the body is declared JSON (a foreign page cannot send that without CORS)."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind != "application/json":
+        shown = kind or "none"
+        raise HttpError(415, f"send the events as Content-Type: application/json (got {shown})")
+
+
 async def ingest_events(obs: Observability, request: Request, body: bytes) -> Response:
     """``POST /api/events``: one event or an array, all stored or none."""
+    require_json(request)
     key = idempotency_key(request)
     try:
         events = decode_events(body)

@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from ..core.routing import Envelope
 from ..core.stats import LatencyHistogram
 from ..hub.base import Hub
+from .listen import ConnectionCap
 
 
 def _histogram(name: str, doc: str, histogram: LatencyHistogram) -> HistogramMetricFamily:
@@ -34,10 +35,13 @@ def _histogram(name: str, doc: str, histogram: LatencyHistogram) -> HistogramMet
 class ServerMetrics(Collector):
     """Counters and gauges of one server, exposed in the Prometheus text format."""
 
-    def __init__(self, hub: Hub, connections: Callable[[], int]) -> None:
+    def __init__(
+        self, hub: Hub, connections: Callable[[], int], cap: ConnectionCap | None = None
+    ) -> None:
         self.started = time.monotonic()
         self._hub = hub
         self._connections = connections
+        self._cap = cap
         self.events_out: Counter[str] = Counter()
         self.slow_consumer_closes = 0
         self.keepalive_closes = 0
@@ -90,6 +94,15 @@ class ServerMetrics(Collector):
             "Connections closed because no pong came back in time.",
             value=self.keepalive_closes,
         )
+        if self._cap is not None:
+            yield GaugeMetricFamily(
+                "trio_obs_sockets", "Open sockets (HTTP and WebSocket).", value=self._cap.open
+            )
+            yield CounterMetricFamily(
+                "trio_obs_sockets_refused",
+                "Sockets answered 503 and closed because --max-connections were open.",
+                value=self._cap.refused,
+            )
         refused = CounterMetricFamily(
             "trio_obs_handshakes_refused",
             "Refused WebSocket handshakes, by status.",
