@@ -306,6 +306,28 @@ async def test_redis_restarted_without_its_data_makes_clients_start_over(
         stop_all([a, b])
 
 
+async def test_retention_on_one_node_deletes_idle_executions_for_every_node(
+    own_redis: RedisServer, execution: str
+) -> None:
+    a = ServerProcess("--redis", own_redis.url, "--retention", "1s")
+    b = ServerProcess("--redis", own_redis.url)
+    try:
+        await post(b, heartbeats(execution, 2))
+
+        async def listed() -> set[str]:
+            return {s["executionId"] for s in (await get(b, "/api/executions")).json()}
+
+        assert execution in await listed()
+        with trio.fail_after(TIMEOUT):
+            while execution in await listed():  # noqa: ASYNC110 - awaiting the next round
+                await trio.sleep(0.1)
+        assert (await get(b, f"/api/executions/{execution}/events")).json() == []
+        assert (await post(b, heartbeats(execution, 1)))["seqs"] == [1]  # it starts over
+        assert "retention: deleted 1 execution(s)" in "".join(a.stderr)
+    finally:
+        stop_all([a, b])
+
+
 # --------------------------------------------------------------------------- the command
 
 
