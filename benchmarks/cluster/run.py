@@ -241,6 +241,7 @@ def measure(
         if time.monotonic() > deadline:
             raise RuntimeError("the nodes did not see every client connect")
         time.sleep(0.05)
+    time.sleep(1.0)  # let connections (and the closes of the previous load's) settle
     for _, gen, _ in receivers:
         gen.child.request(f"RESET {run}", "OK")
     count = int(rate * seconds)
