@@ -2,6 +2,7 @@
 
 Open everything with :func:`open_observability`, record through its services, and
 subscribe through its broker; serve WebSocket and HTTP clients with :func:`serve`.
+:func:`open_redis_observability` opens one node of several sharing a Redis instead.
 The layout (DESIGN.md §5): ``core`` holds every rule, socket- and clock-free; ``hub``
 orders, stores and fans out; ``producers`` builds events; ``server`` and ``client``
 are thin drivers; ``demo`` plays a simulated run. Agents instrumented with OpenTelemetry
@@ -62,6 +63,7 @@ from .producers import (
     ToolUseService,
     TranscriptService,
     open_observability,
+    open_redis_observability,
 )
 from .server.app import ServerConfig, serve
 
@@ -127,6 +129,7 @@ __all__ = [
     "decode_stream_event",
     "encode",
     "open_observability",
+    "open_redis_observability",
     "open_store",
     "open_stream",
     "post_events",

@@ -123,6 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQLite file for the event store (one server at a time), or :memory:",
     )
     serve.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="run as one node of several sharing this Redis: redis://HOST:PORT/DB "
+        "(rediss:// for TLS, redis://:PASSWORD@HOST:PORT/DB with a password); the nodes "
+        "share order, history and fan-out, and --db is not used "
+        "(default: $TRIO_OBS_REDIS if set, else the SQLite store)",
+    )
+    serve.add_argument(
+        "--redis-replicas",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="with --redis: acknowledge a POST only once N Redis replicas have it (WAIT)",
+    )
+    serve.add_argument(
         "--buffer-size",
         type=_non_negative_int,
         default=DEFAULT_BUFFER_SIZE,
@@ -272,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.token is None:  # read here, not as a default, so --help never shows the secret
         args.token = os.environ.get("TRIO_OBS_TOKEN") or None
     if args.command == "serve":
+        if args.redis is None:  # like the token: --help never shows a password from the env
+            args.redis = os.environ.get("TRIO_OBS_REDIS") or None
         from .server.cli import run_serve
 
         return run_serve(args)

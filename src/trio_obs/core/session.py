@@ -57,12 +57,13 @@ def resume_point(
 
     Without ``since``: the last ``buffer_size`` events. With ``since=S``: after S (never
     beyond what exists). A client that resumes from another epoch's history is told
-    ``observability:reset`` and gets the history that exists, from its first event.
+    ``observability:reset`` and gets the history that exists, from its first event
+    (an ``all`` client is told too: the seqs it remembers belong to the old history).
     """
-    if stream == ALL:
-        return Resume(0)
     if client_epoch is not None and client_epoch != epoch:
         return Resume(0, ev.ResetEvent(epoch=epoch, last_seq=last_seq))
+    if stream == ALL:
+        return Resume(0)
     if since is None:
         return Resume(max(0, last_seq - buffer_size))
     return Resume(min(since, last_seq))

@@ -44,8 +44,8 @@ class LiveSubscription:
     """
 
     __slots__ = (
-        "_cursor", "_event", "_head", "_replayed", "closed", "dispatcher", "end_reason",
-        "marked", "queue_size", "state", "stream", "waker",
+        "_cursor", "_event", "_head", "_reading", "_replayed", "closed", "dispatcher",
+        "end_reason", "marked", "queue_size", "state", "stream", "waker",
     )  # fmt: skip
 
     def __init__(
@@ -73,6 +73,7 @@ class LiveSubscription:
         self._head = head
         self._replayed = max(0, head - cursor)
         self._event: trio.Event | None = None
+        self._reading: trio.CancelScope | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -149,17 +150,27 @@ class LiveSubscription:
             if self._cursor >= max(self._head, log.last_seq):
                 return []
             return None
-        if envs:
-            self._cursor = envs[-1].seq
+        if not envs:
+            # Memory may hold less than the store (a shared store's events reach this
+            # dispatcher after a subscriber learned they exist): read the store then.
+            return None if self._cursor < self._head else []
+        self._cursor = envs[-1].seq
         return self.state.select(envs)
 
     async def read_behind(self) -> list[Envelope]:
         """One page of wanted events from the store after the cursor, advancing it."""
         if self.stream == ALL:
             return self.take_nowait() or []
-        page = await self.dispatcher.source.read_envelopes(
-            self.stream, after=self._cursor, limit=REPLAY_PAGE
-        )
+        # A source may wait for its store to come back; closing the subscription ends that.
+        page: list[Envelope] | None = None
+        with trio.CancelScope() as self._reading:
+            if not self.closed:
+                page = await self.dispatcher.source.read_envelopes(
+                    self.stream, after=self._cursor, limit=REPLAY_PAGE
+                )
+        self._reading = None
+        if page is None:  # closed meanwhile
+            return []
         if not page:
             # Nothing stored after the cursor: what we thought existed does not (deleted).
             self._head = self._cursor
@@ -223,6 +234,8 @@ class LiveSubscription:
             self.dispatcher.remove(self)
             if self._event is not None:
                 self._event.set()
+            if self._reading is not None:
+                self._reading.cancel()
 
     def _end(self, reason: str) -> None:
         if self.end_reason is None:
@@ -364,6 +377,36 @@ class Dispatcher:
     def expire(self, now: float) -> None:
         """Free the logs of executions that ended long ago."""
         self.logs.expire(now)
+
+    # ------------------------------------------------------------------ missed events
+
+    def missed(self, heads: dict[str, int]) -> None:
+        """Events were stored that this dispatcher never saw (a shared store trimmed them).
+
+        ``heads`` gives the newest stored seq of each stream key that has subscribers:
+        those behind it read the store. ``all`` subscribers, who have no replay, are
+        ended as slow consumers (their clients fetch what they missed and resume).
+        """
+        for key, head in heads.items():
+            for sub in self._by_stream.get(key, ()):
+                sub._head = max(sub._head, head)
+                if sub._cursor < head and not sub.marked:
+                    sub.marked = True
+                    sub.waker.wake(sub)
+        for sub in list(self._all):
+            self.stats.slow_closes += 1
+            sub._end(SLOW_CONSUMER)
+
+    def restart(self, reason: str) -> None:
+        """The store's history was replaced (a new epoch): end every subscription, forget every log.
+
+        Subscribers resume with their epoch and are told the history changed (SPEC §10).
+        """
+        for sub in self.subscriptions():
+            sub._end(reason)
+        for key in list(self.logs.keys()):
+            self.logs.clear(key)
+        self.global_log.clear()
 
     # ------------------------------------------------------------------ queries
 

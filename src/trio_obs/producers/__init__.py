@@ -1,10 +1,11 @@
 """Producers: the one event builder (the plan's services; the broker's emits delegate to it).
 
-:func:`open_observability` opens a store, a hub and every service.
+:func:`open_observability` opens a store, a hub and every service;
+:func:`open_redis_observability` the same as one node of several on Redis.
 """
 
 from .broker import Broker
-from .observability import Observability, open_observability
+from .observability import Observability, open_observability, open_redis_observability
 from .services import (
     AssertionService,
     ExecutionService,
@@ -30,4 +31,5 @@ __all__ = [
     "TranscriptService",
     "new_id",
     "open_observability",
+    "open_redis_observability",
 ]

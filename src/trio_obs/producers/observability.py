@@ -91,3 +91,44 @@ async def open_observability(
             yield Observability.over(broker)
         finally:
             broker.close()
+
+
+@asynccontextmanager
+async def open_redis_observability(
+    url: str,
+    *,
+    buffer_size: int = DEFAULT_BUFFER_SIZE,
+    queue_size: int = DEFAULT_QUEUE_SIZE,
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES,
+    max_buffers: int = 1000,
+    buffer_grace: float = 300.0,
+    prefix: str = "trio-obs:",
+    fanout_maxlen: int | None = None,
+    redis_timeout: float | None = None,
+    replicas: int = 0,
+) -> AsyncIterator[Observability]:
+    """Like :func:`open_observability`, as one node of several sharing Redis at ``url``.
+
+    ``url`` is ``redis://[:PASSWORD@]HOST:PORT/DB`` (``rediss://`` for TLS); ``prefix``
+    names the keys (nodes with the same prefix are one server); ``fanout_maxlen`` (how
+    far a node may fall behind) and ``redis_timeout`` (seconds a Redis call may take)
+    default to the hub's (:mod:`trio_obs.hub.redis`); with ``replicas=N`` a batch is
+    acknowledged only once N replicas have it (Redis ``WAIT``). Raises
+    :class:`~trio_obs.StoreError` with one sentence if the URL is bad or Redis does not
+    answer; once open, a Redis outage makes publishing raise it until Redis is back.
+    """
+    from ..hub import redis  # coredis is imported only by those who use it
+
+    tuning = {"fanout_maxlen": fanout_maxlen, "redis_timeout": redis_timeout}
+    async with redis.open_redis_hub(
+        url,
+        buffer_size=buffer_size,
+        queue_size=queue_size,
+        buffer_bytes=buffer_bytes,
+        max_buffers=max_buffers,
+        buffer_grace=buffer_grace,
+        prefix=prefix,
+        replicas=replicas,
+        **{k: v for k, v in tuning.items() if v is not None},
+    ) as hub:
+        yield Observability.over(hub)

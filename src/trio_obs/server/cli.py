@@ -12,7 +12,7 @@ import sys
 import trio
 
 from ..core.errors import StoreError
-from ..producers import Observability, open_observability
+from ..producers import Observability, open_observability, open_redis_observability
 from .app import ServerConfig, serve
 
 log = logging.getLogger("trio_obs")
@@ -66,15 +66,17 @@ async def _main(args: argparse.Namespace) -> None:
     )
     # Signals are caught from the very start, so a stop request never kills us mid-start.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with (
-            open_observability(
-                args.db,
-                buffer_size=args.buffer_size,
-                queue_size=args.queue_size,
-                buffer_bytes=args.buffer_bytes,
-            ) as obs,
-            trio.open_nursery() as nursery,
-        ):
+        sizes = {
+            "buffer_size": args.buffer_size,
+            "queue_size": args.queue_size,
+            "buffer_bytes": args.buffer_bytes,
+        }
+        opening = (
+            open_redis_observability(args.redis, replicas=args.redis_replicas, **sizes)
+            if args.redis
+            else open_observability(args.db, **sizes)
+        )
+        async with opening as obs, trio.open_nursery() as nursery:
             port = await nursery.start(serve, obs, config)
             _announce(args, config, port)
             if args.retention:
@@ -100,6 +102,15 @@ def _local_name(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
 
 
+def _store(args: argparse.Namespace) -> str:
+    """Where the events are stored, for the start line (never a password)."""
+    if not args.redis:
+        return str(args.db)
+    from ..hub.redis import redacted
+
+    return f"Redis at {redacted(args.redis)}"
+
+
 def _announce(args: argparse.Namespace, config: ServerConfig, port: int) -> None:
     wildcard = args.host in ("", "0.0.0.0", "::")
     bound = f"http://{_url_host(args.host or '0.0.0.0')}:{port}"
@@ -107,7 +118,7 @@ def _announce(args: argparse.Namespace, config: ServerConfig, port: int) -> None
     log.info(
         "trio-obs listening on %s%s (viewer: http://%s/ , WebSocket: ws://%s/ws?observability=all,"
         " store: %s%s)",
-        bound, " (every interface)" if wildcard else "", local, local, args.db,
+        bound, " (every interface)" if wildcard else "", local, local, _store(args),
         ", token required" if config.token else "",
     )  # fmt: skip
     if not _is_loopback(args.host) and not config.token:

@@ -1,0 +1,165 @@
+"""What the Redis hub sends to its publish script and makes of what comes back (no I/O).
+
+:func:`plan` turns a completed batch into the script's arguments; :func:`stored` turns
+the script's answer into the stored envelopes; :func:`envelope_of` makes the envelope of
+a stream entry read back (replay, catch-up, the fan-out reader). All three give the
+same envelope for the same event, on every node: the JSON is always made by
+:func:`~trio_obs.core.stamp.stamp`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+import attrs
+import orjson
+
+from ..core import events as ev
+from ..core.errors import InvalidInput
+from ..core.protocol import GLOBAL, INVALID_EVENT, TOPIC_OF_TYPE
+from ..core.routing import Envelope, own_task_id
+from ..core.stamp import stamp, unstamped
+from ..core.wire import decode_event, to_json
+
+E = TypeVar("E", bound=ev.StreamEvent)
+
+
+def _maybe(value: str | None) -> str:
+    return "" if value is None else "=" + value
+
+
+def _unmaybe(value: bytes | None) -> str | None:
+    return value[1:].decode() if value else None
+
+
+@attrs.frozen
+class Planned:
+    """One event of a batch as the script gets it."""
+
+    event: ev.StreamEvent
+    kind: str
+    data: bytes
+    """The unstamped JSON."""
+    name: str | None = None
+    """The tool a ``tool:start`` names."""
+
+
+def _kind(event: ev.StreamEvent) -> tuple[str, str | None, str]:
+    """(kind, tool name, span id or status) of an event, as the script reads them."""
+    match event:
+        case ev.AssertionResultEvent():
+            return ("A" if event.assertion.result == "pass" else "a"), None, ""
+        case ev.ToolStartEvent():
+            return "T", event.tool, event.tool_use_id
+        case ev.ToolEndEvent() | ev.ToolOutputEvent():
+            return "r", None, event.tool_use_id
+        case ev.SkillStartEvent():
+            return "K", None, event.skill_trace_id
+        case ev.SkillEndEvent():
+            return "k", None, event.skill_trace_id
+        case ev.ExecutionStatusEvent():
+            return "s", None, event.status
+        case _:
+            return "p", None, ""
+
+
+def plan(batch: Sequence[ev.StreamEvent]) -> tuple[list[Planned], list[bytes]]:
+    """The planned events of a completed batch and their script arguments (after the header):
+    the facts of every event as one JSON array, then the unstamped JSON of each.
+
+    Raises :class:`~trio_obs.InvalidInput` when an event cannot be encoded.
+    """
+    planned: list[Planned] = []
+    facts: list[tuple[str, ...]] = []
+    for event in batch:
+        kind, name, extra = _kind(event)
+        try:
+            data = unstamped(event)
+        except Exception as exc:  # e.g. a value JSON cannot carry
+            raise InvalidInput(f"the events cannot be stored: {exc}", INVALID_EVENT) from None
+        planned.append(Planned(event, kind, data, name))
+        task = _maybe(own_task_id(event))
+        facts.append((event.execution_id, kind, event.timestamp, task, name or "", extra))
+    return planned, [to_json(facts), *(p.data for p in planned)]
+
+
+def envelope_count(planned: Sequence[Planned]) -> int:
+    """Envelopes the batch makes: one per event, plus a ``global`` copy per execution status."""
+    return len(planned) + sum(p.kind == "s" and p.event.execution_id != GLOBAL for p in planned)
+
+
+def _numbered(event: E, **changes: Any) -> E:
+    """``event`` with its seq (and pass rate) set: in place if it was never stored (the
+    hub owns it from the moment it was handed over, as the ledger does), else a copy."""
+    if event.seq is not None:
+        return attrs.evolve(event, **changes)
+    for name, value in changes.items():
+        object.__setattr__(event, name, value)
+    return event
+
+
+def _text(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else None
+
+
+def stored(planned: Sequence[Planned], reply: Sequence[Any]) -> list[Envelope]:
+    """The envelopes of a stored batch, from the script's per-event ``(seq, x, y)``."""
+    out: list[Envelope] = []
+    for i, p in enumerate(planned):
+        seq, x, y = int(reply[3 * i]), reply[3 * i + 1], reply[3 * i + 2]
+        event, key = p.event, p.event.execution_id
+        task_id, tool, rate = own_task_id(event), p.name, None
+        if isinstance(event, ev.AssertionResultEvent):
+            rate = int(x) / int(y)
+            event = _numbered(event, seq=seq, running_pass_rate=rate)
+        else:
+            event = _numbered(event, seq=seq)
+        if p.kind == "r":
+            tool, task_id = _text(x), _unmaybe(y)
+        elif p.kind == "k":
+            task_id = _unmaybe(y)
+        topic = TOPIC_OF_TYPE[event.type]
+        out.append(Envelope(key, seq, event, stamp(p.data, seq, rate), topic, task_id, tool))
+        if p.kind == "s" and key != GLOBAL:
+            copy_seq = int(x)
+            copy = attrs.evolve(event, seq=copy_seq)
+            out.append(
+                Envelope(GLOBAL, copy_seq, copy, stamp(p.data, copy_seq), topic, is_copy=True)
+            )
+    return out
+
+
+def pass_rate(fields: Mapping[bytes, bytes]) -> float | None:
+    """The ``runningPassRate`` an entry's counts give (None for other events)."""
+    counts = fields.get(b"r")
+    if counts is None:
+        return None
+    passed, total = counts.split()
+    return int(passed) / int(total)
+
+
+def entry_json(seq: int, fields: Mapping[bytes, bytes]) -> bytes:
+    """The wire JSON of a stream entry."""
+    return stamp(fields[b"d"], seq, pass_rate(fields))
+
+
+def envelope_of(key: str, seq: int, fields: Mapping[bytes, bytes]) -> Envelope:
+    """The envelope of a stream entry of ``key`` (its JSON decoded once, here)."""
+    template, rate = fields[b"d"], pass_rate(fields)
+    event = decode_event(orjson.loads(template))
+    if rate is None:
+        _numbered(event, seq=seq)
+    else:
+        _numbered(event, seq=seq, running_pass_rate=rate)
+    data = stamp(template, seq, rate)
+    return Envelope(
+        key,
+        seq,
+        event,
+        data,
+        TOPIC_OF_TYPE[event.type],
+        _unmaybe(fields.get(b"t")),
+        _text(fields.get(b"l")),
+        b"c" in fields,
+    )
