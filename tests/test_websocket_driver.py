@@ -72,7 +72,8 @@ async def connection(
     stream: str = "e1", *, lockstep: bool = False, capacity: int = 64 * 1024, **kw: Any
 ) -> AsyncIterator[tuple[trio_obs.Observability, WebSocketConnection, Client]]:
     async with trio_obs.open_observability() as obs, trio.open_nursery() as nursery:
-        flusher = Flusher()
+        metrics = ServerMetrics(obs.hub, lambda: 1)
+        flusher = Flusher(metrics)
         nursery.start_soon(flusher.run)
         sub, _ = await obs.hub.open_subscription(stream, since=0, waker=flusher)
         ours, theirs = (
@@ -82,7 +83,7 @@ async def connection(
             StreamTransport(ours, capacity=capacity),
             Connection(ConnectionType.SERVER),
             sub,
-            ServerMetrics(obs.hub, lambda: 1),
+            metrics,
             ping_interval=kw.pop("ping_interval", 60.0),
             stall_timeout=kw.pop("stall_timeout", 5.0),
             close_grace=kw.pop("close_grace", 0.5),

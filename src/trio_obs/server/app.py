@@ -137,9 +137,9 @@ class _Server:
         self.hub = obs.hub
         self.config = config
         self.connections: set[WebSocketConnection] = set()
-        self.flusher = Flusher()
         self.cap = ConnectionCap(config.max_connections)
         self.metrics = ServerMetrics(self.hub, lambda: len(self.connections), self.cap)
+        self.flusher = Flusher(self.metrics)
         self.static = _load_static()
         self.otlp = OtlpReceiver(obs, max_body=config.max_body)
         self._token = config.token.encode() if config.token else None

@@ -13,15 +13,42 @@ import trio
 
 from ..core.routing import Envelope
 from ..hub.base import Subscription
+from .metrics import ServerMetrics
 
 if TYPE_CHECKING:
     from .websocket import WebSocketConnection
 
 
+class Round:
+    """One visit of the flusher: takes and frames shared between connections, and the
+    deliveries counted once per round instead of once per connection."""
+
+    __slots__ = ("shared", "written")
+
+    def __init__(self) -> None:
+        self.shared: dict[tuple[str, int], list[Envelope]] = {}
+        """The hub's shared takes (see ``Subscription.take_nowait``)."""
+        self.written: dict[int, tuple[list[Envelope], list[bytes], list[int]]] = {}
+
+    def frames_of(self, envs: list[Envelope]) -> list[bytes]:
+        """The frames of ``envs`` for one more connection (made once per list)."""
+        entry = self.written.get(id(envs))
+        if entry is None:
+            entry = self.written[id(envs)] = (envs, [env.frame for env in envs], [0])
+        entry[2][0] += 1
+        return entry[1]
+
+    def account(self, metrics: ServerMetrics) -> None:
+        """Count what this round wrote (and the latency to its last write)."""
+        for envs, _, times in self.written.values():
+            metrics.count_out(envs, times[0])
+
+
 class Flusher:
     """Wakes on dispatch and lets each connection with new events write them."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
         self._ready: list[Subscription] = []
         self._wanted = trio.Event()
         self._connections: dict[Subscription, WebSocketConnection] = {}
@@ -36,8 +63,9 @@ class Flusher:
 
     def wake(self, sub: Subscription) -> None:
         """The hub's call: ``sub`` has events (it stays marked until visited)."""
+        if not self._ready:
+            self._wanted.set()
         self._ready.append(sub)
-        self._wanted.set()
 
     async def run(self) -> None:
         """Visit every connection that got events, once per wake-up, forever."""
@@ -46,9 +74,11 @@ class Flusher:
             await self._wanted.wait()
             self._wanted = trio.Event()
             ready, self._ready = self._ready, []
-            shared: dict[tuple[str, int], list[Envelope]] = {}
+            visit = Round()
             for sub in ready:
                 sub.marked = False
                 conn = connections.get(sub)
                 if conn is not None:
-                    conn.flush(shared)
+                    conn.flush(visit)
+            if visit.written:
+                visit.account(self.metrics)

@@ -51,14 +51,14 @@ class ServerMetrics(Collector):
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
 
-    def count_out(self, envs: list[Envelope]) -> None:
-        """Count events about to be written to one connection (once per write)."""
+    def count_out(self, envs: list[Envelope], connections: int = 1) -> None:
+        """Count ``envs`` written to ``connections`` connections (once per write or round)."""
         counts = self.events_out
         if len(envs) == 1:
-            counts[envs[0].event.type] += 1
+            counts[envs[0].event.type] += connections
         else:
             for env in envs:
-                counts[env.event.type] += 1
+                counts[env.event.type] += connections
         if envs[0].born:
             self.delivery_latency.observe(time.perf_counter() - envs[0].born)
 
@@ -134,7 +134,8 @@ class ServerMetrics(Collector):
         )
         yield _histogram(
             "trio_obs_delivery_latency_seconds",
-            "Time from an event's storage to the socket write that carries it.",
+            "Time from an event's storage to the socket write that carries it (the last such "
+            "write of a flush round).",
             self.delivery_latency,
         )
         yield _histogram(

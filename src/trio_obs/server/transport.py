@@ -60,7 +60,7 @@ class SocketTransport:
 
     def try_send(self, frames: Sequence[Buffer]) -> int:
         try:
-            return os.writev(self._fd, frames[:_IOV_MAX])
+            return os.writev(self._fd, frames if len(frames) <= _IOV_MAX else frames[:_IOV_MAX])
         except BlockingIOError:
             return 0
         except OSError as exc:

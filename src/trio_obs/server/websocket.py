@@ -23,7 +23,7 @@ import logging
 import time
 from collections import deque
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 from wsproto.connection import Connection, ConnectionState
@@ -43,6 +43,9 @@ from ..core.routing import Envelope
 from ..core.session import Close, KeepAlive, ServerSession
 from ..hub.base import Subscription
 from .metrics import ServerMetrics
+
+if TYPE_CHECKING:
+    from .flush import Round
 from .transport import Buffer, Transport
 
 log = logging.getLogger("trio_obs.server")
@@ -198,15 +201,15 @@ class WebSocketConnection:
 
     # ------------------------------------------------------------------ writing, fast path
 
-    def flush(self, shared: dict[tuple[str, int], list[Envelope]] | None = None) -> None:
+    def flush(self, visit: Round) -> None:
         """Called by the flusher when the subscription has events: write them now if idle.
 
-        ``shared``: this round's takes, shared with the other connections (see the hub).
+        ``visit``: the flusher's round, whose takes and frames other connections share.
         """
         if self.state is not WriterState.IDLE:
             return  # the writer takes them itself before it lets go of the socket
         try:
-            envs = self.sub.take_nowait(shared)
+            envs = self.sub.take_nowait(visit.shared)
         except SubscriptionEnded as exc:
             self._ended(exc.reason)
             return
@@ -214,7 +217,7 @@ class WebSocketConnection:
             self.state = WriterState.BUSY
             self._wake.set()
         elif envs:
-            self._send_now(self._frames(envs))
+            self._send_now(visit.frames_of(envs))
 
     def _frames(self, envs: list[Envelope]) -> list[bytes]:
         self.metrics.count_out(envs)
