@@ -295,6 +295,8 @@ class Dispatcher:
         self.global_log = GlobalLog(queue_size, max_bytes=buffer_bytes)
         self._by_stream: dict[str, list[LiveSubscription]] = {}
         self._all: list[LiveSubscription] = []
+        self._shortest_queue = queue_size
+        """The smallest queue of the ``all`` subscribers (when to scan their lag)."""
         self.stats = HubStats()
 
     # ------------------------------------------------------------------ subscribing
@@ -322,7 +324,11 @@ class Dispatcher:
             queue_size=queue_size or self.queue_size,
             waker=waker,
         )
-        (self._all if stream == ALL else self._by_stream.setdefault(stream, [])).append(sub)
+        if stream == ALL:
+            self._all.append(sub)
+            self._shortest_queue = min(self._shortest_queue, sub.queue_size)
+        else:
+            self._by_stream.setdefault(stream, []).append(sub)
         return sub
 
     def remove(self, sub: LiveSubscription) -> None:
@@ -332,6 +338,7 @@ class Dispatcher:
             return
         subs.remove(sub)
         if sub.stream == ALL:
+            self._shortest_queue = min((s.queue_size for s in subs), default=self.queue_size)
             if not subs:
                 self.global_log.clear()
         elif not subs:
@@ -355,11 +362,17 @@ class Dispatcher:
             if glog is not None:
                 glog.append(env)
                 _wake(all_subs, env)
-        if glog is not None:
+        if glog is not None and (
+            glog.head - glog.oldest > self._shortest_queue or glog.cost > glog.max_bytes
+        ):
             self._trim_global()
 
     def _trim_global(self) -> None:
-        """End ``all`` subscribers beyond their queue; keep only what the others still need."""
+        """End ``all`` subscribers beyond their queue; keep only what the others still need.
+
+        Runs when the log holds more than the shortest queue of its subscribers, so no
+        subscriber is more than that behind unnoticed, and the scan is rare.
+        """
         glog, subs = self.global_log, self._all
         head = glog.head
         behind = [s for s in subs if head - s.cursor > s.queue_size]
@@ -368,8 +381,8 @@ class Dispatcher:
             sub._end(SLOW_CONSUMER)  # removes it from `subs`
         if not subs:
             return
-        if behind or head - glog.oldest > 2 * self.queue_size or glog.cost > glog.max_bytes:
-            oldest = glog.trim(min(sub.cursor for sub in subs))
+        oldest = glog.trim(min(sub.cursor for sub in subs))
+        if oldest:
             for sub in [s for s in subs if s.cursor < oldest]:
                 self.stats.slow_closes += 1
                 sub._end(SLOW_CONSUMER)
