@@ -14,7 +14,6 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Final
 
 import attrs
@@ -33,6 +32,7 @@ from ..core.routing import Envelope
 from ..core.session import Resume, resume_point
 from ..core.stats import HubStats
 from .base import Waker
+from .clock import now_iso
 from .dispatch import Dispatcher, LiveSubscription
 from .sqlite import KeyRow, Store
 
@@ -57,11 +57,6 @@ class _Retain:
     done: trio.Event = attrs.field(factory=trio.Event)
     deleted: list[str] = attrs.field(factory=list)
     error: BaseException | None = None
-
-
-def now_iso() -> str:
-    """The current time, as events carry it."""
-    return ev.iso_utc(datetime.now(UTC))
 
 
 class LocalHub:

@@ -32,8 +32,9 @@ from ..core.routing import Envelope
 from ..core.session import Resume, resume_point
 from ..core.stats import HubStats
 from .base import Waker
+from .clock import now_iso
 from .dispatch import Dispatcher, LiveSubscription
-from .local import IDEMPOTENCY_TTL, now_iso
+from .local import IDEMPOTENCY_TTL
 from .redis_codec import entry_json, envelope_count, envelope_of, plan, stored
 from .redis_reader import (
     Epoch,

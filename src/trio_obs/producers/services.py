@@ -18,7 +18,7 @@ import trio
 from ..core import events as ev
 from ..core.protocol import Severity
 from ..core.routing import Envelope
-from ..hub.local import now_iso
+from ..hub.clock import now_iso
 
 E = TypeVar("E", bound=ev.StreamEvent)
 

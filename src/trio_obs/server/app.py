@@ -11,7 +11,6 @@ import ipaddress
 import logging
 import mimetypes
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Final, overload
 
@@ -24,7 +23,6 @@ from wsproto.utilities import RemoteProtocolError
 
 from .._version import __version__
 from ..core.errors import StoreError
-from ..core.events import iso_utc
 from ..core.protocol import (
     DEFAULT_STALL_TIMEOUT,
     GOING_AWAY,
@@ -35,6 +33,7 @@ from ..core.protocol import (
 )
 from ..core.session import greeting
 from ..core.wire import events_json, summaries_json, to_json
+from ..hub.clock import now_iso
 from ..producers import Observability
 from .flush import Flusher
 from .http import HttpConnection, HttpError, Request
@@ -113,10 +112,6 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
         (b"<!doctype html><title>trio-obs</title><p>viewer not installed", "text/html"),
     )
     return files
-
-
-def _now() -> str:
-    return iso_utc(datetime.now(UTC))
 
 
 _LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
@@ -340,7 +335,7 @@ class _Server:
             replayed=sub.replay_count,
             epoch=self.hub.epoch,
             reset=resume.reset,
-            now=_now(),
+            now=now_iso(),
         )
         stream = http.stream
         transport: Transport = (

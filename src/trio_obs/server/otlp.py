@@ -17,7 +17,6 @@ import logging
 import re
 import zlib
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import attrs
@@ -39,9 +38,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from ..core.errors import InvalidInput, StoreError
-from ..core.events import iso_utc
 from ..core.otlp import SpanMemory, Translation, translate_logs, translate_traces
 from ..core.protocol import MAX_JSON_DEPTH
+from ..hub.clock import now_iso
 from ..producers import Observability
 from .http import HttpError, Request
 from .ingest import idempotency_key, unavailable
@@ -296,7 +295,7 @@ class OtlpReceiver:
             return failure(err.status, str(err), content_type)
         except _Refused as refused:
             return failure(refused.status, str(refused), content_type)
-        translation = signal.translate(message, self.memory, iso_utc(datetime.now(UTC)))
+        translation = signal.translate(message, self.memory, now_iso())
         if translation.events:
             try:
                 await self.obs.ingest(translation.events, idempotency_key=key)

@@ -22,7 +22,6 @@ import enum
 import logging
 import time
 from collections import deque
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -31,7 +30,6 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.utilities import LocalProtocolError
 
 from ..core.errors import SubscriptionEnded
-from ..core.events import iso_utc
 from ..core.protocol import (
     GOING_AWAY,
     INTERNAL_ERROR,
@@ -42,6 +40,7 @@ from ..core.protocol import (
 from ..core.routing import Envelope
 from ..core.session import Close, KeepAlive, ServerSession
 from ..hub.base import Subscription
+from ..hub.clock import now_iso
 from .metrics import ServerMetrics
 
 if TYPE_CHECKING:
@@ -52,10 +51,6 @@ log = logging.getLogger("trio_obs.server")
 
 MAX_REPLY_BYTES: Final = 1024 * 1024
 """Replies queued for a connection that does not read: beyond this it is closed (4008)."""
-
-
-def _now() -> str:
-    return iso_utc(datetime.now(UTC))
 
 
 class WriterState(enum.Enum):
@@ -376,7 +371,9 @@ class WebSocketConnection:
         """Handle what wsproto parsed; False once the connection is closing."""
         for event in self.ws.events():
             if isinstance(event, TextMessage):
-                answer = self.session.text(event.data, finished=event.message_finished, now=_now())
+                answer = self.session.text(
+                    event.data, finished=event.message_finished, now=now_iso()
+                )
                 if isinstance(answer, Close):
                     self.shutdown(answer.code, answer.reason)
                     return False
