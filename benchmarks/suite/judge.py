@@ -198,6 +198,27 @@ def targets(res: Results) -> list[TargetResult]:
     else:
         out.append(TargetResult(name, None))
 
+    name = (
+        "the viewer: 20,000 events of a burst on screen within 3 s of the last, counts right, "
+        "<= 5,000 DOM nodes, no task over 200 ms"
+    )
+    burst = res.viewer.get("burst") if isinstance(res.viewer, dict) else None
+    if isinstance(burst, dict) and "on_screen_after_last_accept_s" in burst:
+        seconds = burst["on_screen_after_last_accept_s"]
+        nodes, longest = burst.get("max_dom_nodes", 0), burst.get("longest_task_ms", 0)
+        right = str(burst.get("header_count", "")).replace(",", "") == str(
+            burst.get("server_count")
+        )
+        met = seconds <= 3.0 and nodes <= 5000 and longest <= 200 and right
+        figure = (
+            f"{res.viewer.get('events', '?')} events on screen {seconds:.2f} s after the last; "
+            f"{nodes} DOM nodes; longest task {longest} ms; count "
+            f"{'right' if right else 'WRONG'} ({burst.get('header_count')})"
+        )
+        out.append(TargetResult(name, met, figure))
+    else:
+        out.append(TargetResult(name, None))
+
     name = "<= 20 KiB RSS per idle connection"
     mem = res.memory.get("trio-obs")
     if mem:

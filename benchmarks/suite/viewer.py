@@ -1,7 +1,8 @@
 """The viewer section (``--only viewer``): ``benchmarks/viewer/run.py``, written and owned by
 the viewer's own work, run as a child; its JSON is tabled as it comes.
 
-Contract: ``python benchmarks/viewer/run.py [--quick]`` prints one JSON object on stdout
+Contract: ``python benchmarks/viewer/run.py --json-out FILE [--events N]`` writes one JSON
+object to FILE (a quick run posts 5,000 events instead of 20,000); it also prints
 (its last line that parses as a JSON object is taken) and exits 0. If the script is
 absent, the section is skipped with a note.
 """
@@ -25,7 +26,11 @@ def viewer(run: Run) -> None:
         run.results.viewer = {"skipped": f"{SCRIPT.relative_to(HERE.parent)} does not exist yet"}
         run.skip(f"viewer: {SCRIPT.relative_to(HERE.parent)} does not exist yet")
         return
-    cmd = [sys.executable, str(SCRIPT)] + (["--quick"] if run.quick else [])
+    out = run.log_dir / "viewer.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, str(SCRIPT), "--json-out", str(out)]
+    if run.quick:
+        cmd += ["--events", "5000"]
     run.say("viewer: " + " ".join(cmd[1:]))
     try:
         done = subprocess.run(
@@ -36,7 +41,7 @@ def viewer(run: Run) -> None:
         run.skip(f"viewer: {exc}")
         return
     (run.log_dir / "viewer.log").write_text(done.stderr, encoding="utf-8")
-    data = _last_json(done.stdout)
+    data = _last_json(out.read_text(encoding="utf-8") if out.exists() else done.stdout)
     if done.returncode != 0 or data is None:
         why = f"exit {done.returncode}, {'no JSON' if data is None else 'JSON kept'}"
         run.skip(f"viewer: {why} (see results/logs/viewer.log)")
