@@ -75,7 +75,7 @@ _NESTED_LIMIT: Final = MAX_JSON_DEPTH - 3
 event and its record take the first three of SPEC §6's 64."""
 
 
-def _depth_exceeds(value: Any, limit: int) -> bool:
+def depth_exceeds(value: Any, limit: int) -> bool:
     """Whether ``value`` nests objects/arrays more than ``limit`` levels (iteratively)."""
     level: list[Any] = [value]
     depth = 0
@@ -96,7 +96,7 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
 def _structure_object(value: Any, _: type) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError(f"expected an object, got {type(value).__name__}")
-    if _depth_exceeds(value, _NESTED_LIMIT):
+    if depth_exceeds(value, _NESTED_LIMIT):
         raise TypeError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 

@@ -40,6 +40,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from ..core.errors import InvalidInput, StoreError
 from ..core.otlp import SpanMemory, Translation, translate_logs, translate_traces
 from ..core.protocol import MAX_JSON_DEPTH
+from ..core.wire import depth_exceeds
 from ..hub.clock import now_iso
 from ..producers import Observability
 from .http import HttpError, Request
@@ -102,21 +103,6 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     except zlib.error as exc:
         raise _Refused(400, f"the body is not valid {coding}: {exc}") from None
     return bytes(out)
-
-
-def _depth_exceeds(value: Any, limit: int) -> bool:
-    level: list[Any] = [value]
-    depth = 0
-    while level:
-        depth += 1
-        if depth > limit:
-            return True
-        nested: list[Any] = []
-        for item in level:
-            children = item.values() if isinstance(item, dict) else item
-            nested.extend(v for v in children if isinstance(v, dict | list))
-        level = nested
-    return False
 
 
 def _items(node: Any, *keys: str) -> list[Any]:
@@ -185,7 +171,7 @@ def parse(data: bytes, content_type: str, message: Message, hex_ids: Callable[[A
         raise _Refused(400, f"the body is not valid JSON ({exc.msg})") from None
     if not isinstance(doc, dict):
         raise _Refused(400, f"the body must be a JSON object (an {_name(message)})")
-    if _depth_exceeds(doc, MAX_JSON_DEPTH):
+    if depth_exceeds(doc, MAX_JSON_DEPTH):
         raise _Refused(400, f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
     hex_ids(doc)
     try:
