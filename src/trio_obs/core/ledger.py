@@ -257,6 +257,11 @@ class _Batch:
                 self.add(GLOBAL, copy, is_copy=True)
 
 
+_SPAN_TYPES: Final = frozenset(
+    {"tool:start", "tool:end", "tool:output", "skill:start", "skill:end"}
+)
+
+
 def span_key(event: ev.StreamEvent) -> SpanKey | None:
     """The tool use or skill trace an event starts, ends or streams output for."""
     match event:
@@ -364,9 +369,10 @@ class Ledger:
         missing: dict[SpanKey, None] = {}
         for batch in batches:
             for event in batch:
-                key = span_key(event)
-                if key is None:
+                if event.type not in _SPAN_TYPES:
                     continue
+                key = span_key(event)
+                assert key is not None
                 if isinstance(event, ev.ToolStartEvent | ev.SkillStartEvent):
                     started.add(key)
                 elif (

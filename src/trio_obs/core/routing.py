@@ -155,10 +155,12 @@ class SubscriptionState:
 class KeyLog:
     """The most recent envelopes of one stream key, with contiguous seqs, oldest first."""
 
-    __slots__ = ("_envs", "_start", "cost", "depth")
+    __slots__ = ("_envs", "_limit", "_start", "cost", "depth")
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
+        self._limit = depth + depth // 8
+        """Held at most; beyond it the oldest go down to ``depth`` at once (amortized)."""
         self._envs: list[Envelope] = []
         self._start = 0  # index of the oldest kept envelope in _envs (trimmed in chunks)
         self.cost = 0
@@ -184,9 +186,18 @@ class KeyLog:
             self.clear()  # a gap (events this log never saw): keep only what is contiguous
         envs.append(env)
         self.cost += env.cost
-        if len(envs) - self._start > self.depth:
-            self.drop_oldest()
+        if len(envs) - self._start > self._limit:
+            self._drop(len(envs) - self._start - self.depth)
         return self.cost - before
+
+    def _drop(self, n: int) -> None:
+        start, envs = self._start, self._envs
+        self.cost -= sum(e.cost for e in envs[start : start + n])
+        start += n
+        if start * 2 > len(envs):
+            del envs[:start]
+            start = 0
+        self._start = start
 
     def drop_oldest(self) -> int:
         """Forget the oldest envelope; returns the bytes freed."""
