@@ -57,7 +57,10 @@ class Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.quick: bool = args.quick
-        self.budget = Budget(args.budget or (100.0 if self.quick else 600.0))
+        default = 100.0 if self.quick else 600.0
+        if getattr(args, "compare", None):
+            default *= 1.6  # a second trio-obs in every section
+        self.budget = Budget(args.budget or default)
         self.log_dir = RESULTS / "logs"
         self.results = Results()
         self._runs = 0
