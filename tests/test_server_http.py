@@ -433,11 +433,14 @@ async def test_viewer_page_and_its_static_files(server: Server) -> None:
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert b"<" in page.content
-    folder = resources.files("trio_obs") / "static"
-    for item in folder.iterdir() if folder.is_dir() else ():
+    folder = resources.files("trio_obs.server") / "static"
+    served = 0
+    for item in folder.iterdir():
         response = await server.http.get(f"/static/{item.name}")
         assert response.status_code == 200, item.name
         assert response.content == item.read_bytes()
+        served += 1
+    assert served >= 3  # the page, its script and its style at least
 
 
 async def test_two_requests_on_one_keep_alive_connection(server: Server) -> None:

@@ -14,15 +14,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from trio_obs.core import events as ev
 from trio_obs.core.ledger import complete_batch
-from trio_obs.core.otlp import (
-    LIVE_COPY,
-    LIVE_SPAN,
-    SpanMemory,
-    Translation,
-    iso_of_nanos,
-    translate_logs,
-    translate_traces,
-)
+from trio_obs.core.otlp import LIVE_COPY, LIVE_SPAN, translate_logs, translate_traces
+from trio_obs.core.otlp_memory import SpanMemory, Translation
+from trio_obs.core.otlp_values import iso_of_nanos
 from trio_obs.core.wire import to_wire
 
 NOW = "2030-01-01T00:00:00.000Z"

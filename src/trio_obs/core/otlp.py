@@ -35,23 +35,21 @@ turned into events: an exporter's retry, a start that comes after its end.
 
 from __future__ import annotations
 
-import base64
-import math
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-from typing import Any, Final, TypeAlias
+from typing import Final
 
-import attrs
-import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from . import events as ev
-from .protocol import Severity
+from .otlp_memory import Seen, SpanMemory, Translation
+from .otlp_values import (
+    AGENT, JSON, LLM_OPERATIONS, MAX_SUMMARY, TOOL, ResourceView, SpanRef, SpanView,
+    after_prefix, agent_name_of, attributes_of, bad_ids, bad_log_ids, cut, iso_of_nanos,
+    number_of, operation_of, output_text_of, severity_of, summary_of, text_of, trimmed,
+    value_of,
+)  # fmt: skip
 
 LIVE_SPAN: Final = "trio_obs.live_span"
 """Set (``true``) on a span by the live processor when it starts: that processor sends
@@ -59,242 +57,8 @@ this span's start and its end itself."""
 LIVE_COPY: Final = "trio_obs.live_copy"
 """On the live processor's own copies of a span: ``"start"`` (in progress) or ``"end"``."""
 
-AGENT: Final = "invoke_agent"
-TOOL: Final = "execute_tool"
-LLM_OPERATIONS: Final = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
-OPERATIONS: Final = LLM_OPERATIONS | {
-    AGENT, TOOL, "create_agent", "invoke_workflow", "plan", "retrieval", "create_memory",
-    "create_memory_store", "delete_memory", "delete_memory_store", "search_memory",
-    "update_memory", "upsert_memory",
-}  # fmt: skip
-"""The GenAI operation names (``gen_ai.operation.name``), also recognised as a span
-name's first word when the attribute is missing."""
-
-MAX_SUMMARY: Final = 500
-"""Characters of a summary (tool arguments and results, log bodies) at most."""
-MAX_STRING: Final = 2000
-"""Characters of one attribute string kept in ``details``/``payload``."""
-MAX_ITEMS: Final = 100
-"""Items of one attribute array kept in ``details``/``payload``."""
-MAX_DEPTH: Final = 8
-"""Levels of nested attribute values kept; deeper ones become their JSON text."""
-MEMORY_SIZE: Final = 100_000
-"""Spans a :class:`SpanMemory` remembers (the oldest are forgotten first)."""
 MAX_REASONS: Final = 3
 
-_ERROR: Final = Status.STATUS_CODE_ERROR
-_SEVERITIES: Final[tuple[tuple[int, Severity], ...]] = (
-    (21, "critical"), (17, "error"), (13, "warning"), (9, "info"), (1, "debug"),
-)  # fmt: skip
-"""OTLP severity numbers (the lowest of each range) and the message-bus severity they give."""
-_SEVERITY_WORDS: Final[dict[str, Severity]] = {
-    "fatal": "critical", "crit": "critical", "critical": "critical", "error": "error",
-    "err": "error", "warn": "warning", "warning": "warning", "info": "info", "debug": "debug",
-    "trace": "debug",
-}  # fmt: skip
-"""``severity_text`` words, for records that carry no severity number."""
-
-SpanRef: TypeAlias = tuple[str, str]
-"""(trace id, span id), in lower-case hex."""
-JSON: TypeAlias = Any
-
-
-@attrs.frozen
-class Seen:
-    """What was turned into events for one span, and what later copies of it need."""
-
-    started: bool = False
-    ended: bool = False
-    agent: str | None = None
-    """The agent's name when the span is an ``invoke_agent`` span."""
-    tool_use_id: str | None = None
-    """The tool use id its ``tool:start`` carried (a later copy may name it differently)."""
-
-
-_NOT_SEEN: Final = Seen()
-
-
-@attrs.frozen
-class Translation:
-    """The events one OTLP request gives, what was refused, and what to remember."""
-
-    events: list[ev.StreamEvent]
-    rejected: int
-    """Spans or log records refused (OTLP's ``rejected_spans``/``rejected_log_records``)."""
-    message: str
-    """Why they were refused (OTLP's partial-success ``error_message``); "" if none was."""
-    spans: dict[SpanRef, Seen]
-    """What :meth:`SpanMemory.learn` records once the events are stored."""
-    entries: dict[str, int]
-    """The transcript entry count of each trace after these events."""
-
-
-class SpanMemory:
-    """Recent spans this server turned into events, and transcript counts per trace.
-
-    Bounded: beyond ``size`` spans (or traces) the least recently used are forgotten.
-    A translation reads it; the server calls :meth:`learn` once the events are stored,
-    so a request that could not be stored is not remembered and its retry gives them.
-    """
-
-    def __init__(self, size: int = MEMORY_SIZE) -> None:
-        self._size = size
-        self._spans: OrderedDict[SpanRef, Seen] = OrderedDict()
-        self._entries: OrderedDict[str, int] = OrderedDict()
-
-    def seen(self, ref: SpanRef) -> Seen:
-        """What was turned into events for span ``ref`` (nothing, if it is not known)."""
-        return self._spans.get(ref, _NOT_SEEN)
-
-    def entries(self, trace_id: str) -> int:
-        """The transcript entries made for trace ``trace_id`` so far."""
-        return self._entries.get(trace_id, 0)
-
-    def learn(self, translation: Translation) -> None:
-        """The events of ``translation`` are stored: remember what they say."""
-        _remember(self._spans, translation.spans, self._size)
-        _remember(self._entries, translation.entries, self._size)
-
-    def __len__(self) -> int:
-        return len(self._spans)
-
-
-def _remember(memory: OrderedDict[Any, Any], new: Mapping[Any, Any], size: int) -> None:
-    for key, value in new.items():
-        memory[key] = value
-        memory.move_to_end(key)
-    while len(memory) > size:
-        memory.popitem(last=False)
-
-
-# --------------------------------------------------------------------------- values
-
-
-def iso_of_nanos(nanos: int) -> str | None:
-    """A Unix time in nanoseconds as ISO-8601 UTC with milliseconds; None when unset (0)."""
-    if nanos <= 0:
-        return None
-    try:
-        moment = datetime.fromtimestamp(nanos // 1_000_000_000, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-    return ev.iso_utc(moment.replace(microsecond=nanos // 1000 % 1_000_000))
-
-
-def value_of(value: AnyValue, depth: int = 0) -> JSON:
-    """An OTLP ``AnyValue`` as plain JSON data (bytes as base64)."""
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "int_value":
-        return value.int_value
-    if kind == "double_value":
-        number = value.double_value
-        return number if math.isfinite(number) else str(number)
-    if kind == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode()
-    if kind == "array_value":
-        return [value_of(v, depth + 1) for v in value.array_value.values]
-    if kind == "kvlist_value":
-        return attributes_of(value.kvlist_value.values, depth + 1)
-    return None
-
-
-def attributes_of(pairs: Iterable[KeyValue], depth: int = 0) -> dict[str, JSON]:
-    """OTLP key-value pairs as a dict of plain JSON data."""
-    return {kv.key: value_of(kv.value, depth) for kv in pairs}
-
-
-def trimmed(value: JSON, depth: int = 0) -> JSON:
-    """``value`` within the bounds of ``details``: strings, arrays and nesting cut short."""
-    if isinstance(value, str):
-        return _cut(value, MAX_STRING)
-    if isinstance(value, list | dict) and depth >= MAX_DEPTH:
-        return _cut(orjson.dumps(value).decode(), MAX_STRING)
-    if isinstance(value, list):
-        return [trimmed(v, depth + 1) for v in value[:MAX_ITEMS]]
-    if isinstance(value, dict):
-        return {str(k): trimmed(v, depth + 1) for k, v in value.items()}
-    return value
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
-def summary_of(value: JSON) -> str:
-    """A one-line summary of an attribute value: a string as it is, anything else as JSON."""
-    if value is None:
-        return ""
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    return _cut(" ".join(text.split()), MAX_SUMMARY)
-
-
-def _text(value: JSON) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _number(value: JSON) -> int | float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return value
-    return None
-
-
-def _output_text(messages: JSON) -> str | None:
-    """The first text (or the tools called) of ``gen_ai.output.messages``, if it has any."""
-    if isinstance(messages, str):
-        try:
-            messages = orjson.loads(messages)
-        except orjson.JSONDecodeError:
-            return summary_of(messages) or None
-    if not isinstance(messages, list):
-        return None
-    calls: list[str] = []
-    for message in messages:
-        parts = message.get("parts") if isinstance(message, dict) else None
-        for part in parts if isinstance(parts, list) else []:
-            if not isinstance(part, dict):
-                continue
-            if part.get("type") == "text" and _text(part.get("content")):
-                return summary_of(part["content"])
-            if part.get("type") == "tool_call" and _text(part.get("name")):
-                calls.append(part["name"])
-    return f"calls {', '.join(calls)}" if calls else None
-
-
-def operation_of(name: str, attributes: Mapping[str, JSON]) -> str | None:
-    """The GenAI operation of a span: ``gen_ai.operation.name``, else its name's first word."""
-    named = _text(attributes.get("gen_ai.operation.name"))
-    if named:
-        return named
-    first = name.split(" ", 1)[0]
-    return first if first in OPERATIONS else None
-
-
-def _after_prefix(name: str, prefix: str) -> str | None:
-    rest = name[len(prefix) :].strip() if name.startswith(prefix) else ""
-    return rest or None
-
-
-def _severity(number: int, text: str) -> Severity:
-    for lowest, severity in _SEVERITIES:
-        if number >= lowest:
-            return severity
-    return _SEVERITY_WORDS.get(text.strip().lower(), "info")
-
-
-# --------------------------------------------------------------------------- translation
-
-
-@attrs.frozen
-class _Resource:
-    service: str | None
-
-    @classmethod
-    def of(cls, pairs: Iterable[KeyValue]) -> _Resource:
-        return cls(_text(attributes_of(pairs).get("service.name")))
 
 
 class _Builder:
@@ -396,25 +160,25 @@ class _Builder:
     # ------------------------------------------------------------------ spans
 
     def traces(self, request: ExportTraceServiceRequest) -> None:
-        batch: list[tuple[Span, _Resource, dict[str, JSON]]] = []
+        batch: list[tuple[Span, ResourceView, dict[str, JSON]]] = []
         for resource_spans in request.resource_spans:
-            resource = _Resource.of(resource_spans.resource.attributes)
+            resource = ResourceView.of(resource_spans.resource.attributes)
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
                     self.total += 1
-                    why = _bad_ids(span.trace_id, span.span_id, span.parent_span_id)
+                    why = bad_ids(span.trace_id, span.span_id, span.parent_span_id)
                     if why:
                         self.reject(f"span {span.name!r}: {why}")
                         continue
                     attributes = attributes_of(span.attributes)
                     if operation_of(span.name, attributes) == AGENT:
-                        name = _agent_name(span.name, attributes)
+                        name = agent_name_of(span.name, attributes)
                         self.agents[(span.trace_id.hex(), span.span_id.hex())] = name
                     batch.append((span, resource, attributes))
         for span, resource, attributes in batch:
             self.span(span, resource, attributes)
 
-    def span(self, span: Span, resource: _Resource, attributes: dict[str, JSON]) -> None:
+    def span(self, span: Span, resource: ResourceView, attributes: dict[str, JSON]) -> None:
         trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
         ref = (trace_id, span_id)
         copy = attributes.get(LIVE_COPY)
@@ -433,7 +197,7 @@ class _Builder:
         if not (gives_start or gives_end):
             return  # this server has already turned this part of the span into events
         operation = operation_of(span.name, attributes)
-        span_view = _SpanView(span, trace_id, span_id, attributes, resource, operation)
+        span_view = SpanView(span, trace_id, span_id, attributes, resource, operation)
         if operation == AGENT:
             seen = self.agent(span_view, seen, gives_start, gives_end)
         elif operation == TOOL:
@@ -446,11 +210,11 @@ class _Builder:
             seen, started=seen.started or gives_start, ended=seen.ended or gives_end
         )
 
-    def agent(self, s: _SpanView, seen: Seen, gives_start: bool, gives_end: bool) -> Seen:
-        name = _agent_name(s.span.name, s.attributes)
+    def agent(self, s: SpanView, seen: Seen, gives_start: bool, gives_end: bool) -> Seen:
+        name = agent_name_of(s.span.name, s.attributes)
         parent = s.parent_ref
         parent_agent = self.agent_name(parent) if parent else None
-        conversation = _text(s.attributes.get("gen_ai.conversation.id"))
+        conversation = text_of(s.attributes.get("gen_ai.conversation.id"))
         about = f" (conversation {conversation})" if conversation else ""
         failure = f": {s.span.status.message}" if s.failed and s.span.status.message else ""
         outcome = "failed" if s.failed else "completed"
@@ -495,15 +259,15 @@ class _Builder:
                     )
         return attrs.evolve(seen, agent=name)
 
-    def tool(self, s: _SpanView, seen: Seen, gives_start: bool, gives_end: bool) -> Seen:
+    def tool(self, s: SpanView, seen: Seen, gives_start: bool, gives_end: bool) -> Seen:
         tool = (
-            _text(s.attributes.get("gen_ai.tool.name"))
-            or _after_prefix(s.span.name, TOOL)
+            text_of(s.attributes.get("gen_ai.tool.name"))
+            or after_prefix(s.span.name, TOOL)
             or s.span.name
             or "tool"
         )
         tool_use_id = (
-            seen.tool_use_id or _text(s.attributes.get("gen_ai.tool.call.id")) or s.span_id
+            seen.tool_use_id or text_of(s.attributes.get("gen_ai.tool.call.id")) or s.span_id
         )
         if gives_start:
             self.emit(
@@ -535,11 +299,11 @@ class _Builder:
             )
         return attrs.evolve(seen, tool_use_id=tool_use_id)
 
-    def other(self, s: _SpanView) -> None:
+    def other(self, s: SpanView) -> None:
         """A span that is neither an agent nor a tool: one transcript entry when it ends."""
         a = s.attributes
         operation = s.operation
-        model = _text(a.get("gen_ai.request.model"))
+        model = text_of(a.get("gen_ai.request.model"))
         is_llm = operation in LLM_OPERATIONS or (operation is None and model is not None)
         extra: ev.JSONDict = {}
         summary = s.span.name or operation or "span"
@@ -547,16 +311,16 @@ class _Builder:
             usage = {
                 key.removeprefix("gen_ai.usage."): value
                 for key, value in a.items()
-                if key.startswith("gen_ai.usage.") and _number(value) is not None
+                if key.startswith("gen_ai.usage.") and number_of(value) is not None
             }
             extra = {
                 "model": model,
-                "responseModel": _text(a.get("gen_ai.response.model")),
-                "provider": _text(a.get("gen_ai.provider.name") or a.get("gen_ai.system")),
+                "responseModel": text_of(a.get("gen_ai.response.model")),
+                "provider": text_of(a.get("gen_ai.provider.name") or a.get("gen_ai.system")),
                 "usage": usage or None,
                 "finishReasons": a.get("gen_ai.response.finish_reasons"),
             }
-            said = _output_text(a.get("gen_ai.output.messages"))
+            said = _outputtext_of(a.get("gen_ai.output.messages"))
             if said:
                 summary = f"{summary}: {said}"
             tokens_in = usage.get("input_tokens", usage.get("prompt_tokens"))
@@ -574,12 +338,12 @@ class _Builder:
             instance_id=self.instance_of(s, parent),
             entry_type=operation or "span",
             category="llm" if is_llm else ("agent" if operation else "span"),
-            summary=_cut(summary, MAX_SUMMARY),
+            summary=cut(summary, MAX_SUMMARY),
             details=s.details(**extra),
             duration_ms=s.duration_ms,
         )
 
-    def span_events(self, s: _SpanView) -> None:
+    def span_events(self, s: SpanView) -> None:
         """A span's events: ``exception`` to the message bus, the others to the transcript."""
         for index, event in enumerate(s.span.events):
             nanos = event.time_unix_nano or s.end
@@ -587,8 +351,8 @@ class _Builder:
             timestamp = self.stamp(nanos)
             event_id = f"{s.span_id}-{index}"
             if event.name == "exception":
-                kind = _text(a.get("exception.type"))
-                text = _text(a.get("exception.message"))
+                kind = text_of(a.get("exception.type"))
+                text = text_of(a.get("exception.message"))
                 said = ": ".join(part for part in (kind, text) if part) or "exception"
                 entry = ev.MessageBusLogEntry(
                     id=event_id,
@@ -596,7 +360,7 @@ class _Builder:
                     timestamp=timestamp,
                     source=s.resource.service or "otel",
                     event_type="exception",
-                    human_summary=_cut(f"{said} (in {s.span.name})", MAX_SUMMARY),
+                    human_summary=cut(f"{said} (in {s.span.name})", MAX_SUMMARY),
                     severity="error",
                     category="exception",
                     created_at=timestamp,
@@ -616,14 +380,14 @@ class _Builder:
                     instance_id=self.instance_of(s, s.ref),
                     entry_type=event.name or "event",
                     category="event",
-                    summary=_cut(f"{event.name or 'event'} (in {s.span.name})", MAX_SUMMARY),
+                    summary=cut(f"{event.name or 'event'} (in {s.span.name})", MAX_SUMMARY),
                     details=s.details(attributes=trimmed(a)),
                 )
 
-    def instance_of(self, s: _SpanView, agent: SpanRef | None) -> str:
+    def instance_of(self, s: SpanView, agent: SpanRef | None) -> str:
         """Who a transcript entry is from: the span's agent, its parent agent, its service."""
         return (
-            _text(s.attributes.get("gen_ai.agent.name"))
+            text_of(s.attributes.get("gen_ai.agent.name"))
             or (self.agent_name(agent) if agent else None)
             or s.resource.service
             or "otel"
@@ -633,22 +397,22 @@ class _Builder:
 
     def logs(self, request: ExportLogsServiceRequest) -> None:
         for resource_logs in request.resource_logs:
-            resource = _Resource.of(resource_logs.resource.attributes)
+            resource = ResourceView.of(resource_logs.resource.attributes)
             for scope_logs in resource_logs.scope_logs:
                 for record in scope_logs.log_records:
                     self.total += 1
-                    why = _bad_log_ids(record.trace_id, record.span_id)
+                    why = bad_log_ids(record.trace_id, record.span_id)
                     if why:
                         self.reject(f"log record {self.total - 1}: {why}")
                         continue
                     self.log(record, resource, self.total - 1)
 
-    def log(self, record: LogRecord, resource: _Resource, index: int) -> None:
+    def log(self, record: LogRecord, resource: ResourceView, index: int) -> None:
         nanos = record.time_unix_nano or record.observed_time_unix_nano
         timestamp = self.stamp(nanos)
         a = attributes_of(record.attributes)
         body = value_of(record.body) if record.HasField("body") else None
-        severity = _severity(record.severity_number, record.severity_text)
+        severity = severity_of(record.severity_number, record.severity_text)
         kind = record.event_name or "log"
         said = summary_of(body) or record.event_name or "(empty log record)"
         span_id = record.span_id.hex() if any(record.span_id) else None
@@ -684,7 +448,7 @@ class _Builder:
             trace_id,
             id=record_id,
             instance_id=(
-                _text(a.get("gen_ai.agent.name"))
+                text_of(a.get("gen_ai.agent.name"))
                 or (self.agent_name((trace_id, span_id)) if span_id else None)
                 or resource.service
                 or "otel"
@@ -694,83 +458,6 @@ class _Builder:
             summary=said,
             details=details,
         )
-
-
-@attrs.frozen
-class _SpanView:
-    """One span being translated, with what is derived from it once."""
-
-    span: Span
-    trace_id: str
-    span_id: str
-    attributes: dict[str, JSON]
-    resource: _Resource
-    operation: str | None
-
-    @property
-    def ref(self) -> SpanRef:
-        return (self.trace_id, self.span_id)
-
-    @property
-    def parent_ref(self) -> SpanRef | None:
-        return (self.trace_id, self.span.parent_span_id.hex()) if self.span.parent_span_id else None
-
-    @property
-    def start(self) -> int:
-        return self.span.start_time_unix_nano
-
-    @property
-    def end(self) -> int:
-        return self.span.end_time_unix_nano
-
-    @property
-    def failed(self) -> bool:
-        return self.span.status.code == _ERROR
-
-    @property
-    def duration_ms(self) -> float:
-        if not (self.start and self.end):
-            return 0.0
-        return round(max(0, self.end - self.start) / 1e6, 3)
-
-    def details(self, **extra: JSON) -> ev.JSONDict:
-        """The span's facts for ``details``/``payload``: ids, name, status, its attributes."""
-        out: ev.JSONDict = {
-            "spanId": self.span_id,
-            "parentSpanId": self.span.parent_span_id.hex() or None,
-            "spanName": self.span.name,
-            "operation": self.operation,
-            "service": self.resource.service,
-            "status": "error" if self.failed else None,
-            "statusMessage": self.span.status.message or None,
-            **extra,
-        }
-        if "attributes" not in extra:
-            shown = {k: v for k, v in self.attributes.items() if not k.startswith("trio_obs.")}
-            out["attributes"] = trimmed(shown) or None
-        return {k: v for k, v in out.items() if v is not None}
-
-
-def _agent_name(span_name: str, attributes: Mapping[str, JSON]) -> str:
-    return _text(attributes.get("gen_ai.agent.name")) or _after_prefix(span_name, AGENT) or "agent"
-
-
-def _bad_ids(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> str | None:
-    if len(trace_id) != 16 or not any(trace_id):
-        return f"its trace id has {len(trace_id)} bytes; it needs 16, not all zero"
-    if len(span_id) != 8 or not any(span_id):
-        return f"its span id has {len(span_id)} bytes; it needs 8, not all zero"
-    if parent_span_id and len(parent_span_id) != 8:
-        return f"its parent span id has {len(parent_span_id)} bytes; it needs 8 (or none)"
-    return None
-
-
-def _bad_log_ids(trace_id: bytes, span_id: bytes) -> str | None:
-    if trace_id and len(trace_id) != 16:
-        return f"its trace id has {len(trace_id)} bytes; it needs 16 (or none)"
-    if span_id and len(span_id) != 8:
-        return f"its span id has {len(span_id)} bytes; it needs 8 (or none)"
-    return None
 
 
 def translate_traces(

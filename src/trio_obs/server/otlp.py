@@ -38,7 +38,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from ..core.errors import InvalidInput, StoreError
-from ..core.otlp import SpanMemory, Translation, translate_logs, translate_traces
+from ..core.otlp import translate_logs, translate_traces
+from ..core.otlp_memory import SpanMemory, Translation
 from ..core.protocol import MAX_JSON_DEPTH
 from ..core.wire import depth_exceeds
 from ..hub.clock import now_iso
