@@ -151,7 +151,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--queue-size", type=int, default=1024, help="trio-obs per-connection queue")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every load's length")
-    p.add_argument("--budget", type=float, default=None, help="seconds (default 600, quick 100; 1.6 times that with --compare)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds (default 600, quick 100; 1.6 times that with --compare)",
+    )
     p.add_argument(
         "--no-profile", dest="profile", action="store_false", help="skip the pyinstrument run"
     )

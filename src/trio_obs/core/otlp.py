@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from typing import Final
 
+import attrs
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
@@ -45,11 +46,30 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from . import events as ev
 from .otlp_memory import Seen, SpanMemory, Translation
 from .otlp_values import (
-    AGENT, JSON, LLM_OPERATIONS, MAX_SUMMARY, TOOL, ResourceView, SpanRef, SpanView,
-    after_prefix, agent_name_of, attributes_of, bad_ids, bad_log_ids, cut, iso_of_nanos,
-    number_of, operation_of, output_text_of, severity_of, summary_of, text_of, trimmed,
+    AGENT,
+    JSON,
+    LLM_OPERATIONS,
+    MAX_SUMMARY,
+    TOOL,
+    ResourceView,
+    SpanRef,
+    SpanView,
+    after_prefix,
+    agent_name_of,
+    attributes_of,
+    bad_ids,
+    bad_log_ids,
+    cut,
+    iso_of_nanos,
+    number_of,
+    operation_of,
+    output_text_of,
+    severity_of,
+    summary_of,
+    text_of,
+    trimmed,
     value_of,
-)  # fmt: skip
+)
 
 LIVE_SPAN: Final = "trio_obs.live_span"
 """Set (``true``) on a span by the live processor when it starts: that processor sends
@@ -58,7 +78,6 @@ LIVE_COPY: Final = "trio_obs.live_copy"
 """On the live processor's own copies of a span: ``"start"`` (in progress) or ``"end"``."""
 
 MAX_REASONS: Final = 3
-
 
 
 class _Builder:
@@ -320,7 +339,7 @@ class _Builder:
                 "usage": usage or None,
                 "finishReasons": a.get("gen_ai.response.finish_reasons"),
             }
-            said = _outputtext_of(a.get("gen_ai.output.messages"))
+            said = output_text_of(a.get("gen_ai.output.messages"))
             if said:
                 summary = f"{summary}: {said}"
             tokens_in = usage.get("input_tokens", usage.get("prompt_tokens"))

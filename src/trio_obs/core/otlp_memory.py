@@ -16,6 +16,7 @@ from .otlp_values import SpanRef
 MEMORY_SIZE: Final = 100_000
 """Spans a :class:`SpanMemory` remembers (the oldest are forgotten first)."""
 
+
 @attrs.frozen
 class Seen:
     """What was turned into events for one span, and what later copies of it need."""
@@ -82,5 +83,3 @@ def _remember(memory: OrderedDict[Any, Any], new: Mapping[Any, Any], size: int) 
         memory.move_to_end(key)
     while len(memory) > size:
         memory.popitem(last=False)
-
-

@@ -55,7 +55,6 @@ SpanRef: TypeAlias = tuple[str, str]
 JSON: TypeAlias = Any
 
 
-
 def iso_of_nanos(nanos: int) -> str | None:
     """A Unix time in nanoseconds as ISO-8601 UTC with milliseconds; None when unset (0)."""
     if nanos <= 0:
@@ -128,7 +127,7 @@ def number_of(value: JSON) -> int | float | None:
     return None
 
 
-def _outputtext_of(messages: JSON) -> str | None:
+def output_text_of(messages: JSON) -> str | None:
     """The first text (or the tools called) of ``gen_ai.output.messages``, if it has any."""
     if isinstance(messages, str):
         try:
@@ -257,5 +256,3 @@ def bad_log_ids(trace_id: bytes, span_id: bytes) -> str | None:
     if span_id and len(span_id) != 8:
         return f"its span id has {len(span_id)} bytes; it needs 8 (or none)"
     return None
-
-
