@@ -58,7 +58,7 @@ class Run:
         self.args = args
         self.quick: bool = args.quick
         default = 100.0 if self.quick else 600.0
-        if getattr(args, "compare", None):
+        if args.compare:
             default *= 1.6  # a second trio-obs in every section
         self.budget = Budget(args.budget or default)
         self.log_dir = RESULTS / "logs"

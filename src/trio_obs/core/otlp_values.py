@@ -38,6 +38,7 @@ MAX_ITEMS: Final = 100
 """Items of one attribute array kept in ``details``/``payload``."""
 MAX_DEPTH: Final = 8
 """Levels of nested attribute values kept; deeper ones become their JSON text."""
+
 _ERROR: Final = Status.STATUS_CODE_ERROR
 _SEVERITIES: Final[tuple[tuple[int, Severity], ...]] = (
     (21, "critical"), (17, "error"), (13, "warning"), (9, "info"), (1, "debug"),
@@ -106,6 +107,7 @@ def trimmed(value: JSON, depth: int = 0) -> JSON:
 
 
 def cut(text: str, limit: int) -> str:
+    """``text`` at most ``limit`` characters long, an ellipsis marking the cut."""
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
@@ -118,10 +120,12 @@ def summary_of(value: JSON) -> str:
 
 
 def text_of(value: JSON) -> str | None:
+    """``value`` if it is a non-empty string, else None."""
     return value if isinstance(value, str) and value else None
 
 
 def number_of(value: JSON) -> int | float | None:
+    """``value`` if it is a number (not a bool), else None."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return value
     return None
@@ -159,11 +163,13 @@ def operation_of(name: str, attributes: Mapping[str, JSON]) -> str | None:
 
 
 def after_prefix(name: str, prefix: str) -> str | None:
+    """What follows ``prefix`` in ``name`` (``execute_tool get_weather`` → ``get_weather``)."""
     rest = name[len(prefix) :].strip() if name.startswith(prefix) else ""
     return rest or None
 
 
 def severity_of(number: int, text: str) -> Severity:
+    """The message-bus severity of an OTLP severity number, else of its text."""
     for lowest, severity in _SEVERITIES:
         if number >= lowest:
             return severity
@@ -237,10 +243,12 @@ class SpanView:
 
 
 def agent_name_of(span_name: str, attributes: Mapping[str, JSON]) -> str:
+    """An agent span's agent: ``gen_ai.agent.name``, else its name after ``invoke_agent``."""
     return text_of(attributes.get("gen_ai.agent.name")) or after_prefix(span_name, AGENT) or "agent"
 
 
 def bad_ids(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> str | None:
+    """Why a span's ids are refused (OTLP: 16-byte trace, 8-byte span ids), or None."""
     if len(trace_id) != 16 or not any(trace_id):
         return f"its trace id has {len(trace_id)} bytes; it needs 16, not all zero"
     if len(span_id) != 8 or not any(span_id):
@@ -251,6 +259,7 @@ def bad_ids(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> str | Non
 
 
 def bad_log_ids(trace_id: bytes, span_id: bytes) -> str | None:
+    """Why a log record's ids are refused (both are optional there), or None."""
     if trace_id and len(trace_id) != 16:
         return f"its trace id has {len(trace_id)} bytes; it needs 16 (or none)"
     if span_id and len(span_id) != 8:

@@ -24,6 +24,14 @@ export function setText(node, s) {
   if (node.data !== str) node.data = str;
 }
 
+/** The node's only child as a text node (made if need be), to change with setText. */
+export function textOf(node) {
+  if (node.firstChild?.nodeType !== Node.TEXT_NODE || node.childNodes.length !== 1) {
+    node.replaceChildren(text());
+  }
+  return node.firstChild;
+}
+
 /** Set an element's class only when it differs. */
 export function setClass(node, cls) {
   if (node.className !== cls) node.className = cls;

@@ -4,9 +4,9 @@
 
 import { state } from "./state.js";
 import { api } from "./net.js";
-import { $, params, textOf, writeUrl } from "./page.js";
+import { $, params, writeUrl } from "./page.js";
 import { schedule } from "./frame.js";
-import { ago, el, fmt, setClass, setText, text } from "./dom.js";
+import { ago, el, fmt, setClass, setText, text, textOf } from "./dom.js";
 
 const LIST_LIMIT = 200; // executions listed
 const LIST_SHOWN = 150; // execution items in the DOM (search finds the others)

@@ -2,8 +2,8 @@
 // the tab's title for events that need action; notices (a reset history, a failed export).
 
 import { state } from "./state.js";
-import { $, narrow, textOf } from "./page.js";
-import { fmt, setText } from "./dom.js";
+import { $, narrow } from "./page.js";
+import { fmt, setText, textOf } from "./dom.js";
 
 export function showNotice(message) {
   $("notice-text").textContent = message;

@@ -1,8 +1,7 @@
 // The page around its parts: the element lookup, the URL's query (as the address bar shows
-// it), the layout's media queries, text nodes updated in place, and the drawers that hold
-// the side bar and the panel on narrow screens.
+// it), the layout's media queries, and the drawers that hold the side bar and the panel on
+// narrow screens.
 
-import { text } from "./dom.js";
 import { schedule } from "./frame.js";
 
 export const params = new URLSearchParams(location.search);
@@ -13,14 +12,6 @@ export const narrow = window.matchMedia("(max-width: 759px)");
 export function writeUrl() {
   const q = params.toString();
   history.replaceState(null, "", q ? `?${q}` : location.pathname);
-}
-
-/** The node's only child as a text node (made if need be), to change with setText. */
-export function textOf(node) {
-  if (node.firstChild?.nodeType !== Node.TEXT_NODE || node.childNodes.length !== 1) {
-    node.replaceChildren(text());
-  }
-  return node.firstChild;
 }
 
 let drawer = null; // "side" | "panel" | null

@@ -5,8 +5,8 @@ import { state } from "./state.js";
 import { topicOf } from "./events.js";
 import { fullyLoaded } from "./history.js";
 import { metricsText, progress } from "./rows.js";
-import { $, textOf } from "./page.js";
-import { ago, badge, clock, el, fmt, pct, setClass, setText, text } from "./dom.js";
+import { $ } from "./page.js";
+import { ago, badge, clock, el, fmt, pct, setClass, setText, text, textOf } from "./dom.js";
 
 const AGENTS_SHOWN = 50; // agent items in the DOM
 const ALERTS_SHOWN = 100; // alert items in the DOM (the count covers them all)
