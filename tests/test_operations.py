@@ -23,6 +23,7 @@ from support import (
     ServerProcess,
     command,
     environment,
+    free_port,
     heartbeat,
     heartbeats,
     running_server,
@@ -296,13 +297,20 @@ async def test_info_logs_one_line_per_refused_handshake_and_never_the_token() ->
     assert "hunter2" not in cli.stderr
     # At warning, the start and stop lines are not written (a second server on the same
     # port shows it started: it says nothing and exits on its signal).
+    port = free_port()
     with trio.fail_after(TIMEOUT):
         process = await trio.lowlevel.open_process(
-            command("serve", "--port", "0", "--log-level", "warning", "--db", ":memory:"),
+            command("serve", "--port", str(port), "--log-level", "warning", "--db", ":memory:"),
             stderr=subprocess.PIPE,
             env=environment(),
         )
-        await trio.sleep(1.0)
+        # It says nothing: wait until it accepts (its signal handler is set before it listens).
+        while True:
+            try:
+                await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
+                break
+            except OSError:
+                await trio.sleep(0.05)
         process.send_signal(signal.SIGTERM)
         assert await process.wait() == 0
         assert process.stderr is not None
