@@ -3,18 +3,25 @@ group commit (the ledger's rules alone are in tests/core/test_ledger.py)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import orjson
 import pytest
 import trio
 
+from support import running_server, ws_client
 from trio_obs import GLOBAL, Broker, InvalidInput, StoreError, open_observability
 from trio_obs.core import events as ev
 from trio_obs.core.wire import decode_stream_event, summaries_json
+from trio_obs.hub.lockfile import Mark
+from trio_obs.hub.sqlite import DURABILITIES
 
 
 @asynccontextmanager
@@ -389,3 +396,139 @@ async def test_a_non_finite_float_never_makes_the_stream_unreadable(store: Broke
         await store.publish([bad])
     envs = await store.store.read("a")
     assert envs[0].seq == 1
+
+
+# --------------------------------------------------------------------------- whose file
+
+
+def _foreign_database(path: Path) -> bytes:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("CREATE TABLE meta (k TEXT, v TEXT)")
+        db.execute("INSERT INTO users VALUES (1, 'ada')")
+    db.close()
+    return path.read_bytes()
+
+
+async def test_another_applications_database_is_refused_and_left_untouched(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "app.db"
+    before = _foreign_database(path)
+    with pytest.raises(StoreError, match="not a trio-obs store") as caught:
+        async with open_hub(str(path)):
+            pass
+    assert "users" in str(caught.value) and "--db" in str(caught.value)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["app.db"]  # no WAL, no lock file left
+
+
+async def test_an_empty_file_and_an_older_store_are_opened(tmp_path: Path) -> None:
+    (tmp_path / "empty.db").touch()
+    async with open_hub(str(tmp_path / "empty.db")) as store:
+        await store.publish([status("a")])
+    with sqlite3.connect(tmp_path / "old.db") as db:  # a store of before the meta table
+        db.execute(
+            "CREATE TABLE events (stream_key TEXT, seq INTEGER, type TEXT, execution_id TEXT,"
+            " timestamp TEXT, task_id TEXT, tool TEXT, is_copy INTEGER, data BLOB,"
+            " PRIMARY KEY (stream_key, seq)) WITHOUT ROWID"
+        )
+    db.close()
+    async with open_hub(str(tmp_path / "old.db")) as store:
+        assert store.last_seq("a") == 0
+
+
+async def test_health_says_degraded_while_writes_cannot_succeed(tmp_path: Path) -> None:
+    path = tmp_path / "obs.db"
+    async with open_hub(str(path)) as store:
+        await store.publish([status("a")])
+        assert await store.healthy()
+        with sqlite3.connect(path) as other:  # something breaks what every write needs
+            other.execute("ALTER TABLE streams RENAME TO streams_gone")
+        other.close()
+        assert not await store.healthy()
+        assert "streams" in (await store.store.unwritable() or "")
+        with pytest.raises(StoreError):
+            await store.publish([status("a")])
+
+
+# --------------------------------------------------------------------------- machine crashes
+
+
+def _disk_image(store: Broker, into: Path) -> Path:
+    """The database and its WAL as they are on disk now (what a machine crash would leave)."""
+    into.mkdir()
+    with store.store._lock:  # no commit or checkpoint half-written in the copy
+        for suffix in ("", "-wal"):
+            source = Path(f"{store.store.path}{suffix}")
+            if source.exists():
+                shutil.copyfile(source, into / f"obs.db{suffix}")
+    return into / "obs.db"
+
+
+def _leave_mark(store: Broker, image: Path, *, boot: str | None = None) -> None:
+    """The lock file as the stopped server left it (its mark is in the page cache)."""
+    mark = Mark.decode(Path(f"{store.store.path}.lock").read_bytes())
+    assert mark is not None
+    if boot is not None:
+        mark = attrs.evolve(mark, boot=boot)
+    Path(f"{image}.lock").write_bytes(mark.encode())
+
+
+async def _publish_heartbeats(store: Broker, execution: str, n: int) -> None:
+    for i in range(n):
+        await store.publish([ev.AgentHeartbeatEvent(
+            execution_id=execution, instance_id=f"i{i}", status="working")])  # fmt: skip
+
+
+async def test_a_lost_tail_of_acknowledged_writes_starts_a_new_epoch(tmp_path: Path) -> None:
+    # Power lost with --durability normal: the last 50 of 100 acknowledged events never
+    # reached the disk (the WAL is synced only at checkpoints). Their seqs will be given
+    # again, so the history cannot continue under the same epoch (SPEC §10).
+    async with open_observability(str(tmp_path / "obs.db"), durability="normal") as obs:
+        store = obs.broker
+        await _publish_heartbeats(store, "e1", 50)
+        image = _disk_image(store, tmp_path / "crash")  # the disk stopped changing here
+        await _publish_heartbeats(store, "e1", 50)
+        epoch = store.epoch
+        _leave_mark(store, image)
+    async with running_server(str(image)) as srv:
+        assert srv.obs.hub.epoch != epoch
+        assert srv.obs.broker.last_seq("e1") == 50
+        async with ws_client(srv.ws_url("e1", since=100, epoch=epoch)) as ws:
+            reset = orjson.loads(await ws.get_message())
+            assert reset["type"] == "observability:reset"
+            assert (reset["epoch"], reset["lastSeq"]) == (srv.obs.hub.epoch, 50)
+            assert orjson.loads(await ws.get_message())["seq"] == 1  # the history that exists
+        env = (await srv.obs.hub.publish([status("e1")]))[0]
+        assert env.seq == 51  # given again, but under the new epoch
+
+
+async def test_a_store_that_lost_nothing_keeps_its_epoch(tmp_path: Path) -> None:
+    # A process killed (the machine kept running): the disk has everything acknowledged.
+    for durability in DURABILITIES:
+        async with open_observability(str(tmp_path / f"{durability}.db"),
+                                      durability=durability) as obs:  # fmt: skip
+            await _publish_heartbeats(obs.broker, "e1", 20)
+            image = _disk_image(obs.broker, tmp_path / f"killed-{durability}")
+            _leave_mark(obs.broker, image)
+            epoch = obs.broker.epoch
+        async with open_hub(str(image)) as store:
+            assert (store.epoch, store.last_seq("e1")) == (epoch, 20)
+
+
+async def test_after_a_machine_restart_only_a_synced_store_keeps_its_epoch(
+    tmp_path: Path,
+) -> None:
+    # After a reboot nothing proves the unsynced tail survived: with --durability normal
+    # the epoch changes; with full, every acknowledged commit was synced.
+    for durability in DURABILITIES:
+        async with open_observability(str(tmp_path / f"{durability}.db"),
+                                      durability=durability) as obs:  # fmt: skip
+            await _publish_heartbeats(obs.broker, "e1", 5)
+            image = _disk_image(obs.broker, tmp_path / f"rebooted-{durability}")
+            _leave_mark(obs.broker, image, boot="a-boot-before-this-one")
+            epoch = obs.broker.epoch
+        async with open_hub(str(image)) as store:
+            assert (store.epoch == epoch) is (durability == "full")
+            assert store.last_seq("e1") == 5

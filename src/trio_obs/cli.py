@@ -17,6 +17,7 @@ from .core.protocol import (
     SEVERITIES,
     TOPICS,
 )
+from .hub.sqlite import DEFAULT_DURABILITY, DURABILITIES
 
 DEFAULT_URL = "http://127.0.0.1:3001"
 OTEL_DEMO_HELP = """\
@@ -121,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--db",
         default="trio-obs.db",
         help="SQLite file for the event store (one server at a time), or :memory:",
+    )
+    serve.add_argument(
+        "--durability",
+        choices=DURABILITIES,
+        default=DEFAULT_DURABILITY,
+        help="full: a 202 means the events are on disk (the SQLite WAL is synced at every "
+        "commit); normal: faster, synced only at checkpoints, so a machine crash (not a "
+        "process crash) may lose the last second or so of acknowledged events, and the "
+        "store then starts a new epoch so resuming clients are told (not used with --redis)",
     )
     serve.add_argument(
         "--redis",

@@ -112,6 +112,7 @@ class LocalHub:
         """The writer task, and upkeep (freeing old buffers), until cancelled or closed."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._upkeep)
+            nursery.start_soon(self.store.keep_wal_small)
             task_status.started()
             async with self._requests:
                 async for first in self._requests:
@@ -365,8 +366,8 @@ class LocalHub:
         return await self.store.executions(limit)
 
     async def healthy(self) -> bool:
-        """Whether the store is open."""
-        return not self.store.closed
+        """Whether a write can succeed now (the store tries what a write needs)."""
+        return await self.store.unwritable() is None
 
     def last_seq(self, key: str) -> int:
         """The seq of the newest stored event of ``key`` (0 if none).

@@ -1,17 +1,21 @@
 """The SQLite store: rows in, rows out (the single-node default, SPEC §7).
 
 It writes what the ledger staged (event, stream and span rows) in one transaction and
-reads events, summaries and spans back. A small write runs on the trio thread itself:
-SQLite commits one event in about 6 us of CPU, where handing it to a worker thread costs
-about 120 us (measured: the GIL's hand-offs). Large writes, every read and the WAL
-checkpoints (which fsync) run in a worker thread, so the loop never waits on the disk.
-One server owns a database file at a time: a second one is refused at open, naming it.
+reads events, summaries and spans back. A commit is on disk before it is acknowledged
+(``durability="full"``: the WAL is synced at each commit, in a worker thread). With
+``durability="normal"`` a small write runs on the trio thread itself: SQLite commits
+one event in about 6 us of CPU, where handing it to a worker thread costs about 120 us
+(measured: the GIL's hand-offs). Large writes, every read and the WAL checkpoints
+(which fsync) run in a worker thread, so the loop never waits on the disk.
+One server owns a database file at a time: a second one is refused at open, naming it,
+and so is a database of another application.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import functools
+import logging
 import os
 import secrets
 import sqlite3
@@ -19,7 +23,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 
 import orjson
 import trio
@@ -30,6 +34,10 @@ from ..core.ledger import Span, SpanKey, Stage, StreamCounters
 from ..core.protocol import GLOBAL, TOPIC_OF_TYPE
 from ..core.routing import Envelope
 from ..core.wire import decode_stream_event
+from .lockfile import Mark, StoreLock, boot_id
+from .wal import WAL_QUIET_SECONDS, WAL_SIZE_LIMIT, CheckpointMode, WalWatch
+
+log = logging.getLogger("trio_obs.store")
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (
@@ -80,8 +88,19 @@ _MAX_SEQ: Final = 2**62
 INLINE_ROWS: Final = 64
 INLINE_BYTES: Final = 64 * 1024
 """A write of at most this many event rows and JSON bytes runs on the trio thread."""
-CHECKPOINT_ROWS: Final = 4096
-"""Rows written between two WAL checkpoints (run in a worker thread)."""
+_OUR_TABLES: Final = frozenset({"events", "streams", "spans", "idempotency", "meta"})
+_BUSY_TIMEOUT_MS: Final = 5000
+_CHECKPOINT_WAIT_MS: Final = 20
+"""How long a RESTART or TRUNCATE checkpoint waits for readers before it settles for less."""
+
+Durability: TypeAlias = Literal["full", "normal"]
+DURABILITIES: Final[tuple[Durability, ...]] = ("full", "normal")
+DEFAULT_DURABILITY: Final[Durability] = "full"
+_SYNCHRONOUS: Final[dict[str, str]] = {"full": "FULL", "normal": "NORMAL"}
+_MIN_FREE_DISK: Final = 16 * 1024 * 1024
+"""Below this much free space beside the database, the store says it cannot take writes."""
+_PROBE: Final = "\x00trio-obs health probe"
+"""The key of the rows a health check writes (and rolls back)."""
 _COUNTERS: Final = (
     "last_seq, event_count, first_timestamp, last_timestamp, last_status,"
     " assertions_total, assertions_passed, activity, updated"
@@ -99,66 +118,82 @@ def _type_of(data: bytes) -> str:
 
 
 class Store:
-    """Durable event rows on SQLite (a path or ``:memory:``); open it with :func:`open_store`."""
+    """Durable event rows on SQLite (a path or ``:memory:``); open it with :func:`open_store`.
 
-    def __init__(self, path: str) -> None:
+    ``durability``: ``full`` (the default) syncs the WAL at every commit, so an
+    acknowledged write survives a machine crash; ``normal`` syncs it only at checkpoints
+    (faster; a machine crash, not a process crash, may lose the last second or so of
+    acknowledged writes, and the store then starts a new epoch: SPEC §10).
+    """
+
+    def __init__(self, path: str, *, durability: Durability = DEFAULT_DURABILITY) -> None:
+        if durability not in DURABILITIES:
+            raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}")
         self.path = path
-        self._lockfile = self._claim(path)
+        self.durability = durability
+        self._owner = None if path == ":memory:" else StoreLock(path)
         self._lock = threading.Lock()  # serializes use of the writer connection
         try:
-            self._write = self._connect()
+            self._write = self._connect(check=True)
             self._migrate()
             self._write.executescript(_SCHEMA)
             self.epoch = self._load_epoch()
-        except sqlite3.Error as exc:
-            self._release()
+            self._position = self._stored_activity()
+            self._continue_history()
+        except (sqlite3.Error, StoreError) as exc:
+            self._give_up()
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"cannot open the store at {path!r}: {exc}") from exc
         if path == ":memory:":
             self._read, self._read_lock = self._write, self._lock
         else:
             self._read, self._read_lock = self._connect(), threading.Lock()
         self.closed = False
-        self._unchecked = 0
+        self._wal = None if path == ":memory:" else WalWatch(f"{path}-wal")
 
     # ------------------------------------------------------------------ opening
 
-    @staticmethod
-    def _claim(path: str) -> int | None:
-        """Hold an exclusive lock beside the database file for as long as the store is open."""
-        if path == ":memory:":
-            return None
-        lock_path = f"{path}.lock"
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreError(f"cannot open the store at {path!r}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise StoreError(
-                f"the store {path!r} is in use by another trio-obs server "
-                f"(it holds {lock_path}); stop it, or give this one another --db"
-            ) from None
-        return fd
+    def _give_up(self) -> None:
+        """Opening failed: close what was opened; the lock file stays if it holds a mark."""
+        with contextlib.suppress(AttributeError, sqlite3.Error):
+            self._write.close()
+        if self._owner is not None:
+            self._owner.release(remove=self._owner.previous is None)
 
-    def _release(self) -> None:
-        if self._lockfile is not None:
-            os.close(self._lockfile)
-            self._lockfile = None
-
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, check: bool = False) -> sqlite3.Connection:
         try:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            if check:  # before anything below writes to the file
+                self._check_ours(db)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
+            db.execute(f"PRAGMA synchronous={_SYNCHRONOUS[self.durability]}")
+            db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
             # Checkpoints fsync: the store runs them itself, off the trio thread.
             db.execute("PRAGMA wal_autocheckpoint=0")
+            db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         except sqlite3.Error as exc:
-            self._release()
             raise StoreError(f"cannot open the store at {self.path!r}: {exc}") from exc
         return db
+
+    def _check_ours(self, db: sqlite3.Connection) -> None:
+        """Refuse a database of another application (it keeps its tables, untouched)."""
+        tables = {
+            name
+            for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            if not name.startswith("sqlite_")
+        }
+        if tables <= _OUR_TABLES:
+            return  # a new store, or one of an older trio-obs
+        with contextlib.suppress(sqlite3.Error):
+            if db.execute("SELECT 1 FROM meta WHERE name='epoch'").fetchone() is not None:
+                return  # ours, with tables of a newer trio-obs
+        db.close()
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(
+            f"{self.path!r} is not a trio-obs store: it is a SQLite database with tables of "
+            f"its own ({shown}); it was left untouched. Give --db a new file"
+        )
 
     def _migrate(self) -> None:
         """Bring a store written by an older trio-obs to this schema."""
@@ -170,17 +205,57 @@ class Store:
         row = self._write.execute("SELECT value FROM meta WHERE name='epoch'").fetchone()
         if row is not None:
             return str(row[0])
+        return self._new_epoch()
+
+    def _new_epoch(self) -> str:
         epoch = secrets.token_hex(8)
-        self._write.execute("INSERT INTO meta VALUES ('epoch', ?)", (epoch,))
+        self._write.execute("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (epoch,))
         return epoch
+
+    def _continue_history(self) -> None:
+        """Start a new epoch if the store cannot prove its history goes on where it ended.
+
+        The lock file's mark (:mod:`~trio_obs.hub.lockfile`) says what the last owner
+        acknowledged: beyond what the database holds, acknowledged writes were lost; from
+        another boot of a store whose commits were not synced, some may have been. Seqs
+        after the loss are given again, so clients that resume are told (SPEC §10).
+        """
+        if self._owner is None:
+            return
+        mark = self._owner.previous
+        why = None
+        if mark is not None and mark.epoch == self.epoch:
+            if mark.position > self._position:
+                why = (
+                    "it lost writes it had acknowledged "
+                    "(the machine stopped before they reached the disk)"
+                )
+            elif mark.durability != "full" and mark.boot != boot_id():
+                why = (
+                    f"it was not closed before the machine restarted, with --durability "
+                    f"{mark.durability} (its last writes may be lost)"
+                )
+        if why is not None:
+            old, self.epoch = self.epoch, self._new_epoch()
+            log.warning(
+                "the store %r cannot prove its history continues: %s; new epoch %s "
+                "(was %s): clients that resume are told to start over",
+                self.path, why, self.epoch, old,
+            )  # fmt: skip
+        self._owner.mark(Mark(self.epoch, self._position, self.durability, boot_id()))
+
+    def _stored_activity(self) -> int:
+        (top,) = self._write.execute(
+            "SELECT max(coalesce((SELECT max(activity) FROM streams), 0),"
+            " coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE name='activity'), 0))"
+        ).fetchone()
+        return int(top)
 
     def activity(self) -> tuple[int, bool]:
         """The highest activity written, and whether any stream exists (read at open)."""
         with self._lock:
-            (top, count) = self._write.execute(
-                "SELECT coalesce(max(activity), 0), count(*) FROM streams"
-            ).fetchone()
-        return int(top), bool(count)
+            (count,) = self._write.execute("SELECT count(*) FROM streams").fetchone()
+            return self._stored_activity(), bool(count)
 
     def counters_now(self, keys: Sequence[str]) -> dict[str, StreamCounters | None]:
         """The stored counters of ``keys`` (None where there are none), read right now."""
@@ -212,8 +287,9 @@ class Store:
             return
         rows = len(stage.envelopes)
         size = sum(len(env.data) for env in stage.envelopes) if rows <= INLINE_ROWS else 0
-        if rows <= INLINE_ROWS and size <= INLINE_BYTES and self._lock.acquire(blocking=False):
-            try:  # small, and nobody is using the connection: cheaper than a thread hop
+        small = rows <= INLINE_ROWS and size <= INLINE_BYTES
+        if small and self._inline and self._lock.acquire(blocking=False):
+            try:  # small, not synced, and nobody is using the connection: no thread hop
                 self._execute(statements, locked=True)
             except sqlite3.Error as exc:
                 raise StoreError(f"the store failed: {exc}") from exc
@@ -221,15 +297,46 @@ class Store:
                 self._lock.release()
         else:
             await self._run(self._execute, statements)
-        self._unchecked += rows
-        if self._unchecked >= CHECKPOINT_ROWS and self.path != ":memory:":
-            self._unchecked = 0
-            await self._run(self._checkpoint)
+        if stage.streams:
+            self._position = max(self._position, *(s.activity for s in stage.streams.values()))
+            if self._owner is not None:
+                self._owner.advance(self._position)
+        if self._wal is not None and self._wal.wrote(large=not small):
+            await self.checkpoint("RESTART")
 
-    def _checkpoint(self) -> None:
-        """Runs in a worker thread: move the WAL into the database (without blocking readers)."""
+    @property
+    def _inline(self) -> bool:
+        """Whether small writes may run on the trio thread (their commit does not fsync)."""
+        return self.durability == "normal" or self._wal is None
+
+    async def checkpoint(self, mode: CheckpointMode = "PASSIVE") -> None:
+        """Move the WAL into the database, in a worker thread (``RESTART`` and ``TRUNCATE``
+        also wait, briefly, for readers, so the WAL starts over; else they act as ``PASSIVE``)."""
+        if self._wal is not None:
+            await self._run(self._checkpoint, mode)
+
+    def _checkpoint(self, mode: CheckpointMode) -> None:
+        assert self._wal is not None
         with self._lock:
-            self._write.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            db = self._write
+            db.execute(f"PRAGMA busy_timeout={_CHECKPOINT_WAIT_MS}")
+            try:
+                busy, frames, done = db.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            finally:
+                db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        self._wal.checkpointed(mode, complete=not busy and frames == done)
+
+    async def keep_wal_small(self) -> None:
+        """Checkpoint (``TRUNCATE``) after each pause in writes, until cancelled or closed.
+
+        The hub runs it beside its writer; the WAL's growth under load is checked by
+        :meth:`write` itself.
+        """
+        while self._wal is not None and not self.closed:
+            await trio.sleep(WAL_QUIET_SECONDS)
+            if self._wal.paused():
+                with contextlib.suppress(StoreError):  # the next pause tries again
+                    await self.checkpoint("TRUNCATE")
 
     @staticmethod
     def _statements(stage: Stage) -> Statements:
@@ -305,6 +412,10 @@ class Store:
                     self._write.executemany("DELETE FROM events WHERE stream_key=?", rows)
                     self._write.executemany("DELETE FROM spans WHERE execution_id=?", rows)
                     self._write.executemany("DELETE FROM streams WHERE stream_key=?", rows)
+                    # The activity counter never goes back, even when its newest key goes.
+                    self._write.execute(
+                        "INSERT OR REPLACE INTO meta VALUES ('activity', ?)", (self._position,)
+                    )
                     self._write.execute("COMMIT")
                 except BaseException:
                     if self._write.in_transaction:
@@ -382,8 +493,50 @@ class Store:
         rows: list[Any] = await self._run(run)
         return rows
 
+    # ------------------------------------------------------------------ health
+
+    async def unwritable(self) -> str | None:
+        """Why a write cannot succeed now (None when it can): what a write needs is tried.
+
+        The disk holding the store must have room, and a transaction takes the write
+        lock and writes a row to the tables every commit writes, then rolls back.
+        """
+        try:
+            found: str | None = await self._run(self._try_write)
+        except StoreError as exc:
+            return str(exc)
+        return found
+
+    def _try_write(self) -> str | None:
+        if self._wal is not None:
+            try:
+                disk = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+            except OSError as exc:
+                return f"the store's folder cannot be read: {exc.strerror}"
+            if disk.f_bavail * disk.f_frsize < _MIN_FREE_DISK:
+                return "the disk holding the store is full"
+        with self._lock:
+            db = self._write
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(
+                    "INSERT OR REPLACE INTO events VALUES (?,0,'',?,'',NULL,NULL,0,x'')",
+                    (_PROBE, _PROBE),
+                )
+                db.execute(
+                    "INSERT OR REPLACE INTO streams VALUES (?,0,0,NULL,NULL,NULL,0,0,0,0)",
+                    (_PROBE,),
+                )
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, '')", (_PROBE,))
+            finally:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+        return None
+
+    # ------------------------------------------------------------------ closing
+
     def close(self) -> None:
-        """Close the database connections and give up the file."""
+        """Close the database connections and give up the file (and its lock file)."""
         if self.closed:
             return
         self.closed = True
@@ -392,13 +545,17 @@ class Store:
         if self._read is not self._write:
             with self._read_lock:
                 self._read.close()
-        self._release()
+        if self._owner is not None:
+            # Closing the last connection checkpointed the WAL: nothing is left to lose.
+            self._owner.release()
 
 
 @asynccontextmanager
-async def open_store(path: str = ":memory:") -> AsyncIterator[Store]:
+async def open_store(
+    path: str = ":memory:", *, durability: Durability = DEFAULT_DURABILITY
+) -> AsyncIterator[Store]:
     """Open a :class:`Store`; closed on exit."""
-    store = await trio.to_thread.run_sync(Store, path)
+    store = await trio.to_thread.run_sync(functools.partial(Store, path, durability=durability))
     try:
         yield store
     finally:

@@ -11,7 +11,7 @@ import trio
 from ..core import events as ev
 from ..core.protocol import DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_SIZE
 from ..hub.base import Hub
-from ..hub.sqlite import Store, open_store
+from ..hub.sqlite import DEFAULT_DURABILITY, Durability, Store, open_store
 from .broker import Broker
 from .services import (
     AssertionService,
@@ -71,13 +71,18 @@ async def open_observability(
     buffer_bytes: int = DEFAULT_BUFFER_BYTES,
     max_buffers: int = 1000,
     buffer_grace: float = 300.0,
+    durability: Durability = DEFAULT_DURABILITY,
 ) -> AsyncIterator[Observability]:
     """Open the store, the hub and the services in a nursery of their own.
 
-    ``db`` is a SQLite file path or ``:memory:``. On exit, queued writes are
-    committed and the store is closed.
+    ``db`` is a SQLite file path or ``:memory:``; ``durability`` says when a commit is
+    on disk (:class:`~trio_obs.hub.sqlite.Store`). On exit, queued writes are committed
+    and the store is closed.
     """
-    async with open_store(db) as store, trio.open_nursery() as nursery:
+    async with (
+        open_store(db, durability=durability) as store,
+        trio.open_nursery() as nursery,
+    ):
         broker = Broker(
             store,
             buffer_size=buffer_size,

@@ -74,7 +74,7 @@ async def _main(args: argparse.Namespace) -> None:
         opening = (
             open_redis_observability(args.redis, replicas=args.redis_replicas, **sizes)
             if args.redis
-            else open_observability(args.db, **sizes)
+            else open_observability(args.db, durability=args.durability, **sizes)
         )
         async with opening as obs, trio.open_nursery() as nursery:
             port = await nursery.start(serve, obs, config)
