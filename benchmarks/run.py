@@ -150,6 +150,13 @@ def parser() -> argparse.ArgumentParser:
         help="Node load generator processes for the loads one cannot take",
     )
     p.add_argument("--queue-size", type=int, default=1024, help="trio-obs per-connection queue")
+    p.add_argument(
+        "--store",
+        choices=("memory", "file"),
+        default="memory",
+        help="trio-obs's store: :memory:, or a SQLite file in the run's log folder (what "
+        "'trio-obs serve' uses; durable acks cost a sync per commit)",
+    )
     p.add_argument("--scale", type=float, default=1.0, help="multiply every load's length")
     p.add_argument(
         "--budget",

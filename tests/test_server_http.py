@@ -14,6 +14,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 import trio_obs
 from support import TIMEOUT, Server, heartbeat, parse_metrics, running_server, ws_client
+from trio_obs.core.protocol import MAX_ID_BYTES
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 
@@ -548,3 +549,25 @@ async def test_a_since_beyond_any_seq_is_answered(server: Server) -> None:
     assert response.status_code in (200, 400)  # clamped or refused, never a dropped connection
     if response.status_code == 200:
         assert response.json() == []
+
+
+async def test_an_id_over_the_limit_is_refused_at_the_door(server: Server) -> None:
+    # Accepted, such an event could never be read back nor watched (431 for the URL).
+    response = await server.http.post("/api/events", content=orjson.dumps(heartbeat("e" * 20_000)))
+    assert response.status_code == 400
+    assert response.json()["code"] == "INVALID_EVENT"
+    assert "executionId of 20,000 bytes" in response.json()["error"]
+    assert (await server.http.get("/api/executions")).json() == []
+    handshake = await server.http.get(server.ws_url("e" * 2000).replace("ws:", "http:"),
+                                      headers={"upgrade": "websocket", "connection": "upgrade",
+                                               "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+                                               "sec-websocket-version": "13"})  # fmt: skip
+    assert handshake.status_code == 400 and "over 1,024 bytes" in handshake.json()["error"]
+
+
+async def test_the_longest_id_can_be_posted_read_and_watched(server: Server) -> None:
+    longest = "\u00e9" * (MAX_ID_BYTES // 2)  # 1,024 bytes, 3 KiB percent-encoded
+    async with ws_client(server.ws_url(longest)) as ws:
+        await post(server, heartbeat(longest))
+        assert (await next_frame(ws))["executionId"] == longest
+    assert [e["seq"] for e in await stored(server, quote(longest, safe=""))] == [1]

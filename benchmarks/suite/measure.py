@@ -17,6 +17,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from harness import (
     HERE,
     ChildError,
@@ -89,11 +91,21 @@ class Run:
         return LoadgenPool(self.args.loadgen_procs, log_dir=self.log_dir, tag=f"-{tag}")
 
 
+def fresh_db(run: Run, name: str) -> Path:
+    """A SQLite file for one trio-obs under test (``--store file``), removed if it exists."""
+    path = run.log_dir / f"{name.replace('@', '-at-')}.db"
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return path
+
+
 class Target:
     """One server under test with its load generators; restarted after a load it failed."""
 
     def __init__(self, run: Run, spec: ServerSpec) -> None:
         self.run = run
+        if run.args.store == "file" and spec.program == "trio-obs":
+            spec = attrs.evolve(spec, args=(*spec.args, "--db", str(fresh_db(run, spec.name))))
         self.spec = spec
         self.kind = spec.name
         self.server = Deployment(spec, log_dir=run.log_dir, queue_size=run.args.queue_size)

@@ -8,7 +8,7 @@ import pytest
 from trio_obs.core import events as ev
 from trio_obs.core.errors import InvalidInput
 from trio_obs.core.ledger import Ledger, StreamCounters, complete, complete_batch
-from trio_obs.core.protocol import GLOBAL
+from trio_obs.core.protocol import GLOBAL, MAX_ID_BYTES
 
 NOW = "2026-12-01T10:00:00.000Z"
 
@@ -110,6 +110,33 @@ def test_inconsistent_or_reserved_ids_are_refused(event: ev.StreamEvent, words: 
     assert info.value.code == "INVALID_EVENT"
     assert words in str(info.value)
     assert "event 1" in str(info.value)
+
+
+LONG = "x" * (MAX_ID_BYTES + 1)
+
+
+@pytest.mark.parametrize(
+    ("event", "name"),
+    [
+        (status(LONG), "executionId"),
+        (end("e1", LONG, "done"), "toolUseId"),
+        (attrs.evolve(assertion("e1", "pass"), task_id=LONG), "taskId"),
+        (attrs.evolve(bus("e1"), entry=attrs.evolve(bus("e1").entry, correlation_id=LONG)),
+         "entry.correlationId"),
+        (status("\u00e9" * (MAX_ID_BYTES // 2 + 1)), "executionId"),  # bytes, not characters
+    ],
+)  # fmt: skip
+def test_an_id_over_the_limit_is_refused_naming_it(event: ev.StreamEvent, name: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        complete_batch([status("ok"), event], NOW)
+    assert info.value.code == "INVALID_EVENT"
+    assert f"has a {name} of " in str(info.value) and "event 1" in str(info.value)
+    assert f"at most {MAX_ID_BYTES:,} bytes" in str(info.value)
+
+
+def test_an_id_at_the_limit_is_taken() -> None:
+    assert complete(status("\u00e9" * (MAX_ID_BYTES // 2)), NOW).execution_id.startswith("\u00e9")
+    assert complete(status("x" * MAX_ID_BYTES), NOW)
 
 
 def test_a_fresh_event_is_completed_in_place_and_a_stored_one_copied() -> None:

@@ -24,11 +24,12 @@ from .protocol import (
     ALL,
     GLOBAL,
     INVALID_EVENT,
+    MAX_ID_BYTES,
     RESERVED_STREAMS,
     TOPIC_OF_TYPE,
 )
 from .routing import Envelope, own_task_id
-from .wire import encode
+from .wire import camel, encode
 
 SpanKey: TypeAlias = tuple[str, str, str]
 """(stream key, ``tool`` or ``skill``, tool-use or skill-trace id)."""
@@ -88,12 +89,49 @@ def _refuse(where: str, event: ev.StreamEvent, why: str) -> InvalidInput:
     return InvalidInput(f"{where} ({event.type}) {why}", INVALID_EVENT)
 
 
+IdPaths: TypeAlias = tuple[tuple[str, ...], ...]
+_ID_PATHS: dict[type, IdPaths] = {}
+
+
+def _id_paths(kind: type) -> IdPaths:
+    """The attribute paths of the ids of an event type: its fields named ``id`` or
+    ``..._id``, and those of its records (``entry``, ``assertion``)."""
+    paths = _ID_PATHS.get(kind)
+    if paths is None:
+        found: list[tuple[str, ...]] = []
+        for field in attrs.fields(attrs.resolve_types(kind)):
+            if field.name == "id" or field.name.endswith("_id"):
+                found.append((field.name,))
+            elif isinstance(field.type, type) and attrs.has(field.type):
+                found += [(field.name, *inner) for inner in _id_paths(field.type)]
+        paths = _ID_PATHS[kind] = tuple(found)
+    return paths
+
+
+def long_id(event: ev.StreamEvent) -> tuple[str, int] | None:
+    """The first id of ``event`` over :data:`MAX_ID_BYTES` (its wire path and size), or None."""
+    for path in _id_paths(type(event)):
+        value: Any = event
+        for name in path:
+            value = getattr(value, name)
+        # Only a string of more than a quarter of the limit can be over it in UTF-8.
+        if type(value) is str and len(value) > MAX_ID_BYTES // 4:
+            size = len(value.encode("utf-8", "surrogatepass"))
+            if size > MAX_ID_BYTES:
+                return ".".join(camel(name) for name in path), size
+    return None
+
+
 def complete(event: ev.StreamEvent, now: str, *, where: str = "event") -> ev.StreamEvent:
     """Check ``event`` and fill its history-free derived fields; raises :class:`InvalidInput`.
 
     ``now`` stamps an event without a timestamp. A message-bus event belongs to its
     record's execution, else to the one it names, else to ``global``.
     """
+    if (long := long_id(event)) is not None:
+        name, size = long
+        raise _refuse(where, event, f"has a {name} of {size:,} bytes; ids are at most "
+                                    f"{MAX_ID_BYTES:,} bytes (UTF-8)")  # fmt: skip
     changes: dict[str, Any] = {}
     if not event.timestamp:
         changes["timestamp"] = now

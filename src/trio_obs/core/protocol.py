@@ -86,6 +86,11 @@ MAX_INT_DIGITS: Final = 18
 """Integer query parameters have at most this many digits (else 400)."""
 MAX_JSON_DEPTH: Final = 64
 """JSON nested deeper than this is refused with 400."""
+MAX_ID_BYTES: Final = 1024
+"""Bytes (UTF-8) of an id at most: ``executionId``, ``toolUseId``, ``taskId``,
+``skillTraceId``, ``instanceId`` and every other field named ``id`` or ``...Id`` of an
+event or its record. Longer, the event is refused (400): an execution's id travels in
+URLs, whose request head is capped at :data:`MAX_HEAD`."""
 MAX_IDEMPOTENCY_KEY: Final = 200
 """Characters of an ``Idempotency-Key`` header at most."""
 MAX_EVENTS_LIMIT: Final = 10_000

@@ -26,8 +26,10 @@ from ..core.errors import StoreError
 from ..core.protocol import (
     DEFAULT_STALL_TIMEOUT,
     GOING_AWAY,
+    INVALID_MESSAGE,
     MAX_BODY,
     MAX_EVENTS_LIMIT,
+    MAX_ID_BYTES,
     MAX_INT_DIGITS,
     SHUTTING_DOWN,
 )
@@ -287,6 +289,13 @@ class _Server:
         if not stream_key:
             raise HttpError(
                 400, "missing observability parameter: use ?observability=<executionId>|all"
+            )
+        if len(stream_key.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+            raise HttpError(
+                400,
+                f"observability names an execution id over {MAX_ID_BYTES:,} bytes; "
+                "no execution has one (ids are refused beyond it)",
+                code=INVALID_MESSAGE,
             )
         since = int_param(request, "since", None)
         epoch = request.param("epoch") or None
