@@ -129,8 +129,8 @@ def complete(event: ev.StreamEvent, now: str, *, where: str = "event") -> ev.Str
     record's execution, else to the one it names, else to ``global``.
     """
     if (long := long_id(event)) is not None:
-        name, size = long
-        raise _refuse(where, event, f"has a {name} of {size:,} bytes; ids are at most "
+        field, size = long
+        raise _refuse(where, event, f"has a {field} of {size:,} bytes; ids are at most "
                                     f"{MAX_ID_BYTES:,} bytes (UTF-8)")  # fmt: skip
     changes: dict[str, Any] = {}
     if not event.timestamp:
