@@ -271,7 +271,7 @@ async def test_a_websocket_handshake_with_a_huge_head_is_431() -> None:
 
 
 async def test_a_client_that_never_finishes_its_head_is_dropped() -> None:
-    async with running_server(head_timeout=0.2) as srv:
+    async with running_server(idle_timeout=0.2, read_timeout=0.2) as srv:
         idle = await trio.open_tcp_stream("127.0.0.1", srv.port)
         partial = await trio.open_tcp_stream("127.0.0.1", srv.port)
         async with idle, partial:

@@ -13,6 +13,7 @@ from .core.protocol import (
     DEFAULT_BUFFER_BYTES,
     DEFAULT_BUFFER_SIZE,
     DEFAULT_QUEUE_SIZE,
+    DEFAULT_READ_TIMEOUT,
     DEFAULT_STALL_TIMEOUT,
     SEVERITIES,
     TOPICS,
@@ -176,6 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="a connection with data waiting that accepts no bytes for this long is "
         "closed with 4008 (slow consumer); it resumes with since= and loses nothing",
+    )
+    serve.add_argument(
+        "--read-timeout",
+        type=_seconds,
+        default=DEFAULT_READ_TIMEOUT,
+        metavar="SECONDS",
+        help="an HTTP request whose head and body have not arrived this long after its first "
+        "byte is answered 408 (REQUEST_TIMEOUT); a client gets as long to take an answer. "
+        "A request that arrived is always handled and answered, however long that takes",
     )
     serve.add_argument(
         "--retention",

@@ -66,13 +66,16 @@ RECONNECT_CODES: Final = frozenset(
 # --------------------------------------------------------------------------- error codes
 
 ErrorCode: TypeAlias = Literal[
-    "INVALID_MESSAGE", "INVALID_TOPIC", "INVALID_FILTER", "INVALID_EVENT", "UNAVAILABLE"
-]
+    "INVALID_MESSAGE", "INVALID_TOPIC", "INVALID_FILTER", "INVALID_EVENT", "UNAVAILABLE",
+    "REQUEST_TIMEOUT",
+]  # fmt: skip
 INVALID_MESSAGE: Final = "INVALID_MESSAGE"
 INVALID_TOPIC: Final = "INVALID_TOPIC"
 INVALID_FILTER: Final = "INVALID_FILTER"
 INVALID_EVENT: Final = "INVALID_EVENT"
 UNAVAILABLE: Final = "UNAVAILABLE"
+REQUEST_TIMEOUT: Final = "REQUEST_TIMEOUT"
+"""408: the request (head and body) did not arrive within ``--read-timeout``."""
 
 # --------------------------------------------------------------------------- limits
 
@@ -104,5 +107,7 @@ DEFAULT_QUEUE_SIZE: Final = 1024
 """Events a connection may fall behind in memory before it is served from the store."""
 DEFAULT_BUFFER_BYTES: Final = 64 * 1024 * 1024
 """Bytes of recent events kept in memory, all streams together."""
+DEFAULT_READ_TIMEOUT: Final = 30.0
+"""Seconds from a request's first byte to the end of its body (else 408), and to take its answer."""
 DEFAULT_STALL_TIMEOUT: Final = 10.0
 """Seconds a connection with data waiting may accept nothing before it is closed (4008)."""

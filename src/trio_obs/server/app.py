@@ -24,6 +24,7 @@ from wsproto.utilities import RemoteProtocolError
 from .._version import __version__
 from ..core.errors import StoreError
 from ..core.protocol import (
+    DEFAULT_READ_TIMEOUT,
     DEFAULT_STALL_TIMEOUT,
     GOING_AWAY,
     INVALID_MESSAGE,
@@ -70,9 +71,15 @@ class ServerConfig:
     """Seconds a connection with data waiting may accept no bytes before it is closed (4008)."""
     close_grace: float = 2.0
     """Seconds a closing connection gets to take its last frame and close frame."""
-    head_timeout: float = 10.0
+    idle_timeout: float = 10.0
+    """Seconds a keep-alive HTTP connection may send nothing before it is closed."""
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    """Seconds from a request's first byte to the end of its body (else 408), and seconds
+    a client gets to take its answer. A request being handled is always answered."""
     max_body: int = MAX_BODY
     shutdown_timeout: float = 3.0
+    """At a stop: seconds WebSocket clients get to close, and requests being read get to
+    arrive (a request that arrived is handled and answered whatever it takes)."""
 
 
 _MAX_SEQ: Final = 10**MAX_INT_DIGITS - 1
@@ -143,6 +150,8 @@ class _Server:
         self._loopback_names = _loopback_names(config.host)
         self._idle = trio.Event()
         self._idle.set()
+        self.requests: set[HttpConnection] = set()
+        """HTTP connections (before a WebSocket upgrade), told to hurry at a stop."""
 
     # ------------------------------------------------------------------ per TCP connection
 
@@ -158,21 +167,32 @@ class _Server:
             await trio.aclose_forcefully(stream)
 
     async def _handle(self, stream: trio.abc.Stream) -> None:
-        http = HttpConnection(stream, head_timeout=self.config.head_timeout)
+        http = HttpConnection(
+            stream, idle_timeout=self.config.idle_timeout, read_timeout=self.config.read_timeout
+        )
+        self.requests.add(http)
+        try:
+            await self._serve_http(http)
+        finally:
+            self.requests.discard(http)
+
+    async def _serve_http(self, http: HttpConnection) -> None:
         while True:
             request = await http.next_request()
             if request is None:
                 return
             if request.path == "/ws" and request.is_websocket_upgrade:
+                self.requests.discard(http)
                 accepted = await self._accept_websocket(http, request)
                 # Idle connections must be small: keep nothing of the HTTP phase.
                 del http, request
                 if accepted is not None:
                     await self._serve_websocket(*accepted)
                 return
-            # A request that has begun is answered even when the server is stopping: a
-            # producer whose batch was stored must hear so (or it retries and stores twice).
-            with trio.CancelScope(shield=True), trio.move_on_after(self.config.shutdown_timeout):
+            # A request that has begun is answered, however long it takes and even when
+            # the server is stopping: a producer whose batch was stored must hear so (or
+            # it retries and stores twice). Only reading it has a deadline (408).
+            with trio.CancelScope(shield=True):
                 try:
                     # The body is read first, so an error answer leaves the connection usable.
                     body = await http.read_body(request, self.config.max_body)
@@ -387,7 +407,11 @@ class _Server:
     # ------------------------------------------------------------------ shutdown
 
     async def close_all(self) -> None:
-        """Close every WebSocket with 1001 and wait (bounded) for them to finish."""
+        """Give requests being read until the shutdown timeout; close every WebSocket with
+        1001 and wait (bounded) for them to finish."""
+        deadline = trio.current_time() + self.config.shutdown_timeout
+        for http in self.requests:
+            http.hurry(deadline)
         for conn in list(self.connections):
             conn.shutdown(GOING_AWAY, SHUTTING_DOWN)
         with trio.move_on_after(self.config.shutdown_timeout):

@@ -63,6 +63,7 @@ async def _main(args: argparse.Namespace) -> None:
         ping_interval=args.ping_interval,
         queue_size=args.queue_size,
         stall_timeout=args.stall_timeout,
+        read_timeout=args.read_timeout,
     )
     # Signals are caught from the very start, so a stop request never kills us mid-start.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

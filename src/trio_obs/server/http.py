@@ -7,6 +7,8 @@ whatever followed it, to wsproto.
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -14,8 +16,10 @@ import attrs
 import h11
 import trio
 
-from ..core.protocol import MAX_HEAD
+from ..core.protocol import MAX_HEAD, REQUEST_TIMEOUT
 from ..core.wire import error_json, to_json
+
+log = logging.getLogger("trio_obs.server")
 
 _READ_SIZE: Final = 64 * 1024
 
@@ -94,32 +98,67 @@ class Request:
 
 
 class HttpConnection:
-    """The server side of one HTTP/1.1 connection (keep-alive), driven by h11."""
+    """The server side of one HTTP/1.1 connection (keep-alive), driven by h11.
 
-    def __init__(self, stream: trio.abc.Stream, *, head_timeout: float) -> None:
+    Two clocks bound a client: ``idle_timeout`` between requests (a keep-alive connection
+    that sends nothing more is closed without a word) and ``read_timeout`` from a
+    request's first byte to the end of its body (then 408), which also bounds writing
+    its answer. Reading and writing are shielded from the server's cancellation: at
+    shutdown a request already begun is still read, handled and answered, bounded by
+    :meth:`hurry`.
+    """
+
+    def __init__(
+        self, stream: trio.abc.Stream, *, idle_timeout: float, read_timeout: float
+    ) -> None:
         self.stream = stream
-        self.head_timeout = head_timeout
+        self.idle_timeout = idle_timeout
+        self.read_timeout = read_timeout
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self._raw = bytearray()
         self._head_only = False  # answering a HEAD request: headers, no body
         self._must_close = False
+        self._deadline = math.inf  # of the request being read
+        self._latest = math.inf  # set by hurry(): no transfer goes past it
+        self._transfer: trio.CancelScope | None = None
+
+    def hurry(self, deadline: float) -> None:
+        """The server is stopping: no reading or writing goes on past ``deadline``."""
+        self._latest = min(self._latest, deadline)
+        if self._transfer is not None:
+            self._transfer.deadline = min(self._transfer.deadline, deadline)
+
+    def _scope(self, deadline: float) -> trio.CancelScope:
+        """A shielded scope for one transfer, ending at ``deadline`` (or when hurried)."""
+        self._transfer = trio.CancelScope(shield=True, deadline=min(deadline, self._latest))
+        return self._transfer
+
+    async def _receive(self, *, keep_raw: bool) -> None:
+        data = await self.stream.receive_some(_READ_SIZE)
+        if keep_raw:
+            self._raw += data
+        self.h11.receive_data(bytes(data))
 
     async def _next_event(self, *, keep_raw: bool) -> Any:
         while True:
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            data = await self.stream.receive_some(_READ_SIZE)
-            if keep_raw:
-                self._raw += data
-            self.h11.receive_data(bytes(data))
+            await self._receive(keep_raw=keep_raw)
 
     async def next_request(self) -> Request | None:
-        """The next request head, or None when the peer closed or the head timed out."""
+        """The next request head, or None when the peer closed, stayed idle or timed out."""
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
             self.h11.start_next_cycle()
             self._raw = bytearray(self.h11.trailing_data[0])
-        with trio.move_on_after(self.head_timeout) as timeout:
+        if not self._raw:
+            # Between requests: waiting is not reading, and a stopping server stops it.
+            with trio.move_on_after(self.idle_timeout):
+                await self._receive(keep_raw=True)
+            if not self._raw:
+                return None  # idle for too long, or closed: nothing to answer
+        self._deadline = trio.current_time() + self.read_timeout
+        with self._scope(self._deadline) as timeout:
             try:
                 event = await self._next_event(keep_raw=True)
             except h11.RemoteProtocolError as exc:
@@ -128,8 +167,7 @@ class HttpConnection:
                 await self.send_error(HttpError(status, reason))
                 return None
         if timeout.cancelled_caught:
-            if self.h11.their_state is h11.SEND_BODY or self._raw:
-                await self.send_error(HttpError(408, "request head not received in time"))
+            await self.send_error(self._timed_out("request head"))
             return None
         if not isinstance(event, h11.Request):
             return None
@@ -144,13 +182,22 @@ class HttpConnection:
         self._must_close = request.framing_conflict
         return request
 
+    def _timed_out(self, what: str) -> HttpError:
+        if trio.current_time() >= self._latest:
+            message = f"the server is stopping and the {what} did not arrive in time"
+        else:
+            message = f"the {what} did not arrive within {self.read_timeout:g} s"
+        log.info("answered 408: %s", message)
+        return HttpError(408, message, code=REQUEST_TIMEOUT)
+
     async def read_body(self, request: Request, limit: int) -> bytes:
-        """The request body, refused with 413 beyond ``limit`` bytes (before reading if it can)."""
+        """The request body, refused with 413 beyond ``limit`` bytes (before reading if it can),
+        and with 408 if it has not arrived by the request's read deadline."""
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise HttpError(413, f"body over {limit} bytes")
         body = bytearray()
-        with trio.move_on_after(self.head_timeout * 3) as timeout:
+        with self._scope(self._deadline):
             while True:
                 try:
                     event = await self._next_event(keep_raw=False)
@@ -164,8 +211,7 @@ class HttpConnection:
                     return bytes(body)
                 else:
                     raise HttpError(400, "connection closed before the body ended")
-        assert timeout.cancelled_caught
-        raise HttpError(408, "request body not received in time")
+        raise self._timed_out("request body")
 
     async def respond(
         self,
@@ -191,7 +237,12 @@ class HttpConnection:
         )
         out += h.send(h11.Data(data=body)) if body and not self._head_only else b""
         out += h.send(h11.EndOfMessage())
-        await self.stream.send_all(out)
+        # The answer gets as long as the request had; a client that takes nothing loses it.
+        with self._scope(trio.current_time() + self.read_timeout) as sending:
+            await self.stream.send_all(out)
+        if sending.cancelled_caught:
+            self._must_close = True
+            raise trio.BrokenResourceError("the client did not take its answer in time")
 
     async def send_json(self, status: int, obj: Any, **kw: Any) -> None:
         """Send a JSON response."""
