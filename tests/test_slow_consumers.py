@@ -237,3 +237,64 @@ async def test_falling_behind_is_served_from_the_store_without_a_gap_or_a_close(
         _, samples = parse_metrics((await srv.http.get("/metrics")).text)
         assert samples["trio_obs_store_catchups_total"] >= 1
         assert samples["trio_obs_slow_consumer_closes_total"] == 0
+
+
+async def test_a_slow_reader_is_never_closed_while_it_reads() -> None:
+    # Any byte taken is progress, also while the socket is not "writable" (which needs a
+    # good part of the server's send buffer free: megabytes on loopback). The server sees
+    # a reader take bytes when its kernel reopens its window: each half of its buffer.
+    async with running_server(stall_timeout=3.0, close_grace=5.0) as srv:
+        raw = await RawStream.open(srv, "/ws?observability=slow&since=0", rcvbuf=4096)
+        try:
+            await _fill(srv, "slow", 200, 4000)  # far more than the buffers hold
+            reading_since = trio.current_time()
+            while trio.current_time() - reading_since < 7.0:  # over two stall timeouts
+                with trio.fail_after(TIMEOUT):
+                    await raw.read_some(400)  # 4 KB/s
+                await trio.sleep(0.1)
+                assert srv.obs.broker.get_listener_count("slow") == 1, "closed while reading"
+            frames, _ = raw.frames()
+            assert close_of(frames) is None
+            seqs = [e["seq"] for e in events_of(frames)]
+            assert seqs == list(range(1, len(seqs) + 1))
+            # Then it takes nothing more: closed once the stall timeout has passed.
+            with trio.fail_after(TIMEOUT):
+                while srv.obs.broker.get_listener_count("slow"):  # noqa: ASYNC110 - polling another side
+                    await trio.sleep(0.05)
+            await raw.read_to_end()
+        finally:
+            raw.close()
+        frames, rest = raw.frames()
+        assert rest == b"" and close_of(frames) == (SLOW_CONSUMER_CODE, SLOW_CONSUMER)
+        _, samples = parse_metrics((await srv.http.get("/metrics")).text)
+        assert samples["trio_obs_slow_consumer_closes_total"] == 1.0
+
+
+async def test_stalled_readers_that_read_again_get_whole_frames_then_the_close() -> None:
+    # Eight readers with 4 KB buffers stall, and the server closes them: each has part of
+    # a frame when it does. The close frame waits for the rest of that frame, and the
+    # readers that come back read whole frames, then the close, never a cut frame.
+    async with running_server(stall_timeout=1.0, close_grace=0.01) as srv:
+        raws = [
+            await RawStream.open(srv, f"/ws?observability=s{i}&since=0", rcvbuf=4096)
+            for i in range(8)
+        ]
+        try:
+            async with trio.open_nursery() as nursery:
+                for i in range(8):
+                    nursery.start_soon(_fill, srv, f"s{i}", 30, 16_000)
+            with trio.fail_after(TIMEOUT):
+                while any(srv.obs.broker.get_listener_count(f"s{i}") for i in range(8)):  # noqa: ASYNC110 - polling another side
+                    await trio.sleep(0.05)
+            async with trio.open_nursery() as nursery:
+                for raw in raws:
+                    nursery.start_soon(raw.read_to_end)
+        finally:
+            for raw in raws:
+                raw.close()
+        for raw in raws:
+            frames, rest = raw.frames()
+            assert rest == b"", f"{len(rest)} bytes of a cut frame"
+            assert close_of(frames) == (SLOW_CONSUMER_CODE, SLOW_CONSUMER)
+            seqs = [e["seq"] for e in events_of(frames)]
+            assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) < 31

@@ -129,7 +129,7 @@ async def test_a_stalled_client_is_closed_after_the_frame_in_flight() -> None:
         with trio.fail_after(TIMEOUT):
             while conn.state is not WriterState.CLOSING:  # noqa: ASYNC110 - the writer's state
                 await trio.sleep(0.05)
-        assert conn.close is not None and conn.close.code == SLOW_CONSUMER_CODE
+        assert conn.close_reason is not None and conn.close_reason.code == SLOW_CONSUMER_CODE
         # The client reads again: whole messages in seq order, then a clean close.
         seqs = []
         while not isinstance(message := await client.message(), CloseConnection):

@@ -413,7 +413,7 @@ class _Server:
         for http in self.requests:
             http.hurry(deadline)
         for conn in list(self.connections):
-            conn.shutdown(GOING_AWAY, SHUTTING_DOWN)
+            conn.shutdown(GOING_AWAY, SHUTTING_DOWN, patience=self.config.close_grace)
         with trio.move_on_after(self.config.shutdown_timeout):
             await self._idle.wait()
 

@@ -10,13 +10,17 @@ streams in tests) the same shape, with a bounded buffer of its own and a pump ta
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import struct
+import termios
 from collections.abc import Sequence
 from typing import Final, Protocol
 
 import trio
 
 _IOV_MAX: Final = 512
+_OUTQ: Final = getattr(termios, "TIOCOUTQ", 0x5411)  # SIOCOUTQ on a socket
 _READ_SIZE: Final = 65536
 
 Buffer = bytes | memoryview
@@ -34,6 +38,14 @@ class Transport(Protocol):
 
     async def wait_writable(self) -> None:
         """Return when :meth:`try_send` can take something again."""
+        ...
+
+    def unsent(self) -> int | None:
+        """Bytes taken by :meth:`try_send` that the peer has not taken yet (None: unknown).
+
+        It falls whenever the peer reads, also while the socket is not writable (a
+        kernel calls a socket writable only once a good part of its buffer is free).
+        """
         ...
 
     async def receive_some(self) -> bytes:
@@ -68,6 +80,13 @@ class SocketTransport:
 
     async def wait_writable(self) -> None:
         await trio.lowlevel.wait_writable(self._fd)
+
+    def unsent(self) -> int | None:
+        try:  # Linux: bytes in the socket's send queue, sent or not, that the peer has not acked
+            (queued,) = struct.unpack("i", fcntl.ioctl(self._fd, _OUTQ, bytes(4)))
+        except OSError:
+            return None
+        return int(queued)
 
     async def receive_some(self) -> bytes:
         return bytes(await self.stream.receive_some(_READ_SIZE))
@@ -115,6 +134,9 @@ class StreamTransport:
         while len(self._buffer) >= self.capacity and not self._broken:
             self._has_room = trio.Event()
             await self._has_room.wait()
+
+    def unsent(self) -> int | None:
+        return len(self._buffer)
 
     async def receive_some(self) -> bytes:
         return bytes(await self.stream.receive_some(_READ_SIZE))

@@ -51,6 +51,9 @@ log = logging.getLogger("trio_obs.server")
 
 MAX_REPLY_BYTES: Final = 1024 * 1024
 """Replies queued for a connection that does not read: beyond this it is closed (4008)."""
+_LOOK_EVERY_MIN: Final = 0.05
+"""Seconds at least between two looks at what a stalled peer has taken (a tenth of the
+patience, usually)."""
 
 
 class WriterState(enum.Enum):
@@ -109,6 +112,11 @@ class Outbox:
         if not frames:
             self.replies = 0
 
+    @property
+    def begun(self) -> bool:
+        """Whether the first frame is partly written (the peer has its start)."""
+        return self._offset > 0
+
     def cut(self) -> None:
         """Keep only the rest of a frame already started (a close follows it)."""
         if self._offset:
@@ -126,8 +134,9 @@ class WebSocketConnection:
     """Serves one subscription over one accepted WebSocket until either side closes."""
 
     __slots__ = (
-        "_reader_done", "_reader_scope", "_wake", "close", "close_grace", "metrics", "outbox",
-        "ping_interval", "session", "stall_timeout", "state", "sub", "transport", "ws",
+        "_reader_done", "_reader_scope", "_rest_patience", "_wake", "close_grace", "close_reason",
+        "metrics", "outbox", "ping_interval", "session", "stall_timeout", "state", "sub",
+        "transport", "ws",
     )  # fmt: skip
 
     def __init__(
@@ -151,8 +160,11 @@ class WebSocketConnection:
         self.close_grace = close_grace
         self.state = WriterState.BUSY
         self.outbox = Outbox()
-        self.close: Close | None = None
-        """Why the connection is closing (the first reason given wins)."""
+        self.close_reason: Close | None = None
+        """Why the connection is closing: the code and reason of its close frame (the
+        first one given wins)."""
+        self._rest_patience = stall_timeout
+        """Seconds without progress the peer gets to take the rest of a frame begun."""
         self._wake = trio.Event()
         self._reader_scope = trio.CancelScope()
         self._reader_done = trio.Event()
@@ -177,10 +189,16 @@ class WebSocketConnection:
             with trio.CancelScope(shield=True):
                 await self.transport.aclose()
 
-    def shutdown(self, code: int, reason: str) -> None:
-        """Close with ``code`` after the frame in progress; safe to call more than once."""
-        if self.close is None:
-            self.close = Close(code, reason)
+    def shutdown(self, code: int, reason: str, *, patience: float | None = None) -> None:
+        """Close with ``code`` after the frame in progress; safe to call more than once.
+
+        The peer gets the stall timeout (or ``patience``, e.g. a stopping server's grace)
+        without taking a byte before the rest of a frame begun is given up.
+        """
+        if self.close_reason is None:
+            self.close_reason = Close(code, reason)
+        if patience is not None:
+            self._rest_patience = min(self._rest_patience, patience)
         if self.state in (WriterState.BUSY, WriterState.IDLE):
             self.outbox.cut()
             self.state = WriterState.CLOSING
@@ -189,7 +207,7 @@ class WebSocketConnection:
         self._reader_scope.cancel()
 
     def _slow(self, why: str) -> None:
-        if self.close is None:
+        if self.close_reason is None:
             self.metrics.slow_consumer_closes += 1
             log.info("closing a slow consumer of %s with 4008: %s", self.sub.stream, why)
         self.shutdown(SLOW_CONSUMER_CODE, SLOW_CONSUMER)
@@ -286,31 +304,45 @@ class WebSocketConnection:
             await self._wake.wait()
 
     async def _drain(self, patience: float) -> bool:
-        """Write the outbox; False when the peer took nothing for ``patience`` seconds."""
+        """Write the outbox; False when the peer took nothing for ``patience`` seconds.
+
+        Any byte the peer takes is progress (SPEC §4: slow is not a fault), also while
+        the socket is not writable: a kernel calls it writable only once a good part
+        of its buffer is free, which a reader taking 1 KB/s may need minutes for. So
+        while waiting, the bytes the peer has not taken yet are read now and then.
+        """
         outbox, transport = self.outbox, self.transport
         last_progress = time.monotonic()
+        unsent: int | None = None
         while outbox:
             written = transport.try_send(outbox.views())
+            now = time.monotonic()
             if written:
                 outbox.advance(written)
-                last_progress = time.monotonic()
+                last_progress, unsent = now, None
                 continue
+            left = transport.unsent()
+            if unsent is not None and left is not None and left < unsent:
+                last_progress = now  # the peer took bytes the socket had
+            unsent = left
             if self.state is WriterState.CLOSING:
-                patience = min(patience, self.close_grace)
-            left = patience - (time.monotonic() - last_progress)
-            with trio.move_on_after(max(0.0, left)) as waited:
-                await transport.wait_writable()
-            if waited.cancelled_caught:
+                # A frame begun is finished if the peer takes it at all (else it would
+                # read a cut frame); the close frame that follows gets a short grace.
+                patience = self._rest_patience if outbox.begun else self.close_grace
+            remaining = patience - (now - last_progress)
+            if remaining <= 0:
                 if self.state is not WriterState.CLOSING:
                     self._slow(f"it accepted no bytes for {patience:g} s")
                 return False
+            with trio.move_on_after(min(remaining, max(_LOOK_EVERY_MIN, patience / 10))):
+                await transport.wait_writable()
         return True
 
     async def _finish(self) -> None:
         """CLOSING: the rest of the frame started, the close frame, the peer's close."""
         if self.state is WriterState.CLOSED:
             return  # the connection broke: nothing more can be written
-        close = self.close or Close(GOING_AWAY, SHUTTING_DOWN)
+        close = self.close_reason or Close(GOING_AWAY, SHUTTING_DOWN)
         try:
             if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
                 self.outbox.add([self.ws.send(CloseConnection(close.code, close.reason))])
