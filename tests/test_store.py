@@ -160,6 +160,15 @@ async def test_read_after_limit_upto(store: Broker) -> None:
     assert [e.event.chunk for e in await store.store.read("a", after=0, limit=2)] == ["0", "1"]  # type: ignore[union-attr]
 
 
+async def test_a_read_stops_at_a_byte_count_but_returns_at_least_one(store: Broker) -> None:
+    await store.publish([tool_output("a", "t", "x" * 1000) for i in range(10)])
+    size = len((await store.store.read("a", limit=1))[0].data)
+    read = await store.store.read("a", max_bytes=3 * size + 10)
+    assert [e.seq for e in read] == [1, 2, 3]
+    assert [e.seq for e in await store.store.read("a", after=4, max_bytes=1)] == [5]
+    assert len(await store.store.read("a", limit=4, max_bytes=10**9)) == 4
+
+
 async def test_read_json(store: Broker) -> None:
     envs = await store.publish([tool_output("a", "t", str(i)) for i in range(5)])
     rows = await store.store.read_json("a", after=2, limit=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import attrs
@@ -15,6 +16,7 @@ from trio_obs.core.routing import (
     StreamLogs,
     SubscriptionState,
     own_task_id,
+    within,
 )
 
 
@@ -41,6 +43,33 @@ def test_text_frame_header(size: int, header: bytes) -> None:
     assert frame[: len(header)] == header
     assert frame[len(header) :] == payload
     assert len(frame) == size + len(header)
+
+
+def test_an_envelope_keeps_its_json_at_its_size() -> None:
+    # orjson's result keeps the buffer it grew (4 KiB for a 400-byte event): an envelope,
+    # kept as long as the logs hold it, must not.
+    event = ev.ToolOutputEvent(execution_id="e1", tool_use_id="t", chunk="x" * 400, seq=1)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        env = Envelope.of("e1", event)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < len(env.data) + 1024  # the data and small objects, not a 4 KiB buffer
+
+
+@pytest.mark.parametrize(
+    ("sizes", "budget", "kept"),
+    [([10, 10, 10], 25, 2), ([10, 10, 10], 30, 3), ([50, 10], 20, 1), ([5], 0, 1), ([], 9, 0)],
+)
+def test_within_keeps_the_start_that_fits_and_at_least_one(
+    sizes: list[int], budget: int, kept: int
+) -> None:
+    envs = [_env(ev.ExecutionStatusEvent(execution_id="e1", status="running")) for _ in sizes]
+    for env, size in zip(envs, sizes, strict=True):
+        env.data = b"x" * size
+    assert within(envs, budget) == envs[:kept]
 
 
 def test_envelope_frame_is_built_once_and_carries_the_json() -> None:

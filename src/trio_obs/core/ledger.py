@@ -29,7 +29,7 @@ from .protocol import (
     TOPIC_OF_TYPE,
 )
 from .routing import Envelope, own_task_id
-from .wire import camel, encode
+from .wire import camel, encode_kept
 
 SpanKey: TypeAlias = tuple[str, str, str]
 """(stream key, ``tool`` or ``skill``, tool-use or skill-trace id)."""
@@ -258,7 +258,14 @@ class _Batch:
             event = attrs.evolve(event, seq=seq)
         self.envelopes.append(
             Envelope(
-                key, seq, event, encode(event), TOPIC_OF_TYPE[event.type], task_id, tool, is_copy
+                key,
+                seq,
+                event,
+                encode_kept(event),
+                TOPIC_OF_TYPE[event.type],
+                task_id,
+                tool,
+                is_copy,
             )
         )
 

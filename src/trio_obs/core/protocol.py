@@ -99,7 +99,10 @@ MAX_IDEMPOTENCY_KEY: Final = 200
 MAX_EVENTS_LIMIT: Final = 10_000
 """The largest ``limit`` of the events and executions routes."""
 REPLAY_PAGE: Final = 500
-"""Events read from the store per page when a connection is served from it."""
+"""Events read from the store per page when a connection is served from it (at most)."""
+PAGE_BYTES: Final = 256 * 1024
+"""Bytes of event JSON a connection takes at once, from the store or from memory (at
+least one event): what a slow reader holds while the socket drains is bounded by it."""
 
 DEFAULT_BUFFER_SIZE: Final = 100
 """Events replayed to a new connection without ``since``."""

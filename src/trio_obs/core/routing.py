@@ -16,7 +16,7 @@ import attrs
 from . import events as ev
 from .frames import text_frame
 from .protocol import ENDED_STATES, TOPIC_OF_TYPE
-from .wire import encode
+from .wire import encode_kept
 
 _ENVELOPE_OVERHEAD: Final = 512
 """Bytes an envelope costs beyond its JSON: objects, and the typed event's own strings."""
@@ -71,8 +71,18 @@ class Envelope:
         """An envelope for a stored event (``event.seq`` set) and its wire JSON (made if None)."""
         assert event.seq is not None, "only stored events travel in envelopes"
         if data is None:
-            data = encode(event)
+            data = encode_kept(event)
         return cls(key, event.seq, event, data, TOPIC_OF_TYPE[event.type], task_id, tool, is_copy)
+
+
+def within(envs: list[Envelope], budget: int) -> list[Envelope]:
+    """The longest start of ``envs`` whose JSON fits in ``budget`` bytes (at least one)."""
+    total = 0
+    for i, env in enumerate(envs):
+        total += len(env.data)
+        if total > budget and i:
+            return envs[:i]
+    return envs
 
 
 def own_task_id(event: ev.StreamEvent) -> str | None:

@@ -174,6 +174,16 @@ def encode(obj: ev.ServerEvent) -> bytes:
     return orjson.dumps(converter.unstructure(obj))
 
 
+def encode_kept(obj: ev.ServerEvent) -> bytes:
+    """:func:`encode`, in a bytes object of exactly its size: for JSON that is kept.
+
+    orjson's result keeps the whole buffer it grew: 4 KiB for a 400-byte event, about 8x
+    the JSON for larger ones. An envelope keeps its JSON for as long as the logs of
+    recent events hold it, so it keeps a copy (0.1 us) instead.
+    """
+    return memoryview(orjson.dumps(converter.unstructure(obj))).tobytes()
+
+
 def _describe(exc: BaseException, kind: type | None) -> str:
     # Our own hooks' TypeErrors already say what was wrong ("expected a string, got int").
     if isinstance(exc, TypeError) and str(exc).startswith(("expected ", "nested deeper")):

@@ -20,7 +20,7 @@ class Waker(Protocol):
     """Told when a subscription has new events (once, until it reads them)."""
 
     def wake(self, sub: Subscription) -> None:
-        """``sub`` has events to take; it stays marked until its reader clears ``sub.marked``."""
+        """``sub`` has events to take; it is not told again until it calls ``sub.woken()``."""
         ...
 
 
@@ -34,6 +34,7 @@ class Subscription(Protocol):
     stream: str
     state: SubscriptionState
     marked: bool
+    """Whether the waker was told and has not visited yet (the subscription's to write)."""
     end_reason: str | None
 
     @property
@@ -64,6 +65,10 @@ class Subscription(Protocol):
 
     async def read_behind(self) -> list[Envelope]:
         """One page of wanted events from the store after the cursor, advancing it."""
+        ...
+
+    def woken(self) -> None:
+        """The waker's call as it visits: the next events tell it again."""
         ...
 
     def __aiter__(self) -> AsyncIterator[Envelope]: ...

@@ -17,8 +17,8 @@ import trio
 
 from ..core import events as ev
 from ..core.errors import SubscriptionEnded
-from ..core.protocol import ALL, REPLAY_PAGE, SLOW_CONSUMER
-from ..core.routing import Envelope, GlobalLog, StreamLogs, SubscriptionState
+from ..core.protocol import ALL, PAGE_BYTES, REPLAY_PAGE, SLOW_CONSUMER
+from ..core.routing import Envelope, GlobalLog, StreamLogs, SubscriptionState, within
 from ..core.stats import HubStats
 from .base import Subscription, Waker
 
@@ -27,7 +27,8 @@ class Source(Protocol):
     """Where subscriptions read what is no longer (or not yet) in memory."""
 
     async def read_envelopes(self, key: str, *, after: int, limit: int) -> list[Envelope]:
-        """Stored envelopes of ``key`` with ``seq > after``, oldest first, at most ``limit``."""
+        """Stored envelopes of ``key`` with ``seq > after``, oldest first, at most ``limit``
+        (a source that can may also stop at :data:`~trio_obs.core.protocol.PAGE_BYTES`)."""
         ...
 
 
@@ -44,7 +45,7 @@ class LiveSubscription:
     """
 
     __slots__ = (
-        "_cursor", "_event", "_head", "_reading", "_replayed", "closed", "dispatcher",
+        "_cursor", "_event", "_head", "_page", "_reading", "_replayed", "closed", "dispatcher",
         "end_reason", "marked", "queue_size", "state", "stream", "waker",
     )  # fmt: skip
 
@@ -66,7 +67,8 @@ class LiveSubscription:
         """How far an ``all`` subscriber may fall behind before it is ended (slow consumer)."""
         self.waker: Waker = waker if waker is not None else self
         self.marked = False
-        """Set by the dispatcher when it wakes the waker; cleared by the reader."""
+        """Whether the waker was told and has not visited yet (written by :meth:`notify`
+        and :meth:`woken` only)."""
         self.end_reason: str | None = None
         self.closed = False
         self._cursor = cursor
@@ -74,6 +76,9 @@ class LiveSubscription:
         self._replayed = max(0, head - cursor)
         self._event: trio.Event | None = None
         self._reading: trio.CancelScope | None = None
+        self._page = REPLAY_PAGE
+        """Events to ask the store for next: as many as fit in PAGE_BYTES, by the last page
+        (a source that stops at PAGE_BYTES by itself, as SQLite does, needs no guess)."""
 
     # ------------------------------------------------------------------ state
 
@@ -140,6 +145,7 @@ class LiveSubscription:
             if envs is None:  # pragma: no cover - the dispatcher ends such subscribers first
                 self._end(SLOW_CONSUMER)
                 raise SubscriptionEnded(SLOW_CONSUMER)
+            envs = within(envs, PAGE_BYTES)
             self._cursor += len(envs)
             return self.state.select(envs)
         log = self.dispatcher.logs.get(self.stream)
@@ -154,6 +160,7 @@ class LiveSubscription:
             # Memory may hold less than the store (a shared store's events reach this
             # dispatcher after a subscriber learned they exist): read the store then.
             return None if self._cursor < self._head else []
+        envs = within(envs, PAGE_BYTES)
         self._cursor = envs[-1].seq
         return self.state.select(envs)
 
@@ -166,7 +173,7 @@ class LiveSubscription:
         with trio.CancelScope() as self._reading:
             if not self.closed:
                 page = await self.dispatcher.source.read_envelopes(
-                    self.stream, after=self._cursor, limit=REPLAY_PAGE
+                    self.stream, after=self._cursor, limit=self._page
                 )
         self._reading = None
         if page is None:  # closed meanwhile
@@ -177,7 +184,11 @@ class LiveSubscription:
             return []
         if page[-1].seq <= self._cursor:  # pragma: no cover - a store returns seq > after
             return []
-        page = [env for env in page if env.seq > self._cursor]
+        # Pages are bounded in bytes, not in events: the next one asks for as many events
+        # as fit, by this one's sizes; this one keeps what fits (the rest is read again).
+        size = sum(len(env.data) for env in page)
+        self._page = max(1, min(REPLAY_PAGE, PAGE_BYTES * len(page) // max(1, size)))
+        page = within([env for env in page if env.seq > self._cursor], PAGE_BYTES)
         self._cursor = page[-1].seq
         self._head = max(self._head, self._cursor)
         return self.state.select(page)
@@ -197,9 +208,21 @@ class LiveSubscription:
                 return []
             if self._cursor < self.head:
                 continue  # filtered out, or the store had less than announced: look again
-            self.marked = False
+            self.woken()
             self._event = trio.Event()
             await self._event.wait()
+
+    # ------------------------------------------------------------------ waking
+
+    def notify(self) -> None:
+        """Tell the waker there are events to take: once, until it calls :meth:`woken`."""
+        if not self.marked:
+            self.marked = True
+            self.waker.wake(self)
+
+    def woken(self) -> None:
+        """The waker's call as it visits: the next events tell it again."""
+        self.marked = False
 
     def wake(self, sub: Subscription) -> None:
         """The waker of a subscription read by iteration: wake the iterating task."""
@@ -242,8 +265,7 @@ class LiveSubscription:
             self.end_reason = reason
             self.close()
             if self.waker is not self:
-                self.marked = True
-                self.waker.wake(self)
+                self.notify()  # already told, the waker visits anyway and sees the end
 
     def __enter__(self) -> LiveSubscription:
         return self
@@ -258,8 +280,7 @@ def _wake(subs: list[LiveSubscription], env: Envelope) -> None:
         if not sub.marked:
             state = sub.state
             if state.everything or state.matches(env):
-                sub.marked = True
-                sub.waker.wake(sub)
+                sub.notify()
 
 
 class Dispatcher:
@@ -403,9 +424,8 @@ class Dispatcher:
         for key, head in heads.items():
             for sub in self._by_stream.get(key, ()):
                 sub._head = max(sub._head, head)
-                if sub._cursor < head and not sub.marked:
-                    sub.marked = True
-                    sub.waker.wake(sub)
+                if sub._cursor < head:
+                    sub.notify()
         for sub in list(self._all):
             self.stats.slow_closes += 1
             sub._end(SLOW_CONSUMER)

@@ -27,6 +27,7 @@ from ..core.protocol import (
     DEFAULT_BUFFER_BYTES,
     DEFAULT_BUFFER_SIZE,
     DEFAULT_QUEUE_SIZE,
+    PAGE_BYTES,
 )
 from ..core.routing import Envelope
 from ..core.session import Resume, resume_point
@@ -354,8 +355,9 @@ class LocalHub:
     # ------------------------------------------------------------------ reads
 
     async def read_envelopes(self, key: str, *, after: int, limit: int) -> list[Envelope]:
-        """Stored envelopes of ``key`` after a seq (subscriptions that fell behind read here)."""
-        return await self.store.read(key, after=after, limit=limit)
+        """Stored envelopes of ``key`` after a seq (subscriptions that fell behind read here),
+        at most ``limit`` and, but for the first, no more than fit in ``PAGE_BYTES``."""
+        return await self.store.read(key, after=after, limit=limit, max_bytes=PAGE_BYTES)
 
     async def read(self, stream: str, *, after: int = 0, limit: int = 1000) -> list[bytes]:
         """Stored JSON of ``stream``'s events with ``seq > after``, at most ``limit``."""

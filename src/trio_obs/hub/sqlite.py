@@ -452,13 +452,21 @@ class Store:
         return result
 
     async def read(
-        self, key: str, *, after: int = 0, limit: int | None = None, upto: int | None = None
+        self,
+        key: str,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        upto: int | None = None,
+        max_bytes: int | None = None,
     ) -> list[Envelope]:
-        """Stored envelopes of ``key`` with ``after < seq <= upto``, oldest first."""
+        """Stored envelopes of ``key`` with ``after < seq <= upto``, oldest first; at most
+        ``limit`` of them and, but for the first, no more than fit in ``max_bytes`` of JSON."""
         rows = await self._query(
             "SELECT seq, task_id, tool, is_copy, data FROM events"
             " WHERE stream_key=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
             (key, after, _MAX_SEQ if upto is None else upto, -1 if limit is None else limit),
+            max_bytes=max_bytes,
         )
         return [
             Envelope(key, seq, decode_stream_event(data), bytes(data),
@@ -485,10 +493,26 @@ class Store:
             execution_id=r[0], last_status=r[1], event_count=r[2], last_seq=r[3],
             first_timestamp=r[4], last_timestamp=r[5]) for r in rows]  # fmt: skip
 
-    async def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    async def _query(
+        self, sql: str, params: tuple[Any, ...], *, max_bytes: int | None = None
+    ) -> list[Any]:
+        """The rows of a query, in a worker thread; with ``max_bytes``, the rows (at least
+        one) whose last columns add up to no more than it: the rest is never read."""
+
         def run() -> list[Any]:
             with self._read_lock:
-                return self._read.execute(sql, params).fetchall()
+                cursor = self._read.execute(sql, params)
+                if max_bytes is None:
+                    return cursor.fetchall()
+                rows: list[Any] = []
+                total = 0
+                for row in cursor:
+                    total += len(row[-1])
+                    if total > max_bytes and rows:
+                        break
+                    rows.append(row)
+                cursor.close()
+                return rows
 
         rows: list[Any] = await self._run(run)
         return rows

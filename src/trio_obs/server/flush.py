@@ -19,6 +19,17 @@ if TYPE_CHECKING:
     from .websocket import WebSocketConnection
 
 
+class _Written:
+    """One list of envelopes written in a round: its frames, and to how many connections."""
+
+    __slots__ = ("connections", "envs", "frames")
+
+    def __init__(self, envs: list[Envelope]) -> None:
+        self.envs = envs
+        self.frames = [env.frame for env in envs]
+        self.connections = 0
+
+
 class Round:
     """One visit of the flusher: takes and frames shared between connections, and the
     deliveries counted once per round instead of once per connection."""
@@ -28,20 +39,22 @@ class Round:
     def __init__(self) -> None:
         self.shared: dict[tuple[str, int], list[Envelope]] = {}
         """The hub's shared takes (see ``Subscription.take_nowait``)."""
-        self.written: dict[int, tuple[list[Envelope], list[bytes], list[int]]] = {}
+        self.written: dict[int, _Written] = {}
+        """By the ``id()`` of each list taken: connections at the same point share one list
+        (the round holds it, so its id is not reused before the round ends)."""
 
     def frames_of(self, envs: list[Envelope]) -> list[bytes]:
         """The frames of ``envs`` for one more connection (made once per list)."""
-        entry = self.written.get(id(envs))
-        if entry is None:
-            entry = self.written[id(envs)] = (envs, [env.frame for env in envs], [0])
-        entry[2][0] += 1
-        return entry[1]
+        written = self.written.get(id(envs))
+        if written is None:
+            written = self.written[id(envs)] = _Written(envs)
+        written.connections += 1
+        return written.frames
 
     def account(self, metrics: ServerMetrics) -> None:
         """Count what this round wrote (and the latency to its last write)."""
-        for envs, _, times in self.written.values():
-            metrics.count_out(envs, times[0])
+        for written in self.written.values():
+            metrics.count_out(written.envs, written.connections)
 
 
 class Flusher:
@@ -62,7 +75,7 @@ class Flusher:
         self._connections.pop(conn.sub, None)
 
     def wake(self, sub: Subscription) -> None:
-        """The hub's call: ``sub`` has events (it stays marked until visited)."""
+        """The hub's call: ``sub`` has events (it is not told again until visited)."""
         if not self._ready:
             self._wanted.set()
         self._ready.append(sub)
@@ -76,7 +89,7 @@ class Flusher:
             ready, self._ready = self._ready, []
             visit = Round()
             for sub in ready:
-                sub.marked = False
+                sub.woken()
                 conn = connections.get(sub)
                 if conn is not None:
                     conn.flush(visit)

@@ -285,23 +285,32 @@ class WebSocketConnection:
                 await self._drain(self.stall_timeout)
                 continue
             try:
-                envs = sub.take_nowait()
-                if envs is None:
-                    self.metrics.served_from_store += 1
-                    envs = await sub.read_behind()
+                frames = await self._next_frames()
             except SubscriptionEnded as exc:
                 self._ended(exc.reason)
                 continue
             if self.state is not WriterState.BUSY:
                 break
-            if envs:
-                self.outbox.add(self._frames(envs))
+            if frames:
+                self.outbox.add(frames)
                 continue
             if sub.queue_depth > 0:
                 continue  # what was read was filtered out: take again
             self.state = WriterState.IDLE
             self._wake = trio.Event()
             await self._wake.wait()
+
+    async def _next_frames(self) -> list[bytes]:
+        """The frames of the next wanted events, from memory or a page of the store.
+
+        Only the frames are kept while the socket drains, not the envelopes (whose
+        JSON and typed event a page read from the store would hold as well).
+        """
+        envs = self.sub.take_nowait()
+        if envs is None:
+            self.metrics.served_from_store += 1
+            envs = await self.sub.read_behind()
+        return self._frames(envs) if envs else []
 
     async def _drain(self, patience: float) -> bool:
         """Write the outbox; False when the peer took nothing for ``patience`` seconds.
