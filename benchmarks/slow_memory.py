@@ -1,6 +1,6 @@
-"""What slow readers and the buffer budget cost in RSS (SPEC §4: memory stays bounded).
+"""Slow readers (SPEC §4): what they and the buffer budget cost in RSS, and which are kept.
 
-Two figures, each against a real ``trio-obs serve`` process (``--src`` runs another
+Three figures, each against a real ``trio-obs serve`` process (``--src`` runs another
 checkout's ``src``, e.g. ``git archive main src | tar -x -C /tmp/main``, so old and new
 are measured by the same script in one run):
 
@@ -13,6 +13,9 @@ are measured by the same script in one run):
   executions fill the logs of recent events, with no client and with an ``all`` client
   reading everything (the events' frames are built then); the RSS growth is set beside
   what ``/metrics`` says they hold (``trio_obs_buffered_bytes``).
+- **slowest kept** (``--only slowest``): readers at several rates, with a 4 KB and with
+  the system's receive buffer, for three stall timeouts (``--stall-timeout``, default
+  10 s): which the server never closed (its log names each slow consumer it closes).
 
 Prints one JSON object. Not a test: figures, to compare side by side.
 """
@@ -65,7 +68,12 @@ class Server:
                 break
         else:
             raise SystemExit("the server did not start")
-        threading.Thread(target=self.process.stderr.read, daemon=True).start()
+        self.log: list[str] = []
+        threading.Thread(target=self.log.extend, args=(self.process.stderr,), daemon=True).start()
+
+    def closed_as_slow(self, execution: str) -> bool:
+        """Whether the server's log says it closed a slow consumer of ``execution``."""
+        return any(f"closing a slow consumer of {execution} " in line for line in self.log)
 
     def post(self, events: list[dict[str, Any]]) -> None:
         request = urllib.request.Request(
@@ -108,9 +116,18 @@ def fill(server: Server, execution: str, count: int, kib: int) -> None:
         server.post(events[i : i + per_post])
 
 
-def slow_reader(port: int, execution: str, rate: int, seconds: float, taken: list[int]) -> None:
+def slow_reader(
+    port: int,
+    execution: str,
+    rate: int,
+    seconds: float,
+    taken: list[int],
+    rcvbuf: int | None = 4096,
+) -> None:
+    """Read ``rate`` bytes/s for ``seconds`` (with a 4 KB receive buffer, by default)."""
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.connect(("127.0.0.1", port))
     sock.sendall(
         f"GET /ws?observability={execution}&since=0 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
@@ -214,6 +231,49 @@ def buffer_budget(args: argparse.Namespace, src: str | None, *, watched: bool) -
     }
 
 
+def slowest_kept(args: argparse.Namespace, src: str | None) -> dict[str, Any]:
+    """Readers at several rates, with a 4 KB and with the system's receive buffer, for three
+    stall timeouts: which were never closed (the server sees a reader's bytes when its
+    kernel reopens its TCP window, about each half of its receive buffer)."""
+    rates = {"4 KB buffer": (4096, [100, 200, 400, 800, 1600]),
+             "system buffer": (None, [1000, 2000, 4000, 8000, 16000])}  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        server = Server(src, folder, "--stall-timeout", str(args.stall_timeout))
+        try:
+            readers = []
+            for label, (rcvbuf, speeds) in rates.items():
+                for rate in speeds:
+                    name = f"r{rcvbuf or 0}-{rate}"
+                    fill(server, name, 160, 64)  # 10 MiB: more than the buffers hold
+                    readers.append((label, rate, name, rcvbuf))
+            threads = [
+                threading.Thread(
+                    target=slow_reader,
+                    args=(server.port, name, rate, 3 * args.stall_timeout, [], rcvbuf),
+                )
+                for _, rate, name, rcvbuf in readers
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            closes = server.metric("trio_obs_slow_consumer_closes_total")
+            closed = [name for _, _, name, _ in readers if server.closed_as_slow(name)]
+        finally:
+            server.stop()
+    never_closed = {
+        label: [rate for lab, rate, name, _ in readers if lab == label and name not in closed]
+        for label in rates
+    }
+    return {
+        "stall_timeout_s": args.stall_timeout,
+        "read_for_s": 3 * args.stall_timeout,
+        "rates_b_per_s": {label: speeds for label, (_, speeds) in rates.items()},
+        "never_closed_b_per_s": never_closed,
+        "slow_consumer_closes": closes,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--src", action="append", default=[], help="a src folder (repeatable; "
@@ -224,12 +284,16 @@ def main() -> None:
     p.add_argument("--rate", type=int, default=1024, help="bytes/s each slow reader takes")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--budget-events", type=int, default=4000)
-    p.add_argument("--only", choices=("readers", "budget"), default=None)
+    p.add_argument("--stall-timeout", type=float, default=10.0)
+    p.add_argument("--only", choices=("readers", "budget", "slowest"), default=None)
     args = p.parse_args()
     results: dict[str, Any] = {}
     for src in args.src or [None]:
         name = src or "installed"
         results[name] = {}
+        if args.only == "slowest":
+            results[name]["slowest_kept"] = slowest_kept(args, src)
+            continue
         if args.only != "budget":
             results[name]["per_slow_reader"] = per_slow_reader(args, src)
         if args.only != "readers":
