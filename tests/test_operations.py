@@ -4,6 +4,7 @@ bind warnings, log levels, descriptor exhaustion, retention and idempotent inges
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import sqlite3
@@ -250,6 +251,29 @@ async def test_two_servers_cannot_share_one_store(tmp_path: Path) -> None:
         assert str(db) in stderr and "in use by another trio-obs server" in stderr
         assert "Traceback" not in stderr
         assert await first.stop() == 0
+    assert not (tmp_path / "obs.db.lock").exists()  # a clean stop leaves no lock file
+    async with serve_cli("--db", str(db)) as again:  # and the next server takes the store
+        assert await again.stop() == 0
+
+
+async def test_another_applications_database_is_refused_in_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    conn.close()
+    before = db.read_bytes()
+    with trio.fail_after(TIMEOUT):
+        done = await trio.run_process(
+            command("serve", "--port", "0", "--db", str(db)),
+            capture_stderr=True,
+            check=False,
+            env=environment(),
+        )
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 1
+    assert len(lines) == 1 and "not a trio-obs store" in lines[0] and "users" in lines[0]
+    assert db.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["app.db"]
 
 
 async def test_stopping_serve_demo_ends_its_execution(tmp_path: Path) -> None:
