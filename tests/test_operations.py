@@ -236,18 +236,23 @@ async def test_a_stop_answers_every_post_it_stored(tmp_path: Path) -> None:
     assert len(stored) == len(answered)
 
 
+async def refused_start(*args: str) -> tuple[int, str]:
+    """``trio-obs serve --port 0 ARGS``, expected to stop at once: its status and stderr."""
+    with trio.fail_after(TIMEOUT):
+        done = await trio.run_process(
+            command("serve", "--port", "0", *args),
+            capture_stderr=True,
+            check=False,
+            env=environment(),
+        )
+    return done.returncode, done.stderr.decode()
+
+
 async def test_two_servers_cannot_share_one_store(tmp_path: Path) -> None:
     db = tmp_path / "obs.db"
     async with serve_cli("--db", str(db)) as first:
-        with trio.fail_after(TIMEOUT):
-            second = await trio.run_process(
-                command("serve", "--port", "0", "--db", str(db)),
-                capture_stderr=True,
-                check=False,
-                env=environment(),
-            )
-        stderr = second.stderr.decode()
-        assert second.returncode == 1
+        status, stderr = await refused_start("--db", str(db))
+        assert status == 1
         assert str(db) in stderr and "in use by another trio-obs server" in stderr
         assert "Traceback" not in stderr
         assert await first.stop() == 0
@@ -262,15 +267,9 @@ async def test_another_applications_database_is_refused_in_one_line(tmp_path: Pa
         conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
     conn.close()
     before = db.read_bytes()
-    with trio.fail_after(TIMEOUT):
-        done = await trio.run_process(
-            command("serve", "--port", "0", "--db", str(db)),
-            capture_stderr=True,
-            check=False,
-            env=environment(),
-        )
-    lines = done.stderr.decode().strip().splitlines()
-    assert done.returncode == 1
+    status, stderr = await refused_start("--db", str(db))
+    lines = stderr.strip().splitlines()
+    assert status == 1
     assert len(lines) == 1 and "not a trio-obs store" in lines[0] and "users" in lines[0]
     assert db.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["app.db"]

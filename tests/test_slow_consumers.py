@@ -118,6 +118,13 @@ def close_of(frames: list[tuple[int, bytes]]) -> tuple[int, str] | None:
     return int.from_bytes(payload[:2], "big"), payload[2:].decode()
 
 
+async def until_closed(srv: Any, *streams: str) -> None:
+    """Wait until the server has closed every connection to ``streams``."""
+    with trio.fail_after(TIMEOUT):
+        while any(srv.obs.broker.get_listener_count(s) for s in streams):  # noqa: ASYNC110 - polling another side
+            await trio.sleep(0.05)
+
+
 async def _fill(srv: Any, execution: str, count: int, size: int) -> None:
     """Store ``count`` tool outputs of ``size`` characters (a start at seq 1 first)."""
     tool = await srv.obs.tools.start(execution, "Bash", "yes")
@@ -131,9 +138,7 @@ async def test_a_stalled_reader_is_closed_with_4008_after_whole_frames_only() ->
         try:
             # The client reads nothing while far more than the socket buffers hold is sent.
             await _fill(srv, "stall", 400, 16_000)
-            with trio.fail_after(TIMEOUT):
-                while srv.obs.broker.get_listener_count("stall"):  # noqa: ASYNC110 - polling another side
-                    await trio.sleep(0.05)
+            await until_closed(srv, "stall")
             # Reading again, it gets whole frames, then the close frame, then the end.
             await raw.read_to_end()
         finally:
@@ -153,9 +158,7 @@ async def test_a_reader_that_never_reads_again_is_dropped_with_nothing_appended(
         raw = await RawStream.open(srv, "/ws?observability=gone&since=0")
         try:
             await _fill(srv, "gone", 400, 16_000)
-            with trio.fail_after(TIMEOUT):
-                while srv.obs.broker.get_listener_count("gone"):  # noqa: ASYNC110 - polling another side
-                    await trio.sleep(0.05)
+            await until_closed(srv, "gone")
             await trio.sleep(0.6)  # past the grace: the server has given up on it
             await raw.read_to_end()
         finally:
@@ -258,9 +261,7 @@ async def test_a_slow_reader_is_never_closed_while_it_reads() -> None:
             seqs = [e["seq"] for e in events_of(frames)]
             assert seqs == list(range(1, len(seqs) + 1))
             # Then it takes nothing more: closed once the stall timeout has passed.
-            with trio.fail_after(TIMEOUT):
-                while srv.obs.broker.get_listener_count("slow"):  # noqa: ASYNC110 - polling another side
-                    await trio.sleep(0.05)
+            await until_closed(srv, "slow")
             await raw.read_to_end()
         finally:
             raw.close()
@@ -283,9 +284,7 @@ async def test_stalled_readers_that_read_again_get_whole_frames_then_the_close()
             async with trio.open_nursery() as nursery:
                 for i in range(8):
                     nursery.start_soon(_fill, srv, f"s{i}", 30, 16_000)
-            with trio.fail_after(TIMEOUT):
-                while any(srv.obs.broker.get_listener_count(f"s{i}") for i in range(8)):  # noqa: ASYNC110 - polling another side
-                    await trio.sleep(0.05)
+            await until_closed(srv, *(f"s{i}" for i in range(8)))
             async with trio.open_nursery() as nursery:
                 for raw in raws:
                     nursery.start_soon(raw.read_to_end)
