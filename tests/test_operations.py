@@ -226,7 +226,9 @@ async def test_a_stop_answers_every_post_it_stored(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         for n in range(8):
             nursery.start_soon(producer, n)
-        await trio.sleep(0.5)
+        with trio.fail_after(TIMEOUT):  # the stop comes while POSTs are flowing
+            while len(answered) < 8 * 5 * 3:  # noqa: ASYNC110 - polling the producers
+                await trio.sleep(0.01)
         stopped.set()
         status = await trio.to_thread.run_sync(server.stop)
     assert status == 0
