@@ -469,6 +469,7 @@ def test_resumes_after_server_restart_without_loss_or_duplicates(
 def test_slow_consumer_close_resumes_without_loss(tmp_path: Path, page: Page) -> None:
     # A tiny queue makes the server close the page's connections with 4008 under a burst;
     # the page reconnects with since= and must end with every event exactly once.
+    allow_network_errors(page)  # the server stops before the page: its reconnect is refused
     with running(tmp_path / "slow.db", "--queue-size", "2") as srv:
         srv.post([status("exec-s", "running")])
         page.goto(srv.url("/?execution=exec-s"))
