@@ -11,8 +11,9 @@ writes the rows, then tells the ledger they are committed.
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeAlias
 
 import attrs
@@ -89,36 +90,56 @@ def _refuse(where: str, event: ev.StreamEvent, why: str) -> InvalidInput:
     return InvalidInput(f"{where} ({event.type}) {why}", INVALID_EVENT)
 
 
-IdPaths: TypeAlias = tuple[tuple[str, ...], ...]
-_ID_PATHS: dict[type, IdPaths] = {}
+IdPaths: TypeAlias = tuple[str, ...]
+_ID_GETTERS: dict[type, tuple[IdPaths, Callable[[Any], Any]]] = {}
+_SURELY_SHORT: Final = MAX_ID_BYTES // 4
+"""Characters: a shorter string is within the limit whatever its UTF-8 (4 bytes at most)."""
 
 
 def _id_paths(kind: type) -> IdPaths:
-    """The attribute paths of the ids of an event type: its fields named ``id`` or
-    ``..._id``, and those of its records (``entry``, ``assertion``)."""
-    paths = _ID_PATHS.get(kind)
-    if paths is None:
-        found: list[tuple[str, ...]] = []
-        for field in attrs.fields(attrs.resolve_types(kind)):
-            if field.name == "id" or field.name.endswith("_id"):
-                found.append((field.name,))
-            elif isinstance(field.type, type) and attrs.has(field.type):
-                found += [(field.name, *inner) for inner in _id_paths(field.type)]
-        paths = _ID_PATHS[kind] = tuple(found)
-    return paths
+    """The attribute paths (``a.b``) of the ids of an event type: its fields named ``id``
+    or ``..._id``, and those of its records (``entry``, ``assertion``)."""
+    found: list[str] = []
+    for field in attrs.fields(attrs.resolve_types(kind)):
+        if field.name == "id" or field.name.endswith("_id"):
+            found.append(field.name)
+        elif isinstance(field.type, type) and attrs.has(field.type):
+            found += [f"{field.name}.{inner}" for inner in _id_paths(field.type)]
+    return tuple(found)
+
+
+def check_ids(
+    event: ev.StreamEvent, data: bytes, index: int, batch: Sequence[ev.StreamEvent]
+) -> None:
+    """Refuse ``event``, at ``index`` of ``batch``, if an id of it is over :data:`MAX_ID_BYTES`.
+
+    ``data`` is its JSON, made anyway where events are staged: an event whose whole JSON
+    is within the limit has no longer id, so most events cost one comparison.
+    """
+    if len(data) > MAX_ID_BYTES and (long := long_id(event)) is not None:
+        field, size = long
+        raise _refuse(event_where(index, batch), event, f"has a {field} of {size:,} bytes; "
+                      f"ids are at most {MAX_ID_BYTES:,} bytes (UTF-8)")  # fmt: skip
 
 
 def long_id(event: ev.StreamEvent) -> tuple[str, int] | None:
     """The first id of ``event`` over :data:`MAX_ID_BYTES` (its wire path and size), or None."""
-    for path in _id_paths(type(event)):
-        value: Any = event
-        for name in path:
-            value = getattr(value, name)
-        # Only a string of more than a quarter of the limit can be over it in UTF-8.
-        if type(value) is str and len(value) > MAX_ID_BYTES // 4:
+    known = _ID_GETTERS.get(type(event))
+    if known is None:
+        paths = _id_paths(type(event))
+        known = _ID_GETTERS[type(event)] = (paths, operator.attrgetter(*paths, "execution_id"))
+    paths, values_of = known
+    values = values_of(event)  # one C call: every id (and the execution id again)
+    for value in values:
+        if value is not None and len(value) > _SURELY_SHORT:
+            break
+    else:
+        return None
+    for path, value in zip(paths, values, strict=False):
+        if type(value) is str and len(value) > _SURELY_SHORT:
             size = len(value.encode("utf-8", "surrogatepass"))
             if size > MAX_ID_BYTES:
-                return ".".join(camel(name) for name in path), size
+                return ".".join(camel(name) for name in path.split(".")), size
     return None
 
 
@@ -128,10 +149,6 @@ def complete(event: ev.StreamEvent, now: str, *, where: str = "event") -> ev.Str
     ``now`` stamps an event without a timestamp. A message-bus event belongs to its
     record's execution, else to the one it names, else to ``global``.
     """
-    if (long := long_id(event)) is not None:
-        field, size = long
-        raise _refuse(where, event, f"has a {field} of {size:,} bytes; ids are at most "
-                                    f"{MAX_ID_BYTES:,} bytes (UTF-8)")  # fmt: skip
     changes: dict[str, Any] = {}
     if not event.timestamp:
         changes["timestamp"] = now
@@ -184,7 +201,12 @@ def complete_batch(events: Sequence[ev.StreamEvent], now: str) -> list[ev.Stream
     """:func:`complete` for each event of a batch; the first bad one raises, naming its index."""
     if len(events) == 1:
         return [complete(events[0], now)]
-    return [complete(e, now, where=f"event {i}") for i, e in enumerate(events)]
+    return [complete(e, now, where=event_where(i, events)) for i, e in enumerate(events)]
+
+
+def event_where(index: int, batch: Sequence[ev.StreamEvent]) -> str:
+    """How an error names the event at ``index`` of ``batch``."""
+    return "event" if len(batch) == 1 else f"event {index}"
 
 
 @attrs.frozen
@@ -270,7 +292,7 @@ class _Batch:
         )
 
     def stage(self, batch: Sequence[ev.StreamEvent]) -> None:
-        for event in batch:
+        for index, event in enumerate(batch):
             key = event.execution_id
             task_id, tool = own_task_id(event), None
             match event:
@@ -297,6 +319,7 @@ class _Batch:
                 case ev.ExecutionStatusEvent():
                     self.stream(key).last_status = event.status
             self.add(key, event, task_id, tool)
+            check_ids(event, self.envelopes[-1].data, index, batch)
             if isinstance(event, ev.ExecutionStatusEvent) and key != GLOBAL:
                 copy = attrs.evolve(self.envelopes[-1].event, seq=None)
                 self.add(GLOBAL, copy, is_copy=True)

@@ -17,6 +17,7 @@ import orjson
 
 from ..core import events as ev
 from ..core.errors import InvalidInput
+from ..core.ledger import check_ids
 from ..core.protocol import GLOBAL, INVALID_EVENT, TOPIC_OF_TYPE
 from ..core.routing import Envelope, own_task_id
 from ..core.stamp import stamp, unstamped
@@ -72,12 +73,13 @@ def plan(batch: Sequence[ev.StreamEvent]) -> tuple[list[Planned], list[bytes]]:
     """
     planned: list[Planned] = []
     facts: list[tuple[str, ...]] = []
-    for event in batch:
+    for index, event in enumerate(batch):
         kind, name, extra = _kind(event)
         try:
             data = unstamped(event)
         except Exception as exc:  # e.g. a value JSON cannot carry
             raise InvalidInput(f"the events cannot be stored: {exc}", INVALID_EVENT) from None
+        check_ids(event, data, index, batch)
         planned.append(Planned(event, kind, data, name))
         task = _maybe(own_task_id(event))
         facts.append((event.execution_id, kind, event.timestamp, task, name or "", extra))
