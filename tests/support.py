@@ -10,8 +10,9 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -146,6 +147,77 @@ class ServerProcess(Address):
             return self.process.wait(TIMEOUT)
         finally:
             self.process.kill()
+
+
+class Cli(Address):
+    """A running ``trio-obs serve`` and what it has written to stderr so far."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.stderr = ""
+        self.port = 0
+        self.ready = trio.Event()
+        """Set once it listens, or once its stderr ended (it exited)."""
+        self.eof = trio.Event()
+
+    async def read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        async for chunk in self.process.stderr:
+            self.stderr += chunk.decode(errors="replace")
+            if not self.port and (match := LISTENING.search(self.stderr)):
+                assert match[1] == match[2]
+                self.port = int(match[1])
+                self.ready.set()
+        self.eof.set()
+        self.ready.set()
+
+    async def stop(self, signum: int = signal.SIGINT) -> int:
+        """Send ``signum``; the exit status, once the process has ended and said everything."""
+        self.process.send_signal(signum)
+        with trio.fail_after(TIMEOUT):
+            status = await self.process.wait()
+            await self.eof.wait()
+        return status
+
+
+@asynccontextmanager
+async def serve_cli(
+    *args: str,
+    program: Sequence[str] = command(),
+    until_serving: bool = True,
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[Cli]:
+    """``trio-obs serve --port 0 ARGS``, listening; killed at the end if still running.
+
+    With ``until_serving``, it has also answered an HTTP request: its main task then
+    waits for signals (see ``test_a_signal_right_after_the_listening_line_...``).
+    """
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(
+            partial(
+                trio.run_process,
+                [*program, "serve", "--port", "0", *args],
+                stderr=subprocess.PIPE,
+                check=False,
+                env=env or environment(),
+            )
+        )
+        cli = Cli(process)
+        nursery.start_soon(cli.read_stderr)
+        with trio.fail_after(TIMEOUT):
+            await cli.ready.wait()
+            if not cli.port:
+                pytest.fail(f"the server did not start:\n{cli.stderr}")
+            if until_serving:
+                async with httpx.AsyncClient(trust_env=False) as http:
+                    assert (await http.get(cli.url("/api/health"))).status_code == 200
+        yield cli
+        nursery.cancel_scope.cancel()  # run_process kills it if it is still running
+
+
+def assert_clean(stderr: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    assert "Error" not in stderr, stderr
 
 
 # --------------------------------------------------------------------------- clients

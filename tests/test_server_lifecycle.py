@@ -6,9 +6,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -17,13 +15,13 @@ import pytest
 import trio
 
 from support import (
-    LISTENING,
     TIMEOUT,
-    Address,
+    assert_clean,
     close_code,
     command,
     environment,
     heartbeats,
+    serve_cli,
     ws_client,
 )
 from trio_obs.cli import build_parser
@@ -32,77 +30,6 @@ SERVE_FLAGS = [
     "--host", "--port", "--db", "--buffer-size", "--queue-size", "--token",
     "--allowed-origin", "--max-connections", "--ping-interval", "--demo",
 ]  # fmt: skip
-
-
-class Cli(Address):
-    """A running ``trio-obs serve`` and what it has written to stderr so far."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.stderr = ""
-        self.port = 0
-        self.ready = trio.Event()
-        """Set once it listens, or once its stderr ended (it exited)."""
-        self.eof = trio.Event()
-
-    async def read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        async for chunk in self.process.stderr:
-            self.stderr += chunk.decode(errors="replace")
-            if not self.port and (match := LISTENING.search(self.stderr)):
-                assert match[1] == match[2]
-                self.port = int(match[1])
-                self.ready.set()
-        self.eof.set()
-        self.ready.set()
-
-    async def stop(self, signum: int = signal.SIGINT) -> int:
-        """Send ``signum``; the exit status, once the process has ended and said everything."""
-        self.process.send_signal(signum)
-        with trio.fail_after(TIMEOUT):
-            status = await self.process.wait()
-            await self.eof.wait()
-        return status
-
-
-@asynccontextmanager
-async def serve_cli(
-    *args: str,
-    program: Sequence[str] = command(),
-    until_serving: bool = True,
-    env: dict[str, str] | None = None,
-) -> AsyncIterator[Cli]:
-    """``trio-obs serve --port 0 ARGS``, listening; killed at the end if still running.
-
-    With ``until_serving``, it has also answered an HTTP request: its main task then
-    waits for signals (see ``test_a_signal_right_after_the_listening_line_...``).
-    """
-    async with trio.open_nursery() as nursery:
-        process = await nursery.start(
-            partial(
-                trio.run_process,
-                [*program, "serve", "--port", "0", *args],
-                stderr=subprocess.PIPE,
-                check=False,
-                env=env or environment(),
-            )
-        )
-        cli = Cli(process)
-        nursery.start_soon(cli.read_stderr)
-        with trio.fail_after(TIMEOUT):
-            await cli.ready.wait()
-            if not cli.port:
-                pytest.fail(f"the server did not start:\n{cli.stderr}")
-            if until_serving:
-                async with httpx.AsyncClient(trust_env=False) as http:
-                    assert (await http.get(cli.url("/api/health"))).status_code == 200
-        yield cli
-        nursery.cancel_scope.cancel()  # run_process kills it if it is still running
-
-
-def assert_clean(stderr: str) -> None:
-    assert "Traceback" not in stderr, stderr
-    assert "Error" not in stderr, stderr
 
 
 # --------------------------------------------------------------------------- tests

@@ -19,6 +19,8 @@ from .core.protocol import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:3001"
+DEFAULT_DB: Final = "trio-obs.db"
+"""The store of ``trio-obs serve`` without ``--db``: a file in the working directory."""
 OTEL_DEMO_HELP = """\
 With --otel, the same simulated run is told as an agent instrumented with
 OpenTelemetry would tell it: spans of the GenAI semantic conventions
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=3001, help="port (0 = any free)")
     serve.add_argument(
         "--db",
-        default="trio-obs.db",
+        default=DEFAULT_DB,
         help="SQLite file for the event store (one server at a time), or :memory:",
     )
     serve.add_argument(
