@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 from support import ServerProcess, environment
+from trio_obs.core.protocol import ERROR_CODE_OF_STATUS, ErrorCode
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -58,3 +60,14 @@ def test_the_open_stream_example_runs_against_the_demo_twice() -> None:
             assert all(line.split()[2].startswith("tool:") for line in lines)
     finally:
         assert server.stop() == 0
+
+
+def test_the_status_table_lists_every_error_code() -> None:
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("### Close codes and HTTP statuses") : text.index("### Security")]
+    http_codes = set(typing.get_args(ErrorCode)) - {"INVALID_MESSAGE", "INVALID_TOPIC",
+                                                   "INVALID_FILTER"}  # fmt: skip
+    for code in http_codes:
+        assert f"`{code}`" in table, code
+    for status, code in ERROR_CODE_OF_STATUS.items():
+        assert f"| {status} `{code}`" in table or f"/ {status} `{code}`" in table, status

@@ -214,8 +214,8 @@ async def test_a_message_bus_event_without_execution_goes_to_global(server: Serv
 @pytest.mark.parametrize(
     ("body", "code"),
     [
-        (b"{not json", "INVALID_MESSAGE"),
-        (b"", "INVALID_MESSAGE"),
+        (b"{not json", "INVALID_EVENT"),
+        (b"", "INVALID_EVENT"),
         (b"[]", "INVALID_EVENT"),
         (b"42", "INVALID_EVENT"),
         (b'[{"type": "agent:heartbeat", "executionId": "bad", "instanceId": "i", '
@@ -340,6 +340,14 @@ async def test_events_with_a_bad_parameter_is_400(server: Server, query: str) ->
     response = await server.http.get(f"/api/executions/e1/events?{query}")
     assert response.status_code == 400
     assert response.json()["error"]
+    assert response.json()["code"] == "INVALID_PARAMETER"
+
+
+async def test_the_events_of_an_unknown_execution_are_an_empty_list(server: Server) -> None:
+    # Execution ids are the producers' names: a reader may ask before the first event is
+    # posted (as a WebSocket may subscribe before it), so "none yet" is not an error.
+    response = await server.http.get("/api/executions/never-posted/events")
+    assert (response.status_code, response.json()) == (200, [])
 
 
 # --------------------------------------------------------------------------- metrics
@@ -548,3 +556,62 @@ async def test_a_since_beyond_any_seq_is_answered(server: Server) -> None:
     assert response.status_code in (200, 400)  # clamped or refused, never a dropped connection
     if response.status_code == 200:
         assert response.json() == []
+
+
+# --------------------------------------------------------------------------- error answers
+
+SECRET = {"Authorization": "Bearer s3cret"}
+AUTH = "Authorization: Bearer s3cret"
+UPGRADE = (
+    "Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        (request("GET", "/api/executions/e1/events?since=x", AUTH), 400, "INVALID_PARAMETER"),
+        (request("GET", "/ws", AUTH, *UPGRADE), 400, "INVALID_PARAMETER"),
+        (request("POST", "/api/events", AUTH, body=b"{not json"), 400, "INVALID_EVENT"),
+        (b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n", 400,
+         "INVALID_REQUEST"),
+        (request("POST", "/api/events", body=b"{}"), 401, "UNAUTHORIZED"),
+        (request("GET", "/ws?observability=e1", AUTH, "Origin: http://evil.example", *UPGRADE),
+         403, "FORBIDDEN"),
+        (request("GET", "/nope"), 404, "NOT_FOUND"),
+        (request("DELETE", "/metrics"), 405, "METHOD_NOT_ALLOWED"),
+        (request("POST", "/api/events", AUTH, "Content-Length: 2000000",
+                 "Content-Type: application/json"), 413, "BODY_TOO_LARGE"),
+        (request("POST", "/api/events", AUTH, "Content-Type: text/plain", body=b"{}"), 415,
+         "UNSUPPORTED_MEDIA_TYPE"),
+        (b"GET /api/health HTTP/1.1\r\nHost: rebind.example\r\n\r\n", 421,
+         "MISDIRECTED_REQUEST"),
+        (request("GET", "/ws"), 426, "UPGRADE_REQUIRED"),
+        (request("GET", "/api/health", "X-Big: " + "a" * 17_000), 431, "HEAD_TOO_LARGE"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)  # fmt: skip
+async def test_every_error_answer_says_its_code(raw: bytes, status: int, code: str) -> None:
+    async with running_server(token="s3cret") as srv:
+        conn = await RawHttp.open(srv)
+        try:
+            await conn.send(raw)
+            got, headers, body = await conn.response()
+        finally:
+            await conn.aclose()
+    assert headers["content-type"] == "application/json"
+    answer = orjson.loads(body)
+    assert (got, answer["code"]) == (status, code), answer
+    assert answer["error"]
+
+
+async def test_a_request_too_slow_to_arrive_is_408_timeout() -> None:
+    async with running_server(head_timeout=0.2) as srv:
+        conn = await RawHttp.open(srv)
+        try:
+            await conn.send(b"GET /api/health HTTP/1.1\r\nHost:")
+            status, _, body = await conn.response()
+        finally:
+            await conn.aclose()
+    assert (status, orjson.loads(body)["code"]) == (408, "TIMEOUT")

@@ -411,7 +411,7 @@ def test_decode_ignores_seq_and_leaves_a_missing_timestamp_to_the_ledger() -> No
 
 def test_decode_rejects_bad_bodies() -> None:
     assert "empty array" in str(_raises(b"[]", "INVALID_EVENT"))
-    assert "not valid JSON" in str(_raises(b"{nope", "INVALID_MESSAGE"))
+    assert "not valid JSON" in str(_raises(b"{nope", "INVALID_EVENT"))
     assert "JSON object" in str(_raises(b"5", "INVALID_EVENT"))
     assert "JSON object" in str(_raises(b'"text"', "INVALID_EVENT"))
     err = _raises({"type": "tool:explode", "executionId": "e1"}, "INVALID_EVENT")

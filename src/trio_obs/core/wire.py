@@ -196,11 +196,11 @@ def _explain(exc: Exception) -> str:
     return re.sub(r"(\$[\w.\[\]]*)", lambda m: camel(m.group(1)), text)
 
 
-def _loads(data: bytes | str, what: str) -> Any:
+def _loads(data: bytes | str, what: str, code: ErrorCode = INVALID_MESSAGE) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"{what} is not valid JSON ({exc.msg})", INVALID_MESSAGE) from None
+        raise InvalidInput(f"{what} is not valid JSON ({exc.msg})", code) from None
 
 
 def decode_event(obj: Any, *, where: str = "event", keep_seq: bool = False) -> ev.StreamEvent:
@@ -240,7 +240,7 @@ def decode_events(body: bytes | str) -> list[ev.StreamEvent]:
 
     All or nothing: the first invalid event raises, naming its index.
     """
-    data = _loads(body, "the body")
+    data = _loads(body, "the body", INVALID_EVENT)
     if isinstance(data, list):
         if not data:
             raise InvalidInput("the body is an empty array; send at least one event", INVALID_EVENT)
@@ -407,6 +407,6 @@ def accepted_json(seqs: list[int]) -> bytes:
     return orjson.dumps({"accepted": len(seqs), "seqs": seqs})
 
 
-def error_json(message: str, code: ErrorCode | str | None = None) -> bytes:
+def error_json(message: str, code: ErrorCode) -> bytes:
     """An error answer: ``{"error": <a sentence>, "code": ...}``."""
-    return orjson.dumps({"error": message, "code": code} if code else {"error": message})
+    return orjson.dumps({"error": message, "code": code})

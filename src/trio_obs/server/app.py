@@ -26,6 +26,7 @@ from ..core.errors import StoreError
 from ..core.protocol import (
     DEFAULT_STALL_TIMEOUT,
     GOING_AWAY,
+    INVALID_PARAMETER,
     MAX_BODY,
     MAX_EVENTS_LIMIT,
     MAX_INT_DIGITS,
@@ -93,6 +94,7 @@ def int_param(
             400,
             f"{name} must be a non-negative integer of at most {MAX_INT_DIGITS} digits, "
             f"got {shown!r}",
+            code=INVALID_PARAMETER,
         )
     return min(int(text), maximum)
 
@@ -286,7 +288,9 @@ class _Server:
         stream_key = request.param("observability")
         if not stream_key:
             raise HttpError(
-                400, "missing observability parameter: use ?observability=<executionId>|all"
+                400,
+                "missing observability parameter: use ?observability=<executionId>|all",
+                code=INVALID_PARAMETER,
             )
         since = int_param(request, "since", None)
         epoch = request.param("epoch") or None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from ..core.errors import InvalidInput, StoreError
-from ..core.protocol import MAX_IDEMPOTENCY_KEY, UNAVAILABLE
+from ..core.protocol import MAX_IDEMPOTENCY_KEY
 from ..core.wire import accepted_json, decode_events
 from ..producers import Observability
 from .http import HttpError, Request
@@ -31,9 +31,7 @@ def idempotency_key(request: Request) -> str | None:
 def unavailable(exc: StoreError) -> HttpError:
     """The 503 answer when the store cannot be used (the client may retry)."""
     log.error("store failure: %s", exc)
-    return HttpError(
-        503, "the event store is unavailable; nothing was stored; try again", code=UNAVAILABLE
-    )
+    return HttpError(503, "the event store is unavailable; nothing was stored; try again")
 
 
 def require_json(request: Request) -> None:
