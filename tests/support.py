@@ -29,6 +29,8 @@ from wsproto.events import AcceptConnection, CloseConnection, Event, Request, Te
 import trio_obs
 
 TIMEOUT = 10  # a safety net against hangs, never an assertion about speed
+T0 = "2026-01-01T00:00:00.000Z"
+"""A time in the one form the server stores (any posted time must be ISO-8601)."""
 LISTENING = re.compile(
     r"listening on http://\S+?:(\d+).*ws://(?:127\.0\.0\.1|\[::1\]):(\d+)/ws\?observability=all"
 )

@@ -615,3 +615,44 @@ async def test_a_request_too_slow_to_arrive_is_408_timeout() -> None:
         finally:
             await conn.aclose()
     assert (status, orjson.loads(body)["code"]) == (408, "TIMEOUT")
+
+
+# --------------------------------------------------------------------------- times and fields
+
+
+@pytest.mark.parametrize("when", ["yesterday", "2026-13-45T99:99:99Z"])
+async def test_a_timestamp_that_is_not_iso_8601_is_refused(server: Server, when: str) -> None:
+    response = await post(server, [heartbeat("e1"), heartbeat("e1", timestamp=when)])
+    assert response.status_code == 400
+    error = response.json()
+    assert error["code"] == "INVALID_EVENT"
+    assert error["error"].startswith(f"event 1 (agent:heartbeat): timestamp {when!r} is not")
+    assert await stored(server, "e1") == []
+
+
+async def test_timestamps_with_offsets_are_stored_in_utc_and_sort_right(server: Server) -> None:
+    sent = ["2026-03-08T03:00:00-08:00", "2026-03-08T12:00:00.5Z", "2026-03-08T12:30:00+02:00"]
+    response = await post(server, [heartbeat("e1", timestamp=when) for when in sent])
+    assert response.status_code == 202
+    times = [e["timestamp"] for e in await stored(server, "e1")]
+    assert times == ["2026-03-08T11:00:00.000Z", "2026-03-08T12:00:00.500Z",
+                     "2026-03-08T10:30:00.000Z"]  # fmt: skip
+    [summary] = (await server.http.get("/api/executions")).json()
+    assert (summary["firstTimestamp"], summary["lastTimestamp"]) == (times[0], times[-1])
+
+
+async def test_unknown_fields_are_accepted_with_warnings_and_logged_once_per_name(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(2):
+        response = await post(server, [heartbeat("e1", taskID="T-1") for _ in range(3)])
+        assert response.status_code == 202
+        answer = response.json()
+        assert answer["accepted"] == 3
+        assert answer["warnings"] == [
+            f"event {i} (agent:heartbeat): unknown field 'taskID' ignored" for i in range(3)
+        ]
+    logged = [r.getMessage() for r in caplog.records if "taskID" in r.getMessage()]
+    assert len(logged) == 1, logged
+    assert "agent:heartbeat" in logged[0]
+    assert "warnings" not in (await post(server, heartbeat("e1"))).json()

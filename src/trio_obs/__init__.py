@@ -45,9 +45,10 @@ from .core.events import (
     UnsubscribedEvent,
     WaveStatusEvent,
 )
+from .core.intake import decode_events
 from .core.protocol import ALL, GLOBAL
 from .core.routing import Envelope
-from .core.wire import decode_events, decode_server_event, decode_stream_event, encode
+from .core.wire import decode_server_event, decode_stream_event, encode
 from .hub.base import Hub, Subscription
 from .hub.dispatch import LiveSubscription
 from .hub.local import LocalHub

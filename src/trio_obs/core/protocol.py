@@ -114,6 +114,8 @@ MAX_JSON_DEPTH: Final = 64
 """JSON nested deeper than this is refused with 400."""
 MAX_IDEMPOTENCY_KEY: Final = 200
 """Characters of an ``Idempotency-Key`` header at most."""
+MAX_WARNINGS: Final = 100
+"""Warnings listed in one ``202`` answer at most (a last one counts the rest)."""
 MAX_EVENTS_LIMIT: Final = 10_000
 """The largest ``limit`` of the events and executions routes."""
 REPLAY_PAGE: Final = 500

@@ -196,7 +196,8 @@ def _explain(exc: Exception) -> str:
     return re.sub(r"(\$[\w.\[\]]*)", lambda m: camel(m.group(1)), text)
 
 
-def _loads(data: bytes | str, what: str, code: ErrorCode = INVALID_MESSAGE) -> Any:
+def loads_json(data: bytes | str, what: str, code: ErrorCode = INVALID_MESSAGE) -> Any:
+    """Parsed JSON, or :class:`InvalidInput` with ``code`` saying that ``what`` is not JSON."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -235,36 +236,14 @@ def decode_event(obj: Any, *, where: str = "event", keep_seq: bool = False) -> e
     return event
 
 
-def decode_events(body: bytes | str) -> list[ev.StreamEvent]:
-    """Stream events out of a JSON body holding one event or an array of them.
-
-    All or nothing: the first invalid event raises, naming its index.
-    """
-    data = _loads(body, "the body", INVALID_EVENT)
-    if isinstance(data, list):
-        if not data:
-            raise InvalidInput("the body is an empty array; send at least one event", INVALID_EVENT)
-        events = [_posted(item, where=f"event {i}") for i, item in enumerate(data)]
-    else:
-        events = [_posted(data)]
-    return events
-
-
-def _posted(obj: Any, *, where: str = "event") -> ev.StreamEvent:
-    # What the server computes is never taken from a producer (SPEC §5).
-    if isinstance(obj, dict) and "requiresAction" in obj:
-        obj = {k: v for k, v in obj.items() if k != "requiresAction"}
-    return decode_event(obj, where=where)
-
-
 def decode_stream_event(data: bytes | str) -> ev.StreamEvent:
     """A stream event from its wire JSON, keeping its ``seq`` (for clients and replay)."""
-    return decode_event(_loads(data, "the event"), keep_seq=True)
+    return decode_event(loads_json(data, "the event"), keep_seq=True)
 
 
 def decode_server_event(data: bytes | str) -> ev.ServerEvent:
     """Any server-sent message (stream, connection or pong) from its wire JSON."""
-    obj = _loads(data, "the message")
+    obj = loads_json(data, "the message")
     kind = obj.get("type") if isinstance(obj, dict) else None
     cls = _SERVER_ONLY.get(kind) if isinstance(kind, str) else None
     if cls is None:
@@ -331,7 +310,7 @@ def parse_filters(raw: Any) -> ev.FilterUpdate:
 
 def parse_client_message(data: bytes | str) -> ev.ClientMessage:
     """A client message (subscribe, unsubscribe, ping) out of a text frame."""
-    obj = _loads(data, "the message")
+    obj = loads_json(data, "the message")
     if not isinstance(obj, dict):
         raise InvalidInput("the message must be a JSON object", INVALID_MESSAGE)
     if "action" not in obj:
@@ -402,8 +381,10 @@ def events_json(rows: list[bytes]) -> bytes:
     return b"[" + b",".join(rows) + b"]"
 
 
-def accepted_json(seqs: list[int]) -> bytes:
-    """The ``202`` answer of ``POST /api/events``."""
+def accepted_json(seqs: list[int], warnings: list[str] | None = None) -> bytes:
+    """The ``202`` answer of ``POST /api/events`` (``warnings`` only when there are some)."""
+    if warnings:
+        return orjson.dumps({"accepted": len(seqs), "seqs": seqs, "warnings": warnings})
     return orjson.dumps({"accepted": len(seqs), "seqs": seqs})
 
 

@@ -38,7 +38,7 @@ from ..hub.clock import now_iso
 from ..producers import Observability
 from .flush import Flusher
 from .http import HttpConnection, HttpError, Request
-from .ingest import ingest_events, unavailable
+from .ingest import UnknownFieldLog, ingest_events, unavailable
 from .listen import ConnectionCap, serve_listeners
 from .metrics import ServerMetrics
 from .otlp import OtlpReceiver, receive_logs, receive_traces
@@ -139,6 +139,7 @@ class _Server:
         self.flusher = Flusher(self.metrics)
         self.static = _load_static()
         self.otlp = OtlpReceiver(obs, max_body=config.max_body)
+        self.unknown_fields = UnknownFieldLog()
         self._token = config.token.encode() if config.token else None
         self._loopback_names = _loopback_names(config.host)
         self._idle = trio.Event()
@@ -264,7 +265,7 @@ class _Server:
         return Response(200, self.metrics.exposition(), "text/plain; version=0.0.4")
 
     async def ingest(self, request: Request, _: str, body: bytes) -> Response:
-        return await ingest_events(self.obs, request, body)
+        return await ingest_events(self.obs, request, body, self.unknown_fields)
 
     async def executions(self, request: Request, _: str, body: bytes) -> Response:
         limit = int_param(request, "limit", 100, maximum=MAX_EVENTS_LIMIT)
