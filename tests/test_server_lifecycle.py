@@ -170,6 +170,21 @@ async def test_port_in_use_message_names_the_port_and_the_fix() -> None:
     assert "--port" in stderr  # says what to do
 
 
+@pytest.mark.parametrize("host", ["nosuchhost.invalid", "192.0.2.1"])
+async def test_a_host_it_cannot_listen_on_is_named_with_its_flag_in_one_line(host: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        result = await trio.run_process(
+            command("serve", "--port", "0", "--db", ":memory:", "--host", host),
+            capture_stderr=True,
+            check=False,
+            env=environment(),
+        )
+    [line] = result.stderr.decode().splitlines()
+    assert result.returncode == 1
+    assert "cannot start" in line
+    assert f"--host {host!r}" in line
+
+
 async def test_unusable_db_exits_1_with_a_clear_message(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT):
         result = await trio.run_process(

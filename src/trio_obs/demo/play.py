@@ -20,7 +20,7 @@ import httpx
 import trio
 
 from ..core import events as ev
-from ..core.errors import StoreError, TrioObsError
+from ..core.errors import StoreError, TrioObsError, first_error
 from ..core.protocol import ENDED_STATES, Severity
 from ..core.routing import Envelope
 from ..producers import Observability, Publisher, Services
@@ -320,10 +320,3 @@ async def run_in_process(
         if not loop:
             return
         await trio.sleep(PAUSE_BETWEEN_RUNS / speed)
-
-
-def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
