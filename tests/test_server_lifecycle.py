@@ -234,3 +234,17 @@ def test_help_lists_every_flag() -> None:
 
 def test_help_does_not_show_the_token_from_the_environment() -> None:
     assert "hunter2" not in serve_help(environment(TRIO_OBS_TOKEN="hunter2"))
+
+
+@pytest.mark.parametrize("subcommand", ["serve", "demo", "tail"])
+def test_help_says_each_default_once_and_only_a_real_one(subcommand: str) -> None:
+    text = subprocess.run(
+        command(subcommand, "--help"), capture_output=True, text=True, check=True, timeout=TIMEOUT
+    ).stdout
+    flat = " ".join(text.split())  # help lines wrap anywhere
+    for useless in ("(default: None)", "(default: [])", "(default: False)"):
+        assert useless not in flat
+    for option in re.split(r"\s(?=-{1,2}[a-z])", flat):
+        assert option.count("default") <= 1, option
+    if subcommand == "serve":
+        assert "--buffer-bytes SIZE" in flat and "(default: 64MiB)" in flat
