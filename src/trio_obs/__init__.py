@@ -3,11 +3,12 @@
 Open everything with :func:`open_observability`, record through its services, and
 subscribe through its broker; serve WebSocket and HTTP clients with :func:`serve`.
 :func:`open_redis_observability` opens one node of several sharing a Redis instead.
-The layout (DESIGN.md §5): ``core`` holds every rule, socket- and clock-free; ``hub``
-orders, stores and fans out; ``producers`` builds events; ``server`` and ``client``
-are thin drivers; ``demo`` plays a simulated run. Agents instrumented with OpenTelemetry
-export to the server's ``/v1/traces``; ``trio_obs.otel.LiveSpanProcessor`` (the ``otel``
-extra, not imported here) makes their span starts visible at once.
+The layout (the README's "Development" section): ``core`` holds every rule, socket-
+and clock-free; ``hub`` orders, stores and fans out; ``producers`` builds events;
+``server`` and ``client`` are thin drivers; ``demo`` plays a simulated run. Agents
+instrumented with OpenTelemetry export to the server's ``/v1/traces``;
+``trio_obs.otel.LiveSpanProcessor`` (the ``otel`` extra, not imported here) makes
+their span starts visible at once.
 """
 
 from ._version import __version__
