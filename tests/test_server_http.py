@@ -626,7 +626,10 @@ async def test_a_timestamp_that_is_not_iso_8601_is_refused(server: Server, when:
     assert response.status_code == 400
     error = response.json()
     assert error["code"] == "INVALID_EVENT"
-    assert error["error"].startswith(f"event 1 (agent:heartbeat): timestamp {when!r} is not")
+    assert error["error"] == (
+        "event 1 (agent:heartbeat) is invalid: expected an ISO-8601 date and time "
+        f"(e.g. 2026-01-31T12:00:00.000Z), got {when!r} @ $.timestamp"
+    )
     assert await stored(server, "e1") == []
 
 

@@ -11,9 +11,10 @@ import pytest
 
 from trio_obs.core import events as ev
 from trio_obs.core.errors import InvalidInput
-from trio_obs.core.intake import decode_batch, decode_events, utc_time
+from trio_obs.core.intake import decode_batch, decode_events
 from trio_obs.core.ledger import complete
 from trio_obs.core.protocol import GLOBAL, MAX_WARNINGS
+from trio_obs.core.times import utc_time
 from trio_obs.core.wire import camel, encode
 
 # --------------------------------------------------------------------------- decode_events
@@ -243,9 +244,9 @@ def _bus(**record: Any) -> dict[str, Any]:
 def test_a_time_that_is_not_iso_8601_refuses_the_batch_naming_event_and_field(
     event: dict[str, Any], field: str
 ) -> None:
-    err = _raises([_status(), event], "INVALID_EVENT")
-    assert str(err).startswith(f"event 1 ({event['type']}): {field} ")
-    assert "ISO-8601" in str(err)
+    err = str(_raises([_status(), event], "INVALID_EVENT"))
+    assert err.startswith(f"event 1 ({event['type']}) is invalid: expected an ISO-8601 date")
+    assert err.endswith(f" @ $.{field}")
 
 
 def test_every_time_of_a_posted_event_and_its_records_is_stored_in_utc() -> None:

@@ -516,3 +516,12 @@ def test_decode_server_event_refuses_a_broken_connection_event() -> None:
         decode_server_event(b'{"type":"observability:connected","executionId":"e1"}')
     assert info.value.code == "INVALID_MESSAGE"
     assert "bufferedEventCount" in str(info.value)
+
+
+def test_an_event_the_server_sent_is_read_as_it_is_whatever_its_time() -> None:
+    # Times are checked where producers post them (core.intake); a client still reads
+    # what an older server stored before they were.
+    stored = b'{"type":"execution:status","executionId":"e1","status":"running","seq":3,' \
+             b'"timestamp":"yesterday"}'  # fmt: skip
+    event = decode_stream_event(stored)
+    assert (event.timestamp, event.seq) == ("yesterday", 3)

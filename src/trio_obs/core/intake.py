@@ -1,13 +1,12 @@
-"""Posted batches: decoded, their times made UTC, their unknown fields reported (SPEC §2, §5).
+"""Posted batches: decoded all or nothing, times made UTC, unknown fields said (SPEC §2, §5).
 
-Beyond the types the wire converter checks, a posted event must say when it happened
-in ISO-8601, and every time is stored in the one form the server writes
-(``YYYY-MM-DDTHH:MM:SS.mmmZ``, UTC; :func:`~trio_obs.core.events.iso_utc`), so times
-sort as strings. A field the wire format does not know is never a refusal (producers
-of other versions send fields we do not know) but is said back, as a warning.
+The wire converter's posted form checks the types and every time: an ISO-8601 date and
+time, stored in the one form the server writes (:mod:`~trio_obs.core.times`). A field
+the wire format does not know is never a refusal (producers of other versions send
+fields we do not know) but is said back, as a warning.
 
-Which fields are times and which keys each record knows are read from the attrs
-classes of :mod:`~trio_obs.core.events`, so a new event type or field is known at once.
+Which keys each record knows is read from the attrs classes of
+:mod:`~trio_obs.core.events`, so a new event type or field is known at once.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import difflib
 import typing
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import attrs
@@ -25,59 +23,14 @@ from .errors import InvalidInput
 from .protocol import INVALID_EVENT, MAX_WARNINGS
 from .wire import camel, decode_event, loads_json
 
-TIME_FIELDS: Final = frozenset({"timestamp", "created_at"})
-"""Attributes that hold a time, wherever they stand (an event or one of its records)."""
-_EXAMPLE: Final = "2026-01-31T12:00:00.000Z"
-
-
-# --------------------------------------------------------------------------- times
-
-
-def _canonical(text: str) -> bool:
-    """Whether a valid ISO-8601 ``text`` is already in the stored form (no parse needed)."""
-    return (
-        len(text) == 24
-        and text[23] == "Z"
-        and text[19] == "."
-        and text[10] == "T"
-        and text[4] == "-"
-        and text[7] == "-"
-        and text[13] == ":"
-        and text[16] == ":"
-        and text[11:13] != "24"  # should a Python read 24:00 as the next day's midnight
-    )
-
-
-def utc_time(text: str) -> str | None:
-    """``text`` as the stored form of a time, or None if it is no ISO-8601 date and time.
-
-    An offset is applied (``-08:00``, ``+02:00``); a time without one is taken as UTC;
-    a fraction is cut to milliseconds. A date without a time is refused.
-    """
-    try:
-        moment = datetime.fromisoformat(text)  # also checks every range (no 13th month)
-    except ValueError:
-        return None
-    if _canonical(text):  # the form every producer of ours sends: nothing to build
-        return text
-    if len(text) <= 10:  # 2026-01-31, 20260131, 2026-W05-6: a day, not a time
-        return None
-    try:
-        utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first UTC year
-        return None
-    return ev.iso_utc(utc)
-
-
 # --------------------------------------------------------------------------- shapes
 
 
 @attrs.frozen
 class _Shape:
-    """What one wire class knows: its keys, its time attributes, its nested records."""
+    """What one wire class knows: its keys and its nested records."""
 
     keys: frozenset[str]
-    times: tuple[str, ...]
     records: tuple[tuple[str, str, _Shape], ...]
     """(wire key, attribute, shape) of each nested record (``entry``, ``assertion``)."""
     lower: Mapping[str, str]
@@ -99,8 +52,7 @@ def _shape(cls: type) -> _Shape:
         for a in fields
         if (record := _record_class(hints[a.name])) is not None
     )
-    times = tuple(a.name for a in fields if a.name in TIME_FIELDS)
-    return _Shape(keys, times, records, {k.lower(): k for k in keys})
+    return _Shape(keys, records, {k.lower(): k for k in keys})
 
 
 _SHAPES: Final[dict[type, _Shape]] = {cls: _shape(cls) for cls in ev.STREAM_EVENT_TYPES.values()}
@@ -171,47 +123,18 @@ class Batch:
 # --------------------------------------------------------------------------- batches
 
 
-def _refuse_time(where: str, event: ev.StreamEvent, path: str, value: str) -> InvalidInput:
-    shown = repr(value) if len(value) <= 40 else f"{value[:32]!r}… ({len(value)} characters)"
-    return InvalidInput(
-        f"{where} ({event.type}): {path} {shown} is not an ISO-8601 date and time "
-        f"(e.g. {_EXAMPLE})",
-        INVALID_EVENT,
-    )
-
-
-def _times(
-    where: str, event: ev.StreamEvent, record: object, prefix: str, names: tuple[str, ...]
-) -> None:
-    """Check the time attributes ``names`` of ``record`` and store them in UTC."""
-    for name in names:
-        value: str = getattr(record, name)
-        if record is event and not value:
-            continue  # an event without a time is stamped when it is stored
-        utc = utc_time(value)
-        if utc is None:
-            raise _refuse_time(where, event, prefix + camel(name), value)
-        if utc is not value:
-            object.__setattr__(record, name, utc)  # decoded just now: nobody else holds it
-
-
 def _posted(obj: Any, where: str, batch: Batch) -> ev.StreamEvent:
     # What the server computes is never taken from a producer (SPEC §5).
     if isinstance(obj, dict) and "requiresAction" in obj:
         obj = {k: v for k, v in obj.items() if k != "requiresAction"}
-    event = decode_event(obj, where=where)
+    event = decode_event(obj, where=where, posted=True)
     shape = _SHAPES[type(event)]
     if not shape.keys.issuperset(obj):
         batch.note_unknown(where, event, "", obj, shape)
-    _times(where, event, event, "", shape.times)
     for key, name, inner in shape.records:
-        record = getattr(event, name)
-        if record is None:
-            continue
-        raw = obj[key]
+        raw = obj[key] if getattr(event, name) is not None else {}
         if not inner.keys.issuperset(raw):
             batch.note_unknown(where, event, f"{key}.", raw, inner)
-        _times(where, event, record, f"{key}.", inner.times)
     return event
 
 

@@ -8,6 +8,7 @@ JSON the project writes (events, client messages, summaries, answers) is made he
 
 from __future__ import annotations
 
+import functools
 import re
 import typing
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ from .protocol import (
     TOPICS,
     ErrorCode,
 )
+from .times import EXAMPLE, TIME_FIELDS, utc_time
 
 T = TypeVar("T")
 
@@ -66,6 +68,27 @@ def _exactly(kind: type, name: str, *, optional: bool = False) -> Callable[[Any,
         if value.__class__ is kind or (value is None and optional):
             return value
         raise TypeError(f"expected {name}, got {type(value).__name__}")
+
+    return structure
+
+
+def _time(*, optional: bool) -> Callable[[Any, type], str]:
+    """A hook that takes an ISO-8601 date and time and gives its stored form (UTC, ...Z).
+
+    ``optional``: an empty string passes (an event's time is stamped when it is stored).
+    """
+
+    def structure(value: Any, _: type) -> str:
+        if value.__class__ is str:
+            if optional and not value:
+                return value
+            utc = utc_time(value)
+            if utc is not None:
+                return utc
+            shown = repr(value) if len(value) <= 40 else f"{value[:32]!r}… ({len(value)} chars)"
+        else:
+            shown = type(value).__name__
+        raise TypeError(f"expected an ISO-8601 date and time (e.g. {EXAMPLE}), got {shown}")
 
     return structure
 
@@ -109,7 +132,8 @@ def _structure_metrics(value: Any, _: type) -> dict[str, float]:
     return {str(k): float(v) for k, v in value.items()}
 
 
-def _make_converter(*, detailed: bool = True) -> cattrs.Converter:
+def _make_converter(*, detailed: bool = True, posted: bool = False) -> cattrs.Converter:
+    """The converter; ``posted``: for producers' events, whose times are checked and made UTC."""
     conv = make_converter(detailed_validation=detailed)
     # Foreign JSON must have the right JSON types: no silent "5" -> 5 coercion.
     for kind, name in ((str, "a string"), (int, "an integer"), (float, "a number"),
@@ -138,7 +162,13 @@ def _make_converter(*, detailed: bool = True) -> cattrs.Converter:
     for cls in wire_classes:
         # Absent optional fields (None) and an unset timestamp/execution ("") are left out.
         overrides: dict[str, Any] = {
-            a.name: override(rename=camel(a.name), omit_if_default=a.default in (None, ""))
+            a.name: override(
+                rename=camel(a.name),
+                omit_if_default=a.default in (None, ""),
+                struct_hook=_time(optional=a.default == "")
+                if posted and a.name in TIME_FIELDS
+                else None,
+            )
             for a in attrs.fields(cls)
         }
         conv.register_unstructure_hook(
@@ -160,8 +190,16 @@ def _make_converter(*, detailed: bool = True) -> cattrs.Converter:
 
 converter: Final = _make_converter()
 # Structuring foreign JSON is on the ingest path: the fast converter does it, and only
-# a failure is structured again by the detailed one, to explain what was wrong.
+# a failure is structured again by the detailed one, to explain what was wrong. Posted
+# events have their own pair, which also checks their times (events the server sent
+# are taken as they are, so a client can still read what an older server stored).
 _fast: Final = _make_converter(detailed=False)
+_fast_posted: Final = _make_converter(detailed=False, posted=True)
+
+
+@functools.cache
+def _explaining_posted() -> cattrs.Converter:
+    return _make_converter(posted=True)  # built on the first refusal only
 
 
 def to_wire(obj: ev.ServerEvent) -> dict[str, Any]:
@@ -204,10 +242,13 @@ def loads_json(data: bytes | str, what: str, code: ErrorCode = INVALID_MESSAGE) 
         raise InvalidInput(f"{what} is not valid JSON ({exc.msg})", code) from None
 
 
-def decode_event(obj: Any, *, where: str = "event", keep_seq: bool = False) -> ev.StreamEvent:
+def decode_event(
+    obj: Any, *, where: str = "event", keep_seq: bool = False, posted: bool = False
+) -> ev.StreamEvent:
     """A stream event out of one decoded JSON value.
 
     ``seq`` in the input is ignored, unless ``keep_seq`` (an event the server sent).
+    ``posted``: a producer's event, whose times must be ISO-8601 and are made UTC.
     """
     if not isinstance(obj, dict):
         raise InvalidInput(f"{where} must be a JSON object", INVALID_EVENT)
@@ -222,10 +263,10 @@ def decode_event(obj: Any, *, where: str = "event", keep_seq: bool = False) -> e
     if obj.get("timestamp", "") is None:
         fields = {k: v for k, v in obj.items() if k != "timestamp"}  # the ledger stamps it
     try:
-        event: ev.StreamEvent = _fast.structure(fields, cls)
+        event: ev.StreamEvent = (_fast_posted if posted else _fast).structure(fields, cls)
     except Exception:  # cattrs raises groups of arbitrary errors
         try:
-            converter.structure(fields, cls)
+            (_explaining_posted() if posted else converter).structure(fields, cls)
         except Exception as exc:
             reason = _explain(exc)
         else:  # pragma: no cover - both converters share every hook
