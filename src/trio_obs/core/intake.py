@@ -21,7 +21,7 @@ import attrs
 from . import events as ev
 from .errors import InvalidInput
 from .protocol import INVALID_EVENT, MAX_WARNINGS
-from .wire import camel, decode_event, loads_json
+from .wire import camel, decode_event, event_name, loads_json
 
 # --------------------------------------------------------------------------- shapes
 
@@ -65,8 +65,8 @@ _SHAPES: Final[dict[type, _Shape]] = {cls: _shape(cls) for cls in ev.STREAM_EVEN
 class UnknownField:
     """A field of a posted event that the wire format does not know: ignored, and said so."""
 
-    where: str
-    """``event 3`` (its index in the posted array), or ``event`` for a single one."""
+    index: int | None
+    """The event's index in the posted array (None: the body was one event)."""
     event_type: str
     field: str
     """Its wire path: ``taskID``, or ``entry.taskID`` inside a record."""
@@ -76,7 +76,8 @@ class UnknownField:
     def sentence(self) -> str:
         """What the ``202`` answer's ``warnings`` say of it."""
         hint = f"; did you mean {self.known!r}?" if self.known else ""
-        return f"{self.where} ({self.event_type}): unknown field {self.field!r} ignored{hint}"
+        where = event_name(self.index)
+        return f"{where} ({self.event_type}): unknown field {self.field!r} ignored{hint}"
 
 
 def _near(key: str, shape: _Shape) -> str | None:
@@ -105,7 +106,7 @@ class Batch:
         return said
 
     def note_unknown(
-        self, where: str, event: ev.StreamEvent, prefix: str, keys: Any, shape: _Shape
+        self, index: int | None, event: ev.StreamEvent, prefix: str, keys: Any, shape: _Shape
     ) -> None:
         """Note the ``keys`` of a record of ``event`` that ``shape`` does not know."""
         for key in keys:
@@ -114,7 +115,7 @@ class Batch:
             if len(self.unknown) < MAX_WARNINGS:
                 near = _near(key, shape)
                 self.unknown.append(
-                    UnknownField(where, event.type, prefix + key, prefix + near if near else None)
+                    UnknownField(index, event.type, prefix + key, prefix + near if near else None)
                 )
             else:
                 self.more_unknown += 1
@@ -123,18 +124,18 @@ class Batch:
 # --------------------------------------------------------------------------- batches
 
 
-def _posted(obj: Any, where: str, batch: Batch) -> ev.StreamEvent:
+def _posted(obj: Any, index: int | None, batch: Batch) -> ev.StreamEvent:
     # What the server computes is never taken from a producer (SPEC §5).
     if isinstance(obj, dict) and "requiresAction" in obj:
         obj = {k: v for k, v in obj.items() if k != "requiresAction"}
-    event = decode_event(obj, where=where, posted=True)
+    event = decode_event(obj, index=index, posted=True)
     shape = _SHAPES[type(event)]
     if not shape.keys.issuperset(obj):
-        batch.note_unknown(where, event, "", obj, shape)
+        batch.note_unknown(index, event, "", obj, shape)
     for key, name, inner in shape.records:
         raw = obj[key] if getattr(event, name) is not None else {}
         if not inner.keys.issuperset(raw):
-            batch.note_unknown(where, event, f"{key}.", raw, inner)
+            batch.note_unknown(index, event, f"{key}.", raw, inner)
     return event
 
 
@@ -149,9 +150,9 @@ def decode_batch(body: bytes | str) -> Batch:
     if isinstance(data, list):
         if not data:
             raise InvalidInput("the body is an empty array; send at least one event", INVALID_EVENT)
-        batch.events = [_posted(item, f"event {i}", batch) for i, item in enumerate(data)]
+        batch.events = [_posted(item, i, batch) for i, item in enumerate(data)]
     else:
-        batch.events = [_posted(data, "event", batch)]
+        batch.events = [_posted(data, None, batch)]
     return batch
 
 

@@ -242,22 +242,28 @@ def loads_json(data: bytes | str, what: str, code: ErrorCode = INVALID_MESSAGE) 
         raise InvalidInput(f"{what} is not valid JSON ({exc.msg})", code) from None
 
 
+def event_name(index: int | None) -> str:
+    """How messages name an event: ``event 3`` in a posted array, else ``event``."""
+    return "event" if index is None else f"event {index}"
+
+
 def decode_event(
-    obj: Any, *, where: str = "event", keep_seq: bool = False, posted: bool = False
+    obj: Any, *, index: int | None = None, keep_seq: bool = False, posted: bool = False
 ) -> ev.StreamEvent:
-    """A stream event out of one decoded JSON value.
+    """A stream event out of one decoded JSON value (``index``: its place in a posted array).
 
     ``seq`` in the input is ignored, unless ``keep_seq`` (an event the server sent).
     ``posted``: a producer's event, whose times must be ISO-8601 and are made UTC.
     """
     if not isinstance(obj, dict):
-        raise InvalidInput(f"{where} must be a JSON object", INVALID_EVENT)
+        raise InvalidInput(f"{event_name(index)} must be a JSON object", INVALID_EVENT)
     kind = obj.get("type")
     cls = ev.STREAM_EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         known = ", ".join(sorted(ev.STREAM_EVENT_TYPES))
         raise InvalidInput(
-            f"{where} has unknown type {kind!r}; expected one of: {known}", INVALID_EVENT
+            f"{event_name(index)} has unknown type {kind!r}; expected one of: {known}",
+            INVALID_EVENT,
         )
     fields = obj  # "type" is not an input of the class; "seq" is dropped below
     if obj.get("timestamp", "") is None:
@@ -271,7 +277,9 @@ def decode_event(
             reason = _explain(exc)
         else:  # pragma: no cover - both converters share every hook
             reason = "invalid"
-        raise InvalidInput(f"{where} ({kind}) is invalid: {reason}", INVALID_EVENT) from None
+        raise InvalidInput(
+            f"{event_name(index)} ({kind}) is invalid: {reason}", INVALID_EVENT
+        ) from None
     if event.seq is not None and not keep_seq:  # a producer does not choose its seq
         object.__setattr__(event, "seq", None)
     return event
