@@ -27,6 +27,8 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Event, Request, TextMessage
 
 import trio_obs
+from trio_obs.core.frames import frame_length
+from trio_obs.core.wire import encode
 
 TIMEOUT = 10  # a safety net against hangs, never an assertion about speed
 T0 = "2026-01-01T00:00:00.000Z"
@@ -360,6 +362,27 @@ async def collect_envelopes(
 
 
 # --------------------------------------------------------------------------- wire events
+
+
+def to_wire(event: trio_obs.ServerEvent) -> dict[str, Any]:
+    """The wire JSON of ``event`` as a dict (camelCase keys, absent fields left out)."""
+    wire: dict[str, Any] = orjson.loads(encode(event))
+    return wire
+
+
+def split_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The whole server frames at the start of ``data`` (opcode, payload), and what is left."""
+    frames: list[tuple[int, bytes]] = []
+    view = memoryview(data)
+    while view:
+        length = frame_length(view[:10])
+        if length is None or length > len(view):
+            break
+        header = 2 if view[1] & 0x7F < 126 else 4 if view[1] & 0x7F == 126 else 10
+        assert not view[1] & 0x80, "a server frame is never masked"
+        frames.append((view[0] & 0x0F, bytes(view[header:length])))
+        view = view[length:]
+    return frames, bytes(view)
 
 
 def heartbeat(e: str, **extra: object) -> dict[str, Any]:

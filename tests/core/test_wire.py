@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support import to_wire
 from trio_obs.core import events as ev
 from trio_obs.core.errors import InvalidInput
 from trio_obs.core.wire import (
@@ -19,7 +20,6 @@ from trio_obs.core.wire import (
     encode,
     encode_client_message,
     parse_client_message,
-    to_wire,
 )
 
 # --------------------------------------------------------------------------- strategies

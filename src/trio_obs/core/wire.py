@@ -202,11 +202,6 @@ def _explaining_posted() -> cattrs.Converter:
     return _make_converter(posted=True)  # built on the first refusal only
 
 
-def to_wire(obj: ev.ServerEvent) -> dict[str, Any]:
-    """The wire-format dict of a server event (camelCase, absent fields left out)."""
-    return converter.unstructure(obj)  # type: ignore[no-any-return]
-
-
 def encode(obj: ev.ServerEvent) -> bytes:
     """The wire JSON of a server event, as UTF-8 bytes."""
     return orjson.dumps(converter.unstructure(obj))

@@ -15,7 +15,7 @@ import h11
 import trio
 
 from ..core.protocol import ERROR_CODE_OF_STATUS, MAX_HEAD, ErrorCode
-from ..core.wire import error_json, to_json
+from ..core.wire import error_json
 
 _READ_SIZE: Final = 64 * 1024
 
@@ -194,10 +194,6 @@ class HttpConnection:
         out += h.send(h11.Data(data=body)) if body and not self._head_only else b""
         out += h.send(h11.EndOfMessage())
         await self.stream.send_all(out)
-
-    async def send_json(self, status: int, obj: Any, **kw: Any) -> None:
-        """Send a JSON response."""
-        await self.respond(status, to_json(obj), **kw)
 
     async def send_error(self, err: HttpError) -> None:
         """Send ``{"error": ..., "code": ...}``; close unless the request was read whole."""
