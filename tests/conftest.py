@@ -50,6 +50,12 @@ async def obs() -> AsyncIterator[trio_obs.Observability]:
 
 
 @pytest.fixture
+def broker(obs: trio_obs.Observability) -> trio_obs.EmittingHub:
+    """The ``obs`` fixture's hub, with the plan's emit methods."""
+    return obs.broker
+
+
+@pytest.fixture
 async def server() -> AsyncIterator[Server]:
     """A server on a free loopback port, over a fresh in-memory store."""
     async with running_server() as srv:

@@ -27,8 +27,12 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Event, Request, TextMessage
 
 import trio_obs
+from trio_obs.core import events as ev
+from trio_obs.core.events import ServerEvent
 from trio_obs.core.frames import frame_length
+from trio_obs.core.routing import Envelope
 from trio_obs.core.wire import encode
+from trio_obs.hub.dispatch import LiveSubscription
 
 TIMEOUT = 10  # a safety net against hangs, never an assertion about speed
 T0 = "2026-01-01T00:00:00.000Z"
@@ -340,19 +344,17 @@ def parse_metrics(text: str) -> tuple[set[str], dict[str, float]]:
 # --------------------------------------------------------------------------- subscriptions
 
 
-def drain(sub: trio_obs.LiveSubscription) -> list[trio_obs.Envelope]:
+def drain(sub: LiveSubscription) -> list[Envelope]:
     """Everything already dispatched to ``sub`` (dispatch happens before an emit returns)."""
-    out: list[trio_obs.Envelope] = []
+    out: list[Envelope] = []
     while batch := sub.receive_nowait():
         out += batch
     return out
 
 
-async def collect_envelopes(
-    sub: trio_obs.LiveSubscription, until_seq: int
-) -> list[trio_obs.Envelope]:
+async def collect_envelopes(sub: LiveSubscription, until_seq: int) -> list[Envelope]:
     """What iterating ``sub`` yields (replay, then live) up to ``until_seq``."""
-    got: list[trio_obs.Envelope] = []
+    got: list[Envelope] = []
     with trio.fail_after(TIMEOUT):  # a hang guard, not a timing assertion
         async for env in sub:
             got.append(env)
@@ -361,10 +363,72 @@ async def collect_envelopes(
     return got
 
 
+async def collect_seqs(sub: LiveSubscription, until_seq: int) -> list[int]:
+    """Seqs from iterating ``sub`` (replay, then live) up to ``until_seq``."""
+    return [env.seq for env in await collect_envelopes(sub, until_seq)]
+
+
+# --------------------------------------------------------------------------- records
+
+EXECUTION = "exec-123"
+RECORD_TIME = "2025-06-01T12:00:00.000Z"
+
+
+def transcript_record(i: int, execution_id: str = EXECUTION) -> ev.TranscriptEntry:
+    """Transcript entry number ``i`` of ``execution_id``."""
+    return ev.TranscriptEntry(
+        id=f"entry-{i}",
+        timestamp=RECORD_TIME,
+        sequence=i,
+        execution_id=execution_id,
+        instance_id="instance-1",
+        entry_type="phase_start",
+        category="lifecycle",
+        summary=f"Event {i}",
+        details={},
+    )
+
+
+def bus_record(
+    execution_id: str | None, severity: ev.Severity = "info", task_id: str | None = None
+) -> ev.MessageBusLogEntry:
+    """A message-bus entry of ``execution_id`` (None: of no execution)."""
+    return ev.MessageBusLogEntry(
+        id="m1",
+        event_id="ev-1",
+        timestamp=T0,
+        source="scheduler",
+        event_type="task.done",
+        human_summary="task done",
+        severity=severity,
+        category="task",
+        created_at=T0,
+        execution_id=execution_id,
+        task_id=task_id,
+    )
+
+
+def assertion_record(
+    result: ev.AssertionOutcome = "pass", execution_id: str = EXECUTION
+) -> ev.AssertionResult:
+    """An assertion of task ``task-1`` with ``result``."""
+    return ev.AssertionResult(
+        id="assert-1",
+        task_id="task-1",
+        execution_id=execution_id,
+        category="typescript_compiles",
+        description="TypeScript compiles",
+        result=result,
+        evidence={"exitCode": 0},
+        timestamp=RECORD_TIME,
+        duration_ms=2000,
+    )
+
+
 # --------------------------------------------------------------------------- wire events
 
 
-def to_wire(event: trio_obs.ServerEvent) -> dict[str, Any]:
+def to_wire(event: ServerEvent) -> dict[str, Any]:
     """The wire JSON of ``event`` as a dict (camelCase keys, absent fields left out)."""
     wire: dict[str, Any] = orjson.loads(encode(event))
     return wire

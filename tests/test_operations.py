@@ -30,6 +30,7 @@ from support import (
     running_server,
     serve_cli,
 )
+from trio_obs.core.events import AgentHeartbeatEvent
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 
@@ -138,7 +139,7 @@ async def test_post_events_retries_a_lost_answer_and_stores_once(nursery: trio.N
     async with running_server() as srv:
         proxy = await nursery.start(_answer_lost_proxy, srv.port)
         events = [
-            trio_obs.AgentHeartbeatEvent(execution_id="e1", instance_id=f"i{i}", status="idle")
+            AgentHeartbeatEvent(execution_id="e1", instance_id=f"i{i}", status="idle")
             for i in range(3)
         ]
         seqs = await trio_obs.post_events(f"http://127.0.0.1:{proxy}", events)

@@ -49,7 +49,7 @@ _FINAL_STATUS_TIMEOUT: Final = 2.0
 class Run:
     """One execution being played through the services."""
 
-    def __init__(self, services: Services, plan: Plan, speed: float) -> None:
+    def __init__(self, services: Services[Publisher], plan: Plan, speed: float) -> None:
         self.svc = services
         self.plan = plan
         self.exec_id = plan.execution_id
@@ -263,7 +263,7 @@ class Tally:
 
 
 async def simulate(
-    services: Services,
+    services: Services[Publisher],
     *,
     execution_id: str | None = None,
     speed: float = 1.0,
