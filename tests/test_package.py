@@ -41,17 +41,74 @@ def test_broker_is_the_emitting_hub_under_its_former_name() -> None:
     assert Broker is trio_obs.EmittingHub
 
 
-FORMER_SURFACE = """ALL GLOBAL AgentHeartbeatEvent AssertionResult AssertionResultEvent AssertionService
-Broker ClientMessage ConnectedEvent Envelope ErrorEvent EventStream ExecutionService
-ExecutionStatusEvent ExecutionSummary Filters HttpPublisher Hub InvalidInput LiveSubscription
-LocalHub MessageBusEvent MessageBusLogEntry MessageBusService Observability Ping PongEvent
-PostRejected ResetEvent ServerConfig ServerEvent Services SkillEndEvent SkillService
-SkillStartEvent Store StoreError StreamClosed StreamEvent StreamRefused Subscribe SubscribedEvent
-Subscription SubscriptionEnded ToolEndEvent ToolOutputEvent ToolStartEvent ToolUseService
-TranscriptEntry TranscriptEntryEvent TranscriptService TrioObsError Unsubscribe
-UnsubscribedEvent WaveStatusEvent __version__ decode_events decode_server_event
-decode_stream_event encode open_observability open_redis_observability open_store open_stream
-post_events serve""".split()
+FORMER_SURFACE = [
+    "ALL",
+    "GLOBAL",
+    "AgentHeartbeatEvent",
+    "AssertionResult",
+    "AssertionResultEvent",
+    "AssertionService",
+    "Broker",
+    "ClientMessage",
+    "ConnectedEvent",
+    "Envelope",
+    "ErrorEvent",
+    "EventStream",
+    "ExecutionService",
+    "ExecutionStatusEvent",
+    "ExecutionSummary",
+    "Filters",
+    "HttpPublisher",
+    "Hub",
+    "InvalidInput",
+    "LiveSubscription",
+    "LocalHub",
+    "MessageBusEvent",
+    "MessageBusLogEntry",
+    "MessageBusService",
+    "Observability",
+    "Ping",
+    "PongEvent",
+    "PostRejected",
+    "ResetEvent",
+    "ServerConfig",
+    "ServerEvent",
+    "Services",
+    "SkillEndEvent",
+    "SkillService",
+    "SkillStartEvent",
+    "Store",
+    "StoreError",
+    "StreamClosed",
+    "StreamEvent",
+    "StreamRefused",
+    "Subscribe",
+    "SubscribedEvent",
+    "Subscription",
+    "SubscriptionEnded",
+    "ToolEndEvent",
+    "ToolOutputEvent",
+    "ToolStartEvent",
+    "ToolUseService",
+    "TranscriptEntry",
+    "TranscriptEntryEvent",
+    "TranscriptService",
+    "TrioObsError",
+    "Unsubscribe",
+    "UnsubscribedEvent",
+    "WaveStatusEvent",
+    "__version__",
+    "decode_events",
+    "decode_server_event",
+    "decode_stream_event",
+    "encode",
+    "open_observability",
+    "open_redis_observability",
+    "open_store",
+    "open_stream",
+    "post_events",
+    "serve",
+]
 """``trio_obs.__all__`` of 0.2.0 before the surface was made small (66 names)."""
 
 
