@@ -333,9 +333,12 @@ def _value(name: str, kind: Any) -> Any:
         return typing.get_args(kind)[0]
     if attrs.has(kind):
         return _full(kind)
-    origin = typing.get_origin(kind) or kind
-    samples = {str: "x", int: 1, float: 1.5, bool: True, dict: {"k": 1.0}}
-    return samples[origin]
+    samples: dict[Any, Any] = {str: "x", int: 1, float: 1.5, bool: True, Any: "x"}
+    if typing.get_origin(kind) is dict:  # metrics, usage, details...: one entry of its kind
+        return {"k": samples[typing.get_args(kind)[1]]}
+    if typing.get_origin(kind) is list:
+        return [_value(name, typing.get_args(kind)[0])]
+    return samples[kind]
 
 
 @pytest.mark.parametrize("kind", sorted(ev.STREAM_EVENT_TYPES))
