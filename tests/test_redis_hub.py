@@ -22,16 +22,16 @@ from support import T0, TIMEOUT
 from trio_obs import (
     ALL,
     GLOBAL,
-    Envelope,
     InvalidInput,
     Observability,
     StoreError,
     SubscriptionEnded,
-    decode_events,
     open_observability,
 )
 from trio_obs.core import events as ev
+from trio_obs.core.intake import decode_events
 from trio_obs.core.protocol import SLOW_CONSUMER
+from trio_obs.core.routing import Envelope
 from trio_obs.hub.base import Hub, Subscription
 from trio_obs.hub.redis import RedisHub
 from trio_obs.hub.redis_reader import RESTARTED

@@ -34,7 +34,7 @@ class _Shape:
     records: tuple[tuple[str, str, _Shape], ...]
     """(wire key, attribute, shape) of each nested record (``entry``, ``assertion``)."""
     lower: Mapping[str, str]
-    """Known keys by their lower-case form and by the camelCase of a snake_case key."""
+    """Known keys by their lower-case form (to name a near miss such as ``taskID``)."""
 
 
 def _record_class(kind: Any) -> type | None:
