@@ -119,13 +119,17 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
 _LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` (an address or a name) stays on this machine's loopback."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() in _LOOPBACK_HOSTS
+
+
 def _loopback_names(host: str) -> frozenset[str] | None:
     """The ``Host`` names a loopback-bound server answers to; None when bound beyond loopback."""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host.lower() in _LOOPBACK_HOSTS
-    return _LOOPBACK_HOSTS | {host.lower()} if loopback else None
+    return _LOOPBACK_HOSTS | {host.lower()} if is_loopback(host) else None
 
 
 class _Server:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import ipaddress
 import logging
 import signal
 import socket
@@ -14,20 +13,13 @@ import trio
 
 from ..core.errors import StoreError, first_error
 from ..producers import Observability, open_observability, open_redis_observability
-from .app import ServerConfig, serve
+from .app import ServerConfig, is_loopback, serve
 
 log = logging.getLogger("trio_obs")
 
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host.lower() == "localhost"
 
 
 async def _retain(obs: Observability, max_idle: float) -> None:
@@ -122,7 +114,7 @@ def _announce(args: argparse.Namespace, config: ServerConfig, port: int) -> None
         bound, " (every interface)" if wildcard else "", local, local, _store(args),
         ", token required" if config.token else "",
     )  # fmt: skip
-    if not _is_loopback(args.host) and not config.token:
+    if not is_loopback(args.host) and not config.token:
         log.warning(
             "listening beyond loopback without a token: anyone who can reach port %d can "
             "read every event and post new ones; set --token (or $TRIO_OBS_TOKEN)",
