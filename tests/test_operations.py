@@ -206,6 +206,7 @@ async def test_a_stop_answers_every_post_it_stored(tmp_path: Path) -> None:
     db = tmp_path / "obs.db"
     server = ServerProcess("--db", str(db))
     answered: list[int] = []
+    posting = trio.Event()  # set once a POST was answered: the stop comes while they flow
     stopped = trio.Event()
 
     async def producer(n: int) -> None:
@@ -223,11 +224,13 @@ async def test_a_stop_answers_every_post_it_stored(tmp_path: Path) -> None:
                 if r.status_code != 202:
                     return
                 answered.extend(r.json()["seqs"])
+                posting.set()
 
     async with trio.open_nursery() as nursery:
         for n in range(8):
             nursery.start_soon(producer, n)
-        await trio.sleep(0.5)
+        with trio.fail_after(TIMEOUT):
+            await posting.wait()
         stopped.set()
         status = await trio.to_thread.run_sync(server.stop)
     assert status == 0
