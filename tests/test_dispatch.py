@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from trio_obs import Broker, open_observability
+from trio_obs import EmittingHub, open_observability
 from trio_obs.core import events as ev
 from trio_obs.core.protocol import PAGE_BYTES, REPLAY_PAGE
 from trio_obs.core.routing import Envelope
@@ -18,7 +18,7 @@ EXEC = "e1"
 
 
 @pytest.fixture
-async def broker() -> AsyncIterator[Broker]:
+async def broker() -> AsyncIterator[EmittingHub]:
     # Memory holds 8 events per execution: a subscriber from seq 0 reads the store.
     async with open_observability(buffer_size=4, queue_size=8) as obs:
         yield obs.broker
@@ -48,7 +48,7 @@ def json_bytes(envs: list[Envelope]) -> int:
 # --------------------------------------------------------------------------- waking
 
 
-async def test_the_waker_is_told_once_until_it_visits(broker: Broker) -> None:
+async def test_the_waker_is_told_once_until_it_visits(broker: EmittingHub) -> None:
     waker = Waker()
     sub = broker.subscribe(EXEC, since=0, waker=waker)
     await broker.publish(outputs(3, 10))
@@ -60,7 +60,7 @@ async def test_the_waker_is_told_once_until_it_visits(broker: Broker) -> None:
     assert waker.told == [sub, sub]
 
 
-async def test_an_ended_subscription_tells_its_waker(broker: Broker) -> None:
+async def test_an_ended_subscription_tells_its_waker(broker: EmittingHub) -> None:
     waker = Waker()
     sub = broker.subscribe("all", waker=waker, queue_size=2)
     await broker.publish(outputs(5, 10))  # more than its queue: ended as a slow consumer
@@ -71,7 +71,7 @@ async def test_an_ended_subscription_tells_its_waker(broker: Broker) -> None:
 # --------------------------------------------------------------------------- bytes
 
 
-async def test_pages_from_the_store_are_bounded_in_bytes_without_a_gap(broker: Broker) -> None:
+async def test_pages_from_the_store_are_bounded_in_bytes_without_a_gap(broker: EmittingHub) -> None:
     await broker.publish(outputs(40, 60_000))  # 2.4 MB, far more than one page
     with broker.subscribe(EXEC, since=0) as sub:
         assert sub.take_nowait() is None  # behind what memory holds
@@ -84,7 +84,7 @@ async def test_pages_from_the_store_are_bounded_in_bytes_without_a_gap(broker: B
         assert seqs == list(range(1, len(seqs) + 1))
 
 
-async def test_an_event_larger_than_a_page_still_comes_alone(broker: Broker) -> None:
+async def test_an_event_larger_than_a_page_still_comes_alone(broker: EmittingHub) -> None:
     await broker.publish(outputs(3, PAGE_BYTES + 1000))
     await broker.publish(outputs(20, 10, execution="other"))  # push e1 out of memory
     with broker.subscribe(EXEC, since=0) as sub:
@@ -96,7 +96,7 @@ async def test_an_event_larger_than_a_page_still_comes_alone(broker: Broker) -> 
         assert sizes == [1, 1, 1]
 
 
-async def test_a_take_from_memory_is_bounded_in_bytes(broker: Broker) -> None:
+async def test_a_take_from_memory_is_bounded_in_bytes(broker: EmittingHub) -> None:
     big = PAGE_BYTES // 4
     with broker.subscribe(EXEC) as sub:
         await broker.publish(outputs(8, big))  # all held in memory (8 events deep)
@@ -107,7 +107,7 @@ async def test_a_take_from_memory_is_bounded_in_bytes(broker: Broker) -> None:
         assert rest and rest[0].seq == taken[-1].seq + 1
 
 
-async def test_the_next_page_asks_for_what_fits_in_bytes(broker: Broker) -> None:
+async def test_the_next_page_asks_for_what_fits_in_bytes(broker: EmittingHub) -> None:
     # A source that cannot stop at a byte count (Redis) is asked for fewer events once
     # the first page showed how large they are.
     asked: list[int] = []
