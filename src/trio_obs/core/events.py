@@ -130,6 +130,7 @@ class TranscriptEntryEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -147,6 +148,7 @@ class ToolStartEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -166,6 +168,7 @@ class ToolEndEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -182,6 +185,7 @@ class ToolOutputEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -198,6 +202,7 @@ class AssertionResultEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -216,6 +221,7 @@ class SkillStartEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -233,6 +239,7 @@ class SkillEndEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -251,6 +258,7 @@ class MessageBusEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -269,6 +277,7 @@ class WaveStatusEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -286,6 +295,7 @@ class AgentHeartbeatEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -305,6 +315,7 @@ class ExecutionStatusEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -337,6 +348,7 @@ class SpanStartEvent:
     """Everything else the producer said of the span (attributes, trimmed)."""
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -377,6 +389,7 @@ class SpanEndEvent:
     details: JSONDict | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 StreamEvent: TypeAlias = (
@@ -511,6 +524,14 @@ class Filters:
     categories: frozenset[str] | None = None
     severity: frozenset[str] | None = None
     task_id: str | None = None
+    q: str | None = None
+    """A live query (SPEC §14): only events whose text matches it (judged by the index)."""
+    execution: str | None = None
+    """Only events of this execution (the typed filters of SPEC §14, exact values)."""
+    type: str | None = None
+    tool: str | None = None
+    state: str | None = None
+    agent: str | None = None
 
     def merged(self, update: FilterUpdate) -> Filters:
         """These filters with the keys present in ``update`` replaced (null clears one)."""

@@ -59,6 +59,10 @@ SLOW_CONSUMER_CODE: Final = 4008
 SLOW_CONSUMER: Final = "slow consumer"
 """The reason sent with 4008 (and the reason a subscription is ended with)."""
 SHUTTING_DOWN: Final = "server shutting down"
+FANOUT_TRIMMED: Final = (
+    "the events after this position are no longer held for 'all'; reconnect with since_pos"
+)
+"""Why an ``all`` subscription that fell behind what a cluster keeps is ended."""
 
 RECONNECT_CODES: Final = frozenset(
     {GOING_AWAY, ABNORMAL_CLOSURE, INTERNAL_ERROR, SLOW_CONSUMER_CODE}
@@ -68,12 +72,18 @@ RECONNECT_CODES: Final = frozenset(
 # --------------------------------------------------------------------------- error codes
 
 ErrorCode: TypeAlias = Literal[
-    "INVALID_MESSAGE", "INVALID_TOPIC", "INVALID_FILTER", "INVALID_EVENT", "UNAVAILABLE"
+    "INVALID_MESSAGE",
+    "INVALID_TOPIC",
+    "INVALID_FILTER",
+    "INVALID_EVENT",
+    "INVALID_QUERY",
+    "UNAVAILABLE",
 ]
 INVALID_MESSAGE: Final = "INVALID_MESSAGE"
 INVALID_TOPIC: Final = "INVALID_TOPIC"
 INVALID_FILTER: Final = "INVALID_FILTER"
 INVALID_EVENT: Final = "INVALID_EVENT"
+INVALID_QUERY: Final = "INVALID_QUERY"
 UNAVAILABLE: Final = "UNAVAILABLE"
 
 # --------------------------------------------------------------------------- limits
@@ -92,6 +102,12 @@ MAX_IDEMPOTENCY_KEY: Final = 200
 """Characters of an ``Idempotency-Key`` header at most."""
 MAX_EVENTS_LIMIT: Final = 10_000
 """The largest ``limit`` of the events and executions routes."""
+MAX_SEARCH_LIMIT: Final = 500
+"""The largest ``limit`` of ``GET /api/search``."""
+MAX_QUERY_CHARS: Final = 1000
+"""Characters of a search query (``q``) at most."""
+MAX_QUERY_TERMS: Final = 32
+"""Words and phrases of a search query at most."""
 REPLAY_PAGE: Final = 500
 """Events read from the store per page when a connection is served from it."""
 
