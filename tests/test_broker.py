@@ -17,11 +17,9 @@ from trio_obs import (
     Envelope,
     Observability,
     Subscription,
-    SubscriptionEnded,
     open_observability,
 )
 from trio_obs.core import events as ev
-from trio_obs.core.protocol import SLOW_CONSUMER
 from trio_obs.core.wire import decode_stream_event
 
 EXEC = "exec-123"
