@@ -253,7 +253,13 @@ def _searchable(text: str) -> bool:
     return any(c.isalnum() for c in text)
 
 
+_ENDS: Final = frozenset({None, ")", "OR", "AND", "NOT"})
+"""What cannot start an operand."""
+
+
 class _Parser:
+    """Recursive descent over :func:`_words`: OR binds loosest, then AND, then NOT."""
+
     def __init__(self, tokens: list[tuple[str, str]]) -> None:
         self.tokens = tokens
         self.at = 0
@@ -267,10 +273,16 @@ class _Parser:
         self.at += 1
         return token
 
+    def operator(self, name: str) -> None:
+        """Take the operator ``name``, which needs an operand after it."""
+        self.take()
+        if self.peek() in _ENDS:
+            raise _operand(name)
+
     def either(self) -> str | None:
         left = self.both()
         while self.peek() == "OR":
-            self.take()
+            self.operator("OR")
             right = self.both()
             if left is None or right is None:
                 raise _operand("OR")
@@ -282,10 +294,10 @@ class _Parser:
         explicit = False
         while self.peek() not in (None, ")", "OR"):
             if self.peek() == "AND":
-                self.take()
-                explicit = True
-                if not parts or self.peek() in (None, ")", "OR", "AND", "NOT"):
+                if not parts:
                     raise _operand("AND")
+                self.operator("AND")
+                explicit = True
                 continue
             part = self.without()
             if part is not None:
@@ -297,9 +309,13 @@ class _Parser:
         return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
 
     def without(self) -> str | None:
+        if self.peek() == "NOT":
+            raise InvalidInput(
+                "NOT needs words before it (a NOT b finds a without b)", INVALID_QUERY
+            )
         left = self.unit()
         while self.peek() == "NOT":
-            self.take()
+            self.operator("NOT")
             right = self.unit()
             if left is None or right is None:
                 raise _operand("NOT")
@@ -307,13 +323,6 @@ class _Parser:
         return left
 
     def unit(self) -> str | None:
-        kind = self.peek()
-        if kind is None or kind in (")", "OR", "AND"):
-            raise _operand(kind or "the end")
-        if kind == "NOT":
-            raise InvalidInput(
-                "NOT needs words before it (a NOT b finds a without b)", INVALID_QUERY
-            )
         kind, value = self.take()
         if kind == "(":
             inner = self.either()
@@ -321,9 +330,7 @@ class _Parser:
                 raise InvalidInput("q has a ( that is not closed", INVALID_QUERY)
             self.take()
             if inner is None:
-                raise InvalidInput(
-                    "q has parentheses with nothing to search in them", INVALID_QUERY
-                )
+                raise InvalidInput("q has parentheses with nothing to search", INVALID_QUERY)
             return inner
         if not _searchable(value):
             return None  # punctuation alone: the index keeps no such word
@@ -333,11 +340,9 @@ class _Parser:
 
 
 def _operand(what: str) -> InvalidInput:
-    if what in ("AND", "OR", "NOT"):
-        return InvalidInput(f"{what} needs words on both sides", INVALID_QUERY)
     if what == ")":
         return InvalidInput("q has a ) without its (", INVALID_QUERY)
-    return InvalidInput(f"q ends where words were expected (before {what})", INVALID_QUERY)
+    return InvalidInput(f"{what} needs words on both sides", INVALID_QUERY)
 
 
 def compile_query(text: str) -> str:
