@@ -30,7 +30,8 @@ def said(execution: str, summary: str, seq: int) -> dict[str, Any]:
 
 def ended(execution: str, use: str, status: str) -> dict[str, Any]:
     return {"type": "tool:end", "executionId": execution, "toolUseId": use,
-            "resultStatus": status, "durationMs": 5, "outputSummary": f"deploy {status}"}  # fmt: skip
+            "resultStatus": status, "durationMs": 5,
+            "outputSummary": f"deploy {status}"}  # fmt: skip
 
 
 async def messages(ws: WebSocketConnection, n: int) -> list[dict[str, Any]]:
