@@ -11,8 +11,9 @@ extra, not imported here) makes their span starts visible at once.
 """
 
 from ._version import __version__
-from .client.common import PostRejected, StreamClosed, StreamRefused
+from .client.common import PostRejected, SearchRefused, StreamClosed, StreamRefused
 from .client.post import HttpPublisher, post_events
+from .client.search import search
 from .client.stream import EventStream, open_stream
 from .core.errors import InvalidInput, StoreError, SubscriptionEnded, TrioObsError
 from .core.events import (
@@ -47,6 +48,7 @@ from .core.events import (
 )
 from .core.protocol import ALL, GLOBAL
 from .core.routing import Envelope
+from .core.search import SearchHit, SearchQuery, SearchResult, TypedFilters, search_query
 from .core.wire import decode_events, decode_server_event, decode_stream_event, encode
 from .hub.base import Hub, Subscription
 from .hub.dispatch import LiveSubscription
@@ -97,6 +99,10 @@ __all__ = [
     "PongEvent",
     "PostRejected",
     "ResetEvent",
+    "SearchHit",
+    "SearchQuery",
+    "SearchRefused",
+    "SearchResult",
     "ServerConfig",
     "ServerEvent",
     "Services",
@@ -120,6 +126,7 @@ __all__ = [
     "TranscriptEntryEvent",
     "TranscriptService",
     "TrioObsError",
+    "TypedFilters",
     "Unsubscribe",
     "UnsubscribedEvent",
     "WaveStatusEvent",
@@ -133,5 +140,7 @@ __all__ = [
     "open_store",
     "open_stream",
     "post_events",
+    "search",
+    "search_query",
     "serve",
 ]

@@ -449,6 +449,9 @@ class ConnectedEvent:
     message: str
     buffered_event_count: int
     epoch: str | None = None
+    pos: int | None = None
+    """``all`` only: the global position the stream starts after (what ``since_pos=`` to
+    resume with if nothing arrives before the connection is cut; SPEC §14)."""
     timestamp: str = ""
 
 

@@ -77,14 +77,22 @@ def reply_frame(message: ev.ServerEvent) -> bytes:
 
 
 def greeting(
-    stream: str, *, replayed: int, epoch: str | None, reset: ev.ResetEvent | None, now: str
+    stream: str,
+    *,
+    replayed: int,
+    epoch: str | None,
+    reset: ev.ResetEvent | None,
+    now: str,
+    pos: int | None = None,
 ) -> bytes:
-    """The first frames of a stream: ``connected`` (and ``reset`` when the epoch changed)."""
+    """The first frames of a stream: ``connected`` (and ``reset`` when the epoch changed);
+    ``pos``: where an ``all`` stream starts (SPEC §14)."""
     connected = ev.ConnectedEvent(
         execution_id=stream,
         message=_CONNECTED_ALL if stream == ALL else f"Connected to execution {stream}",
         buffered_event_count=replayed,
         epoch=epoch,
+        pos=pos if stream == ALL else None,
         timestamp=now,
     )
     frames = reply_frame(connected)

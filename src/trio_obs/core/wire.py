@@ -173,6 +173,7 @@ def _make_converter(*, detailed: bool = True) -> cattrs.Converter:
             for a in attrs.fields(cls)
         }
         conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **fields))
+        conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, **fields))
     summary: dict[str, Any] = {
         a.name: override(rename=camel(a.name)) for a in attrs.fields(ev.ExecutionSummary)
     }
@@ -446,6 +447,23 @@ def events_json(rows: list[bytes]) -> bytes:
 def search_json(result: SearchResult) -> bytes:
     """The ``GET /api/search`` answer: ``hits`` (newest first), ``next``, ``complete``."""
     return orjson.dumps(converter.unstructure(result))
+
+
+def to_wire_hit(hit: SearchHit) -> dict[str, Any]:
+    """A search hit as ``GET /api/search`` gives it (camelCase)."""
+    return converter.unstructure(hit)  # type: ignore[no-any-return]
+
+
+def decode_search_result(data: bytes | str) -> SearchResult:
+    """A :class:`SearchResult` from a ``GET /api/search`` answer (what the clients read)."""
+    obj = _loads(data, "the answer")
+    try:
+        result: SearchResult = converter.structure(obj, SearchResult)
+    except Exception as exc:
+        raise InvalidInput(
+            f"the search answer is invalid: {_explain(exc)}", INVALID_MESSAGE
+        ) from None
+    return result
 
 
 def accepted_json(seqs: list[int]) -> bytes:

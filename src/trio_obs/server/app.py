@@ -66,8 +66,8 @@ class ServerConfig:
     """Open sockets at most (HTTP and WebSocket alike); beyond it, 503 and close."""
     ping_interval: float = 20.0
     queue_size: int | None = None
-    """How far an ``all`` connection may fall behind before it is closed (4008);
-    None = the hub's queue size."""
+    """How far an ``all`` connection may fall behind in memory before it is served from
+    the store by position; None = the hub's queue size."""
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     """Seconds a connection with data waiting may accept no bytes before it is closed (4008)."""
     close_grace: float = 2.0
@@ -92,7 +92,7 @@ class _Handshake:
     """Filters given in the query (``q`` and the typed filters), applied before any event."""
 
 
-def handshake_filters(param: Callable[[str], str | None]) -> FilterUpdate:
+def _query_filters(param: Callable[[str], str | None]) -> FilterUpdate:
     """The live query and typed filters of a handshake's query string; 400 when invalid."""
     given = {name: value for name in ("q", *FILTERS) if (value := param(name))}
     try:
@@ -330,7 +330,7 @@ class _Server:
         since = int_param(request, "since", None)
         since_pos = int_param(request, "since_pos", None)
         epoch = request.param("epoch") or None
-        filters = handshake_filters(request.param)
+        filters = _query_filters(request.param)
         if stream_key != ALL and (since_pos is not None or "q" in filters.changes):
             raise HttpError(
                 400,
@@ -386,6 +386,7 @@ class _Server:
             epoch=self.hub.epoch,
             reset=resume.reset,
             now=now_iso(),
+            pos=sub.cursor,
         )
         stream = http.stream
         transport: Transport = (

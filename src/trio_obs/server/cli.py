@@ -17,6 +17,9 @@ from .app import ServerConfig, serve
 
 log = logging.getLogger("trio_obs")
 
+DEFAULT_DB = "trio-obs.db"
+"""The SQLite store of ``trio-obs serve`` without ``--db`` (and without ``--redis``)."""
+
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
@@ -72,9 +75,11 @@ async def _main(args: argparse.Namespace) -> None:
             "buffer_bytes": args.buffer_bytes,
         }
         opening = (
-            open_redis_observability(args.redis, replicas=args.redis_replicas, **sizes)
+            open_redis_observability(
+                args.redis, replicas=args.redis_replicas, index=args.db or ":memory:", **sizes
+            )
             if args.redis
-            else open_observability(args.db, **sizes)
+            else open_observability(args.db or DEFAULT_DB, **sizes)
         )
         async with opening as obs, trio.open_nursery() as nursery:
             port = await nursery.start(serve, obs, config)
@@ -105,7 +110,7 @@ def _local_name(host: str) -> str:
 def _store(args: argparse.Namespace) -> str:
     """Where the events are stored, for the start line (never a password)."""
     if not args.redis:
-        return str(args.db)
+        return str(args.db or DEFAULT_DB)
     from ..hub.redis import redacted
 
     return f"Redis at {redacted(args.redis)}"
