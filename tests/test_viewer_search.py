@@ -1,0 +1,86 @@
+"""The viewer's search across runs (SPEC §14): the box in the top bar, its hits, and a hit
+opening its event in its run; the hit's text is never markup."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from test_viewer_browser import (
+    XSS_IMG,
+    Server,
+    allow_network_errors,
+    open_browser,
+    open_page,
+    running,
+    tool_end,
+    tool_start,
+    transcript,
+)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with running(tmp_path / "obs.db") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with open_browser() as b:
+        yield b
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    with open_page(browser) as pg:
+        yield pg
+
+
+def test_a_hit_opens_its_event_in_its_run(server: Server, page: Page) -> None:
+    server.post([transcript("exec-a", f"routine step {i}") for i in range(300)])
+    server.post(
+        [
+            tool_start("exec-b", "tu1", "Bash", "rm -rf build/"),
+            tool_end("exec-b", "tu1", "error", 5.0),
+        ]
+    )
+    server.post([transcript("exec-a", "permission denied while cleaning " + XSS_IMG)])
+    page.goto(server.url("/?execution=exec-b"))
+    page.get_by_test_id("find-q").fill("rm -rf OR cleaning")
+    page.get_by_test_id("find-q").press("Enter")
+    hits = page.get_by_test_id("hit")
+    expect(hits).to_have_count(2)
+    expect(hits.first).to_contain_text("exec-a #301")  # newest first
+    expect(hits.first.locator("mark")).to_have_text("cleaning")
+    expect(hits.first).to_contain_text(XSS_IMG)  # as text: no <img> was made
+    assert page.locator("#found img").count() == 0
+    hits.first.click()
+    expect(page.get_by_test_id("found")).to_be_hidden()
+    expect(page.get_by_test_id("exec-title")).to_have_text("exec-a")
+    target = page.locator("#timeline [data-testid=event-row][data-seq='301']")
+    expect(target).to_be_visible()
+    expect(target).to_have_class(re.compile(r"\bsel\b"))
+    expect(page.get_by_test_id("detail")).to_contain_text("#301 transcript:entry")
+
+
+def test_more_pages_on_and_a_bad_query_says_why(server: Server, page: Page) -> None:
+    server.post([transcript("exec-p", f"deploy step {i}") for i in range(60)])
+    page.goto(server.url("/?execution=exec-p"))
+    page.get_by_test_id("find-q").fill("deploy")
+    page.get_by_test_id("find-q").press("Enter")
+    expect(page.get_by_test_id("hit")).to_have_count(50)
+    expect(page.get_by_test_id("found-count")).to_have_text("50+ hits, newest first")
+    page.get_by_test_id("found-more").click()
+    expect(page.get_by_test_id("hit")).to_have_count(60)
+    expect(page.get_by_test_id("found-more")).to_be_hidden()
+    allow_network_errors(page)  # the browser logs the 400 it gets
+    page.get_by_test_id("find-q").fill('"deploy')
+    page.get_by_test_id("find-q").press("Enter")
+    expect(page.get_by_test_id("found-count")).to_contain_text("quote that is not closed")
+    page.keyboard.press("Escape")
+    expect(page.get_by_test_id("found")).to_be_hidden()
