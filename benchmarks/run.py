@@ -7,7 +7,7 @@ only), prints the tables and the SPEC §8 targets, and writes every figure to
 ``--quick`` runs a subset in about a minute (written to ``quick-latest.json``).
 See ``benchmarks/README.md`` for what each figure means. The work is done by the
 ``suite`` package: measure (``measure``, ``sections``, ``stable``, ``compare``,
-``viewer``), judge, render, persist, over the typed result of ``suite.model``.
+``viewer``, ``search``), judge, render, persist, over the typed result of ``suite.model``.
 
 Exit status: 1 only when trio-obs's p99 at 100 clients x 1,000 events/s exceeds the
 plan's 100 ms (or that load could not be measured at all); otherwise 0.
@@ -37,10 +37,13 @@ from harness import (
     stop_all,
 )
 from suite import compare, judge, measure, persist, render, sections, stable, viewer
+from suite import search as search_section
 from suite.measure import RESULTS, Run, git_out
 from suite.model import Comparison
 
-SECTIONS = ("codec", "broker", "e2e", "slow", "repro", "ingest", "memory", "stable", "viewer")
+SECTIONS = (
+    "codec", "broker", "e2e", "slow", "repro", "ingest", "memory", "stable", "viewer", "search",
+)  # fmt: skip
 NEEDS_SERVERS = {"e2e", "slow", "repro", "ingest", "memory"}
 
 
@@ -116,6 +119,16 @@ def execute(args: argparse.Namespace) -> int:
         stable.stable(run, specs)
     if "viewer" in only:
         viewer.viewer(run)
+    if "search" in only:
+        if not node_available():
+            run.skip("search: the ingest load generator needs node (and npm)")
+        else:
+            try:
+                ensure_node_modules()
+            except (ChildError, OSError, subprocess.SubprocessError) as exc:
+                run.skip(f"search: cannot install ws: {exc}")
+            else:
+                search_section.search(run)
     if old is not None:
         compare.compare(run, args.compare, old, commit, old_broker)
     res.meta["seconds"] = round(time.monotonic() - run.budget.start, 1)

@@ -6,12 +6,18 @@ made from :data:`~trio_obs.core.search.SEARCH_FACTS`, when a row is indexed, whe
 deleted and when a snippet is shown, so the three always agree and no text is stored
 twice. The document id is the event's global position ``pos``. Both SQLite stores use
 it: the single node's store, and a Redis node's local index (``hub/local_index.py``).
+
+The typed filters are words of a second column, ``tags`` (:data:`TAGS`: the hex of each
+value behind a short prefix, so a value is one exact word): a filter is one more term of
+the query, and a rare filter costs as little as a rare word, whatever the text matched.
 """
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any, Final
+
+import attrs
 
 from ..core.search import (
     ELLIPSIS,
@@ -31,7 +37,12 @@ def _quote(text: str) -> str:
 
 
 def _json(path: str) -> str:
-    return f"json_extract({_DATA}, {_quote('$.' + path)})"
+    # Parsing the JSON is the cost: a byte search first skips it where the key is absent
+    # (most events have no ``agent``, for one; the stored JSON has no spaces).
+    key = f'"{path.rsplit(".", 1)[-1]}":'.encode().hex()
+    return (
+        f"(CASE WHEN instr(e.data, x'{key}') THEN json_extract({_DATA}, {_quote('$.' + path)}) END)"
+    )
 
 
 def _messages(path: str) -> str:
@@ -69,82 +80,86 @@ AGENT: Final = _case(
     _json("agent"),
 )
 """The agent of the event row ``e``."""
+_TAG_OF: Final = {
+    "execution": ("ex", "e.execution_id"),
+    "type": ("ty", "e.type"),
+    "tool": ("tl", "e.tool"),
+    "state": ("st", STATE),
+    "agent": ("ag", AGENT),
+}
+"""Per typed filter: its tag's prefix, and where the event row ``e`` has its value."""
+TAGS: Final = " || ".join(
+    f"coalesce({_quote(' ' + prefix)} || nullif(hex({value}), ''), '')"
+    for prefix, value in _TAG_OF.values()
+)
+"""The tags of the event row ``e``: one word per typed filter it has a value for."""
+
+
+def tag(name: str, value: str) -> str:
+    """The word :data:`TAGS` makes of ``value`` of the typed filter ``name``."""
+    return _TAG_OF[name][0] + value.encode().hex()
+
+
 _TYPES: Final = "(" + ", ".join(map(_quote, sorted(INDEXED_TYPES))) + ")"
 _TOKENIZER: Final = "unicode61 remove_diacritics 2"
 
-VERSION: Final = hashlib.sha256(f"{BODY}|{_TOKENIZER}".encode()).hexdigest()[:16]
+VERSION: Final = hashlib.sha256(f"{BODY}|{TAGS}|{_TOKENIZER}".encode()).hexdigest()[:16]
 """Names what the index holds: a store whose index has another version builds it again."""
 
 CREATE: Final = (
-    f"CREATE VIEW IF NOT EXISTS search_content(pos, body) AS SELECT e.pos, {BODY}"
-    f" FROM events e WHERE e.pos IS NOT NULL AND e.type IN {_TYPES}",
-    "CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(body, content='search_content',"
+    f"CREATE VIEW IF NOT EXISTS search_content(pos, body, tags) AS SELECT e.pos, {BODY},"
+    f" {TAGS} FROM events e WHERE e.pos IS NOT NULL AND e.type IN {_TYPES}",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(body, tags, content='search_content',"
     f" content_rowid='pos', columnsize=0, tokenize={_quote(_TOKENIZER)})",
 )
 """The index, and the view it reads an event's text through (for snippets)."""
 DROP: Final = ("DROP TABLE IF EXISTS search", "DROP VIEW IF EXISTS search_content")
 
 INDEX_RANGE: Final = (
-    f"INSERT INTO search(rowid, body) SELECT e.pos, {BODY} FROM events e"
+    f"INSERT INTO search(rowid, body, tags) SELECT e.pos, {BODY}, {TAGS} FROM events e"
     f" WHERE e.pos BETWEEN ? AND ? AND e.type IN {_TYPES}"
 )
 """Index the events with ``? <= pos <= ?`` (rows already indexed must not be in it)."""
 INDEX_ONE: Final = (
-    f"INSERT INTO search(rowid, body) SELECT e.pos, {BODY} FROM events e"
+    f"INSERT INTO search(rowid, body, tags) SELECT e.pos, {BODY}, {TAGS} FROM events e"
     f" WHERE e.pos = ? AND e.type IN {_TYPES}"
 )
 """Index the event at one position."""
 UNINDEX_STREAM: Final = (
-    f"INSERT INTO search(search, rowid, body) SELECT 'delete', e.pos, {BODY} FROM events e"
-    f" WHERE e.stream_key = ? AND e.pos > ? AND e.type IN {_TYPES}"
+    f"INSERT INTO search(search, rowid, body, tags) SELECT 'delete', e.pos, {BODY}, {TAGS}"
+    f" FROM events e WHERE e.stream_key = ? AND e.pos > ? AND e.type IN {_TYPES}"
 )
 """Take the events of one stream key out of the index (those above the unindexed mark)."""
 UNINDEX_ALL: Final = "INSERT INTO search(search) VALUES ('delete-all')"
 
 
-def _filters(query: SearchQuery) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    f = query.filters
-    for column, value in (
-        ("e.execution_id", f.execution),
-        ("e.type", f.type),
-        ("e.tool", f.tool),
-        (STATE, f.state),
-        (AGENT, f.agent),
-    ):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    return where, params
+def match(query: SearchQuery) -> str:
+    """The full FTS5 query: the user's words in the text, each typed filter as a tag."""
+    given = attrs.asdict(query.filters)
+    tags = [f'tags : "{tag(name, value)}"' for name, value in given.items() if value is not None]
+    return " AND ".join([f"body : ({query.match})", *tags])
 
 
 def hits(query: SearchQuery, below: int | None) -> tuple[str, list[Any]]:
     """A page of hits, newest first: (execution, seq, pos, type, timestamp, snippet);
     ``below``: only positions under it (the page's ``before``)."""
-    where, params = _filters(query)
-    if below is not None:
-        where.insert(0, "search.rowid < ?")
-        params.insert(0, below)
     sql = (
         "SELECT e.execution_id, e.seq, e.pos, e.type, e.timestamp,"
         f" snippet(search, 0, {_quote(MARK_OPEN)}, {_quote(MARK_CLOSE)}, {_quote(ELLIPSIS)}, 16)"
         " FROM search JOIN events e ON e.pos = search.rowid WHERE search MATCH ?"
-        + "".join(f" AND {w}" for w in where)
+        + (" AND search.rowid < ?" if below is not None else "")
         + " ORDER BY search.rowid DESC LIMIT ?"
     )
-    return sql, [query.match, *params, query.limit]
+    return sql, [match(query), *([below] if below is not None else []), query.limit]
 
 
 def matches_after(query: SearchQuery, after: int, upto: int) -> tuple[str, list[Any]]:
     """The stored rows matching a live query with ``after < pos <= upto``, oldest first:
     (stream key, seq, task, tool, is copy, data)."""
-    where, params = _filters(query)
     sql = (
         "SELECT e.stream_key, e.seq, e.task_id, e.tool, e.is_copy, e.data"
         " FROM search JOIN events e ON e.pos = search.rowid"
         " WHERE search MATCH ? AND search.rowid > ? AND search.rowid <= ?"
-        + "".join(f" AND {w}" for w in where)
-        + " ORDER BY search.rowid LIMIT ?"
+        " ORDER BY search.rowid LIMIT ?"
     )
-    return sql, [query.match, after, upto, *params, query.limit]
+    return sql, [match(query), after, upto, query.limit]
