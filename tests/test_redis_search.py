@@ -20,7 +20,7 @@ from support import TIMEOUT
 from test_redis_hub import hub_of, nodes, publish, wire
 from trio_obs import ALL
 from trio_obs.core.routing import Envelope
-from trio_obs.core.search import SearchResult, TypedFilters, search_query
+from trio_obs.core.search import RunFilters, SearchResult, TypedFilters, search_query
 from trio_obs.hub.base import Subscription
 from trio_obs.hub.redis import RedisHub
 from trio_obs.producers import open_redis_observability
@@ -164,3 +164,22 @@ async def test_retention_takes_an_execution_out_of_every_index(
 
 async def executions_found(hub: RedisHub, text: str) -> set[str]:
     return {h.execution_id for h in (await hub.search(search_query(text))).hits}
+
+
+async def test_every_node_filters_the_execution_list_alike(redis: RedisServer, prefix: str) -> None:
+    async with nodes(redis.url, prefix, 2) as (a, b):
+        stored = await publish(
+            a,
+            [
+                said("ok", 1, "fine"),
+                wire("tool:end", "bad", 2, toolUseId="u", resultStatus="error", durationMs=1),
+                wire("agent:heartbeat", "busy", 3, instanceId="instance-9", status="working"),
+            ],
+        )
+        for hub in (a, b):
+            await indexed(hub, stored[-1].pos)
+            errors = await hub.executions(10, RunFilters(errors=True))
+            assert [s.execution_id for s in errors] == ["bad"]
+            agent = await hub.executions(10, RunFilters(agent="instance-9"))
+            assert [s.execution_id for s in agent] == ["busy"]
+            assert len(await hub.executions(10)) == 3

@@ -235,3 +235,28 @@ async def test_an_index_of_another_version_is_built_again(tmp_path: Path) -> Non
                 await trio.sleep(0.01)  # the background build finishes on its own
         assert len(found["hits"]) == 2
     integrity(db)
+
+
+# --------------------------------------------------------------------------- the run list
+
+
+async def test_the_execution_list_filters_by_state_agent_and_errors() -> None:
+    beat = {"type": "agent:heartbeat", "executionId": "e3", "instanceId": "instance-7",
+            "status": "working"}  # fmt: skip
+    async with running_server() as srv:
+        await srv.http.post("/api/events", json=[*RUN, beat, transcript("e4", "all fine")])
+
+        async def listed(**params: str) -> list[str]:
+            answer = await srv.http.get("/api/executions", params=params)
+            assert answer.status_code == 200, answer.text
+            return sorted(s["executionId"] for s in answer.json())
+
+        assert await listed() == ["e1", "e2", "e3", "e4"]
+        assert await listed(errors="true") == ["e1", "e2"]  # a tool error; a failed run
+        assert await listed(state="failed") == ["e2"]
+        assert await listed(agent="planner") == ["e2"]
+        assert await listed(agent="instance-7") == ["e3"]  # a heartbeat's instance
+        assert await listed(agent="planner", errors="true", state="failed") == ["e2"]
+        assert await listed(agent="planner", state="running") == []
+        bad = await srv.http.get("/api/executions", params={"errors": "maybe"})
+        assert bad.status_code == 400 and "errors must be true or false" in bad.json()["error"]

@@ -14,9 +14,11 @@ from test_viewer_browser import (
     XSS_IMG,
     Server,
     allow_network_errors,
+    heartbeat,
     open_browser,
     open_page,
     running,
+    status,
     tool_end,
     tool_start,
     transcript,
@@ -84,3 +86,28 @@ def test_more_pages_on_and_a_bad_query_says_why(server: Server, page: Page) -> N
     expect(page.get_by_test_id("found-count")).to_contain_text("quote that is not closed")
     page.keyboard.press("Escape")
     expect(page.get_by_test_id("found")).to_be_hidden()
+
+
+def test_the_run_list_filters_by_agent_and_errors(server: Server, page: Page) -> None:
+    server.post(
+        [heartbeat("exec-calm", "agent-7", "working", "task-1"), status("exec-calm", "running")]
+    )
+    server.post(
+        [tool_start("exec-bad", "tu1", "Bash", "make"), tool_end("exec-bad", "tu1", "error", 3.0)]
+    )
+    server.post([status("exec-done", "failed", "tests failed")])
+    page.goto(server.url("/"))
+    # While the pointer is over the side bar the list holds still: left items are hidden.
+    items = page.locator("[data-testid=execution-item]:visible")
+    expect(items).to_have_count(3)
+    page.get_by_test_id("exec-errors-filter").check()
+    expect(items).to_have_count(2)  # a tool in error, a failed run
+    expect(items.filter(has_text="exec-calm")).to_have_count(0)
+    page.get_by_test_id("exec-errors-filter").uncheck()
+    page.get_by_test_id("exec-agent-filter").fill("agent-7")
+    expect(items).to_have_count(1)
+    expect(items.first).to_contain_text("exec-calm")
+    page.get_by_test_id("exec-agent-filter").fill("")
+    page.get_by_test_id("exec-status-filter").select_option("failed")
+    expect(items).to_have_count(1)
+    expect(items.first).to_contain_text("exec-done")

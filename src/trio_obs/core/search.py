@@ -65,10 +65,8 @@ SEARCH_FACTS: Final[dict[str, SearchFacts]] = {
 MESSAGE_SKIPPED_KEYS: Final = ("role", "type", "id")
 """Keys of a conversation message whose strings are not text anyone searches for."""
 
-INDEXED_TYPES: Final[frozenset[str]] = frozenset(
-    kind for kind, facts in SEARCH_FACTS.items() if facts.text or facts.messages
-)
-"""The event types that have text to search (the others are never hits)."""
+ERROR_STATES: Final = frozenset({"error", "failed"})
+"""States that make an execution one "with errors" (a tool or span in error, a failed run)."""
 
 FILTERS: Final = ("execution", "type", "tool", "state", "agent")
 """The typed filters of ``GET /api/search`` and of a live query, by wire name."""
@@ -148,6 +146,21 @@ class TypedFilters:
 
 
 NO_TYPED_FILTERS: Final = TypedFilters()
+
+
+@attrs.frozen(kw_only=True)
+class RunFilters:
+    """Filters of the execution list (SPEC §14): its last status, an agent, errors."""
+
+    state: str | None = None
+    """Only executions whose last status is this."""
+    agent: str | None = None
+    """Only executions with an event of this agent (or heartbeat instance)."""
+    errors: bool = False
+    """Only executions with an event in an error state (:data:`ERROR_STATES`)."""
+
+    def __bool__(self) -> bool:
+        return self != RunFilters()
 
 
 def typed_filters_from(param: Callable[[str], str | None]) -> TypedFilters:

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from ..core import events as ev
 from ..core.routing import Envelope, SubscriptionState
-from ..core.search import SearchQuery, SearchResult
+from ..core.search import RunFilters, SearchQuery, SearchResult
 from ..core.session import Resume
 from ..core.stats import HubStats
 
@@ -117,8 +117,10 @@ class Hub(Protocol):
         """Stored JSON of a stream's events after a seq, oldest first."""
         ...
 
-    async def executions(self, limit: int = 100) -> list[ev.ExecutionSummary]:
-        """Known executions, most recently active first."""
+    async def executions(
+        self, limit: int = 100, filters: RunFilters | None = None
+    ) -> list[ev.ExecutionSummary]:
+        """Known executions, most recently active first (those that pass ``filters``)."""
         ...
 
     async def retain(self, max_idle: float) -> list[str]:

@@ -29,7 +29,7 @@ from ..core.protocol import (
     DEFAULT_QUEUE_SIZE,
 )
 from ..core.routing import Envelope
-from ..core.search import SearchQuery, SearchResult
+from ..core.search import RunFilters, SearchQuery, SearchResult
 from ..core.session import Resume, resume_point
 from ..core.stats import HubStats
 from .base import Waker
@@ -386,9 +386,11 @@ class LocalHub:
         """Stored JSON of ``stream``'s events with ``seq > after``, at most ``limit``."""
         return await self.store.read_json(stream, after=after, limit=limit)
 
-    async def executions(self, limit: int = 100) -> list[ev.ExecutionSummary]:
-        """Known executions, most recently active first."""
-        return await self.store.executions(limit)
+    async def executions(
+        self, limit: int = 100, filters: RunFilters | None = None
+    ) -> list[ev.ExecutionSummary]:
+        """Known executions, most recently active first (those that pass ``filters``)."""
+        return await self.store.executions(limit, filters)
 
     async def healthy(self) -> bool:
         """Whether the store is open."""

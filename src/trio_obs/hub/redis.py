@@ -35,9 +35,10 @@ from ..core.protocol import (
     DEFAULT_QUEUE_SIZE,
     FANOUT_TRIMMED,
     GLOBAL,
+    MAX_EVENTS_LIMIT,
 )
 from ..core.routing import Envelope
-from ..core.search import SearchQuery, SearchResult
+from ..core.search import RunFilters, SearchQuery, SearchResult
 from ..core.session import Resume, resume_point
 from ..core.stats import HubStats
 from .base import Waker
@@ -445,13 +446,18 @@ class RedisHub:
         )
         return [entry_json(entry_position(e), entry_fields(e)) for e in entries]
 
-    async def executions(self, limit: int = 100) -> list[ev.ExecutionSummary]:
-        """Known executions, most recently active first."""
+    async def executions(
+        self, limit: int = 100, filters: RunFilters | None = None
+    ) -> list[ev.ExecutionSummary]:
+        """Known executions, most recently active first (those that pass ``filters``:
+        this node's search index says which have an agent's events, or errors)."""
         if limit <= 0:
             return []
-        flat = await self._script("list the executions", "summaries", limit)
+        ids = await self._searchable().store.run_ids(filters) if filters else None
+        scan = MAX_EVENTS_LIMIT if filters else limit
+        flat = await self._script("list the executions", "summaries", scan)
         text = [None if v is None else bytes(v).decode() for v in flat]
-        return [
+        summaries = [
             ev.ExecutionSummary(
                 execution_id=cast(str, text[i]),
                 last_seq=int(text[i + 1] or 0),
@@ -462,6 +468,13 @@ class RedisHub:
             )
             for i in range(0, len(text), 6)
         ]
+        if filters:
+            summaries = [
+                s for s in summaries
+                if (ids is None or s.execution_id in ids)
+                and (filters.state is None or s.last_status == filters.state)
+            ]  # fmt: skip
+        return summaries[:limit]
 
     async def healthy(self) -> bool:
         """Whether Redis answers a ping within a second (or the timeout, if shorter)."""

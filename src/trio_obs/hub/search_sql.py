@@ -21,11 +21,12 @@ import attrs
 
 from ..core.search import (
     ELLIPSIS,
-    INDEXED_TYPES,
+    ERROR_STATES,
     MARK_CLOSE,
     MARK_OPEN,
     MESSAGE_SKIPPED_KEYS,
     SEARCH_FACTS,
+    RunFilters,
     SearchQuery,
 )
 
@@ -100,7 +101,6 @@ def tag(name: str, value: str) -> str:
     return _TAG_OF[name][0] + value.encode().hex()
 
 
-_TYPES: Final = "(" + ", ".join(map(_quote, sorted(INDEXED_TYPES))) + ")"
 _TOKENIZER: Final = "unicode61 remove_diacritics 2"
 
 VERSION: Final = hashlib.sha256(f"{BODY}|{TAGS}|{_TOKENIZER}".encode()).hexdigest()[:16]
@@ -108,7 +108,7 @@ VERSION: Final = hashlib.sha256(f"{BODY}|{TAGS}|{_TOKENIZER}".encode()).hexdiges
 
 CREATE: Final = (
     f"CREATE VIEW IF NOT EXISTS search_content(pos, body, tags) AS SELECT e.pos, {BODY},"
-    f" {TAGS} FROM events e WHERE e.pos IS NOT NULL AND e.type IN {_TYPES}",
+    f" {TAGS} FROM events e WHERE e.pos IS NOT NULL",
     "CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(body, tags, content='search_content',"
     f" content_rowid='pos', columnsize=0, tokenize={_quote(_TOKENIZER)})",
 )
@@ -117,17 +117,17 @@ DROP: Final = ("DROP TABLE IF EXISTS search", "DROP VIEW IF EXISTS search_conten
 
 INDEX_RANGE: Final = (
     f"INSERT INTO search(rowid, body, tags) SELECT e.pos, {BODY}, {TAGS} FROM events e"
-    f" WHERE e.pos BETWEEN ? AND ? AND e.type IN {_TYPES}"
+    f" WHERE e.pos BETWEEN ? AND ?"
 )
 """Index the events with ``? <= pos <= ?`` (rows already indexed must not be in it)."""
 INDEX_ONE: Final = (
     f"INSERT INTO search(rowid, body, tags) SELECT e.pos, {BODY}, {TAGS} FROM events e"
-    f" WHERE e.pos = ? AND e.type IN {_TYPES}"
+    f" WHERE e.pos = ?"
 )
 """Index the event at one position."""
 UNINDEX_STREAM: Final = (
     f"INSERT INTO search(search, rowid, body, tags) SELECT 'delete', e.pos, {BODY}, {TAGS}"
-    f" FROM events e WHERE e.stream_key = ? AND e.pos > ? AND e.type IN {_TYPES}"
+    f" FROM events e WHERE e.stream_key = ? AND e.pos > ?"
 )
 """Take the events of one stream key out of the index (those above the unindexed mark)."""
 UNINDEX_ALL: Final = "INSERT INTO search(search) VALUES ('delete-all')"
@@ -138,6 +138,35 @@ def match(query: SearchQuery) -> str:
     given = attrs.asdict(query.filters)
     tags = [f'tags : "{tag(name, value)}"' for name, value in given.items() if value is not None]
     return " AND ".join([f"body : ({query.match})", *tags])
+
+
+RUN_IDS: Final = (
+    "SELECT DISTINCT e.execution_id FROM search JOIN events e ON e.pos = search.rowid"
+    " WHERE search MATCH ?"
+)
+"""The executions with an event the query (one of :func:`run_matches`) matches."""
+
+
+def run_matches(filters: RunFilters) -> list[str]:
+    """The searches an execution must each have a hit in to pass the list's filters: an
+    event of the agent, an event in an error state."""
+    matches = []
+    if filters.agent is not None:
+        matches.append(f'tags : "{tag("agent", filters.agent)}"')
+    if filters.errors:
+        matches.append(" OR ".join(f'tags : "{tag("state", s)}"' for s in sorted(ERROR_STATES)))
+    return matches
+
+
+def runs(filters: RunFilters) -> tuple[str, list[Any]]:
+    """The SQL condition on a ``streams`` row of the execution list's filters, and its
+    parameters."""
+    matches = run_matches(filters)
+    where, params = [f"stream_key IN ({RUN_IDS})"] * len(matches), list(matches)
+    if filters.state is not None:
+        where.append("last_status = ?")
+        params.append(filters.state)
+    return " AND ".join(where) or "1", params
 
 
 def hits(query: SearchQuery, below: int | None) -> tuple[str, list[Any]]:

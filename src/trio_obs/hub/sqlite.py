@@ -29,7 +29,7 @@ from ..core.errors import InvalidInput, StoreError
 from ..core.ledger import Span, SpanKey, Stage, StreamCounters
 from ..core.protocol import GLOBAL, INVALID_QUERY, TOPIC_OF_TYPE
 from ..core.routing import Envelope
-from ..core.search import SearchHit, SearchQuery, SearchResult
+from ..core.search import RunFilters, SearchHit, SearchQuery, SearchResult
 from ..core.wire import decode_stream_event
 from . import search_sql
 
@@ -558,6 +558,16 @@ class Store:
 
         await self._run(delete)
 
+    async def run_ids(self, filters: RunFilters) -> set[str] | None:
+        """The executions with the events the list's ``filters`` ask for (None: no such
+        filter), whatever their last status (a Redis node's list filters by them)."""
+        found: set[str] | None = None
+        for match in search_sql.run_matches(filters):
+            rows = await self._query(search_sql.RUN_IDS, (match,))
+            ids = {row[0] for row in rows}
+            found = ids if found is None else found & ids
+        return found
+
     async def last_seqs(self) -> dict[str, int]:
         """The last seq stored of every stream key (a local index resuming its copy)."""
         rows = await self._query("SELECT stream_key, max(seq) FROM events GROUP BY stream_key", ())
@@ -607,12 +617,17 @@ class Store:
         )
         return [bytes(r[0]) for r in rows]
 
-    async def executions(self, limit: int = 100) -> list[ev.ExecutionSummary]:
-        """Known executions, most recently active first (``global`` left out)."""
+    async def executions(
+        self, limit: int = 100, filters: RunFilters | None = None
+    ) -> list[ev.ExecutionSummary]:
+        """Known executions, most recently active first (``global`` left out), those that
+        pass ``filters`` only."""
+        where, params = search_sql.runs(filters or RunFilters())
         rows = await self._query(
             "SELECT stream_key, last_status, event_count, last_seq, first_timestamp,"
-            " last_timestamp FROM streams WHERE stream_key != ? ORDER BY activity DESC LIMIT ?",
-            (GLOBAL, limit),
+            f" last_timestamp FROM streams WHERE stream_key != ? AND {where}"
+            " ORDER BY activity DESC LIMIT ?",
+            (GLOBAL, *params, limit),
         )
         return [ev.ExecutionSummary(
             execution_id=r[0], last_status=r[1], event_count=r[2], last_seq=r[3],

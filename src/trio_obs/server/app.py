@@ -34,7 +34,7 @@ from ..core.protocol import (
     MAX_SEARCH_LIMIT,
     SHUTTING_DOWN,
 )
-from ..core.search import FILTERS, search_query, typed_filters_from
+from ..core.search import FILTERS, RunFilters, search_query, typed_filters_from
 from ..core.session import greeting
 from ..core.wire import events_json, parse_filters, search_json, summaries_json, to_json
 from ..hub.clock import now_iso
@@ -90,6 +90,19 @@ class _Handshake:
     since_pos: int | None
     filters: FilterUpdate
     """Filters given in the query (``q`` and the typed filters), applied before any event."""
+
+
+def run_filters(request: Request) -> RunFilters | None:
+    """The execution list's filters (``state``, ``agent``, ``errors=true``), if any."""
+    errors = request.param("errors") or "false"
+    if errors not in ("true", "false", "1", "0"):
+        raise HttpError(400, f"errors must be true or false, got {errors!r}")
+    filters = RunFilters(
+        state=request.param("state") or None,
+        agent=request.param("agent") or None,
+        errors=errors in ("true", "1"),
+    )
+    return filters or None
 
 
 def _query_filters(param: Callable[[str], str | None]) -> FilterUpdate:
@@ -291,8 +304,9 @@ class _Server:
 
     async def executions(self, request: Request, _: str, body: bytes) -> Response:
         limit = int_param(request, "limit", 100, maximum=MAX_EVENTS_LIMIT)
+        filters = run_filters(request)
         try:
-            return Response(200, summaries_json(await self.hub.executions(limit)))
+            return Response(200, summaries_json(await self.hub.executions(limit, filters)))
         except StoreError as exc:
             raise unavailable(exc) from None
 
