@@ -58,3 +58,17 @@ def test_the_open_stream_example_runs_against_the_demo_twice() -> None:
             assert all(line.split()[2].startswith("tool:") for line in lines)
     finally:
         assert server.stop() == 0
+
+
+def test_the_search_example_runs_against_the_demo() -> None:
+    block = next(b for b in python_blocks() if "trio_obs.search" in b)
+    server = ServerProcess("--demo", "--db", ":memory:")
+    try:
+        done = run(block.replace("http://127.0.0.1:3001", server.url()))
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[0].startswith("live: ")
+        found = [line for line in lines if line.startswith("found: ")]
+        assert 1 <= len(found) <= 3 and all("<mark>" in line for line in found)
+    finally:
+        assert server.stop() == 0
