@@ -18,7 +18,8 @@ import trio
 from redis_support import RedisServer, needs_redis
 from support import TIMEOUT
 from test_redis_hub import hub_of, nodes, publish, wire
-from trio_obs import ALL
+from trio_obs import ALL, SubscriptionEnded
+from trio_obs.core.protocol import SLOW_CONSUMER
 from trio_obs.core.routing import Envelope
 from trio_obs.core.search import RunFilters, SearchResult, TypedFilters, search_query
 from trio_obs.hub.base import Subscription
@@ -116,6 +117,9 @@ async def test_a_since_pos_the_fan_out_no_longer_holds_is_told(
         assert resume.reset is not None  # the entries after position 1 were trimmed
         first = await take(sub, 1)
         assert first[0].pos == resume.cursor + 1
+        # A subscription catching up from there is ended as a slow consumer, not left a gap.
+        with pytest.raises(SubscriptionEnded, match=SLOW_CONSUMER):
+            await a.read_positions(after=1, limit=10)
 
 
 async def test_a_node_started_later_copies_the_history_into_its_index(

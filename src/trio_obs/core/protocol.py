@@ -59,10 +59,6 @@ SLOW_CONSUMER_CODE: Final = 4008
 SLOW_CONSUMER: Final = "slow consumer"
 """The reason sent with 4008 (and the reason a subscription is ended with)."""
 SHUTTING_DOWN: Final = "server shutting down"
-FANOUT_TRIMMED: Final = (
-    "the events after this position are no longer held for 'all'; reconnect with since_pos"
-)
-"""Why an ``all`` subscription that fell behind what a cluster keeps is ended."""
 
 RECONNECT_CODES: Final = frozenset(
     {GOING_AWAY, ABNORMAL_CLOSURE, INTERNAL_ERROR, SLOW_CONSUMER_CODE}

@@ -33,9 +33,9 @@ from ..core.protocol import (
     DEFAULT_BUFFER_BYTES,
     DEFAULT_BUFFER_SIZE,
     DEFAULT_QUEUE_SIZE,
-    FANOUT_TRIMMED,
     GLOBAL,
     MAX_EVENTS_LIMIT,
+    SLOW_CONSUMER,
 )
 from ..core.routing import Envelope
 from ..core.search import RunFilters, SearchQuery, SearchResult
@@ -393,11 +393,12 @@ class RedisHub:
         """Events on ``all`` after a fan-out position, for ``all`` subscriptions behind.
 
         The fan-out positions have no gap: a missing one was trimmed, and the subscription
-        ends (its client reconnects with ``since_pos`` and is told).
+        ends as a slow consumer (it fell behind what the cluster keeps; its client
+        reconnects with ``since_pos`` and is told ``observability:reset``).
         """
         entries = await self._fan_range(after, limit)
         if entries and entry_position(entries[0]) != after + 1:
-            raise SubscriptionEnded(FANOUT_TRIMMED)
+            raise SubscriptionEnded(SLOW_CONSUMER)
         page: list[Envelope] = []
         for entry in entries:
             fields = entry_fields(entry)
