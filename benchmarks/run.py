@@ -75,6 +75,19 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def loadgen_ready(run: Run, sections: str) -> bool:
+    """Whether the Node load generator can run (else ``sections`` are skipped, saying why)."""
+    if not node_available():
+        run.skip(f"{sections}: the load generator needs node (and npm)")
+        return False
+    try:
+        ensure_node_modules()
+    except (ChildError, OSError, subprocess.SubprocessError) as exc:
+        run.skip(f"{sections}: cannot install ws: {exc}")
+        return False
+    return True
+
+
 def execute(args: argparse.Namespace) -> int:
     """Every selected section; then the tables, the targets and the results files."""
     run = Run(args)
@@ -105,30 +118,14 @@ def execute(args: argparse.Namespace) -> int:
         measure.micro(run)
         if old is not None and "broker" in only:
             old_broker = compare.micro_broker(run, old.python)
-    if NEEDS_SERVERS & only:
-        if not node_available():
-            run.skip("e2e, slow, repro, ingest, memory: the load generator needs node (and npm)")
-        else:
-            try:
-                ensure_node_modules()
-            except (ChildError, OSError, subprocess.SubprocessError) as exc:
-                run.skip(f"e2e, slow, repro, ingest, memory: cannot install ws: {exc}")
-            else:
-                sections.servers_sections(run, specs)
+    if NEEDS_SERVERS & only and loadgen_ready(run, "e2e, slow, repro, ingest, memory"):
+        sections.servers_sections(run, specs)
     if "stable" in only and node_available():
         stable.stable(run, specs)
     if "viewer" in only:
         viewer.viewer(run)
-    if "search" in only:
-        if not node_available():
-            run.skip("search: the ingest load generator needs node (and npm)")
-        else:
-            try:
-                ensure_node_modules()
-            except (ChildError, OSError, subprocess.SubprocessError) as exc:
-                run.skip(f"search: cannot install ws: {exc}")
-            else:
-                search_section.search(run)
+    if "search" in only and loadgen_ready(run, "search"):
+        search_section.search(run)
     if old is not None:
         compare.compare(run, args.compare, old, commit, old_broker)
     res.meta["seconds"] = round(time.monotonic() - run.budget.start, 1)

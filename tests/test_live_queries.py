@@ -14,18 +14,7 @@ import trio
 from trio_websocket import WebSocketConnection
 
 from support import TIMEOUT, running_server, ws_client
-
-TS = "2026-01-01T00:00:00.000Z"
-
-
-def said(execution: str, summary: str, seq: int) -> dict[str, Any]:
-    return {
-        "type": "transcript:entry",
-        "executionId": execution,
-        "entry": {"id": f"t{seq}", "timestamp": TS, "sequence": seq, "executionId": execution,
-                  "instanceId": "instance-1", "entryType": "message", "category": "talk",
-                  "summary": summary},
-    }  # fmt: skip
+from test_search import transcript
 
 
 def ended(execution: str, use: str, status: str) -> dict[str, Any]:
@@ -57,7 +46,11 @@ async def test_a_live_query_pushes_each_new_match_as_it_is_stored() -> None:
             ).decode()
         )
         assert (await messages(ws, 1))[0]["type"] == "observability:subscribed"
-        batch = [said("e1", "lunch", 1), said("e2", "deploy started", 1), said("e1", "tea", 2)]
+        batch = [
+            transcript("e1", "lunch", 1),
+            transcript("e2", "deploy started", 1),
+            transcript("e1", "tea", 2),
+        ]
         await srv.http.post("/api/events", json=batch)
         await srv.http.post("/api/events", json=[ended("e3", "u1", "error")])
         got = await events(ws, 2)
@@ -70,7 +63,7 @@ async def test_a_live_query_pushes_each_new_match_as_it_is_stored() -> None:
             orjson.dumps({"action": "subscribe", "topic": "all", "filters": {"q": None}}).decode()
         )
         assert (await messages(ws, 1))[0]["type"] == "observability:subscribed"
-        await srv.http.post("/api/events", json=[said("e1", "coffee", 3)])
+        await srv.http.post("/api/events", json=[transcript("e1", "coffee", 3)])
         assert (await events(ws, 1))[0]["entry"]["summary"] == "coffee"
 
 
@@ -102,7 +95,7 @@ async def test_a_live_query_with_typed_filters_resumes_with_since_pos() -> None:
 async def test_typed_filters_on_all_work_without_a_query() -> None:
     async with running_server() as srv, ws_client(srv.ws_url("all", type="tool:end")) as ws:
         await srv.http.post(
-            "/api/events", json=[said("e1", "deploy", 1), ended("e1", "u1", "done")]
+            "/api/events", json=[transcript("e1", "deploy", 1), ended("e1", "u1", "done")]
         )
         assert [e["type"] for e in await events(ws, 1)] == ["tool:end"]
 

@@ -5,10 +5,11 @@ local SQLite FTS file, so every node answers a search alike. ``pos`` is the fan-
 position, the same on every node: ``since_pos`` resumes ``all`` on any node.
 """
 
+# The fixtures are test_redis_hub's, imported: their names are parameters of the tests.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import trio
 
 from redis_support import RedisServer, needs_redis
 from support import TIMEOUT
-from test_redis_hub import hub_of, nodes, publish, wire
+from test_redis_hub import hub_of, nodes, prefix, publish, redis, wire  # noqa: F401 - fixtures
 from trio_obs import ALL, SubscriptionEnded
 from trio_obs.core.protocol import SLOW_CONSUMER
 from trio_obs.core.routing import Envelope
@@ -27,18 +28,6 @@ from trio_obs.hub.redis import RedisHub
 from trio_obs.producers import open_redis_observability
 
 pytestmark = needs_redis
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"s{uuid.uuid4().hex[:8]}:"
 
 
 def said(execution: str, i: int, summary: str) -> dict[str, Any]:

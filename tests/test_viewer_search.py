@@ -1,46 +1,28 @@
 """The viewer's search across runs (SPEC §14): the box in the top bar, its hits, and a hit
 opening its event in its run; the hit's text is never markup."""
 
+# The fixtures are test_viewer_browser's, imported: their names are parameters of the tests.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from test_viewer_browser import (
     XSS_IMG,
     Server,
     allow_network_errors,
+    browser,  # noqa: F401
     heartbeat,
-    open_browser,
-    open_page,
-    running,
+    page,  # noqa: F401
+    server,  # noqa: F401
     status,
     tool_end,
     tool_start,
     transcript,
 )
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with running(tmp_path / "obs.db") as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with open_browser() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    with open_page(browser) as pg:
-        yield pg
 
 
 def test_a_hit_opens_its_event_in_its_run(server: Server, page: Page) -> None:

@@ -292,15 +292,19 @@ class _Parser:
         if self.peek() in _ENDS:
             raise _operand(name)
 
-    def either(self) -> str | None:
-        left = self.both()
-        while self.peek() == "OR":
-            self.operator("OR")
-            right = self.both()
+    def binary(self, name: str, operand: Callable[[], str | None]) -> str | None:
+        """``operand (name operand)*``, grouped from the left."""
+        left = operand()
+        while self.peek() == name:
+            self.operator(name)
+            right = operand()
             if left is None or right is None:
-                raise _operand("OR")
-            left = f"({left} OR {right})"
+                raise _operand(name)
+            left = f"({left} {name} {right})"
         return left
+
+    def either(self) -> str | None:
+        return self.binary("OR", self.both)
 
     def both(self) -> str | None:
         parts: list[str] = []
@@ -326,14 +330,7 @@ class _Parser:
             raise InvalidInput(
                 "NOT needs words before it (a NOT b finds a without b)", INVALID_QUERY
             )
-        left = self.unit()
-        while self.peek() == "NOT":
-            self.operator("NOT")
-            right = self.unit()
-            if left is None or right is None:
-                raise _operand("NOT")
-            left = f"({left} NOT {right})"
-        return left
+        return self.binary("NOT", self.unit)
 
     def unit(self) -> str | None:
         kind, value = self.take()
