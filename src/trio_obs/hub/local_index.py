@@ -34,6 +34,9 @@ History: TypeAlias = Callable[[dict[str, int]], AsyncIterator[list[Envelope]]]
 _EPOCH: Final = "shared_epoch"
 """The local store's record of the epoch its copy belongs to."""
 _RETRY: Final = 1.0
+MAX_PENDING: Final = 100_000
+"""Events waiting to be written at most: beyond, they are dropped and copied from the shared
+store instead (memory stays bounded if the local disk cannot keep up)."""
 
 
 class _Forget:
@@ -68,6 +71,14 @@ class LocalIndex:
         """Keep what was dispatched (in order, never blocking)."""
         self._work.extend(envelopes)
         self._ready.set()
+        if len(self._work) > MAX_PENDING:
+            log.warning(
+                "local search index: over %d events wait to be written; copying them from the"
+                " shared store instead",
+                MAX_PENDING,
+            )
+            self._work = [w for w in self._work if not isinstance(w, Envelope)]
+            self._copy_again.set()
 
     def forgot(self, key: str) -> None:
         """A stream was deleted: delete it here too."""
