@@ -70,7 +70,14 @@ function show(result, { append }) {
   $("found-note").hidden = result.complete;
   $("found-note").textContent = result.note ?? "";
   $("found-more").hidden = !result.next;
-  $("found").hidden = false;
+  open();
+}
+
+/** Show the results just under the top bar (whose height depends on the screen's width). */
+function open() {
+  const found = $("found");
+  found.style.top = `${document.querySelector(".topbar").getBoundingClientRect().bottom + 4}px`;
+  found.hidden = false;
 }
 
 function showError(message) {
@@ -78,7 +85,7 @@ function showError(message) {
   $("found-count").textContent = message;
   $("found-note").hidden = true;
   $("found-more").hidden = true;
-  $("found").hidden = false;
+  open();
 }
 
 async function run(q, before) {
