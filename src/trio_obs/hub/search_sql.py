@@ -103,7 +103,11 @@ def tag(name: str, value: str) -> str:
 
 _TOKENIZER: Final = "unicode61 remove_diacritics 2"
 
-VERSION: Final = hashlib.sha256(f"{BODY}|{TAGS}|{_TOKENIZER}".encode()).hexdigest()[:16]
+_MERGE: Final = "INSERT INTO search(search, rank) VALUES ('automerge', 8)"
+"""Merge segments 8 at a time instead of 4: less work at each write (measured: about
+0.4 µs of a 4.5 µs index write per event), a few more segments for a search to read."""
+
+VERSION: Final = hashlib.sha256(f"{BODY}|{TAGS}|{_TOKENIZER}|{_MERGE}".encode()).hexdigest()[:16]
 """Names what the index holds: a store whose index has another version builds it again."""
 
 CREATE: Final = (
@@ -111,6 +115,7 @@ CREATE: Final = (
     f" {TAGS} FROM events e WHERE e.pos IS NOT NULL",
     "CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(body, tags, content='search_content',"
     f" content_rowid='pos', columnsize=0, tokenize={_quote(_TOKENIZER)})",
+    _MERGE,
 )
 """The index, and the view it reads an event's text through (for snippets)."""
 DROP: Final = ("DROP TABLE IF EXISTS search", "DROP VIEW IF EXISTS search_content")
