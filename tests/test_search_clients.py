@@ -13,7 +13,7 @@ import trio
 from rich.text import Text
 
 import trio_obs
-from support import TIMEOUT, command, environment, free_port, running_server
+from support import command, environment, free_port, running_server
 from test_client import start_server, take
 from test_tail import interrupt, tail
 from trio_obs import SearchRefused, search
@@ -22,6 +22,7 @@ from trio_obs.core.events import ToolEndEvent, ToolStartEvent, TranscriptEntry, 
 from trio_obs.core.search import SearchHit
 
 TS = "2026-01-01T12:00:00.000Z"
+TIMEOUT = 30  # a hang guard for tests that start processes, never a speed assertion
 
 
 def said(execution: str, seq: int, summary: str) -> TranscriptEntryEvent:
@@ -66,29 +67,29 @@ def test_a_hit_is_one_line_with_its_match_in_bold() -> None:
 
 
 async def run(*args: str) -> tuple[int, str, str]:
-    done = await trio.run_process(
-        command(*args), capture_stdout=True, capture_stderr=True, check=False,
-        env=environment(unbuffered=False), stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    with trio.fail_after(TIMEOUT):  # each command: a hang guard, not a speed test
+        done = await trio.run_process(
+            command(*args), capture_stdout=True, capture_stderr=True, check=False,
+            env=environment(unbuffered=False), stdin=subprocess.DEVNULL,
+        )  # fmt: skip
     return done.returncode, done.stdout.decode(), done.stderr.decode()
 
 
 async def test_trio_obs_search_prints_hits_and_exits_as_grep() -> None:
-    with trio.fail_after(TIMEOUT):
-        async with running_server() as srv:
-            url = srv.url()
-            await trio_obs.post_events(
-                url, [ended("e1", "u1", "error", "permission denied"), said("e2", 1, "all good")]
-            )
-            status, out, err = await run("search", "denied", "--url", url)
-            assert status == 0, err
-            assert out.splitlines()[0].endswith("e1 #1 tool:end  permission denied")
-            status, out, _ = await run("search", "denied", "--url", url, "--json")
-            assert [orjson.loads(line)["executionId"] for line in out.splitlines()] == ["e1"]
-            status, out, _ = await run("search", "denied", "--url", url, "--state", "done")
-            assert (status, out) == (1, "")
-            status, _, err = await run("search", "a AND", "--url", url)
-            assert status == 2 and "AND needs words on both sides" in err
+    async with running_server() as srv:
+        url = srv.url()
+        await trio_obs.post_events(
+            url, [ended("e1", "u1", "error", "permission denied"), said("e2", 1, "all good")]
+        )
+        status, out, err = await run("search", "denied", "--url", url)
+        assert status == 0, err
+        assert out.splitlines()[0].endswith("e1 #1 tool:end  permission denied")
+        status, out, _ = await run("search", "denied", "--url", url, "--json")
+        assert [orjson.loads(line)["executionId"] for line in out.splitlines()] == ["e1"]
+        status, out, _ = await run("search", "denied", "--url", url, "--state", "done")
+        assert (status, out) == (1, "")
+        status, _, err = await run("search", "a AND", "--url", url)
+        assert status == 2 and "AND needs words on both sides" in err
     status, _, err = await run("search", "x", "--url", f"http://127.0.0.1:{free_port()}")
     assert status == 2 and "cannot reach" in err
 
