@@ -60,12 +60,13 @@ async def test_the_waker_is_told_once_until_it_visits(broker: EmittingHub) -> No
     assert waker.told == [sub, sub]
 
 
-async def test_an_ended_subscription_tells_its_waker(broker: EmittingHub) -> None:
+async def test_an_ended_subscription_tells_its_waker_once(broker: EmittingHub) -> None:
     waker = Waker()
-    sub = broker.subscribe("all", waker=waker, queue_size=2)
-    await broker.publish(outputs(5, 10))  # more than its queue: ended as a slow consumer
-    assert sub.end_reason is not None
-    assert waker.told == [sub]
+    told, fresh = broker.subscribe(EXEC, waker=waker), broker.subscribe("other", waker=waker)
+    await broker.publish(outputs(1, 10))  # `told` is told, and has not visited yet
+    broker.dispatcher.restart("the history was replaced")
+    assert told.end_reason is not None and fresh.end_reason is not None
+    assert waker.told == [told, fresh]  # the visit to come sees the end: no second call
 
 
 # --------------------------------------------------------------------------- bytes
@@ -124,3 +125,17 @@ async def test_the_next_page_asks_for_what_fits_in_bytes(broker: EmittingHub) ->
         await sub.read_behind()
     assert asked[0] == REPLAY_PAGE
     assert asked[1] * 60_000 <= PAGE_BYTES * 1.1
+
+
+async def test_all_read_from_the_store_by_position_is_bounded_in_bytes(
+    broker: EmittingHub,
+) -> None:
+    with broker.subscribe("all") as sub:
+        await broker.publish(outputs(40, 60_000))  # 2.4 MB: far beyond what memory holds
+        positions: list[int] = []
+        while len(positions) < 40:
+            batch = sub.take_nowait()
+            page = await sub.read_behind() if batch is None else batch
+            assert page and json_bytes(page) <= PAGE_BYTES
+            positions += [env.pos for env in page]
+        assert positions == list(range(positions[0], positions[0] + 40))

@@ -88,7 +88,15 @@ def test_resume_points() -> None:
     assert resume_point("e1", since=999, client_epoch=None, **kw).cursor == 150  # type: ignore[arg-type]
     other = resume_point("e1", since=120, client_epoch="E0", **kw)  # type: ignore[arg-type]
     assert other.cursor == 0 and other.reset == ev.ResetEvent(epoch="E1", last_seq=150)
-    assert resume_point(ALL, since=None, client_epoch=None, **kw).cursor == 0  # type: ignore[arg-type]
+    # `all`: live from the newest position, or after `since_pos` (given as `since`).
+    assert resume_point(ALL, since=None, client_epoch=None, **kw).cursor == 150  # type: ignore[arg-type]
+    assert resume_point(ALL, since=40, client_epoch="E1", **kw).cursor == 40  # type: ignore[arg-type]
+    assert resume_point(ALL, since=999, client_epoch=None, **kw).cursor == 150  # type: ignore[arg-type]
+    # Another epoch: told; with since_pos the history that exists from its first event.
+    reset = resume_point(ALL, since=40, client_epoch="E0", **kw)  # type: ignore[arg-type]
+    assert reset.cursor == 0 and reset.reset is not None
+    told = resume_point(ALL, since=None, client_epoch="E0", **kw)  # type: ignore[arg-type]
+    assert told.cursor == 150 and told.reset is not None
 
 
 def test_greeting_is_connected_then_reset_when_the_epoch_changed() -> None:

@@ -30,11 +30,13 @@ from ..core.protocol import (
     PAGE_BYTES,
 )
 from ..core.routing import Envelope
+from ..core.search import RunFilters, SearchQuery, SearchResult
 from ..core.session import Resume, resume_point
 from ..core.stats import HubStats
 from .base import Waker
 from .clock import now_iso
 from .dispatch import Dispatcher, LiveSubscription
+from .indexing import build_index
 from .sqlite import KeyRow, Store
 
 IDEMPOTENCY_TTL: Final = 24 * 3600.0
@@ -79,7 +81,8 @@ class LocalHub:
     ) -> None:
         self.store = store
         activity, has_streams = store.activity()
-        self.ledger = Ledger(activity=activity, complete=not has_streams)
+        last_pos = store.last_pos()
+        self.ledger = Ledger(activity=activity, last_pos=last_pos, complete=not has_streams)
         self.dispatcher = Dispatcher(
             self,
             buffer_size=buffer_size,
@@ -88,6 +91,8 @@ class LocalHub:
             max_buffers=max_buffers,
             buffer_grace=buffer_grace,
         )
+        # The index is written with the rows: it holds whatever was dispatched.
+        self.dispatcher.pos_head = self.dispatcher.query_head = last_pos
         send, self._requests = trio.open_memory_channel[_Request | _Retain](math.inf)
         self._submit = send
         self._keys: OrderedDict[str, list[tuple[str, int]]] = OrderedDict()
@@ -114,6 +119,7 @@ class LocalHub:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._upkeep)
             nursery.start_soon(self.store.keep_wal_small)
+            nursery.start_soon(build_index, self.store)
             task_status.started()
             async with self._requests:
                 async for first in self._requests:
@@ -208,6 +214,7 @@ class LocalHub:
         self.dispatcher.stats.commit_latency.observe(born - started)
         if stage.envelopes:
             self.dispatcher.dispatch(stage.envelopes, trio.current_time())
+            self.dispatcher.indexed(stage.last_pos)
         for request, outcome in zip(group, stage.results, strict=True):
             if isinstance(outcome, InvalidInput):
                 request.error = outcome
@@ -238,7 +245,7 @@ class LocalHub:
         else:
             self.ledger.forget(request.deleted)
             for key in request.deleted:
-                self.dispatcher.logs.clear(key)
+                self.dispatcher.forget(key)
         request.done.set()
 
     # ------------------------------------------------------------------ idempotency
@@ -305,14 +312,16 @@ class LocalHub:
         since: int | None = None,
         queue_size: int | None = None,
         waker: Waker | None = None,
+        since_pos: int | None = None,
     ) -> LiveSubscription:
         """Subscribe to ``stream`` (an execution id, ``global`` or ``all``).
 
         Replay is the last ``buffer_size`` events, or with ``since=S`` every stored
         event with ``seq > S``; live events follow with no gap and no duplicate.
-        ``all`` gets no replay.
+        ``all`` gets no replay, unless ``since_pos=P``: every stored event after that
+        global position (SPEC §14).
         """
-        return self._subscribe(stream, since, None, queue_size, waker)[0]
+        return self._subscribe(stream, since, None, queue_size, waker, since_pos)[0]
 
     def _subscribe(
         self,
@@ -321,13 +330,16 @@ class LocalHub:
         epoch: str | None,
         queue_size: int | None,
         waker: Waker | None,
+        since_pos: int | None = None,
     ) -> tuple[LiveSubscription, Resume]:
         if since is not None and since < 0:
             raise ValueError("since must be >= 0")
-        head = 0 if stream == ALL else self.last_seq(stream)
+        if since_pos is not None and since_pos < 0:
+            raise ValueError("since_pos must be >= 0")
+        head = self.ledger.last_pos if stream == ALL else self.last_seq(stream)
         resume = resume_point(
             stream,
-            since=since,
+            since=since_pos if stream == ALL else since,
             client_epoch=epoch,
             epoch=self.epoch,
             last_seq=head,
@@ -346,11 +358,12 @@ class LocalHub:
         epoch: str | None = None,
         queue_size: int | None = None,
         waker: Waker | None = None,
+        since_pos: int | None = None,
     ) -> tuple[LiveSubscription, Resume]:
         """:meth:`subscribe`, with epochs (SPEC §10): the Hub protocol's form."""
         if stream != ALL and not self.ledger.knows(stream):
             self.ledger.learn_streams(await self.store.counters([stream]))
-        return self._subscribe(stream, since, epoch, queue_size, waker)
+        return self._subscribe(stream, since, epoch, queue_size, waker, since_pos)
 
     # ------------------------------------------------------------------ reads
 
@@ -359,13 +372,29 @@ class LocalHub:
         at most ``limit`` and, but for the first, no more than fit in ``PAGE_BYTES``."""
         return await self.store.read(key, after=after, limit=limit, max_bytes=PAGE_BYTES)
 
+    async def read_positions(self, *, after: int, limit: int) -> tuple[list[Envelope], int | None]:
+        """Stored events on ``all`` after a position (``all`` subscriptions behind read here),
+        at most ``limit`` and, but for the first, no more than fit in ``PAGE_BYTES``."""
+        page, more = await self.store.read_positions(after=after, limit=limit, max_bytes=PAGE_BYTES)
+        return page, (page[-1].pos if more and page else None)
+
+    async def matches_after(self, query: SearchQuery, *, after: int, upto: int) -> list[Envelope]:
+        """Stored events matching a live query between two positions, oldest first."""
+        return await self.store.matches_after(query, after=after, upto=upto)
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """Search the stored events (SPEC §14): a page of hits, newest first."""
+        return await self.store.search(query)
+
     async def read(self, stream: str, *, after: int = 0, limit: int = 1000) -> list[bytes]:
         """Stored JSON of ``stream``'s events with ``seq > after``, at most ``limit``."""
         return await self.store.read_json(stream, after=after, limit=limit)
 
-    async def executions(self, limit: int = 100) -> list[ev.ExecutionSummary]:
-        """Known executions, most recently active first."""
-        return await self.store.executions(limit)
+    async def executions(
+        self, limit: int = 100, filters: RunFilters | None = None
+    ) -> list[ev.ExecutionSummary]:
+        """Known executions, most recently active first (those that pass ``filters``)."""
+        return await self.store.executions(limit, filters)
 
     async def healthy(self) -> bool:
         """Whether a write can succeed now (the store tries what a write needs)."""

@@ -22,19 +22,30 @@ import orjson
 import trio
 from coredis import Redis
 from coredis.exceptions import ReplicationError
+from coredis.response.types import StreamEntry
 from coredis.retry import NoRetryPolicy
 
 from ..core import events as ev
-from ..core.errors import StoreError
+from ..core.errors import StoreError, SubscriptionEnded
 from ..core.ledger import complete_batch
-from ..core.protocol import ALL, DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_SIZE
+from ..core.protocol import (
+    ALL,
+    DEFAULT_BUFFER_BYTES,
+    DEFAULT_BUFFER_SIZE,
+    DEFAULT_QUEUE_SIZE,
+    GLOBAL,
+    MAX_EVENTS_LIMIT,
+    SLOW_CONSUMER,
+)
 from ..core.routing import Envelope
+from ..core.search import RunFilters, SearchQuery, SearchResult
 from ..core.session import Resume, resume_point
 from ..core.stats import HubStats
 from .base import Waker
 from .clock import now_iso
 from .dispatch import Dispatcher, LiveSubscription
 from .local import IDEMPOTENCY_TTL
+from .local_index import LocalIndex
 from .redis_codec import entry_json, envelope_count, envelope_of, plan, stored
 from .redis_reader import (
     Epoch,
@@ -45,6 +56,7 @@ from .redis_reader import (
     new_epoch,
 )
 from .redis_scripts import BUMP_EPOCH, HEADS, PUBLISH, RETAIN, STATE, SUMMARIES, Keys
+from .sqlite import Store, open_store
 
 T = TypeVar("T")
 
@@ -112,6 +124,7 @@ class RedisHub:
         timeout: float = DEFAULT_TIMEOUT,
         block: float = 1.0,
         replicas: int = 0,
+        index: Store | None = None,
     ) -> None:
         if fanout_maxlen < 1:
             raise ValueError("fanout_maxlen must be >= 1")
@@ -151,6 +164,8 @@ class RedisHub:
             bump=self._bump,
             block=block,
         )
+        self.index = LocalIndex(index, self.dispatcher, self._history) if index else None
+        """This node's search index (SPEC §14; DESIGN.md §6), fed by its own reader."""
 
     @property
     def epoch(self) -> str:
@@ -224,6 +239,8 @@ class RedisHub:
         """The fan-out reader and upkeep (freeing old buffers), until cancelled."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.reader.run)
+            if self.index is not None:
+                await nursery.start(self.index.run, lambda: self.epoch)
             nursery.start_soon(self._upkeep)
             task_status.started()
 
@@ -273,7 +290,7 @@ class RedisHub:
         if reply[1] is not None:
             answer = [(str(key), int(seq)) for key, seq in orjson.loads(reply[1])]
             return await self._read_back(answer)
-        return stored(planned, reply[2:])
+        return stored(planned, reply[2:-1], int(reply[-1]))
 
     async def _read_back(self, answer: list[tuple[str, int]]) -> list[Envelope]:
         """The envelopes an earlier request stored, read back."""
@@ -298,16 +315,22 @@ class RedisHub:
         epoch: str | None = None,
         queue_size: int | None = None,
         waker: Waker | None = None,
+        since_pos: int | None = None,
     ) -> tuple[LiveSubscription, Resume]:
-        """Subscribe to an execution, ``global`` or ``all``, resuming after ``since``.
+        """Subscribe to an execution, ``global`` or ``all``, resuming after ``since``
+        (``all``: after the fan-out position ``since_pos``).
 
         Replay and catch-up read Redis, so it works on any node, including one that never
         saw the events; ``epoch`` is the client's, which may get it ``observability:reset``.
         """
         if since is not None and since < 0:
             raise ValueError("since must be >= 0")
-        current, head, _ = await self._state("" if stream == ALL else stream)
+        if since_pos is not None and since_pos < 0:
+            raise ValueError("since_pos must be >= 0")
+        current, head, pos = await self._state("" if stream == ALL else stream)
         self._epoch.adopt(current)
+        if stream == ALL:
+            head, since = pos, since_pos
         resume = resume_point(
             stream,
             since=since,
@@ -316,6 +339,8 @@ class RedisHub:
             last_seq=head,
             buffer_size=self.buffer_size,
         )
+        if stream == ALL and resume.reset is None and resume.cursor < head:
+            resume = await self._still_held(resume, head)
         sub = self.dispatcher.subscribe(
             stream, cursor=resume.cursor, head=head, queue_size=queue_size, waker=waker
         )
@@ -347,6 +372,69 @@ class RedisHub:
                 await trio.sleep(wait)
                 wait = min(wait * 2, 1.0)
 
+    # ------------------------------------------------------------------ `all` by position
+
+    async def _fan_range(self, after: int, count: int) -> tuple[StreamEntry, ...]:
+        return await self._call(
+            "read the fan-out stream",
+            lambda: self.client.xrange(self.keys.fan, f"{after + 1}-0", "+", count=count),
+        )
+
+    async def _still_held(self, resume: Resume, head: int) -> Resume:
+        """``all`` resumes from the fan-out stream: a position it no longer holds (trimmed
+        past ``--fanout-maxlen``) is told ``observability:reset`` and starts at its oldest."""
+        first = await self._fan_range(resume.cursor, 1)
+        oldest = entry_position(first[0]) if first else head + 1
+        if oldest <= resume.cursor + 1:
+            return resume
+        return Resume(oldest - 1, ev.ResetEvent(epoch=self.epoch, last_seq=head))
+
+    async def read_positions(self, *, after: int, limit: int) -> tuple[list[Envelope], int | None]:
+        """Events on ``all`` after a fan-out position, for ``all`` subscriptions behind.
+
+        The fan-out positions have no gap: a missing one was trimmed, and the subscription
+        ends as a slow consumer (it fell behind what the cluster keeps; its client
+        reconnects with ``since_pos`` and is told ``observability:reset``).
+        """
+        entries = await self._fan_range(after, limit)
+        if entries and entry_position(entries[0]) != after + 1:
+            raise SubscriptionEnded(SLOW_CONSUMER)
+        page: list[Envelope] = []
+        for entry in entries:
+            fields = entry_fields(entry)
+            if b"x" not in fields and b"c" not in fields:  # not a deletion, not a copy
+                page.append(envelope_of(fields[b"k"].decode(), int(fields[b"s"]), fields))
+        return page, (entry_position(entries[-1]) if len(entries) >= limit else None)
+
+    # ------------------------------------------------------------------ search
+
+    def _searchable(self) -> LocalIndex:
+        if self.index is None:
+            raise StoreError("this node keeps no search index")
+        return self.index
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """Search this node's copy of the stored events (every node answers alike)."""
+        return await self._searchable().search(query)
+
+    async def matches_after(self, query: SearchQuery, *, after: int, upto: int) -> list[Envelope]:
+        """This node's indexed events matching a live query between two positions."""
+        return await self._searchable().store.matches_after(query, after=after, upto=upto)
+
+    async def _history(self, after: dict[str, int]) -> AsyncIterator[list[Envelope]]:
+        """Pages of every stored stream after the given last seqs (a local index's copy)."""
+        keys = await self._call(
+            "list the executions", lambda: self.client.zrange(self.keys.prefix + "active", 0, -1)
+        )
+        for key in [GLOBAL, *(bytes(k).decode() for k in keys)]:
+            last = after.get(key, 0)
+            while True:
+                page = await self._range(key, after=last, limit=_RETAIN_PAGE)
+                if not page:
+                    break
+                yield page
+                last = page[-1].seq
+
     async def read(self, stream: str, *, after: int = 0, limit: int = 1000) -> list[bytes]:
         """Stored JSON of ``stream``'s events with ``seq > after``, at most ``limit``."""
         if limit <= 0:
@@ -359,13 +447,18 @@ class RedisHub:
         )
         return [entry_json(entry_position(e), entry_fields(e)) for e in entries]
 
-    async def executions(self, limit: int = 100) -> list[ev.ExecutionSummary]:
-        """Known executions, most recently active first."""
+    async def executions(
+        self, limit: int = 100, filters: RunFilters | None = None
+    ) -> list[ev.ExecutionSummary]:
+        """Known executions, most recently active first (those that pass ``filters``:
+        this node's search index says which have an agent's events, or errors)."""
         if limit <= 0:
             return []
-        flat = await self._script("list the executions", "summaries", limit)
+        ids = await self._searchable().store.run_ids(filters) if filters else None
+        scan = MAX_EVENTS_LIMIT if filters else limit
+        flat = await self._script("list the executions", "summaries", scan)
         text = [None if v is None else bytes(v).decode() for v in flat]
-        return [
+        summaries = [
             ev.ExecutionSummary(
                 execution_id=cast(str, text[i]),
                 last_seq=int(text[i + 1] or 0),
@@ -376,6 +469,13 @@ class RedisHub:
             )
             for i in range(0, len(text), 6)
         ]
+        if filters:
+            summaries = [
+                s for s in summaries
+                if (ids is None or s.execution_id in ids)
+                and (filters.state is None or s.last_status == filters.state)
+            ]  # fmt: skip
+        return summaries[:limit]
 
     async def healthy(self) -> bool:
         """Whether Redis answers a ping within a second (or the timeout, if shorter)."""
@@ -418,21 +518,30 @@ class RedisHub:
 
 @asynccontextmanager
 async def open_redis_hub(
-    url: str, *, redis_timeout: float = DEFAULT_TIMEOUT, block: float = 1.0, **options: Any
+    url: str,
+    *,
+    redis_timeout: float = DEFAULT_TIMEOUT,
+    block: float = 1.0,
+    index: str = ":memory:",
+    **options: Any,
 ) -> AsyncIterator[RedisHub]:
     """Connect to Redis at ``url``, start the hub's reader, and yield the hub.
 
     ``url`` is ``redis://[:PASSWORD@]HOST:PORT/DB`` (``rediss://`` for TLS). Raises
     :class:`~trio_obs.StoreError` with one sentence if the URL is bad or Redis does not
-    answer. ``redis_timeout`` bounds each Redis call (seconds); ``options`` go to
-    :class:`RedisHub`.
+    answer. ``redis_timeout`` bounds each Redis call (seconds); ``index`` is the node's
+    own search index (a SQLite file, or ``:memory:``: copied from Redis at each start);
+    ``options`` go to :class:`RedisHub`.
     """
     timeout = redis_timeout
     client = redis_client(url, timeout=timeout)
     reader = redis_client(url, timeout=timeout + block)
     failure: StoreError | None = None
-    async with client, reader:
-        hub = RedisHub(client, reader, where=redacted(url), timeout=timeout, block=block, **options)
+    async with client, reader, open_store(index) as store:
+        hub = RedisHub(
+            client, reader, where=redacted(url), timeout=timeout, block=block, index=store,
+            **options,
+        )  # fmt: skip
         try:
             await hub.connect()
         except StoreError as exc:

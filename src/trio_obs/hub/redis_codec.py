@@ -105,27 +105,32 @@ def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else None
 
 
-def stored(planned: Sequence[Planned], reply: Sequence[Any]) -> list[Envelope]:
-    """The envelopes of a stored batch, from the script's per-event ``(seq, x, y)``."""
+def stored(planned: Sequence[Planned], reply: Sequence[Any], base: int) -> list[Envelope]:
+    """The envelopes of a stored batch, from the script's per-event ``(seq, x, y)`` and the
+    fan-out position before its first entry (``base``: the entries follow without a gap)."""
     out: list[Envelope] = []
     for i, p in enumerate(planned):
         seq, x, y = int(reply[3 * i]), reply[3 * i + 1], reply[3 * i + 2]
         event, key = p.event, p.event.execution_id
         task_id, tool, rate = own_task_id(event), p.name, None
+        base += 1
+        pos = base
         if isinstance(event, ev.AssertionResultEvent):
             rate = int(x) / int(y)
-            event = _numbered(event, seq=seq, running_pass_rate=rate)
+            event = _numbered(event, seq=seq, pos=pos, running_pass_rate=rate)
         else:
-            event = _numbered(event, seq=seq)
+            event = _numbered(event, seq=seq, pos=pos)
         if p.kind == "r":
             tool, task_id = _text(x), _unmaybe(y)
         elif p.kind == "k":
             task_id = _unmaybe(y)
         topic = TOPIC_OF_TYPE[event.type]
-        out.append(Envelope(key, seq, event, stamp(p.data, seq, rate), topic, task_id, tool))
+        data = stamp(p.data, seq, rate, pos)
+        out.append(Envelope(key, seq, event, data, topic, task_id, tool))
         if p.kind == "s" and key != GLOBAL:
+            base += 1  # the copy's fan-out entry
             copy_seq = int(x)
-            copy = attrs.evolve(event, seq=copy_seq)
+            copy = attrs.evolve(event, seq=copy_seq, pos=None)
             out.append(
                 Envelope(GLOBAL, copy_seq, copy, stamp(p.data, copy_seq), topic, is_copy=True)
             )
@@ -141,20 +146,27 @@ def pass_rate(fields: Mapping[bytes, bytes]) -> float | None:
     return int(passed) / int(total)
 
 
+def position(fields: Mapping[bytes, bytes]) -> int | None:
+    """An entry's global position on ``all`` (SPEC §14): its fan-out position, which the
+    script writes as ``p`` (None for a ``global`` copy, and for entries older than ``p``)."""
+    found = fields.get(b"p")
+    return int(found) if found is not None and b"c" not in fields else None
+
+
 def entry_json(seq: int, fields: Mapping[bytes, bytes]) -> bytes:
     """The wire JSON of a stream entry."""
-    return stamp(fields[b"d"], seq, pass_rate(fields))
+    return stamp(fields[b"d"], seq, pass_rate(fields), position(fields))
 
 
 def envelope_of(key: str, seq: int, fields: Mapping[bytes, bytes]) -> Envelope:
     """The envelope of a stream entry of ``key`` (its JSON decoded once, here)."""
-    template, rate = fields[b"d"], pass_rate(fields)
+    template, rate, pos = fields[b"d"], pass_rate(fields), position(fields)
     event = decode_event(orjson.loads(template))
     if rate is None:
-        _numbered(event, seq=seq)
+        _numbered(event, seq=seq, pos=pos)
     else:
-        _numbered(event, seq=seq, running_pass_rate=rate)
-    data = stamp(template, seq, rate)
+        _numbered(event, seq=seq, pos=pos, running_pass_rate=rate)
+    data = stamp(template, seq, rate, pos)
     return Envelope(
         key,
         seq,

@@ -231,7 +231,7 @@ class FanoutReader:
             if b"x" in fields:  # the stream was deleted (retention): forget what we hold
                 self._dispatch(envelopes)
                 envelopes = []
-                self.dispatcher.logs.clear(key)
+                self.dispatcher.forget(key)
                 continue
             try:
                 env = envelope_of(key, int(fields[b"s"]), fields)

@@ -7,10 +7,11 @@ Keys, under a prefix (default ``trio-obs:``):
 - ``fan`` -- the fan-out stream every node reads: entry ``<pos>-0`` per stored event,
   fields ``k`` (stream key), ``s`` (seq) and the fields of the execution stream; trimmed
   with ``MAXLEN ~``; an entry with ``x`` says the stream ``k`` was deleted (retention);
-- ``x:<key>`` -- an execution's stream: entry ``<seq>-0`` per event, fields ``d`` (the
-  event's unstamped JSON, see :mod:`trio_obs.core.stamp`), ``t`` (``=``task id), ``l``
-  (tool), ``r`` (assertions passed and total, for ``runningPassRate``), ``c`` (a
-  ``global`` copy of an ``execution:status``);
+- ``x:<key>`` -- an execution's stream: entry ``<seq>-0`` per event, fields ``p`` (its
+  fan-out position: the event's ``pos`` on ``all``, SPEC §14), ``d`` (the event's
+  unstamped JSON, see :mod:`trio_obs.core.stamp`), ``t`` (``=``task id), ``l`` (tool),
+  ``r`` (assertions passed and total, for ``runningPassRate``), ``c`` (a ``global`` copy
+  of an ``execution:status``);
 - ``c:<key>`` -- its counters: ``seq``, ``n`` (events), ``first``/``last`` timestamps,
   ``status``, ``at``/``ap`` (assertions total/passed);
 - ``s:<key>`` -- its tool uses (``t<id>`` tool, ``T<id>`` task) and skills (``K<id>`` task);
@@ -125,12 +126,14 @@ end
 -- Writes.
 local total = tonumber(ARGV[6])
 local pos = redis.call('HINCRBY', P .. 'meta', 'pos', total) - total
+out[#out + 1] = pos  -- last: the position before the batch's first entry
 local fan, maxlen = P .. 'fan', ARGV[5]
 for _, e in ipairs(entries) do
   local key, seq, fields = e[1], e[2], e[3]
-  redis.call('XADD', P .. 'x:' .. key, seq .. '-0', unpack(fields))
   pos = pos + 1
-  redis.call('XADD', fan, 'MAXLEN', '~', maxlen, pos .. '-0', 'k', key, 's', seq, unpack(fields))
+  redis.call('XADD', P .. 'x:' .. key, seq .. '-0', 'p', pos, unpack(fields))
+  redis.call('XADD', fan, 'MAXLEN', '~', maxlen, pos .. '-0', 'k', key, 's', seq, 'p', pos,
+    unpack(fields))
 end
 for key, c in pairs(counters) do
   local h = {'seq', c.seq, 'n', c.n, 'at', c.at, 'ap', c.ap}

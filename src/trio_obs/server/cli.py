@@ -15,6 +15,7 @@ from typing import Final
 
 import trio
 
+from ..cli import DEFAULT_DB
 from ..core.errors import StoreError, first_error
 from ..producers import Observability, open_observability, open_redis_observability
 from .app import ServerConfig, is_loopback, serve
@@ -70,9 +71,11 @@ async def _main(args: argparse.Namespace) -> None:
             "buffer_bytes": args.buffer_bytes,
         }
         opening = (
-            open_redis_observability(args.redis, replicas=args.redis_replicas, **sizes)
+            open_redis_observability(
+                args.redis, replicas=args.redis_replicas, index=args.db or ":memory:", **sizes
+            )
             if args.redis
-            else open_observability(args.db, durability=args.durability, **sizes)
+            else open_observability(args.db or DEFAULT_DB, durability=args.durability, **sizes)
         )
         async with opening as obs, trio.open_nursery() as nursery:
             port = await nursery.start(serve, obs, config)
@@ -103,7 +106,7 @@ def _local_name(host: str) -> str:
 def _store(args: argparse.Namespace) -> str:
     """Where the events are stored, for the start line (never a password)."""
     if not args.redis:
-        return str(args.db)
+        return str(args.db or DEFAULT_DB)
     from ..hub.redis import redacted
 
     return f"Redis at {redacted(args.redis)}"
