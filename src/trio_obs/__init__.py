@@ -14,7 +14,13 @@ from ._version import __version__
 from .client.common import PostRejected, StreamClosed, StreamRefused
 from .client.post import HttpPublisher, post_events
 from .client.stream import EventStream, open_stream
-from .core.errors import InvalidInput, StoreError, SubscriptionEnded, TrioObsError
+from .core.errors import (
+    InvalidInput,
+    StoreError,
+    SubscriptionEnded,
+    TrioObsError,
+    UncertainOutcome,
+)
 from .core.events import (
     AgentHeartbeatEvent,
     AssertionResult,
@@ -120,6 +126,7 @@ __all__ = [
     "TranscriptEntryEvent",
     "TranscriptService",
     "TrioObsError",
+    "UncertainOutcome",
     "Unsubscribe",
     "UnsubscribedEvent",
     "WaveStatusEvent",

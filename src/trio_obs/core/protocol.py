@@ -66,13 +66,24 @@ RECONNECT_CODES: Final = frozenset(
 # --------------------------------------------------------------------------- error codes
 
 ErrorCode: TypeAlias = Literal[
-    "INVALID_MESSAGE", "INVALID_TOPIC", "INVALID_FILTER", "INVALID_EVENT", "UNAVAILABLE"
-]
+    "INVALID_MESSAGE", "INVALID_TOPIC", "INVALID_FILTER", "INVALID_EVENT", "UNAVAILABLE",
+    "OUTCOME_UNKNOWN", "NOT_REPLICATED", "PARTIALLY_STORED",
+]  # fmt: skip
 INVALID_MESSAGE: Final = "INVALID_MESSAGE"
 INVALID_TOPIC: Final = "INVALID_TOPIC"
 INVALID_FILTER: Final = "INVALID_FILTER"
 INVALID_EVENT: Final = "INVALID_EVENT"
 UNAVAILABLE: Final = "UNAVAILABLE"
+"""503: the store could not take the batch; nothing of it was stored (retry at will)."""
+OUTCOME_UNKNOWN: Final = "OUTCOME_UNKNOWN"
+"""504: the store did not answer in time; the batch may be stored (retry with the same key)."""
+NOT_REPLICATED: Final = "NOT_REPLICATED"
+"""504: stored on the Redis primary, not confirmed by the replicas asked for in time."""
+PARTIALLY_STORED: Final = "PARTIALLY_STORED"
+"""504: some events of the batch were stored, others not (a Redis Cluster shard failed)."""
+UNCERTAIN_STATUS: Final = 504
+"""The status of an answer that says some of a batch may be stored: a retry is safe only
+with the same ``Idempotency-Key`` (503 says nothing was stored)."""
 
 # --------------------------------------------------------------------------- limits
 

@@ -55,18 +55,22 @@ def resume_point(
 ) -> Resume:
     """Where a subscription to ``stream`` starts (SPEC §3 replay, §10 epochs).
 
-    Without ``since``: the last ``buffer_size`` events. With ``since=S``: after S (never
-    beyond what exists). A client that resumes from another epoch's history is told
-    ``observability:reset`` and gets the history that exists, from its first event
-    (an ``all`` client is told too: the seqs it remembers belong to the old history).
+    Without ``since``: the last ``buffer_size`` events. With ``since=S``: after S. A client
+    that resumes from another epoch's history is told ``observability:reset`` and gets the
+    history that exists, from its first event (an ``all`` client is told too: the seqs it
+    remembers belong to the old history); so is one whose ``since`` is beyond the last
+    stored seq: it saw events the store no longer holds, and what comes next under those
+    numbers would be other events.
     """
-    if client_epoch is not None and client_epoch != epoch:
+    if (client_epoch is not None and client_epoch != epoch) or (
+        stream != ALL and since is not None and since > last_seq
+    ):
         return Resume(0, ev.ResetEvent(epoch=epoch, last_seq=last_seq))
     if stream == ALL:
         return Resume(0)
     if since is None:
         return Resume(max(0, last_seq - buffer_size))
-    return Resume(min(since, last_seq))
+    return Resume(since)
 
 
 def reply_frame(message: ev.ServerEvent) -> bytes:

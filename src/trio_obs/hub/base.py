@@ -116,8 +116,8 @@ class Hub(Protocol):
         """Delete every execution idle for more than ``max_idle`` seconds; their ids."""
         ...
 
-    async def healthy(self) -> bool:
-        """Whether the hub can store events right now."""
+    async def problem(self) -> str | None:
+        """Why events could not be stored right now (a sentence), or None when they can."""
         ...
 
     def stats(self) -> HubStats:

@@ -29,10 +29,9 @@ from ..core.protocol import (
     DEFAULT_QUEUE_SIZE,
 )
 from ..core.routing import Envelope
-from ..core.session import Resume, resume_point
-from ..core.stats import HubStats
 from .base import Waker
 from .clock import now_iso
+from .common import HubCommon
 from .dispatch import Dispatcher, LiveSubscription
 from .sqlite import KeyRow, Store
 
@@ -59,7 +58,7 @@ class _Retain:
     error: BaseException | None = None
 
 
-class LocalHub:
+class LocalHub(HubCommon):
     """The single-node hub over an open :class:`~trio_obs.hub.sqlite.Store`.
 
     Start :meth:`run` in a nursery (or use :func:`trio_obs.open_observability`), then
@@ -95,16 +94,6 @@ class LocalHub:
     def epoch(self) -> str:
         """The store's epoch (made with the database; a new ``:memory:`` store has a new one)."""
         return self.store.epoch
-
-    @property
-    def buffer_size(self) -> int:
-        """Events replayed to a new subscriber without ``since``."""
-        return self.dispatcher.buffer_size
-
-    @property
-    def queue_size(self) -> int:
-        """Events a subscriber may fall behind in memory."""
-        return self.dispatcher.queue_size
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -162,7 +151,7 @@ class LocalHub:
                 raise request.error
             raise StoreError(f"could not store the events: {request.error}") from request.error
         if request.repeat_of is not None:
-            return await self._read_back(request.repeat_of)
+            return await self.read_back(request.repeat_of)
         assert request.result is not None
         return request.result
 
@@ -281,19 +270,6 @@ class LocalHub:
         if len(self._keys) > _KEY_CACHE:
             self._keys.popitem(last=False)
 
-    async def _read_back(self, answer: list[tuple[str, int]]) -> list[Envelope]:
-        """The envelopes an earlier request stored, read back from the store."""
-        out: list[Envelope] = []
-        i = 0
-        while i < len(answer):
-            key, first = answer[i]
-            j = i
-            while j + 1 < len(answer) and answer[j + 1] == (key, answer[j][1] + 1):
-                j += 1
-            out += await self.store.read(key, after=first - 1, upto=answer[j][1])
-            i = j + 1
-        return out
-
     # ------------------------------------------------------------------ subscribing
 
     def subscribe(
@@ -310,51 +286,26 @@ class LocalHub:
         event with ``seq > S``; live events follow with no gap and no duplicate.
         ``all`` gets no replay.
         """
-        return self._subscribe(stream, since, None, queue_size, waker)[0]
+        return self._open(stream, since, None, self._last_seq(stream), queue_size, waker)[0]
 
-    def _subscribe(
-        self,
-        stream: str,
-        since: int | None,
-        epoch: str | None,
-        queue_size: int | None,
-        waker: Waker | None,
-    ) -> tuple[LiveSubscription, Resume]:
-        if since is not None and since < 0:
-            raise ValueError("since must be >= 0")
-        head = 0 if stream == ALL else self.last_seq(stream)
-        resume = resume_point(
-            stream,
-            since=since,
-            client_epoch=epoch,
-            epoch=self.epoch,
-            last_seq=head,
-            buffer_size=self.buffer_size,
-        )
-        sub = self.dispatcher.subscribe(
-            stream, cursor=resume.cursor, head=head, queue_size=queue_size, waker=waker
-        )
-        return sub, resume
+    def _last_seq(self, stream: str) -> int:
+        return 0 if stream == ALL else self.last_seq(stream)
 
-    async def open_subscription(
-        self,
-        stream: str,
-        *,
-        since: int | None = None,
-        epoch: str | None = None,
-        queue_size: int | None = None,
-        waker: Waker | None = None,
-    ) -> tuple[LiveSubscription, Resume]:
-        """:meth:`subscribe`, with epochs (SPEC §10): the Hub protocol's form."""
+    async def head(self, stream: str) -> int:
+        """The seq of ``stream``'s newest stored event (0 for ``all``)."""
         if stream != ALL and not self.ledger.knows(stream):
             self.ledger.learn_streams(await self.store.counters([stream]))
-        return self._subscribe(stream, since, epoch, queue_size, waker)
+        return self._last_seq(stream)
 
     # ------------------------------------------------------------------ reads
 
     async def read_envelopes(self, key: str, *, after: int, limit: int) -> list[Envelope]:
         """Stored envelopes of ``key`` after a seq (subscriptions that fell behind read here)."""
         return await self.store.read(key, after=after, limit=limit)
+
+    async def read_range(self, key: str, *, after: int, upto: int) -> list[Envelope]:
+        """Stored envelopes of ``key`` with ``after < seq <= upto``."""
+        return await self.store.read(key, after=after, upto=upto)
 
     async def read(self, stream: str, *, after: int = 0, limit: int = 1000) -> list[bytes]:
         """Stored JSON of ``stream``'s events with ``seq > after``, at most ``limit``."""
@@ -364,9 +315,9 @@ class LocalHub:
         """Known executions, most recently active first."""
         return await self.store.executions(limit)
 
-    async def healthy(self) -> bool:
-        """Whether the store is open."""
-        return not self.store.closed
+    async def problem(self) -> str | None:
+        """Why events could not be stored now (the store is closed), or None when they can."""
+        return "the store is closed" if self.store.closed else None
 
     def last_seq(self, key: str) -> int:
         """The seq of the newest stored event of ``key`` (0 if none).
@@ -376,14 +327,6 @@ class LocalHub:
         if not self.ledger.knows(key):
             self.ledger.learn_streams(self.store.counters_now([key]))
         return self.ledger.last_seq(key)
-
-    def stats(self) -> HubStats:
-        """Counters for ``/metrics``."""
-        return self.dispatcher.snapshot()
-
-    def subscriptions(self) -> list[LiveSubscription]:
-        """Every open subscription."""
-        return self.dispatcher.subscriptions()
 
     # ------------------------------------------------------------------ the plan's queries
 

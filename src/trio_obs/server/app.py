@@ -248,9 +248,11 @@ class _Server:
         )
 
     async def health(self, request: Request, _: str, body: bytes) -> Response:
-        healthy = await self.hub.healthy()
+        problem = await self.hub.problem()
+        healthy = problem is None
         answer = {
             "status": "ok" if healthy else "degraded",
+            **({} if healthy else {"reason": problem}),
             "connections": len(self.connections),
             "uptimeSeconds": round(self.metrics.uptime, 3),
             "version": __version__,

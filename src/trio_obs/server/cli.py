@@ -106,7 +106,7 @@ def _store(args: argparse.Namespace) -> str:
     """Where the events are stored, for the start line (never a password)."""
     if not args.redis:
         return str(args.db)
-    from ..hub.redis import redacted
+    from ..hub.redis_url import redacted
 
     return f"Redis at {redacted(args.redis)}"
 

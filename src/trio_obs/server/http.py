@@ -24,7 +24,7 @@ REASONS: Final = {
     404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
     413: "Content Too Large", 415: "Unsupported Media Type", 421: "Misdirected Request",
     426: "Upgrade Required", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 503: "Service Unavailable",
+    500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout",
 }  # fmt: skip
 
 
