@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any, Final, TypeAlias, cast
 
@@ -183,12 +184,14 @@ async def _check(clients: Clients) -> None:
     info = await clients.calls.info("cluster")
     if info.get("cluster_enabled"):
         raise RedisUrlError(
-            f"Redis at {target.where} is a node of a Redis Cluster: use "
-            f"--redis redis+cluster://HOST:PORT (any of its nodes) instead of {target.where}"
+            f"Redis at {target.where} is a node of a Redis Cluster: name it as "
+            f"redis+cluster://HOST:PORT (any of its nodes)"
         )
     if target.password is not None and target.username is None:
         try:
-            await clients.calls.auth(target.password)
+            with warnings.catch_warnings():  # "use the password argument": it is used; this asks
+                warnings.simplefilter("ignore")
+                await clients.calls.auth(target.password)
         except ResponseError as exc:
             if "without any password configured" not in str(exc):
                 raise

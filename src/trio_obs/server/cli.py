@@ -8,12 +8,16 @@ import ipaddress
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
 
 import trio
 
 from ..core.errors import StoreError
+from ..hub.redis_url import RedisUrlError
 from ..producers import Observability, open_observability, open_redis_observability
-from .app import ServerConfig, serve
+from .app import ServerConfig, open_listeners, serve
 
 log = logging.getLogger("trio_obs")
 
@@ -71,13 +75,15 @@ async def _main(args: argparse.Namespace) -> None:
             "queue_size": args.queue_size,
             "buffer_bytes": args.buffer_bytes,
         }
+        # The port first: when it is taken, that is all there is to say (no store opened).
+        listeners = await open_listeners(config)
         opening = (
             open_redis_observability(args.redis, replicas=args.redis_replicas, **sizes)
             if args.redis
             else open_observability(args.db, **sizes)
         )
-        async with opening as obs, trio.open_nursery() as nursery:
-            port = await nursery.start(serve, obs, config)
+        async with _closing(listeners), opening as obs, trio.open_nursery() as nursery:
+            port = await nursery.start(partial(serve, obs, config, listeners=listeners))
             _announce(args, config, port)
             if args.retention:
                 nursery.start_soon(_retain, obs, args.retention)
@@ -95,6 +101,16 @@ async def _main(args: argparse.Namespace) -> None:
                 nursery.cancel_scope.cancel()
                 break
     log.info("trio-obs stopped")
+
+
+@asynccontextmanager
+async def _closing(listeners: list[trio.SocketListener]) -> AsyncIterator[None]:
+    """Close ``listeners`` on the way out (the server does, unless the store never opened)."""
+    try:
+        yield
+    finally:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
 
 
 def _local_name(host: str) -> str:
@@ -139,16 +155,20 @@ def _first(group: BaseExceptionGroup[Exception]) -> Exception:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM; returns the exit status."""
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    level = getattr(logging, args.log_level.upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    if level > logging.DEBUG:
+        # coredis logs what the hub reports itself, in one line (its tracebacks and retries
+        # only at --log-level debug).
+        logging.getLogger("coredis").setLevel(logging.CRITICAL)
     status = 0
     try:
         trio.run(_main, args)
     except* KeyboardInterrupt:  # a second Ctrl-C during shutdown
         status = 130
+    except* RedisUrlError as group:
+        log.error("cannot start: %s: %s", getattr(args, "redis_source", "--redis"), _first(group))
+        status = 1
     except* StoreError as group:
         log.error("cannot start: %s", _first(group))
         status = 1
