@@ -151,8 +151,8 @@ class Watcher:
             self.last.clear()
         elif "seq" in frame:
             assert self.epoch is not None
-            key = frame["executionId"]
-            self.received.append((self.epoch, key, frame["seq"], frame["instanceId"]))
+            key = frame["executionId"] if self.stream == "all" else self.stream
+            self.received.append((self.epoch, key, frame["seq"], frame.get("instanceId", "")))
             self.last[key] = frame["seq"]
         self.changed.set()
         self.changed = trio.Event()
@@ -177,7 +177,7 @@ async def stored(node: Address, execution: str) -> dict[int, str]:
     async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as http:
         answer = await http.get(node.url(f"/api/executions/{execution}/events?limit=10000"))
     answer.raise_for_status()
-    return {e["seq"]: e["instanceId"] for e in answer.json()}
+    return {e["seq"]: e.get("instanceId", "") for e in answer.json()}
 
 
 async def health(node: Address) -> dict[str, Any]:

@@ -297,13 +297,55 @@ class Cluster:
             capture_output=True, timeout=60, check=True,
         )  # fmt: skip
         wait_until(self.ok, "the cluster forms")
-        self.primaries = self.nodes[:shards]
-        wait_until(lambda: all(self.replicas_of(p) for p in self.primaries), "replicas sync")
+        self.wait_whole()
+
+    def wait_whole(self) -> None:
+        """Until the cluster is ok and every primary has a replica online."""
+        wait_until(
+            lambda: self.ok() and all(self.replicas_of(p) for p in self.primaries),
+            "the cluster is whole",
+        )
 
     def ok(self) -> bool:
         """Whether every live node says the cluster is ok."""
         live = [n for n in self.nodes if n.process is not None]
         return all("cluster_state:ok" in n.call("CLUSTER", "INFO") for n in live)
+
+    def _rows(self) -> list[list[str]]:
+        live = next(n for n in self.nodes if n.process is not None)
+        return [row.split() for row in live.call("CLUSTER", "NODES").splitlines() if row]
+
+    @property
+    def primaries(self) -> list[RedisServer]:
+        """The primaries now (a failover changes them), in slot order."""
+        found: list[tuple[int, int]] = []
+        for row in self._rows():
+            if "master" in row[2] and "fail" not in row[2] and len(row) > 8:
+                port = int(row[1].split("@")[0].rsplit(":", 1)[1])
+                found.append((int(row[8].partition("-")[0]), port))
+        by_port = {n.port: n for n in self.nodes}
+        return [by_port[port] for _, port in sorted(found)]
+
+    def primary_of(self, slot: int) -> RedisServer:
+        """The primary that serves ``slot`` now."""
+        for row in self._rows():
+            if "master" not in row[2] or "fail" in row[2]:
+                continue
+            for part in row[8:]:
+                low, _, high = part.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    port = int(row[1].split("@")[0].rsplit(":", 1)[1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise AssertionError(f"no primary serves slot {slot}")
+
+    def fail_over(self, primary: RedisServer) -> RedisServer:
+        """Kill ``primary``; wait until its replica has taken over. The new primary."""
+        [replica] = self.replicas_of(primary)
+        primary.stop()
+        wait_until(
+            lambda: "role:master" in replica.info("replication") and self.ok(), "the failover"
+        )
+        return replica
 
     def replicas_of(self, primary: RedisServer) -> list[RedisServer]:
         """The replicas (online) of one primary."""
