@@ -7,6 +7,7 @@ loopback ports); tests keep to their own executions, or to their own key prefix.
 
 from __future__ import annotations
 
+import random
 import signal
 import subprocess
 import uuid
@@ -29,7 +30,8 @@ from failover_support import (
 )
 from redis_support import Cluster, RedisServer, needs_redis
 from support import TIMEOUT, Address, command, environment
-from trio_obs import StoreError
+from test_redis_hub import outcome, publish, scenario
+from trio_obs import InvalidInput, StoreError, open_observability
 from trio_obs.core.protocol import GLOBAL
 from trio_obs.hub.redis_scripts import CLUSTER_PARTITIONS, Layout, hash_slot
 from trio_obs.producers import open_redis_observability
@@ -86,6 +88,32 @@ def test_the_partitions_spread_evenly_over_the_slot_range() -> None:
     assert layout.of(GLOBAL) == 0
     with pytest.raises(ValueError, match="hash tag"):
         Layout.cluster("my{tag}:")
+
+
+async def test_the_history_rules_give_what_the_single_node_ledger_gives(cluster: Cluster) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    batches = scenario(random.Random(2027))
+    async with (
+        open_observability() as single,
+        open_redis_observability(cluster.url, prefix=prefix) as a,
+        open_redis_observability(cluster.url, prefix=prefix) as b,
+    ):
+        assert len({a.hub.layout.of(k) for k in ["e1", "e2", "e3", "e4"]}) > 1  # type: ignore[attr-defined]
+        for i, batch in enumerate(batches):
+            results: list[Any] = []
+            for hub in (single.hub, (a.hub, b.hub)[i % 2]):
+                try:
+                    results.append(outcome(await publish(hub, batch)))
+                except InvalidInput as exc:
+                    results.append(str(exc))
+            assert results[1] == results[0], f"batch {i}"
+        for key in ["e1", "e2", "e3", "e4", GLOBAL]:
+            kept = await single.hub.read(key, limit=10_000)
+            assert await a.hub.read(key, limit=10_000) == kept, key
+            assert await b.hub.read(key, limit=10_000) == kept, key
+        # Across shards "most recently active" is by Redis's clock: the same set, the same rows.
+        listing = await single.hub.executions()
+        assert sorted(await a.hub.executions(), key=str) == sorted(listing, key=str)
 
 
 # --------------------------------------------------------------------------- as users run it
