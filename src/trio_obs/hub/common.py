@@ -25,6 +25,12 @@ class HubCommon:
         raise NotImplementedError
 
     @property
+    def ordered_all(self) -> bool:
+        """Whether ``all`` has one order, so one global position (SPEC §14); a Redis Cluster's
+        partitions have none across them."""
+        return True
+
+    @property
     def buffer_size(self) -> int:
         """Events replayed to a new subscriber without ``since``."""
         return self.dispatcher.buffer_size

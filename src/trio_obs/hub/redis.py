@@ -198,6 +198,13 @@ class RedisHub(HubCommon):
         return self._epoch.value
 
     @property
+    def ordered_all(self) -> bool:
+        """Whether ``all`` has one order (one fan-out stream): not on a Redis Cluster, whose
+        partitions have a fan-out stream each and no order across them. Where it has none, a
+        resume of ``all`` from a global position is answered with a reset (README)."""
+        return len(self.layout.partitions) == 1
+
+    @property
     def trimmed(self) -> int:
         """Fan-out entries this node could not read because they were trimmed."""
         return sum(r.trimmed for r in self.readers)
