@@ -172,6 +172,7 @@ def one_of_each() -> dict[str, Envelope]:
                 line_number=1,
             )
         ),
+        "spans": _env(ev.SpanStartEvent(execution_id="e1", span_id="sp", kind="llm", name="chat")),
     }
 
 

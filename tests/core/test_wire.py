@@ -94,7 +94,17 @@ message_bus_entries = st.builds(
     payload=opt(json_dicts),
 )
 
-common = {"execution_id": ids, "timestamp": text, "seq": seqs}
+common = {
+    "execution_id": ids,
+    "timestamp": text,
+    "seq": seqs,
+    "span_id": opt(ids),
+    "parent_span_id": opt(ids),
+    "agent": opt(text),
+}
+usages = st.dictionaries(text, st.integers(0, 2**53), max_size=4)
+messages = st.lists(json_dicts, max_size=3)
+span_common = {k: v for k, v in common.items() if k != "span_id"}
 STREAM_EVENTS: dict[str, st.SearchStrategy[Any]] = {
     "transcript:entry": st.builds(
         ev.TranscriptEntryEvent, entry=transcript_entries, is_latest=st.booleans(), **common
@@ -168,7 +178,42 @@ STREAM_EVENTS: dict[str, st.SearchStrategy[Any]] = {
         ev.ExecutionStatusEvent,
         status=one_of(ev.ExecutionState),
         message=opt(text),
+        output=opt(text),
+        usage=opt(usages),
         **common,
+    ),
+    "span:start": st.builds(
+        ev.SpanStartEvent,
+        span_id=ids,
+        kind=one_of(ev.SpanKind),
+        name=text,
+        task_id=opt(ids),
+        operation=opt(text),
+        model=opt(text),
+        provider=opt(text),
+        conversation_id=opt(text),
+        input_messages=opt(messages),
+        system_instructions=opt(messages),
+        details=opt(json_dicts),
+        **span_common,
+    ),
+    "span:end": st.builds(
+        ev.SpanEndEvent,
+        span_id=ids,
+        state=one_of(ev.SpanEndState),
+        duration_ms=opt(floats),
+        kind=opt(one_of(ev.SpanKind)),
+        name=opt(text),
+        model=opt(text),
+        usage=opt(usages),
+        finish_reasons=opt(st.lists(text, max_size=3)),
+        input_messages=opt(messages),
+        output_messages=opt(messages),
+        output=opt(text),
+        cut=opt(st.integers(0, 2**40)),
+        error=opt(text),
+        details=opt(json_dicts),
+        **span_common,
     ),
 }
 any_stream_event = st.one_of(*STREAM_EVENTS.values())
@@ -176,7 +221,7 @@ any_stream_event = st.one_of(*STREAM_EVENTS.values())
 
 def test_every_stream_event_type_has_a_strategy() -> None:
     assert set(STREAM_EVENTS) == set(ev.STREAM_EVENT_TYPES)
-    assert len(STREAM_EVENTS) == 11
+    assert len(ev.PLAN_EVENT_TYPES) == 11 and set(STREAM_EVENTS) > ev.PLAN_EVENT_TYPES
 
 
 # --------------------------------------------------------------------------- round trips

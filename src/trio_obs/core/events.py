@@ -30,8 +30,18 @@ WaveState: TypeAlias = Literal["pending", "running", "completed", "failed"]
 AgentState: TypeAlias = Literal["idle", "working", "blocked", "error"]
 ExecutionState: TypeAlias = Literal["started", "running", "paused", "completed", "failed"]
 AssertionOutcome: TypeAlias = Literal["pass", "fail", "skip", "warn"]
+SpanKind: TypeAlias = Literal["agent", "llm", "tool", "skill", "task", "wave", "span"]
+"""What a span is (SPEC §12): an agent, a model call, a tool call, a skill, a task, a wave,
+or anything else."""
+SpanState: TypeAlias = Literal["running", "done", "error", "blocked", "lost"]
+"""A span's state (SPEC §12): ``blocked`` is for tools, ``lost`` is judged by the watchdog."""
+SpanEndState: TypeAlias = Literal["done", "error", "blocked", "lost"]
+"""The states a ``span:end`` may carry (a span that ended is no longer ``running``)."""
 
 JSONDict: TypeAlias = dict[str, Any]
+Usage: TypeAlias = dict[str, int]
+"""Token counts by camelCase name: ``inputTokens``, ``outputTokens`` and any other the
+producer gave (``cacheReadInputTokens``, ``reasoningTokens``, ...)."""
 
 
 def _finite(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -115,6 +125,9 @@ class TranscriptEntryEvent:
     execution_id: str
     entry: TranscriptEntry
     is_latest: bool = True
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
 
@@ -129,6 +142,9 @@ class ToolStartEvent:
     tool: str
     input_summary: str
     task_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
 
@@ -145,6 +161,9 @@ class ToolEndEvent:
     output_summary: str | None = None
     is_error: bool | None = None
     is_blocked: bool | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
 
@@ -158,6 +177,9 @@ class ToolOutputEvent:
     tool_use_id: str
     chunk: str
     is_stderr: bool = False
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
 
@@ -171,6 +193,9 @@ class AssertionResultEvent:
     task_id: str
     assertion: AssertionResult
     running_pass_rate: float = attrs.field(default=1.0, validator=_finite)
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
 
@@ -186,6 +211,9 @@ class SkillStartEvent:
     skill_file: str
     line_number: int
     task_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
 
@@ -200,6 +228,9 @@ class SkillEndEvent:
     skill_name: str
     status: SkillStatus
     duration_ms: float = attrs.field(validator=_finite)
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
 
@@ -215,6 +246,9 @@ class MessageBusEvent:
     entry: MessageBusLogEntry
     execution_id: str = ""
     requires_action: bool = False
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
 
@@ -230,6 +264,9 @@ class WaveStatusEvent:
     task_count: int
     completed_count: int
     failed_count: int
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
 
@@ -244,6 +281,9 @@ class AgentHeartbeatEvent:
     status: AgentState
     current_task_id: str | None = None
     metrics: dict[str, float] | None = attrs.field(default=None, validator=_finite_values)
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
 
@@ -256,6 +296,85 @@ class ExecutionStatusEvent:
     execution_id: str
     status: ExecutionState
     message: str | None = None
+    output: str | None = None
+    """On the closing status: what the run's outermost agent (else its root) produced."""
+    usage: Usage | None = None
+    """On the closing status: the run's token usage, each count once (SPEC §12 "Results")."""
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    agent: str | None = None
+    timestamp: str = ""
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SpanStartEvent:
+    """``span:start`` (topic ``spans``): an agent, model call or other span began (SPEC §12).
+
+    Tools keep ``tool:start``, skills ``skill:start`` and the trace's root span
+    ``execution:status``; every other span opens with exactly one of these.
+    ``name`` is the title a person reads (``logfire.msg``, else the agent/model name,
+    else the span name). Model calls (``kind`` ``llm``) carry ``model`` and ``provider``,
+    and their input messages when the producer gave them at the start.
+    """
+
+    type: Literal["span:start"] = attrs.field(default="span:start", init=False)
+    execution_id: str
+    span_id: str
+    kind: SpanKind
+    name: str
+    parent_span_id: str | None = None
+    agent: str | None = None
+    task_id: str | None = None
+    operation: str | None = None
+    """The producer's own word for what the span does (``chat``, ``invoke_agent``, ...)."""
+    model: str | None = None
+    provider: str | None = None
+    conversation_id: str | None = None
+    input_messages: list[JSONDict] | None = None
+    system_instructions: list[JSONDict] | None = None
+    details: JSONDict | None = None
+    """Everything else the producer said of the span (attributes, trimmed)."""
+    timestamp: str = ""
+    seq: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SpanEndEvent:
+    """``span:end`` (topic ``spans``): a span that ``span:start`` opened has ended.
+
+    A span's facts are its start and its end together (a field on both: the end's).
+    For a model call: ``model`` (the response model, else the request's), ``usage``,
+    ``finish_reasons``, and the conversation structured as the OpenTelemetry GenAI
+    conventions' JSON messages (``input_messages``, ``system_instructions``,
+    ``output_messages``: role and typed parts — text, tool_call, tool_call_response,
+    reasoning), at most 256 KiB per call: ``cut`` says how many bytes were cut (from
+    the middle of the longest message, marked there). ``output`` is the text the span
+    produced (an agent's final result, a model call's answer).
+    """
+
+    type: Literal["span:end"] = attrs.field(default="span:end", init=False)
+    execution_id: str
+    span_id: str
+    state: SpanEndState
+    duration_ms: float | None = attrs.field(default=None, validator=_finite)
+    kind: SpanKind | None = None
+    name: str | None = None
+    parent_span_id: str | None = None
+    agent: str | None = None
+    task_id: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    usage: Usage | None = None
+    finish_reasons: list[str] | None = None
+    input_messages: list[JSONDict] | None = None
+    system_instructions: list[JSONDict] | None = None
+    output_messages: list[JSONDict] | None = None
+    output: str | None = None
+    cut: int | None = None
+    error: str | None = None
+    """Why the span failed (state ``error``), as the producer said it."""
+    details: JSONDict | None = None
     timestamp: str = ""
     seq: int | None = None
 
@@ -272,6 +391,8 @@ StreamEvent: TypeAlias = (
     | WaveStatusEvent
     | AgentHeartbeatEvent
     | ExecutionStatusEvent
+    | SpanStartEvent
+    | SpanEndEvent
 )
 
 STREAM_EVENT_TYPES: Final[dict[str, type[StreamEvent]]] = {
@@ -286,7 +407,19 @@ STREAM_EVENT_TYPES: Final[dict[str, type[StreamEvent]]] = {
     "wave:status": WaveStatusEvent,
     "agent:heartbeat": AgentHeartbeatEvent,
     "execution:status": ExecutionStatusEvent,
+    "span:start": SpanStartEvent,
+    "span:end": SpanEndEvent,
 }
+"""Every stream event type (SPEC §2 and §12), by its ``type``."""
+
+PLAN_EVENT_TYPES: Final[frozenset[str]] = frozenset(
+    {
+        "transcript:entry", "tool:start", "tool:end", "tool:output", "assertion:result",
+        "skill:start", "skill:end", "messagebus:event", "wave:status", "agent:heartbeat",
+        "execution:status",
+    }
+)  # fmt: skip
+"""The source plan's 11 stream event types (their shape never changes; SPEC §2)."""
 
 
 # --------------------------------------------------------------------------- connection events

@@ -17,7 +17,7 @@ RESERVED_STREAMS: Final = frozenset({ALL, GLOBAL})
 
 Topic: TypeAlias = Literal[
     "all", "transcript", "tools", "assertions", "skills", "messagebus", "waves", "agents",
-    "execution",
+    "execution", "spans",
 ]  # fmt: skip
 TOPICS: Final[frozenset[str]] = frozenset(Topic.__args__)  # type: ignore[attr-defined]
 
@@ -33,8 +33,10 @@ TOPIC_OF_TYPE: Final[dict[str, str]] = {
     "wave:status": "waves",
     "agent:heartbeat": "agents",
     "execution:status": "execution",
+    "span:start": "spans",
+    "span:end": "spans",
 }
-"""Which topic each stream event type belongs to (the plan's OBS-602)."""
+"""Which topic each stream event type belongs to (the plan's OBS-602; ``spans``: SPEC §12)."""
 
 Severity: TypeAlias = Literal["debug", "info", "warning", "error", "critical"]
 SEVERITIES: Final[frozenset[str]] = frozenset(Severity.__args__)  # type: ignore[attr-defined]

@@ -109,6 +109,14 @@ def _structure_metrics(value: Any, _: type) -> dict[str, float]:
     return {str(k): float(v) for k, v in value.items()}
 
 
+def _structure_usage(value: Any, _: type) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(
+        v.__class__ is int and v >= 0 for v in value.values()
+    ):
+        raise TypeError("expected an object of non-negative integer token counts")
+    return {str(k): v for k, v in value.items()}
+
+
 def _make_converter(*, detailed: bool = True) -> cattrs.Converter:
     conv = make_converter(detailed_validation=detailed)
     # Foreign JSON must have the right JSON types: no silent "5" -> 5 coercion.
@@ -122,6 +130,11 @@ def _make_converter(*, detailed: bool = True) -> cattrs.Converter:
         lambda v, t: None if v is None else _structure_object(v, t),
     )
     conv.register_structure_hook_func(lambda t: t == dict[str, float], _structure_metrics)
+    conv.register_structure_hook_func(lambda t: t == ev.Usage, _structure_usage)
+    conv.register_structure_hook_func(
+        lambda t: set(typing.get_args(t)) == {ev.Usage, type(None)},
+        lambda v, t: None if v is None else _structure_usage(v, t),
+    )
 
     wire_classes: list[type] = [
         ev.TranscriptEntry,

@@ -7,6 +7,7 @@ const TOPIC_OF_TYPE = {
   "tool:output": "tools", "assertion:result": "assertions", "skill:start": "skills",
   "skill:end": "skills", "messagebus:event": "messagebus", "wave:status": "waves",
   "agent:heartbeat": "agents", "execution:status": "execution",
+  "span:start": "spans", "span:end": "spans",
 };
 export const TOPICS = [...new Set(Object.values(TOPIC_OF_TYPE))];
 export const topicOf = (ev) => TOPIC_OF_TYPE[ev.type] ?? "other";
