@@ -332,9 +332,8 @@ async def test_retention_on_one_node_deletes_idle_executions_for_every_node(
 # --------------------------------------------------------------------------- the command
 
 
-@pytest.mark.parametrize("how", ["flag", "environment"])
-def test_an_unreachable_redis_is_one_line_and_exit_1(how: str) -> None:
-    url = "redis://:hunter2@127.0.0.1:1/0"
+def refusal(url: str, how: str) -> str:
+    """The one line ``serve`` says when it cannot start on ``url`` (given by flag or env)."""
     args = ["serve", "--port", "0"] + (["--redis", url] if how == "flag" else [])
     extra = {"TRIO_OBS_REDIS": url} if how == "environment" else {}
     done = subprocess.run(
@@ -342,8 +341,14 @@ def test_an_unreachable_redis_is_one_line_and_exit_1(how: str) -> None:
     )
     assert done.returncode == 1
     [line] = done.stderr.strip().splitlines()
+    return line
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_an_unreachable_redis_is_one_line_and_exit_1(how: str) -> None:
+    line = refusal("redis://:hunter2@127.0.0.1:1/0", how)
     assert "cannot start: cannot reach Redis at redis://:***@127.0.0.1:1/0" in line
-    assert "hunter2" not in done.stderr
+    assert "hunter2" not in line
 
 
 def test_help_never_shows_a_redis_url_from_the_environment() -> None:
@@ -375,15 +380,8 @@ def test_a_database_that_is_not_a_number_is_refused_naming_the_flag(
     how: str, redis: RedisServer
 ) -> None:
     url = f"redis://127.0.0.1:{redis.port}/abc"
-    args = ["serve", "--port", "0"] + (["--redis", url] if how == "flag" else [])
-    extra = {"TRIO_OBS_REDIS": url} if how == "environment" else {}
-    done = subprocess.run(
-        command(*args), capture_output=True, text=True, timeout=TIMEOUT, env=environment(**extra)
-    )
-    assert done.returncode == 1
-    [line] = done.stderr.strip().splitlines()
     flag = "--redis" if how == "flag" else "TRIO_OBS_REDIS"
-    assert f"cannot start: {flag}: the Redis URL {url} names database 'abc'" in line
+    assert f"cannot start: {flag}: the Redis URL {url} names database 'abc'" in refusal(url, how)
 
 
 def test_a_password_redis_does_not_ask_for_is_warned_about(redis: RedisServer) -> None:
