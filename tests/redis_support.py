@@ -226,6 +226,13 @@ class SentinelSet:
         assert self.replica is not None
         return self.replica.info("replication")
 
+    def caught_up(self) -> bool:
+        """Whether the replica has acknowledged everything the master wrote."""
+        text = self.master.info("replication")
+        wrote = re.search(r"master_repl_offset:(\d+)", text)
+        acked = re.search(r"slave0:.*?offset=(\d+)", text)
+        return bool(wrote and acked and wrote[1] == acked[1])
+
     def start_sentinels(self) -> None:
         """Three Sentinels watching the master: down after 0.5 s, failover within seconds."""
         for i in range(3):

@@ -111,6 +111,7 @@ async def test_a_rollback_starts_a_new_epoch_and_every_watcher_is_told(
             for w in watchers:
                 nursery.start_soon(w.run)
             await producer.run(10)  # seqs 1-20, replicated
+            await trio.to_thread.run_sync(lambda: wait_until(sentinels.caught_up, "replication"))
             link.pause()  # in flight from now on: never reaches the replica
             await producer.run(5)  # seqs 21-30: acknowledged by the master alone
             assert len(producer.acked) == 30

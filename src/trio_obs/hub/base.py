@@ -87,8 +87,10 @@ class Hub(Protocol):
         """Store ``events`` as one atomic batch, fan them out, and return them stored.
 
         Raises :class:`~trio_obs.InvalidInput` (nothing stored) for a bad batch and
-        :class:`~trio_obs.StoreError` when the store cannot take it. With an
-        ``idempotency_key`` seen before, nothing is stored and the first answer returns.
+        :class:`~trio_obs.StoreError` when the store cannot take it (nothing stored), or
+        its :class:`~trio_obs.UncertainOutcome` when some of it is, or may be, stored (Redis).
+        With an ``idempotency_key`` seen before, nothing is stored and the first answer
+        returns (a retry with it completes a batch stored in part).
         """
         ...
 

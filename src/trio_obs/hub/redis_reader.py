@@ -34,7 +34,9 @@ log = logging.getLogger("trio_obs.hub")
 
 READ_COUNT: Final = 1000
 """Fan-out entries read at most per ``XREAD``."""
-RESTARTED: Final = "the event history changed (Redis lost its data); reconnect to start over"
+RESTARTED: Final = (
+    "the event history changed (Redis lost some or all of it); reconnect to start over"
+)
 
 Failure: Final = (RedisError, OSError, trio.TooSlowError)
 """What a Redis call raises when Redis cannot answer (TimeoutError is an OSError)."""
