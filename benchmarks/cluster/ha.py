@@ -176,7 +176,7 @@ def durability(
                     gens[0].child.request("CLOSE", "CLOSED")
                     rows.sort(key=lambda r: r["p99Ms"] or 1e9)
                     row = rows[len(rows) // 2]
-                    batches = 300 if args.quick else 1000
+                    batches = 300 if args.quick else 600
                     stored = [ingest(gens[1], a, f"I{replicas}{who[:1]}{i}", batches)
                               for i in range(args.rounds)]  # fmt: skip
                     stored.sort(key=lambda r: r["storedPerS"])

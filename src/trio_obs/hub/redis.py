@@ -70,7 +70,8 @@ from .redis_url import parse_redis_url
 T = TypeVar("T")
 
 DEFAULT_FANOUT_MAXLEN: Final = 100_000
-"""Fan-out entries Redis keeps per partition (about): how far a node's reader may fall behind."""
+"""Fan-out entries Redis keeps (about, all partitions together): how far a node's reader may
+fall behind."""
 DEFAULT_TIMEOUT: Final = 2.0
 """Seconds a Redis call may take before the hub reports the store unavailable."""
 INTERNAL_KEY_TTL: Final = 600
@@ -165,7 +166,8 @@ class RedisHub(HubCommon):
         self.where = clients.target.where
         """Where Redis is (its URL without a password), for messages."""
         self.layout = layout
-        self.fanout_maxlen = fanout_maxlen
+        # Shared by the partitions, so that a cluster keeps what one Redis keeps.
+        self.fanout_maxlen = -(-fanout_maxlen // len(layout.partitions))
         self.timeout = timeout
         self.dispatcher = Dispatcher(
             self,
