@@ -26,8 +26,11 @@ import trio
 import trio.testing
 
 import trio_obs
-import trio_obs as ev  # the public names only: the package's layout may change under us
-from trio_obs import Envelope
+from trio_obs.core import events as ev  # modules that every revision has (--compare)
+from trio_obs.core.protocol import ALL
+from trio_obs.core.routing import Envelope
+from trio_obs.core.wire import decode_stream_event, encode
+from trio_obs.hub.dispatch import LiveSubscription
 
 EXECUTION = "bench-exec"
 TASK = "task-007"
@@ -149,14 +152,14 @@ def codec(quick: bool) -> dict[str, Any]:
     gc.disable()
     try:
         for event in sample_events():
-            data = trio_obs.encode(event)
-            decoded = trio_obs.decode_stream_event(data)
+            data = encode(event)
+            decoded = decode_stream_event(data)
             assert decoded == event, f"{event.type} does not round-trip"
             out[event.type] = {
                 "bytes": len(data),
-                "encode_us": time_batches(lambda e=event: trio_obs.encode(e), batches, per_batch),
+                "encode_us": time_batches(lambda e=event: encode(e), batches, per_batch),
                 "decode_us": time_batches(
-                    lambda d=data: trio_obs.decode_stream_event(d), batches, per_batch
+                    lambda d=data: decode_stream_event(d), batches, per_batch
                 ),
             }
     finally:
@@ -199,9 +202,9 @@ async def broker_at(subscribers: int, quick: bool) -> dict[str, Any]:
 
     async with trio_obs.open_observability(":memory:", queue_size=4096) as obs:
         broker = obs.broker
-        subs = [broker.subscribe(ev.ALL) for _ in range(subscribers)]
+        subs = [broker.subscribe(ALL) for _ in range(subscribers)]
 
-        async def drain(sub: trio_obs.LiveSubscription) -> None:
+        async def drain(sub: LiveSubscription) -> None:
             async for env in sub:
                 now = time.perf_counter()
                 received[0] += 1

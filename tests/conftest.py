@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 import trio_obs
 from support import Server, running_server
+from trio_obs.cli import DEFAULT_DB
+
+
+@pytest.fixture(autouse=True, scope="session")
+def away_from_the_working_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests, and the servers they start, run in an empty directory of their own.
+
+    So the default store of the directory pytest was started in (``trio-obs.db``, held
+    by the quick start's ``serve --demo``, say) is never opened, locked or written.
+    """
+    home = Path.cwd()
+    scratch = tmp_path_factory.mktemp("cwd")
+    os.chdir(scratch)
+    try:
+        yield scratch
+    finally:
+        os.chdir(home)
+
+
+@pytest.fixture(autouse=True)
+def never_the_default_store(away_from_the_working_directory: Path) -> Iterator[None]:
+    """A test that opens the default store (a server without ``--db``) fails, and says so."""
+    yield
+    made = sorted(away_from_the_working_directory.glob(f"{DEFAULT_DB}*"))
+    for path in made:  # the next test starts clean
+        path.unlink()
+    assert not made, (
+        f"this test opened the working directory's default store ({DEFAULT_DB}): "
+        "give every server a --db (a file under tmp_path, or :memory:)"
+    )
 
 
 @pytest.fixture
@@ -15,6 +47,12 @@ async def obs() -> AsyncIterator[trio_obs.Observability]:
     """A fresh in-memory store, broker and services."""
     async with trio_obs.open_observability() as o:
         yield o
+
+
+@pytest.fixture
+def broker(obs: trio_obs.Observability) -> trio_obs.EmittingHub:
+    """The ``obs`` fixture's hub, with the plan's emit methods."""
+    return obs.broker
 
 
 @pytest.fixture

@@ -10,8 +10,9 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,8 +27,16 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Event, Request, TextMessage
 
 import trio_obs
+from trio_obs.core import events as ev
+from trio_obs.core.events import ServerEvent
+from trio_obs.core.frames import frame_length
+from trio_obs.core.routing import Envelope
+from trio_obs.core.wire import encode
+from trio_obs.hub.dispatch import LiveSubscription
 
 TIMEOUT = 10  # a safety net against hangs, never an assertion about speed
+T0 = "2026-01-01T00:00:00.000Z"
+"""A time in the one form the server stores (any posted time must be ISO-8601)."""
 LISTENING = re.compile(
     r"listening on http://\S+?:(\d+).*ws://(?:127\.0\.0\.1|\[::1\]):(\d+)/ws\?observability=all"
 )
@@ -148,6 +157,77 @@ class ServerProcess(Address):
             self.process.kill()
 
 
+class Cli(Address):
+    """A running ``trio-obs serve`` and what it has written to stderr so far."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.stderr = ""
+        self.port = 0
+        self.ready = trio.Event()
+        """Set once it listens, or once its stderr ended (it exited)."""
+        self.eof = trio.Event()
+
+    async def read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        async for chunk in self.process.stderr:
+            self.stderr += chunk.decode(errors="replace")
+            if not self.port and (match := LISTENING.search(self.stderr)):
+                assert match[1] == match[2]
+                self.port = int(match[1])
+                self.ready.set()
+        self.eof.set()
+        self.ready.set()
+
+    async def stop(self, signum: int = signal.SIGINT) -> int:
+        """Send ``signum``; the exit status, once the process has ended and said everything."""
+        self.process.send_signal(signum)
+        with trio.fail_after(TIMEOUT):
+            status = await self.process.wait()
+            await self.eof.wait()
+        return status
+
+
+@asynccontextmanager
+async def serve_cli(
+    *args: str,
+    program: Sequence[str] = command(),
+    until_serving: bool = True,
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[Cli]:
+    """``trio-obs serve --port 0 ARGS``, listening; killed at the end if still running.
+
+    With ``until_serving``, it has also answered an HTTP request: its main task then
+    waits for signals (see ``test_a_signal_right_after_the_listening_line_...``).
+    """
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(
+            partial(
+                trio.run_process,
+                [*program, "serve", "--port", "0", *args],
+                stderr=subprocess.PIPE,
+                check=False,
+                env=env or environment(),
+            )
+        )
+        cli = Cli(process)
+        nursery.start_soon(cli.read_stderr)
+        with trio.fail_after(TIMEOUT):
+            await cli.ready.wait()
+            if not cli.port:
+                pytest.fail(f"the server did not start:\n{cli.stderr}")
+            if until_serving:
+                async with httpx.AsyncClient(trust_env=False) as http:
+                    assert (await http.get(cli.url("/api/health"))).status_code == 200
+        yield cli
+        nursery.cancel_scope.cancel()  # run_process kills it if it is still running
+
+
+def assert_clean(stderr: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    assert "Error" not in stderr, stderr
+
+
 # --------------------------------------------------------------------------- clients
 
 
@@ -264,19 +344,17 @@ def parse_metrics(text: str) -> tuple[set[str], dict[str, float]]:
 # --------------------------------------------------------------------------- subscriptions
 
 
-def drain(sub: trio_obs.LiveSubscription) -> list[trio_obs.Envelope]:
+def drain(sub: LiveSubscription) -> list[Envelope]:
     """Everything already dispatched to ``sub`` (dispatch happens before an emit returns)."""
-    out: list[trio_obs.Envelope] = []
+    out: list[Envelope] = []
     while batch := sub.receive_nowait():
         out += batch
     return out
 
 
-async def collect_envelopes(
-    sub: trio_obs.LiveSubscription, until_seq: int
-) -> list[trio_obs.Envelope]:
+async def collect_envelopes(sub: LiveSubscription, until_seq: int) -> list[Envelope]:
     """What iterating ``sub`` yields (replay, then live) up to ``until_seq``."""
-    got: list[trio_obs.Envelope] = []
+    got: list[Envelope] = []
     with trio.fail_after(TIMEOUT):  # a hang guard, not a timing assertion
         async for env in sub:
             got.append(env)
@@ -285,7 +363,90 @@ async def collect_envelopes(
     return got
 
 
+async def collect_seqs(sub: LiveSubscription, until_seq: int) -> list[int]:
+    """Seqs from iterating ``sub`` (replay, then live) up to ``until_seq``."""
+    return [env.seq for env in await collect_envelopes(sub, until_seq)]
+
+
+# --------------------------------------------------------------------------- records
+
+EXECUTION = "exec-123"
+RECORD_TIME = "2025-06-01T12:00:00.000Z"
+
+
+def transcript_record(i: int, execution_id: str = EXECUTION) -> ev.TranscriptEntry:
+    """Transcript entry number ``i`` of ``execution_id``."""
+    return ev.TranscriptEntry(
+        id=f"entry-{i}",
+        timestamp=RECORD_TIME,
+        sequence=i,
+        execution_id=execution_id,
+        instance_id="instance-1",
+        entry_type="phase_start",
+        category="lifecycle",
+        summary=f"Event {i}",
+        details={},
+    )
+
+
+def bus_record(
+    execution_id: str | None, severity: ev.Severity = "info", task_id: str | None = None
+) -> ev.MessageBusLogEntry:
+    """A message-bus entry of ``execution_id`` (None: of no execution)."""
+    return ev.MessageBusLogEntry(
+        id="m1",
+        event_id="ev-1",
+        timestamp=T0,
+        source="scheduler",
+        event_type="task.done",
+        human_summary="task done",
+        severity=severity,
+        category="task",
+        created_at=T0,
+        execution_id=execution_id,
+        task_id=task_id,
+    )
+
+
+def assertion_record(
+    result: ev.AssertionOutcome = "pass", execution_id: str = EXECUTION
+) -> ev.AssertionResult:
+    """An assertion of task ``task-1`` with ``result``."""
+    return ev.AssertionResult(
+        id="assert-1",
+        task_id="task-1",
+        execution_id=execution_id,
+        category="typescript_compiles",
+        description="TypeScript compiles",
+        result=result,
+        evidence={"exitCode": 0},
+        timestamp=RECORD_TIME,
+        duration_ms=2000,
+    )
+
+
 # --------------------------------------------------------------------------- wire events
+
+
+def to_wire(event: ServerEvent) -> dict[str, Any]:
+    """The wire JSON of ``event`` as a dict (camelCase keys, absent fields left out)."""
+    wire: dict[str, Any] = orjson.loads(encode(event))
+    return wire
+
+
+def split_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The whole server frames at the start of ``data`` (opcode, payload), and what is left."""
+    frames: list[tuple[int, bytes]] = []
+    view = memoryview(data)
+    while view:
+        length = frame_length(view[:10])
+        if length is None or length > len(view):
+            break
+        header = 2 if view[1] & 0x7F < 126 else 4 if view[1] & 0x7F == 126 else 10
+        assert not view[1] & 0x80, "a server frame is never masked"
+        frames.append((view[0] & 0x0F, bytes(view[header:length])))
+        view = view[length:]
+    return frames, bytes(view)
 
 
 def heartbeat(e: str, **extra: object) -> dict[str, Any]:

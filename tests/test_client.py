@@ -25,7 +25,7 @@ from trio_obs import (
     open_stream,
     post_events,
 )
-from trio_obs.core.events import StreamEvent, ToolOutputEvent, ToolStartEvent
+from trio_obs.core.events import StreamEvent, ToolOutputEvent, ToolStartEvent, WaveStatusEvent
 
 TIMEOUT = 10  # a safety net against hangs, never an assertion about speed
 
@@ -242,7 +242,7 @@ async def test_topic_and_tool_filters_hold_for_replay_and_live() -> None:
             ),
             ToolOutputEvent(execution_id=execution_id, tool_use_id=f"read-{tag}", chunk="no"),
             ToolOutputEvent(execution_id=execution_id, tool_use_id=f"bash-{tag}", chunk="yes"),
-            trio_obs.WaveStatusEvent(
+            WaveStatusEvent(
                 execution_id=execution_id,
                 wave_number=1,
                 status="running",

@@ -16,11 +16,12 @@ import orjson
 import pytest
 import trio
 
-from support import free_port
-from trio_obs import GLOBAL, Envelope, Hub, Observability, ServerConfig, Services, serve
+from support import free_port, to_wire
+from trio_obs import GLOBAL, Hub, Observability, ServerConfig, Services, serve
 from trio_obs.cli import build_parser
 from trio_obs.core import events as ev
-from trio_obs.core.wire import decode_events, to_wire
+from trio_obs.core.intake import decode_events
+from trio_obs.core.routing import Envelope
 from trio_obs.demo.cli import _demo, run_demo_cli
 from trio_obs.demo.play import run_in_process, simulate
 

@@ -21,14 +21,16 @@ import trio_obs
 from support import (
     TIMEOUT,
     ServerProcess,
+    assert_clean,
     command,
     environment,
     free_port,
     heartbeat,
     heartbeats,
     running_server,
+    serve_cli,
 )
-from test_server_lifecycle import assert_clean, serve_cli
+from trio_obs.core.events import AgentHeartbeatEvent
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 
@@ -137,7 +139,7 @@ async def test_post_events_retries_a_lost_answer_and_stores_once(nursery: trio.N
     async with running_server() as srv:
         proxy = await nursery.start(_answer_lost_proxy, srv.port)
         events = [
-            trio_obs.AgentHeartbeatEvent(execution_id="e1", instance_id=f"i{i}", status="idle")
+            AgentHeartbeatEvent(execution_id="e1", instance_id=f"i{i}", status="idle")
             for i in range(3)
         ]
         seqs = await trio_obs.post_events(f"http://127.0.0.1:{proxy}", events)
@@ -204,6 +206,7 @@ async def test_a_stop_answers_every_post_it_stored(tmp_path: Path) -> None:
     db = tmp_path / "obs.db"
     server = ServerProcess("--db", str(db))
     answered: list[int] = []
+    posting = trio.Event()  # set once a POST was answered: the stop comes while they flow
     stopped = trio.Event()
 
     async def producer(n: int) -> None:
@@ -221,11 +224,13 @@ async def test_a_stop_answers_every_post_it_stored(tmp_path: Path) -> None:
                 if r.status_code != 202:
                     return
                 answered.extend(r.json()["seqs"])
+                posting.set()
 
     async with trio.open_nursery() as nursery:
         for n in range(8):
             nursery.start_soon(producer, n)
-        await trio.sleep(0.5)
+        with trio.fail_after(TIMEOUT):
+            await posting.wait()
         stopped.set()
         status = await trio.to_thread.run_sync(server.stop)
     assert status == 0
@@ -271,18 +276,20 @@ async def test_stopping_serve_demo_ends_its_execution(tmp_path: Path) -> None:
 
 
 async def test_binding_beyond_loopback_without_a_token_warns() -> None:
-    async with serve_cli("--host", "0.0.0.0", until_serving=False) as cli:
+    async with serve_cli("--host", "0.0.0.0", "--db", ":memory:", until_serving=False) as cli:
         assert await cli.stop() == 0
     assert "listening on http://0.0.0.0:" in cli.stderr
     assert "without a token" in cli.stderr and "--token" in cli.stderr
-    async with serve_cli("--host", "0.0.0.0", "--token", "s3cret", until_serving=False) as cli:
+    async with serve_cli(
+        "--host", "0.0.0.0", "--token", "s3cret", "--db", ":memory:", until_serving=False
+    ) as cli:
         assert await cli.stop() == 0
     assert "without a token" not in cli.stderr
     assert "s3cret" not in cli.stderr
 
 
 async def test_info_logs_one_line_per_refused_handshake_and_never_the_token() -> None:
-    async with serve_cli("--token", "hunter2", "--log-level", "info") as cli:
+    async with serve_cli("--token", "hunter2", "--log-level", "info", "--db", ":memory:") as cli:
         sock = socket.create_connection(("127.0.0.1", cli.port))
         sock.sendall(
             b"GET /ws?observability=e1&token=wrong-hunter2 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -339,7 +346,7 @@ async def test_running_out_of_descriptors_slows_accepting_and_logs_once() -> Non
         f"resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}));"
         "sys.argv = ['trio-obs', *sys.argv[1:]]; runpy.run_module('trio_obs', run_name='__main__')",
     ]
-    async with serve_cli("--max-connections", "1000", program=program) as cli:
+    async with serve_cli("--max-connections", "1000", "--db", ":memory:", program=program) as cli:
         socks = []
         for _ in range(limit + 20):  # more than the server has descriptors for
             s = socket.socket()

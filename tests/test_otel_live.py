@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import functools
 import itertools
-import re
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -217,28 +215,3 @@ def test_shutdown_is_idempotent_and_later_spans_are_ignored() -> None:
         provider.get_tracer("t").start_span("after").end()
     assert live.force_flush(timeout_millis=10)
     assert live.dropped == 0
-
-
-def test_the_readmes_example_streams_into_the_server(server: ServerProcess) -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    [block] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "Live" in b]
-    done = subprocess.run(
-        [sys.executable, "-c", block.replace("http://127.0.0.1:3001", server.url())],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        env=environment(OTEL_EXPORTER_OTLP_ENDPOINT=server.url()),  # the usual exporter too
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    with httpx.Client(base_url=server.url(), trust_env=False) as http:
-        latest = http.get("/api/executions").json()[0]["executionId"]
-        events = http.get(f"/api/executions/{latest}/events").json()
-    assert [shape(e) for e in events] == [
-        ("execution:status", "started"),
-        ("tool:start", "get_weather"),
-        ("tool:end", "done"),
-        ("execution:status", "completed"),
-    ]
-    assert events[1]["inputSummary"] == '{"city": "Paris"}'
-    assert events[0]["message"] == "planner started"

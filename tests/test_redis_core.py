@@ -12,9 +12,10 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_obs import ALL, Envelope
+from trio_obs import ALL
 from trio_obs.core import events as ev
 from trio_obs.core.protocol import SLOW_CONSUMER
+from trio_obs.core.routing import Envelope
 from trio_obs.core.session import resume_point
 from trio_obs.core.stamp import stamp, unstamped
 from trio_obs.core.wire import encode

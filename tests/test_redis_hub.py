@@ -18,21 +18,21 @@ import trio
 import trio.lowlevel
 
 from redis_support import RedisServer, Relay, needs_redis
-from support import TIMEOUT
+from support import T0, TIMEOUT
 from trio_obs import (
     ALL,
     GLOBAL,
-    Envelope,
     InvalidInput,
     Observability,
     StoreError,
     SubscriptionEnded,
     UncertainOutcome,
-    decode_events,
     open_observability,
 )
 from trio_obs.core import events as ev
+from trio_obs.core.intake import decode_events
 from trio_obs.core.protocol import SLOW_CONSUMER
+from trio_obs.core.routing import Envelope
 from trio_obs.hub.base import Hub, Subscription
 from trio_obs.hub.redis import RedisHub
 from trio_obs.hub.redis_reader import RESTARTED
@@ -118,14 +118,14 @@ def scenario(rnd: random.Random) -> list[list[dict[str, Any]]]:
 
     def assertion(e: str, i: int, result: str) -> dict[str, Any]:
         record = {"id": f"a{i}", "taskId": "t1", "executionId": e, "category": "tests",
-                  "description": "d", "result": result, "timestamp": "x",
+                  "description": "d", "result": result, "timestamp": T0,
                   "evidence": {"runningPassRate": 9}}  # fmt: skip
         return wire("assertion:result", e, i, taskId="t1", assertion=record)
 
     def bus(e: str | None, i: int, severity: str) -> dict[str, Any]:
-        entry = {"id": f"m{i}", "eventId": "x", "timestamp": "x", "source": "s",
+        entry = {"id": f"m{i}", "eventId": "x", "timestamp": T0, "source": "s",
                  "eventType": "t", "humanSummary": "h", "severity": severity,
-                 "category": "c", "createdAt": "x", "executionId": e}  # fmt: skip
+                 "category": "c", "createdAt": T0, "executionId": e}  # fmt: skip
         return {
             "type": "messagebus:event",
             "entry": entry,
@@ -157,7 +157,7 @@ def scenario(rnd: random.Random) -> list[list[dict[str, Any]]]:
         [wire("execution:status", "e3", 17, status="started"),
          tool("tool:start", ALL, 18, "u2", **start)],  # refused: nothing of it is stored
         [wire("transcript:entry", "e3", 19, entry={
-            "id": "t", "timestamp": "x", "sequence": 1, "executionId": "e3", "instanceId": "i",
+            "id": "t", "timestamp": T0, "sequence": 1, "executionId": "e3", "instanceId": "i",
             "entryType": "phase_start", "category": "c", "summary": "s", "taskId": "t3"}),
          wire("wave:status", "e3", 20, waveNumber=1, status="running", taskCount=2,
               completedCount=0, failedCount=0),

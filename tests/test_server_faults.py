@@ -15,7 +15,7 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
-from support import TIMEOUT, RawClient, Server, heartbeat, parse_metrics, running_server
+from support import T0, TIMEOUT, RawClient, Server, heartbeat, parse_metrics, running_server
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 
@@ -198,7 +198,7 @@ async def test_a_malformed_chunked_body_is_400(server: Server, chunks: bytes) ->
 @pytest.mark.parametrize("depth", [70, 300, 1000])
 async def test_deeply_nested_details_are_400_and_store_nothing(server: Server, depth: int) -> None:
     entry = {
-        "id": "t1", "timestamp": "2026-01-01T00:00:00.000Z", "sequence": 1, "executionId": "e1",
+        "id": "t1", "timestamp": T0, "sequence": 1, "executionId": "e1",
         "instanceId": "i", "entryType": "x", "category": "c", "summary": "s", "details": "@",
     }  # fmt: skip
     event = orjson.dumps({"type": "transcript:entry", "executionId": "e1", "entry": entry})
@@ -217,7 +217,7 @@ async def test_nesting_within_the_limit_is_stored(server: Server) -> None:
         nested = [nested]
     event = {**heartbeat("e1"), "metrics": {"x": 1.0}}
     entry = {
-        "id": "t1", "timestamp": "ts", "sequence": 1, "executionId": "e1", "instanceId": "i",
+        "id": "t1", "timestamp": T0, "sequence": 1, "executionId": "e1", "instanceId": "i",
         "entryType": "x", "category": "c", "summary": "s", "details": {"deep": nested},
     }  # fmt: skip
     batch = [event, {"type": "transcript:entry", "executionId": "e1", "entry": entry}]
@@ -329,8 +329,8 @@ async def test_a_head_just_under_16_kib_is_served(server: Server) -> None:
 
 def _bus(**top: Any) -> dict[str, Any]:
     entry = {
-        "id": "m", "eventId": "e", "timestamp": "ts", "source": "s", "eventType": "t",
-        "humanSummary": "h", "severity": "info", "category": "c", "createdAt": "ts",
+        "id": "m", "eventId": "e", "timestamp": T0, "source": "s", "eventType": "t",
+        "humanSummary": "h", "severity": "info", "category": "c", "createdAt": T0,
     }  # fmt: skip
     entry.update(top.pop("entry", {}))
     return {"type": "messagebus:event", "entry": entry, **top}
@@ -350,18 +350,18 @@ def _bus(**top: Any) -> dict[str, Any]:
         (
             {"type": "assertion:result", "executionId": "e1", "taskId": "t1", "assertion": {
                 "id": "a", "taskId": "t2", "executionId": "e1", "category": "c",
-                "description": "d", "result": "pass", "timestamp": "ts"}},
+                "description": "d", "result": "pass", "timestamp": T0}},
             "taskId",
         ),
         (
             {"type": "assertion:result", "executionId": "e1", "taskId": "t1", "assertion": {
                 "id": "a", "taskId": "t1", "executionId": "e9", "category": "c",
-                "description": "d", "result": "pass", "timestamp": "ts"}},
+                "description": "d", "result": "pass", "timestamp": T0}},
             "executionId",
         ),
         (
             {"type": "transcript:entry", "executionId": "e1", "entry": {
-                "id": "t", "timestamp": "ts", "sequence": 1, "executionId": "e2",
+                "id": "t", "timestamp": T0, "sequence": 1, "executionId": "e2",
                 "instanceId": "i", "entryType": "x", "category": "c", "summary": "s"}},
             "executionId",
         ),

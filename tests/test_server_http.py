@@ -214,8 +214,8 @@ async def test_a_message_bus_event_without_execution_goes_to_global(server: Serv
 @pytest.mark.parametrize(
     ("body", "code"),
     [
-        (b"{not json", "INVALID_MESSAGE"),
-        (b"", "INVALID_MESSAGE"),
+        (b"{not json", "INVALID_EVENT"),
+        (b"", "INVALID_EVENT"),
         (b"[]", "INVALID_EVENT"),
         (b"42", "INVALID_EVENT"),
         (b'[{"type": "agent:heartbeat", "executionId": "bad", "instanceId": "i", '
@@ -340,6 +340,14 @@ async def test_events_with_a_bad_parameter_is_400(server: Server, query: str) ->
     response = await server.http.get(f"/api/executions/e1/events?{query}")
     assert response.status_code == 400
     assert response.json()["error"]
+    assert response.json()["code"] == "INVALID_PARAMETER"
+
+
+async def test_the_events_of_an_unknown_execution_are_an_empty_list(server: Server) -> None:
+    # Execution ids are the producers' names: a reader may ask before the first event is
+    # posted (as a WebSocket may subscribe before it), so "none yet" is not an error.
+    response = await server.http.get("/api/executions/never-posted/events")
+    assert (response.status_code, response.json()) == (200, [])
 
 
 # --------------------------------------------------------------------------- metrics
@@ -548,3 +556,106 @@ async def test_a_since_beyond_any_seq_is_answered(server: Server) -> None:
     assert response.status_code in (200, 400)  # clamped or refused, never a dropped connection
     if response.status_code == 200:
         assert response.json() == []
+
+
+# --------------------------------------------------------------------------- error answers
+
+SECRET = {"Authorization": "Bearer s3cret"}
+AUTH = "Authorization: Bearer s3cret"
+UPGRADE = (
+    "Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        (request("GET", "/api/executions/e1/events?since=x", AUTH), 400, "INVALID_PARAMETER"),
+        (request("GET", "/ws", AUTH, *UPGRADE), 400, "INVALID_PARAMETER"),
+        (request("POST", "/api/events", AUTH, body=b"{not json"), 400, "INVALID_EVENT"),
+        (b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n", 400,
+         "INVALID_REQUEST"),
+        (request("POST", "/api/events", body=b"{}"), 401, "UNAUTHORIZED"),
+        (request("GET", "/ws?observability=e1", AUTH, "Origin: http://evil.example", *UPGRADE),
+         403, "FORBIDDEN"),
+        (request("GET", "/nope"), 404, "NOT_FOUND"),
+        (request("DELETE", "/metrics"), 405, "METHOD_NOT_ALLOWED"),
+        (request("POST", "/api/events", AUTH, "Content-Length: 2000000",
+                 "Content-Type: application/json"), 413, "BODY_TOO_LARGE"),
+        (request("POST", "/api/events", AUTH, "Content-Type: text/plain", body=b"{}"), 415,
+         "UNSUPPORTED_MEDIA_TYPE"),
+        (b"GET /api/health HTTP/1.1\r\nHost: rebind.example\r\n\r\n", 421,
+         "MISDIRECTED_REQUEST"),
+        (request("GET", "/ws"), 426, "UPGRADE_REQUIRED"),
+        (request("GET", "/api/health", "X-Big: " + "a" * 17_000), 431, "HEAD_TOO_LARGE"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)  # fmt: skip
+async def test_every_error_answer_says_its_code(raw: bytes, status: int, code: str) -> None:
+    async with running_server(token="s3cret") as srv:
+        conn = await RawHttp.open(srv)
+        try:
+            await conn.send(raw)
+            got, headers, body = await conn.response()
+        finally:
+            await conn.aclose()
+    assert headers["content-type"] == "application/json"
+    answer = orjson.loads(body)
+    assert (got, answer["code"]) == (status, code), answer
+    assert answer["error"]
+
+
+async def test_a_request_too_slow_to_arrive_is_408_timeout() -> None:
+    async with running_server(head_timeout=0.2) as srv:
+        conn = await RawHttp.open(srv)
+        try:
+            await conn.send(b"GET /api/health HTTP/1.1\r\nHost:")
+            status, _, body = await conn.response()
+        finally:
+            await conn.aclose()
+    assert (status, orjson.loads(body)["code"]) == (408, "TIMEOUT")
+
+
+# --------------------------------------------------------------------------- times and fields
+
+
+@pytest.mark.parametrize("when", ["yesterday", "2026-13-45T99:99:99Z"])
+async def test_a_timestamp_that_is_not_iso_8601_is_refused(server: Server, when: str) -> None:
+    response = await post(server, [heartbeat("e1"), heartbeat("e1", timestamp=when)])
+    assert response.status_code == 400
+    error = response.json()
+    assert error["code"] == "INVALID_EVENT"
+    assert error["error"] == (
+        "event 1 (agent:heartbeat) is invalid: expected an ISO-8601 date and time "
+        f"(e.g. 2026-01-31T12:00:00.000Z), got {when!r} @ $.timestamp"
+    )
+    assert await stored(server, "e1") == []
+
+
+async def test_timestamps_with_offsets_are_stored_in_utc_and_sort_right(server: Server) -> None:
+    sent = ["2026-03-08T03:00:00-08:00", "2026-03-08T12:00:00.5Z", "2026-03-08T12:30:00+02:00"]
+    response = await post(server, [heartbeat("e1", timestamp=when) for when in sent])
+    assert response.status_code == 202
+    times = [e["timestamp"] for e in await stored(server, "e1")]
+    assert times == ["2026-03-08T11:00:00.000Z", "2026-03-08T12:00:00.500Z",
+                     "2026-03-08T10:30:00.000Z"]  # fmt: skip
+    [summary] = (await server.http.get("/api/executions")).json()
+    assert (summary["firstTimestamp"], summary["lastTimestamp"]) == (times[0], times[-1])
+
+
+async def test_unknown_fields_are_accepted_with_warnings_and_logged_once_per_name(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(2):
+        response = await post(server, [heartbeat("e1", taskID="T-1") for _ in range(3)])
+        assert response.status_code == 202
+        answer = response.json()
+        assert answer["accepted"] == 3
+        assert answer["warnings"] == [
+            f"event {i} (agent:heartbeat): unknown field 'taskID' ignored" for i in range(3)
+        ]
+    logged = [r.getMessage() for r in caplog.records if "taskID" in r.getMessage()]
+    assert len(logged) == 1, logged
+    assert "agent:heartbeat" in logged[0]
+    assert "warnings" not in (await post(server, heartbeat("e1"))).json()

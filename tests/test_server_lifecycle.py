@@ -6,9 +6,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -17,13 +15,13 @@ import pytest
 import trio
 
 from support import (
-    LISTENING,
     TIMEOUT,
-    Address,
+    assert_clean,
     close_code,
     command,
     environment,
     heartbeats,
+    serve_cli,
     ws_client,
 )
 from trio_obs.cli import build_parser
@@ -32,77 +30,6 @@ SERVE_FLAGS = [
     "--host", "--port", "--db", "--buffer-size", "--queue-size", "--token",
     "--allowed-origin", "--max-connections", "--ping-interval", "--demo",
 ]  # fmt: skip
-
-
-class Cli(Address):
-    """A running ``trio-obs serve`` and what it has written to stderr so far."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.stderr = ""
-        self.port = 0
-        self.ready = trio.Event()
-        """Set once it listens, or once its stderr ended (it exited)."""
-        self.eof = trio.Event()
-
-    async def read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        async for chunk in self.process.stderr:
-            self.stderr += chunk.decode(errors="replace")
-            if not self.port and (match := LISTENING.search(self.stderr)):
-                assert match[1] == match[2]
-                self.port = int(match[1])
-                self.ready.set()
-        self.eof.set()
-        self.ready.set()
-
-    async def stop(self, signum: int = signal.SIGINT) -> int:
-        """Send ``signum``; the exit status, once the process has ended and said everything."""
-        self.process.send_signal(signum)
-        with trio.fail_after(TIMEOUT):
-            status = await self.process.wait()
-            await self.eof.wait()
-        return status
-
-
-@asynccontextmanager
-async def serve_cli(
-    *args: str,
-    program: Sequence[str] = command(),
-    until_serving: bool = True,
-    env: dict[str, str] | None = None,
-) -> AsyncIterator[Cli]:
-    """``trio-obs serve --port 0 ARGS``, listening; killed at the end if still running.
-
-    With ``until_serving``, it has also answered an HTTP request: its main task then
-    waits for signals (see ``test_a_signal_right_after_the_listening_line_...``).
-    """
-    async with trio.open_nursery() as nursery:
-        process = await nursery.start(
-            partial(
-                trio.run_process,
-                [*program, "serve", "--port", "0", *args],
-                stderr=subprocess.PIPE,
-                check=False,
-                env=env or environment(),
-            )
-        )
-        cli = Cli(process)
-        nursery.start_soon(cli.read_stderr)
-        with trio.fail_after(TIMEOUT):
-            await cli.ready.wait()
-            if not cli.port:
-                pytest.fail(f"the server did not start:\n{cli.stderr}")
-            if until_serving:
-                async with httpx.AsyncClient(trust_env=False) as http:
-                    assert (await http.get(cli.url("/api/health"))).status_code == 200
-        yield cli
-        nursery.cancel_scope.cancel()  # run_process kills it if it is still running
-
-
-def assert_clean(stderr: str) -> None:
-    assert "Traceback" not in stderr, stderr
-    assert "Error" not in stderr, stderr
 
 
 # --------------------------------------------------------------------------- tests
@@ -243,6 +170,21 @@ async def test_port_in_use_message_names_the_port_and_the_fix() -> None:
     assert "--port" in stderr  # says what to do
 
 
+@pytest.mark.parametrize("host", ["nosuchhost.invalid", "192.0.2.1"])
+async def test_a_host_it_cannot_listen_on_is_named_with_its_flag_in_one_line(host: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        result = await trio.run_process(
+            command("serve", "--port", "0", "--db", ":memory:", "--host", host),
+            capture_stderr=True,
+            check=False,
+            env=environment(),
+        )
+    [line] = result.stderr.decode().splitlines()
+    assert result.returncode == 1
+    assert "cannot start" in line
+    assert f"--host {host!r}" in line
+
+
 async def test_unusable_db_exits_1_with_a_clear_message(tmp_path: Path) -> None:
     with trio.fail_after(TIMEOUT):
         result = await trio.run_process(
@@ -292,3 +234,17 @@ def test_help_lists_every_flag() -> None:
 
 def test_help_does_not_show_the_token_from_the_environment() -> None:
     assert "hunter2" not in serve_help(environment(TRIO_OBS_TOKEN="hunter2"))
+
+
+@pytest.mark.parametrize("subcommand", ["serve", "demo", "tail"])
+def test_help_says_each_default_once_and_only_a_real_one(subcommand: str) -> None:
+    text = subprocess.run(
+        command(subcommand, "--help"), capture_output=True, text=True, check=True, timeout=TIMEOUT
+    ).stdout
+    flat = " ".join(text.split())  # help lines wrap anywhere
+    for useless in ("(default: None)", "(default: [])", "(default: False)"):
+        assert useless not in flat
+    for option in re.split(r"\s(?=-{1,2}[a-z])", flat):
+        assert option.count("default") <= 1, option
+    if subcommand == "serve":
+        assert "--buffer-bytes SIZE" in flat and "(default: 64MiB)" in flat

@@ -21,6 +21,7 @@ from support import (
     running_server,
     ws_client,
 )
+from trio_obs.server.app import is_loopback
 
 TOKEN = "s3cret-t0ken"
 HEARTBEAT = orjson.dumps(heartbeat("e1", instanceId="i", status="idle"))
@@ -281,3 +282,14 @@ async def test_a_client_that_never_finishes_its_head_is_dropped() -> None:
             with trio.fail_after(TIMEOUT):
                 assert await idle.receive_some(100) == b""  # closed without a word
         assert (await srv.http.get("/api/health")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("localhost", True),
+     ("LOCALHOST", True), ("0.0.0.0", False), ("::", False), ("", False),
+     ("192.168.1.5", False), ("example.com", False)],
+)  # fmt: skip
+def test_one_rule_says_what_a_loopback_bind_is(host: str, loopback: bool) -> None:
+    # The Host check (421) and the "no token beyond loopback" warning both read it.
+    assert is_loopback(host) is loopback

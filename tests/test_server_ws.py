@@ -28,6 +28,8 @@ from support import (
     running_server,
 )
 from trio_obs.core import events as ev
+from trio_obs.core.events import AgentHeartbeatEvent
+from trio_obs.core.wire import encode
 
 EXEC = "test-exec"
 pytestmark = pytest.mark.usefixtures("no_server_errors")
@@ -88,7 +90,7 @@ async def connect(
 
 def wire(event: trio_obs.StreamEvent) -> dict[str, Any]:
     """What a client receives for a stored event."""
-    frame: dict[str, Any] = orjson.loads(trio_obs.encode(event))
+    frame: dict[str, Any] = orjson.loads(encode(event))
     return frame
 
 
@@ -132,7 +134,7 @@ async def one_of_each(obs: trio_obs.Observability, e: str) -> list[trio_obs.Stre
 async def heartbeats(obs: trio_obs.Observability, e: str, n: int) -> list[trio_obs.StreamEvent]:
     """``n`` events stored in one batch."""
     return await obs.ingest(
-        [trio_obs.AgentHeartbeatEvent(execution_id=e, instance_id=f"a{i}", status="working")
+        [AgentHeartbeatEvent(execution_id=e, instance_id=f"a{i}", status="working")
          for i in range(n)]
     )  # fmt: skip
 

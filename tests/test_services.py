@@ -9,7 +9,7 @@ import orjson
 import pytest
 import trio
 
-from support import collect_envelopes, drain
+from support import T0, collect_envelopes, drain
 from trio_obs import (
     ALL,
     GLOBAL,
@@ -18,7 +18,8 @@ from trio_obs import (
     open_observability,
 )
 from trio_obs.core import events as ev
-from trio_obs.core.wire import decode_events, decode_stream_event
+from trio_obs.core.intake import decode_events
+from trio_obs.core.wire import decode_stream_event
 
 EXEC = "exec-1"
 
@@ -315,13 +316,13 @@ async def test_ingest_keeps_the_posted_execution_of_a_message_bus_event(
     entry = {
         "id": "m1",
         "eventId": "e1",
-        "timestamp": "ts",
+        "timestamp": T0,
         "source": "ci",
         "eventType": "x",
         "humanSummary": "h",
         "severity": "info",
         "category": "c",
-        "createdAt": "ts",
+        "createdAt": T0,
     }
     body = {"type": "messagebus:event", "executionId": EXEC, "entry": entry}
     [decoded] = decode_events(orjson.dumps(body))

@@ -14,7 +14,7 @@ import orjson
 import pytest
 import trio
 
-from support import TIMEOUT, Address, parse_metrics, running_server
+from support import TIMEOUT, Address, parse_metrics, running_server, split_frames
 from trio_obs.core.frames import frame_length
 from trio_obs.core.protocol import GOING_AWAY, SLOW_CONSUMER, SLOW_CONSUMER_CODE
 
@@ -25,21 +25,6 @@ _HANDSHAKE = (
     "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
     "Sec-WebSocket-Version: 13\r\n\r\n"
 )
-
-
-def split_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
-    """The whole server frames at the start of ``data`` (opcode, payload), and what is left."""
-    frames: list[tuple[int, bytes]] = []
-    view = memoryview(data)
-    while view:
-        length = frame_length(view[:10])
-        if length is None or length > len(view):
-            break
-        header = 2 if view[1] & 0x7F < 126 else 4 if view[1] & 0x7F == 126 else 10
-        assert not view[1] & 0x80, "a server frame is never masked"
-        frames.append((view[0] & 0x0F, bytes(view[header:length])))
-        view = view[length:]
-    return frames, bytes(view)
 
 
 class RawStream:

@@ -12,19 +12,19 @@ import orjson
 import pytest
 import trio
 
-from trio_obs import GLOBAL, Broker, InvalidInput, StoreError, open_observability
+from trio_obs import GLOBAL, EmittingHub, InvalidInput, StoreError, open_observability
 from trio_obs.core import events as ev
 from trio_obs.core.wire import decode_stream_event, summaries_json
 
 
 @asynccontextmanager
-async def open_hub(path: str) -> AsyncIterator[Broker]:
+async def open_hub(path: str) -> AsyncIterator[EmittingHub]:
     async with open_observability(path) as obs:
         yield obs.broker
 
 
 @pytest.fixture(params=["memory", "file"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Broker]:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EmittingHub]:
     path = ":memory:" if request.param == "memory" else str(tmp_path / "obs.db")
     async with open_hub(path) as hub:
         yield hub
@@ -103,14 +103,14 @@ def unencodable(execution_id: str) -> ev.TranscriptEntryEvent:
     return ev.TranscriptEntryEvent(execution_id=execution_id, entry=entry)
 
 
-async def seqs_of(store: Broker, key: str) -> list[int]:
+async def seqs_of(store: EmittingHub, key: str) -> list[int]:
     return [env.seq for env in await store.store.read(key)]
 
 
 # --------------------------------------------------------------------------- seq
 
 
-async def test_seq_is_per_key_and_gap_free(store: Broker) -> None:
+async def test_seq_is_per_key_and_gap_free(store: EmittingHub) -> None:
     envs = await store.publish([tool_output("a", "t", str(i)) for i in range(5)])
     assert [env.seq for env in envs] == [1, 2, 3, 4, 5]
     assert [env.event.seq for env in envs] == [1, 2, 3, 4, 5]
@@ -123,12 +123,12 @@ async def test_seq_is_per_key_and_gap_free(store: Broker) -> None:
     assert await seqs_of(store, "b") == [1, 2]
 
 
-async def test_append_of_nothing_stores_nothing(store: Broker) -> None:
+async def test_append_of_nothing_stores_nothing(store: EmittingHub) -> None:
     assert await store.publish([]) == []
     assert await store.executions() == []
 
 
-async def test_envelope_json_is_the_stored_event(store: Broker) -> None:
+async def test_envelope_json_is_the_stored_event(store: EmittingHub) -> None:
     [env] = await store.publish([tool_start("a", "tu1", "Read", "task-1")])
     assert decode_stream_event(env.data) == env.event
     assert env.topic == "tools"
@@ -142,7 +142,7 @@ async def test_envelope_json_is_the_stored_event(store: Broker) -> None:
 # --------------------------------------------------------------------------- reads
 
 
-async def test_read_after_limit_upto(store: Broker) -> None:
+async def test_read_after_limit_upto(store: EmittingHub) -> None:
     await store.publish([tool_output("a", "t", str(i)) for i in range(10)])
     assert [e.seq for e in await store.store.read("a", after=3, limit=4)] == [4, 5, 6, 7]
     assert [e.seq for e in await store.store.read("a", after=3, upto=5)] == [4, 5]
@@ -153,7 +153,7 @@ async def test_read_after_limit_upto(store: Broker) -> None:
     assert [e.event.chunk for e in await store.store.read("a", after=0, limit=2)] == ["0", "1"]  # type: ignore[union-attr]
 
 
-async def test_read_json(store: Broker) -> None:
+async def test_read_json(store: EmittingHub) -> None:
     envs = await store.publish([tool_output("a", "t", str(i)) for i in range(5)])
     rows = await store.store.read_json("a", after=2, limit=2)
     assert rows == [envs[2].data, envs[3].data]
@@ -161,7 +161,7 @@ async def test_read_json(store: Broker) -> None:
     assert [orjson.loads(r)["seq"] for r in await store.store.read_json("a")] == [1, 2, 3, 4, 5]
 
 
-async def test_executions_most_recently_active_first(store: Broker) -> None:
+async def test_executions_most_recently_active_first(store: EmittingHub) -> None:
     await store.publish([status("a", "started"), tool_output("a", "t")])
     await store.publish([status("b", "running")])
     await store.publish([message(None)])  # global only: not an execution
@@ -191,7 +191,7 @@ async def test_executions_most_recently_active_first(store: Broker) -> None:
 # --------------------------------------------------------------------------- derived fields
 
 
-async def test_execution_status_gets_a_global_copy_with_its_own_seq(store: Broker) -> None:
+async def test_execution_status_gets_a_global_copy_with_its_own_seq(store: EmittingHub) -> None:
     await store.publish([message(None)])  # global seq 1
     envs = await store.publish([status("a", "running")])
     assert [(e.key, e.seq, e.is_copy) for e in envs] == [("a", 1, False), (GLOBAL, 2, True)]
@@ -205,14 +205,14 @@ async def test_execution_status_gets_a_global_copy_with_its_own_seq(store: Broke
     ]
 
 
-async def test_message_bus_without_execution_is_stored_in_global(store: Broker) -> None:
+async def test_message_bus_without_execution_is_stored_in_global(store: EmittingHub) -> None:
     [env] = await store.publish([message(None)])
     assert (env.key, env.seq, env.is_copy) == (GLOBAL, 1, False)
     [own] = await store.publish([message("a")])
     assert own.key == "a"
 
 
-async def test_running_pass_rate_counts_this_one(store: Broker) -> None:
+async def test_running_pass_rate_counts_this_one(store: EmittingHub) -> None:
     rates = []
     for result in ("pass", "fail", "pass", "skip", "pass"):
         [env] = await store.publish([assertion("a", result)])
@@ -222,12 +222,12 @@ async def test_running_pass_rate_counts_this_one(store: Broker) -> None:
     assert other.event.running_pass_rate == 0.0  # type: ignore[union-attr]
 
 
-async def test_running_pass_rate_within_one_batch(store: Broker) -> None:
+async def test_running_pass_rate_within_one_batch(store: EmittingHub) -> None:
     envs = await store.publish([assertion("a", "fail"), assertion("a", "pass")])
     assert [e.event.running_pass_rate for e in envs] == [0.0, 0.5]  # type: ignore[union-attr]
 
 
-async def test_tool_end_and_output_resolve_tool_and_task_from_start(store: Broker) -> None:
+async def test_tool_end_and_output_resolve_tool_and_task_from_start(store: EmittingHub) -> None:
     await store.publish([tool_start("a", "tu1", "Read", "task-1")])
     await store.publish([tool_start("a", "tu2", "Bash", "task-2")])
     out, end = await store.publish([tool_output("a", "tu1"), tool_end("a", "tu2")])
@@ -240,12 +240,12 @@ async def test_tool_end_and_output_resolve_tool_and_task_from_start(store: Broke
     assert elsewhere.tool is None
 
 
-async def test_start_and_end_in_one_batch_resolve(store: Broker) -> None:
+async def test_start_and_end_in_one_batch_resolve(store: EmittingHub) -> None:
     _, end = await store.publish([tool_start("a", "tu1", "Grep", "task-9"), tool_end("a", "tu1")])
     assert (end.tool, end.task_id) == ("Grep", "task-9")
 
 
-async def test_skill_end_resolves_its_task(store: Broker) -> None:
+async def test_skill_end_resolves_its_task(store: EmittingHub) -> None:
     start = ev.SkillStartEvent(
         execution_id="a",
         skill_trace_id="s1",
@@ -307,7 +307,7 @@ async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- concurrency
 
 
-async def test_concurrent_appends_are_gap_free_and_batches_contiguous(store: Broker) -> None:
+async def test_concurrent_appends_are_gap_free_and_batches_contiguous(store: EmittingHub) -> None:
     results: list[list[int]] = []
 
     async def producer(n: int) -> None:
@@ -326,7 +326,7 @@ async def test_concurrent_appends_are_gap_free_and_batches_contiguous(store: Bro
     assert store.last_seq("a") == 600
 
 
-async def test_a_batch_is_atomic(store: Broker) -> None:
+async def test_a_batch_is_atomic(store: EmittingHub) -> None:
     await store.publish([status("a", "started")])
     with pytest.raises(InvalidInput):
         await store.publish([tool_output("a", "t"), assertion("a", "pass"), unencodable("a")])
@@ -340,7 +340,7 @@ async def test_a_batch_is_atomic(store: Broker) -> None:
     assert summary.event_count == 2
 
 
-async def test_the_events_of_a_failed_batch_can_be_sent_again(store: Broker) -> None:
+async def test_the_events_of_a_failed_batch_can_be_sent_again(store: EmittingHub) -> None:
     output, start = tool_output("a", "t"), tool_start("a", "tu1", "Read", "task-1")
     with pytest.raises(InvalidInput):
         await store.publish([output, start, unencodable("a")])
@@ -350,7 +350,7 @@ async def test_the_events_of_a_failed_batch_can_be_sent_again(store: Broker) -> 
     assert [env.event for env in await store.store.read("a")] == [env.event for env in envs]
 
 
-async def test_one_event_object_stored_twice_gets_two_seqs(store: Broker) -> None:
+async def test_one_event_object_stored_twice_gets_two_seqs(store: EmittingHub) -> None:
     event = status("a", "running")
     [first, first_copy] = await store.publish([event])
     [second, second_copy] = await store.publish([event])
@@ -361,7 +361,7 @@ async def test_one_event_object_stored_twice_gets_two_seqs(store: Broker) -> Non
     assert [e.event.seq for e in await store.store.read("a")] == [1, 2]
 
 
-async def test_a_bad_batch_does_not_fail_a_concurrent_good_batch(store: Broker) -> None:
+async def test_a_bad_batch_does_not_fail_a_concurrent_good_batch(store: EmittingHub) -> None:
     outcome: dict[str, Any] = {}
 
     async def append(name: str, events: Sequence[ev.StreamEvent]) -> None:
@@ -379,7 +379,7 @@ async def test_a_bad_batch_does_not_fail_a_concurrent_good_batch(store: Broker) 
     assert [env.seq for env in outcome["good"]] == [1, 1]
 
 
-async def test_a_non_finite_float_never_makes_the_stream_unreadable(store: Broker) -> None:
+async def test_a_non_finite_float_never_makes_the_stream_unreadable(store: EmittingHub) -> None:
     await store.publish([status("a")])
     # Refusing it (at construction or when storing) is fine; storing garbage is not.
     with pytest.raises((ValueError, InvalidInput), match="finite"):

@@ -12,7 +12,7 @@ import pytest
 import trio
 from rich.text import Text
 
-from support import command, environment, free_port, running_server
+from support import T0, command, environment, free_port, running_server
 from trio_obs import post_events
 from trio_obs.client.tail import AgentBoard, format_duration, render_event, render_heartbeat
 from trio_obs.core.events import (
@@ -478,8 +478,8 @@ async def test_tail_of_an_execution_without_events_says_so_and_names_recent_ones
 
 async def test_a_filter_implies_its_topic_unless_one_is_given() -> None:
     entry = MessageBusLogEntry(
-        id="m", event_id="e", timestamp="ts", source="ci", event_type="build.failed",
-        human_summary="the build broke", severity="error", category="build", created_at="ts",
+        id="m", event_id="e", timestamp=T0, source="ci", event_type="build.failed",
+        human_summary="the build broke", severity="error", category="build", created_at=T0,
         execution_id="e1",
     )  # fmt: skip
     with trio.fail_after(TIMEOUT):

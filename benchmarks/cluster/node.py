@@ -31,7 +31,9 @@ import orjson
 import trio
 
 import trio_obs
-from trio_obs import ServerConfig, ToolOutputEvent, ToolStartEvent
+from trio_obs import ServerConfig
+from trio_obs.core.events import ToolOutputEvent, ToolStartEvent
+from trio_obs.core.wire import encode
 
 EXECUTION = "bench-exec"
 TOOL_USE = "toolu_bench_0001"
@@ -54,7 +56,7 @@ def pad_for(size: int) -> int:
         execution_id=EXECUTION, tool_use_id=TOOL_USE, chunk=chunk("0", 0.0, 0), seq=100_000,
         timestamp="2026-01-01T00:00:00.000Z",
     )  # fmt: skip
-    return max(0, size - len(trio_obs.encode(probe)))
+    return max(0, size - len(encode(probe)))
 
 
 class Pacer:

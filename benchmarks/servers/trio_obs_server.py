@@ -34,7 +34,9 @@ import orjson
 import trio
 
 import trio_obs
-from trio_obs import ServerConfig, ToolOutputEvent, ToolStartEvent
+from trio_obs import ServerConfig
+from trio_obs.core.events import ToolOutputEvent, ToolStartEvent
+from trio_obs.core.wire import encode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for schedule
 from schedule import Schedule
@@ -54,7 +56,7 @@ def pad_for(event_bytes: int) -> int:
     probe = ToolOutputEvent(
         execution_id=EXECUTION, tool_use_id=TOOL_USE, chunk=chunk_of("0", 0.0, 0), seq=100000
     )
-    return max(0, event_bytes - len(trio_obs.encode(probe)))
+    return max(0, event_bytes - len(encode(probe)))
 
 
 def chunk_of(run: str, scheduled: float, pad: int) -> str:

@@ -4,8 +4,8 @@ REV is a git revision of this repository (exported with ``git archive`` into
 ``benchmarks/.cache/compare/<commit>/src``: no worktree is registered, nothing in the
 repository changes) or the path of another checkout. Either gets a venv of its own
 (``.../venv``, ``pip install -e``), made once and reused. The benchmark's own server
-script (``servers/trio_obs_server.py``, public API only) runs with that venv's Python, so
-old and new are driven by exactly the same harness code.
+script (``servers/trio_obs_server.py``, which imports only what every revision has)
+runs with that venv's Python, so old and new are driven by exactly the same harness code.
 """
 
 from __future__ import annotations

@@ -1,14 +1,39 @@
 """trio-obs: real-time observability streaming for agent runners, on trio.
 
-Open everything with :func:`open_observability`, record through its services, and
-subscribe through its broker; serve WebSocket and HTTP clients with :func:`serve`.
-:func:`open_redis_observability` opens one node of several sharing a Redis instead.
-The layout (DESIGN.md §5): ``core`` holds every rule, socket- and clock-free; ``hub``
-orders, stores and fans out; ``producers`` builds events; ``server`` and ``client``
-are thin drivers; ``demo`` plays a simulated run. Agents instrumented with OpenTelemetry
-export to the server's ``/v1/traces``; ``trio_obs.otel.LiveSpanProcessor`` (the ``otel``
-extra, not imported here) makes their span starts visible at once.
+The public names, all documented here and importable from ``trio_obs``:
+
+- Open and record: :func:`open_observability` (SQLite) or
+  :func:`open_redis_observability` (one node of several) gives an :class:`Observability`:
+  its services (``obs.tools``, ``obs.transcripts``, ...: a :class:`Services`) store
+  each record and emit its event; ``obs.broker`` is the :class:`EmittingHub`, the SQLite
+  hub with the plan's ``emit_*`` methods and ``subscribe``; ``obs.hub`` is the
+  :class:`Hub` it runs on. :func:`serve` with a :class:`ServerConfig` serves WebSocket
+  and HTTP clients from the same nursery.
+- From another process: :func:`post_events` and :class:`HttpPublisher` post to a server
+  (``Services.over(HttpPublisher(url))`` builds events as in process);
+  :func:`open_stream` gives an :class:`EventStream` that follows one (``ALL``, ``GLOBAL``
+  or an execution id), across reconnects.
+- Records and events: :data:`StreamEvent` (what subscribers receive: the event classes
+  are in :mod:`trio_obs.core.events`), and the records a service or ``emit_*`` takes:
+  :class:`TranscriptEntry`, :class:`AssertionResult`, :class:`MessageBusLogEntry`.
+- Errors: :class:`TrioObsError` and below it :class:`InvalidInput`, :class:`StoreError`
+  (and its :class:`UncertainOutcome`: on Redis, a batch some of which is or may be
+  stored), :class:`SubscriptionEnded`, :class:`PostRejected`, :class:`StreamClosed`,
+  :class:`StreamRefused`.
+
+Everything else lives in its module: the layout is in the README's "Development"
+section (``core`` holds every rule, socket- and clock-free; ``hub`` orders, stores and
+fans out; ``producers`` builds events; ``server`` and ``client`` are thin drivers).
+Agents instrumented with OpenTelemetry export to the server's ``/v1/traces``;
+``trio_obs.otel.LiveSpanProcessor`` (the ``otel`` extra, not imported here) makes their
+span starts visible at once.
 """
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any, Final
 
 from ._version import __version__
 from .client.common import PostRejected, StreamClosed, StreamRefused
@@ -21,53 +46,13 @@ from .core.errors import (
     TrioObsError,
     UncertainOutcome,
 )
-from .core.events import (
-    AgentHeartbeatEvent,
-    AssertionResult,
-    AssertionResultEvent,
-    ClientMessage,
-    ConnectedEvent,
-    ErrorEvent,
-    ExecutionStatusEvent,
-    ExecutionSummary,
-    Filters,
-    MessageBusEvent,
-    MessageBusLogEntry,
-    Ping,
-    PongEvent,
-    ResetEvent,
-    ServerEvent,
-    SkillEndEvent,
-    SkillStartEvent,
-    StreamEvent,
-    Subscribe,
-    SubscribedEvent,
-    ToolEndEvent,
-    ToolOutputEvent,
-    ToolStartEvent,
-    TranscriptEntry,
-    TranscriptEntryEvent,
-    Unsubscribe,
-    UnsubscribedEvent,
-    WaveStatusEvent,
-)
+from .core.events import AssertionResult, MessageBusLogEntry, StreamEvent, TranscriptEntry
 from .core.protocol import ALL, GLOBAL
-from .core.routing import Envelope
-from .core.wire import decode_events, decode_server_event, decode_stream_event, encode
-from .hub.base import Hub, Subscription
-from .hub.dispatch import LiveSubscription
-from .hub.local import LocalHub
-from .hub.sqlite import Store, open_store
+from .hub.base import Hub
 from .producers import (
-    AssertionService,
-    Broker,
-    ExecutionService,
-    MessageBusService,
+    EmittingHub,
     Observability,
     Services,
-    SkillService,
-    ToolUseService,
-    TranscriptService,
     open_observability,
     open_redis_observability,
 )
@@ -76,69 +61,66 @@ from .server.app import ServerConfig, serve
 __all__ = [
     "ALL",
     "GLOBAL",
-    "AgentHeartbeatEvent",
     "AssertionResult",
-    "AssertionResultEvent",
-    "AssertionService",
-    "Broker",
-    "ClientMessage",
-    "ConnectedEvent",
-    "Envelope",
-    "ErrorEvent",
+    "EmittingHub",
     "EventStream",
-    "ExecutionService",
-    "ExecutionStatusEvent",
-    "ExecutionSummary",
-    "Filters",
     "HttpPublisher",
     "Hub",
     "InvalidInput",
-    "LiveSubscription",
-    "LocalHub",
-    "MessageBusEvent",
     "MessageBusLogEntry",
-    "MessageBusService",
     "Observability",
-    "Ping",
-    "PongEvent",
     "PostRejected",
-    "ResetEvent",
     "ServerConfig",
-    "ServerEvent",
     "Services",
-    "SkillEndEvent",
-    "SkillService",
-    "SkillStartEvent",
-    "Store",
     "StoreError",
     "StreamClosed",
     "StreamEvent",
     "StreamRefused",
-    "Subscribe",
-    "SubscribedEvent",
-    "Subscription",
     "SubscriptionEnded",
-    "ToolEndEvent",
-    "ToolOutputEvent",
-    "ToolStartEvent",
-    "ToolUseService",
     "TranscriptEntry",
-    "TranscriptEntryEvent",
-    "TranscriptService",
     "TrioObsError",
     "UncertainOutcome",
-    "Unsubscribe",
-    "UnsubscribedEvent",
-    "WaveStatusEvent",
     "__version__",
-    "decode_events",
-    "decode_server_event",
-    "decode_stream_event",
-    "encode",
     "open_observability",
     "open_redis_observability",
-    "open_store",
     "open_stream",
     "post_events",
     "serve",
 ]
+
+_MOVED: Final[dict[str, str]] = {
+    name: module
+    for module, names in {
+        "trio_obs.core.events": """AgentHeartbeatEvent AssertionResultEvent ClientMessage
+            ConnectedEvent ErrorEvent ExecutionStatusEvent ExecutionSummary Filters
+            MessageBusEvent Ping PongEvent ResetEvent ServerEvent SkillEndEvent SkillStartEvent
+            Subscribe SubscribedEvent ToolEndEvent ToolOutputEvent ToolStartEvent
+            TranscriptEntryEvent Unsubscribe UnsubscribedEvent WaveStatusEvent""",
+        "trio_obs.core.routing": "Envelope",
+        "trio_obs.core.intake": "decode_events",
+        "trio_obs.core.wire": "decode_server_event decode_stream_event encode",
+        "trio_obs.hub.base": "Subscription",
+        "trio_obs.hub.dispatch": "LiveSubscription",
+        "trio_obs.hub.local": "LocalHub",
+        "trio_obs.hub.sqlite": "Store open_store",
+        "trio_obs.producers.services": """AssertionService ExecutionService MessageBusService
+            SkillService ToolUseService TranscriptService""",
+        "trio_obs.producers.emitting": "Broker",
+    }.items()
+    for name in names.split()
+}
+"""Names this package exported before its public surface was made small: still found,
+with a warning that says where they live."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trio_obs' has no attribute {name!r}")
+    warnings.warn(
+        f"trio_obs.{name} is not a public name any more: import it from {module}",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    found = globals()[name] = getattr(importlib.import_module(module), name)  # warned once
+    return found

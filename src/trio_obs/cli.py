@@ -19,6 +19,8 @@ from .core.protocol import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:3001"
+DEFAULT_DB: Final = "trio-obs.db"
+"""The store of ``trio-obs serve`` without ``--db``: a file in the working directory."""
 OTEL_DEMO_HELP = """\
 With --otel, the same simulated run is told as an agent instrumented with
 OpenTelemetry would tell it: spans of the GenAI semantic conventions
@@ -97,16 +99,34 @@ def size(text: str) -> int:
     return int(digits) * factor
 
 
+def size_text(size: int) -> str:
+    """``67108864`` -> ``64MiB``: the largest unit that divides it (the form :func:`size` reads)."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Says a flag's default once: only where its help does not already, and it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
         prog="trio-obs",
         description="Real-time observability streaming for agent runners.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"trio-obs {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _HelpFormatter
 
     serve = commands.add_parser(
         "serve", help="run the server (WebSocket + HTTP on one port)", formatter_class=fmt
@@ -119,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=3001, help="port (0 = any free)")
     serve.add_argument(
         "--db",
-        default="trio-obs.db",
+        default=DEFAULT_DB,
         help="SQLite file for the event store (one server at a time), or :memory:",
     )
     serve.add_argument(
@@ -151,9 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--buffer-bytes",
         type=size,
-        default=DEFAULT_BUFFER_BYTES,
+        default=size_text(DEFAULT_BUFFER_BYTES),  # shown as the docs write it; parsed by size()
         metavar="SIZE",
-        help="memory for recent events, all executions together (e.g. 64MiB); "
+        help="memory for recent events, all executions together (K, M or G: 512MiB, 1G); "
         "beyond it the least recently active go, and replay reads the store",
     )
     serve.add_argument(

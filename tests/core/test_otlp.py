@@ -12,12 +12,12 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from support import to_wire
 from trio_obs.core import events as ev
 from trio_obs.core.ledger import complete_batch
 from trio_obs.core.otlp import LIVE_COPY, LIVE_SPAN, translate_logs, translate_traces
 from trio_obs.core.otlp_memory import SpanMemory, Translation
 from trio_obs.core.otlp_values import iso_of_nanos
-from trio_obs.core.wire import to_wire
 
 NOW = "2030-01-01T00:00:00.000Z"
 TRACE = bytes.fromhex("5b8efff798038103d269b633813fc60c")

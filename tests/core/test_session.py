@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from support import split_frames
 from trio_obs.core import events as ev
-from trio_obs.core.frames import split_frame
 from trio_obs.core.protocol import ALL, INTERNAL_ERROR, MAX_CLIENT_MESSAGE, MESSAGE_TOO_BIG
 from trio_obs.core.routing import SubscriptionState
 from trio_obs.core.session import Close, KeepAlive, Resume, ServerSession, greeting, resume_point
@@ -17,7 +17,7 @@ NOW = "2026-12-01T10:00:00.000Z"
 def reply(session: ServerSession, text: str) -> dict[str, object]:
     frame = session.text(text, finished=True, now=NOW)
     assert isinstance(frame, bytes)
-    payload, rest = split_frame(frame)
+    [(_, payload)], rest = split_frames(frame)
     assert rest == b""
     answer: dict[str, object] = orjson.loads(payload)
     return answer
@@ -103,7 +103,7 @@ def test_a_since_beyond_the_stored_head_is_told_not_clamped(client_epoch: str | 
 
 def test_greeting_is_connected_then_reset_when_the_epoch_changed() -> None:
     frames = greeting("e1", replayed=3, epoch="E1", reset=None, now=NOW)
-    payload, rest = split_frame(frames)
+    [(_, payload)], rest = split_frames(frames)
     assert rest == b""
     assert orjson.loads(payload) == {
         "type": "observability:connected", "executionId": "e1",
@@ -113,8 +113,7 @@ def test_greeting_is_connected_then_reset_when_the_epoch_changed() -> None:
     both = greeting(
         ALL, replayed=0, epoch="E1", reset=ev.ResetEvent(epoch="E1", last_seq=9), now=NOW
     )
-    first, rest = split_frame(both)
-    second, rest = split_frame(rest)
+    [(_, first), (_, second)], rest = split_frames(both)
     assert orjson.loads(first)["message"] == "Connected to all observability events"
     assert orjson.loads(second) == {
         "type": "observability:reset", "epoch": "E1", "lastSeq": 9, "timestamp": NOW

@@ -62,3 +62,11 @@ class SubscriptionEnded(TrioObsError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"subscription ended: {reason}")
         self.reason = reason
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf exception of a (possibly nested) exception group: the one to tell."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

@@ -20,8 +20,15 @@ from .protocol import Severity, Topic
 
 
 def iso_utc(moment: datetime) -> str:
-    """``moment`` (an aware datetime in UTC) as ISO-8601 with milliseconds (``...Z``)."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """``moment`` (an aware datetime in UTC) as ISO-8601 with milliseconds (``...Z``).
+
+    The one form of every stored time: fixed width, so times sort as strings.
+    """
+    m = moment
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}."
+        f"{m.microsecond // 1000:03d}Z"
+    )
 
 
 ToolResultStatus: TypeAlias = Literal["done", "error", "blocked"]

@@ -32,13 +32,3 @@ def frame_length(header: bytes | memoryview) -> int | None:
     if n == 126:
         return None if len(header) < 4 else 4 + int.from_bytes(header[2:4], "big")
     return None if len(header) < 10 else 10 + int.from_bytes(header[2:10], "big")
-
-
-def split_frame(data: bytes) -> tuple[bytes, bytes]:
-    """The payload of the whole unmasked frame at the start of ``data``, and what follows."""
-    length = frame_length(data[:10])
-    if length is None or length > len(data):
-        raise ValueError("data does not start with a whole frame")
-    n = data[1] & 0x7F
-    header = 2 if n < 126 else 4 if n == 126 else 10
-    return data[header:length], data[length:]

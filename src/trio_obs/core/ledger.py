@@ -56,17 +56,6 @@ class StreamCounters:
     updated: float = 0.0
     """When the key was last written (seconds since the epoch, as the hub said)."""
 
-    def summary(self, key: str) -> ev.ExecutionSummary:
-        """The execution summary these counters describe."""
-        return ev.ExecutionSummary(
-            execution_id=key,
-            last_status=self.last_status,
-            event_count=self.event_count,
-            last_seq=self.last_seq,
-            first_timestamp=self.first_timestamp,
-            last_timestamp=self.last_timestamp,
-        )
-
 
 def _complete(event: ev.StreamEvent, changes: dict[str, Any]) -> ev.StreamEvent:
     """``event`` with ``changes`` applied.

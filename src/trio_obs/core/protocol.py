@@ -68,13 +68,22 @@ RECONNECT_CODES: Final = frozenset(
 # --------------------------------------------------------------------------- error codes
 
 ErrorCode: TypeAlias = Literal[
-    "INVALID_MESSAGE", "INVALID_TOPIC", "INVALID_FILTER", "INVALID_EVENT", "UNAVAILABLE",
-    "OUTCOME_UNKNOWN", "NOT_REPLICATED", "PARTIALLY_STORED",
+    "INVALID_MESSAGE", "INVALID_TOPIC", "INVALID_FILTER", "INVALID_EVENT", "INVALID_REQUEST",
+    "INVALID_PARAMETER", "UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND", "METHOD_NOT_ALLOWED",
+    "TIMEOUT", "BODY_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE", "MISDIRECTED_REQUEST",
+    "UPGRADE_REQUIRED", "HEAD_TOO_LARGE", "UNAVAILABLE", "OUTCOME_UNKNOWN", "NOT_REPLICATED",
+    "PARTIALLY_STORED",
 ]  # fmt: skip
+"""The ``code`` of every error a client can meet: ``observability:error`` frames and HTTP
+error answers (``{"error": <a sentence>, "code": ...}``)."""
 INVALID_MESSAGE: Final = "INVALID_MESSAGE"
+"""A client message that is not JSON, not an object, or has an unknown action or type."""
 INVALID_TOPIC: Final = "INVALID_TOPIC"
 INVALID_FILTER: Final = "INVALID_FILTER"
 INVALID_EVENT: Final = "INVALID_EVENT"
+"""A posted body that is not a valid event or array of events (nothing of it is stored)."""
+INVALID_PARAMETER: Final = "INVALID_PARAMETER"
+"""A query parameter that is missing or not what the route takes (``since``, ``limit``...)."""
 UNAVAILABLE: Final = "UNAVAILABLE"
 """503: the store could not take the batch; nothing of it was stored (retry at will)."""
 OUTCOME_UNKNOWN: Final = "OUTCOME_UNKNOWN"
@@ -86,6 +95,24 @@ PARTIALLY_STORED: Final = "PARTIALLY_STORED"
 UNCERTAIN_STATUS: Final = 504
 """The status of an answer that says some of a batch may be stored: a retry is safe only
 with the same ``Idempotency-Key`` (503 says nothing was stored)."""
+
+ERROR_CODE_OF_STATUS: Final[dict[int, ErrorCode]] = {
+    400: "INVALID_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    408: "TIMEOUT",
+    413: "BODY_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    421: "MISDIRECTED_REQUEST",
+    426: "UPGRADE_REQUIRED",
+    431: "HEAD_TOO_LARGE",
+    503: "UNAVAILABLE",
+    504: "OUTCOME_UNKNOWN",
+}
+"""The code of an HTTP error answer that names no more precise one (a 400 may say
+``INVALID_EVENT`` or ``INVALID_PARAMETER`` instead of ``INVALID_REQUEST``)."""
 
 # --------------------------------------------------------------------------- limits
 
@@ -101,6 +128,8 @@ MAX_JSON_DEPTH: Final = 64
 """JSON nested deeper than this is refused with 400."""
 MAX_IDEMPOTENCY_KEY: Final = 200
 """Characters of an ``Idempotency-Key`` header at most."""
+MAX_WARNINGS: Final = 100
+"""Warnings listed in one ``202`` answer at most (a last one counts the rest)."""
 MAX_EVENTS_LIMIT: Final = 10_000
 """The largest ``limit`` of the events and executions routes."""
 REPLAY_PAGE: Final = 500

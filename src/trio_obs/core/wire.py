@@ -8,6 +8,7 @@ JSON the project writes (events, client messages, summaries, answers) is made he
 
 from __future__ import annotations
 
+import functools
 import re
 import typing
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ from .protocol import (
     TOPICS,
     ErrorCode,
 )
+from .times import EXAMPLE, TIME_FIELDS, utc_time
 
 T = TypeVar("T")
 
@@ -66,6 +68,27 @@ def _exactly(kind: type, name: str, *, optional: bool = False) -> Callable[[Any,
         if value.__class__ is kind or (value is None and optional):
             return value
         raise TypeError(f"expected {name}, got {type(value).__name__}")
+
+    return structure
+
+
+def _time(*, optional: bool) -> Callable[[Any, type], str]:
+    """A hook that takes an ISO-8601 date and time and gives its stored form (UTC, ...Z).
+
+    ``optional``: an empty string passes (an event's time is stamped when it is stored).
+    """
+
+    def structure(value: Any, _: type) -> str:
+        if value.__class__ is str:
+            if optional and not value:
+                return value
+            utc = utc_time(value)
+            if utc is not None:
+                return utc
+            shown = repr(value) if len(value) <= 40 else f"{value[:32]!r}… ({len(value)} chars)"
+        else:
+            shown = type(value).__name__
+        raise TypeError(f"expected an ISO-8601 date and time (e.g. {EXAMPLE}), got {shown}")
 
     return structure
 
@@ -117,7 +140,8 @@ def _structure_usage(value: Any, _: type) -> dict[str, int]:
     return {str(k): v for k, v in value.items()}
 
 
-def _make_converter(*, detailed: bool = True) -> cattrs.Converter:
+def _make_converter(*, detailed: bool = True, posted: bool = False) -> cattrs.Converter:
+    """The converter; ``posted``: for producers' events, whose times are checked and made UTC."""
     conv = make_converter(detailed_validation=detailed)
     # Foreign JSON must have the right JSON types: no silent "5" -> 5 coercion.
     for kind, name in ((str, "a string"), (int, "an integer"), (float, "a number"),
@@ -151,7 +175,13 @@ def _make_converter(*, detailed: bool = True) -> cattrs.Converter:
     for cls in wire_classes:
         # Absent optional fields (None) and an unset timestamp/execution ("") are left out.
         overrides: dict[str, Any] = {
-            a.name: override(rename=camel(a.name), omit_if_default=a.default in (None, ""))
+            a.name: override(
+                rename=camel(a.name),
+                omit_if_default=a.default in (None, ""),
+                struct_hook=_time(optional=a.default == "")
+                if posted and a.name in TIME_FIELDS
+                else None,
+            )
             for a in attrs.fields(cls)
         }
         conv.register_unstructure_hook(
@@ -173,13 +203,16 @@ def _make_converter(*, detailed: bool = True) -> cattrs.Converter:
 
 converter: Final = _make_converter()
 # Structuring foreign JSON is on the ingest path: the fast converter does it, and only
-# a failure is structured again by the detailed one, to explain what was wrong.
+# a failure is structured again by the detailed one, to explain what was wrong. Posted
+# events have their own pair, which also checks their times (events the server sent
+# are taken as they are, so a client can still read what an older server stored).
 _fast: Final = _make_converter(detailed=False)
+_fast_posted: Final = _make_converter(detailed=False, posted=True)
 
 
-def to_wire(obj: ev.ServerEvent) -> dict[str, Any]:
-    """The wire-format dict of a server event (camelCase, absent fields left out)."""
-    return converter.unstructure(obj)  # type: ignore[no-any-return]
+@functools.cache
+def _explaining_posted() -> cattrs.Converter:
+    return _make_converter(posted=True)  # built on the first refusal only
 
 
 def encode(obj: ev.ServerEvent) -> bytes:
@@ -209,75 +242,65 @@ def _explain(exc: Exception) -> str:
     return re.sub(r"(\$[\w.\[\]]*)", lambda m: camel(m.group(1)), text)
 
 
-def _loads(data: bytes | str, what: str) -> Any:
+def loads_json(data: bytes | str, what: str, code: ErrorCode = INVALID_MESSAGE) -> Any:
+    """Parsed JSON, or :class:`InvalidInput` with ``code`` saying that ``what`` is not JSON."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"{what} is not valid JSON ({exc.msg})", INVALID_MESSAGE) from None
+        raise InvalidInput(f"{what} is not valid JSON ({exc.msg})", code) from None
 
 
-def decode_event(obj: Any, *, where: str = "event", keep_seq: bool = False) -> ev.StreamEvent:
-    """A stream event out of one decoded JSON value.
+def event_name(index: int | None) -> str:
+    """How messages name an event: ``event 3`` in a posted array, else ``event``."""
+    return "event" if index is None else f"event {index}"
+
+
+def decode_event(
+    obj: Any, *, index: int | None = None, keep_seq: bool = False, posted: bool = False
+) -> ev.StreamEvent:
+    """A stream event out of one decoded JSON value (``index``: its place in a posted array).
 
     ``seq`` in the input is ignored, unless ``keep_seq`` (an event the server sent).
+    ``posted``: a producer's event, whose times must be ISO-8601 and are made UTC.
     """
     if not isinstance(obj, dict):
-        raise InvalidInput(f"{where} must be a JSON object", INVALID_EVENT)
+        raise InvalidInput(f"{event_name(index)} must be a JSON object", INVALID_EVENT)
     kind = obj.get("type")
     cls = ev.STREAM_EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         known = ", ".join(sorted(ev.STREAM_EVENT_TYPES))
         raise InvalidInput(
-            f"{where} has unknown type {kind!r}; expected one of: {known}", INVALID_EVENT
+            f"{event_name(index)} has unknown type {kind!r}; expected one of: {known}",
+            INVALID_EVENT,
         )
     fields = obj  # "type" is not an input of the class; "seq" is dropped below
     if obj.get("timestamp", "") is None:
         fields = {k: v for k, v in obj.items() if k != "timestamp"}  # the ledger stamps it
     try:
-        event: ev.StreamEvent = _fast.structure(fields, cls)
+        event: ev.StreamEvent = (_fast_posted if posted else _fast).structure(fields, cls)
     except Exception:  # cattrs raises groups of arbitrary errors
         try:
-            converter.structure(fields, cls)
+            (_explaining_posted() if posted else converter).structure(fields, cls)
         except Exception as exc:
             reason = _explain(exc)
         else:  # pragma: no cover - both converters share every hook
             reason = "invalid"
-        raise InvalidInput(f"{where} ({kind}) is invalid: {reason}", INVALID_EVENT) from None
+        raise InvalidInput(
+            f"{event_name(index)} ({kind}) is invalid: {reason}", INVALID_EVENT
+        ) from None
     if event.seq is not None and not keep_seq:  # a producer does not choose its seq
         object.__setattr__(event, "seq", None)
     return event
 
 
-def decode_events(body: bytes | str) -> list[ev.StreamEvent]:
-    """Stream events out of a JSON body holding one event or an array of them.
-
-    All or nothing: the first invalid event raises, naming its index.
-    """
-    data = _loads(body, "the body")
-    if isinstance(data, list):
-        if not data:
-            raise InvalidInput("the body is an empty array; send at least one event", INVALID_EVENT)
-        events = [_posted(item, where=f"event {i}") for i, item in enumerate(data)]
-    else:
-        events = [_posted(data)]
-    return events
-
-
-def _posted(obj: Any, *, where: str = "event") -> ev.StreamEvent:
-    # What the server computes is never taken from a producer (SPEC §5).
-    if isinstance(obj, dict) and "requiresAction" in obj:
-        obj = {k: v for k, v in obj.items() if k != "requiresAction"}
-    return decode_event(obj, where=where)
-
-
 def decode_stream_event(data: bytes | str) -> ev.StreamEvent:
     """A stream event from its wire JSON, keeping its ``seq`` (for clients and replay)."""
-    return decode_event(_loads(data, "the event"), keep_seq=True)
+    return decode_event(loads_json(data, "the event"), keep_seq=True)
 
 
 def decode_server_event(data: bytes | str) -> ev.ServerEvent:
     """Any server-sent message (stream, connection or pong) from its wire JSON."""
-    obj = _loads(data, "the message")
+    obj = loads_json(data, "the message")
     kind = obj.get("type") if isinstance(obj, dict) else None
     cls = _SERVER_ONLY.get(kind) if isinstance(kind, str) else None
     if cls is None:
@@ -344,7 +367,7 @@ def parse_filters(raw: Any) -> ev.FilterUpdate:
 
 def parse_client_message(data: bytes | str) -> ev.ClientMessage:
     """A client message (subscribe, unsubscribe, ping) out of a text frame."""
-    obj = _loads(data, "the message")
+    obj = loads_json(data, "the message")
     if not isinstance(obj, dict):
         raise InvalidInput("the message must be a JSON object", INVALID_MESSAGE)
     if "action" not in obj:
@@ -415,14 +438,16 @@ def events_json(rows: list[bytes]) -> bytes:
     return b"[" + b",".join(rows) + b"]"
 
 
-def accepted_json(seqs: list[int]) -> bytes:
-    """The ``202`` answer of ``POST /api/events``."""
+def accepted_json(seqs: list[int], warnings: list[str] | None = None) -> bytes:
+    """The ``202`` answer of ``POST /api/events`` (``warnings`` only when there are some)."""
+    if warnings:
+        return orjson.dumps({"accepted": len(seqs), "seqs": seqs, "warnings": warnings})
     return orjson.dumps({"accepted": len(seqs), "seqs": seqs})
 
 
-def error_json(message: str, code: ErrorCode | str | None = None) -> bytes:
+def error_json(message: str, code: ErrorCode) -> bytes:
     """An error answer: ``{"error": <a sentence>, "code": ...}``."""
-    return orjson.dumps({"error": message, "code": code} if code else {"error": message})
+    return orjson.dumps({"error": message, "code": code})
 
 
 def uncertain_json(

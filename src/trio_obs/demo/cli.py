@@ -14,9 +14,9 @@ import trio
 
 from ..client.common import PostRejected, auth_headers, error_text
 from ..client.post import HttpPublisher
-from ..core.errors import TrioObsError
+from ..core.errors import TrioObsError, first_error
 from ..producers import Publisher, Services
-from .play import PAUSE_BETWEEN_RUNS, Tally, first_error, simulate
+from .play import PAUSE_BETWEEN_RUNS, Tally, simulate
 from .scenario import hex_id, new_execution_id
 
 

@@ -20,7 +20,7 @@ import httpx
 import trio
 
 from ..core import events as ev
-from ..core.errors import StoreError, TrioObsError
+from ..core.errors import StoreError, TrioObsError, first_error
 from ..core.protocol import ENDED_STATES, Severity
 from ..core.routing import Envelope
 from ..producers import Observability, Publisher, Services
@@ -49,7 +49,7 @@ _FINAL_STATUS_TIMEOUT: Final = 2.0
 class Run:
     """One execution being played through the services."""
 
-    def __init__(self, services: Services, plan: Plan, speed: float) -> None:
+    def __init__(self, services: Services[Publisher], plan: Plan, speed: float) -> None:
         self.svc = services
         self.plan = plan
         self.exec_id = plan.execution_id
@@ -263,7 +263,7 @@ class Tally:
 
 
 async def simulate(
-    services: Services,
+    services: Services[Publisher],
     *,
     execution_id: str | None = None,
     speed: float = 1.0,
@@ -320,10 +320,3 @@ async def run_in_process(
         if not loop:
             return
         await trio.sleep(PAUSE_BETWEEN_RUNS / speed)
-
-
-def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc

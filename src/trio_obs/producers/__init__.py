@@ -1,10 +1,10 @@
-"""Producers: the one event builder (the plan's services; the broker's emits delegate to it).
+"""Producers: the one event builder (the plan's services; the hub's emits delegate to it).
 
 :func:`open_observability` opens a store, a hub and every service;
 :func:`open_redis_observability` the same as one node of several on Redis.
 """
 
-from .broker import Broker
+from .emitting import Broker, EmittingHub
 from .observability import Observability, open_observability, open_redis_observability
 from .services import (
     AssertionService,
@@ -21,6 +21,7 @@ from .services import (
 __all__ = [
     "AssertionService",
     "Broker",
+    "EmittingHub",
     "ExecutionService",
     "MessageBusService",
     "Observability",

@@ -12,40 +12,18 @@ from ..core import events as ev
 from ..core.protocol import DEFAULT_BUFFER_BYTES, DEFAULT_BUFFER_SIZE, DEFAULT_QUEUE_SIZE
 from ..hub.base import Hub
 from ..hub.sqlite import Store, open_store
-from .broker import Broker
-from .services import (
-    AssertionService,
-    ExecutionService,
-    MessageBusService,
-    Services,
-    SkillService,
-    ToolUseService,
-    TranscriptService,
-)
+from .emitting import EmittingHub
+from .services import Services
 
 
 @attrs.frozen
-class Observability:
-    """An open trio-obs: a hub and every service, ready to use."""
-
-    hub: Hub
-    transcripts: TranscriptService
-    tools: ToolUseService
-    assertions: AssertionService
-    skills: SkillService
-    message_bus: MessageBusService
-    executions: ExecutionService
-
-    @classmethod
-    def over(cls, hub: Hub) -> Observability:
-        """Services bound to ``hub``."""
-        s = Services.over(hub)
-        return cls(hub, s.transcripts, s.tools, s.assertions, s.skills, s.message_bus, s.executions)
+class Observability(Services[Hub]):
+    """An open trio-obs: a hub and every service, ready to use (``Observability.over(hub)``)."""
 
     @property
-    def broker(self) -> Broker:
+    def broker(self) -> EmittingHub:
         """The in-process hub with the plan's emit methods (SQLite mode)."""
-        if not isinstance(self.hub, Broker):
+        if not isinstance(self.hub, EmittingHub):
             raise TypeError("this trio-obs runs on another hub; use .hub (the Hub protocol)")
         return self.hub
 
@@ -78,7 +56,7 @@ async def open_observability(
     committed and the store is closed.
     """
     async with open_store(db) as store, trio.open_nursery() as nursery:
-        broker = Broker(
+        hub = EmittingHub(
             store,
             buffer_size=buffer_size,
             queue_size=queue_size,
@@ -86,11 +64,11 @@ async def open_observability(
             max_buffers=max_buffers,
             buffer_grace=buffer_grace,
         )
-        await nursery.start(broker.run)
+        await nursery.start(hub.run)
         try:
-            yield Observability.over(broker)
+            yield Observability.over(hub)
         finally:
-            broker.close()
+            hub.close()
 
 
 @asynccontextmanager

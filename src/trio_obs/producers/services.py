@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Final, Protocol, TypeVar
+from typing import Final, Generic, Protocol, Self, TypeVar
 
 import attrs
 import trio
@@ -40,28 +40,38 @@ class Publisher(Protocol):
         ...
 
 
+P = TypeVar("P", bound=Publisher)
+
+
 class _Service:
     def __init__(self, hub: Publisher) -> None:
         self.hub = hub
 
-    async def _store(self, event: E) -> E:
+    async def _publish(self, event: E) -> E:
+        """Hand ``event`` to the hub; it comes back stored (with ``seq``)."""
         stored = (await self.hub.publish([event]))[0].event
         assert isinstance(stored, type(event))
         return stored
 
 
-class _Spans:
-    """Start times of open tool uses / skill traces, to compute a missing duration."""
+class _SpanService(_Service):
+    """A service of things that start and end (tool uses, skill traces): it remembers
+    when each started, to give an end without a duration the time since its start."""
 
-    def __init__(self) -> None:
+    def __init__(self, hub: Publisher) -> None:
+        super().__init__(hub)
         self._started: OrderedDict[str, float] = OrderedDict()
 
-    def start(self, span_id: str) -> None:
+    def _open(self, span_id: str | None) -> str:
+        """Note the start of ``span_id`` (a new id if None); the id."""
+        span_id = span_id or new_id()
         self._started[span_id] = trio.current_time()
         if len(self._started) > _OPEN_SPANS_MAX:
             self._started.popitem(last=False)
+        return span_id
 
-    def end(self, span_id: str, duration_ms: float | None) -> float:
+    def _duration(self, span_id: str, duration_ms: float | None) -> float:
+        """``duration_ms``, else the milliseconds since ``span_id`` started (0 if unknown)."""
         started = self._started.pop(span_id, None)
         if duration_ms is not None:
             return duration_ms
@@ -115,22 +125,18 @@ class TranscriptService(_Service):
         return await self.entry(execution_id, entry, is_latest=is_latest)
 
     async def entry(
-        self, execution_id: str, entry: ev.TranscriptEntry, *, is_latest: bool = True
+        self, execution_id: str, entry: ev.TranscriptEntry, is_latest: bool = True
     ) -> ev.TranscriptEntryEvent:
         """Store a transcript record made elsewhere and emit ``transcript:entry``."""
-        return await self._store(
+        return await self._publish(
             ev.TranscriptEntryEvent(
                 timestamp=now_iso(), execution_id=execution_id, entry=entry, is_latest=is_latest
             )
         )
 
 
-class ToolUseService(_Service):
+class ToolUseService(_SpanService):
     """Tool uses: start, streamed output, end (OBS-604)."""
-
-    def __init__(self, hub: Publisher) -> None:
-        super().__init__(hub)
-        self._spans = _Spans()
 
     async def start(
         self,
@@ -142,13 +148,11 @@ class ToolUseService(_Service):
         task_id: str | None = None,
     ) -> ev.ToolStartEvent:
         """Store and emit ``tool:start``; returns it (its ``tool_use_id`` names the use)."""
-        tool_use_id = tool_use_id or new_id()
-        self._spans.start(tool_use_id)
-        return await self._store(
+        return await self._publish(
             ev.ToolStartEvent(
                 timestamp=now_iso(),
                 execution_id=execution_id,
-                tool_use_id=tool_use_id,
+                tool_use_id=self._open(tool_use_id),
                 tool=tool,
                 input_summary=input_summary,
                 task_id=task_id,
@@ -156,10 +160,10 @@ class ToolUseService(_Service):
         )
 
     async def output(
-        self, execution_id: str, tool_use_id: str, chunk: str, *, is_stderr: bool = False
+        self, execution_id: str, tool_use_id: str, chunk: str, is_stderr: bool = False
     ) -> ev.ToolOutputEvent:
         """Store and emit a ``tool:output`` chunk."""
-        return await self._store(
+        return await self._publish(
             ev.ToolOutputEvent(
                 timestamp=now_iso(),
                 execution_id=execution_id,
@@ -174,18 +178,17 @@ class ToolUseService(_Service):
         execution_id: str,
         tool_use_id: str,
         result_status: ev.ToolResultStatus,
-        *,
         duration_ms: float | None = None,
         output_summary: str | None = None,
     ) -> ev.ToolEndEvent:
         """Store and emit ``tool:end``; the duration defaults to the time since ``start``."""
-        return await self._store(
+        return await self._publish(
             ev.ToolEndEvent(
                 timestamp=now_iso(),
                 execution_id=execution_id,
                 tool_use_id=tool_use_id,
                 result_status=result_status,
-                duration_ms=self._spans.end(tool_use_id, duration_ms),
+                duration_ms=self._duration(tool_use_id, duration_ms),
                 output_summary=output_summary,
             )
         )
@@ -226,19 +229,15 @@ class AssertionService(_Service):
         self, execution_id: str, task_id: str, assertion: ev.AssertionResult
     ) -> ev.AssertionResultEvent:
         """Store an assertion record made elsewhere and emit ``assertion:result``."""
-        return await self._store(
+        return await self._publish(
             ev.AssertionResultEvent(
                 timestamp=now_iso(), execution_id=execution_id, task_id=task_id, assertion=assertion
             )
         )
 
 
-class SkillService(_Service):
+class SkillService(_SpanService):
     """Skill traces: start and end (OBS-606)."""
-
-    def __init__(self, hub: Publisher) -> None:
-        super().__init__(hub)
-        self._spans = _Spans()
 
     async def start(
         self,
@@ -251,13 +250,11 @@ class SkillService(_Service):
         task_id: str | None = None,
     ) -> ev.SkillStartEvent:
         """Store and emit ``skill:start``."""
-        skill_trace_id = skill_trace_id or new_id()
-        self._spans.start(skill_trace_id)
-        return await self._store(
+        return await self._publish(
             ev.SkillStartEvent(
                 timestamp=now_iso(),
                 execution_id=execution_id,
-                skill_trace_id=skill_trace_id,
+                skill_trace_id=self._open(skill_trace_id),
                 skill_name=skill_name,
                 skill_file=skill_file,
                 line_number=line_number,
@@ -271,18 +268,17 @@ class SkillService(_Service):
         skill_trace_id: str,
         skill_name: str,
         status: ev.SkillStatus,
-        *,
         duration_ms: float | None = None,
     ) -> ev.SkillEndEvent:
         """Store and emit ``skill:end``; the duration defaults to the time since ``start``."""
-        return await self._store(
+        return await self._publish(
             ev.SkillEndEvent(
                 timestamp=now_iso(),
                 execution_id=execution_id,
                 skill_trace_id=skill_trace_id,
                 skill_name=skill_name,
                 status=status,
-                duration_ms=self._spans.end(skill_trace_id, duration_ms),
+                duration_ms=self._duration(skill_trace_id, duration_ms),
             )
         )
 
@@ -327,14 +323,14 @@ class MessageBusService(_Service):
         return await self.entry(entry)
 
     async def entry(
-        self, entry: ev.MessageBusLogEntry, *, requires_action: bool = False
+        self, entry: ev.MessageBusLogEntry, requires_action: bool = False
     ) -> ev.MessageBusEvent:
         """Store a message-bus record made elsewhere and emit ``messagebus:event``.
 
         ``requiresAction`` is set for severity error and critical; ``requires_action``
         can set it for a lower severity too.
         """
-        return await self._store(
+        return await self._publish(
             ev.MessageBusEvent(timestamp=now_iso(), entry=entry, requires_action=requires_action)
         )
 
@@ -347,13 +343,12 @@ class ExecutionService(_Service):
         execution_id: str,
         wave_number: int,
         status: ev.WaveState,
-        *,
         task_count: int,
         completed_count: int = 0,
         failed_count: int = 0,
     ) -> ev.WaveStatusEvent:
         """Store and emit ``wave:status``."""
-        return await self._store(
+        return await self._publish(
             ev.WaveStatusEvent(
                 timestamp=now_iso(),
                 execution_id=execution_id,
@@ -370,12 +365,11 @@ class ExecutionService(_Service):
         execution_id: str,
         instance_id: str,
         status: ev.AgentState,
-        *,
         current_task_id: str | None = None,
         metrics: dict[str, float] | None = None,
     ) -> ev.AgentHeartbeatEvent:
         """Store and emit ``agent:heartbeat``."""
-        return await self._store(
+        return await self._publish(
             ev.AgentHeartbeatEvent(
                 timestamp=now_iso(),
                 execution_id=execution_id,
@@ -390,7 +384,7 @@ class ExecutionService(_Service):
         self, execution_id: str, status: ev.ExecutionState, message: str | None = None
     ) -> ev.ExecutionStatusEvent:
         """Store and emit ``execution:status`` (a copy also goes to ``global``)."""
-        return await self._store(
+        return await self._publish(
             ev.ExecutionStatusEvent(
                 timestamp=now_iso(), execution_id=execution_id, status=status, message=message
             )
@@ -398,9 +392,10 @@ class ExecutionService(_Service):
 
 
 @attrs.frozen
-class Services:
-    """Every producer service, bound to one hub."""
+class Services(Generic[P]):
+    """Every producer service, bound to one publisher: a hub, or a remote server's ingest."""
 
+    hub: P
     transcripts: TranscriptService
     tools: ToolUseService
     assertions: AssertionService
@@ -409,9 +404,10 @@ class Services:
     executions: ExecutionService
 
     @classmethod
-    def over(cls, hub: Publisher) -> Services:
-        """Services that publish through ``hub`` (or any publisher)."""
+    def over(cls, hub: P) -> Self:
+        """Services that publish through ``hub``."""
         return cls(
+            hub,
             TranscriptService(hub),
             ToolUseService(hub),
             AssertionService(hub),

@@ -26,6 +26,7 @@ from ..core.errors import StoreError
 from ..core.protocol import (
     DEFAULT_STALL_TIMEOUT,
     GOING_AWAY,
+    INVALID_PARAMETER,
     MAX_BODY,
     MAX_EVENTS_LIMIT,
     MAX_INT_DIGITS,
@@ -37,7 +38,7 @@ from ..hub.clock import now_iso
 from ..producers import Observability
 from .flush import Flusher
 from .http import HttpConnection, HttpError, Request
-from .ingest import ingest_events, unavailable
+from .ingest import UnknownFieldLog, ingest_events, unavailable
 from .listen import ConnectionCap, serve_listeners
 from .metrics import ServerMetrics
 from .otlp import OtlpReceiver, receive_logs, receive_traces
@@ -93,6 +94,7 @@ def int_param(
             400,
             f"{name} must be a non-negative integer of at most {MAX_INT_DIGITS} digits, "
             f"got {shown!r}",
+            code=INVALID_PARAMETER,
         )
     return min(int(text), maximum)
 
@@ -117,13 +119,17 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
 _LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` (an address or a name) stays on this machine's loopback."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() in _LOOPBACK_HOSTS
+
+
 def _loopback_names(host: str) -> frozenset[str] | None:
     """The ``Host`` names a loopback-bound server answers to; None when bound beyond loopback."""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host.lower() in _LOOPBACK_HOSTS
-    return _LOOPBACK_HOSTS | {host.lower()} if loopback else None
+    return _LOOPBACK_HOSTS | {host.lower()} if is_loopback(host) else None
 
 
 class _Server:
@@ -137,6 +143,7 @@ class _Server:
         self.flusher = Flusher(self.metrics)
         self.static = _load_static()
         self.otlp = OtlpReceiver(obs, max_body=config.max_body)
+        self.unknown_fields = UnknownFieldLog()
         self._token = config.token.encode() if config.token else None
         self._loopback_names = _loopback_names(config.host)
         self._idle = trio.Event()
@@ -264,7 +271,7 @@ class _Server:
         return Response(200, self.metrics.exposition(), "text/plain; version=0.0.4")
 
     async def ingest(self, request: Request, _: str, body: bytes) -> Response:
-        return await ingest_events(self.obs, request, body)
+        return await ingest_events(self.obs, request, body, self.unknown_fields)
 
     async def executions(self, request: Request, _: str, body: bytes) -> Response:
         limit = int_param(request, "limit", 100, maximum=MAX_EVENTS_LIMIT)
@@ -288,7 +295,9 @@ class _Server:
         stream_key = request.param("observability")
         if not stream_key:
             raise HttpError(
-                400, "missing observability parameter: use ?observability=<executionId>|all"
+                400,
+                "missing observability parameter: use ?observability=<executionId>|all",
+                code=INVALID_PARAMETER,
             )
         since = int_param(request, "since", None)
         epoch = request.param("epoch") or None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import errno
-import ipaddress
 import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,23 +14,16 @@ from functools import partial
 
 import trio
 
-from ..core.errors import StoreError
+from ..core.errors import StoreError, first_error
 from ..hub.redis_url import RedisUrlError
 from ..producers import Observability, open_observability, open_redis_observability
-from .app import ServerConfig, open_listeners, serve
+from .app import ServerConfig, is_loopback, open_listeners, serve
 
 log = logging.getLogger("trio_obs")
 
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host.lower() == "localhost"
 
 
 async def _retain(obs: Observability, max_idle: float) -> None:
@@ -137,7 +130,7 @@ def _announce(args: argparse.Namespace, config: ServerConfig, port: int) -> None
         bound, " (every interface)" if wildcard else "", local, local, _store(args),
         ", token required" if config.token else "",
     )  # fmt: skip
-    if not _is_loopback(args.host) and not config.token:
+    if not is_loopback(args.host) and not config.token:
         log.warning(
             "listening beyond loopback without a token: anyone who can reach port %d can "
             "read every event and post new ones; set --token (or $TRIO_OBS_TOKEN)",
@@ -145,12 +138,23 @@ def _announce(args: argparse.Namespace, config: ServerConfig, port: int) -> None
         )
 
 
-def _first(group: BaseExceptionGroup[Exception]) -> Exception:
-    """The first leaf exception of a (possibly nested) exception group."""
-    exc: Exception | BaseExceptionGroup[Exception] = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
+def _cannot_listen(exc: OSError, args: argparse.Namespace) -> str:
+    """Why the server cannot listen, in one line that names the flag to change."""
+    if isinstance(exc, socket.gaierror):
+        return (
+            f"--host {args.host!r} is not a name or address this machine can resolve "
+            f"({exc.strerror}); use an address such as 127.0.0.1, or 0.0.0.0 for every interface"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"--host {args.host!r} is not an address of this machine ({exc.strerror}); "
+            "use one of its addresses, such as 127.0.0.1, or 0.0.0.0 for every interface"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {args.port} on {args.host} is in use; pick another with --port"
+    if exc.errno == errno.EACCES:
+        return f"port {args.port} needs privileges this user lacks; pick another with --port"
+    return str(exc)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -167,20 +171,15 @@ def run_serve(args: argparse.Namespace) -> int:
     except* KeyboardInterrupt:  # a second Ctrl-C during shutdown
         status = 130
     except* RedisUrlError as group:
-        log.error("cannot start: %s: %s", getattr(args, "redis_source", "--redis"), _first(group))
+        source = getattr(args, "redis_source", "--redis")
+        log.error("cannot start: %s: %s", source, first_error(group))
         status = 1
     except* StoreError as group:
-        log.error("cannot start: %s", _first(group))
+        log.error("cannot start: %s", first_error(group))
         status = 1
     except* OSError as group:
-        exc = _first(group)
-        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
-            log.error(
-                "cannot start: port %s on %s is in use; pick another with --port",
-                args.port,
-                args.host,
-            )
-        else:
-            log.error("cannot start: %s", exc)
+        exc = first_error(group)
+        assert isinstance(exc, OSError)
+        log.error("cannot start: %s", _cannot_listen(exc, args))
         status = 1
     return status

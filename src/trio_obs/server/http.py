@@ -14,8 +14,8 @@ import attrs
 import h11
 import trio
 
-from ..core.protocol import MAX_HEAD
-from ..core.wire import error_json, to_json
+from ..core.protocol import ERROR_CODE_OF_STATUS, MAX_HEAD, ErrorCode
+from ..core.wire import error_json
 
 _READ_SIZE: Final = 64 * 1024
 
@@ -23,25 +23,28 @@ REASONS: Final = {
     200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
     404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
     413: "Content Too Large", 415: "Unsupported Media Type", 421: "Misdirected Request",
-    426: "Upgrade Required", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout",
+    426: "Upgrade Required", 431: "Request Header Fields Too Large", 503: "Service Unavailable",
+    504: "Gateway Timeout",
 }  # fmt: skip
 
 
 class HttpError(Exception):
-    """An HTTP error answer: status and a one-line explanation."""
+    """An HTTP error answer: status, a one-line explanation and its code.
+
+    The code defaults to the status's (``core.protocol.ERROR_CODE_OF_STATUS``).
+    """
 
     def __init__(
         self,
         status: int,
         message: str,
         *,
-        code: str | None = None,
+        code: ErrorCode | None = None,
         headers: list[tuple[str, str]] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.code = code
+        self.code: ErrorCode = code or ERROR_CODE_OF_STATUS[status]
         self.headers = headers or []
 
 
@@ -192,10 +195,6 @@ class HttpConnection:
         out += h.send(h11.Data(data=body)) if body and not self._head_only else b""
         out += h.send(h11.EndOfMessage())
         await self.stream.send_all(out)
-
-    async def send_json(self, status: int, obj: Any, **kw: Any) -> None:
-        """Send a JSON response."""
-        await self.respond(status, to_json(obj), **kw)
 
     async def send_error(self, err: HttpError) -> None:
         """Send ``{"error": ..., "code": ...}``; close unless the request was read whole."""

@@ -7,10 +7,13 @@ through the hub as one atomic batch; an ``Idempotency-Key`` makes a retry safe.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Final
 
 from ..core.errors import InvalidInput, StoreError, UncertainOutcome
-from ..core.protocol import MAX_IDEMPOTENCY_KEY, UNAVAILABLE, UNCERTAIN_STATUS
-from ..core.wire import accepted_json, decode_events, uncertain_json
+from ..core.intake import UnknownField, decode_batch
+from ..core.protocol import MAX_IDEMPOTENCY_KEY, UNCERTAIN_STATUS
+from ..core.wire import accepted_json, uncertain_json
 from ..producers import Observability
 from .http import HttpError, Request
 from .routes import Response
@@ -32,9 +35,7 @@ def unavailable(exc: StoreError, *, writing: bool = False) -> HttpError:
     """The 503 answer when the store cannot be used, saying why (the client may retry)."""
     log.error("store failure: %s", exc)
     stored = "nothing was stored; " if writing else ""
-    return HttpError(
-        503, f"the event store is unavailable ({exc}); {stored}try again", code=UNAVAILABLE
-    )
+    return HttpError(503, f"the event store is unavailable ({exc}); {stored}try again")
 
 
 def uncertain_error(exc: UncertainOutcome) -> HttpError:
@@ -59,18 +60,50 @@ def require_json(request: Request) -> None:
         raise HttpError(415, f"send the events as Content-Type: application/json (got {shown})")
 
 
-async def ingest_events(obs: Observability, request: Request, body: bytes) -> Response:
+class UnknownFieldLog:
+    """Logs each unknown field name once, not once per event (a producer repeats itself)."""
+
+    MAX_NAMES: Final = 1000
+    """Names remembered at most; past them, one line says that no more are logged."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def note(self, unknown: Sequence[UnknownField]) -> None:
+        """Log the fields of ``unknown`` whose names were not logged before."""
+        for field in unknown:
+            if field.field in self._seen or len(self._seen) > self.MAX_NAMES:
+                continue
+            self._seen.add(field.field)
+            if len(self._seen) > self.MAX_NAMES:
+                log.warning("more unknown fields in posted events; no longer logged")
+                continue
+            hint = f" (did you mean {field.known!r}?)" if field.known else ""
+            log.warning(
+                "posted %s events carry the unknown field %r%s: ignored, and said in the "
+                "202 answer's warnings (logged once per field name)",
+                field.event_type,
+                field.field,
+                hint,
+            )
+
+
+async def ingest_events(
+    obs: Observability, request: Request, body: bytes, unknown: UnknownFieldLog
+) -> Response:
     """``POST /api/events``: one event or an array, all stored or none."""
     require_json(request)
     key = idempotency_key(request)
     try:
-        events = decode_events(body)
-        stored = await obs.ingest(events, idempotency_key=key)
+        batch = decode_batch(body)
+        stored = await obs.ingest(batch.events, idempotency_key=key)
     except InvalidInput as exc:
         raise HttpError(400, str(exc), code=exc.code) from None
     except UncertainOutcome as exc:
         return uncertain(exc)
     except StoreError as exc:
         raise unavailable(exc, writing=True) from None
+    if batch.unknown:
+        unknown.note(batch.unknown)
     seqs = [e.seq for e in stored if e.seq is not None]
-    return Response(202, accepted_json(seqs))
+    return Response(202, accepted_json(seqs, batch.warnings()))

@@ -11,7 +11,7 @@ from typing import Final
 
 import trio
 
-from ..core.protocol import UNAVAILABLE
+from ..core.protocol import ERROR_CODE_OF_STATUS
 from ..core.wire import error_json
 
 log = logging.getLogger("trio_obs.server")
@@ -19,7 +19,7 @@ log = logging.getLogger("trio_obs.server")
 _OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _FIRST_PAUSE: Final = 0.05
 _LONGEST_PAUSE: Final = 1.0
-_BUSY_BODY: Final = error_json("too many connections; try again later", UNAVAILABLE)
+_BUSY_BODY: Final = error_json("too many connections; try again later", ERROR_CODE_OF_STATUS[503])
 _BUSY: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
     b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)

@@ -65,14 +65,6 @@ _CODES: Final = {
 }
 
 
-class _Refused(Exception):
-    """A request answered with an error status (and a ``google.rpc.Status`` body)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 # --------------------------------------------------------------------------- body
 
 
@@ -86,7 +78,7 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
     if coding in ("", "identity"):
         return body
     if coding not in ("gzip", "x-gzip", "deflate"):
-        raise _Refused(415, f"Content-Encoding {encoding!r} is not supported; use gzip")
+        raise HttpError(415, f"Content-Encoding {encoding!r} is not supported; use gzip")
     # gzip (RFC 1952), possibly several members; deflate is the zlib format (RFC 9110 8.4.1.2)
     wbits = 16 + zlib.MAX_WBITS if coding != "deflate" else zlib.MAX_WBITS
     out = bytearray()
@@ -98,12 +90,12 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
             while inflater.unconsumed_tail and len(out) <= limit:
                 out += inflater.decompress(inflater.unconsumed_tail, limit + 1 - len(out))
             if len(out) > limit:
-                raise _Refused(413, f"the body inflates to more than {limit} bytes")
+                raise HttpError(413, f"the body inflates to more than {limit} bytes")
             if not inflater.eof:
-                raise _Refused(400, f"the {coding} body is cut short")
+                raise HttpError(400, f"the {coding} body is cut short")
             data = inflater.unused_data if coding != "deflate" else b""
     except zlib.error as exc:
-        raise _Refused(400, f"the body is not valid {coding}: {exc}") from None
+        raise HttpError(400, f"the body is not valid {coding}: {exc}") from None
     return bytes(out)
 
 
@@ -134,7 +126,7 @@ def _ids_to_base64(record: Any, where: str) -> None:
             if not isinstance(text, str):
                 continue  # absent, or a type json_format will refuse with its own message
             if not _HEX.fullmatch(text):
-                raise _Refused(
+                raise HttpError(
                     400, f"{where}.{keys[0]} must be hex digits (OTLP/JSON), got {text[:40]!r}"
                 )
             record[key] = base64.b64encode(bytes.fromhex(text)).decode()
@@ -163,24 +155,24 @@ def parse(data: bytes, content_type: str, message: Message, hex_ids: Callable[[A
         try:
             message.ParseFromString(data)
         except (DecodeError, RecursionError) as exc:
-            raise _Refused(
+            raise HttpError(
                 400, f"the body is not a valid protobuf {_name(message)}: {exc}"
             ) from None
         return
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise _Refused(400, f"the body is not valid JSON ({exc.msg})") from None
+        raise HttpError(400, f"the body is not valid JSON ({exc.msg})") from None
     if not isinstance(doc, dict):
-        raise _Refused(400, f"the body must be a JSON object (an {_name(message)})")
+        raise HttpError(400, f"the body must be a JSON object (an {_name(message)})")
     if depth_exceeds(doc, MAX_JSON_DEPTH):
-        raise _Refused(400, f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+        raise HttpError(400, f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
     hex_ids(doc)
     try:
         # OTLP/JSON receivers ignore fields they do not know (newer senders may add some).
         json_format.ParseDict(doc, message, ignore_unknown_fields=True)
     except (json_format.ParseError, RecursionError) as exc:
-        raise _Refused(400, f"the body is not a valid OTLP/JSON {_name(message)}: {exc}") from None
+        raise HttpError(400, f"the body is not a valid OTLP/JSON {_name(message)}: {exc}") from None
 
 
 def _name(message: Message) -> str:
@@ -279,10 +271,8 @@ class OtlpReceiver:
             data = decompress(body, request.headers.get("content-encoding", ""), self.max_body)
             message = signal.request()
             parse(data, content_type, message, signal.hex_ids)
-        except HttpError as err:
+        except HttpError as err:  # answered with a google.rpc.Status, as OTLP/HTTP says
             return failure(err.status, str(err), content_type)
-        except _Refused as refused:
-            return failure(refused.status, str(refused), content_type)
         translation = signal.translate(message, self.memory, now_iso())
         if translation.events:
             try:
