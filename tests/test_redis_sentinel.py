@@ -1,7 +1,8 @@
 """Nodes on a Redis that Sentinel fails over (SPEC §10), as users run them.
 
 Each test starts its own set -- a master, a replica, three Sentinels on free loopback
-ports -- and two ``trio-obs serve --redis redis+sentinel://...`` nodes; producers post
+ports -- and two nodes on ``--redis redis+sentinel://...`` (a ``trio-obs serve`` process and
+a server in this process, or two in this process); producers post
 with ``Idempotency-Key``\\ s and retry as the project's client does, watchers resume with
 ``since`` and ``epoch``. The master is killed under load; what was acknowledged, what each
 watcher received and what the nodes finally store are held against each other.
