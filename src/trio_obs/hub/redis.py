@@ -296,9 +296,11 @@ class RedisHub(HubCommon):
             raise StoreError(f"cannot reach Redis at {self.where}: {reason}") from None
 
     async def _load_scripts(self) -> None:
-        # Loaded up front, so a first call finds them; again when a Redis lacks them.
-        for name, source in SCRIPTS.items():
-            self._shas[name] = bytes(await self.client.script_load(source)).decode()
+        # Loaded up front, so a first call finds them; again when a Redis lacks them (then
+        # maybe within a publish's WAIT, which a load must not wait for: it writes nothing).
+        with self.client.ensure_replication(0, 1):
+            for name, source in SCRIPTS.items():
+                self._shas[name] = bytes(await self.client.script_load(source)).decode()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The fan-out readers, upkeep (freeing old buffers) and, on Sentinel, following
