@@ -28,7 +28,6 @@ from coredis.exceptions import (
     ConnectionError,
     NoScriptError,
     ReadOnlyError,
-    RedisError,
     ReplicationError,
     ResponseError,
     SentinelError,
@@ -624,6 +623,3 @@ async def open_redis_hub(
                     nursery.cancel_scope.cancel()
     if failure is not None:
         raise failure
-
-
-__all__ = ["DEFAULT_TIMEOUT", "RedisError", "RedisHub", "open_redis_hub"]
