@@ -7,7 +7,7 @@ only), prints the tables and the SPEC §8 targets, and writes every figure to
 ``--quick`` runs a subset in about a minute (written to ``quick-latest.json``).
 See ``benchmarks/README.md`` for what each figure means. The work is done by the
 ``suite`` package: measure (``measure``, ``sections``, ``stable``, ``compare``,
-``viewer``), judge, render, persist, over the typed result of ``suite.model``.
+``viewer``, ``search``), judge, render, persist, over the typed result of ``suite.model``.
 
 Exit status: 1 only when trio-obs's p99 at 100 clients x 1,000 events/s exceeds the
 plan's 100 ms (or that load could not be measured at all); otherwise 0.
@@ -37,10 +37,13 @@ from harness import (
     stop_all,
 )
 from suite import compare, judge, measure, persist, render, sections, stable, viewer
+from suite import search as search_section
 from suite.measure import RESULTS, Run, git_out
 from suite.model import Comparison
 
-SECTIONS = ("codec", "broker", "e2e", "slow", "repro", "ingest", "memory", "stable", "viewer")
+SECTIONS = (
+    "codec", "broker", "e2e", "slow", "repro", "ingest", "memory", "stable", "viewer", "search",
+)  # fmt: skip
 NEEDS_SERVERS = {"e2e", "slow", "repro", "ingest", "memory"}
 
 
@@ -70,6 +73,19 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
         "dirty": bool(git_out("status", "--porcelain", "src", cwd=HERE.parent)),
         "args": vars(args),
     }
+
+
+def loadgen_ready(run: Run, sections: str) -> bool:
+    """Whether the Node load generator can run (else ``sections`` are skipped, saying why)."""
+    if not node_available():
+        run.skip(f"{sections}: the load generator needs node (and npm)")
+        return False
+    try:
+        ensure_node_modules()
+    except (ChildError, OSError, subprocess.SubprocessError) as exc:
+        run.skip(f"{sections}: cannot install ws: {exc}")
+        return False
+    return True
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -102,20 +118,14 @@ def execute(args: argparse.Namespace) -> int:
         measure.micro(run)
         if old is not None and "broker" in only:
             old_broker = compare.micro_broker(run, old.python)
-    if NEEDS_SERVERS & only:
-        if not node_available():
-            run.skip("e2e, slow, repro, ingest, memory: the load generator needs node (and npm)")
-        else:
-            try:
-                ensure_node_modules()
-            except (ChildError, OSError, subprocess.SubprocessError) as exc:
-                run.skip(f"e2e, slow, repro, ingest, memory: cannot install ws: {exc}")
-            else:
-                sections.servers_sections(run, specs)
+    if NEEDS_SERVERS & only and loadgen_ready(run, "e2e, slow, repro, ingest, memory"):
+        sections.servers_sections(run, specs)
     if "stable" in only and node_available():
         stable.stable(run, specs)
     if "viewer" in only:
         viewer.viewer(run)
+    if "search" in only and loadgen_ready(run, "search"):
+        search_section.search(run)
     if old is not None:
         compare.compare(run, args.compare, old, commit, old_broker)
     res.meta["seconds"] = round(time.monotonic() - run.budget.start, 1)

@@ -176,10 +176,10 @@ async def test_resumes_after_server_restart_without_gap_or_duplicate(
     assert "reconnecting" in states.seen
 
 
-async def test_resumes_after_slow_consumer_close_of_an_all_stream() -> None:
+async def test_an_all_stream_that_falls_behind_is_served_from_the_store() -> None:
     async with within_timeout(), trio.open_nursery() as nursery:
-        # A batch dispatched at once overflows a 4-event queue: an `all` stream (no
-        # replay) is closed with 4008, and the client fills the gap over HTTP.
+        # A batch dispatched at once overflows a 4-event queue: the `all` stream reads
+        # the store by position (SPEC §4, §14), and is neither closed nor resumed.
         server = await start_server(nursery, port=0, queue_size=4)
         states = States()
         async with open_stream(server.url, "all", on_state=states) as stream:
@@ -188,13 +188,13 @@ async def test_resumes_after_slow_consumer_close_of_an_all_stream() -> None:
             batch = [event for pair in pairs for event in pair]
             await post_events(server.url, batch)
             got = await take(stream, 30)
-            assert stream.last_error is not None and "4008" in stream.last_error
-            assert stream.reconnects >= 1
+            assert stream.reconnects == 0
         await server.shutdown()
 
     by_execution = seqs_by_execution(got)
     assert by_execution["e1"] == list(range(1, 16))
     assert by_execution["e2"] == list(range(1, 16))
+    assert [event.pos for event in got] == sorted(event.pos for event in got)
 
 
 async def test_an_execution_stream_that_falls_behind_is_not_closed() -> None:

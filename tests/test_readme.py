@@ -20,12 +20,12 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
 
 
-RUN_BY_A_TEST = ("open_observability", "open_stream", "LiveSpanProcessor")
+RUN_BY_A_TEST = ("open_observability", "open_stream", "LiveSpanProcessor", "trio_obs.search")
 """What tells each Python example of the README apart: each is run below."""
 
 
-def block_with(marker: str) -> str:
-    [block] = [b for b in python_blocks() if marker in b]
+def block_with(marker: str, *, but_not: str | None = None) -> str:
+    [block] = [b for b in python_blocks() if marker in b and not (but_not and but_not in b)]
     return block
 
 
@@ -66,7 +66,7 @@ def test_the_embedding_example_runs_and_prints_what_it_says_twice(tmp_path: Path
 
 
 def test_the_open_stream_example_runs_against_the_demo_twice() -> None:
-    block = block_with("open_stream")
+    block = block_with("open_stream", but_not="trio_obs.search")
     server = ServerProcess("--demo", "--db", ":memory:")
     try:
         script = block.replace("http://127.0.0.1:3001", server.url())
@@ -112,3 +112,17 @@ def test_the_opentelemetry_example_streams_into_the_server_on_its_own() -> None:
     ]
     assert events[1]["inputSummary"] == '{"city": "Paris"}'
     assert events[0]["message"] == "planner started"
+
+
+def test_the_search_example_runs_against_the_demo() -> None:
+    block = block_with("trio_obs.search")
+    server = ServerProcess("--demo", "--db", ":memory:")
+    try:
+        done = run(block.replace("http://127.0.0.1:3001", server.url()))
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[0].startswith("live: ")
+        found = [line for line in lines if line.startswith("found: ")]
+        assert 1 <= len(found) <= 3 and all("<mark>" in line for line in found)
+    finally:
+        assert server.stop() == 0

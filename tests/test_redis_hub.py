@@ -468,7 +468,8 @@ async def test_a_node_behind_the_trimmed_fanout_serves_its_subscribers_from_the_
                     await everything.take()
         nursery.cancel_scope.cancel()
     trims = [r for r in caplog.records if "were trimmed" in r.getMessage()]
-    assert len(trims) == 1
+    # Once per reader that fell behind: b's, and a's own when a loaded machine slowed it too.
+    assert len(trims) == 1 + (a.trimmed > 0)
 
 
 async def test_retain_deletes_idle_executions_on_every_node(

@@ -8,16 +8,19 @@ loopback ports); tests keep to their own executions, or to their own key prefix.
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import httpx
 import orjson
 import pytest
 import trio
+from trio_websocket import open_websocket_url
 
 from failover_support import (
     Producer,
@@ -90,6 +93,19 @@ def test_the_partitions_spread_evenly_over_the_slot_range() -> None:
         Layout.cluster("my{tag}:")
 
 
+def unpositioned(found: Any) -> Any:
+    """``found`` without global positions (a cluster's ``all`` has none: README)."""
+    if isinstance(found, bytes):
+        return re.sub(rb',"pos":\d+', b"", found)
+    if isinstance(found, list):
+        return [unpositioned(x) for x in found]
+    if isinstance(found, tuple):
+        return tuple(unpositioned(x) for x in found)
+    if attrs.has(type(found)) and hasattr(found, "pos"):
+        return attrs.evolve(found, pos=None)
+    return found
+
+
 async def test_the_history_rules_give_what_the_single_node_ledger_gives(cluster: Cluster) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     batches = scenario(random.Random(2027))
@@ -103,12 +119,12 @@ async def test_the_history_rules_give_what_the_single_node_ledger_gives(cluster:
             results: list[Any] = []
             for hub in (single.hub, (a.hub, b.hub)[i % 2]):
                 try:
-                    results.append(outcome(await publish(hub, batch)))
+                    results.append(unpositioned(outcome(await publish(hub, batch))))
                 except InvalidInput as exc:
                     results.append(str(exc))
             assert results[1] == results[0], f"batch {i}"
         for key in ["e1", "e2", "e3", "e4", GLOBAL]:
-            kept = await single.hub.read(key, limit=10_000)
+            kept = unpositioned(await single.hub.read(key, limit=10_000))
             assert await a.hub.read(key, limit=10_000) == kept, key
             assert await b.hub.read(key, limit=10_000) == kept, key
         # Across shards "most recently active" is by Redis's clock: the same set, the same rows.
@@ -252,3 +268,36 @@ async def test_a_shard_failover_under_load_loses_nothing_acknowledged_with_repli
         assert sorted(histories[p.execution]) == list(range(1, 51))
         assert all(histories[p.execution][seq] == name for name, seq in p.acked.items())
     check_history(watchers, producers, histories, epoch, first)
+
+
+async def test_all_on_a_cluster_has_no_position_and_every_node_searches_alike(
+    cluster: Cluster,
+) -> None:
+    """A cluster's ``all`` has no single order (README): no ``pos`` is sent, ``since_pos`` is
+    told ``observability:reset``; each node's search index still finds every event."""
+    tag = uuid.uuid4().hex[:6]
+    executions = [f"{tag}-{i}" for i in range(6)]
+    async with nodes_in_process(cluster.url, 2) as (a, b):
+        for i, e in enumerate(executions):
+            said = {"type": "tool:start", "executionId": e, "toolUseId": f"u{i}", "tool": "Bash",
+                    "inputSummary": f"needle{tag} {i}"}  # fmt: skip
+            assert (await post((a, b)[i % 2], [said])).status_code == 202
+        with trio.fail_after(TIMEOUT):
+            async with open_websocket_url(b.ws_url("all", since_pos=3)) as ws:
+                connected = orjson.loads(await ws.get_message())
+                reset = orjson.loads(await ws.get_message())
+                assert reset["type"] == "observability:reset"
+                assert reset["epoch"] == connected["epoch"]
+                await post(a, beats(executions[0], 1))
+                live = orjson.loads(await ws.get_message())
+        assert (live["executionId"], live["seq"]) == (executions[0], 2)
+        assert "pos" not in live
+        async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as http:
+            for node in (a, b):
+                with trio.fail_after(TIMEOUT):
+                    while True:  # each node's index holds what its readers dispatched
+                        answer = (await http.get(node.url(f"/api/search?q=needle{tag}"))).json()
+                        if len(answer["hits"]) == 6:
+                            break
+                        await trio.sleep(0.05)
+                assert {h["executionId"] for h in answer["hits"]} == set(executions)

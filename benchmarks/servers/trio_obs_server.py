@@ -14,6 +14,9 @@ Driven line by line over stdin by ``benchmarks/run.py`` (replies on stdout):
   the trio thread; the text tree goes to ``path``, the hottest functions in the reply;
 - ``QUIT``.
 
+``--no-search-index`` leaves the search index out of every write (the same store
+otherwise): the search section measures ingest with and without it in the same run.
+
 A pacer thread sleeps until each scheduled time and wakes the trio loop, so the
 schedule is held to tens of microseconds instead of the event loop's 1 ms timer grain.
 """
@@ -273,10 +276,27 @@ async def main(args: argparse.Namespace) -> None:
             nursery.cancel_scope.cancel()
 
 
+def without_search_index() -> None:
+    """Leave the search index's statement out of every write (benchmarks only)."""
+    from trio_obs.hub import search_sql
+    from trio_obs.hub.sqlite import Store
+
+    statements = Store._statements
+
+    def unindexed(stage: Any) -> Any:
+        return [s for s in statements(stage) if s[0] != search_sql.INDEX_RANGE]
+
+    Store._statements = staticmethod(unindexed)  # type: ignore[method-assign]
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default=":memory:")
     parser.add_argument("--queue-size", type=int, default=1024)
     parser.add_argument("--event-bytes", type=int, default=400)
     parser.add_argument("--max-seconds", type=float, default=1200.0, help="hard lifetime limit")
-    trio.run(main, parser.parse_args())
+    parser.add_argument("--no-search-index", action="store_true", help="write no search index")
+    arguments = parser.parse_args()
+    if arguments.no_search_index:
+        without_search_index()
+    trio.run(main, arguments)

@@ -245,6 +245,8 @@ class Results:
     stable: list[Stable] = attrs.Factory(list)
     compare: Comparison | None = None
     viewer: dict[str, Any] = attrs.Factory(dict)
+    search: dict[str, Any] = attrs.Factory(dict)
+    """The search section (``benchmarks/search/run.py`` and ingest with/without the index)."""
     targets: list[TargetResult] = attrs.Factory(list)
     skipped: list[str] = attrs.Factory(list)
     table: str = ""

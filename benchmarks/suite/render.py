@@ -408,6 +408,54 @@ def _num(value: float | None, unit: str) -> str:
     return f"{value:,.2f} {unit}".rstrip()
 
 
+def search_table(res: Results) -> str:
+    """The search section: each query's p50/p99, ingest with and without the index."""
+    data = res.search if isinstance(res.search, dict) else {}
+    found = data.get("search")
+    if not isinstance(found, dict):
+        return data.get("skipped", "not measured")
+    rows = [
+        [
+            f"`{q['q']}`" + "".join(f" {k}={v}" for k, v in q.get("filters", {}).items()),
+            str(q["hits"]),
+            fmt_ms(q["p50_ms"]),
+            fmt_ms(q["p99_ms"]),
+        ]
+        for q in found.get("queries", [])
+    ]
+    rows.append(["**all queries**", "", fmt_ms(found["p50_ms"]), fmt_ms(found["p99_ms"])])
+    store = data.get("store") or {}
+    lines = [
+        f"Over {store.get('events', 0):,} stored events of the demo's mix "
+        f"({store.get('bytes', 0) / MiB:,.0f} MiB on disk).",
+        "",
+        markdown(["query", "hits", "p50 ms", "p99 ms"], rows),
+    ]
+    http, local = data.get("http_ingest") or {}, data.get("ingest") or {}
+    ingest_rows = []
+    if "ratio" in http:
+        ingest_rows.append(
+            ["HTTP, batches of 100 (stored/s)", fmt_rate(http["with_stored_per_s"]),
+             fmt_rate(http["without_stored_per_s"]), fmt_x(http["ratio"])]
+        )  # fmt: skip
+    if "ratio" in local:
+        ingest_rows.append(
+            ["in process, batches of 100", fmt_rate(local["with_index_per_s"]),
+             fmt_rate(local["without_index_per_s"]), fmt_x(local["ratio"])]
+        )  # fmt: skip
+    if ingest_rows:
+        lines += ["", markdown(["ingest", "with index", "without", "ratio"], ingest_rows)]
+    again = data.get("reindex")
+    if isinstance(again, dict):
+        lines += [
+            "",
+            f"Indexing the whole store again in the background (an older store's first start): "
+            f"{again['events']:,} events in {again['build_s']} s; the store opened in "
+            f"{again['open_s']} s.",
+        ]
+    return "\n".join(lines)
+
+
 def viewer_table(res: Results) -> str:
     """The viewer section's JSON (``benchmarks/viewer/run.py``), flattened into a table."""
     v = res.viewer
@@ -458,6 +506,7 @@ def everything(res: Results, all_steps: bool = False) -> str:
          stable_table(res)),
         ("trio-obs old vs new (same run)", compare_table(res)),
         ("Viewer", viewer_table(res)),
+        ("Search", search_table(res)),
     ):  # fmt: skip
         if text:
             parts.append(f"{title}:\n\n{text}")

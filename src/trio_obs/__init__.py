@@ -12,14 +12,16 @@ The public names, all documented here and importable from ``trio_obs``:
 - From another process: :func:`post_events` and :class:`HttpPublisher` post to a server
   (``Services.over(HttpPublisher(url))`` builds events as in process);
   :func:`open_stream` gives an :class:`EventStream` that follows one (``ALL``, ``GLOBAL``
-  or an execution id), across reconnects.
+  or an execution id), across reconnects; :func:`search` searches its stored events
+  (SPEC §14) and gives a :class:`SearchResult` (hits newest first; the query language and
+  the hit's fields are in :mod:`trio_obs.core.search`).
 - Records and events: :data:`StreamEvent` (what subscribers receive: the event classes
   are in :mod:`trio_obs.core.events`), and the records a service or ``emit_*`` takes:
   :class:`TranscriptEntry`, :class:`AssertionResult`, :class:`MessageBusLogEntry`.
 - Errors: :class:`TrioObsError` and below it :class:`InvalidInput`, :class:`StoreError`
   (and its :class:`UncertainOutcome`: on Redis, a batch some of which is or may be
   stored), :class:`SubscriptionEnded`, :class:`PostRejected`, :class:`StreamClosed`,
-  :class:`StreamRefused`.
+  :class:`StreamRefused`, :class:`SearchRefused`.
 
 Everything else lives in its module: the layout is in the README's "Development"
 section (``core`` holds every rule, socket- and clock-free; ``hub`` orders, stores and
@@ -36,8 +38,9 @@ import warnings
 from typing import Any, Final
 
 from ._version import __version__
-from .client.common import PostRejected, StreamClosed, StreamRefused
+from .client.common import PostRejected, SearchRefused, StreamClosed, StreamRefused
 from .client.post import HttpPublisher, post_events
+from .client.search import search
 from .client.stream import EventStream, open_stream
 from .core.errors import (
     InvalidInput,
@@ -48,6 +51,7 @@ from .core.errors import (
 )
 from .core.events import AssertionResult, MessageBusLogEntry, StreamEvent, TranscriptEntry
 from .core.protocol import ALL, GLOBAL
+from .core.search import SearchResult
 from .hub.base import Hub
 from .producers import (
     EmittingHub,
@@ -70,6 +74,8 @@ __all__ = [
     "MessageBusLogEntry",
     "Observability",
     "PostRejected",
+    "SearchRefused",
+    "SearchResult",
     "ServerConfig",
     "Services",
     "StoreError",
@@ -85,6 +91,7 @@ __all__ = [
     "open_redis_observability",
     "open_stream",
     "post_events",
+    "search",
     "serve",
 ]
 

@@ -1,4 +1,4 @@
-"""The ``trio-obs`` command: ``serve``, ``demo`` and ``tail``."""
+"""The ``trio-obs`` command: ``serve``, ``demo``, ``tail`` and ``search``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from ._version import __version__
+from .core.events import STREAM_EVENT_TYPES
 from .core.protocol import (
     DEFAULT_BUFFER_BYTES,
     DEFAULT_BUFFER_SIZE,
@@ -19,6 +20,14 @@ from .core.protocol import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:3001"
+SEARCH_HELP = """\
+TEXT is words (all of them must be in an event: rm -rf, src/api/users.ts), "quoted
+phrases", prefix* words, and the operators OR, NOT (a NOT b: a without b), AND and
+parentheses, in capitals. Case and accents do not matter. Searched: transcript text,
+tool input and output, model-call messages, assertion descriptions, message-bus text,
+execution messages and span titles. Exit status: 0 when something matched, 1 when
+nothing did, 2 when the search could not be made. To follow new matches as they
+happen: trio-obs tail all --query TEXT."""
 DEFAULT_DB: Final = "trio-obs.db"
 """The store of ``trio-obs serve`` without ``--db``: a file in the working directory."""
 OTEL_DEMO_HELP = """\
@@ -139,8 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=3001, help="port (0 = any free)")
     serve.add_argument(
         "--db",
-        default=DEFAULT_DB,
-        help="SQLite file for the event store (one server at a time), or :memory:",
+        default=None,
+        metavar="PATH",
+        help=f"SQLite file for the event store (one server at a time), or :memory: "
+        f"(default: {DEFAULT_DB}); with --redis, this node's own search index, copied "
+        "from Redis where it lacks events (default: :memory:, copied at each start)",
     )
     serve.add_argument(
         "--redis",
@@ -150,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(rediss:// for TLS, redis://:PASSWORD@HOST:PORT/DB with a password), "
         "redis+sentinel://H1:P1,H2:P2,H3:P3?sentinel_master_name=NAME for a master that "
         "Sentinel fails over (followed by itself), or redis+cluster://H1:P1[,H2:P2...] for a "
-        "Redis Cluster; the nodes share order, history and fan-out, and --db is not used "
+        "Redis Cluster; the nodes share order, history and fan-out, and --db is only this "
+        "node's search index "
         "(default: $TRIO_OBS_REDIS if set, else the SQLite store)",
     )
     serve.add_argument(
@@ -180,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--queue-size",
         type=_positive_int,
         default=DEFAULT_QUEUE_SIZE,
-        help="events a connection may fall behind in memory: an execution connection "
-        "further behind is served from the store; an 'all' connection is closed (4008)",
+        help="events a connection may fall behind in memory; a connection further behind "
+        "is served from the store (an 'all' one by position) until it is live again",
     )
     serve.add_argument(
         "--stall-timeout",
@@ -301,9 +314,58 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="only transcript entries of this type (repeatable; implies --topic transcript)",
     )
+    tail.add_argument(
+        "--query",
+        default=None,
+        metavar="TEXT",
+        help="with 'all': only events whose text matches (a live query; the words of "
+        "'trio-obs search')",
+    )
+    _typed_filters(tail, tool=False)
     tail.add_argument("--token", default=None, help="bearer token (default: $TRIO_OBS_TOKEN)")
     tail.add_argument("--json", action="store_true", help="print one JSON object per line")
+
+    search = commands.add_parser(
+        "search",
+        help="search the stored events of every run, newest first",
+        formatter_class=fmt,
+        epilog=SEARCH_HELP,
+    )
+    search.add_argument("text", metavar="TEXT", help="what to search for (see below)")
+    search.add_argument("--url", default=DEFAULT_URL, help="base URL of the server")
+    _typed_filters(search, tool=True)
+    search.add_argument(
+        "--limit", type=_positive_int, default=20, help="hits to show at most (newest first)"
+    )
+    search.add_argument(
+        "--before",
+        type=_non_negative_int,
+        default=None,
+        metavar="POS",
+        help="only hits older than this position (the 'more with --before' of a previous search)",
+    )
+    search.add_argument("--token", default=None, help="bearer token (default: $TRIO_OBS_TOKEN)")
+    search.add_argument("--json", action="store_true", help="print one JSON object per hit")
     return parser
+
+
+def _typed_filters(command: argparse.ArgumentParser, *, tool: bool) -> None:
+    """The typed filters of SPEC §14 (exact values), as flags of ``command``."""
+    if tool:
+        command.add_argument("--tool", default=None, help="only events of this tool")
+        command.add_argument("--execution", default=None, help="only events of this execution")
+    command.add_argument(
+        "--type", default=None, choices=sorted(STREAM_EVENT_TYPES), help="only events of this type"
+    )
+    command.add_argument(
+        "--state",
+        default=None,
+        help="only events in this state (a tool's done/error/blocked, a span's, an "
+        "execution's completed/failed, an assertion's pass/fail, ...)",
+    )
+    command.add_argument(
+        "--agent", default=None, help="only events of this agent (or heartbeat instance)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -324,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         status: int = run_demo_cli(args)
         return status
+    if args.command == "search":
+        from .client.search_cli import run_search_cli
+
+        return run_search_cli(args)
     from .client.tail import run_tail_cli
 
     status = run_tail_cli(args)

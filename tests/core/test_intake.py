@@ -349,6 +349,7 @@ def test_every_field_of_every_event_type_is_known(kind: str) -> None:
     assert set(wire) == {camel(a.name) for a in attrs.fields(type(event))}
     batch = decode_batch(orjson.dumps(wire))
     assert batch.warnings() == []
-    # seq and requiresAction are the server's to decide: a producer's are dropped.
-    posted = {"seq": None} | ({"requires_action": False} if kind == "messagebus:event" else {})
+    # seq, pos and requiresAction are the server's to decide: a producer's are dropped.
+    posted = {"seq": None, "pos": None}
+    posted |= {"requires_action": False} if kind == "messagebus:event" else {}
     assert batch.events == [attrs.evolve(event, **posted)]

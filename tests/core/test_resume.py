@@ -1,4 +1,4 @@
-"""The client's resume state alone: dedupe, since, gaps of `all`, epochs and resets."""
+"""The client's resume state alone: dedupe, since, since_pos of `all`, epochs and resets."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ import pytest
 
 from trio_obs.core import events as ev
 from trio_obs.core.errors import InvalidInput
-from trio_obs.core.protocol import ALL, GLOBAL
-from trio_obs.core.resume import Gap, ResumeState, subscription_messages
+from trio_obs.core.protocol import ALL
+from trio_obs.core.resume import ResumeState, split_handshake_filters, subscription_messages
 
 
-def out(e: str, seq: int, tool_use_id: str = "t") -> ev.ToolOutputEvent:
-    return ev.ToolOutputEvent(execution_id=e, tool_use_id=tool_use_id, chunk="x", seq=seq)
+def out(e: str, seq: int, tool_use_id: str = "t", pos: int | None = None) -> ev.ToolOutputEvent:
+    return ev.ToolOutputEvent(execution_id=e, tool_use_id=tool_use_id, chunk="x", seq=seq, pos=pos)
 
 
-def connected(count: int = 0, epoch: str | None = "E1") -> ev.ConnectedEvent:
+def connected(
+    count: int = 0, epoch: str | None = "E1", pos: int | None = None
+) -> ev.ConnectedEvent:
     return ev.ConnectedEvent(
-        execution_id="e1", message="m", buffered_event_count=count, epoch=epoch
+        execution_id="e1", message="m", buffered_event_count=count, epoch=epoch, pos=pos
     )
 
 
@@ -67,21 +69,33 @@ def test_a_server_without_epochs_that_forgot_its_store_is_warned_about_once() ->
     assert state.stale_warning(out("e1", 4)) is None
 
 
-def test_all_counts_per_execution_and_finds_the_gaps() -> None:
+def test_all_resumes_after_the_last_position() -> None:
     state = ResumeState(ALL)
-    assert state.needs_baseline
-    state.set_baseline({"a": 5, "b": 0})
-    state.connected(connected(0))
-    assert not state.needs_baseline
-    deliver(state, out("a", 6))
-    deliver(state, out(GLOBAL, 2))
-    assert state.gaps({"a": 9, "b": 3, "c": 1}) == [
-        Gap("a", 6),
-        Gap("b", 0),
-        Gap("c", 0),
-        Gap(GLOBAL, 2),
-    ]
-    assert state.query() == {"observability": ALL, "epoch": "E1"}
+    assert state.query() == {"observability": ALL}
+    state.connected(connected(0, pos=40))  # where the stream began: resume from there
+    assert state.query() == {"observability": ALL, "since_pos": 40, "epoch": "E1"}
+    assert deliver(state, out("a", 6, pos=41))
+    assert not deliver(state, out("b", 3, pos=41))  # a position seen: a duplicate
+    assert not deliver(state, out("b", 2, pos=39))
+    assert deliver(state, out("b", 4, pos=44))
+    assert state.query() == {"observability": ALL, "since_pos": 44, "epoch": "E1"}
+    state.connected(connected(0, pos=44))  # the reconnect: still from the last one seen
+    assert state.last_pos == 44
+    assert "E2" in state.reset(ev.ResetEvent(epoch="E2", last_seq=9))
+    assert deliver(state, out("a", 1, pos=1))  # the new history's positions are new
+    assert state.query() == {"observability": ALL, "since_pos": 1, "epoch": "E2"}
+
+
+def test_a_live_query_travels_in_the_handshake_of_all() -> None:
+    handshake, rest = split_handshake_filters(ALL, {"q": "deploy", "tool": "Bash", "taskId": "t"})
+    assert (handshake, rest) == ({"q": "deploy", "tool": "Bash"}, {"taskId": "t"})
+    state = ResumeState(ALL, since_pos=7, handshake=handshake)
+    assert state.query() == {"observability": ALL, "q": "deploy", "tool": "Bash", "since_pos": 7}
+    assert split_handshake_filters("e1", {"tool": "Bash"}) == ({}, {"tool": "Bash"})
+    with pytest.raises(InvalidInput, match="needs the 'all' stream"):
+        split_handshake_filters("e1", {"q": "deploy"})
+    with pytest.raises(InvalidInput, match="quote that is not closed"):
+        split_handshake_filters(ALL, {"q": '"deploy'})
 
 
 def test_until_confirmed_the_client_applies_its_own_filters() -> None:

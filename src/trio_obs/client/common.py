@@ -49,14 +49,30 @@ class PostRejected(TrioObsError):
     def __init__(self, status: int, body: str) -> None:
         self.status = status
         self.body = body
-        self.code: str | None = None
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            data = None
-        if isinstance(data, dict) and isinstance(data.get("code"), str):
-            self.code = data["code"]
+        self.code = _code(body)
         super().__init__(f"the server rejected the events with HTTP {status}: {error_text(body)}")
+
+
+class SearchRefused(TrioObsError):
+    """``GET /api/search`` answered something other than 200 (``status``, ``body``).
+
+    ``code`` is ``INVALID_QUERY`` for a query the server cannot read; the message says why.
+    """
+
+    def __init__(self, status: int, body: str) -> None:
+        self.status = status
+        self.body = body
+        self.code = _code(body)
+        super().__init__(f"the server refused the search with HTTP {status}: {error_text(body)}")
+
+
+def _code(body: str) -> str | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    code = data.get("code") if isinstance(data, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def error_text(body: str) -> str:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, TypeAlias
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import attrs
 import httpx
@@ -33,12 +33,11 @@ from ..core.errors import InvalidInput, TrioObsError
 from ..core.protocol import (
     ABNORMAL_CLOSURE,
     ALL,
-    GLOBAL,
     NORMAL_CLOSURE,
     RECONNECT_CODES,
     TOPIC_OF_TYPE,
 )
-from ..core.resume import ResumeState, subscription_messages
+from ..core.resume import ResumeState, split_handshake_filters, subscription_messages
 from ..core.routing import SubscriptionState
 from ..core.wire import decode_event, decode_server_event
 from .common import Endpoints, StreamClosed, StreamRefused, auth_headers, endpoints, error_text
@@ -80,6 +79,8 @@ class EventStream:
         stream: str,
         *,
         since: int | None,
+        since_pos: int | None = None,
+        handshake: Mapping[str, str] | None = None,
         messages: list[bytes],
         state: SubscriptionState,
         token: str | None,
@@ -93,7 +94,12 @@ class EventStream:
         """The stream this follows: an execution id, ``global`` or ``all``."""
         self._messages = messages
         self._resume = ResumeState(
-            stream, since=since, filters=state, subscribe_messages=len(messages)
+            stream,
+            since=since,
+            since_pos=since_pos,
+            filters=state,
+            subscribe_messages=len(messages),
+            handshake=handshake,
         )
         self._token = token
         self._max_backoff = max_backoff
@@ -110,7 +116,6 @@ class EventStream:
         """Things the user should know, newest last (e.g. the server's history changed)."""
         self.on_notice: Callable[[str], None] | None = None
         """Called with each notice as it happens."""
-        self._http: httpx.AsyncClient | None = None
         self._heard = False
         self._delivering = False
 
@@ -127,6 +132,11 @@ class EventStream:
     def last_seq(self, execution_id: str | None = None) -> int | None:
         """The last ``seq`` received of an execution (default: this stream's), or None."""
         return self._resume.last_seq(execution_id)
+
+    @property
+    def last_pos(self) -> int | None:
+        """``all``: the global position of the last event received (or where it began)."""
+        return self._resume.last_pos
 
     def __aiter__(self) -> EventStream:
         return self
@@ -176,9 +186,6 @@ class EventStream:
                 await send.send(_Failure(exc))
             finally:
                 self.state = "closed"
-                if self._http is not None:
-                    with trio.CancelScope(shield=True):
-                        await self._http.aclose()
 
     async def _connect_loop(self, send: trio.MemorySendChannel[_Item]) -> None:
         backoff = _FIRST_BACKOFF
@@ -198,8 +205,6 @@ class EventStream:
 
     async def _attempt(self, send: trio.MemorySendChannel[_Item]) -> str | None:
         """One connection: None when the stream ended normally, else why it must be retried."""
-        if self._resume.needs_baseline:
-            self._resume.set_baseline(await self._snapshot())
         headers = [(k.encode(), v.encode()) for k, v in auth_headers(self._token).items()]
         try:
             async with open_websocket_url(
@@ -239,8 +244,6 @@ class EventStream:
                 self.reconnects += 1
             for message in self._messages:
                 await ws.send_message(message.decode())
-            if self.stream == ALL and self.reconnects:
-                await self._fill_gaps(send)
             self._set_state("live")
         except ConnectionClosed as exc:
             return _close_info(exc.reason)
@@ -334,63 +337,6 @@ class EventStream:
         # Only now: an event whose hand-off was cancelled must be fetched again on resume.
         resume.delivered(event)
 
-    # ------------------------------------------------------------------ `all`: gaps over HTTP
-
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                base_url=self._endpoints.http,
-                headers=auth_headers(self._token),
-                timeout=_CONNECT_TIMEOUT,
-                trust_env=False,
-            )
-        return self._http
-
-    async def _get(self, path: str) -> Any:
-        response = await self._client().get(path)
-        response.raise_for_status()
-        return response.json()
-
-    async def _listing(self) -> dict[str, int]:
-        listing = await self._get(f"/api/executions?limit={_LISTING_LIMIT}")
-        return {item["executionId"]: item["lastSeq"] for item in listing}
-
-    async def _snapshot(self) -> dict[str, int] | None:
-        """Each execution's last seq before an ``all`` stream starts (None if unavailable)."""
-        try:
-            return await self._listing()
-        except (httpx.HTTPError, ValueError) as exc:
-            log.debug("stream all: no execution listing (%s)", exc)
-            return None
-
-    async def _fill_gaps(self, send: trio.MemorySendChannel[_Item]) -> None:
-        """Yield what each execution stored while ``all`` was disconnected (no replay on WS).
-
-        Runs after the new connection is open, so whatever is stored after the listing
-        arrives live; the overlap is dropped by seq.
-        """
-        try:
-            gaps = self._resume.gaps(await self._listing())
-            for gap in gaps:
-                after = gap.after
-                while True:
-                    rows = await self._get(
-                        f"/api/executions/{quote(gap.key, safe='')}/events"
-                        f"?since={after}&limit={_PAGE}"
-                    )
-                    for obj in rows:
-                        event = _decode(obj)
-                        # `global` also stores copies of execution:status; `all` has originals.
-                        if event is not None and (
-                            gap.key != GLOBAL or event.execution_id == GLOBAL
-                        ):
-                            await self._deliver(event, orjson.dumps(obj).decode(), send)
-                    if len(rows) < _PAGE:
-                        break
-                    after = rows[-1]["seq"]
-        except (httpx.HTTPError, ValueError) as exc:
-            log.warning("stream all: could not fetch what was missed (%s)", exc)
-
 
 class _Frames:
     def __init__(self, stream: EventStream) -> None:
@@ -433,6 +379,7 @@ async def open_stream(
     stream: str = ALL,
     *,
     since: int | None = None,
+    since_pos: int | None = None,
     topics: Sequence[str] = (),
     filters: Mapping[str, object] | None = None,
     token: str | None = None,
@@ -444,17 +391,22 @@ async def open_stream(
 
     ``url`` is the server's base URL (``http://host:port`` or ``ws://host:port``);
     ``stream`` an execution id, ``global`` or ``all``. ``since`` replays every stored
-    event after that seq first (single streams only: ``all`` has no replay).
+    event of a single stream after that seq first; ``since_pos`` every stored event of
+    ``all`` after that global position (SPEC §14: each event on ``all`` carries ``pos``).
     ``topics`` and ``filters`` (wire keys: ``taskId``, ``tools``, ``entryTypes``,
     ``categories``, ``severity``) narrow the stream as SPEC §3 describes; until the
-    server confirms them, the client applies the same rules to what arrives.
+    server confirms them, the client applies the same rules to what arrives. On ``all``,
+    ``filters`` may also hold a live query, ``q`` (words to search for, as in
+    :func:`trio_obs.search`), and the typed filters ``execution``, ``type``, ``tool``,
+    ``state``, ``agent`` (exact values): they travel in the handshake, so they apply from
+    the first event, replay included.
 
     After a close with 1001, 1006, 1011 or 4008, a lost network or a refused
     connection, it reconnects by itself (waiting 0.1 s, doubling up to
-    ``max_backoff``) and resumes: a single stream with ``since=<last seq>`` (and the
-    server's epoch: if the server's history changed, the stream starts over from the
-    new history and records a notice); ``all`` by fetching what each execution stored
-    meanwhile over HTTP. Events are never yielded twice. ``on_state`` hears
+    ``max_backoff``) and resumes: a single stream with ``since=<last seq>``, ``all``
+    with ``since_pos=<last pos>`` (and the server's epoch: if the server's history
+    changed, the stream starts over from the new history and records a notice).
+    Events are never yielded twice. ``on_state`` hears
     ``connecting``, ``live``, ``reconnecting`` and ``closed``; ``on_retry`` hears each
     retry's reason and wait in seconds. The token is sent as an ``Authorization`` header.
 
@@ -465,16 +417,21 @@ async def open_stream(
     if since is not None and since < 0:
         raise ValueError("since must be >= 0")
     if since is not None and stream == ALL:
-        raise ValueError("since needs a single execution: the 'all' stream has no replay")
+        raise ValueError("since needs a single execution: resume 'all' with since_pos")
+    if since_pos is not None and (since_pos < 0 or stream != ALL):
+        raise ValueError("since_pos must be >= 0, and is for the 'all' stream")
     if not stream:
         raise ValueError("stream must be an execution id, 'global' or 'all'")
     ends = endpoints(url)
+    handshake, filters = split_handshake_filters(stream, filters)
     messages, state = subscription_messages(topics, filters)
     send, receive = trio.open_memory_channel[_Item](0)
     events = EventStream(
         ends,
         stream,
         since=since,
+        since_pos=since_pos,
+        handshake=handshake,
         messages=messages,
         state=state,
         token=token,

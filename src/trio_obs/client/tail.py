@@ -391,6 +391,11 @@ class _Tail:
                 implied.append(topic)
         if args.task:
             filters["taskId"] = args.task
+        for key, value in (
+            ("q", args.query), ("type", args.type), ("state", args.state), ("agent", args.agent)
+        ):  # fmt: skip
+            if value:
+                filters[key] = value
         return (list(args.topic) or implied), filters
 
     async def run(self) -> int:

@@ -137,6 +137,7 @@ class TranscriptEntryEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -154,6 +155,7 @@ class ToolStartEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -173,6 +175,7 @@ class ToolEndEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -189,6 +192,7 @@ class ToolOutputEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -205,6 +209,7 @@ class AssertionResultEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -223,6 +228,7 @@ class SkillStartEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -240,6 +246,7 @@ class SkillEndEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -258,6 +265,7 @@ class MessageBusEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -276,6 +284,7 @@ class WaveStatusEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -293,6 +302,7 @@ class AgentHeartbeatEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -312,6 +322,7 @@ class ExecutionStatusEvent:
     agent: str | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -344,6 +355,7 @@ class SpanStartEvent:
     """Everything else the producer said of the span (attributes, trimmed)."""
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -384,6 +396,7 @@ class SpanEndEvent:
     details: JSONDict | None = None
     timestamp: str = ""
     seq: int | None = None
+    pos: int | None = None
 
 
 StreamEvent: TypeAlias = (
@@ -443,6 +456,9 @@ class ConnectedEvent:
     message: str
     buffered_event_count: int
     epoch: str | None = None
+    pos: int | None = None
+    """``all`` only: the global position the stream starts after (what ``since_pos=`` to
+    resume with if nothing arrives before the connection is cut; SPEC §14)."""
     timestamp: str = ""
 
 
@@ -518,6 +534,14 @@ class Filters:
     categories: frozenset[str] | None = None
     severity: frozenset[str] | None = None
     task_id: str | None = None
+    q: str | None = None
+    """A live query (SPEC §14): only events whose text matches it (judged by the index)."""
+    execution: str | None = None
+    """Only events of this execution (the typed filters of SPEC §14, exact values)."""
+    type: str | None = None
+    tool: str | None = None
+    state: str | None = None
+    agent: str | None = None
 
     def merged(self, update: FilterUpdate) -> Filters:
         """These filters with the keys present in ``update`` replaced (null clears one)."""

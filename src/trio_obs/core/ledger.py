@@ -151,15 +151,22 @@ class Stage:
     """The new counters of every key written (the stream rows)."""
     spans: dict[SpanKey, Span]
     """Tool uses and skill traces started (the span rows)."""
+    last_pos: int = 0
+    """The global position (``pos``, SPEC §14) of the stage's last event on ``all``."""
 
 
 class _Batch:
     """One batch being staged on top of the group staged before it."""
 
     def __init__(
-        self, ledger: Ledger, streams: dict[str, StreamCounters], spans: dict[SpanKey, Span]
+        self,
+        ledger: Ledger,
+        streams: dict[str, StreamCounters],
+        spans: dict[SpanKey, Span],
+        pos: int,
     ):
         self.ledger = ledger
+        self.pos = pos
         self.group_streams = streams
         self.group_spans = spans
         self.streams: dict[str, StreamCounters] = {}
@@ -203,10 +210,15 @@ class _Batch:
         if s.first_timestamp is None:
             s.first_timestamp = event.timestamp
         s.last_timestamp = event.timestamp
+        # Every stored row takes a position, as every entry of Redis's fan-out stream does;
+        # the `global` copy is not on `all`, so it does not carry its position.
+        self.pos += 1
+        pos = None if is_copy else self.pos
         if event.seq is None:  # fresh: the ledger's now (see _complete)
             object.__setattr__(event, "seq", seq)
+            object.__setattr__(event, "pos", pos)
         else:
-            event = attrs.evolve(event, seq=seq)
+            event = attrs.evolve(event, seq=seq, pos=pos)
         self.envelopes.append(
             Envelope(
                 key, seq, event, encode(event), TOPIC_OF_TYPE[event.type], task_id, tool, is_copy
@@ -242,7 +254,7 @@ class _Batch:
                     self.stream(key).last_status = event.status
             self.add(key, event, task_id, tool)
             if isinstance(event, ev.ExecutionStatusEvent) and key != GLOBAL:
-                copy = attrs.evolve(self.envelopes[-1].event, seq=None)
+                copy = attrs.evolve(self.envelopes[-1].event, seq=None, pos=None)
                 self.add(GLOBAL, copy, is_copy=True)
 
 
@@ -276,12 +288,14 @@ class Ledger:
         self,
         *,
         activity: int = 0,
+        last_pos: int = 0,
         complete: bool = True,
         stream_cache_size: int = STREAM_CACHE_SIZE,
         span_cache_size: int = SPAN_CACHE_SIZE,
     ) -> None:
         self._streams: OrderedDict[str, StreamCounters] = OrderedDict()
         self._activity = activity
+        self._last_pos = last_pos
         self._complete = complete
         """Every key the store has is in the cache or in ``_evicted`` (so any other key is
         new): true for a new store until more keys were evicted than are remembered."""
@@ -309,6 +323,11 @@ class Ledger:
         """The seq of the newest committed event of ``key`` (0 if none); :meth:`knows` first."""
         s = self._streams.get(key)
         return s.last_seq if s else 0
+
+    @property
+    def last_pos(self) -> int:
+        """The global position of the newest committed event on ``all`` (0 if none)."""
+        return self._last_pos
 
     def counters(self, key: str) -> StreamCounters | None:
         """The committed counters of ``key``, if they are in memory."""
@@ -405,8 +424,9 @@ class Ledger:
         results: list[list[Envelope] | InvalidInput] = []
         envelopes: list[Envelope] = []
         written: dict[str, None] = {}  # keys in the order of their last write
+        pos = self._last_pos
         for batch in batches:
-            staged = _Batch(self, streams, spans)
+            staged = _Batch(self, streams, spans, pos)
             try:
                 staged.stage(batch)
             except InvalidInput as exc:
@@ -417,6 +437,7 @@ class Ledger:
                 continue
             streams.update(staged.streams)
             spans.update(staged.spans)
+            pos = staged.pos
             envelopes.extend(staged.envelopes)
             for env in staged.envelopes:
                 written.pop(env.key, None)
@@ -427,7 +448,7 @@ class Ledger:
             activity += 1
             streams[key].activity = activity
             streams[key].updated = wall
-        return Stage(results, envelopes, streams, spans)
+        return Stage(results, envelopes, streams, spans, pos)
 
     def commit(self, stage: Stage) -> None:
         """The stage's rows are durable: its counters and spans are now the ledger's."""
@@ -436,6 +457,7 @@ class Ledger:
             self._activity = max(self._activity, counters.activity)
         for span_id, span in stage.spans.items():
             self._remember(span_id, span)
+        self._last_pos = max(self._last_pos, stage.last_pos)
         self._learned_streams.clear()
         self._learned_spans.clear()
 

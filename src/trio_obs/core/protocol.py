@@ -68,11 +68,11 @@ RECONNECT_CODES: Final = frozenset(
 # --------------------------------------------------------------------------- error codes
 
 ErrorCode: TypeAlias = Literal[
-    "INVALID_MESSAGE", "INVALID_TOPIC", "INVALID_FILTER", "INVALID_EVENT", "INVALID_REQUEST",
-    "INVALID_PARAMETER", "UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND", "METHOD_NOT_ALLOWED",
-    "TIMEOUT", "BODY_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE", "MISDIRECTED_REQUEST",
-    "UPGRADE_REQUIRED", "HEAD_TOO_LARGE", "UNAVAILABLE", "OUTCOME_UNKNOWN", "NOT_REPLICATED",
-    "PARTIALLY_STORED",
+    "INVALID_MESSAGE", "INVALID_TOPIC", "INVALID_FILTER", "INVALID_EVENT", "INVALID_QUERY",
+    "INVALID_REQUEST", "INVALID_PARAMETER", "UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND",
+    "METHOD_NOT_ALLOWED", "TIMEOUT", "BODY_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE",
+    "MISDIRECTED_REQUEST", "UPGRADE_REQUIRED", "HEAD_TOO_LARGE", "UNAVAILABLE",
+    "OUTCOME_UNKNOWN", "NOT_REPLICATED", "PARTIALLY_STORED",
 ]  # fmt: skip
 """The ``code`` of every error a client can meet: ``observability:error`` frames and HTTP
 error answers (``{"error": <a sentence>, "code": ...}``)."""
@@ -82,6 +82,8 @@ INVALID_TOPIC: Final = "INVALID_TOPIC"
 INVALID_FILTER: Final = "INVALID_FILTER"
 INVALID_EVENT: Final = "INVALID_EVENT"
 """A posted body that is not a valid event or array of events (nothing of it is stored)."""
+INVALID_QUERY: Final = "INVALID_QUERY"
+"""A search query (``q``, SPEC §14) that cannot be read, or a filter no event can have."""
 INVALID_PARAMETER: Final = "INVALID_PARAMETER"
 """A query parameter that is missing or not what the route takes (``since``, ``limit``...)."""
 UNAVAILABLE: Final = "UNAVAILABLE"
@@ -132,6 +134,12 @@ MAX_WARNINGS: Final = 100
 """Warnings listed in one ``202`` answer at most (a last one counts the rest)."""
 MAX_EVENTS_LIMIT: Final = 10_000
 """The largest ``limit`` of the events and executions routes."""
+MAX_SEARCH_LIMIT: Final = 500
+"""The largest ``limit`` of ``GET /api/search``."""
+MAX_QUERY_CHARS: Final = 1000
+"""Characters of a search query (``q``) at most."""
+MAX_QUERY_TERMS: Final = 32
+"""Words and phrases of a search query at most."""
 REPLAY_PAGE: Final = 500
 """Events read from the store per page when a connection is served from it."""
 

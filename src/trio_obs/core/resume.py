@@ -1,9 +1,9 @@
-"""The client side of a stream: dedupe, ``since``, gaps and epochs across reconnects.
+"""The client side of a stream: dedupe, ``since``, ``since_pos`` and epochs across reconnects.
 
 :class:`ResumeState` decides, for every event a client receives, whether it is new,
-and where the next connection must resume (``since=`` and ``epoch=``). An ``all``
-stream has no replay: after a reconnect, :meth:`ResumeState.gaps` says what each
-execution stored meanwhile, to be fetched over HTTP. The client driver does the I/O.
+and where the next connection must resume (``since=`` and ``epoch=``; for ``all``, the
+global position ``since_pos=`` of SPEC §14, which the server's ``connected`` gives
+before the first event). The client driver does the I/O.
 """
 
 from __future__ import annotations
@@ -12,23 +12,14 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-import attrs
-
 from . import events as ev
 from .errors import InvalidInput
-from .protocol import ALL, GLOBAL, INVALID_TOPIC, TOPIC_OF_TYPE, TOPICS
+from .protocol import ALL, INVALID_FILTER, INVALID_TOPIC, TOPIC_OF_TYPE, TOPICS
 from .routing import Envelope, SubscriptionState, own_task_id
+from .search import FILTERS
 from .wire import encode_client_message, parse_filters
 
 _SPANS_MAX: Final = 10_000
-
-
-@attrs.frozen
-class Gap:
-    """Events of ``key`` after seq ``after`` were stored while the client was away."""
-
-    key: str
-    after: int
 
 
 class ResumeState:
@@ -39,8 +30,10 @@ class ResumeState:
         stream: str,
         *,
         since: int | None = None,
+        since_pos: int | None = None,
         filters: SubscriptionState | None = None,
         subscribe_messages: int = 0,
+        handshake: Mapping[str, str] | None = None,
     ) -> None:
         self.stream = stream
         self.epoch: str | None = None
@@ -52,7 +45,10 @@ class ResumeState:
         self._last: dict[str, int] = {}
         if since is not None:
             self._last[stream] = since
-        self._baseline: dict[str, int] | None = None
+        self._last_pos = since_pos
+        """``all``: the global position of the last event delivered (or the start)."""
+        self._handshake = dict(handshake or {})
+        """Query parameters of every connection (``all``: a live query and typed filters)."""
         self._requested: int | None = None
         self._warned = False
         self._spans: OrderedDict[tuple[str, str], tuple[str | None, str | None]] = OrderedDict()
@@ -61,11 +57,17 @@ class ResumeState:
     # ------------------------------------------------------------------ connecting
 
     def query(self) -> dict[str, str | int]:
-        """The WebSocket query of the next connection (``observability``, ``since``, ``epoch``)."""
-        query: dict[str, str | int] = {"observability": self.stream}
-        since = self._last.get(self.stream) if self.stream != ALL else None
-        if since is not None:
-            query["since"] = since
+        """The WebSocket query of the next connection (``observability``, ``since`` or
+        ``since_pos``, ``epoch``, and the handshake's filters)."""
+        query: dict[str, str | int] = {"observability": self.stream, **self._handshake}
+        if self.stream == ALL:
+            since = None
+            if self._last_pos is not None:
+                query["since_pos"] = self._last_pos
+        else:
+            since = self._last.get(self.stream)
+            if since is not None:
+                query["since"] = since
         if self.epoch is not None and (since is not None or self.stream == ALL):
             query["epoch"] = self.epoch
         self._requested = since
@@ -76,13 +78,9 @@ class ResumeState:
         return self._last.get(key or self.stream)
 
     @property
-    def needs_baseline(self) -> bool:
-        """An ``all`` stream that never connected wants each execution's last seq first."""
-        return self.stream == ALL and not self.connected_once
-
-    def set_baseline(self, last_seqs: dict[str, int] | None) -> None:
-        """Each execution's last seq before an ``all`` stream first connected (None: unknown)."""
-        self._baseline = last_seqs
+    def last_pos(self) -> int | None:
+        """``all``: the global position of the last event delivered (or where it began)."""
+        return self._last_pos
 
     def connected(self, message: ev.ConnectedEvent) -> bool:
         """The server accepted the stream; True when this is a reconnect."""
@@ -96,6 +94,8 @@ class ResumeState:
         ):
             # Nothing to replay means the stream was empty: everything from seq 1 is new.
             self._last[self.stream] = 0
+        if self.stream == ALL and self._last_pos is None:
+            self._last_pos = message.pos  # what follows is new: resume from here if cut
         self._pending = self._subscribe_messages
         self.connected_once = True
         return reconnect
@@ -106,9 +106,9 @@ class ResumeState:
         self.epoch = message.epoch
         self._last.clear()
         self._spans.clear()
-        self._baseline = None
         self._requested = None
         if self.stream == ALL:
+            self._last_pos = None  # the positions of the old history mean nothing now
             return f"the server's history changed (epoch {message.epoch}); following it from now on"
         self._last[self.stream] = 0
         return (
@@ -133,6 +133,9 @@ class ResumeState:
         last = self._last.get(key)
         if seq is not None and last is not None and seq <= last:
             return False
+        pos, last_pos = event.pos, self._last_pos
+        if self.stream == ALL and pos is not None and last_pos is not None and pos <= last_pos:
+            return False
         task_id, tool = self._note_span(key, event)
         if self._pending and not self.filters.everything:
             # Until the server confirms our subscribes it may send what they exclude.
@@ -147,6 +150,8 @@ class ResumeState:
             key = self.key_of(event)
             if seq > self._last.get(key, -1):
                 self._last[key] = seq
+        if self.stream == ALL and event.pos is not None:
+            self._last_pos = max(self._last_pos or 0, event.pos)
 
     def stale_warning(self, event: ev.StreamEvent) -> str | None:
         """A warning when a server without epochs answers ``since`` with older seqs, once."""
@@ -188,27 +193,32 @@ class ResumeState:
             self._spans.popitem(last=False)
         return task_id, tool
 
-    # ------------------------------------------------------------------ `all`: gaps
 
-    def gaps(self, listing: dict[str, int]) -> list[Gap]:
-        """What each execution stored after what this ``all`` stream saw of it.
+HANDSHAKE_FILTERS: Final = ("q", *FILTERS)
+"""Filters an ``all`` connection takes in its handshake (a live query and the typed ones)."""
 
-        ``listing`` maps each execution to its last stored seq. An execution never seen
-        counts from the baseline taken before the first connection (skipped without one).
-        The ``global`` stream, which listings leave out, is included once seen.
-        """
-        gaps: list[Gap] = []
-        for key, last_seq in listing.items():
-            start = self._last.get(key)
-            if start is None:
-                if self._baseline is None:
-                    continue
-                start = self._baseline.get(key, 0)
-            if last_seq > start:
-                gaps.append(Gap(key, start))
-        if GLOBAL in self._last and GLOBAL not in listing:
-            gaps.append(Gap(GLOBAL, self._last[GLOBAL]))
-        return gaps
+
+def split_handshake_filters(
+    stream: str, filters: Mapping[str, object] | None
+) -> tuple[dict[str, str], dict[str, object] | None]:
+    """The filters that travel in an ``all`` handshake (checked), and those sent after.
+
+    A live query in the handshake applies from the first event, so a resumed live query
+    has no seam; raises :class:`~trio_obs.InvalidInput` for a bad one, or one that is
+    not on ``all``.
+    """
+    if not filters:
+        return {}, None
+    own = {k: v for k, v in filters.items() if k in HANDSHAKE_FILTERS and v is not None}
+    if not own:
+        return {}, dict(filters)
+    if stream != ALL:
+        if "q" in own:
+            raise InvalidInput("filter q (a live query) needs the 'all' stream", INVALID_FILTER)
+        return {}, dict(filters)
+    parse_filters(own)  # raises with the reason
+    rest = {k: v for k, v in filters.items() if k not in own}
+    return {k: str(v) for k, v in own.items()}, rest or None
 
 
 def subscription_messages(

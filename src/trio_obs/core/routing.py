@@ -7,6 +7,7 @@ behind. Nothing here does I/O or reads a clock; the hub drives it.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Final
@@ -16,6 +17,7 @@ import attrs
 from . import events as ev
 from .frames import text_frame
 from .protocol import ENDED_STATES, TOPIC_OF_TYPE
+from .search import TypedFilters, typed_filters
 from .wire import encode
 
 _ENVELOPE_OVERHEAD: Final = 512
@@ -45,9 +47,12 @@ class Envelope:
     _frame: bytes | None = None
     cost: int = attrs.field(init=False, default=0)
     """Bytes of memory this envelope holds (its JSON, its frame, its typed event)."""
+    pos: int = attrs.field(init=False, default=0)
+    """The event's global position on ``all`` (SPEC §14; 0 for a copy, or where unknown)."""
 
     def __attrs_post_init__(self) -> None:
         self.cost = 3 * len(self.data) + _ENVELOPE_OVERHEAD
+        self.pos = self.event.pos or 0
 
     @property
     def frame(self) -> bytes:
@@ -101,6 +106,10 @@ class SubscriptionState:
     implicit_all: bool = True
     everything: bool = True
     """Cached: topic ``all`` and no filters, so :meth:`matches` is always true."""
+    typed: TypedFilters | None = None
+    """Cached: the typed filters of SPEC §14, when any is set."""
+    searching: bool = False
+    """Cached: a live query is set (SPEC §14): the index judges the events, not memory."""
 
     def subscribe(self, topic: str, update: ev.FilterUpdate | None = None) -> None:
         """Apply a ``subscribe`` message (topic already validated)."""
@@ -115,6 +124,11 @@ class SubscriptionState:
             self.filters = self.filters.merged(update)
         self._refresh()
 
+    def filter(self, update: ev.FilterUpdate) -> None:
+        """Merge filters without touching the topics (those a handshake's query gives)."""
+        self.filters = self.filters.merged(update)
+        self._refresh()
+
     def unsubscribe(self, topic: str) -> None:
         """Apply an ``unsubscribe`` message (topic already validated)."""
         self.topics = self.topics - {topic}
@@ -123,12 +137,22 @@ class SubscriptionState:
 
     def _refresh(self) -> None:
         self.everything = "all" in self.topics and self.filters.empty
+        typed = typed_filters(self.filters)
+        self.typed = typed if typed else None
+        self.searching = self.filters.q is not None
+
+    @property
+    def query(self) -> str | None:
+        """The live query (SPEC §14), if one is set: the index judges it, not :meth:`matches`."""
+        return self.filters.q
 
     def matches(self, env: Envelope) -> bool:
-        """Whether this subscriber wants the event in ``env``."""
+        """Whether this subscriber wants the event in ``env`` (a live query aside)."""
         if self.everything:
             return True
         if "all" not in self.topics and env.topic not in self.topics:
+            return False
+        if self.typed is not None and not self.typed.accepts(env.event, env.tool):
             return False
         f = self.filters
         if f.task_id is not None and env.task_id is not None and env.task_id != f.task_id:
@@ -341,67 +365,73 @@ class StreamLogs:
 
 
 class GlobalLog:
-    """Every live envelope in dispatch order, for ``all`` subscribers (who have no replay).
+    """Recent live envelopes in dispatch order, for ``all`` subscribers (SPEC §4, §14).
 
-    Positions count envelopes appended since the log was made. An ``all`` subscriber's
-    cursor is the position of the last envelope it took; one that falls more than
-    ``depth`` envelopes (or ``max_bytes``) behind the newest can no longer be served.
+    Envelopes are kept by their global position ``pos`` (increasing, with gaps where
+    ``global`` copies or deleted events were): the log holds every envelope dispatched
+    with ``base < pos`` since it began. A subscriber whose cursor (the last ``pos`` it
+    took) is below :attr:`base` reads the store instead.
     """
 
-    __slots__ = ("_base", "_envs", "cost", "depth", "max_bytes")
+    __slots__ = ("_envs", "base", "cost", "depth", "max_bytes")
 
     def __init__(self, depth: int, *, max_bytes: int) -> None:
         self.depth = depth
         self.max_bytes = max_bytes
         self._envs: list[Envelope] = []
-        self._base = 0  # position of _envs[0] minus one
+        self.base = 0
+        """Every envelope dispatched after this position is held."""
         self.cost = 0
+
+    def __len__(self) -> int:
+        return len(self._envs)
 
     @property
     def head(self) -> int:
-        """The position of the newest envelope (0 before the first)."""
-        return self._base + len(self._envs)
-
-    @property
-    def oldest(self) -> int:
-        """The lowest cursor that can still be served."""
-        return self._base
+        """The position of the newest envelope held (else :attr:`base`)."""
+        return self._envs[-1].pos if self._envs else self.base
 
     def append(self, env: Envelope) -> None:
-        """Add ``env`` at position :attr:`head` + 1."""
+        """Add ``env`` (its ``pos`` above every position held)."""
         self._envs.append(env)
         self.cost += env.cost
 
     def after(self, cursor: int) -> list[Envelope] | None:
-        """Envelopes after position ``cursor``, or None if some of them were already dropped."""
-        if cursor < self._base:
+        """Envelopes after position ``cursor``, or None if some of them are not held."""
+        if cursor < self.base:
             return None
-        return self._envs[cursor - self._base :]
+        envs = self._envs
+        if not envs or envs[-1].pos <= cursor:
+            return []
+        if cursor <= self.base:
+            return envs[:]
+        return envs[bisect_right(envs, cursor, key=_position) :]
 
-    def trim(self, slowest: int) -> int:
-        """Drop what every cursor has passed, then whatever exceeds the bounds.
-
-        ``slowest`` is the lowest cursor of the subscribers; returns the new
-        :attr:`oldest`: a subscriber behind it can no longer be served.
-        """
-        drop = max(0, slowest - self._base)
-        over = len(self._envs) - drop - self.depth
+    def trim(self, slowest: int) -> None:
+        """Drop what the slowest cursor has passed, then whatever exceeds the bounds."""
+        envs = self._envs
+        drop = bisect_right(envs, slowest, key=_position)
+        over = len(envs) - drop - self.depth
         if over > 0:
             drop += over
         if drop:
             self._cut(drop)
         while self.cost > self.max_bytes and len(self._envs) > 1:
             self._cut(max(1, len(self._envs) // 8))
-        return self._base
 
     def _cut(self, n: int) -> None:
-        for env in self._envs[:n]:
+        envs = self._envs
+        for env in envs[:n]:
             self.cost -= env.cost
-        del self._envs[:n]
-        self._base += n
+        self.base = envs[n - 1].pos
+        del envs[:n]
 
-    def clear(self) -> None:
-        """Forget everything (no subscriber is left); positions go on counting."""
-        self._base = self.head
+    def restart(self, base: int) -> None:
+        """Forget everything; from now on, hold what is dispatched after ``base``."""
         self._envs.clear()
+        self.base = base
         self.cost = 0
+
+
+def _position(env: Envelope) -> int:
+    return env.pos

@@ -17,6 +17,7 @@ from .frames import text_frame
 from .protocol import (
     ALL,
     INTERNAL_ERROR,
+    INVALID_FILTER,
     MAX_CLIENT_MESSAGE,
     MESSAGE_TOO_BIG,
     UNSUPPORTED_DATA,
@@ -53,23 +54,23 @@ def resume_point(
     last_seq: int,
     buffer_size: int,
 ) -> Resume:
-    """Where a subscription to ``stream`` starts (SPEC §3 replay, §10 epochs).
+    """Where a subscription to ``stream`` starts (SPEC §3 replay, §10 epochs, §14 ``pos``).
 
-    Without ``since``: the last ``buffer_size`` events. With ``since=S``: after S. A client
-    that resumes from another epoch's history is told ``observability:reset`` and gets the
-    history that exists, from its first event (an ``all`` client is told too: the seqs it
-    remembers belong to the old history); so is one whose ``since`` is beyond the last
-    stored seq: it saw events the store no longer holds, and what comes next under those
+    Without ``since``: the last ``buffer_size`` events (``all``: none, live only). With
+    ``since=S``: after S; for ``all``, ``since`` is the global position ``since_pos`` and
+    ``last_seq`` the newest position. A client that resumes from another epoch's history
+    is told ``observability:reset`` and gets the history that exists, from its first event
+    (an ``all`` client without ``since_pos`` is told, and goes on live: the seqs it
+    remembers belong to the old history); so is one whose ``since`` is beyond the newest
+    stored: it saw events the store no longer holds, and what comes next under those
     numbers would be other events.
     """
-    if (client_epoch is not None and client_epoch != epoch) or (
-        stream != ALL and since is not None and since > last_seq
-    ):
-        return Resume(0, ev.ResetEvent(epoch=epoch, last_seq=last_seq))
-    if stream == ALL:
-        return Resume(0)
+    beyond = since is not None and since > last_seq
+    if (client_epoch is not None and client_epoch != epoch) or beyond:
+        start = last_seq if stream == ALL and since is None else 0
+        return Resume(start, ev.ResetEvent(epoch=epoch, last_seq=last_seq))
     if since is None:
-        return Resume(max(0, last_seq - buffer_size))
+        return Resume(last_seq if stream == ALL else max(0, last_seq - buffer_size))
     return Resume(since)
 
 
@@ -79,14 +80,22 @@ def reply_frame(message: ev.ServerEvent) -> bytes:
 
 
 def greeting(
-    stream: str, *, replayed: int, epoch: str | None, reset: ev.ResetEvent | None, now: str
+    stream: str,
+    *,
+    replayed: int,
+    epoch: str | None,
+    reset: ev.ResetEvent | None,
+    now: str,
+    pos: int | None = None,
 ) -> bytes:
-    """The first frames of a stream: ``connected`` (and ``reset`` when the epoch changed)."""
+    """The first frames of a stream: ``connected`` (and ``reset`` when the epoch changed);
+    ``pos``: where an ``all`` stream starts (SPEC §14)."""
     connected = ev.ConnectedEvent(
         execution_id=stream,
         message=_CONNECTED_ALL if stream == ALL else f"Connected to execution {stream}",
         buffered_event_count=replayed,
         epoch=epoch,
+        pos=pos if stream == ALL else None,
         timestamp=now,
     )
     frames = reply_frame(connected)
@@ -133,6 +142,13 @@ class ServerSession:
         if isinstance(msg, ev.Ping):
             return ev.PongEvent(timestamp=now)
         if isinstance(msg, ev.Subscribe):
+            if msg.filters.changes.get("q") is not None and self.stream != ALL:
+                return ev.ErrorEvent(
+                    error="filter q (a live query) needs an 'all' connection: "
+                    "connect with ?observability=all",
+                    code=INVALID_FILTER,
+                    timestamp=now,
+                )
             self.state.subscribe(msg.topic, msg.filters)
             return ev.SubscribedEvent(
                 topic=msg.topic, execution_id=msg.execution_id or self.stream, timestamp=now

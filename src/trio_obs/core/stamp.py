@@ -25,19 +25,20 @@ _NUMBER_END: Final = re.compile(rb"[,}]")
 
 
 def unstamped(event: ev.StreamEvent) -> bytes:
-    """The wire JSON of ``event`` without its ``seq`` (``seq`` is the last field: left out)."""
-    if event.seq is not None:
-        event = attrs.evolve(event, seq=None)
+    """The wire JSON of ``event`` without its ``seq`` and ``pos`` (the last two fields)."""
+    if event.seq is not None or event.pos is not None:
+        event = attrs.evolve(event, seq=None, pos=None)
     return encode(event)
 
 
-def stamp(data: bytes, seq: int, pass_rate: float | None = None) -> bytes:
+def stamp(data: bytes, seq: int, pass_rate: float | None = None, pos: int | None = None) -> bytes:
     """The wire JSON of the stored event whose unstamped JSON is ``data``.
 
-    ``seq`` is appended as the last field; ``pass_rate`` (assertion results only)
-    replaces the ``runningPassRate`` the event was encoded with.
+    ``seq`` (and ``pos``, its global position, where it has one) are appended as the last
+    fields; ``pass_rate`` (assertion results only) replaces the ``runningPassRate`` the
+    event was encoded with.
     """
-    tail = b',"seq":%d}' % seq
+    tail = b',"seq":%d,"pos":%d}' % (seq, pos) if pos else b',"seq":%d}' % seq
     if pass_rate is None:
         return data[:-1] + tail
     start = data.rindex(_RATE_KEY) + len(_RATE_KEY)

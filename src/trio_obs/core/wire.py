@@ -33,6 +33,14 @@ from .protocol import (
     TOPICS,
     ErrorCode,
 )
+from .search import (
+    FILTERS,
+    SearchHit,
+    SearchResult,
+    TypedFilters,
+    check_filters,
+    compile_query,
+)
 from .times import EXAMPLE, TIME_FIELDS, utc_time
 
 T = TypeVar("T")
@@ -189,6 +197,13 @@ def _make_converter(*, detailed: bool = True, posted: bool = False) -> cattrs.Co
             make_dict_unstructure_fn(cls, conv, _cattrs_include_init_false=True, **overrides),
         )
         conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, **overrides))
+    for cls in (SearchHit, SearchResult):
+        fields: dict[str, Any] = {
+            a.name: override(rename=camel(a.name), omit_if_default=a.name == "note")
+            for a in attrs.fields(cls)
+        }
+        conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **fields))
+        conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, **fields))
     summary: dict[str, Any] = {
         a.name: override(rename=camel(a.name)) for a in attrs.fields(ev.ExecutionSummary)
     }
@@ -288,8 +303,11 @@ def decode_event(
         raise InvalidInput(
             f"{event_name(index)} ({kind}) is invalid: {reason}", INVALID_EVENT
         ) from None
-    if event.seq is not None and not keep_seq:  # a producer does not choose its seq
-        object.__setattr__(event, "seq", None)
+    if not keep_seq:  # a producer does not choose its seq, nor its place in `all`
+        if event.seq is not None:
+            object.__setattr__(event, "seq", None)
+        if event.pos is not None:
+            object.__setattr__(event, "pos", None)
     return event
 
 
@@ -330,6 +348,8 @@ _LIST_FILTERS: Final = {
     "categories": "categories",
     "severity": "severity",
 }
+_TEXT_FILTERS: Final = {"taskId": "task_id", **{name: name for name in ("q", *FILTERS)}}
+"""Filters that take one string (or null to clear): the task, and SPEC §14's live query."""
 
 
 def parse_filters(raw: Any) -> ev.FilterUpdate:
@@ -340,12 +360,12 @@ def parse_filters(raw: Any) -> ev.FilterUpdate:
         raise InvalidInput("filters must be a JSON object", INVALID_FILTER)
     changes: dict[str, Any] = {}
     for key, value in raw.items():
-        if key == "taskId":
+        if key in _TEXT_FILTERS:
             if value is not None and (not isinstance(value, str) or not value):
                 raise InvalidInput(
-                    "filter taskId must be a non-empty string or null", INVALID_FILTER
+                    f"filter {key} must be a non-empty string or null", INVALID_FILTER
                 )
-            changes["task_id"] = value
+            changes[_TEXT_FILTERS[key]] = value
         elif key in _LIST_FILTERS:
             if value is None or value == []:
                 changes[_LIST_FILTERS[key]] = None
@@ -360,8 +380,17 @@ def parse_filters(raw: Any) -> ev.FilterUpdate:
                 )
             changes[_LIST_FILTERS[key]] = frozenset(value)
         else:
-            allowed = ", ".join(["taskId", *_LIST_FILTERS])
+            allowed = ", ".join([*_TEXT_FILTERS, *_LIST_FILTERS])
             raise InvalidInput(f"unknown filter {key!r}; allowed: {allowed}", INVALID_FILTER)
+    try:  # a live query is checked when it is asked for, not when it first runs
+        if changes.get("q") is not None:
+            compile_query(changes["q"])
+    except InvalidInput as exc:
+        raise InvalidInput(f"filter q: {exc}", INVALID_FILTER) from None
+    try:
+        check_filters(TypedFilters(type=changes.get("type")))
+    except InvalidInput as exc:
+        raise InvalidInput(f"filter {exc}", INVALID_FILTER) from None
     return ev.FilterUpdate(changes)
 
 
@@ -412,7 +441,7 @@ def encode_client_message(msg: ev.ClientMessage) -> bytes:
     if msg.execution_id is not None:
         out["executionId"] = msg.execution_id
     if isinstance(msg, ev.Subscribe) and msg.filters.changes:
-        wire = {v: k for k, v in _LIST_FILTERS.items()} | {"task_id": "taskId"}
+        wire = {v: k for k, v in (_LIST_FILTERS | _TEXT_FILTERS).items()}
         out["filters"] = {
             wire[k]: (sorted(v) if isinstance(v, frozenset) else v)
             for k, v in msg.filters.changes.items()
@@ -436,6 +465,28 @@ def summaries_json(summaries: list[ev.ExecutionSummary]) -> bytes:
 def events_json(rows: list[bytes]) -> bytes:
     """A JSON array of stored events, from their stored JSON (no re-encoding)."""
     return b"[" + b",".join(rows) + b"]"
+
+
+def search_json(result: SearchResult) -> bytes:
+    """The ``GET /api/search`` answer: ``hits`` (newest first), ``next``, ``complete``."""
+    return orjson.dumps(converter.unstructure(result))
+
+
+def to_wire_hit(hit: SearchHit) -> dict[str, Any]:
+    """A search hit as ``GET /api/search`` gives it (camelCase)."""
+    return converter.unstructure(hit)  # type: ignore[no-any-return]
+
+
+def decode_search_result(data: bytes | str) -> SearchResult:
+    """A :class:`SearchResult` from a ``GET /api/search`` answer (what the clients read)."""
+    obj = loads_json(data, "the answer")
+    try:
+        result: SearchResult = converter.structure(obj, SearchResult)
+    except Exception as exc:
+        raise InvalidInput(
+            f"the search answer is invalid: {_explain(exc)}", INVALID_MESSAGE
+        ) from None
+    return result
 
 
 def accepted_json(seqs: list[int], warnings: list[str] | None = None) -> bytes:

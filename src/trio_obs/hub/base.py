@@ -12,6 +12,7 @@ from typing import Protocol
 
 from ..core import events as ev
 from ..core.routing import Envelope, SubscriptionState
+from ..core.search import RunFilters, SearchQuery, SearchResult
 from ..core.session import Resume
 from ..core.stats import HubStats
 
@@ -38,7 +39,7 @@ class Subscription(Protocol):
 
     @property
     def cursor(self) -> int:
-        """The last seq taken (for ``all``: the last dispatch position taken)."""
+        """The last seq taken (for ``all``: the last global position ``pos`` passed)."""
         ...
 
     @property
@@ -102,16 +103,26 @@ class Hub(Protocol):
         epoch: str | None = None,
         queue_size: int | None = None,
         waker: Waker | None = None,
+        since_pos: int | None = None,
     ) -> tuple[Subscription, Resume]:
-        """Subscribe to an execution, ``global`` or ``all``; also says where it resumed."""
+        """Subscribe to an execution, ``global`` or ``all``; also says where it resumed.
+
+        ``since_pos`` (``all`` only): every stored event after that global position first.
+        """
+        ...
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """A page of stored events matching ``query``, newest first (SPEC §14)."""
         ...
 
     async def read(self, stream: str, *, after: int = 0, limit: int = 1000) -> list[bytes]:
         """Stored JSON of a stream's events after a seq, oldest first."""
         ...
 
-    async def executions(self, limit: int = 100) -> list[ev.ExecutionSummary]:
-        """Known executions, most recently active first."""
+    async def executions(
+        self, limit: int = 100, filters: RunFilters | None = None
+    ) -> list[ev.ExecutionSummary]:
+        """Known executions, most recently active first (those that pass ``filters``)."""
         ...
 
     async def retain(self, max_idle: float) -> list[str]:

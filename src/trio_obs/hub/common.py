@@ -7,6 +7,7 @@ subscription and idempotency plumbing is here, once.
 
 from __future__ import annotations
 
+from ..core.protocol import ALL
 from ..core.routing import Envelope
 from ..core.session import Resume, resume_point
 from ..core.stats import HubStats
@@ -41,8 +42,8 @@ class HubCommon:
         return self.dispatcher.queue_size
 
     async def head(self, stream: str) -> int:
-        """The seq of the newest stored event of ``stream`` (0 for ``all``), learning the
-        store's epoch on the way."""
+        """The seq of the newest stored event of ``stream`` (for ``all``: the newest global
+        position), learning the store's epoch on the way."""
         raise NotImplementedError
 
     async def read_range(self, key: str, *, after: int, upto: int) -> list[Envelope]:
@@ -57,13 +58,16 @@ class HubCommon:
         epoch: str | None = None,
         queue_size: int | None = None,
         waker: Waker | None = None,
+        since_pos: int | None = None,
     ) -> tuple[LiveSubscription, Resume]:
-        """Subscribe to an execution, ``global`` or ``all``, resuming after ``since``.
+        """Subscribe to an execution, ``global`` or ``all``, resuming after ``since``
+        (``all``: after the global position ``since_pos``).
 
         ``epoch`` is the client's: one of another history (or a ``since`` beyond what is
         stored) gets the subscription's :class:`~trio_obs.core.session.Resume` a reset.
         """
-        return self._open(stream, since, epoch, await self.head(stream), queue_size, waker)
+        head = await self.head(stream)
+        return self._open(stream, since, epoch, head, queue_size, waker, since_pos)
 
     def _open(
         self,
@@ -73,12 +77,15 @@ class HubCommon:
         head: int,
         queue_size: int | None,
         waker: Waker | None,
+        since_pos: int | None = None,
     ) -> tuple[LiveSubscription, Resume]:
         if since is not None and since < 0:
             raise ValueError("since must be >= 0")
+        if since_pos is not None and since_pos < 0:
+            raise ValueError("since_pos must be >= 0")
         resume = resume_point(
             stream,
-            since=since,
+            since=since_pos if stream == ALL else since,
             client_epoch=epoch,
             epoch=self.epoch,
             last_seq=head,

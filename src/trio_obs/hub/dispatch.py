@@ -5,7 +5,9 @@ The :class:`Dispatcher` keeps the recent envelopes of each stream key (and, whil
 that want them. Each :class:`LiveSubscription` has a cursor: it takes what follows it
 from memory while it keeps up, and from the store once it has fallen behind (SPEC §4:
 falling behind is not a fault), so a subscriber costs no memory of its own and the
-seam between replay and live events is exact by construction.
+seam between replay and live events is exact by construction. An ``all`` subscriber's
+cursor is a global position ``pos`` (SPEC §14); one with a live query reads the search
+index after its cursor whenever the index says it holds more.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Protocol
 import trio
 
 from ..core import events as ev
-from ..core.errors import SubscriptionEnded
+from ..core.errors import InvalidInput, SubscriptionEnded
 from ..core.protocol import ALL, REPLAY_PAGE, SLOW_CONSUMER
 from ..core.routing import Envelope, GlobalLog, StreamLogs, SubscriptionState
+from ..core.search import SearchQuery, live_query
 from ..core.stats import HubStats
 from .base import Subscription, Waker
 
@@ -28,6 +31,35 @@ class Source(Protocol):
 
     async def read_envelopes(self, key: str, *, after: int, limit: int) -> list[Envelope]:
         """Stored envelopes of ``key`` with ``seq > after``, oldest first, at most ``limit``."""
+        ...
+
+    async def read_positions(self, *, after: int, limit: int) -> tuple[list[Envelope], int | None]:
+        """Stored events on ``all`` with ``pos > after``, in position order, and the last
+        position looked at when there may be more (None: everything stored was read).
+
+        Raises :class:`~trio_obs.SubscriptionEnded` when events after ``after`` are gone.
+        """
+        ...
+
+    async def matches_after(self, query: SearchQuery, *, after: int, upto: int) -> list[Envelope]:
+        """Indexed events matching a live query with ``after < pos <= upto``, oldest
+        first, at most ``query.limit``."""
+        ...
+
+
+class Observer(Protocol):
+    """Told, in order, what a dispatcher fans out (a Redis node's local search index)."""
+
+    def dispatched(self, envelopes: Sequence[Envelope]) -> None:
+        """``envelopes`` were dispatched (never blocks)."""
+        ...
+
+    def forgot(self, key: str) -> None:
+        """The stream ``key`` was deleted."""
+        ...
+
+    def restarted(self) -> None:
+        """The history was replaced (a new epoch): everything held is void."""
         ...
 
 
@@ -79,7 +111,7 @@ class LiveSubscription:
 
     @property
     def cursor(self) -> int:
-        """The last seq taken (for ``all``: the last dispatch position taken)."""
+        """The last seq taken (for ``all``: the last global position ``pos`` passed)."""
         return self._cursor
 
     @property
@@ -91,14 +123,15 @@ class LiveSubscription:
     def head(self) -> int:
         """The newest seq (or position) known to exist for this subscription."""
         if self.stream == ALL:
-            return self.dispatcher.global_log.head
+            dispatcher = self.dispatcher
+            return dispatcher.query_head if self.state.searching else dispatcher.pos_head
         log = self.dispatcher.logs.get(self.stream)
         return max(self._head, log.last_seq) if log is not None else self._head
 
     @property
     def queue_depth(self) -> int:
-        """Events stored but not yet taken."""
-        return self.head - self._cursor
+        """Events stored but not yet taken (for ``all``: positions, an upper bound)."""
+        return max(0, self.head - self._cursor)
 
     def subscribe(self, topic: str, update: ev.FilterUpdate | None = None) -> None:
         """Narrow or widen topics and merge filters (SPEC §3)."""
@@ -128,7 +161,7 @@ class LiveSubscription:
                 if envs:
                     shared[at] = envs
             elif self.stream == ALL:
-                self._cursor += len(envs)
+                self._cursor = envs[-1].pos
             else:
                 self._cursor = envs[-1].seq
             return envs
@@ -136,11 +169,13 @@ class LiveSubscription:
 
     def _take(self) -> list[Envelope] | None:
         if self.stream == ALL:
+            if self.state.searching:  # the index answers, after what it holds is known
+                return [] if self._cursor >= self.dispatcher.query_head else None
             envs = self.dispatcher.global_log.after(self._cursor)
-            if envs is None:  # pragma: no cover - the dispatcher ends such subscribers first
-                self._end(SLOW_CONSUMER)
-                raise SubscriptionEnded(SLOW_CONSUMER)
-            self._cursor += len(envs)
+            if envs is None:
+                return None  # fallen behind what memory holds: read the store
+            if envs:
+                self._cursor = envs[-1].pos
             return self.state.select(envs)
         log = self.dispatcher.logs.get(self.stream)
         if log is None:
@@ -160,7 +195,7 @@ class LiveSubscription:
     async def read_behind(self) -> list[Envelope]:
         """One page of wanted events from the store after the cursor, advancing it."""
         if self.stream == ALL:
-            return self.take_nowait() or []
+            return await self._read_all()
         # A source may wait for its store to come back; closing the subscription ends that.
         page: list[Envelope] | None = None
         with trio.CancelScope() as self._reading:
@@ -180,6 +215,35 @@ class LiveSubscription:
         page = [env for env in page if env.seq > self._cursor]
         self._cursor = page[-1].seq
         self._head = max(self._head, self._cursor)
+        return self.state.select(page)
+
+    async def _read_all(self) -> list[Envelope]:
+        """One page of ``all`` from the store (or, for a live query, from the index)."""
+        source, after, head = self.dispatcher.source, self._cursor, self.head
+        if self.closed or after >= head:
+            return []
+        page: list[Envelope] = []
+        last: int | None = None
+        with trio.CancelScope() as self._reading:
+            try:
+                if self.state.searching:
+                    query = live_query(self.state.filters, REPLAY_PAGE)
+                    page = await source.matches_after(query, after=after, upto=head)
+                    last = page[-1].pos if len(page) == REPLAY_PAGE else None
+                else:
+                    page, last = await source.read_positions(after=after, limit=REPLAY_PAGE)
+            except SubscriptionEnded as exc:
+                self._end(exc.reason)
+                raise
+            except InvalidInput as exc:  # pragma: no cover - queries are checked when set
+                self._end(str(exc))
+                raise SubscriptionEnded(str(exc)) from None
+        self._reading = None
+        if self.closed:
+            return []
+        if last is None:  # everything stored was read: live again from the newest known
+            last = max(head, page[-1].pos if page else 0)
+        self._cursor = max(after, last)
         return self.state.select(page)
 
     async def take(self) -> list[Envelope]:
@@ -253,11 +317,14 @@ class LiveSubscription:
 
 
 def _wake(subs: list[LiveSubscription], env: Envelope) -> None:
-    """Wake each subscriber not yet woken that wants ``env`` (once until it takes)."""
+    """Wake each subscriber not yet woken that wants ``env`` (once until it takes).
+
+    Live queries are not woken here: the index wakes them (:meth:`Dispatcher.indexed`).
+    """
     for sub in subs:
         if not sub.marked:
             state = sub.state
-            if state.everything or state.matches(env):
+            if state.everything or (not state.searching and state.matches(env)):
                 sub.marked = True
                 sub.waker.wake(sub)
 
@@ -296,7 +363,13 @@ class Dispatcher:
         self._by_stream: dict[str, list[LiveSubscription]] = {}
         self._all: list[LiveSubscription] = []
         self._shortest_queue = queue_size
-        """The smallest queue of the ``all`` subscribers (when to scan their lag)."""
+        """The smallest queue of the ``all`` subscribers (when to trim their log)."""
+        self.pos_head = 0
+        """The global position of the newest event dispatched (the hub sets it at start)."""
+        self.query_head = 0
+        """The newest position the search index holds (:meth:`indexed`)."""
+        self.observers: list[Observer] = []
+        """Told what is dispatched, deleted and restarted (a Redis node's local index)."""
         self.stats = HubStats()
 
     # ------------------------------------------------------------------ subscribing
@@ -312,10 +385,11 @@ class Dispatcher:
     ) -> LiveSubscription:
         """A subscription to ``stream`` that takes events after ``cursor``.
 
-        ``head`` is the newest seq the hub knows stored (what replay reaches).
+        ``head`` is the newest seq the hub knows stored (what replay reaches); for ``all``,
+        ``cursor`` and ``head`` are global positions.
         """
-        if stream == ALL:
-            cursor = head = self.global_log.head
+        if stream == ALL and not self._all:
+            self.global_log.restart(self.pos_head)  # it holds what is dispatched from now
         sub = LiveSubscription(
             self,
             stream,
@@ -340,7 +414,7 @@ class Dispatcher:
         if sub.stream == ALL:
             self._shortest_queue = min((s.queue_size for s in subs), default=self.queue_size)
             if not subs:
-                self.global_log.clear()
+                self.global_log.restart(self.pos_head)
         elif not subs:
             del self._by_stream[sub.stream]
 
@@ -359,37 +433,51 @@ class Dispatcher:
             if env.is_copy:
                 continue
             counts[env.event.type] += 1
+            if env.pos:
+                self.pos_head = env.pos
             if glog is not None:
                 glog.append(env)
                 _wake(all_subs, env)
-        if glog is not None and (
-            glog.head - glog.oldest > self._shortest_queue or glog.cost > glog.max_bytes
-        ):
+        if glog is not None and (len(glog) > self._shortest_queue or glog.cost > glog.max_bytes):
             self._trim_global()
+        for observer in self.observers:
+            observer.dispatched(envelopes)
 
     def _trim_global(self) -> None:
-        """End ``all`` subscribers beyond their queue; keep only what the others still need.
+        """Keep what the ``all`` subscribers still need, within the log's bounds.
 
-        Runs when the log holds more than the shortest queue of its subscribers, so no
-        subscriber is more than that behind unnoticed, and the scan is rare.
+        A subscriber left behind reads the store by position (SPEC §4: falling behind is
+        not a fault). Runs when the log holds more than the shortest queue.
         """
-        glog, subs = self.global_log, self._all
+        glog = self.global_log
         head = glog.head
-        behind = [s for s in subs if head - s.cursor > s.queue_size]
-        for sub in behind:
-            self.stats.slow_closes += 1
-            sub._end(SLOW_CONSUMER)  # removes it from `subs`
-        if not subs:
+        # One further behind than its own queue is left to the store: it holds nothing here.
+        cursors = [
+            sub.cursor
+            for sub in self._all
+            if not sub.state.searching and head - sub.cursor <= sub.queue_size
+        ]
+        glog.trim(min(cursors, default=head))
+
+    def indexed(self, pos: int) -> None:
+        """The search index holds every event up to ``pos``: wake the live queries behind it."""
+        if pos <= self.query_head:
             return
-        oldest = glog.trim(min(sub.cursor for sub in subs))
-        if oldest:
-            for sub in [s for s in subs if s.cursor < oldest]:
-                self.stats.slow_closes += 1
-                sub._end(SLOW_CONSUMER)
+        self.query_head = pos
+        for sub in self._all:
+            if sub.state.searching and not sub.marked and sub.cursor < pos:
+                sub.marked = True
+                sub.waker.wake(sub)
 
     def expire(self, now: float) -> None:
         """Free the logs of executions that ended long ago."""
         self.logs.expire(now)
+
+    def forget(self, key: str) -> None:
+        """A stream was deleted (retention): forget what is held of it, tell the observers."""
+        self.logs.clear(key)
+        for observer in self.observers:
+            observer.forgot(key)
 
     # ------------------------------------------------------------------ missed events
 
@@ -419,7 +507,10 @@ class Dispatcher:
             sub._end(reason)
         for key in list(self.logs.keys()):
             self.logs.clear(key)
-        self.global_log.clear()
+        self.pos_head = self.query_head = 0
+        self.global_log.restart(0)
+        for observer in self.observers:
+            observer.restarted()
 
     # ------------------------------------------------------------------ queries
 

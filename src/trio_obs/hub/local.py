@@ -29,10 +29,12 @@ from ..core.protocol import (
     DEFAULT_QUEUE_SIZE,
 )
 from ..core.routing import Envelope
+from ..core.search import RunFilters, SearchQuery, SearchResult
 from .base import Waker
 from .clock import now_iso
 from .common import HubCommon
 from .dispatch import Dispatcher, LiveSubscription
+from .indexing import build_index
 from .sqlite import KeyRow, Store
 
 IDEMPOTENCY_TTL: Final = 24 * 3600.0
@@ -77,7 +79,8 @@ class LocalHub(HubCommon):
     ) -> None:
         self.store = store
         activity, has_streams = store.activity()
-        self.ledger = Ledger(activity=activity, complete=not has_streams)
+        last_pos = store.last_pos()
+        self.ledger = Ledger(activity=activity, last_pos=last_pos, complete=not has_streams)
         self.dispatcher = Dispatcher(
             self,
             buffer_size=buffer_size,
@@ -86,6 +89,8 @@ class LocalHub(HubCommon):
             max_buffers=max_buffers,
             buffer_grace=buffer_grace,
         )
+        # The index is written with the rows: it holds whatever was dispatched.
+        self.dispatcher.pos_head = self.dispatcher.query_head = last_pos
         send, self._requests = trio.open_memory_channel[_Request | _Retain](math.inf)
         self._submit = send
         self._keys: OrderedDict[str, list[tuple[str, int]]] = OrderedDict()
@@ -101,6 +106,7 @@ class LocalHub(HubCommon):
         """The writer task, and upkeep (freeing old buffers), until cancelled or closed."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._upkeep)
+            nursery.start_soon(build_index, self.store)
             task_status.started()
             async with self._requests:
                 async for first in self._requests:
@@ -195,6 +201,7 @@ class LocalHub(HubCommon):
         self.dispatcher.stats.commit_latency.observe(born - started)
         if stage.envelopes:
             self.dispatcher.dispatch(stage.envelopes, trio.current_time())
+            self.dispatcher.indexed(stage.last_pos)
         for request, outcome in zip(group, stage.results, strict=True):
             if isinstance(outcome, InvalidInput):
                 request.error = outcome
@@ -225,7 +232,7 @@ class LocalHub(HubCommon):
         else:
             self.ledger.forget(request.deleted)
             for key in request.deleted:
-                self.dispatcher.logs.clear(key)
+                self.dispatcher.forget(key)
         request.done.set()
 
     # ------------------------------------------------------------------ idempotency
@@ -279,23 +286,26 @@ class LocalHub(HubCommon):
         since: int | None = None,
         queue_size: int | None = None,
         waker: Waker | None = None,
+        since_pos: int | None = None,
     ) -> LiveSubscription:
         """Subscribe to ``stream`` (an execution id, ``global`` or ``all``).
 
         Replay is the last ``buffer_size`` events, or with ``since=S`` every stored
         event with ``seq > S``; live events follow with no gap and no duplicate.
-        ``all`` gets no replay.
+        ``all`` gets no replay, unless ``since_pos=P``: every stored event after that
+        global position (SPEC §14).
         """
-        return self._open(stream, since, None, self._last_seq(stream), queue_size, waker)[0]
+        head = self._head_now(stream)
+        return self._open(stream, since, None, head, queue_size, waker, since_pos)[0]
 
-    def _last_seq(self, stream: str) -> int:
-        return 0 if stream == ALL else self.last_seq(stream)
+    def _head_now(self, stream: str) -> int:
+        return self.ledger.last_pos if stream == ALL else self.last_seq(stream)
 
     async def head(self, stream: str) -> int:
-        """The seq of ``stream``'s newest stored event (0 for ``all``)."""
+        """The seq of ``stream``'s newest stored event (for ``all``: the newest position)."""
         if stream != ALL and not self.ledger.knows(stream):
             self.ledger.learn_streams(await self.store.counters([stream]))
-        return self._last_seq(stream)
+        return self._head_now(stream)
 
     # ------------------------------------------------------------------ reads
 
@@ -307,13 +317,28 @@ class LocalHub(HubCommon):
         """Stored envelopes of ``key`` with ``after < seq <= upto``."""
         return await self.store.read(key, after=after, upto=upto)
 
+    async def read_positions(self, *, after: int, limit: int) -> tuple[list[Envelope], int | None]:
+        """Stored events on ``all`` after a position (``all`` subscriptions behind read here)."""
+        page = await self.store.read_positions(after=after, limit=limit)
+        return page, (page[-1].pos if len(page) >= limit else None)
+
+    async def matches_after(self, query: SearchQuery, *, after: int, upto: int) -> list[Envelope]:
+        """Stored events matching a live query between two positions, oldest first."""
+        return await self.store.matches_after(query, after=after, upto=upto)
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """Search the stored events (SPEC §14): a page of hits, newest first."""
+        return await self.store.search(query)
+
     async def read(self, stream: str, *, after: int = 0, limit: int = 1000) -> list[bytes]:
         """Stored JSON of ``stream``'s events with ``seq > after``, at most ``limit``."""
         return await self.store.read_json(stream, after=after, limit=limit)
 
-    async def executions(self, limit: int = 100) -> list[ev.ExecutionSummary]:
-        """Known executions, most recently active first."""
-        return await self.store.executions(limit)
+    async def executions(
+        self, limit: int = 100, filters: RunFilters | None = None
+    ) -> list[ev.ExecutionSummary]:
+        """Known executions, most recently active first (those that pass ``filters``)."""
+        return await self.store.executions(limit, filters)
 
     async def problem(self) -> str | None:
         """Why events could not be stored now (the store is closed), or None when they can."""

@@ -19,6 +19,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, Final, Literal, TypeVar, cast
 
 import attrs
@@ -35,23 +36,30 @@ from coredis.exceptions import (
 from coredis.response.types import StreamEntry
 
 from ..core import events as ev
-from ..core.errors import StoreError, UncertainOutcome
+from ..core.errors import StoreError, SubscriptionEnded, UncertainOutcome
 from ..core.ledger import complete_batch
 from ..core.protocol import (
     ALL,
     DEFAULT_BUFFER_BYTES,
     DEFAULT_BUFFER_SIZE,
     DEFAULT_QUEUE_SIZE,
+    GLOBAL,
+    MAX_EVENTS_LIMIT,
     NOT_REPLICATED,
     OUTCOME_UNKNOWN,
     PARTIALLY_STORED,
+    SLOW_CONSUMER,
     ErrorCode,
 )
 from ..core.routing import Envelope
+from ..core.search import RunFilters, SearchQuery, SearchResult
+from ..core.session import Resume
+from .base import Waker
 from .clock import now_iso
 from .common import HubCommon
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, LiveSubscription
 from .local import IDEMPOTENCY_TTL
+from .local_index import LocalIndex
 from .redis_codec import Planned, arguments, entry_json, envelope_of, plan, stored
 from .redis_connect import Clients, follow_master, open_clients
 from .redis_reader import (
@@ -65,6 +73,7 @@ from .redis_reader import (
 )
 from .redis_scripts import SCRIPTS, Keys, Layout
 from .redis_url import parse_redis_url
+from .sqlite import Store, open_store
 
 T = TypeVar("T")
 
@@ -130,6 +139,8 @@ class _Part:
     """Where its entries stand in the batch's plan."""
     reply: list[Any] | None = None
     """The script's ``(seq, x, y)`` per entry, once stored."""
+    base: int = 0
+    """The fan-out position before its first entry, once stored."""
     repeat: list[tuple[str, int]] | None = None
     """The answer stored earlier under the batch's key (a retry)."""
     failure: BaseException | None = None
@@ -153,6 +164,7 @@ class RedisHub(HubCommon):
         timeout: float = DEFAULT_TIMEOUT,
         block: float = 1.0,
         replicas: int = 0,
+        index: Store | None = None,
     ) -> None:
         if fanout_maxlen < 1:
             raise ValueError("fanout_maxlen must be >= 1")
@@ -188,10 +200,15 @@ class RedisHub(HubCommon):
                 state=lambda i=i: self._fan_state(i),  # type: ignore[misc]
                 heads=self._heads,
                 keys_here=lambda key, i=i: layout.of(key) == i,  # type: ignore[misc]
+                place=None if self.ordered_all else self._place,
                 block=block,
             )
             for i, keys in enumerate(layout.partitions)
         ]
+        self._next_pos = index.last_pos() if index is not None and not self.ordered_all else 0
+        """On a Redis Cluster: the node's own position of the last event it dispatched."""
+        self.index = LocalIndex(index, self.dispatcher, self._history) if index else None
+        """This node's search index (SPEC §14; DESIGN.md §6), fed by its own readers."""
 
     @property
     def epoch(self) -> str:
@@ -209,6 +226,15 @@ class RedisHub(HubCommon):
     def trimmed(self) -> int:
         """Fan-out entries this node could not read because they were trimmed."""
         return sum(r.trimmed for r in self.readers)
+
+    def _place(self, envelopes: list[Envelope]) -> None:
+        """On a Redis Cluster, whose ``all`` has no order across its partitions: give events
+        this node's own positions, in the order it dispatches them (its ``all`` subscribers
+        and its search index go by them; they are never sent: README)."""
+        for env in envelopes:
+            if not env.is_copy:
+                self._next_pos += 1
+                env.pos = self._next_pos
 
     def _keys(self, key: str) -> Keys:
         return self.layout.partitions[self.layout.of(key)]
@@ -307,6 +333,8 @@ class RedisHub(HubCommon):
         async with trio.open_nursery() as nursery:
             for reader in self.readers:
                 await nursery.start(reader.run)
+            if self.index is not None:
+                await nursery.start(self.index.run, lambda: self.epoch)
             nursery.start_soon(self._upkeep)
             nursery.start_soon(follow_master, self.clients)
             task_status.started()
@@ -355,7 +383,8 @@ class RedisHub(HubCommon):
         """Run the publish script for one partition's share; note what became of it."""
         share = [planned[i] for i in part.indexes]
         token = new_token()
-        header = (*self._fence(part.partition), token, key, ttl, len(share))
+        positions = "1" if self.ordered_all else ""
+        header = (*self._fence(part.partition), token, key, ttl, len(share), positions)
         args = (*header, *arguments(share))
         try:
             with trio.fail_after(self.timeout), contextlib.ExitStack() as stack:
@@ -372,7 +401,8 @@ class RedisHub(HubCommon):
         if reply[1] is not None:
             part.repeat = [(str(k), int(s)) for k, s in orjson.loads(reply[1])]
             return
-        self._epoch.fences[part.partition].saw(int(reply[2]), token)
+        part.base = int(reply[2])
+        self._epoch.fences[part.partition].saw(part.base + len(share), token)
         part.reply = reply[3:]
 
     async def _learn_seqs(self, part: _Part, args: tuple[Any, ...]) -> None:
@@ -394,7 +424,8 @@ class RedisHub(HubCommon):
                 assert part.reply is not None
                 for j, i in enumerate(part.indexes):
                     reply[3 * i : 3 * i + 3] = part.reply[3 * j : 3 * j + 3]
-            return stored(planned, reply)
+            base = parts[0].base if len(parts) == 1 and self.ordered_all else None
+            return stored(planned, reply, base)
         # A retry: what each partition stored the first time (originals only), in order.
         # (An answer longer than the batch -- a key reused for another batch -- comes whole.)
         placed: list[tuple[int, int, Envelope]] = []
@@ -404,7 +435,8 @@ class RedisHub(HubCommon):
                 envs = await self.read_back(part.repeat)
             else:
                 assert part.reply is not None
-                share = stored([planned[i] for i in part.indexes], part.reply)
+                base = part.base if self.ordered_all else None
+                share = stored([planned[i] for i in part.indexes], part.reply, base)
                 envs = [e for e in share if not e.is_copy]
             for j, env in enumerate(envs):
                 placed.append((originals[j] if j < len(originals) else len(planned) + j, n, env))
@@ -462,16 +494,126 @@ class RedisHub(HubCommon):
     # ------------------------------------------------------------------ subscribing
 
     async def head(self, stream: str) -> int:
-        """The seq of ``stream``'s newest event in Redis (0 for ``all``); learns the epoch.
+        """The seq of ``stream``'s newest event in Redis (for ``all``: the newest position);
+        learns the epoch.
 
         Replay and catch-up read Redis, so a subscription works on any node, including one
         that never saw the events.
         """
         if stream == ALL:
+            pos = 0
             for partition in range(len(self.layout.partitions)):
-                await self._state(partition)
-            return 0
+                pos = (await self._state(partition))[2]
+            return pos if self.ordered_all else self._next_pos
         return (await self._state(self.layout.of(stream), stream))[1]
+
+    async def open_subscription(
+        self,
+        stream: str,
+        *,
+        since: int | None = None,
+        epoch: str | None = None,
+        queue_size: int | None = None,
+        waker: Waker | None = None,
+        since_pos: int | None = None,
+    ) -> tuple[LiveSubscription, Resume]:
+        """Subscribe to an execution, ``global`` or ``all``, resuming after ``since``
+        (``all``: after the global position ``since_pos``).
+
+        On a Redis Cluster ``all`` has no global position: a ``since_pos`` is answered with
+        ``observability:reset``, then live events (README).
+        """
+        unordered = stream == ALL and since_pos is not None and not self.ordered_all
+        sub, resume = await super().open_subscription(
+            stream,
+            since=since,
+            epoch=epoch,
+            queue_size=queue_size,
+            waker=waker,
+            since_pos=None if unordered else since_pos,
+        )
+        if unordered and resume.reset is None:
+            resume = Resume(sub.cursor, ev.ResetEvent(epoch=self.epoch, last_seq=sub.cursor))
+        elif stream == ALL and resume.reset is None and resume.cursor < sub.head:
+            held = await self._still_held(resume, sub.head)
+            if held is not resume:
+                sub.close()
+                sub = self.dispatcher.subscribe(
+                    stream, cursor=held.cursor, head=sub.head, queue_size=queue_size, waker=waker
+                )
+                resume = held
+        return sub, resume
+
+    # ------------------------------------------------------------------ `all` by position
+
+    async def _fan_range(self, after: int, count: int) -> tuple[StreamEntry, ...]:
+        fan = self.layout.partitions[0].fan
+        return await self._call(
+            "read the fan-out stream",
+            lambda: self.client.xrange(fan, f"{after + 1}-0", "+", count=count),
+        )
+
+    async def _still_held(self, resume: Resume, head: int) -> Resume:
+        """``all`` resumes from the fan-out stream: a position it no longer holds (trimmed
+        past the fan-out's length) is told ``observability:reset`` and starts at its oldest."""
+        first = await self._fan_range(resume.cursor, 1)
+        oldest = entry_position(first[0]) if first else head + 1
+        if oldest <= resume.cursor + 1:
+            return resume
+        return Resume(oldest - 1, ev.ResetEvent(epoch=self.epoch, last_seq=head))
+
+    async def read_positions(self, *, after: int, limit: int) -> tuple[list[Envelope], int | None]:
+        """Events on ``all`` after a fan-out position, for ``all`` subscriptions behind.
+
+        The fan-out positions have no gap: a missing one was trimmed, and the subscription
+        ends as a slow consumer (it fell behind what the cluster keeps; its client
+        reconnects with ``since_pos`` and is told ``observability:reset``). On a Redis
+        Cluster, whose ``all`` has no order to read back, one behind ends the same way.
+        """
+        if not self.ordered_all:
+            raise SubscriptionEnded(SLOW_CONSUMER)
+        entries = await self._fan_range(after, limit)
+        if entries and entry_position(entries[0]) != after + 1:
+            raise SubscriptionEnded(SLOW_CONSUMER)
+        page: list[Envelope] = []
+        for entry in entries:
+            fields = entry_fields(entry)
+            if b"s" in fields and b"c" not in fields:  # an event: not a deletion, a copy, a mark
+                page.append(envelope_of(fields[b"k"].decode(), int(fields[b"s"]), fields))
+        return page, (entry_position(entries[-1]) if len(entries) >= limit else None)
+
+    # ------------------------------------------------------------------ search
+
+    def _searchable(self) -> LocalIndex:
+        if self.index is None:
+            raise StoreError("this node keeps no search index")
+        return self.index
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """Search this node's copy of the stored events (every node answers alike)."""
+        return await self._searchable().search(query)
+
+    async def matches_after(self, query: SearchQuery, *, after: int, upto: int) -> list[Envelope]:
+        """This node's indexed events matching a live query between two positions."""
+        return await self._searchable().store.matches_after(query, after=after, upto=upto)
+
+    async def _history(self, after: dict[str, int]) -> AsyncIterator[list[Envelope]]:
+        """Pages of every stored stream after the given last seqs (a local index's copy)."""
+        for partition, keys in enumerate(self.layout.partitions):
+            active = await self._call("list the executions", partial(
+                self.client.zrange, keys.prefix + "active", 0, -1
+            ))  # fmt: skip
+            names = [bytes(k).decode() for k in active]
+            for key in [GLOBAL, *names] if partition == 0 else names:
+                last = after.get(key, 0)
+                while True:
+                    page = await self._range(key, after=last, limit=_RETAIN_PAGE)
+                    if not page:
+                        break
+                    if not self.ordered_all:
+                        self._place(page)  # positions of this node's own (README)
+                    yield page
+                    last = page[-1].seq
 
     # ------------------------------------------------------------------ reads
 
@@ -516,13 +658,19 @@ class RedisHub(HubCommon):
         )
         return [entry_json(entry_position(e), entry_fields(e)) for e in entries]
 
-    async def executions(self, limit: int = 100) -> list[ev.ExecutionSummary]:
-        """Known executions, most recently active first (across partitions: by Redis's clock)."""
+    async def executions(
+        self, limit: int = 100, filters: RunFilters | None = None
+    ) -> list[ev.ExecutionSummary]:
+        """Known executions, most recently active first (across partitions: by Redis's clock);
+        those that pass ``filters`` (this node's search index says which have an agent's
+        events, or errors)."""
         if limit <= 0:
             return []
+        ids = await self._searchable().store.run_ids(filters) if filters else None
+        scan = MAX_EVENTS_LIMIT if filters else limit
         found: list[tuple[float, ev.ExecutionSummary]] = []
         for partition in range(len(self.layout.partitions)):
-            flat = await self._script("list the executions", "summaries", partition, limit)
+            flat = await self._script("list the executions", "summaries", partition, scan)
             text = [None if v is None else bytes(v).decode() for v in flat]
             found += [
                 (
@@ -540,7 +688,14 @@ class RedisHub(HubCommon):
             ]
         if len(self.layout.partitions) > 1:
             found.sort(key=lambda pair: pair[0], reverse=True)
-        return [summary for _, summary in found[:limit]]
+        summaries = [summary for _, summary in found]
+        if filters:
+            summaries = [
+                s for s in summaries
+                if (ids is None or s.execution_id in ids)
+                and (filters.state is None or s.last_status == filters.state)
+            ]  # fmt: skip
+        return summaries[:limit]
 
     async def problem(self) -> str | None:
         """Why a batch could not be stored now (a write is tried, as a batch's would be,
@@ -589,6 +744,7 @@ async def open_redis_hub(
     redis_timeout: float = DEFAULT_TIMEOUT,
     block: float = 1.0,
     prefix: str = "trio-obs:",
+    index: str = ":memory:",
     **options: Any,
 ) -> AsyncIterator[RedisHub]:
     """Connect to Redis at ``url``, start the hub's readers, and yield the hub.
@@ -598,7 +754,8 @@ async def open_redis_hub(
     ``redis+cluster://H1:P1[,H2:P2...]`` (see :mod:`~trio_obs.hub.redis_url`). Raises
     :class:`~trio_obs.StoreError` with one sentence if the URL is bad or Redis does not
     answer (and then writes nothing). ``redis_timeout`` bounds each Redis call (seconds);
-    ``options`` go to :class:`RedisHub`.
+    ``index`` is the node's own search index (a SQLite file, or ``:memory:``: copied from
+    Redis at each start); ``options`` go to :class:`RedisHub`.
     """
     target = parse_redis_url(url)
     try:
@@ -606,10 +763,15 @@ async def open_redis_hub(
     except ValueError as exc:
         raise StoreError(str(exc)) from None
     failure: StoreError | None = None
-    async with open_clients(
-        target, timeout=redis_timeout, block=block, readers=len(layout.partitions)
-    ) as clients:
-        hub = RedisHub(clients, layout=layout, timeout=redis_timeout, block=block, **options)
+    async with (
+        open_clients(
+            target, timeout=redis_timeout, block=block, readers=len(layout.partitions)
+        ) as clients,
+        open_store(index) as store,
+    ):
+        hub = RedisHub(
+            clients, layout=layout, timeout=redis_timeout, block=block, index=store, **options
+        )
         try:
             await hub.connect()
         except StoreError as exc:

@@ -120,32 +120,35 @@ def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else None
 
 
-def stored(planned: Sequence[Planned], reply: Sequence[Any]) -> list[Envelope]:
+def stored(planned: Sequence[Planned], reply: Sequence[Any], base: int | None) -> list[Envelope]:
     """The envelopes of a stored batch, from the script's ``(seq, x, y)`` per entry (in order:
-    a copy follows its original)."""
+    a copy follows its original) and the fan-out position before its first entry (``base``:
+    the entries follow without a gap; None where events have no global position)."""
     out: list[Envelope] = []
     numbered: ev.StreamEvent | None = None
     for i, p in enumerate(planned):
         seq, x, y = int(reply[3 * i]), reply[3 * i + 1], reply[3 * i + 2]
         topic = TOPIC_OF_TYPE[p.event.type]
-        if p.is_copy:
+        if p.is_copy:  # a copy has a fan-out entry, but no position on `all`
             assert numbered is not None
-            copy = attrs.evolve(numbered, seq=seq)
+            copy = attrs.evolve(numbered, seq=seq, pos=None)
             out.append(Envelope(GLOBAL, seq, copy, stamp(p.data, seq), topic, is_copy=True))
             continue
+        pos = None if base is None else base + i + 1
         event = p.event
         task_id, tool, rate = own_task_id(event), p.name, None
         if isinstance(event, ev.AssertionResultEvent):
             rate = int(x) / int(y)
-            event = _numbered(event, seq=seq, running_pass_rate=rate)
+            event = _numbered(event, seq=seq, pos=pos, running_pass_rate=rate)
         else:
-            event = _numbered(event, seq=seq)
+            event = _numbered(event, seq=seq, pos=pos)
         numbered = event
         if p.kind == "r":
             tool, task_id = _text(x), _unmaybe(y)
         elif p.kind == "k":
             task_id = _unmaybe(y)
-        out.append(Envelope(p.key, seq, event, stamp(p.data, seq, rate), topic, task_id, tool))
+        data = stamp(p.data, seq, rate, pos)
+        out.append(Envelope(p.key, seq, event, data, topic, task_id, tool))
     return out
 
 
@@ -158,20 +161,28 @@ def pass_rate(fields: Mapping[bytes, bytes]) -> float | None:
     return int(passed) / int(total)
 
 
+def position(fields: Mapping[bytes, bytes]) -> int | None:
+    """An entry's global position on ``all`` (SPEC §14): its fan-out position, which the
+    script writes as ``p`` (None for a ``global`` copy, for entries older than ``p``, and on
+    a Redis Cluster, whose ``all`` has no single order)."""
+    found = fields.get(b"p")
+    return int(found) if found is not None and b"c" not in fields else None
+
+
 def entry_json(seq: int, fields: Mapping[bytes, bytes]) -> bytes:
     """The wire JSON of a stream entry."""
-    return stamp(fields[b"d"], seq, pass_rate(fields))
+    return stamp(fields[b"d"], seq, pass_rate(fields), position(fields))
 
 
 def envelope_of(key: str, seq: int, fields: Mapping[bytes, bytes]) -> Envelope:
     """The envelope of a stream entry of ``key`` (its JSON decoded once, here)."""
-    template, rate = fields[b"d"], pass_rate(fields)
+    template, rate, pos = fields[b"d"], pass_rate(fields), position(fields)
     event = decode_event(orjson.loads(template))
     if rate is None:
-        _numbered(event, seq=seq)
+        _numbered(event, seq=seq, pos=pos)
     else:
-        _numbered(event, seq=seq, running_pass_rate=rate)
-    data = stamp(template, seq, rate)
+        _numbered(event, seq=seq, pos=pos, running_pass_rate=rate)
+    data = stamp(template, seq, rate, pos)
     return Envelope(
         key,
         seq,

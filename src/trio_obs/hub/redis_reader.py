@@ -140,6 +140,7 @@ class FanoutReader:
         state: State,
         heads: Heads,
         keys_here: Callable[[str], bool] = lambda key: True,
+        place: Callable[[list[Envelope]], None] | None = None,
         block: float = 1.0,
     ) -> None:
         self._xread = xread
@@ -149,6 +150,8 @@ class FanoutReader:
         self.partition = partition
         self.fence = epoch.fences[partition]
         self._state, self._heads, self._here = state, heads, keys_here
+        self._place = place
+        """Gives the events their positions on ``all`` (where the entries have none)."""
         self.block = block
         self.cursor = 0
         """The position of the last fan-out entry read."""
@@ -270,7 +273,7 @@ class FanoutReader:
             if b"x" in fields:  # the stream was deleted (retention): forget what we hold
                 self._dispatch(envelopes)
                 envelopes = []
-                self.dispatcher.logs.clear(key)
+                self.dispatcher.forget(key)
                 continue
             try:
                 env = envelope_of(key, int(fields[b"s"]), fields)
@@ -291,4 +294,6 @@ class FanoutReader:
 
     def _dispatch(self, envelopes: list[Envelope]) -> None:
         if envelopes:
+            if self._place is not None:
+                self._place(envelopes)
             self.dispatcher.dispatch(envelopes, trio.current_time())

@@ -14,11 +14,13 @@ partition, so it runs atomically on one shard. Keys of a partition, under its pr
   token of the batch that wrote it, so that an entry rewritten after a rollback is told
   from the one a node saw), then ``k`` (stream key), ``s`` (seq) and the fields of the
   execution stream; or ``k`` and ``x`` (the stream ``k`` was deleted: retention); or ``e``
-  (the epoch changed: a rollback was found); trimmed with ``MAXLEN ~``;
-- ``x:<key>`` -- an execution's stream: entry ``<seq>-0`` per event, fields ``d`` (the
-  event's unstamped JSON, see :mod:`trio_obs.core.stamp`), ``t`` (``=``task id), ``l``
-  (tool), ``r`` (assertions passed and total, for ``runningPassRate``), ``c`` (a
-  ``global`` copy of an ``execution:status``);
+  (the epoch changed: a rollback was found); an event's entry has its ``p`` too; trimmed
+  with ``MAXLEN ~``;
+- ``x:<key>`` -- an execution's stream: entry ``<seq>-0`` per event, fields ``p`` (its
+  fan-out position: the event's ``pos`` on ``all``, SPEC §14; not on a Redis Cluster, whose
+  ``all`` has no single order), ``d`` (the event's unstamped JSON, see
+  :mod:`trio_obs.core.stamp`), ``t`` (``=``task id), ``l`` (tool), ``r`` (assertions passed
+  and total, for ``runningPassRate``), ``c`` (a ``global`` copy of an ``execution:status``);
 - ``c:<key>`` -- its counters: ``seq``, ``n`` (events), ``first``/``last`` timestamps,
   ``status``, ``at``/``ap`` (assertions total/passed);
 - ``s:<key>`` -- its tool uses (``t<id>`` tool, ``T<id>`` task) and skills (``K<id>`` task);
@@ -80,11 +82,13 @@ PUBLISH: Final = (
     + _FENCE
     + r"""
 -- ARGV[7] batch token, ARGV[8] idempotency key ('' = none), ARGV[9] its ttl, ARGV[10] the
--- number of facts, ARGV[11] the facts as a JSON array of [key, kind, timestamp, own task
--- (''|'='..id), tool name, span id or status], then the unstamped JSON of each.
+-- number of facts, ARGV[11] '1' to write each event's position `p`, ARGV[12] the facts as a
+-- JSON array of [key, kind, timestamp, own task (''|'='..id), tool name, span id or
+-- status], then the unstamped JSON of each.
 -- Kind 'C' is the `global` copy of the execution status before it.
 -- Reads first, writes after: a batch is stored whole or not at all.
--- -> {epoch, false, last fan position, (seq, x, y) per fact} or {epoch, earlier answer}
+-- -> {epoch, false, the fan position before the first entry, (seq, x, y) per fact}
+--    or {epoch, earlier answer}
 local token, idem = ARGV[7], ARGV[8]
 if idem ~= '' then
   local seen = redis.call('GET', P .. 'idem:' .. idem)
@@ -135,9 +139,9 @@ local function add(key, data, ts, task, tool, rate, copy)
   return c.seq
 end
 
-for i, facts in ipairs(cjson.decode(ARGV[11])) do
+for i, facts in ipairs(cjson.decode(ARGV[12])) do
   local key, kind, ts, task, name, extra = unpack(facts)
-  local data = ARGV[11 + i]
+  local data = ARGV[12 + i]
   if task == '' then task = false end
   local tool, rate, x, y = false, false, false, false
   if kind == 'A' or kind == 'a' then
@@ -175,15 +179,21 @@ end
 -- Writes.
 local total = tonumber(ARGV[10])
 local pos = redis.call('HINCRBY', P .. 'meta', 'pos', total) - total
-local maxlen = ARGV[6]
+out[3] = pos
+local maxlen, positioned = ARGV[6], ARGV[11] == '1'
 for _, e in ipairs(entries) do
   local key, seq, fields = e[1], e[2], e[3]
-  redis.call('XADD', P .. 'x:' .. key, seq .. '-0', unpack(fields))
   pos = pos + 1
-  redis.call('XADD', fan, 'MAXLEN', '~', maxlen, pos .. '-0', 'b', token, 'k', key, 's', seq,
-             unpack(fields))
+  local own = {seq .. '-0'}
+  local shared = {'MAXLEN', '~', maxlen, pos .. '-0', 'b', token, 'k', key, 's', seq}
+  if positioned and fields[#fields - 1] ~= 'c' then
+    own[#own + 1] = 'p'; own[#own + 1] = pos
+    shared[#shared + 1] = 'p'; shared[#shared + 1] = pos
+  end
+  for _, v in ipairs(fields) do own[#own + 1] = v; shared[#shared + 1] = v end
+  redis.call('XADD', P .. 'x:' .. key, unpack(own))
+  redis.call('XADD', fan, unpack(shared))
 end
-out[3] = pos
 for key, c in pairs(counters) do
   local h = {'seq', c.seq, 'n', c.n, 'at', c.at, 'ap', c.ap}
   if c.first then h[#h + 1] = 'first'; h[#h + 1] = c.first end

@@ -25,11 +25,13 @@ import orjson
 import trio
 
 from ..core import events as ev
-from ..core.errors import StoreError
+from ..core.errors import InvalidInput, StoreError
 from ..core.ledger import Span, SpanKey, Stage, StreamCounters
-from ..core.protocol import GLOBAL, TOPIC_OF_TYPE
+from ..core.protocol import GLOBAL, INVALID_QUERY, TOPIC_OF_TYPE
 from ..core.routing import Envelope
+from ..core.search import RunFilters, SearchHit, SearchQuery, SearchResult
 from ..core.wire import decode_stream_event
+from . import search_sql
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (
@@ -42,6 +44,7 @@ CREATE TABLE IF NOT EXISTS events (
     tool TEXT,
     is_copy INTEGER NOT NULL DEFAULT 0,
     data BLOB NOT NULL,
+    pos INTEGER,
     PRIMARY KEY (stream_key, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS streams (
@@ -75,7 +78,19 @@ CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS position_backfill (
+    stream_key TEXT PRIMARY KEY,
+    done INTEGER NOT NULL,
+    upto INTEGER NOT NULL,
+    base INTEGER NOT NULL
+) WITHOUT ROWID;
 """
+_POSITION_INDEX: Final = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_by_pos ON events (pos) WHERE pos IS NOT NULL"
+)
+_POSITIONED: Final = "position_backfill"
+"""Events stored before positions existed get ``pos = base + seq``, stream by stream, in the
+order of their streams' activity (a table the store empties in the background)."""
 _MAX_SEQ: Final = 2**62
 INLINE_ROWS: Final = 64
 INLINE_BYTES: Final = 64 * 1024
@@ -109,7 +124,10 @@ class Store:
             self._write = self._connect()
             self._migrate()
             self._write.executescript(_SCHEMA)
+            self._migrate_positions()
+            self._write.execute(_POSITION_INDEX)
             self.epoch = self._load_epoch()
+            self._prepare_search()
         except sqlite3.Error as exc:
             self._release()
             raise StoreError(f"cannot open the store at {path!r}: {exc}") from exc
@@ -162,9 +180,30 @@ class Store:
 
     def _migrate(self) -> None:
         """Bring a store written by an older trio-obs to this schema."""
-        columns = [r[1] for r in self._write.execute("PRAGMA table_info(streams)")]
+        db = self._write
+        columns = [r[1] for r in db.execute("PRAGMA table_info(streams)")]
         if columns and "updated" not in columns:
-            self._write.execute("ALTER TABLE streams ADD COLUMN updated REAL NOT NULL DEFAULT 0")
+            db.execute("ALTER TABLE streams ADD COLUMN updated REAL NOT NULL DEFAULT 0")
+
+    def _migrate_positions(self) -> None:
+        """Events stored before ``pos`` existed get positions below every new one: a range is
+        set aside for each stream (by activity, oldest first) and filled in the background."""
+        if "pos" in [r[1] for r in self._write.execute("PRAGMA table_info(events)")]:
+            return
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("ALTER TABLE events ADD COLUMN pos INTEGER")
+            base, rows = 0, []
+            for key, last_seq in db.execute(
+                "SELECT stream_key, last_seq FROM streams ORDER BY activity"
+            ).fetchall():
+                rows.append((key, 0, last_seq, base))
+                base += last_seq
+            db.executemany(f"INSERT OR REPLACE INTO {_POSITIONED} VALUES (?,?,?,?)", rows)
+            self._set_meta("pos_floor", base)
+            self._set_meta("search_unindexed", base)
+
+        self._transaction(work)
 
     def _load_epoch(self) -> str:
         row = self._write.execute("SELECT value FROM meta WHERE name='epoch'").fetchone()
@@ -173,6 +212,48 @@ class Store:
         epoch = secrets.token_hex(8)
         self._write.execute("INSERT INTO meta VALUES ('epoch', ?)", (epoch,))
         return epoch
+
+    def _meta(self, name: str, default: int = 0) -> int:
+        row = self._write.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return int(row[0]) if row is not None else default
+
+    def _set_meta(self, name: str, value: int) -> None:
+        self._write.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, str(value)))
+
+    def _prepare_search(self) -> None:
+        """Create the search index, or start it over if it was built by another version
+        (what was stored before is then indexed again in the background)."""
+        row = self._write.execute("SELECT value FROM meta WHERE name='search_version'").fetchone()
+        if row is not None and row[0] == search_sql.VERSION:
+            return
+
+        def work(db: sqlite3.Connection) -> None:
+            for sql in (*search_sql.DROP, *search_sql.CREATE):
+                db.execute(sql)
+            (top,) = db.execute("SELECT coalesce(max(pos), 0) FROM events").fetchone()
+            self._set_meta("search_unindexed", max(top, self._meta("pos_floor")))
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('search_version', ?)", (search_sql.VERSION,)
+            )
+
+        self._transaction(work)
+
+    def meta_text(self, name: str) -> str | None:
+        """A value the store keeps for its owner (None if unset)."""
+        with self._lock:
+            row = self._write.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta_text(self, name: str, value: str) -> None:
+        """Keep ``value`` under ``name`` for the store's owner."""
+        with self._lock:
+            self._write.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+
+    def last_pos(self) -> int:
+        """The highest global position given so far (read at open; the ledger goes on)."""
+        with self._lock:
+            (top,) = self._write.execute("SELECT coalesce(max(pos), 0) FROM events").fetchone()
+            return max(int(top), self._meta("pos_floor"))
 
     def activity(self) -> tuple[int, bool]:
         """The highest activity written, and whether any stream exists (read at open)."""
@@ -235,12 +316,17 @@ class Store:
     def _statements(stage: Stage) -> Statements:
         if not stage.envelopes:
             return []
+        envelopes = stage.envelopes
         rows = [
             (env.key, env.seq, env.event.type, env.event.execution_id, env.event.timestamp,
-             env.task_id, env.tool, int(env.is_copy), env.data)
-            for env in stage.envelopes
+             env.task_id, env.tool, int(env.is_copy), env.data, env.pos or None)
+            for env in envelopes
         ]  # fmt: skip
-        statements: Statements = [("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)", rows)]
+        statements: Statements = [("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", rows)]
+        # The ledger numbers a stage's positions without a gap: index them in one statement.
+        first = next((env.pos for env in envelopes if env.pos), 0)
+        if first:
+            statements.append((search_sql.INDEX_RANGE, [(first, stage.last_pos)]))
         if stage.spans:
             span_rows = [(*k, *v) for k, v in stage.spans.items()]
             statements.append(("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?)", span_rows))
@@ -256,16 +342,13 @@ class Store:
 
     def _execute(self, statements: Statements, *, locked: bool = False) -> None:
         """The statements in one transaction (in a worker thread, unless small)."""
+
+        def work(db: sqlite3.Connection) -> None:
+            for sql, rows in statements:
+                db.executemany(sql, rows)
+
         with contextlib.nullcontext() if locked else self._lock:
-            try:
-                self._write.execute("BEGIN IMMEDIATE")
-                for sql, rows in statements:
-                    self._write.executemany(sql, rows)
-                self._write.execute("COMMIT")
-            except BaseException:
-                if self._write.in_transaction:
-                    self._write.execute("ROLLBACK")
-                raise
+            self._transaction(work)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         if self.closed:
@@ -286,7 +369,7 @@ class Store:
 
     async def delete_idle(self, before: float) -> list[str]:
         """Delete every execution last written before ``before`` (seconds since the epoch),
-        with its events and spans; returns their ids. ``global`` is kept."""
+        with its events, spans and search entries; returns their ids. ``global`` is kept."""
 
         def delete() -> list[str]:
             with self._lock:
@@ -297,23 +380,198 @@ class Store:
                         (before, GLOBAL),
                     )
                 ]
-                if not keys:
-                    return []
-                rows = [(k,) for k in keys]
-                try:
-                    self._write.execute("BEGIN IMMEDIATE")
-                    self._write.executemany("DELETE FROM events WHERE stream_key=?", rows)
-                    self._write.executemany("DELETE FROM spans WHERE execution_id=?", rows)
-                    self._write.executemany("DELETE FROM streams WHERE stream_key=?", rows)
-                    self._write.execute("COMMIT")
-                except BaseException:
-                    if self._write.in_transaction:
-                        self._write.execute("ROLLBACK")
-                    raise
+                if keys:
+                    self._transaction(lambda db: self._delete_streams(db, keys))
                 return keys
 
         deleted: list[str] = await self._run(delete)
         return deleted
+
+    def _delete_streams(self, db: sqlite3.Connection, keys: Sequence[str]) -> None:
+        unindexed = self._meta("search_unindexed")
+        rows = [(k,) for k in keys]
+        db.executemany(search_sql.UNINDEX_STREAM, [(k, unindexed) for k in keys])
+        db.executemany("DELETE FROM events WHERE stream_key=?", rows)
+        db.executemany("DELETE FROM spans WHERE execution_id=?", rows)
+        db.executemany("DELETE FROM streams WHERE stream_key=?", rows)
+        db.executemany(f"DELETE FROM {_POSITIONED} WHERE stream_key=?", rows)
+
+    def _transaction(self, work: Any) -> Any:
+        """``work(connection)`` in one write transaction (the caller holds the lock)."""
+        db = self._write
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            result = work(db)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return result
+
+    async def wipe(self) -> None:
+        """Delete every event and counter (a Redis node's local index whose history was lost)."""
+
+        def wipe() -> None:
+            def work(db: sqlite3.Connection) -> None:
+                db.execute(search_sql.UNINDEX_ALL)
+                for table in ("events", "streams", "spans", _POSITIONED):
+                    db.execute(f"DELETE FROM {table}")
+                db.execute("DELETE FROM meta WHERE name IN ('pos_floor', 'search_unindexed')")
+
+            with self._lock:
+                self._transaction(work)
+
+        await self._run(wipe)
+
+    # ------------------------------------------------------------------ the search index
+
+    def index_some(self, rows: int) -> int:
+        """Runs in a worker thread: give positions to (or index) up to ``rows`` old events.
+
+        Events stored before positions existed get theirs first; then what the index does
+        not hold yet (events stored before it existed) is indexed, newest first. Returns
+        the positions still to index (0: done).
+        """
+        try:
+            with self._lock:
+                return int(self._transaction(lambda db: self._index_some(db, rows)))
+        except sqlite3.Error as exc:
+            raise StoreError(f"the store failed while indexing: {exc}") from exc
+
+    def _index_some(self, db: sqlite3.Connection, rows: int) -> int:
+        found = db.execute(
+            f"SELECT stream_key, done, upto, base FROM {_POSITIONED} ORDER BY base LIMIT 1"
+        ).fetchone()
+        unindexed = self._meta("search_unindexed")
+        if found is not None:
+            key, done, upto, base = found
+            end = min(done + rows, upto)
+            db.execute(
+                "UPDATE events SET pos = ? + seq WHERE stream_key = ? AND seq > ? AND seq <= ?"
+                " AND is_copy = 0 AND pos IS NULL",
+                (base, key, done, end),
+            )
+            if end >= upto:
+                db.execute(f"DELETE FROM {_POSITIONED} WHERE stream_key = ?", (key,))
+            else:
+                db.execute(f"UPDATE {_POSITIONED} SET done = ? WHERE stream_key = ?", (end, key))
+            return max(unindexed, 1)
+        if unindexed <= 0:
+            return 0
+        low = max(1, unindexed - rows + 1)
+        db.execute(search_sql.INDEX_RANGE, (low, unindexed))
+        self._set_meta("search_unindexed", low - 1)
+        return low - 1
+
+    def unindexed(self) -> int:
+        """Positions not indexed yet (0 when the index holds every stored event)."""
+        with self._read_lock:
+            row = self._read.execute(
+                "SELECT value FROM meta WHERE name='search_unindexed'"
+            ).fetchone()
+            backfill = self._read.execute(f"SELECT 1 FROM {_POSITIONED} LIMIT 1").fetchone()
+        return max(int(row[0]) if row else 0, 1 if backfill else 0)
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        """A page of hits for ``query``, newest first; :class:`~trio_obs.InvalidInput` when
+        the index cannot read it."""
+
+        def run() -> SearchResult:
+            sql, params = search_sql.hits(query, query.before)
+            with self._read_lock:
+                try:
+                    rows = self._read.execute(sql, params).fetchall()
+                except sqlite3.OperationalError as exc:
+                    raise _query_error(exc) from None
+            unindexed = self.unindexed()
+            hits = [
+                SearchHit(execution_id=r[0], seq=r[1], pos=r[2], type=r[3], timestamp=r[4],
+                          snippet=r[5] or "")
+                for r in rows
+            ]  # fmt: skip
+            return SearchResult(
+                hits=hits,
+                next=hits[-1].pos if len(hits) == query.limit else None,
+                complete=not unindexed,
+                note=(
+                    "the search index is still being built: events stored before it existed"
+                    f" (up to position {unindexed}) may be missing"
+                    if unindexed
+                    else None
+                ),
+            )
+
+        result: SearchResult = await self._run(run)
+        return result
+
+    async def matches_after(self, query: SearchQuery, *, after: int, upto: int) -> list[Envelope]:
+        """The stored events matching a live query with ``after < pos <= upto``, oldest first,
+        at most ``query.limit``."""
+        sql, params = search_sql.matches_after(query, after, upto)
+        try:
+            rows = await self._query(sql, tuple(params))
+        except StoreError as exc:
+            if isinstance(exc.__cause__, sqlite3.OperationalError):
+                raise _query_error(exc.__cause__) from None
+            raise
+        return [_envelope(row) for row in rows]
+
+    async def read_positions(self, *, after: int, limit: int) -> list[Envelope]:
+        """Stored events with ``pos > after`` in position order, at most ``limit`` (``all``)."""
+        rows = await self._query(
+            "SELECT stream_key, seq, task_id, tool, is_copy, data FROM events"
+            " WHERE pos > ? ORDER BY pos LIMIT ?",
+            (after, limit),
+        )
+        return [_envelope(row) for row in rows]
+
+    async def add_envelopes(self, envelopes: Sequence[Envelope]) -> None:
+        """Store (and index) events numbered elsewhere, skipping any already here.
+
+        A Redis node's local index keeps what it reads this way (``hub/local_index.py``).
+        """
+
+        def add() -> None:
+            def work(db: sqlite3.Connection) -> None:
+                for env in envelopes:
+                    cursor = db.execute(
+                        "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (env.key, env.seq, env.event.type, env.event.execution_id,
+                         env.event.timestamp, env.task_id, env.tool, int(env.is_copy),
+                         env.data, env.pos or None),
+                    )  # fmt: skip
+                    if cursor.rowcount == 1 and env.pos:
+                        db.execute(search_sql.INDEX_ONE, (env.pos,))
+
+            with self._lock:
+                self._transaction(work)
+
+        await self._run(add)
+
+    async def delete_streams(self, keys: Sequence[str]) -> None:
+        """Delete streams with their events and search entries (told by another node)."""
+
+        def delete() -> None:
+            with self._lock:
+                self._transaction(lambda db: self._delete_streams(db, keys))
+
+        await self._run(delete)
+
+    async def run_ids(self, filters: RunFilters) -> set[str] | None:
+        """The executions with the events the list's ``filters`` ask for (None: no such
+        filter), whatever their last status (a Redis node's list filters by them)."""
+        found: set[str] | None = None
+        for match in search_sql.run_matches(filters):
+            rows = await self._query(search_sql.RUN_IDS, (match,))
+            ids = {row[0] for row in rows}
+            found = ids if found is None else found & ids
+        return found
+
+    async def last_seqs(self) -> dict[str, int]:
+        """The last seq stored of every stream key (a local index resuming its copy)."""
+        rows = await self._query("SELECT stream_key, max(seq) FROM events GROUP BY stream_key", ())
+        return {key: int(seq) for key, seq in rows}
 
     async def forget_answers(self, ttl: float) -> None:
         """Delete idempotency keys older than ``ttl`` seconds."""
@@ -345,15 +603,11 @@ class Store:
     ) -> list[Envelope]:
         """Stored envelopes of ``key`` with ``after < seq <= upto``, oldest first."""
         rows = await self._query(
-            "SELECT seq, task_id, tool, is_copy, data FROM events"
+            "SELECT stream_key, seq, task_id, tool, is_copy, data FROM events"
             " WHERE stream_key=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
             (key, after, _MAX_SEQ if upto is None else upto, -1 if limit is None else limit),
         )
-        return [
-            Envelope(key, seq, decode_stream_event(data), bytes(data),
-                     TOPIC_OF_TYPE[_type_of(data)], task_id, tool, bool(is_copy))
-            for seq, task_id, tool, is_copy, data in rows
-        ]  # fmt: skip
+        return [_envelope(row) for row in rows]
 
     async def read_json(self, key: str, *, after: int = 0, limit: int = 1000) -> list[bytes]:
         """The stored JSON of events of ``key`` with ``seq > after``, at most ``limit``."""
@@ -363,12 +617,17 @@ class Store:
         )
         return [bytes(r[0]) for r in rows]
 
-    async def executions(self, limit: int = 100) -> list[ev.ExecutionSummary]:
-        """Known executions, most recently active first (``global`` left out)."""
+    async def executions(
+        self, limit: int = 100, filters: RunFilters | None = None
+    ) -> list[ev.ExecutionSummary]:
+        """Known executions, most recently active first (``global`` left out), those that
+        pass ``filters`` only."""
+        where, params = search_sql.runs(filters or RunFilters())
         rows = await self._query(
             "SELECT stream_key, last_status, event_count, last_seq, first_timestamp,"
-            " last_timestamp FROM streams WHERE stream_key != ? ORDER BY activity DESC LIMIT ?",
-            (GLOBAL, limit),
+            f" last_timestamp FROM streams WHERE stream_key != ? AND {where}"
+            " ORDER BY activity DESC LIMIT ?",
+            (GLOBAL, *params, limit),
         )
         return [ev.ExecutionSummary(
             execution_id=r[0], last_status=r[1], event_count=r[2], last_seq=r[3],
@@ -393,6 +652,23 @@ class Store:
             with self._read_lock:
                 self._read.close()
         self._release()
+
+
+def _envelope(row: tuple[Any, ...]) -> Envelope:
+    """The envelope of a stored row: (stream key, seq, task, tool, is copy, data)."""
+    key, seq, task_id, tool, is_copy, data = row
+    return Envelope(
+        key, seq, decode_stream_event(data), bytes(data), TOPIC_OF_TYPE[_type_of(data)],
+        task_id, tool, bool(is_copy),
+    )  # fmt: skip
+
+
+def _query_error(exc: sqlite3.OperationalError) -> InvalidInput | StoreError:
+    """A search the index could not run: the query's fault (400) or the store's."""
+    text = str(exc)
+    if text.startswith("fts5:") or "syntax error" in text:
+        return InvalidInput(f"the search index cannot read q: {text}", INVALID_QUERY)
+    return StoreError(f"the store failed: {text}")
 
 
 @asynccontextmanager

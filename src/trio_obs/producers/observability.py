@@ -84,6 +84,7 @@ async def open_redis_observability(
     fanout_maxlen: int | None = None,
     redis_timeout: float | None = None,
     replicas: int = 0,
+    index: str = ":memory:",
 ) -> AsyncIterator[Observability]:
     """Like :func:`open_observability`, as one node of several sharing Redis at ``url``.
 
@@ -91,7 +92,9 @@ async def open_redis_observability(
     names the keys (nodes with the same prefix are one server); ``fanout_maxlen`` (how
     far a node may fall behind) and ``redis_timeout`` (seconds a Redis call may take)
     default to the hub's (:mod:`trio_obs.hub.redis`); with ``replicas=N`` a batch is
-    acknowledged only once N replicas have it (Redis ``WAIT``). Raises
+    acknowledged only once N replicas have it (Redis ``WAIT``); ``index`` is the node's
+    own search index (SPEC §14), a SQLite file or ``:memory:`` (copied from Redis at each
+    start, in the background). Raises
     :class:`~trio_obs.StoreError` with one sentence if the URL is bad or Redis does not
     answer; once open, a Redis outage makes publishing raise it until Redis is back.
     """
@@ -107,6 +110,7 @@ async def open_redis_observability(
         buffer_grace=buffer_grace,
         prefix=prefix,
         replicas=replicas,
+        index=index,
         **{k: v for k, v in tuning.items() if v is not None},
     ) as hub:
         yield Observability.over(hub)

@@ -10,7 +10,7 @@ import hmac
 import ipaddress
 import logging
 import mimetypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Final, overload
 
@@ -22,18 +22,22 @@ from wsproto.events import Request as WsRequest
 from wsproto.utilities import RemoteProtocolError
 
 from .._version import __version__
-from ..core.errors import StoreError
+from ..core.errors import InvalidInput, StoreError
+from ..core.events import FilterUpdate
 from ..core.protocol import (
+    ALL,
     DEFAULT_STALL_TIMEOUT,
     GOING_AWAY,
     INVALID_PARAMETER,
     MAX_BODY,
     MAX_EVENTS_LIMIT,
     MAX_INT_DIGITS,
+    MAX_SEARCH_LIMIT,
     SHUTTING_DOWN,
 )
+from ..core.search import FILTERS, RunFilters, search_query, typed_filters_from
 from ..core.session import greeting
-from ..core.wire import events_json, summaries_json, to_json
+from ..core.wire import events_json, parse_filters, search_json, summaries_json, to_json
 from ..hub.clock import now_iso
 from ..producers import Observability
 from .flush import Flusher
@@ -63,8 +67,8 @@ class ServerConfig:
     """Open sockets at most (HTTP and WebSocket alike); beyond it, 503 and close."""
     ping_interval: float = 20.0
     queue_size: int | None = None
-    """How far an ``all`` connection may fall behind before it is closed (4008);
-    None = the hub's queue size."""
+    """How far an ``all`` connection may fall behind in memory before it is served from
+    the store by position; None = the hub's queue size."""
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     """Seconds a connection with data waiting may accept no bytes before it is closed (4008)."""
     close_grace: float = 2.0
@@ -75,6 +79,42 @@ class ServerConfig:
 
 
 _MAX_SEQ: Final = 10**MAX_INT_DIGITS - 1
+
+
+@attrs.frozen
+class _Handshake:
+    """What a WebSocket handshake asks for (SPEC §3, §14)."""
+
+    stream: str
+    since: int | None
+    epoch: str | None
+    since_pos: int | None
+    filters: FilterUpdate
+    """Filters given in the query (``q`` and the typed filters), applied before any event."""
+
+
+def run_filters(request: Request) -> RunFilters | None:
+    """The execution list's filters (``state``, ``agent``, ``errors=true``), if any."""
+    errors = request.param("errors") or "false"
+    if errors not in ("true", "false", "1", "0"):
+        raise HttpError(
+            400, f"errors must be true or false, got {errors!r}", code=INVALID_PARAMETER
+        )
+    filters = RunFilters(
+        state=request.param("state") or None,
+        agent=request.param("agent") or None,
+        errors=errors in ("true", "1"),
+    )
+    return filters or None
+
+
+def _query_filters(param: Callable[[str], str | None]) -> FilterUpdate:
+    """The live query and typed filters of a handshake's query string; 400 when invalid."""
+    given = {name: value for name in ("q", *FILTERS) if (value := param(name))}
+    try:
+        return parse_filters(given)
+    except InvalidInput as exc:
+        raise HttpError(400, str(exc), code=exc.code) from None
 
 
 @overload
@@ -275,8 +315,23 @@ class _Server:
 
     async def executions(self, request: Request, _: str, body: bytes) -> Response:
         limit = int_param(request, "limit", 100, maximum=MAX_EVENTS_LIMIT)
+        filters = run_filters(request)
         try:
-            return Response(200, summaries_json(await self.hub.executions(limit)))
+            return Response(200, summaries_json(await self.hub.executions(limit, filters)))
+        except StoreError as exc:
+            raise unavailable(exc) from None
+
+    async def search(self, request: Request, _: str, body: bytes) -> Response:
+        try:
+            query = search_query(
+                request.param("q"),
+                filters=typed_filters_from(request.param),
+                limit=int_param(request, "limit", 50, maximum=MAX_SEARCH_LIMIT),
+                before=int_param(request, "before", None),
+            )
+            return Response(200, search_json(await self.hub.search(query)))
+        except InvalidInput as exc:
+            raise HttpError(400, str(exc), code=exc.code) from None
         except StoreError as exc:
             raise unavailable(exc) from None
 
@@ -291,7 +346,7 @@ class _Server:
 
     # ------------------------------------------------------------------ WebSocket
 
-    def _check_handshake(self, request: Request) -> tuple[str, int | None, str | None]:
+    def _check_handshake(self, request: Request) -> _Handshake:
         stream_key = request.param("observability")
         if not stream_key:
             raise HttpError(
@@ -300,11 +355,19 @@ class _Server:
                 code=INVALID_PARAMETER,
             )
         since = int_param(request, "since", None)
+        since_pos = int_param(request, "since_pos", None)
         epoch = request.param("epoch") or None
+        filters = _query_filters(request.param)
+        if stream_key != ALL and (since_pos is not None or "q" in filters.changes):
+            raise HttpError(
+                400,
+                "since_pos and q are for ?observability=all (one execution resumes with since=)",
+                code=INVALID_PARAMETER,
+            )
         self._check_host(request)
         self._authorize(request, "header-or-query")
         self._check_origin(request)
-        return stream_key, since, epoch
+        return _Handshake(stream_key, since, epoch, since_pos, filters)
 
     async def _accept_websocket(
         self, http: HttpConnection, request: Request
@@ -312,10 +375,11 @@ class _Server:
         """Check and accept a handshake: the connection, the bytes to send first and those
         the client sent after its head (frames in the same write), or None if refused."""
         try:
-            stream_key, since, epoch = self._check_handshake(request)
+            asked = self._check_handshake(request)
         except HttpError as err:
             await self._refuse(http, err)
             return None
+        stream_key = asked.stream
         ws = WSConnection(ConnectionType.SERVER)
         try:
             ws.receive_data(request.raw)
@@ -331,14 +395,17 @@ class _Server:
         try:
             sub, resume = await self.hub.open_subscription(
                 stream_key,
-                since=since,
-                epoch=epoch,
+                since=asked.since,
+                epoch=asked.epoch,
                 queue_size=self.config.queue_size,
                 waker=self.flusher,
+                since_pos=asked.since_pos,
             )
         except StoreError as exc:
             await self._refuse(http, unavailable(exc))
             return None
+        if asked.filters.changes:  # before the first event: a resumed live query has no seam
+            sub.state.filter(asked.filters)
         accept = ws.send(AcceptConnection(extensions=[]))  # no compression: frames are prebuilt
         assert ws.connection is not None
         first = greeting(
@@ -347,6 +414,7 @@ class _Server:
             epoch=self.hub.epoch,
             reset=resume.reset,
             now=now_iso(),
+            pos=sub.cursor,
         )
         stream = http.stream
         transport: Transport = (
@@ -406,6 +474,7 @@ ROUTES: Final[RouteTable[_Server]] = RouteTable(
         Route("/v1/traces", ("POST",), receive_traces, auth="header"),
         Route("/v1/logs", ("POST",), receive_logs, auth="header"),
         Route("/api/executions", ("GET",), _Server.executions, auth="header-or-query"),
+        Route("/api/search", ("GET",), _Server.search, auth="header-or-query"),
         Route(
             "/api/executions/{}/events",
             ("GET",),

@@ -14,6 +14,7 @@ from functools import partial
 
 import trio
 
+from ..cli import DEFAULT_DB
 from ..core.errors import StoreError, first_error
 from ..hub.redis_url import RedisUrlError
 from ..producers import Observability, open_observability, open_redis_observability
@@ -71,9 +72,11 @@ async def _main(args: argparse.Namespace) -> None:
         # The port first: when it is taken, that is all there is to say (no store opened).
         listeners = await open_listeners(config)
         opening = (
-            open_redis_observability(args.redis, replicas=args.redis_replicas, **sizes)
+            open_redis_observability(
+                args.redis, replicas=args.redis_replicas, index=args.db or ":memory:", **sizes
+            )
             if args.redis
-            else open_observability(args.db, **sizes)
+            else open_observability(args.db or DEFAULT_DB, **sizes)
         )
         async with _closing(listeners), opening as obs, trio.open_nursery() as nursery:
             port = await nursery.start(partial(serve, obs, config, listeners=listeners))
@@ -114,7 +117,7 @@ def _local_name(host: str) -> str:
 def _store(args: argparse.Namespace) -> str:
     """Where the events are stored, for the start line (never a password)."""
     if not args.redis:
-        return str(args.db)
+        return str(args.db or DEFAULT_DB)
     from ..hub.redis_url import redacted
 
     return f"Redis at {redacted(args.redis)}"

@@ -84,7 +84,7 @@ class ServerMetrics(Collector):
             yield family
         yield CounterMetricFamily(
             "trio_obs_slow_consumer_closes",
-            "Connections closed with 4008 (stalled, or too far behind on an 'all' stream).",
+            "Connections closed with 4008 (stalled: data waiting, no bytes taken).",
             value=self.slow_consumer_closes,
         )
         yield CounterMetricFamily(

@@ -244,7 +244,7 @@ class WebSocketConnection:
 
     def _ended(self, reason: str) -> None:
         if reason == SLOW_CONSUMER:
-            self._slow("it fell too far behind on an 'all' stream")
+            self._slow("its 'all' stream fell behind what the cluster's fan-out stream keeps")
         else:
             self.shutdown(INTERNAL_ERROR, reason)
 

@@ -18,7 +18,8 @@
 // The modules: state (shared mutable state), page (lookup, URL, drawers), frame (schedule),
 // token, net (HTTP, LiveSocket), list (execution list), run (the selected run), model (its
 // events and what is derived), filters, history (loading pages), rows, timeline, spanview,
-// panels, notices, detail, export; helpers: events, dom, ansi, spans, virtual.
+// panels, notices, detail, export, search (across runs), runfilter (the list's agent and
+// errors filters); helpers: events, dom, ansi, spans, virtual.
 
 import { state } from "./state.js";
 import { $, initDrawers, params } from "./page.js";
@@ -40,6 +41,8 @@ import { initSpanView, refreshSpans } from "./spanview.js";
 import { renderAgents, renderAlerts, renderSummary } from "./panels.js";
 import { initNotices, renderNotify } from "./notices.js";
 import { initDetail, refreshDetail } from "./detail.js";
+import { initSearch } from "./search.js";
+import { initRunFilter } from "./runfilter.js";
 import { config, exportRun } from "./export.js";
 import { ago, setText } from "./dom.js";
 
@@ -112,6 +115,8 @@ async function firstListing() {
 function initUi() {
   buildFilters();
   initList(select);
+  initRunFilter();
+  initSearch(select);
   initTimeline();
   initSpanView();
   new ResizeObserver(() => schedule(true)).observe($("timeline"));

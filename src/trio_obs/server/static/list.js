@@ -175,7 +175,8 @@ export function renderList() {
   const q = $("exec-search").value.trim().toLowerCase();
   const st = $("exec-status-filter").value;
   const matches = sorted.filter((e) =>
-    (q === "" || e.executionId.toLowerCase().includes(q)) && (st === "" || e.lastStatus === st));
+    (q === "" || e.executionId.toLowerCase().includes(q)) && (st === "" || e.lastStatus === st) &&
+    (state.runIds === null || state.runIds.has(e.executionId)));
   // The DOM holds at most LIST_SHOWN items (plus the selected and the focused one).
   const keep = new Set(matches.slice(0, LIST_SHOWN));
   const cur = state.view && state.executions.get(state.view.id);

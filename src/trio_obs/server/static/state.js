@@ -11,6 +11,7 @@ export const state = {
   executions: new Map(), // executionId -> entry (the server's figures, kept live)
   listReady: false, // the first listing is in: runs that start from now on are new
   listDirty: false, // the execution list must be redrawn in the next frame
+  runIds: null, // the runs that pass the list's agent/errors filters (null: no such filter)
   follow: false, // follow mode: a run that starts is shown at once
   view: null, // the run being watched (run.js: newRun)
   paused: false, // the timeline does not follow the stream's end

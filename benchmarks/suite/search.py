@@ -1,0 +1,95 @@
+"""The search section (``--only search``): SPEC §8's search targets.
+
+Two parts, in the same run:
+
+- ``benchmarks/search/run.py`` as a child: search p50/p99 over 1,000,000 stored events of
+  the demo's mix (a cached store), ingest with vs without the index in process (the
+  harshest ratio: no HTTP around it), and the time to index the whole store again;
+- ingest over HTTP (the ingest section's load: POST /api/events in batches of 100, one
+  ``all`` client receiving everything) against trio-obs with the index and the same
+  server with ``--no-search-index``, alternated; the ratio of the medians is the target's.
+
+The tree of a 10,000-span execution (also in SPEC §8's search line) needs issue 21's
+``/api/executions/<id>/tree``: TODO, marked not measured until then.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+from typing import Any
+
+from harness import HERE, ChildError, ServerSpec
+from suite.measure import Run, Target, ingest_once
+from suite.viewer import _last_json
+
+SCRIPT = HERE / "search" / "run.py"
+ROUNDS = 3
+
+
+def search(run: Run) -> None:
+    """Both parts; the figures go to ``run.results.search``."""
+    out = run.log_dir / "search.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, str(SCRIPT), "--json-out", str(out)] + (["--quick"] if run.quick else [])
+    run.say("search: " + " ".join(cmd[1:]))
+    data: dict[str, Any]
+    try:
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=1800, cwd=HERE.parent, check=False
+        )
+        (run.log_dir / "search.log").write_text(done.stderr, encoding="utf-8")
+        data = _last_json(out.read_text(encoding="utf-8") if out.exists() else done.stdout) or {}
+        if done.returncode != 0:
+            data["skipped"] = f"exit {done.returncode} (see results/logs/search.log)"
+            run.skip(f"search: {data['skipped']}")
+    except (OSError, subprocess.SubprocessError) as exc:
+        data = {"skipped": f"could not run: {exc}"}
+        run.skip(f"search: {exc}")
+    data["http_ingest"] = http_ingest(run)
+    run.results.search = data
+
+
+def http_ingest(run: Run) -> dict[str, Any]:
+    """Ingest over HTTP with and without the index, alternated ``ROUNDS`` times."""
+    specs = {
+        "with": ServerSpec(name="trio-obs", program="trio-obs"),
+        "without": ServerSpec(
+            name="trio-obs-noindex", program="trio-obs", args=("--no-search-index",)
+        ),
+    }
+    figures: dict[str, list[dict[str, float]]] = {"with": [], "without": []}
+    rounds = 2 if run.quick else ROUNDS
+    for _ in range(rounds):
+        for side, spec in specs.items():
+            try:
+                target = Target(run, spec)
+            except ChildError as exc:
+                run.skip(f"search: ingest {side} the index: {exc}")
+                return {"error": str(exc)}
+            try:
+                result, _ = ingest_once(run, target, 100 if run.quick else 400)
+            except (ChildError, OSError) as exc:
+                run.skip(f"search: ingest {side} the index: {exc}")
+                return {"error": str(exc)}
+            finally:
+                target.stop()
+            figures[side].append(
+                {
+                    "stored_per_s": result.stored_per_s,
+                    "delivered_per_s": result.delivered_per_s,
+                    "cpu_us_per_event": result.cpu_us_per_event or 0.0,
+                }
+            )
+            run.say(f"  ingest {side} the index: stored {result.stored_per_s:,.0f}/s")
+    out: dict[str, Any] = {"rounds": rounds, "batch": 100}
+    for side, values in figures.items():
+        for key in ("stored_per_s", "delivered_per_s", "cpu_us_per_event"):
+            out[f"{side}_{key}"] = round(statistics.median(v[key] for v in values), 2)
+    out["ratio"] = round(
+        min(out["with_stored_per_s"], out["with_delivered_per_s"])
+        / min(out["without_stored_per_s"], out["without_delivered_per_s"]),
+        3,
+    )
+    return out
