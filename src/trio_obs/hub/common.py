@@ -67,7 +67,34 @@ class HubCommon:
         stored) gets the subscription's :class:`~trio_obs.core.session.Resume` a reset.
         """
         head = await self.head(stream)
-        return self._open(stream, since, epoch, head, queue_size, waker, since_pos)
+        resume = self._resume(stream, since, epoch, head, since_pos)
+        if stream == ALL:
+            resume = await self._resume_all(resume, head, since_pos)
+        sub = self.dispatcher.subscribe(
+            stream, cursor=resume.cursor, head=head, queue_size=queue_size, waker=waker
+        )
+        return sub, resume
+
+    async def _resume_all(self, resume: Resume, head: int, since_pos: int | None) -> Resume:
+        """Where an ``all`` subscription starts, once the store had its say (default: as
+        :func:`~trio_obs.core.session.resume_point` said)."""
+        return resume
+
+    def _resume(
+        self, stream: str, since: int | None, epoch: str | None, head: int, since_pos: int | None
+    ) -> Resume:
+        if since is not None and since < 0:
+            raise ValueError("since must be >= 0")
+        if since_pos is not None and since_pos < 0:
+            raise ValueError("since_pos must be >= 0")
+        return resume_point(
+            stream,
+            since=since_pos if stream == ALL else since,
+            client_epoch=epoch,
+            epoch=self.epoch,
+            last_seq=head,
+            buffer_size=self.buffer_size,
+        )
 
     def _open(
         self,
@@ -79,18 +106,7 @@ class HubCommon:
         waker: Waker | None,
         since_pos: int | None = None,
     ) -> tuple[LiveSubscription, Resume]:
-        if since is not None and since < 0:
-            raise ValueError("since must be >= 0")
-        if since_pos is not None and since_pos < 0:
-            raise ValueError("since_pos must be >= 0")
-        resume = resume_point(
-            stream,
-            since=since_pos if stream == ALL else since,
-            client_epoch=epoch,
-            epoch=self.epoch,
-            last_seq=head,
-            buffer_size=self.buffer_size,
-        )
+        resume = self._resume(stream, since, epoch, head, since_pos)
         sub = self.dispatcher.subscribe(
             stream, cursor=resume.cursor, head=head, queue_size=queue_size, waker=waker
         )

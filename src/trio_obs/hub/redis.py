@@ -54,10 +54,9 @@ from ..core.protocol import (
 from ..core.routing import Envelope
 from ..core.search import RunFilters, SearchQuery, SearchResult
 from ..core.session import Resume
-from .base import Waker
 from .clock import now_iso
 from .common import HubCommon
-from .dispatch import Dispatcher, LiveSubscription
+from .dispatch import Dispatcher
 from .local import IDEMPOTENCY_TTL
 from .local_index import LocalIndex
 from .redis_codec import Planned, arguments, entry_json, envelope_of, plan, stored
@@ -507,42 +506,15 @@ class RedisHub(HubCommon):
             return pos if self.ordered_all else self._next_pos
         return (await self._state(self.layout.of(stream), stream))[1]
 
-    async def open_subscription(
-        self,
-        stream: str,
-        *,
-        since: int | None = None,
-        epoch: str | None = None,
-        queue_size: int | None = None,
-        waker: Waker | None = None,
-        since_pos: int | None = None,
-    ) -> tuple[LiveSubscription, Resume]:
-        """Subscribe to an execution, ``global`` or ``all``, resuming after ``since``
-        (``all``: after the global position ``since_pos``).
-
-        On a Redis Cluster ``all`` has no global position: a ``since_pos`` is answered with
-        ``observability:reset``, then live events (README).
-        """
-        unordered = stream == ALL and since_pos is not None and not self.ordered_all
-        sub, resume = await super().open_subscription(
-            stream,
-            since=since,
-            epoch=epoch,
-            queue_size=queue_size,
-            waker=waker,
-            since_pos=None if unordered else since_pos,
-        )
-        if unordered and resume.reset is None:
-            resume = Resume(sub.cursor, ev.ResetEvent(epoch=self.epoch, last_seq=sub.cursor))
-        elif stream == ALL and resume.reset is None and resume.cursor < sub.head:
-            held = await self._still_held(resume, sub.head)
-            if held is not resume:
-                sub.close()
-                sub = self.dispatcher.subscribe(
-                    stream, cursor=held.cursor, head=sub.head, queue_size=queue_size, waker=waker
-                )
-                resume = held
-        return sub, resume
+    async def _resume_all(self, resume: Resume, head: int, since_pos: int | None) -> Resume:
+        """``all`` resumes from the fan-out stream, as far back as it reaches. On a Redis
+        Cluster ``all`` has no global position: a ``since_pos`` is answered with
+        ``observability:reset``, then live events (README)."""
+        if since_pos is not None and not self.ordered_all:
+            return Resume(head, ev.ResetEvent(epoch=self.epoch, last_seq=head))
+        if resume.reset is None and resume.cursor < head:
+            return await self._still_held(resume, head)
+        return resume
 
     # ------------------------------------------------------------------ `all` by position
 
