@@ -1,18 +1,22 @@
-"""A private ``redis-server`` per test module, and a TCP relay to cut or move connections.
+"""Private ``redis-server``s (one, a Sentinel set, a Cluster), and a TCP relay to cut links.
 
 Tests never touch a Redis they did not start: each :class:`RedisServer` runs on a free
 loopback port in a temporary directory, with AOF on (``appendfsync always``, so a
 restart with its data loses nothing) and no RDB snapshots, and is stopped by its PID.
+A :class:`SentinelSet` is a master, a replica and three Sentinels that fail over within
+about two seconds; a :class:`Cluster` is three shards of a primary and a replica each.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,20 +24,37 @@ import trio
 
 from support import TIMEOUT, free_port
 
+FAILOVER_WAIT = 30
+"""Seconds a failover may take on a loaded machine before a test gives up (a hang guard)."""
+
 REDIS_SERVER = shutil.which("redis-server")
+REDIS_CLI = shutil.which("redis-cli")
 
 needs_redis = pytest.mark.skipif(
-    REDIS_SERVER is None, reason="redis-server is not installed (.ci/run installs it)"
+    REDIS_SERVER is None or REDIS_CLI is None,
+    reason="redis-server is not installed (.ci/run installs it)",
 )
 
 
 class RedisServer:
     """``redis-server`` on ``127.0.0.1:port``, its data under ``folder``."""
 
-    def __init__(self, folder: Path, *, replica_of: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        replica_of: int | None = None,
+        port: int | None = None,
+        config: Path | None = None,
+        options: tuple[str, ...] = (),
+    ) -> None:
         self.folder = folder
         self.replica_of = replica_of
-        self.port = free_port()
+        self.port = port or free_port()
+        self.config = config
+        """A configuration file (a Sentinel's: it rewrites it)."""
+        self.options = options
+        """More ``redis-server`` arguments (``--cluster-enabled yes``, ``--sentinel`` ...)."""
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -47,11 +68,13 @@ class RedisServer:
         assert REDIS_SERVER is not None
         self.folder.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+            [REDIS_SERVER, *([str(self.config)] if self.config else []),
+             "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "yes", "--appendfsync", "always",
              "--repl-diskless-sync-delay", "0",
              "--dir", str(self.folder), "--daemonize", "no", "--loglevel", "warning",
-             *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else [])],
+             *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []),
+             *self.options],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -72,12 +95,18 @@ class RedisServer:
 
     def info(self, section: str) -> str:
         """The text of ``INFO section``."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT) as sock:
-            sock.sendall(f"INFO {section}\r\n".encode())
-            data = b""
-            while not data.endswith(b"\r\n\r\n") and (chunk := sock.recv(65536)):
-                data += chunk  # a bulk string: $<length>, the text, an empty line
-            return data.decode(errors="replace")
+        return self.call("INFO", section)
+
+    def call(self, *args: str) -> str:
+        """One command's answer, as ``redis-cli`` prints it (a test's view, not the product's)."""
+        assert REDIS_CLI is not None
+        done = subprocess.run(
+            [REDIS_CLI, "-p", str(self.port), *args],
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        return done.stdout.decode(errors="replace")
 
     def wait_replicas(self, n: int) -> None:
         """Until this primary has ``n`` replicas online (synchronised, acknowledging)."""
@@ -161,3 +190,181 @@ class Relay:
         """Drop every relayed connection (new ones still go through)."""
         for scope in self._open:
             scope.cancel()
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = FAILOVER_WAIT) -> None:
+    """Poll ``check`` (a Redis's own state, nothing else to wait on) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting: {what}")
+        time.sleep(0.05)
+
+
+class SentinelSet:
+    """A master, a replica and three Sentinels (quorum 2) on free loopback ports.
+
+    The replica may replicate through a :class:`Relay` (``relay_port``), which a test
+    pauses to hold the replication stream in flight and cuts to lose it.
+    """
+
+    NAME = "obs"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.master = RedisServer(folder / "m")
+        self.replica: RedisServer | None = None
+        self.sentinels: list[RedisServer] = []
+
+    def start_replica(self, via: int | None = None) -> RedisServer:
+        """The replica, replicating from the master (or from port ``via``: a relay)."""
+        self.replica = RedisServer(self.folder / "r", replica_of=via or self.master.port)
+        wait_until(lambda: "master_link_status:up" in self.replica_info(), "the replica syncs")
+        return self.replica
+
+    def replica_info(self) -> str:
+        assert self.replica is not None
+        return self.replica.info("replication")
+
+    def caught_up(self) -> bool:
+        """Whether the replica has acknowledged everything the master wrote."""
+        text = self.master.info("replication")
+        wrote = re.search(r"master_repl_offset:(\d+)", text)
+        acked = re.search(r"slave0:.*?offset=(\d+)", text)
+        return bool(wrote and acked and wrote[1] == acked[1])
+
+    def start_sentinels(self) -> None:
+        """Three Sentinels watching the master: down after 0.5 s, failover within seconds."""
+        for i in range(3):
+            folder = self.folder / f"s{i}"
+            folder.mkdir(parents=True)
+            config = folder / "sentinel.conf"
+            config.write_text(
+                f"sentinel monitor {self.NAME} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {self.NAME} 500\n"
+                f"sentinel failover-timeout {self.NAME} 2000\n"
+                f"sentinel parallel-syncs {self.NAME} 1\n"
+            )
+            self.sentinels.append(RedisServer(folder, config=config, options=("--sentinel",)))
+        wait_until(lambda: all("slaves=1" in s.info("sentinel") for s in self.sentinels),
+                   "every Sentinel knows the replica")  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        """``redis+sentinel://`` naming the three Sentinels."""
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}?sentinel_master_name={self.NAME}"
+
+    def master_port(self) -> int:
+        """The master's port, as the first Sentinel that answers says."""
+        for s in self.sentinels:
+            answer = s.call("SENTINEL", "get-master-addr-by-name", self.NAME).split()
+            if len(answer) == 2:
+                return int(answer[1])
+        return 0
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, self.master, *([self.replica] if self.replica else [])]:
+            server.stop()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster-bus port (+10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class Cluster:
+    """A Redis Cluster of three shards (a primary and a replica each) on free loopback ports.
+
+    Failover is quick: a node is failed after 0.5 s and any replica may take over.
+    """
+
+    def __init__(self, folder: Path, *, shards: int = 3) -> None:
+        options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                   "--cluster-node-timeout", "500", "--cluster-replica-validity-factor", "0",
+                   "--repl-ping-replica-period", "1")  # fmt: skip
+        self.nodes = [
+            RedisServer(folder / f"n{i}", port=_cluster_port(), options=options)
+            for i in range(2 * shards)
+        ]
+        assert REDIS_CLI is not None
+        subprocess.run(
+            [REDIS_CLI, "--cluster", "create",
+             *(f"127.0.0.1:{n.port}" for n in self.nodes),
+             "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True, timeout=60, check=True,
+        )  # fmt: skip
+        wait_until(self.ok, "the cluster forms")
+        self.wait_whole()
+
+    def wait_whole(self) -> None:
+        """Until the cluster is ok and every primary has a replica online."""
+        wait_until(
+            lambda: self.ok() and all(self.replicas_of(p) for p in self.primaries),
+            "the cluster is whole",
+        )
+
+    def ok(self) -> bool:
+        """Whether every live node says the cluster is ok."""
+        live = [n for n in self.nodes if n.process is not None]
+        return all("cluster_state:ok" in n.call("CLUSTER", "INFO") for n in live)
+
+    def _rows(self) -> list[list[str]]:
+        live = next(n for n in self.nodes if n.process is not None)
+        return [row.split() for row in live.call("CLUSTER", "NODES").splitlines() if row]
+
+    @property
+    def primaries(self) -> list[RedisServer]:
+        """The primaries now (a failover changes them), in slot order."""
+        found: list[tuple[int, int]] = []
+        for row in self._rows():
+            if "master" in row[2] and "fail" not in row[2] and len(row) > 8:
+                port = int(row[1].split("@")[0].rsplit(":", 1)[1])
+                found.append((int(row[8].partition("-")[0]), port))
+        by_port = {n.port: n for n in self.nodes}
+        return [by_port[port] for _, port in sorted(found)]
+
+    def primary_of(self, slot: int) -> RedisServer:
+        """The primary that serves ``slot`` now."""
+        for row in self._rows():
+            if "master" not in row[2] or "fail" in row[2]:
+                continue
+            for part in row[8:]:
+                low, _, high = part.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    port = int(row[1].split("@")[0].rsplit(":", 1)[1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise AssertionError(f"no primary serves slot {slot}")
+
+    def fail_over(self, primary: RedisServer) -> RedisServer:
+        """Kill ``primary``; wait until its replica has taken over. The new primary."""
+        [replica] = self.replicas_of(primary)
+        primary.stop()
+        wait_until(
+            lambda: "role:master" in replica.info("replication") and self.ok(), "the failover"
+        )
+        return replica
+
+    def replicas_of(self, primary: RedisServer) -> list[RedisServer]:
+        """The replicas (online) of one primary."""
+        text = primary.info("replication")
+        ports = {int(p) for p in re.findall(r"slave\d+:ip=[^,]+,port=(\d+),state=online", text)}
+        return [n for n in self.nodes if n.port in ports]
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://`` naming one node (the client finds the others)."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

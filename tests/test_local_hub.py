@@ -220,12 +220,17 @@ async def test_since_replays_everything_after_it_however_old(broker: EmittingHub
         assert await collect_seqs(sub, 1200) == list(range(1151, 1201))
 
 
-async def test_since_beyond_the_end_replays_nothing(broker: EmittingHub) -> None:
+async def test_since_beyond_the_end_starts_over_from_the_first_event(broker: EmittingHub) -> None:
+    # The subscriber saw seqs this store does not hold: it is another history (SPEC §10).
     await broker.emit_execution_status(EXECUTION, "running")
     with broker.subscribe(EXECUTION, since=99) as sub:
-        assert sub.replay_count == 0
+        assert sub.replay_count == 1
         await broker.emit_execution_status(EXECUTION, "completed")
-        assert await collect_seqs(sub, 2) == [2]
+        assert await collect_seqs(sub, 2) == [1, 2]
+    sub, resume = await broker.open_subscription(EXECUTION, since=99, epoch=broker.epoch)
+    with sub:
+        assert resume.reset == ev.ResetEvent(epoch=broker.epoch, last_seq=2)
+        assert await collect_seqs(sub, 2) == [1, 2]
     with pytest.raises(ValueError, match="since"):
         broker.subscribe(EXECUTION, since=-1)
 

@@ -8,6 +8,7 @@ WebSocket ones. A :class:`~redis_support.Relay` stands for a load balancer in fr
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -331,9 +332,8 @@ async def test_retention_on_one_node_deletes_idle_executions_for_every_node(
 # --------------------------------------------------------------------------- the command
 
 
-@pytest.mark.parametrize("how", ["flag", "environment"])
-def test_an_unreachable_redis_is_one_line_and_exit_1(how: str) -> None:
-    url = "redis://:hunter2@127.0.0.1:1/0"
+def refusal(url: str, how: str) -> str:
+    """The one line ``serve`` says when it cannot start on ``url`` (given by flag or env)."""
     args = ["serve", "--port", "0"] + (["--redis", url] if how == "flag" else [])
     extra = {"TRIO_OBS_REDIS": url} if how == "environment" else {}
     done = subprocess.run(
@@ -341,8 +341,14 @@ def test_an_unreachable_redis_is_one_line_and_exit_1(how: str) -> None:
     )
     assert done.returncode == 1
     [line] = done.stderr.strip().splitlines()
+    return line
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_an_unreachable_redis_is_one_line_and_exit_1(how: str) -> None:
+    line = refusal("redis://:hunter2@127.0.0.1:1/0", how)
     assert "cannot start: cannot reach Redis at redis://:***@127.0.0.1:1/0" in line
-    assert "hunter2" not in done.stderr
+    assert "hunter2" not in line
 
 
 def test_help_never_shows_a_redis_url_from_the_environment() -> None:
@@ -351,3 +357,39 @@ def test_help_never_shows_a_redis_url_from_the_environment() -> None:
         env=environment(TRIO_OBS_REDIS="redis://:hunter2@10.0.0.1:6379/0"),
     )  # fmt: skip
     assert "--redis" in done.stdout and "hunter2" not in done.stdout
+
+
+@pytest.mark.parametrize("store", ["redis", "sqlite"])
+def test_a_port_in_use_is_one_line_with_redis_too(store: str, redis: RedisServer) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        extra = ["--redis", redis.url] if store == "redis" else ["--db", ":memory:"]
+        done = subprocess.run(
+            command("serve", "--port", str(port), *extra),
+            capture_output=True, text=True, timeout=TIMEOUT, env=environment(),
+        )  # fmt: skip
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert f"cannot start: port {port} on 127.0.0.1 is in use; pick another with --port" in line
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_a_database_that_is_not_a_number_is_refused_naming_the_flag(
+    how: str, redis: RedisServer
+) -> None:
+    url = f"redis://127.0.0.1:{redis.port}/abc"
+    flag = "--redis" if how == "flag" else "TRIO_OBS_REDIS"
+    assert f"cannot start: {flag}: the Redis URL {url} names database 'abc'" in refusal(url, how)
+
+
+def test_a_password_redis_does_not_ask_for_is_warned_about(redis: RedisServer) -> None:
+    url = f"redis://:hunter2@127.0.0.1:{redis.port}/0"
+    node = ServerProcess("--redis", url)
+    try:
+        log = "".join(node.stderr)
+    finally:
+        node.stop()
+    assert "has a password, but Redis takes none: anyone who can reach it can read" in log
+    assert "hunter2" not in log

@@ -84,8 +84,19 @@ class Pacer:
             self.send.send_nowait(None)
 
 
+def execution_ids(n: int) -> list[str]:
+    """The executions the events go to, in turn (one: the historical ``bench-exec``)."""
+    return [EXECUTION] if n == 1 else [f"{EXECUTION}-{i}" for i in range(n)]
+
+
 async def emit(
-    hub: trio_obs.Hub, run: str, rate: float, count: int, max_seconds: float, pad: int
+    hub: trio_obs.Hub,
+    run: str,
+    rate: float,
+    count: int,
+    max_seconds: float,
+    pad: int,
+    names: list[str],
 ) -> None:
     """Publish ``count`` events at ``rate``/s; the due ones go together as one batch."""
     t0 = time.monotonic() + 0.05
@@ -104,7 +115,7 @@ async def emit(
             worst = max(worst, now - (t0 + emitted / rate))
             events = [
                 ToolOutputEvent(
-                    execution_id=EXECUTION,
+                    execution_id=names[i % len(names)],
                     tool_use_id=TOOL_USE,
                     chunk=chunk(run, t0 + i / rate, pad),
                 )
@@ -124,7 +135,9 @@ async def emit(
     say("EMITTED " + orjson.dumps(report).decode())
 
 
-async def control(obs: trio_obs.Observability, nursery: trio.Nursery, pad: int) -> None:
+async def control(
+    obs: trio_obs.Observability, nursery: trio.Nursery, pad: int, executions: int = 1
+) -> None:
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     buffer = b""
     started = False
@@ -136,15 +149,18 @@ async def control(obs: trio_obs.Observability, nursery: trio.Nursery, pad: int) 
             if cmd == "COUNT":
                 say(f"COUNT {len(obs.hub.subscriptions())}")
             elif cmd == "EMIT":
-                if not started:  # the tool use whose output is streamed (its start names it)
-                    start = ToolStartEvent(
-                        execution_id=EXECUTION, tool_use_id=TOOL_USE, tool="Bash",
-                        input_summary="bench",
-                    )  # fmt: skip
-                    await obs.hub.publish([start])
+                names = execution_ids(executions)
+                if not started:  # the tool uses whose output is streamed (their starts name them)
+                    starts = [
+                        ToolStartEvent(
+                            execution_id=e, tool_use_id=TOOL_USE, tool="Bash", input_summary="b"
+                        )
+                        for e in names
+                    ]
+                    await obs.hub.publish(starts)
                     started = True
                 run, rate, count, seconds = args[0], float(args[1]), int(args[2]), float(args[3])
-                nursery.start_soon(emit, obs.hub, run, rate, count, seconds, pad)
+                nursery.start_soon(emit, obs.hub, run, rate, count, seconds, pad, names)
             elif cmd == "QUIT":
                 return
             elif cmd:
@@ -152,9 +168,10 @@ async def control(obs: trio_obs.Observability, nursery: trio.Nursery, pad: int) 
 
 
 @asynccontextmanager
-async def opened(redis: str | None) -> AsyncIterator[trio_obs.Observability]:
+async def opened(redis: str | None, replicas: int) -> AsyncIterator[trio_obs.Observability]:
     if redis:
-        async with trio_obs.open_redis_observability(redis) as obs:
+        options = {"replicas": replicas} if replicas else {}
+        async with trio_obs.open_redis_observability(redis, **options) as obs:
             yield obs
     else:
         async with trio_obs.open_observability(":memory:") as obs:
@@ -164,10 +181,10 @@ async def opened(redis: str | None) -> AsyncIterator[trio_obs.Observability]:
 async def main(args: argparse.Namespace) -> None:
     config = ServerConfig(host="127.0.0.1", port=0, max_connections=20_000)
     with trio.move_on_after(args.max_seconds):
-        async with opened(args.redis) as obs, trio.open_nursery() as nursery:
+        async with opened(args.redis, args.replicas) as obs, trio.open_nursery() as nursery:
             port = await nursery.start(trio_obs.serve, obs, config)
             say(f"READY {port}")
-            await control(obs, nursery, pad_for(args.event_bytes))
+            await control(obs, nursery, pad_for(args.event_bytes), args.executions)
             nursery.cancel_scope.cancel()
 
 
@@ -175,5 +192,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis", default=None, help="Redis URL (default: alone, on SQLite)")
     parser.add_argument("--event-bytes", type=int, default=400)
+    parser.add_argument(
+        "--replicas", type=int, default=0, help="acknowledge once N replicas have it (WAIT)"
+    )
+    parser.add_argument(
+        "--executions", type=int, default=1,
+        help="spread the events over N executions, in turn (a cluster's shards)",
+    )  # fmt: skip
     parser.add_argument("--max-seconds", type=float, default=1200.0, help="hard lifetime limit")
     trio.run(main, parser.parse_args())

@@ -35,8 +35,9 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import ha
 import psutil
 
 HERE = Path(__file__).resolve().parent
@@ -122,6 +123,14 @@ def free_port() -> int:
         return port
 
 
+class CpuSource(Protocol):
+    """Something whose CPU time is counted (a Redis, or all the servers of a cluster)."""
+
+    def cpu(self) -> float:
+        """User + system CPU seconds so far."""
+        ...
+
+
 class Redis:
     """A private redis-server (AOF everysec, the README's default durability)."""
 
@@ -153,10 +162,18 @@ class Redis:
 
 
 class Node:
-    """A trio-obs node process (``node.py``)."""
+    """A trio-obs node process (``node.py``), of this checkout or of ``python``'s trio-obs."""
 
-    def __init__(self, name: str, redis: str | None, log_dir: Path) -> None:
-        argv = [sys.executable, str(HERE / "node.py"), *(["--redis", redis] if redis else [])]
+    def __init__(
+        self,
+        name: str,
+        redis: str | None,
+        log_dir: Path,
+        *,
+        python: str = sys.executable,
+        extra: Sequence[str] = (),
+    ) -> None:
+        argv = [python, str(HERE / "node.py"), *(["--redis", redis] if redis else []), *extra]
         self.child = Child(name, argv, log_dir)
         self.name = name
         self.port = int(self.child.expect("READY", 60))
@@ -224,7 +241,7 @@ def measure(
     emitter: Node,
     receivers: list[tuple[Node, Loadgen, int]],
     nodes: list[Node],
-    redis: Redis | None,
+    redis: CpuSource | None,
     *,
     rate: int,
     seconds: float,
@@ -317,6 +334,51 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     logs = folder / "logs"
     logs.mkdir()
     children: list[Child] = []
+    result: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": psutil.cpu_count(), "python": sys.version.split()[0]},
+        "settings": {
+            "clients": args.clients,
+            "rate": args.rate,
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "quick": args.quick,
+            "only": sorted(args.only),
+            "compare": args.compare,
+        },
+    }
+    try:
+        if "nodes" in args.only:
+            result |= nodes_section(args, folder, logs, children)
+        if "durability" in args.only:
+            pythons = {"new": sys.executable}
+            if args.compare:
+                pythons["old"] = other_python(args.compare)
+            result["durability"] = ha.durability(args, folder, logs, children, pythons)
+        if "cluster" in args.only:
+            result["cluster"] = ha.cluster(args, folder, logs, children)
+    finally:
+        for child in reversed(children):
+            child.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
+def other_python(rev: str) -> str:
+    """The Python of a venv holding trio-obs at ``rev`` (made once, as ``run.py --compare``)."""
+    sys.path.insert(0, str(BENCH))
+    from suite.compare import prepare  # the main benchmark's: one venv per revision
+
+    spec, commit = prepare(rev, lambda text: print(text, file=sys.stderr))
+    print(f"compare: {rev} is {commit}", file=sys.stderr)
+    assert spec.python is not None
+    return spec.python
+
+
+def nodes_section(
+    args: argparse.Namespace, folder: Path, logs: Path, children: list[Child]
+) -> dict[str, Any]:
+    """One node alone, then two and three nodes on one Redis (the section's loads)."""
     redis = Redis(folder)
     rows: dict[str, list[dict[str, Any]]] = {}
     n, half = args.clients, args.clients // 2
@@ -378,21 +440,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 measure("A->B+C", *three, rate=args.rate, seconds=args.seconds, run=f"L3r{i}")
             )
     finally:
-        for child in reversed(children):
-            child.stop()
+        for child in [*children]:
+            if child.name in ("single", "A", "B", "C") or child.name.startswith("loadgen-"):
+                child.stop()
         redis.stop()
-        shutil.rmtree(folder, ignore_errors=True)
     loads_out = {name: median_of(r) for name, r in rows.items()}
     return {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": psutil.cpu_count(), "python": sys.version.split()[0]},
-        "settings": {
-            "clients": n,
-            "rate": args.rate,
-            "seconds": args.seconds,
-            "rounds": args.rounds,
-            "quick": args.quick,
-        },
         "loads": loads_out,
         "targets": targets(loads_out),
         "model": model(loads_out, args.rate),
@@ -467,9 +520,18 @@ def targets(loads: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def table(result: dict[str, Any]) -> str:
     s = result["settings"]
-    lines = [
+    head = (
         f"cluster benchmark: {s['clients']} clients x {s['rate']} events/s, {s['seconds']} s"
-        f" per load, median of {s['rounds']} round(s); {result['machine']['cpus']} cores",
+        f" per load, median of {s['rounds']} round(s); {result['machine']['cpus']} cores"
+    )
+    more = ha.tables(result.get("durability"), result.get("cluster"))
+    if "loads" not in result:
+        return head + "\n" + more
+    return head + "\n" + nodes_table(result) + "\n" + more
+
+
+def nodes_table(result: dict[str, Any]) -> str:
+    lines = [
         "",
         "| load | p50 / p99 / max ms | delivered | per node: CPU, CPU per delivery, p99 of its"
         " clients | Redis CPU, per event | host busy |",
@@ -528,12 +590,25 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=None, help="rounds of every load (3; quick 1)"
     )
+    parser.add_argument(
+        "--only",
+        default="nodes,durability,cluster",
+        help="sections: nodes (one Redis, 1-3 nodes), durability (with and without WAIT), "
+        "cluster (a Redis Cluster of 3 shards)",
+    )
+    parser.add_argument(
+        "--compare", default=None, metavar="REV",
+        help="durability: also trio-obs at REV (a git revision), same run",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.only = set(args.only.split(","))
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
     args.rounds = args.rounds or (1 if args.quick else 3)
     result = run(args)
     RESULTS.mkdir(exist_ok=True)
     name = "quick-latest.json" if args.quick else "latest.json"
+    if args.only != {"nodes", "durability", "cluster"}:
+        name = "partial-" + name
     (RESULTS / name).write_text(json.dumps(result, indent=1) + "\n")
     print(table(result))
     print(json.dumps(result))

@@ -18,8 +18,9 @@ The public names, all documented here and importable from ``trio_obs``:
 - Records and events: :data:`StreamEvent` (what subscribers receive: the event classes
   are in :mod:`trio_obs.core.events`), and the records a service or ``emit_*`` takes:
   :class:`TranscriptEntry`, :class:`AssertionResult`, :class:`MessageBusLogEntry`.
-- Errors: :class:`TrioObsError` and below it :class:`InvalidInput`, :class:`StoreError`,
-  :class:`SubscriptionEnded`, :class:`PostRejected`, :class:`StreamClosed`,
+- Errors: :class:`TrioObsError` and below it :class:`InvalidInput`, :class:`StoreError`
+  (and its :class:`UncertainOutcome`: on Redis, a batch some of which is or may be
+  stored), :class:`SubscriptionEnded`, :class:`PostRejected`, :class:`StreamClosed`,
   :class:`StreamRefused`, :class:`SearchRefused`.
 
 Everything else lives in its module: the layout is in the README's "Development"
@@ -41,7 +42,13 @@ from .client.common import PostRejected, SearchRefused, StreamClosed, StreamRefu
 from .client.post import HttpPublisher, post_events
 from .client.search import search
 from .client.stream import EventStream, open_stream
-from .core.errors import InvalidInput, StoreError, SubscriptionEnded, TrioObsError
+from .core.errors import (
+    InvalidInput,
+    StoreError,
+    SubscriptionEnded,
+    TrioObsError,
+    UncertainOutcome,
+)
 from .core.events import AssertionResult, MessageBusLogEntry, StreamEvent, TranscriptEntry
 from .core.protocol import ALL, GLOBAL
 from .core.search import SearchResult
@@ -78,6 +85,7 @@ __all__ = [
     "SubscriptionEnded",
     "TranscriptEntry",
     "TrioObsError",
+    "UncertainOutcome",
     "__version__",
     "open_observability",
     "open_redis_observability",

@@ -170,8 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="URL",
         help="run as one node of several sharing this Redis: redis://HOST:PORT/DB "
-        "(rediss:// for TLS, redis://:PASSWORD@HOST:PORT/DB with a password); the nodes "
-        "share order, history and fan-out, and --db is only this node's search index "
+        "(rediss:// for TLS, redis://:PASSWORD@HOST:PORT/DB with a password), "
+        "redis+sentinel://H1:P1,H2:P2,H3:P3?sentinel_master_name=NAME for a master that "
+        "Sentinel fails over (followed by itself), or redis+cluster://H1:P1[,H2:P2...] for a "
+        "Redis Cluster; the nodes share order, history and fan-out, and --db is only this "
+        "node's search index "
         "(default: $TRIO_OBS_REDIS if set, else the SQLite store)",
     )
     serve.add_argument(
@@ -179,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         default=0,
         metavar="N",
-        help="with --redis: acknowledge a POST only once N Redis replicas have it (WAIT)",
+        help="with --redis: acknowledge a POST only once N Redis replicas have it (WAIT), so "
+        "a failover loses nothing acknowledged; without, a failover that loses writes starts "
+        "a new epoch (clients are told)",
     )
     serve.add_argument(
         "--buffer-size",
@@ -389,8 +394,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.token is None:  # read here, not as a default, so --help never shows the secret
         args.token = os.environ.get("TRIO_OBS_TOKEN") or None
     if args.command == "serve":
+        args.redis_source = "--redis"
         if args.redis is None:  # like the token: --help never shows a password from the env
             args.redis = os.environ.get("TRIO_OBS_REDIS") or None
+            args.redis_source = "TRIO_OBS_REDIS"
         from .server.cli import run_serve
 
         return run_serve(args)

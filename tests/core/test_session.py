@@ -9,7 +9,7 @@ from support import split_frames
 from trio_obs.core import events as ev
 from trio_obs.core.protocol import ALL, INTERNAL_ERROR, MAX_CLIENT_MESSAGE, MESSAGE_TOO_BIG
 from trio_obs.core.routing import SubscriptionState
-from trio_obs.core.session import Close, KeepAlive, ServerSession, greeting, resume_point
+from trio_obs.core.session import Close, KeepAlive, Resume, ServerSession, greeting, resume_point
 
 NOW = "2026-12-01T10:00:00.000Z"
 
@@ -85,18 +85,29 @@ def test_resume_points() -> None:
     kw = {"epoch": "E1", "last_seq": 150, "buffer_size": 100}
     assert resume_point("e1", since=None, client_epoch=None, **kw).cursor == 50  # type: ignore[arg-type]
     assert resume_point("e1", since=7, client_epoch="E1", **kw).cursor == 7  # type: ignore[arg-type]
-    assert resume_point("e1", since=999, client_epoch=None, **kw).cursor == 150  # type: ignore[arg-type]
+    assert resume_point("e1", since=150, client_epoch="E1", **kw) == Resume(150)  # type: ignore[arg-type]
     other = resume_point("e1", since=120, client_epoch="E0", **kw)  # type: ignore[arg-type]
     assert other.cursor == 0 and other.reset == ev.ResetEvent(epoch="E1", last_seq=150)
     # `all`: live from the newest position, or after `since_pos` (given as `since`).
     assert resume_point(ALL, since=None, client_epoch=None, **kw).cursor == 150  # type: ignore[arg-type]
     assert resume_point(ALL, since=40, client_epoch="E1", **kw).cursor == 40  # type: ignore[arg-type]
-    assert resume_point(ALL, since=999, client_epoch=None, **kw).cursor == 150  # type: ignore[arg-type]
     # Another epoch: told; with since_pos the history that exists from its first event.
     reset = resume_point(ALL, since=40, client_epoch="E0", **kw)  # type: ignore[arg-type]
     assert reset.cursor == 0 and reset.reset is not None
     told = resume_point(ALL, since=None, client_epoch="E0", **kw)  # type: ignore[arg-type]
     assert told.cursor == 150 and told.reset is not None
+
+
+@pytest.mark.parametrize("client_epoch", [None, "E1"])
+def test_a_since_beyond_the_stored_head_is_told_not_clamped(client_epoch: str | None) -> None:
+    # The client saw seqs the store no longer holds (a store rolled back, an execution
+    # deleted by retention): what comes under those numbers next would be other events.
+    kw = {"epoch": "E1", "last_seq": 150, "buffer_size": 100}
+    told = Resume(0, ev.ResetEvent(epoch="E1", last_seq=150))
+    assert resume_point("e1", since=151, client_epoch=client_epoch, **kw) == told  # type: ignore[arg-type]
+    # `all` with a since_pos beyond the newest position: the same (the positions it saw
+    # are not this history's).
+    assert resume_point(ALL, since=999, client_epoch=client_epoch, **kw) == told  # type: ignore[arg-type]
 
 
 def test_greeting_is_connected_then_reset_when_the_epoch_changed() -> None:

@@ -39,7 +39,12 @@ class StreamClosed(TrioObsError):
 
 
 class PostRejected(TrioObsError):
-    """``POST /api/events`` answered something other than 202; nothing was stored."""
+    """``POST /api/events`` answered something other than 202.
+
+    After a 4xx or a 503 nothing was stored; a 504 says some of the batch is, or may be,
+    stored (``code`` says which: ``OUTCOME_UNKNOWN``, ``NOT_REPLICATED``,
+    ``PARTIALLY_STORED``), and a retry with the same ``Idempotency-Key`` completes it.
+    """
 
     def __init__(self, status: int, body: str) -> None:
         self.status = status

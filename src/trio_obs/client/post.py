@@ -41,8 +41,10 @@ async def post_events(
 
     The batch is atomic: on a refusal (4xx) nothing is stored and :class:`PostRejected`
     says why. Every batch carries an ``Idempotency-Key`` (fresh unless given), so when
-    an answer is lost (a broken connection, a restarting server, a 503) the batch is sent
-    again, up to ``attempts`` times with a doubling wait, and is stored once. When
+    an answer is lost (a broken connection, a restarting server, a 503) or says the outcome
+    is not known or not whole (a 504: Redis did not answer in time, its replicas did not
+    confirm, a cluster shard failed), the batch is sent again with the same key, up to
+    ``attempts`` times with a doubling wait, and is stored once. When
     the attempts run out, the last error is raised (``httpx.TransportError`` if the
     server could not be reached, else :class:`PostRejected`). ``client`` reuses an
     ``httpx.AsyncClient`` of the caller's (e.g. for a demo that posts many batches).

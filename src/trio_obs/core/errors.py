@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .protocol import INVALID_MESSAGE, ErrorCode
+from collections.abc import Sequence
+
+from .protocol import INVALID_MESSAGE, OUTCOME_UNKNOWN, ErrorCode
 
 
 class TrioObsError(Exception):
@@ -22,7 +24,36 @@ class InvalidInput(TrioObsError):
 
 
 class StoreError(TrioObsError):
-    """The store could not persist or read events (disk full, closed store, Redis down...)."""
+    """The store could not persist or read events (disk full, closed store, Redis down...).
+
+    Raised by a publish, it means nothing of the batch was stored, unless it is an
+    :class:`UncertainOutcome`.
+    """
+
+
+class UncertainOutcome(StoreError):
+    """A batch not known to be stored whole: some of it is, or may be (Redis only).
+
+    ``seqs[i]`` is the seq of the batch's event ``i`` if it is known stored, else None;
+    ``unknown`` lists the events whose outcome is not known (they may be stored). ``code``
+    says which case: ``OUTCOME_UNKNOWN`` (no answer in time), ``NOT_REPLICATED`` (stored on
+    the primary, not confirmed by the replicas asked for) or ``PARTIALLY_STORED`` (a shard
+    of a Redis Cluster failed). A retry with the same ``Idempotency-Key`` completes the
+    batch and stores nothing twice.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: ErrorCode = OUTCOME_UNKNOWN,
+        seqs: Sequence[int | None] = (),
+        unknown: Sequence[int] = (),
+    ) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.seqs = list(seqs)
+        self.unknown = list(unknown)
 
 
 class SubscriptionEnded(TrioObsError):

@@ -72,6 +72,7 @@ ErrorCode: TypeAlias = Literal[
     "INVALID_REQUEST", "INVALID_PARAMETER", "UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND",
     "METHOD_NOT_ALLOWED", "TIMEOUT", "BODY_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE",
     "MISDIRECTED_REQUEST", "UPGRADE_REQUIRED", "HEAD_TOO_LARGE", "UNAVAILABLE",
+    "OUTCOME_UNKNOWN", "NOT_REPLICATED", "PARTIALLY_STORED",
 ]  # fmt: skip
 """The ``code`` of every error a client can meet: ``observability:error`` frames and HTTP
 error answers (``{"error": <a sentence>, "code": ...}``)."""
@@ -86,6 +87,16 @@ INVALID_QUERY: Final = "INVALID_QUERY"
 INVALID_PARAMETER: Final = "INVALID_PARAMETER"
 """A query parameter that is missing or not what the route takes (``since``, ``limit``...)."""
 UNAVAILABLE: Final = "UNAVAILABLE"
+"""503: the store could not take the batch; nothing of it was stored (retry at will)."""
+OUTCOME_UNKNOWN: Final = "OUTCOME_UNKNOWN"
+"""504: the store did not answer in time; the batch may be stored (retry with the same key)."""
+NOT_REPLICATED: Final = "NOT_REPLICATED"
+"""504: stored on the Redis primary, not confirmed by the replicas asked for in time."""
+PARTIALLY_STORED: Final = "PARTIALLY_STORED"
+"""504: some events of the batch were stored, others not (a Redis Cluster shard failed)."""
+UNCERTAIN_STATUS: Final = 504
+"""The status of an answer that says some of a batch may be stored: a retry is safe only
+with the same ``Idempotency-Key`` (503 says nothing was stored)."""
 
 ERROR_CODE_OF_STATUS: Final[dict[int, ErrorCode]] = {
     400: "INVALID_REQUEST",
@@ -100,6 +111,7 @@ ERROR_CODE_OF_STATUS: Final[dict[int, ErrorCode]] = {
     426: "UPGRADE_REQUIRED",
     431: "HEAD_TOO_LARGE",
     503: "UNAVAILABLE",
+    504: "OUTCOME_UNKNOWN",
 }
 """The code of an HTTP error answer that names no more precise one (a 400 may say
 ``INVALID_EVENT`` or ``INVALID_PARAMETER`` instead of ``INVALID_REQUEST``)."""

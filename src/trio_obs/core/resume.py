@@ -101,7 +101,8 @@ class ResumeState:
         return reconnect
 
     def reset(self, message: ev.ResetEvent) -> str:
-        """The server's history is another one (a new epoch): start over; returns a notice."""
+        """The server's history is another one (a new epoch, or it lacks events this client
+        saw): start over; returns a notice."""
         self.epoch = message.epoch
         self._last.clear()
         self._spans.clear()

@@ -57,18 +57,21 @@ def resume_point(
     """Where a subscription to ``stream`` starts (SPEC §3 replay, §10 epochs, §14 ``pos``).
 
     Without ``since``: the last ``buffer_size`` events (``all``: none, live only). With
-    ``since=S``: after S (never beyond what exists); for ``all``, ``since`` is the global
-    position ``since_pos`` and ``last_seq`` the newest position. A client that resumes
-    from another epoch's history is told ``observability:reset`` and gets the history
-    that exists, from its first event (an ``all`` client without ``since_pos`` is told,
-    and goes on live: the seqs it remembers belong to the old history).
+    ``since=S``: after S; for ``all``, ``since`` is the global position ``since_pos`` and
+    ``last_seq`` the newest position. A client that resumes from another epoch's history
+    is told ``observability:reset`` and gets the history that exists, from its first event
+    (an ``all`` client without ``since_pos`` is told, and goes on live: the seqs it
+    remembers belong to the old history); so is one whose ``since`` is beyond the newest
+    stored: it saw events the store no longer holds, and what comes next under those
+    numbers would be other events.
     """
-    if client_epoch is not None and client_epoch != epoch:
+    beyond = since is not None and since > last_seq
+    if (client_epoch is not None and client_epoch != epoch) or beyond:
         start = last_seq if stream == ALL and since is None else 0
         return Resume(start, ev.ResetEvent(epoch=epoch, last_seq=last_seq))
     if since is None:
         return Resume(last_seq if stream == ALL else max(0, last_seq - buffer_size))
-    return Resume(min(since, last_seq))
+    return Resume(since)
 
 
 def reply_frame(message: ev.ServerEvent) -> bytes:

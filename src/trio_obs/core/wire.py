@@ -509,3 +509,14 @@ def accepted_json(seqs: list[int], warnings: list[str] | None = None) -> bytes:
 def error_json(message: str, code: ErrorCode) -> bytes:
     """An error answer: ``{"error": <a sentence>, "code": ...}``."""
     return orjson.dumps({"error": message, "code": code})
+
+
+def uncertain_json(
+    message: str, code: ErrorCode, seqs: list[int | None], unknown: list[int]
+) -> bytes:
+    """The answer to a batch not known stored whole: the error, each event's seq where it is
+    known stored (else null), and the indexes of the events whose outcome is not known."""
+    return orjson.dumps(
+        {"error": message, "code": code, "accepted": sum(s is not None for s in seqs),
+         "seqs": seqs, "unknown": unknown}
+    )  # fmt: skip

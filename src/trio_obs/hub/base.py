@@ -93,8 +93,10 @@ class Hub(Protocol):
         """Store ``events`` as one atomic batch, fan them out, and return them stored.
 
         Raises :class:`~trio_obs.InvalidInput` (nothing stored) for a bad batch and
-        :class:`~trio_obs.StoreError` when the store cannot take it. With an
-        ``idempotency_key`` seen before, nothing is stored and the first answer returns.
+        :class:`~trio_obs.StoreError` when the store cannot take it (nothing stored), or
+        its :class:`~trio_obs.UncertainOutcome` when some of it is, or may be, stored (Redis).
+        With an ``idempotency_key`` seen before, nothing is stored and the first answer
+        returns (a retry with it completes a batch stored in part).
         """
         ...
 
@@ -132,8 +134,8 @@ class Hub(Protocol):
         """Delete every execution idle for more than ``max_idle`` seconds; their ids."""
         ...
 
-    async def healthy(self) -> bool:
-        """Whether the hub can store events right now."""
+    async def problem(self) -> str | None:
+        """Why events could not be stored right now (a sentence), or None when they can."""
         ...
 
     def stats(self) -> HubStats:

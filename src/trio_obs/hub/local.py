@@ -31,10 +31,9 @@ from ..core.protocol import (
 )
 from ..core.routing import Envelope
 from ..core.search import RunFilters, SearchQuery, SearchResult
-from ..core.session import Resume, resume_point
-from ..core.stats import HubStats
 from .base import Waker
 from .clock import now_iso
+from .common import HubCommon
 from .dispatch import Dispatcher, LiveSubscription
 from .indexing import build_index
 from .sqlite import KeyRow, Store
@@ -62,7 +61,7 @@ class _Retain:
     error: BaseException | None = None
 
 
-class LocalHub:
+class LocalHub(HubCommon):
     """The single-node hub over an open :class:`~trio_obs.hub.sqlite.Store`.
 
     Start :meth:`run` in a nursery (or use :func:`trio_obs.open_observability`), then
@@ -101,16 +100,6 @@ class LocalHub:
     def epoch(self) -> str:
         """The store's epoch (made with the database; a new ``:memory:`` store has a new one)."""
         return self.store.epoch
-
-    @property
-    def buffer_size(self) -> int:
-        """Events replayed to a new subscriber without ``since``."""
-        return self.dispatcher.buffer_size
-
-    @property
-    def queue_size(self) -> int:
-        """Events a subscriber may fall behind in memory."""
-        return self.dispatcher.queue_size
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -170,7 +159,7 @@ class LocalHub:
                 raise request.error
             raise StoreError(f"could not store the events: {request.error}") from request.error
         if request.repeat_of is not None:
-            return await self._read_back(request.repeat_of)
+            return await self.read_back(request.repeat_of)
         assert request.result is not None
         return request.result
 
@@ -290,19 +279,6 @@ class LocalHub:
         if len(self._keys) > _KEY_CACHE:
             self._keys.popitem(last=False)
 
-    async def _read_back(self, answer: list[tuple[str, int]]) -> list[Envelope]:
-        """The envelopes an earlier request stored, read back from the store."""
-        out: list[Envelope] = []
-        i = 0
-        while i < len(answer):
-            key, first = answer[i]
-            j = i
-            while j + 1 < len(answer) and answer[j + 1] == (key, answer[j][1] + 1):
-                j += 1
-            out += await self.store.read(key, after=first - 1, upto=answer[j][1])
-            i = j + 1
-        return out
-
     # ------------------------------------------------------------------ subscribing
 
     def subscribe(
@@ -321,49 +297,17 @@ class LocalHub:
         ``all`` gets no replay, unless ``since_pos=P``: every stored event after that
         global position (SPEC §14).
         """
-        return self._subscribe(stream, since, None, queue_size, waker, since_pos)[0]
+        head = self._head_now(stream)
+        return self._open(stream, since, None, head, queue_size, waker, since_pos)[0]
 
-    def _subscribe(
-        self,
-        stream: str,
-        since: int | None,
-        epoch: str | None,
-        queue_size: int | None,
-        waker: Waker | None,
-        since_pos: int | None = None,
-    ) -> tuple[LiveSubscription, Resume]:
-        if since is not None and since < 0:
-            raise ValueError("since must be >= 0")
-        if since_pos is not None and since_pos < 0:
-            raise ValueError("since_pos must be >= 0")
-        head = self.ledger.last_pos if stream == ALL else self.last_seq(stream)
-        resume = resume_point(
-            stream,
-            since=since_pos if stream == ALL else since,
-            client_epoch=epoch,
-            epoch=self.epoch,
-            last_seq=head,
-            buffer_size=self.buffer_size,
-        )
-        sub = self.dispatcher.subscribe(
-            stream, cursor=resume.cursor, head=head, queue_size=queue_size, waker=waker
-        )
-        return sub, resume
+    def _head_now(self, stream: str) -> int:
+        return self.ledger.last_pos if stream == ALL else self.last_seq(stream)
 
-    async def open_subscription(
-        self,
-        stream: str,
-        *,
-        since: int | None = None,
-        epoch: str | None = None,
-        queue_size: int | None = None,
-        waker: Waker | None = None,
-        since_pos: int | None = None,
-    ) -> tuple[LiveSubscription, Resume]:
-        """:meth:`subscribe`, with epochs (SPEC §10): the Hub protocol's form."""
+    async def head(self, stream: str) -> int:
+        """The seq of ``stream``'s newest stored event (for ``all``: the newest position)."""
         if stream != ALL and not self.ledger.knows(stream):
             self.ledger.learn_streams(await self.store.counters([stream]))
-        return self._subscribe(stream, since, epoch, queue_size, waker, since_pos)
+        return self._head_now(stream)
 
     # ------------------------------------------------------------------ reads
 
@@ -371,6 +315,10 @@ class LocalHub:
         """Stored envelopes of ``key`` after a seq (subscriptions that fell behind read here),
         at most ``limit`` and, but for the first, no more than fit in ``PAGE_BYTES``."""
         return await self.store.read(key, after=after, limit=limit, max_bytes=PAGE_BYTES)
+
+    async def read_range(self, key: str, *, after: int, upto: int) -> list[Envelope]:
+        """Stored envelopes of ``key`` with ``after < seq <= upto``."""
+        return await self.store.read(key, after=after, upto=upto)
 
     async def read_positions(self, *, after: int, limit: int) -> tuple[list[Envelope], int | None]:
         """Stored events on ``all`` after a position (``all`` subscriptions behind read here),
@@ -396,9 +344,10 @@ class LocalHub:
         """Known executions, most recently active first (those that pass ``filters``)."""
         return await self.store.executions(limit, filters)
 
-    async def healthy(self) -> bool:
-        """Whether a write can succeed now (the store tries what a write needs)."""
-        return await self.store.unwritable() is None
+    async def problem(self) -> str | None:
+        """Why events could not be stored now, or None when they can (the store tries what a
+        write needs: the write lock, its tables, room on the disk)."""
+        return await self.store.unwritable()
 
     def last_seq(self, key: str) -> int:
         """The seq of the newest stored event of ``key`` (0 if none).
@@ -408,14 +357,6 @@ class LocalHub:
         if not self.ledger.knows(key):
             self.ledger.learn_streams(self.store.counters_now([key]))
         return self.ledger.last_seq(key)
-
-    def stats(self) -> HubStats:
-        """Counters for ``/metrics``."""
-        return self.dispatcher.snapshot()
-
-    def subscriptions(self) -> list[LiveSubscription]:
-        """Every open subscription."""
-        return self.dispatcher.subscriptions()
 
     # ------------------------------------------------------------------ the plan's queries
 

@@ -1,10 +1,14 @@
-"""The Redis hub: several nodes as one server, on one Redis (SPEC §10, DESIGN.md §4).
+"""The Redis hub: several nodes as one server, on one Redis, a Sentinel set or a Cluster
+(SPEC §10, DESIGN.md §4).
 
 Publishing completes a batch (the history-free rules, as on one node), then one Lua
-script stores it atomically: seqs and counters per stream key, both streams, the
-idempotency key (:mod:`~trio_obs.hub.redis_scripts`). Nothing is dispatched here:
-every node, this one included, reads the fan-out stream with its
-:class:`~trio_obs.hub.redis_reader.FanoutReader` and dispatches through the same
+script per partition stores it atomically: seqs and counters per stream key, both
+streams, the idempotency key (:mod:`~trio_obs.hub.redis_scripts`). On a Redis Cluster a
+batch whose executions live in several partitions is stored partition by partition,
+and the answer says what is known: all stored, nothing stored, or which events are
+(:class:`~trio_obs.UncertainOutcome`). Nothing is dispatched here: every node, this one
+included, reads the fan-out streams with its
+:class:`~trio_obs.hub.redis_reader.FanoutReader`\\ s and dispatches through the same
 :class:`~trio_obs.hub.dispatch.Dispatcher` as a single node. Subscriptions that fall
 behind, replays and reads go to the execution streams, on any node.
 """
@@ -15,18 +19,24 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final, TypeVar, cast
-from urllib.parse import urlsplit, urlunsplit
+from functools import partial
+from typing import Any, Final, Literal, TypeVar, cast
 
+import attrs
 import orjson
 import trio
-from coredis import Redis
-from coredis.exceptions import ReplicationError
+from coredis.exceptions import (
+    ConnectionError,
+    NoScriptError,
+    ReadOnlyError,
+    ReplicationError,
+    ResponseError,
+    SentinelError,
+)
 from coredis.response.types import StreamEntry
-from coredis.retry import NoRetryPolicy
 
 from ..core import events as ev
-from ..core.errors import StoreError, SubscriptionEnded
+from ..core.errors import StoreError, SubscriptionEnded, UncertainOutcome
 from ..core.ledger import complete_batch
 from ..core.protocol import (
     ALL,
@@ -35,86 +45,115 @@ from ..core.protocol import (
     DEFAULT_QUEUE_SIZE,
     GLOBAL,
     MAX_EVENTS_LIMIT,
+    NOT_REPLICATED,
+    OUTCOME_UNKNOWN,
+    PARTIALLY_STORED,
     SLOW_CONSUMER,
+    ErrorCode,
 )
 from ..core.routing import Envelope
 from ..core.search import RunFilters, SearchQuery, SearchResult
-from ..core.session import Resume, resume_point
-from ..core.stats import HubStats
-from .base import Waker
+from ..core.session import Resume
 from .clock import now_iso
-from .dispatch import Dispatcher, LiveSubscription
+from .common import HubCommon
+from .dispatch import Dispatcher
 from .local import IDEMPOTENCY_TTL
 from .local_index import LocalIndex
-from .redis_codec import entry_json, envelope_count, envelope_of, plan, stored
+from .redis_codec import Planned, arguments, entry_json, envelope_of, plan, stored
+from .redis_connect import Clients, follow_master, open_clients
 from .redis_reader import (
+    READ_COUNT,
     Epoch,
     Failure,
     FanoutReader,
     entry_fields,
     entry_position,
-    new_epoch,
+    new_token,
 )
-from .redis_scripts import BUMP_EPOCH, HEADS, PUBLISH, RETAIN, STATE, SUMMARIES, Keys
+from .redis_scripts import SCRIPTS, Keys, Layout
+from .redis_url import parse_redis_url
 from .sqlite import Store, open_store
 
 T = TypeVar("T")
 
 DEFAULT_FANOUT_MAXLEN: Final = 100_000
-"""Fan-out entries Redis keeps (about): how far a node's reader may fall behind."""
+"""Fan-out entries Redis keeps (about, all partitions together): how far a node's reader may
+fall behind."""
 DEFAULT_TIMEOUT: Final = 2.0
 """Seconds a Redis call may take before the hub reports the store unavailable."""
+INTERNAL_KEY_TTL: Final = 600
+"""Seconds the hub's own idempotency key of a batch is kept (with replicas, to learn the
+seqs of a batch that was stored but not confirmed by them)."""
 _RETAIN_PAGE: Final = 1000
 
-
-def redacted(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``, fit for logs and errors."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    except ValueError:
-        return "<a Redis URL that does not parse>"
-
-
-def redis_client(url: str, *, timeout: float) -> Redis[bytes]:
-    """A coredis client for ``url`` (not connected yet); :class:`StoreError` for a bad URL."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError as exc:
-        raise StoreError(f"the Redis URL {redacted(url)} does not parse: {exc}") from None
-    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
-        raise StoreError(
-            f"the Redis URL must look like redis://HOST:PORT/DB (rediss:// for TLS, "
-            f"redis://:PASSWORD@HOST:PORT/DB with a password), got {redacted(url)!r}"
-        )
-    try:
-        client: Redis[bytes] = Redis.from_url(
-            url,
-            decode_responses=False,
-            stream_timeout=timeout,
-            connect_timeout=min(timeout, 2.0),
-            retry_policy=NoRetryPolicy(),
-        )
-    except (ValueError, TypeError) as exc:
-        raise StoreError(f"the Redis URL {redacted(url)} is not usable: {exc}") from None
-    return client
+_REFUSALS: Final = {
+    "OOM": "Redis is out of memory (maxmemory reached) and refuses writes",
+    "READONLY": "Redis is a read-only replica (a failover is under way)",
+    "NOREPLICAS": "Redis refuses writes: too few replicas are online (min-replicas-to-write)",
+    "MISCONF": "Redis refuses writes: it cannot persist them (MISCONF)",
+    "BUSY": "Redis is busy running a script",
+    "LOADING": "Redis is loading its data",
+    "CLUSTERDOWN": "the Redis Cluster is down",
+    "MASTERDOWN": "Redis has lost its master",
+}
+"""What Redis's error prefixes mean, said to people."""
 
 
-class RedisHub:
-    """The hub of one node of several sharing a Redis; open it with :func:`open_redis_hub`."""
+def why(exc: BaseException, timeout: float) -> str:
+    """A short reason for a failed Redis call."""
+    if isinstance(exc, trio.TooSlowError):
+        return f"no answer within {timeout:g} s"
+    text = str(exc) or type(exc).__name__
+    for prefix, meaning in _REFUSALS.items():
+        if text.startswith(prefix):
+            return meaning
+    return text
+
+
+Result = Literal["not stored", "unknown", "not replicated"]
+
+
+def outcome_of(exc: BaseException) -> Result:
+    """What a failed publish call means for its batch.
+
+    An error answer from Redis (out of memory, read-only, no script...) or a connection
+    that could not be made means the script never ran; a timeout or a connection lost
+    while waiting leaves it unknown; a short ``WAIT`` means stored on the primary only.
+    """
+    if isinstance(exc, ReplicationError):
+        return "not replicated"
+    if isinstance(exc, ResponseError | SentinelError | ConnectionRefusedError):
+        return "not stored"
+    if isinstance(exc, ConnectionError) and str(exc).startswith("Unable to establish"):
+        return "not stored"
+    return "unknown"
+
+
+@attrs.define
+class _Part:
+    """One partition's share of a batch, and what became of it."""
+
+    partition: int
+    indexes: list[int]
+    """Where its entries stand in the batch's plan."""
+    reply: list[Any] | None = None
+    """The script's ``(seq, x, y)`` per entry, once stored."""
+    base: int = 0
+    """The fan-out position before its first entry, once stored."""
+    repeat: list[tuple[str, int]] | None = None
+    """The answer stored earlier under the batch's key (a retry)."""
+    failure: BaseException | None = None
+    result: Result | None = None
+
+
+class RedisHub(HubCommon):
+    """The hub of one node of several sharing Redis; open it with :func:`open_redis_hub`."""
 
     def __init__(
         self,
-        client: Redis[bytes],
-        reader_client: Redis[bytes],
+        clients: Clients,
         *,
-        where: str = "redis",
-        prefix: str = "trio-obs:",
+        layout: Layout,
         buffer_size: int = DEFAULT_BUFFER_SIZE,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         buffer_bytes: int = DEFAULT_BUFFER_BYTES,
@@ -132,11 +171,13 @@ class RedisHub:
             raise ValueError("replicas must be >= 0")
         self.replicas = replicas
         """Replicas that must have a batch (Redis ``WAIT``) before it is acknowledged."""
-        self.client = client
-        self.where = where
+        self.clients = clients
+        self.client = clients.calls
+        self.where = clients.target.where
         """Where Redis is (its URL without a password), for messages."""
-        self.keys = Keys(prefix)
-        self.fanout_maxlen = fanout_maxlen
+        self.layout = layout
+        # Shared by the partitions, so that a cluster keeps what one Redis keeps.
+        self.fanout_maxlen = -(-fanout_maxlen // len(layout.partitions))
         self.timeout = timeout
         self.dispatcher = Dispatcher(
             self,
@@ -146,48 +187,58 @@ class RedisHub:
             max_buffers=max_buffers,
             buffer_grace=buffer_grace,
         )
-        self._epoch = Epoch(self.dispatcher)
-        self._scripts = {
-            name: client.register_script(source)
-            for name, source in (
-                ("publish", PUBLISH), ("state", STATE), ("heads", HEADS), ("bump", BUMP_EPOCH),
-                ("summaries", SUMMARIES), ("retain", RETAIN),
+        self._epoch = Epoch(self.dispatcher, len(layout.partitions))
+        self._shas = {name: "" for name in SCRIPTS}
+        self.readers = [
+            FanoutReader(
+                self._xread,
+                keys.fan,
+                self.dispatcher,
+                self._epoch,
+                partition=i,
+                state=lambda i=i: self._fan_state(i),  # type: ignore[misc]
+                heads=self._heads,
+                keys_here=lambda key, i=i: layout.of(key) == i,  # type: ignore[misc]
+                place=None if self.ordered_all else self._place,
+                block=block,
             )
-        }  # fmt: skip
-        self.reader = FanoutReader(
-            reader_client,
-            self.keys.fan,
-            self.dispatcher,
-            self._epoch,
-            state=self._fan_state,
-            heads=self._heads,
-            bump=self._bump,
-            block=block,
-        )
+            for i, keys in enumerate(layout.partitions)
+        ]
+        self._next_pos = index.last_pos() if index is not None and not self.ordered_all else 0
+        """On a Redis Cluster: the node's own position of the last event it dispatched."""
         self.index = LocalIndex(index, self.dispatcher, self._history) if index else None
-        """This node's search index (SPEC §14; DESIGN.md §6), fed by its own reader."""
+        """This node's search index (SPEC §14; DESIGN.md §6), fed by its own readers."""
 
     @property
     def epoch(self) -> str:
-        """The epoch of Redis's history (the same on every node; new if Redis lost its data)."""
+        """The epoch of Redis's history (the same on every node; new if Redis lost any of it)."""
         return self._epoch.value
 
     @property
-    def buffer_size(self) -> int:
-        """Events replayed to a new subscriber without ``since``."""
-        return self.dispatcher.buffer_size
+    def ordered_all(self) -> bool:
+        """Whether ``all`` has one order (one fan-out stream): not on a Redis Cluster, whose
+        partitions have a fan-out stream each and no order across them. Where it has none, a
+        resume of ``all`` from a global position is answered with a reset (README)."""
+        return len(self.layout.partitions) == 1
 
     @property
-    def queue_size(self) -> int:
-        """Events a subscriber may fall behind in memory."""
-        return self.dispatcher.queue_size
+    def trimmed(self) -> int:
+        """Fan-out entries this node could not read because they were trimmed."""
+        return sum(r.trimmed for r in self.readers)
+
+    def _place(self, envelopes: list[Envelope]) -> None:
+        """On a Redis Cluster, whose ``all`` has no order across its partitions: give events
+        this node's own positions, in the order it dispatches them (its ``all`` subscribers
+        and its search index go by them; they are never sent: README)."""
+        for env in envelopes:
+            if not env.is_copy:
+                self._next_pos += 1
+                env.pos = self._next_pos
+
+    def _keys(self, key: str) -> Keys:
+        return self.layout.partitions[self.layout.of(key)]
 
     # ------------------------------------------------------------------ Redis calls
-
-    def _why(self, exc: BaseException) -> str:
-        if isinstance(exc, trio.TooSlowError):
-            return f"no answer within {self.timeout:g} s"
-        return str(exc) or type(exc).__name__
 
     async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """``await call()`` within the timeout; :class:`StoreError` if Redis cannot answer."""
@@ -195,53 +246,96 @@ class RedisHub:
             with trio.fail_after(self.timeout):
                 return await call()
         except Failure as exc:
-            raise StoreError(f"Redis at {self.where} could not {what}: {self._why(exc)}") from exc
+            raise StoreError(f"Redis could not {what}: {why(exc, self.timeout)}") from exc
 
-    async def _script(self, what: str, name: str, *args: str | bytes | int | float) -> Any:
-        script = self._scripts[name]
-        return await self._call(what, lambda: script(args=[self.keys.prefix, *args]))
+    async def _run(self, name: str, partition: int, *args: Any) -> Any:
+        """Run script ``name`` on ``partition`` (loading the scripts where Redis lacks them:
+        after a failover, on a shard that joined). Raises what coredis raises."""
+        keys = self.layout.partitions[partition]
+        for attempt in (1, 2):
+            try:
+                return await self.client.evalsha(
+                    self._shas[name], keys=[keys.epoch], args=[keys.prefix, *args]
+                )
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                await self._load_scripts()
+            except ReadOnlyError:
+                self.clients.drop_connections()  # a demoted master: reconnect to the new one
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _state(self, stream: str = "") -> tuple[str, int, int]:
-        epoch, seq, pos = await self._script(
-            "read the epoch", "state", self._epoch.candidate, stream
+    async def _script(self, what: str, name: str, partition: int, *args: Any) -> Any:
+        return await self._call(what, lambda: self._run(name, partition, *args))
+
+    def _fence(self, partition: int) -> tuple[str, str, int, str, int]:
+        """The fence arguments of every writing script (see :mod:`.redis_scripts`)."""
+        fence = self._epoch.fences[partition]
+        return (
+            self._epoch.candidate,
+            self._epoch.values[partition],
+            fence.pos,
+            fence.token,
+            self.fanout_maxlen,
         )
-        return bytes(epoch).decode(), int(seq), int(pos)
 
-    async def _fan_state(self) -> tuple[str, int]:
-        epoch, _, pos = await self._state()
+    async def _state(self, partition: int, stream: str = "") -> tuple[str, int, int]:
+        epoch, seq, pos = await self._script(
+            "read the epoch", "state", partition, *self._fence(partition), stream
+        )
+        epoch = bytes(epoch).decode()
+        self._epoch.adopt(epoch, partition)
+        return epoch, int(seq), int(pos)
+
+    async def _fan_state(self, partition: int) -> tuple[str, int]:
+        epoch, _, pos = await self._state(partition)
         return epoch, pos
 
     async def _heads(self, keys: list[str]) -> dict[str, int]:
-        seqs = await self._script("read the last seqs", "heads", *keys)
-        return {key: int(seq) for key, seq in zip(keys, seqs, strict=True)}
+        heads: dict[str, int] = {}
+        for partition in sorted({self.layout.of(k) for k in keys}):
+            mine = [k for k in keys if self.layout.of(k) == partition]
+            seqs = await self._script("read the last seqs", "heads", partition, *mine)
+            heads.update((key, int(seq)) for key, seq in zip(mine, seqs, strict=True))
+        return heads
 
-    async def _bump(self, old: str) -> str:
-        return bytes(await self._script("start a new epoch", "bump", old, new_epoch())).decode()
+    async def _xread(self, fan: str, cursor: int, block_ms: int) -> Sequence[StreamEntry]:
+        reply = await self.clients.reads.xread(
+            {fan: f"{cursor}-0"}, count=READ_COUNT, block=block_ms
+        )
+        return next(iter(reply.values())) if reply else ()
 
     # ------------------------------------------------------------------ lifecycle
 
     async def connect(self) -> None:
-        """Check that Redis answers and learn its epoch; :class:`StoreError` if it does not."""
+        """Check that every partition answers, writing nothing; :class:`StoreError` if not."""
         try:
             await self._call("load the scripts", self._load_scripts)
-            epoch, _, _ = await self._state()
+            for i in range(len(self.layout.partitions)):
+                await self._script("read the epoch", "peek", i)
         except StoreError as exc:
-            why = self._why(exc.__cause__) if exc.__cause__ is not None else str(exc)
-            raise StoreError(f"cannot reach Redis at {self.where}: {why}") from None
-        self._epoch.adopt(epoch)
+            cause = exc.__cause__
+            reason = why(cause, self.timeout) if cause is not None else str(exc)
+            raise StoreError(f"cannot reach Redis at {self.where}: {reason}") from None
 
     async def _load_scripts(self) -> None:
-        # Loaded up front, so a first call finds them (coredis would load one that is missing).
-        for script in self._scripts.values():
-            await self.client.script_load(script.script)
+        # Loaded up front, so a first call finds them; again when a Redis lacks them (then
+        # maybe within a publish's WAIT, which a load must not wait for: it writes nothing).
+        with self.client.ensure_replication(0, 1):
+            for name, source in SCRIPTS.items():
+                self._shas[name] = bytes(await self.client.script_load(source)).decode()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The fan-out reader and upkeep (freeing old buffers), until cancelled."""
+        """The fan-out readers, upkeep (freeing old buffers) and, on Sentinel, following
+        the master, until cancelled."""
         async with trio.open_nursery() as nursery:
-            await nursery.start(self.reader.run)
+            for reader in self.readers:
+                await nursery.start(reader.run)
             if self.index is not None:
                 await nursery.start(self.index.run, lambda: self.epoch)
             nursery.start_soon(self._upkeep)
+            nursery.start_soon(follow_master, self.clients)
             task_status.started()
 
     async def _upkeep(self) -> None:
@@ -254,135 +348,186 @@ class RedisHub:
     async def publish(
         self, events: Sequence[ev.StreamEvent], *, idempotency_key: str | None = None
     ) -> list[Envelope]:
-        """Store ``events`` as one atomic batch in Redis; return them stored.
+        """Store ``events`` in Redis, atomically per partition; return them stored.
 
-        Every node's fan-out reader (this one's too) dispatches them. Raises
-        :class:`~trio_obs.InvalidInput` for a bad batch (nothing stored) and
-        :class:`~trio_obs.StoreError` when Redis cannot take it.
+        Every node's fan-out readers (this one's too) dispatch them. Raises
+        :class:`~trio_obs.InvalidInput` for a bad batch (nothing stored),
+        :class:`~trio_obs.StoreError` when Redis could not take any of it, and
+        :class:`~trio_obs.UncertainOutcome` when some of it is, or may be, stored.
         """
         if not events:
             return []
-        planned, args = plan(complete_batch(events, now_iso()))
+        planned = plan(complete_batch(events, now_iso()))
         started = time.perf_counter()
-        header = (
-            self._epoch.candidate,
-            idempotency_key or "",
-            int(IDEMPOTENCY_TTL),
-            self.fanout_maxlen,
-            envelope_count(planned),
-        )
-        with contextlib.ExitStack() as stack:
-            if self.replicas:  # WAIT on the connection that wrote, after the script
-                wait_ms = max(1, int(self.timeout * 250))  # within the call's timeout
-                stack.enter_context(self.client.ensure_replication(self.replicas, wait_ms))
-            try:
-                reply = await self._script("store the events", "publish", *header, *args)
-            except StoreError as exc:
-                if isinstance(exc.__cause__, ReplicationError):
-                    raise StoreError(
-                        f"Redis at {self.where} stored the events but fewer than "
-                        f"{self.replicas} replica(s) confirmed them in time; retry with the "
-                        "same Idempotency-Key"
-                    ) from exc
-                raise
+        key = idempotency_key
+        if key is None and self.replicas:
+            key = "~" + new_token()  # to learn the seqs of a batch the replicas did not confirm
+        ttl = int(IDEMPOTENCY_TTL) if idempotency_key else INTERNAL_KEY_TTL
+        parts: dict[int, _Part] = {}
+        for i, p in enumerate(planned):
+            partition = self.layout.of(p.key)
+            parts.setdefault(partition, _Part(partition, [])).indexes.append(i)
+        if len(parts) == 1:
+            await self._store(next(iter(parts.values())), planned, key or "", ttl)
+        else:
+            async with trio.open_nursery() as nursery:
+                for part in parts.values():
+                    nursery.start_soon(self._store, part, planned, key or "", ttl)
         self.dispatcher.stats.commit_latency.observe(time.perf_counter() - started)
-        self._epoch.adopt(bytes(reply[0]).decode())
-        if reply[1] is not None:
-            answer = [(str(key), int(seq)) for key, seq in orjson.loads(reply[1])]
-            return await self._read_back(answer)
-        return stored(planned, reply[2:-1], int(reply[-1]))
+        if any(part.result is not None for part in parts.values()):
+            raise self._failure(planned, list(parts.values()), idempotency_key is not None)
+        return await self._envelopes(planned, list(parts.values()))
 
-    async def _read_back(self, answer: list[tuple[str, int]]) -> list[Envelope]:
-        """The envelopes an earlier request stored, read back."""
-        out: list[Envelope] = []
-        i = 0
-        while i < len(answer):
-            key, first = answer[i]
-            j = i
-            while j + 1 < len(answer) and answer[j + 1] == (key, answer[j][1] + 1):
-                j += 1
-            out += await self._range(key, after=first - 1, upto=answer[j][1])
-            i = j + 1
-        return out
+    async def _store(self, part: _Part, planned: list[Planned], key: str, ttl: int) -> None:
+        """Run the publish script for one partition's share; note what became of it."""
+        share = [planned[i] for i in part.indexes]
+        token = new_token()
+        positions = "1" if self.ordered_all else ""
+        header = (*self._fence(part.partition), token, key, ttl, len(share), positions)
+        args = (*header, *arguments(share))
+        try:
+            with trio.fail_after(self.timeout), contextlib.ExitStack() as stack:
+                if self.replicas:  # WAIT on the connection that wrote, after the script
+                    wait_ms = max(1, int(self.timeout * 250))  # within the call's timeout
+                    stack.enter_context(self.client.ensure_replication(self.replicas, wait_ms))
+                reply = await self._run("publish", part.partition, *args)
+        except Failure as exc:
+            part.failure, part.result = exc, outcome_of(exc)
+            if part.result == "not replicated" and key:
+                await self._learn_seqs(part, args)
+            return
+        self._epoch.adopt(bytes(reply[0]).decode(), part.partition)
+        if reply[1] is not None:
+            part.repeat = [(str(k), int(s)) for k, s in orjson.loads(reply[1])]
+            return
+        part.base = int(reply[2])
+        self._epoch.fences[part.partition].saw(part.base + len(share), token)
+        part.reply = reply[3:]
+
+    async def _learn_seqs(self, part: _Part, args: tuple[Any, ...]) -> None:
+        """A batch stored but not confirmed by the replicas: ask again for its answer."""
+        try:
+            with trio.fail_after(self.timeout):
+                reply = await self._run("publish", part.partition, *args)
+        except Failure:
+            part.result = "unknown"
+            return
+        if reply[1] is not None:
+            part.repeat = [(str(k), int(s)) for k, s in orjson.loads(reply[1])]
+
+    async def _envelopes(self, planned: list[Planned], parts: list[_Part]) -> list[Envelope]:
+        """The stored batch's envelopes, in the batch's order (a retry's are read back)."""
+        if all(part.reply is not None for part in parts):
+            reply: list[Any] = [None] * (3 * len(planned))
+            for part in parts:
+                assert part.reply is not None
+                for j, i in enumerate(part.indexes):
+                    reply[3 * i : 3 * i + 3] = part.reply[3 * j : 3 * j + 3]
+            base = parts[0].base if len(parts) == 1 and self.ordered_all else None
+            return stored(planned, reply, base)
+        # A retry: what each partition stored the first time (originals only), in order.
+        # (An answer longer than the batch -- a key reused for another batch -- comes whole.)
+        placed: list[tuple[int, int, Envelope]] = []
+        for n, part in enumerate(parts):
+            originals = [i for i in part.indexes if not planned[i].is_copy]
+            if part.repeat is not None:
+                envs = await self.read_back(part.repeat)
+            else:
+                assert part.reply is not None
+                base = part.base if self.ordered_all else None
+                share = stored([planned[i] for i in part.indexes], part.reply, base)
+                envs = [e for e in share if not e.is_copy]
+            for j, env in enumerate(envs):
+                placed.append((originals[j] if j < len(originals) else len(planned) + j, n, env))
+        return [env for *_, env in sorted(placed, key=lambda p: p[:2])]
+
+    def _failure(
+        self, planned: list[Planned], parts: list[_Part], keyed: bool
+    ) -> StoreError | UncertainOutcome:
+        """What to raise for a batch not stored whole: what is known of each event."""
+        events = [i for i, p in enumerate(planned) if not p.is_copy]
+        number = {i: n for n, i in enumerate(events)}
+        seqs: list[int | None] = [None] * len(events)
+        unknown: list[int] = []
+        for part in parts:
+            originals = [i for i in part.indexes if not planned[i].is_copy]
+            if part.reply is not None:
+                for j, i in enumerate(part.indexes):
+                    if i in number:
+                        seqs[number[i]] = int(part.reply[3 * j])
+            elif part.repeat is not None:
+                for i, (_, seq) in zip(originals, part.repeat, strict=False):
+                    seqs[number[i]] = seq
+            elif part.result == "unknown":
+                unknown += [number[i] for i in originals]
+        failures = [part for part in parts if part.result is not None]
+        reasons = sorted({why(p.failure, self.timeout) for p in failures if p.failure})
+        reason = "; ".join(reasons)
+        results = {p.result for p in failures}
+        if results == {"not stored"} and all(s is None for s in seqs):
+            return StoreError(f"Redis could not store the events: {reason}")
+        retry = (
+            "retry with the same Idempotency-Key (nothing is stored twice)"
+            if keyed
+            else "a retry without an Idempotency-Key may store them twice"
+        )
+        code: ErrorCode
+        if "unknown" in results:
+            code = OUTCOME_UNKNOWN
+            message = f"not known whether the events were stored ({reason}); {retry}"
+        elif "not replicated" in results:
+            code = NOT_REPLICATED
+            message = (
+                f"the events are stored on the Redis primary, but fewer than {self.replicas} "
+                f"replica(s) confirmed them in time; {retry}"
+            )
+        else:
+            code = PARTIALLY_STORED
+            stored_count = sum(s is not None for s in seqs)
+            message = (
+                f"{stored_count} of {len(seqs)} events were stored, the others not ({reason}); "
+                f"{retry}"
+            )
+        return UncertainOutcome(message, code=code, seqs=seqs, unknown=sorted(unknown))
 
     # ------------------------------------------------------------------ subscribing
 
-    async def open_subscription(
-        self,
-        stream: str,
-        *,
-        since: int | None = None,
-        epoch: str | None = None,
-        queue_size: int | None = None,
-        waker: Waker | None = None,
-        since_pos: int | None = None,
-    ) -> tuple[LiveSubscription, Resume]:
-        """Subscribe to an execution, ``global`` or ``all``, resuming after ``since``
-        (``all``: after the fan-out position ``since_pos``).
+    async def head(self, stream: str) -> int:
+        """The seq of ``stream``'s newest event in Redis (for ``all``: the newest position);
+        learns the epoch.
 
-        Replay and catch-up read Redis, so it works on any node, including one that never
-        saw the events; ``epoch`` is the client's, which may get it ``observability:reset``.
+        Replay and catch-up read Redis, so a subscription works on any node, including one
+        that never saw the events.
         """
-        if since is not None and since < 0:
-            raise ValueError("since must be >= 0")
-        if since_pos is not None and since_pos < 0:
-            raise ValueError("since_pos must be >= 0")
-        current, head, pos = await self._state("" if stream == ALL else stream)
-        self._epoch.adopt(current)
         if stream == ALL:
-            head, since = pos, since_pos
-        resume = resume_point(
-            stream,
-            since=since,
-            client_epoch=epoch,
-            epoch=current,
-            last_seq=head,
-            buffer_size=self.buffer_size,
-        )
-        if stream == ALL and resume.reset is None and resume.cursor < head:
-            resume = await self._still_held(resume, head)
-        sub = self.dispatcher.subscribe(
-            stream, cursor=resume.cursor, head=head, queue_size=queue_size, waker=waker
-        )
-        return sub, resume
+            pos = 0
+            for partition in range(len(self.layout.partitions)):
+                pos = (await self._state(partition))[2]
+            return pos if self.ordered_all else self._next_pos
+        return (await self._state(self.layout.of(stream), stream))[1]
 
-    # ------------------------------------------------------------------ reads
-
-    async def _range(
-        self, key: str, *, after: int, limit: int | None = None, upto: int | None = None
-    ) -> list[Envelope]:
-        end = "+" if upto is None else f"{upto}-0"
-        entries = await self._call(
-            "read events",
-            lambda: self.client.xrange(self.keys.stream(key), f"{after + 1}-0", end, count=limit),
-        )
-        return [envelope_of(key, entry_position(e), entry_fields(e)) for e in entries]
-
-    async def read_envelopes(self, key: str, *, after: int, limit: int) -> list[Envelope]:
-        """Stored envelopes of ``key`` after a seq, for subscriptions that fell behind.
-
-        While Redis is down it waits for it (closing the subscription ends the wait), so
-        a connection that was catching up carries on once Redis is back (SPEC §10).
-        """
-        wait = 0.05
-        while True:
-            try:
-                return await self._range(key, after=after, limit=limit)
-            except StoreError:
-                await trio.sleep(wait)
-                wait = min(wait * 2, 1.0)
+    async def _resume_all(self, resume: Resume, head: int, since_pos: int | None) -> Resume:
+        """``all`` resumes from the fan-out stream, as far back as it reaches. On a Redis
+        Cluster ``all`` has no global position: a ``since_pos`` is answered with
+        ``observability:reset``, then live events (README)."""
+        if since_pos is not None and not self.ordered_all:
+            return Resume(head, ev.ResetEvent(epoch=self.epoch, last_seq=head))
+        if resume.reset is None and resume.cursor < head:
+            return await self._still_held(resume, head)
+        return resume
 
     # ------------------------------------------------------------------ `all` by position
 
     async def _fan_range(self, after: int, count: int) -> tuple[StreamEntry, ...]:
+        fan = self.layout.partitions[0].fan
         return await self._call(
             "read the fan-out stream",
-            lambda: self.client.xrange(self.keys.fan, f"{after + 1}-0", "+", count=count),
+            lambda: self.client.xrange(fan, f"{after + 1}-0", "+", count=count),
         )
 
     async def _still_held(self, resume: Resume, head: int) -> Resume:
         """``all`` resumes from the fan-out stream: a position it no longer holds (trimmed
-        past ``--fanout-maxlen``) is told ``observability:reset`` and starts at its oldest."""
+        past the fan-out's length) is told ``observability:reset`` and starts at its oldest."""
         first = await self._fan_range(resume.cursor, 1)
         oldest = entry_position(first[0]) if first else head + 1
         if oldest <= resume.cursor + 1:
@@ -394,15 +539,18 @@ class RedisHub:
 
         The fan-out positions have no gap: a missing one was trimmed, and the subscription
         ends as a slow consumer (it fell behind what the cluster keeps; its client
-        reconnects with ``since_pos`` and is told ``observability:reset``).
+        reconnects with ``since_pos`` and is told ``observability:reset``). On a Redis
+        Cluster, whose ``all`` has no order to read back, one behind ends the same way.
         """
+        if not self.ordered_all:
+            raise SubscriptionEnded(SLOW_CONSUMER)
         entries = await self._fan_range(after, limit)
         if entries and entry_position(entries[0]) != after + 1:
             raise SubscriptionEnded(SLOW_CONSUMER)
         page: list[Envelope] = []
         for entry in entries:
             fields = entry_fields(entry)
-            if b"x" not in fields and b"c" not in fields:  # not a deletion, not a copy
+            if b"s" in fields and b"c" not in fields:  # an event: not a deletion, a copy, a mark
                 page.append(envelope_of(fields[b"k"].decode(), int(fields[b"s"]), fields))
         return page, (entry_position(entries[-1]) if len(entries) >= limit else None)
 
@@ -423,52 +571,96 @@ class RedisHub:
 
     async def _history(self, after: dict[str, int]) -> AsyncIterator[list[Envelope]]:
         """Pages of every stored stream after the given last seqs (a local index's copy)."""
-        keys = await self._call(
-            "list the executions", lambda: self.client.zrange(self.keys.prefix + "active", 0, -1)
+        for partition, keys in enumerate(self.layout.partitions):
+            active = await self._call("list the executions", partial(
+                self.client.zrange, keys.prefix + "active", 0, -1
+            ))  # fmt: skip
+            names = [bytes(k).decode() for k in active]
+            for key in [GLOBAL, *names] if partition == 0 else names:
+                last = after.get(key, 0)
+                while True:
+                    page = await self._range(key, after=last, limit=_RETAIN_PAGE)
+                    if not page:
+                        break
+                    if not self.ordered_all:
+                        self._place(page)  # positions of this node's own (README)
+                    yield page
+                    last = page[-1].seq
+
+    # ------------------------------------------------------------------ reads
+
+    async def _range(
+        self, key: str, *, after: int, limit: int | None = None, upto: int | None = None
+    ) -> list[Envelope]:
+        end = "+" if upto is None else f"{upto}-0"
+        entries = await self._call(
+            "read events",
+            lambda: self.client.xrange(
+                self._keys(key).stream(key), f"{after + 1}-0", end, count=limit
+            ),
         )
-        for key in [GLOBAL, *(bytes(k).decode() for k in keys)]:
-            last = after.get(key, 0)
-            while True:
-                page = await self._range(key, after=last, limit=_RETAIN_PAGE)
-                if not page:
-                    break
-                yield page
-                last = page[-1].seq
+        return [envelope_of(key, entry_position(e), entry_fields(e)) for e in entries]
+
+    async def read_range(self, key: str, *, after: int, upto: int) -> list[Envelope]:
+        """Stored envelopes of ``key`` with ``after < seq <= upto``."""
+        return await self._range(key, after=after, upto=upto)
+
+    async def read_envelopes(self, key: str, *, after: int, limit: int) -> list[Envelope]:
+        """Stored envelopes of ``key`` after a seq, for subscriptions that fell behind.
+
+        While Redis is down it waits for it (closing the subscription ends the wait), so
+        a connection that was catching up carries on once Redis is back (SPEC §10).
+        """
+        wait = 0.05
+        while True:
+            try:
+                return await self._range(key, after=after, limit=limit)
+            except StoreError:
+                await trio.sleep(wait)
+                wait = min(wait * 2, 1.0)
 
     async def read(self, stream: str, *, after: int = 0, limit: int = 1000) -> list[bytes]:
         """Stored JSON of ``stream``'s events with ``seq > after``, at most ``limit``."""
         if limit <= 0:
             return []
+        name = self._keys(stream).stream(stream)
         entries = await self._call(
             "read events",
-            lambda: self.client.xrange(
-                self.keys.stream(stream), f"{after + 1}-0", "+", count=limit
-            ),
+            lambda: self.client.xrange(name, f"{after + 1}-0", "+", count=limit),
         )
         return [entry_json(entry_position(e), entry_fields(e)) for e in entries]
 
     async def executions(
         self, limit: int = 100, filters: RunFilters | None = None
     ) -> list[ev.ExecutionSummary]:
-        """Known executions, most recently active first (those that pass ``filters``:
-        this node's search index says which have an agent's events, or errors)."""
+        """Known executions, most recently active first (across partitions: by Redis's clock);
+        those that pass ``filters`` (this node's search index says which have an agent's
+        events, or errors)."""
         if limit <= 0:
             return []
         ids = await self._searchable().store.run_ids(filters) if filters else None
         scan = MAX_EVENTS_LIMIT if filters else limit
-        flat = await self._script("list the executions", "summaries", scan)
-        text = [None if v is None else bytes(v).decode() for v in flat]
-        summaries = [
-            ev.ExecutionSummary(
-                execution_id=cast(str, text[i]),
-                last_seq=int(text[i + 1] or 0),
-                event_count=int(text[i + 2] or 0),
-                first_timestamp=text[i + 3],
-                last_timestamp=text[i + 4],
-                last_status=text[i + 5],
-            )
-            for i in range(0, len(text), 6)
-        ]
+        found: list[tuple[float, ev.ExecutionSummary]] = []
+        for partition in range(len(self.layout.partitions)):
+            flat = await self._script("list the executions", "summaries", partition, scan)
+            text = [None if v is None else bytes(v).decode() for v in flat]
+            found += [
+                (
+                    float(text[i + 6] or 0),
+                    ev.ExecutionSummary(
+                        execution_id=cast(str, text[i]),
+                        last_seq=int(text[i + 1] or 0),
+                        event_count=int(text[i + 2] or 0),
+                        first_timestamp=text[i + 3],
+                        last_timestamp=text[i + 4],
+                        last_status=text[i + 5],
+                    ),
+                )
+                for i in range(0, len(text), 7)
+            ]
+        if len(self.layout.partitions) > 1:
+            found.sort(key=lambda pair: pair[0], reverse=True)
+        summaries = [summary for _, summary in found]
         if filters:
             summaries = [
                 s for s in summaries
@@ -477,23 +669,22 @@ class RedisHub:
             ]  # fmt: skip
         return summaries[:limit]
 
-    async def healthy(self) -> bool:
-        """Whether Redis answers a ping within a second (or the timeout, if shorter)."""
-        with trio.move_on_after(min(1.0, self.timeout)):
-            try:
-                await self.client.ping()
-            except Failure:
-                return False
-            return True
-        return False
-
-    def stats(self) -> HubStats:
-        """Counters for ``/metrics`` (this node's)."""
-        return self.dispatcher.snapshot()
-
-    def subscriptions(self) -> list[LiveSubscription]:
-        """This node's open subscriptions."""
-        return self.dispatcher.subscriptions()
+    async def problem(self) -> str | None:
+        """Why a batch could not be stored now (a write is tried, as a batch's would be,
+        with ``WAIT`` for the replicas asked for), or None when it could."""
+        token = new_token()
+        try:
+            with trio.fail_after(self.timeout), contextlib.ExitStack() as stack:
+                if self.replicas:
+                    wait_ms = max(1, int(self.timeout * 250))
+                    stack.enter_context(self.client.ensure_replication(self.replicas, wait_ms))
+                for partition in range(len(self.layout.partitions)):
+                    await self._run("health", partition, token)
+        except ReplicationError:
+            return f"fewer than {self.replicas} Redis replica(s) confirm writes in time"
+        except Failure as exc:
+            return why(exc, self.timeout)
+        return None
 
     # ------------------------------------------------------------------ retention
 
@@ -504,13 +695,15 @@ class RedisHub:
         memory (told through the fan-out stream). Returns the deleted execution ids.
         """
         gone: list[str] = []
-        while True:
-            ids = await self._script(
-                "delete idle executions", "retain", max_idle, _RETAIN_PAGE, self.fanout_maxlen
-            )
-            gone += [bytes(i).decode() for i in ids]
-            if len(ids) < _RETAIN_PAGE:
-                break
+        for partition in range(len(self.layout.partitions)):
+            while True:
+                ids = await self._script(
+                    "delete idle executions", "retain", partition, max_idle, _RETAIN_PAGE,
+                    self.fanout_maxlen, new_token(),
+                )  # fmt: skip
+                gone += [bytes(i).decode() for i in ids]
+                if len(ids) < _RETAIN_PAGE:
+                    break
         for key in gone:
             self.dispatcher.logs.clear(key)
         return gone
@@ -522,26 +715,35 @@ async def open_redis_hub(
     *,
     redis_timeout: float = DEFAULT_TIMEOUT,
     block: float = 1.0,
+    prefix: str = "trio-obs:",
     index: str = ":memory:",
     **options: Any,
 ) -> AsyncIterator[RedisHub]:
-    """Connect to Redis at ``url``, start the hub's reader, and yield the hub.
+    """Connect to Redis at ``url``, start the hub's readers, and yield the hub.
 
-    ``url`` is ``redis://[:PASSWORD@]HOST:PORT/DB`` (``rediss://`` for TLS). Raises
+    ``url`` is ``redis://[:PASSWORD@]HOST:PORT/DB`` (``rediss://`` for TLS), or
+    ``redis+sentinel://H1:P1,H2:P2?sentinel_master_name=NAME``, or
+    ``redis+cluster://H1:P1[,H2:P2...]`` (see :mod:`~trio_obs.hub.redis_url`). Raises
     :class:`~trio_obs.StoreError` with one sentence if the URL is bad or Redis does not
-    answer. ``redis_timeout`` bounds each Redis call (seconds); ``index`` is the node's
-    own search index (a SQLite file, or ``:memory:``: copied from Redis at each start);
-    ``options`` go to :class:`RedisHub`.
+    answer (and then writes nothing). ``redis_timeout`` bounds each Redis call (seconds);
+    ``index`` is the node's own search index (a SQLite file, or ``:memory:``: copied from
+    Redis at each start); ``options`` go to :class:`RedisHub`.
     """
-    timeout = redis_timeout
-    client = redis_client(url, timeout=timeout)
-    reader = redis_client(url, timeout=timeout + block)
+    target = parse_redis_url(url)
+    try:
+        layout = Layout.cluster(prefix) if target.mode == "cluster" else Layout.single(prefix)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
     failure: StoreError | None = None
-    async with client, reader, open_store(index) as store:
+    async with (
+        open_clients(
+            target, timeout=redis_timeout, block=block, readers=len(layout.partitions)
+        ) as clients,
+        open_store(index) as store,
+    ):
         hub = RedisHub(
-            client, reader, where=redacted(url), timeout=timeout, block=block, index=store,
-            **options,
-        )  # fmt: skip
+            clients, layout=layout, timeout=redis_timeout, block=block, index=store, **options
+        )
         try:
             await hub.connect()
         except StoreError as exc:

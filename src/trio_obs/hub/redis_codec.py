@@ -1,6 +1,7 @@
 """What the Redis hub sends to its publish script and makes of what comes back (no I/O).
 
-:func:`plan` turns a completed batch into the script's arguments; :func:`stored` turns
+:func:`plan` turns a completed batch into the entries it writes and :func:`arguments`
+those into the script's arguments; :func:`stored` turns
 the script's answer into the stored envelopes; :func:`envelope_of` makes the envelope of
 a stream entry read back (replay, catch-up, the fan-out reader). All three give the
 same envelope for the same event, on every node: the JSON is always made by
@@ -10,7 +11,7 @@ same envelope for the same event, on every node: the JSON is always made by
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import attrs
 import orjson
@@ -36,14 +37,27 @@ def _unmaybe(value: bytes | None) -> str | None:
 
 @attrs.frozen
 class Planned:
-    """One event of a batch as the script gets it."""
+    """One stream entry a batch writes, as the script gets it: an event, or a copy of one."""
 
     event: ev.StreamEvent
+    key: str
+    """The stream key written: the event's execution, or ``global`` for a copy."""
     kind: str
     data: bytes
     """The unstamped JSON."""
+    fact: tuple[str, ...]
+    """What the script reads of it (see the publish script's arguments)."""
     name: str | None = None
     """The tool a ``tool:start`` names."""
+
+    @property
+    def is_copy(self) -> bool:
+        """Whether this is the ``global`` copy of an ``execution:status``."""
+        return self.kind == COPY
+
+
+COPY: Final = "C"
+"""The kind of a ``global`` copy of an execution status."""
 
 
 def _kind(event: ev.StreamEvent) -> tuple[str, str | None, str]:
@@ -65,14 +79,13 @@ def _kind(event: ev.StreamEvent) -> tuple[str, str | None, str]:
             return "p", None, ""
 
 
-def plan(batch: Sequence[ev.StreamEvent]) -> tuple[list[Planned], list[bytes]]:
-    """The planned events of a completed batch and their script arguments (after the header):
-    the facts of every event as one JSON array, then the unstamped JSON of each.
+def plan(batch: Sequence[ev.StreamEvent]) -> list[Planned]:
+    """The entries a completed batch writes, in order: each event, and after each execution
+    status (of an execution, not of ``global``) its ``global`` copy.
 
     Raises :class:`~trio_obs.InvalidInput` when an event cannot be encoded.
     """
     planned: list[Planned] = []
-    facts: list[tuple[str, ...]] = []
     for index, event in enumerate(batch):
         kind, name, extra = _kind(event)
         try:
@@ -80,15 +93,19 @@ def plan(batch: Sequence[ev.StreamEvent]) -> tuple[list[Planned], list[bytes]]:
         except Exception as exc:  # e.g. a value JSON cannot carry
             raise InvalidInput(f"the events cannot be stored: {exc}", INVALID_EVENT) from None
         check_ids(event, data, index, batch)
-        planned.append(Planned(event, kind, data, name))
-        task = _maybe(own_task_id(event))
-        facts.append((event.execution_id, kind, event.timestamp, task, name or "", extra))
-    return planned, [to_json(facts), *(p.data for p in planned)]
+        key = event.execution_id
+        fact = (key, kind, event.timestamp, _maybe(own_task_id(event)), name or "", extra)
+        planned.append(Planned(event, key, kind, data, fact, name))
+        if kind == "s" and key != GLOBAL:
+            copy = (GLOBAL, COPY, event.timestamp, "", "", "")
+            planned.append(Planned(event, GLOBAL, COPY, data, copy))
+    return planned
 
 
-def envelope_count(planned: Sequence[Planned]) -> int:
-    """Envelopes the batch makes: one per event, plus a ``global`` copy per execution status."""
-    return len(planned) + sum(p.kind == "s" and p.event.execution_id != GLOBAL for p in planned)
+def arguments(planned: Sequence[Planned]) -> list[bytes]:
+    """The script's arguments for ``planned`` (after its header): the facts of every entry
+    as one JSON array, then the unstamped JSON of each."""
+    return [to_json([p.fact for p in planned]), *(p.data for p in planned)]
 
 
 def _numbered(event: E, **changes: Any) -> E:
@@ -105,35 +122,35 @@ def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else None
 
 
-def stored(planned: Sequence[Planned], reply: Sequence[Any], base: int) -> list[Envelope]:
-    """The envelopes of a stored batch, from the script's per-event ``(seq, x, y)`` and the
-    fan-out position before its first entry (``base``: the entries follow without a gap)."""
+def stored(planned: Sequence[Planned], reply: Sequence[Any], base: int | None) -> list[Envelope]:
+    """The envelopes of a stored batch, from the script's ``(seq, x, y)`` per entry (in order:
+    a copy follows its original) and the fan-out position before its first entry (``base``:
+    the entries follow without a gap; None where events have no global position)."""
     out: list[Envelope] = []
+    numbered: ev.StreamEvent | None = None
     for i, p in enumerate(planned):
         seq, x, y = int(reply[3 * i]), reply[3 * i + 1], reply[3 * i + 2]
-        event, key = p.event, p.event.execution_id
+        topic = TOPIC_OF_TYPE[p.event.type]
+        if p.is_copy:  # a copy has a fan-out entry, but no position on `all`
+            assert numbered is not None
+            copy = attrs.evolve(numbered, seq=seq, pos=None)
+            out.append(Envelope(GLOBAL, seq, copy, stamp(p.data, seq), topic, is_copy=True))
+            continue
+        pos = None if base is None else base + i + 1
+        event = p.event
         task_id, tool, rate = own_task_id(event), p.name, None
-        base += 1
-        pos = base
         if isinstance(event, ev.AssertionResultEvent):
             rate = int(x) / int(y)
             event = _numbered(event, seq=seq, pos=pos, running_pass_rate=rate)
         else:
             event = _numbered(event, seq=seq, pos=pos)
+        numbered = event
         if p.kind == "r":
             tool, task_id = _text(x), _unmaybe(y)
         elif p.kind == "k":
             task_id = _unmaybe(y)
-        topic = TOPIC_OF_TYPE[event.type]
         data = stamp(p.data, seq, rate, pos)
-        out.append(Envelope(key, seq, event, data, topic, task_id, tool))
-        if p.kind == "s" and key != GLOBAL:
-            base += 1  # the copy's fan-out entry
-            copy_seq = int(x)
-            copy = attrs.evolve(event, seq=copy_seq, pos=None)
-            out.append(
-                Envelope(GLOBAL, copy_seq, copy, stamp(p.data, copy_seq), topic, is_copy=True)
-            )
+        out.append(Envelope(p.key, seq, event, data, topic, task_id, tool))
     return out
 
 
@@ -148,7 +165,8 @@ def pass_rate(fields: Mapping[bytes, bytes]) -> float | None:
 
 def position(fields: Mapping[bytes, bytes]) -> int | None:
     """An entry's global position on ``all`` (SPEC §14): its fan-out position, which the
-    script writes as ``p`` (None for a ``global`` copy, and for entries older than ``p``)."""
+    script writes as ``p`` (None for a ``global`` copy, for entries older than ``p``, and on
+    a Redis Cluster, whose ``all`` has no single order)."""
     found = fields.get(b"p")
     return int(found) if found is not None and b"c" not in fields else None
 

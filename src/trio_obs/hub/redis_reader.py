@@ -1,26 +1,27 @@
-"""The fan-out reader: one task per node reads the shared fan-out stream and dispatches it.
+"""The fan-out readers: per node, one task per partition reads its fan-out stream and dispatches it.
 
-It reads ``XREAD BLOCK`` from its cursor (the position of the last entry it read), so
-it loses nothing across a Redis outage, and it notices what it could not read:
+Each reads ``XREAD BLOCK`` from its cursor (the position of the last entry it read), so
+it loses nothing across a Redis outage or failover, and it notices what it could not read:
 
 - a gap in positions: entries were trimmed past the cursor (the node fell too far
   behind); logged once, and the subscribers behind read the execution streams;
-- a changed epoch: Redis lost its data; the history starts over (the dispatcher ends
-  every subscription, whose clients resume and are told; SPEC §10);
-- a history that went back (Redis restarted from a persistence file older than what
-  this node read): a new epoch is made, since the old seqs no longer hold.
+- a changed epoch: Redis lost its data, or lost writes that a node had seen (a failover
+  to a replica that had not received them, a restart from an older persistence file:
+  the fence of :mod:`~trio_obs.hub.redis_scripts` finds it); the dispatcher ends every
+  subscription, whose clients resume and are told (SPEC §10), and the reader goes on from
+  where the new history stands.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, cast
 
 import trio
-from coredis import Redis
 from coredis.exceptions import RedisError
 from coredis.response.types import StreamEntry
 
@@ -33,7 +34,9 @@ log = logging.getLogger("trio_obs.hub")
 
 READ_COUNT: Final = 1000
 """Fan-out entries read at most per ``XREAD``."""
-RESTARTED: Final = "the event history changed (Redis lost its data); reconnect to start over"
+RESTARTED: Final = (
+    "the event history changed (Redis lost some or all of it); reconnect to start over"
+)
 
 Failure: Final = (RedisError, OSError, trio.TooSlowError)
 """What a Redis call raises when Redis cannot answer (TimeoutError is an OSError)."""
@@ -41,40 +44,74 @@ _UNAVAILABLE: Final = (StoreError, *Failure)
 """What the reader's calls raise then (the hub's own calls say it with StoreError)."""
 
 
-def new_epoch() -> str:
-    """A fresh epoch id."""
+def new_token() -> str:
+    """A fresh random id: an epoch, or the token of a batch."""
     return secrets.token_hex(8)
 
 
+class Fence:
+    """The newest fan-out entry of one partition this node knows of (read or written).
+
+    Passed to every script, which starts a new epoch if Redis no longer holds that entry.
+    """
+
+    __slots__ = ("pos", "token")
+
+    def __init__(self) -> None:
+        self.pos = 0
+        self.token = ""
+
+    def saw(self, pos: int, token: str) -> None:
+        """The entry at ``pos`` carries ``token`` (kept if it is the newest known)."""
+        if pos > self.pos:
+            self.pos, self.token = pos, token
+
+    def forget(self) -> None:
+        """A new history: nothing of the old one is known to hold."""
+        self.pos, self.token = 0, ""
+
+
 class Epoch:
-    """The epoch this node serves; adopting another one restarts the dispatcher."""
+    """The epochs of this node's partitions; a change in any restarts the dispatcher.
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    The epoch clients see is the partition's own with one partition, else a digest of all
+    of them (the same on every node).
+    """
+
+    def __init__(self, dispatcher: Dispatcher, partitions: int = 1) -> None:
         self.dispatcher = dispatcher
-        self.value = ""
-        self.generation = 0
-        """Bumped by every change, so a reader can tell its cursor belongs to the old history."""
-        self.candidate = new_epoch()
-        """Offered to Redis whenever it has none (it keeps the first one it gets)."""
+        self.values = [""] * partitions
+        self.generations = [0] * partitions
+        """Bumped by every change of a partition's epoch, so its reader can tell."""
+        self.fences = [Fence() for _ in range(partitions)]
+        self.candidate = new_token()
+        """Offered to Redis whenever a partition needs a new epoch (it keeps the first)."""
 
-    def adopt(self, epoch: str) -> None:
-        """Redis says the epoch is ``epoch``: if it changed, start over."""
-        if epoch == self.value:
+    @property
+    def value(self) -> str:
+        """The epoch clients are given."""
+        if len(self.values) == 1:
+            return self.values[0]
+        return hashlib.sha256("\n".join(self.values).encode()).hexdigest()[:16]
+
+    def adopt(self, epoch: str, partition: int = 0) -> None:
+        """Redis says partition ``partition``'s epoch is ``epoch``: if it changed, start over."""
+        old = self.values[partition]
+        if epoch == old:
             return
-        old, self.value = self.value, epoch
-        self.generation += 1
-        self.candidate = new_epoch()
+        self.values[partition] = epoch
+        self.generations[partition] += 1
+        self.fences[partition].forget()
+        self.candidate = new_token()
         if old:
             log.warning("Redis's history changed (epoch %s -> %s): clients start over", old, epoch)
             self.dispatcher.restart(RESTARTED)
 
 
 State = Callable[[], Awaitable[tuple[str, int]]]
-"""Reads Redis's (epoch, fan-out position)."""
+"""Reads the partition's (epoch, fan-out position), checking the fence."""
 Heads = Callable[[list[str]], Awaitable[dict[str, int]]]
 """Reads the last seq of stream keys."""
-Bump = Callable[[str], Awaitable[str]]
-"""Replaces an epoch Redis no longer holds the history of; returns the epoch now."""
 
 
 def entry_position(entry: StreamEntry) -> int:
@@ -89,35 +126,35 @@ def entry_fields(entry: StreamEntry) -> Mapping[bytes, bytes]:
     return cast(Mapping[bytes, bytes], entry.field_values)
 
 
-def _identity(fields: Mapping[bytes, bytes]) -> tuple[bytes, bytes]:
-    """What tells one fan-out entry from another at the same position (another history)."""
-    return fields[b"k"], fields.get(b"s", b"")
-
-
 class FanoutReader:
-    """Reads the fan-out stream from a cursor and dispatches what it reads, in order."""
+    """Reads one partition's fan-out stream from a cursor and dispatches what it reads."""
 
     def __init__(
         self,
-        client: Redis[bytes],
+        xread: Callable[[str, int, int], Awaitable[Sequence[StreamEntry]]],
         fan: str,
         dispatcher: Dispatcher,
         epoch: Epoch,
         *,
+        partition: int = 0,
         state: State,
         heads: Heads,
-        bump: Bump,
+        keys_here: Callable[[str], bool] = lambda key: True,
+        place: Callable[[list[Envelope]], None] | None = None,
         block: float = 1.0,
     ) -> None:
-        self.client = client
+        self._xread = xread
         self.fan = fan
         self.dispatcher = dispatcher
         self.epoch = epoch
-        self._state, self._heads, self._bump = state, heads, bump
+        self.partition = partition
+        self.fence = epoch.fences[partition]
+        self._state, self._heads, self._here = state, heads, keys_here
+        self._place = place
+        """Gives the events their positions on ``all`` (where the entries have none)."""
         self.block = block
         self.cursor = 0
         """The position of the last fan-out entry read."""
-        self._last: tuple[bytes, bytes] | None = None
         self._generation = -1
         self.trimmed = 0
         """Entries this node could not read because they were trimmed (for tests, metrics)."""
@@ -128,18 +165,16 @@ class FanoutReader:
         wait = 0.05
         while True:
             try:
-                epoch, pos = await self._state()
+                await self._resync(tell=False)
                 break
             except _UNAVAILABLE:
                 await trio.sleep(wait)
                 wait = min(wait * 2, 1.0)
-        self.epoch.adopt(epoch)
-        self._generation, self.cursor = self.epoch.generation, pos
         task_status.started()
         down_since: float | None = None
         while True:
             try:
-                if down_since is not None:
+                if down_since is not None or self._generation != self._current:
                     await self._check()
                 entries = await self._read()
                 if entries is None:
@@ -166,57 +201,55 @@ class FanoutReader:
             if entries:
                 await self._deliver(entries)
 
-    def _sync(self) -> bool:
-        """Start over from the new history's beginning if the epoch changed; True if it did."""
-        if self._generation == self.epoch.generation:
-            return False
-        self._generation = self.epoch.generation
-        self.cursor, self._last = 0, None
-        return True
+    @property
+    def _current(self) -> int:
+        return self.epoch.generations[self.partition]
+
+    async def _resync(self, *, tell: bool = True) -> None:
+        """Take Redis's epoch and read on from where its history stands now.
+
+        What was stored meanwhile is in the execution streams: the subscribers behind it
+        (all of them new, since a changed epoch ended the others) are told to read there.
+        """
+        epoch, pos = await self._state()
+        self.epoch.adopt(epoch, self.partition)
+        self._generation, self.cursor = self._current, pos
+        if tell:
+            await self._missed()
 
     async def _read(self) -> list[StreamEntry] | None:
         """The next entries after the cursor ([] if they belong to a history now gone)."""
-        self._sync()
-        generation = self.epoch.generation
-        reply = await self.client.xread(
-            {self.fan: f"{self.cursor}-0"}, count=READ_COUNT, block=int(self.block * 1000)
-        )
-        if generation != self.epoch.generation:
-            return []  # read under the old epoch: read again from the new one's start
+        generation = self._current
+        reply = await self._xread(self.fan, self.cursor, int(self.block * 1000))
+        if generation != self._current:
+            return []  # read under the old epoch: read again from the new one
         if not reply:
             return None
-        return list(next(iter(reply.values())))
+        return list(reply)
 
     async def _check(self) -> None:
-        """Compare Redis's epoch and position with ours (when idle, and after an outage).
+        """Compare Redis's epoch and history with this node's (when idle, after an outage).
 
         A connection lost in the middle of an ``XREAD BLOCK`` may look like a read that
-        timed out, so a restart of Redis is not always seen as an outage: check anyway.
+        timed out, so a restart or failover of Redis is not always seen as an outage: check
+        anyway. The state script checks the fence: a history that went back is a new epoch.
         """
-        epoch, pos = await self._state()
-        self.epoch.adopt(epoch)
-        if self._sync() or not self.cursor:
+        if self._generation != self._current:
+            await self._resync()
             return
-        # Same epoch: does Redis still hold what we read last?
-        lost = pos < self.cursor
-        if not lost and self._last is not None:
-            found = await self.client.xrange(
-                self.fan, f"{self.cursor}-0", f"{self.cursor}-0", count=1
-            )
-            if found:
-                lost = _identity(entry_fields(found[0])) != self._last
-        if lost:
-            log.warning(
-                "Redis came back without events this node had read (position %d, Redis at %d):"
-                " it restarted from an older persistence file; starting a new epoch",
-                self.cursor,
-                pos,
-            )
-            self.epoch.adopt(await self._bump(self.epoch.value))
-            self._sync()
+        epoch, _ = await self._state()
+        self.epoch.adopt(epoch, self.partition)
+        if self._generation != self._current:
+            await self._resync()
+
+    async def _missed(self) -> None:
+        keys = sorted(
+            {s.stream for s in self.dispatcher.subscriptions() if self._here(s.stream)} - {"all"}
+        )
+        self.dispatcher.missed(await self._heads(keys) if keys else {})
 
     async def _deliver(self, entries: list[StreamEntry]) -> None:
-        """Dispatch the envelopes of ``entries`` in order; deal with gaps and deletions."""
+        """Dispatch the envelopes of ``entries`` in order; deal with gaps, deletions, epochs."""
         envelopes: list[Envelope] = []
         missed = 0
         born = time.perf_counter()
@@ -226,7 +259,16 @@ class FanoutReader:
                 missed += pos - self.cursor - 1
             self.cursor = pos
             fields = entry_fields(entry)
-            self._last = _identity(fields)
+            token = fields.get(b"b")
+            if token is not None:
+                self.fence.saw(pos, token.decode())
+            if b"e" in fields:  # a new epoch (a rollback was found): the clients start over
+                self._dispatch(envelopes)
+                envelopes = []
+                self.epoch.adopt(fields[b"e"].decode(), self.partition)
+                self.fence.saw(pos, fields[b"e"].decode())
+                self._generation = self._current
+                continue
             key = fields[b"k"].decode()
             if b"x" in fields:  # the stream was deleted (retention): forget what we hold
                 self._dispatch(envelopes)
@@ -248,9 +290,10 @@ class FanoutReader:
                 " its subscribers read them from the execution streams",
                 missed,
             )
-            keys = sorted({s.stream for s in self.dispatcher.subscriptions()} - {"all"})
-            self.dispatcher.missed(await self._heads(keys) if keys else {})
+            await self._missed()
 
     def _dispatch(self, envelopes: list[Envelope]) -> None:
         if envelopes:
+            if self._place is not None:
+                self._place(envelopes)
             self.dispatcher.dispatch(envelopes, trio.current_time())

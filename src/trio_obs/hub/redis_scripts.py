@@ -1,46 +1,102 @@
 """The Redis hub's keys and Lua scripts: the one place where order is assigned (DESIGN.md §4).
 
-Keys, under a prefix (default ``trio-obs:``):
+The keys are grouped in **partitions**, each under its own prefix: one partition (the
+prefix, default ``trio-obs:``) on one Redis or a Sentinel-managed one; on a Redis Cluster
+:data:`CLUSTER_PARTITIONS`, each prefix carrying a hash tag (``trio-obs:{p3-12}:``) whose
+slots are spread over the whole slot range, so every key of a partition lives in one slot
+and the partitions spread over the shards. An execution lives in one partition
+(:meth:`Layout.of`); ``global`` explicitly in the first. Every script works on one
+partition, so it runs atomically on one shard. Keys of a partition, under its prefix:
 
 - ``epoch`` -- a random id naming the history (created with ``SET NX``; SPEC §10);
 - ``meta`` -- a hash: ``pos``, the position of the newest fan-out entry, and ``activity``;
-- ``fan`` -- the fan-out stream every node reads: entry ``<pos>-0`` per stored event,
-  fields ``k`` (stream key), ``s`` (seq) and the fields of the execution stream; trimmed
-  with ``MAXLEN ~``; an entry with ``x`` says the stream ``k`` was deleted (retention);
+- ``fan`` -- the fan-out stream every node reads: entry ``<pos>-0``, first field ``b`` (the
+  token of the batch that wrote it, so that an entry rewritten after a rollback is told
+  from the one a node saw), then ``k`` (stream key), ``s`` (seq) and the fields of the
+  execution stream; or ``k`` and ``x`` (the stream ``k`` was deleted: retention); or ``e``
+  (the epoch changed: a rollback was found); an event's entry has its ``p`` too; trimmed
+  with ``MAXLEN ~``;
 - ``x:<key>`` -- an execution's stream: entry ``<seq>-0`` per event, fields ``p`` (its
-  fan-out position: the event's ``pos`` on ``all``, SPEC §14), ``d`` (the event's
-  unstamped JSON, see :mod:`trio_obs.core.stamp`), ``t`` (``=``task id), ``l`` (tool),
-  ``r`` (assertions passed and total, for ``runningPassRate``), ``c`` (a ``global`` copy
-  of an ``execution:status``);
+  fan-out position: the event's ``pos`` on ``all``, SPEC §14; not on a Redis Cluster, whose
+  ``all`` has no single order), ``d`` (the event's unstamped JSON, see
+  :mod:`trio_obs.core.stamp`), ``t`` (``=``task id), ``l`` (tool), ``r`` (assertions passed
+  and total, for ``runningPassRate``), ``c`` (a ``global`` copy of an ``execution:status``);
 - ``c:<key>`` -- its counters: ``seq``, ``n`` (events), ``first``/``last`` timestamps,
   ``status``, ``at``/``ap`` (assertions total/passed);
 - ``s:<key>`` -- its tool uses (``t<id>`` tool, ``T<id>`` task) and skills (``K<id>`` task);
 - ``active`` / ``touched`` -- sorted sets of executions by last write (a counter, and
-  Redis's clock in seconds, for retention);
-- ``idem:<key>`` -- the answer of an ``Idempotency-Key``, expiring after 24 h.
+  Redis's clock in seconds, for retention and for ordering across partitions);
+- ``idem:<key>`` -- the answer of an ``Idempotency-Key`` (this partition's part of it);
+- ``health`` -- written by the health check (a write, with a short expiry).
 
 An optional value travels as ``""`` (absent) or ``"=" + value``, so an empty string
-stays distinct from none.
+stays distinct from none. Every script is called with ``KEYS[1]`` = the partition's
+``epoch`` key (a Redis Cluster client routes by it) and ``ARGV[1]`` = the prefix.
+
+**The fence** (rollbacks are never silent, SPEC §10): a node passes the newest fan-out
+entry it knows of (one it read or one its own batch wrote: position and token). If the
+partition no longer holds it -- its position is beyond the newest one, or another batch's
+token stands there -- Redis lost writes that a client may have seen or been acknowledged
+(a failover to a replica that had not received them): the script starts a new epoch and
+says so in the fan-out, so every node tells its clients (``observability:reset``).
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Final
 
 import attrs
 
-PUBLISH: Final = r"""#!lua
--- ARGV: prefix, epoch candidate, idempotency key ('' = none), its ttl, fan-out maxlen,
--- envelopes (events + global copies), the events' facts as a JSON array of [key, kind,
--- timestamp, own task (''|'='..id), tool name, span id or status], then the unstamped
--- JSON of each event.
--- Reads first, writes after: a batch is stored whole or not at all.
+from ..core.protocol import GLOBAL
+
+CLUSTER_PARTITIONS: Final = 16
+"""Partitions (fan-out streams) on a Redis Cluster: every node reads all of them."""
+SLOTS: Final = 16384
+"""Hash slots of a Redis Cluster."""
+
+_FENCE: Final = r"""
+-- ARGV[2] epoch candidate, ARGV[3] the node's epoch, ARGV[4] fence position, ARGV[5] its
+-- token, ARGV[6] fan-out maxlen. Sets `epoch` and `fan`.
 local P = ARGV[1]
+local fan = P .. 'fan'
 local epoch = redis.call('SET', P .. 'epoch', ARGV[2], 'NX', 'GET') or ARGV[2]
-local idem = ARGV[3]
+local fence = tonumber(ARGV[4])
+if fence > 0 and epoch == ARGV[3] then
+  local lost = (tonumber(redis.call('HGET', P .. 'meta', 'pos')) or 0) < fence
+  if not lost then
+    local found = redis.call('XRANGE', fan, fence .. '-0', fence .. '-0')
+    lost = found[1] ~= nil and found[1][2][2] ~= ARGV[5]
+  end
+  if lost then
+    epoch = ARGV[2]
+    redis.call('SET', P .. 'epoch', epoch)
+    local at = redis.call('HINCRBY', P .. 'meta', 'pos', 1)
+    redis.call('XADD', fan, 'MAXLEN', '~', ARGV[6], at .. '-0', 'b', epoch, 'e', epoch)
+  end
+end
+"""
+
+PUBLISH: Final = (
+    "#!lua\n"
+    + _FENCE
+    + r"""
+-- ARGV[7] batch token, ARGV[8] idempotency key ('' = none), ARGV[9] its ttl, ARGV[10] the
+-- number of facts, ARGV[11] '1' to write each event's position `p`, ARGV[12] the facts as a
+-- JSON array of [key, kind, timestamp, own task (''|'='..id), tool name, span id or
+-- status], then the unstamped JSON of each.
+-- Kind 'C' is the `global` copy of the execution status before it.
+-- Reads first, writes after: a batch is stored whole or not at all.
+-- -> {epoch, false, the fan position before the first entry, (seq, x, y) per fact}
+--    or {epoch, earlier answer}
+local token, idem = ARGV[7], ARGV[8]
 if idem ~= '' then
   local seen = redis.call('GET', P .. 'idem:' .. idem)
-  if seen then return {epoch, seen} end
+  if seen then
+    -- A write, so that a WAIT after this call covers the batch the answer names.
+    redis.call('SET', P .. 'idem:' .. idem, seen, 'KEEPTTL')
+    return {epoch, seen}
+  end
 end
 
 local counters, spans, span_writes = {}, {}, {}
@@ -66,7 +122,7 @@ local function remember(key, field, value)
   w[#w + 1] = field; w[#w + 1] = value
 end
 
-local entries, order, answer, out = {}, {}, {}, {epoch, false}
+local entries, order, answer, out = {}, {}, {}, {epoch, false, 0}
 local function add(key, data, ts, task, tool, rate, copy)
   local c = counter(key)
   c.seq = c.seq + 1
@@ -83,9 +139,9 @@ local function add(key, data, ts, task, tool, rate, copy)
   return c.seq
 end
 
-for i, facts in ipairs(cjson.decode(ARGV[7])) do
+for i, facts in ipairs(cjson.decode(ARGV[12])) do
   local key, kind, ts, task, name, extra = unpack(facts)
-  local data = ARGV[7 + i]
+  local data = ARGV[12 + i]
   if task == '' then task = false end
   local tool, rate, x, y = false, false, false, false
   if kind == 'A' or kind == 'a' then
@@ -115,25 +171,28 @@ for i, facts in ipairs(cjson.decode(ARGV[7])) do
   elseif kind == 's' then
     counter(key).status = extra
   end
-  local seq = add(key, data, ts, task, tool, rate, false)
-  answer[#answer + 1] = {key, seq}
-  if kind == 's' and key ~= 'global' then
-    x = add('global', data, ts, false, false, false, true)
-  end
+  local seq = add(key, data, ts, task, tool, rate, kind == 'C')
+  if kind ~= 'C' then answer[#answer + 1] = {key, seq} end
   out[#out + 1] = seq; out[#out + 1] = x; out[#out + 1] = y
 end
 
 -- Writes.
-local total = tonumber(ARGV[6])
+local total = tonumber(ARGV[10])
 local pos = redis.call('HINCRBY', P .. 'meta', 'pos', total) - total
-out[#out + 1] = pos  -- last: the position before the batch's first entry
-local fan, maxlen = P .. 'fan', ARGV[5]
+out[3] = pos
+local maxlen, positioned = ARGV[6], ARGV[11] == '1'
 for _, e in ipairs(entries) do
   local key, seq, fields = e[1], e[2], e[3]
   pos = pos + 1
-  redis.call('XADD', P .. 'x:' .. key, seq .. '-0', 'p', pos, unpack(fields))
-  redis.call('XADD', fan, 'MAXLEN', '~', maxlen, pos .. '-0', 'k', key, 's', seq, 'p', pos,
-    unpack(fields))
+  local own = {seq .. '-0'}
+  local shared = {'MAXLEN', '~', maxlen, pos .. '-0', 'b', token, 'k', key, 's', seq}
+  if positioned and fields[#fields - 1] ~= 'c' then
+    own[#own + 1] = 'p'; own[#own + 1] = pos
+    shared[#shared + 1] = 'p'; shared[#shared + 1] = pos
+  end
+  for _, v in ipairs(fields) do own[#own + 1] = v; shared[#shared + 1] = v end
+  redis.call('XADD', P .. 'x:' .. key, unpack(own))
+  redis.call('XADD', fan, unpack(shared))
 end
 for key, c in pairs(counters) do
   local h = {'seq', c.seq, 'n', c.n, 'at', c.at, 'ap', c.ap}
@@ -161,21 +220,38 @@ for j = #recent, 1, -1 do
   end
 end
 if idem ~= '' then
-  redis.call('SET', P .. 'idem:' .. idem, cjson.encode(answer), 'EX', ARGV[4])
+  redis.call('SET', P .. 'idem:' .. idem, cjson.encode(answer), 'EX', ARGV[9])
 end
 return out
 """
-"""One batch, atomically: epoch, idempotency, seqs, counters, spans, both streams."""
+)
+"""One batch, atomically: epoch, fence, idempotency, seqs, counters, spans, both streams."""
 
-STATE: Final = r"""#!lua
--- ARGV: prefix, epoch candidate, stream key ('' = none). -> {epoch, its last seq, fan pos}
-local P = ARGV[1]
-local epoch = redis.call('SET', P .. 'epoch', ARGV[2], 'NX', 'GET') or ARGV[2]
+STATE: Final = (
+    "#!lua\n"
+    + _FENCE
+    + r"""
+-- ARGV[7] stream key ('' = none). -> {epoch, its last seq, fan position}
 local seq = 0
-if ARGV[3] ~= '' then seq = tonumber(redis.call('HGET', P .. 'c:' .. ARGV[3], 'seq')) or 0 end
+if ARGV[7] ~= '' then seq = tonumber(redis.call('HGET', P .. 'c:' .. ARGV[7], 'seq')) or 0 end
 return {epoch, seq, tonumber(redis.call('HGET', P .. 'meta', 'pos')) or 0}
 """
-"""The epoch (made if Redis lost it), a stream's last seq and the fan-out position."""
+)
+"""The epoch (made if Redis lost it, new after a rollback), a stream's last seq, the position."""
+
+PEEK: Final = r"""#!lua flags=no-writes
+-- ARGV: prefix. -> the epoch ('' if none yet): checks that the partition answers, writes nothing
+return redis.call('GET', ARGV[1] .. 'epoch') or ''
+"""
+"""Whether a partition answers, writing nothing (a start that fails leaves no key behind)."""
+
+HEALTH: Final = r"""#!lua
+-- ARGV: prefix, a token. A write that expires: refused as a batch would be (out of memory,
+-- read-only replica, too few replicas for min-replicas-to-write).
+redis.call('SET', ARGV[1] .. 'health', ARGV[2], 'PX', 60000)
+return 1
+"""
+"""A write, as a batch's would be: what ``/api/health`` tests."""
 
 HEADS: Final = r"""#!lua flags=no-writes
 -- ARGV: prefix, stream keys. -> the last seq of each
@@ -187,31 +263,22 @@ return out
 """
 """The last seq of several stream keys."""
 
-BUMP_EPOCH: Final = r"""#!lua
--- ARGV: prefix, the epoch that is no longer true, a new one. -> the epoch now
-local P = ARGV[1]
-local epoch = redis.call('GET', P .. 'epoch')
-if epoch and epoch ~= ARGV[2] then return epoch end
-redis.call('SET', P .. 'epoch', ARGV[3])
-return ARGV[3]
-"""
-"""Replace an epoch whose history Redis no longer holds (unless another node did)."""
-
 SUMMARIES: Final = r"""#!lua flags=no-writes
--- ARGV: prefix, limit. -> per execution: id, seq, n, first, last, status
+-- ARGV: prefix, limit. -> per execution: id, seq, n, first, last, status, last write (seconds)
 local P = ARGV[1]
 local out = {}
 for _, id in ipairs(redis.call('ZREVRANGE', P .. 'active', 0, tonumber(ARGV[2]) - 1)) do
   local v = redis.call('HMGET', P .. 'c:' .. id, 'seq', 'n', 'first', 'last', 'status')
   out[#out + 1] = id
   for j = 1, 5 do out[#out + 1] = v[j] end
+  out[#out + 1] = redis.call('ZSCORE', P .. 'touched', id)
 end
 return out
 """
 """Executions, most recently active first, with their counters."""
 
 RETAIN: Final = r"""#!lua
--- ARGV: prefix, max idle seconds, at most this many, fan-out maxlen. -> deleted ids
+-- ARGV: prefix, max idle seconds, at most this many, fan-out maxlen, a token. -> deleted ids
 local P = ARGV[1]
 local now = redis.call('TIME')
 local cutoff = string.format('(%.6f', now[1] + now[2] / 1e6 - tonumber(ARGV[2]))
@@ -221,18 +288,30 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'touched', id)
   redis.call('ZREM', P .. 'active', id)
   local pos = redis.call('HINCRBY', P .. 'meta', 'pos', 1)
-  redis.call('XADD', P .. 'fan', 'MAXLEN', '~', ARGV[4], pos .. '-0', 'k', id, 'x', '1')
+  redis.call('XADD', P .. 'fan', 'MAXLEN', '~', ARGV[4], pos .. '-0', 'b', ARGV[5], 'k', id,
+             'x', '1')
 end
 return ids
 """
 """Delete executions idle longer than a duration, telling every node through the fan-out."""
 
+SCRIPTS: Final = {
+    "publish": PUBLISH, "state": STATE, "peek": PEEK, "health": HEALTH, "heads": HEADS,
+    "summaries": SUMMARIES, "retain": RETAIN,
+}  # fmt: skip
+"""Every script of the hub, by name."""
+
 
 @attrs.frozen
 class Keys:
-    """The names of the hub's keys under one prefix (the scripts build the same names)."""
+    """The names of one partition's keys under its prefix (the scripts build the same names)."""
 
     prefix: str = "trio-obs:"
+
+    @property
+    def epoch(self) -> str:
+        """The epoch key: the key every script call names (a cluster client routes by it)."""
+        return self.prefix + "epoch"
 
     @property
     def fan(self) -> str:
@@ -242,3 +321,62 @@ class Keys:
     def stream(self, key: str) -> str:
         """The stream of one stream key (an execution or ``global``)."""
         return f"{self.prefix}x:{key}"
+
+
+def crc16(data: bytes) -> int:
+    """CRC-16/XMODEM, the checksum Redis Cluster hashes keys with."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def hash_slot(key: str) -> int:
+    """The cluster slot of ``key`` (its ``{hash tag}`` if it has one)."""
+    data = key.encode()
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1 : end]
+    return crc16(data) % SLOTS
+
+
+def _tag(i: int, k: int) -> str:
+    """A hash tag whose slot lies in the ``i``-th of ``k`` equal ranges of the slot range."""
+    low, high = i * SLOTS // k, (i + 1) * SLOTS // k
+    n = 0
+    while not low <= hash_slot(f"{{p{i}-{n}}}") < high:
+        n += 1
+    return f"p{i}-{n}"
+
+
+@attrs.frozen
+class Layout:
+    """The partitions of the hub's keys, and which partition each stream key lives in."""
+
+    partitions: tuple[Keys, ...]
+
+    @classmethod
+    def single(cls, prefix: str) -> Layout:
+        """One partition: one Redis (or one that fails over), keys under ``prefix``."""
+        return cls((Keys(prefix),))
+
+    @classmethod
+    def cluster(cls, prefix: str, k: int = CLUSTER_PARTITIONS) -> Layout:
+        """``k`` partitions whose hash tags spread evenly over a cluster's slots."""
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(
+                "on a Redis Cluster the key prefix takes no {hash tag}: the partitions add theirs"
+            )
+        return cls(tuple(Keys(f"{prefix}{{{_tag(i, k)}}}:") for i in range(k)))
+
+    def of(self, key: str) -> int:
+        """The partition of a stream key: ``global`` in the first, an execution by its hash."""
+        k = len(self.partitions)
+        if k == 1 or key == GLOBAL:
+            return 0
+        return zlib.crc32(key.encode()) % k

@@ -316,9 +316,11 @@ class _Server:
         )
 
     async def health(self, request: Request, _: str, body: bytes) -> Response:
-        healthy = await self.hub.healthy()
+        problem = await self.hub.problem()
+        healthy = problem is None
         answer = {
             "status": "ok" if healthy else "degraded",
+            **({} if healthy else {"reason": problem}),
             "connections": len(self.connections),
             "uptimeSeconds": round(self.metrics.uptime, 3),
             "version": __version__,
@@ -517,20 +519,27 @@ ROUTES: Final[RouteTable[_Server]] = RouteTable(
 """Every HTTP route of the server (SPEC §5): one line each."""
 
 
+async def open_listeners(config: ServerConfig) -> list[trio.SocketListener]:
+    """The listening sockets of ``config`` (an ``OSError`` if the port is taken)."""
+    return await trio.open_tcp_listeners(config.port, host=config.host)
+
+
 async def serve(
     obs: Observability,
     config: ServerConfig | None = None,
     *,
+    listeners: Sequence[trio.SocketListener] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve HTTP and WebSocket clients of ``obs`` until cancelled; reports the bound port.
 
-    On cancellation it stops accepting, closes every WebSocket with 1001 and returns
-    within ``config.shutdown_timeout`` seconds or so.
+    ``listeners`` (from :func:`open_listeners`) are used if given, so that a command can
+    bind its port before it opens a store. On cancellation it stops accepting, closes
+    every WebSocket with 1001 and returns within ``config.shutdown_timeout`` seconds or so.
     """
     config = config or ServerConfig()
     server = _Server(obs, config)
-    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    listeners = list(listeners) if listeners is not None else await open_listeners(config)
     port: int = listeners[0].socket.getsockname()[1]
     try:
         async with trio.open_nursery() as nursery:

@@ -11,14 +11,18 @@ import platform
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
 from typing import Final
 
 import trio
 
 from ..cli import DEFAULT_DB
 from ..core.errors import StoreError, first_error
+from ..hub.redis_url import RedisUrlError
 from ..producers import Observability, open_observability, open_redis_observability
-from .app import ServerConfig, is_loopback, serve
+from .app import ServerConfig, is_loopback, open_listeners, serve
 
 log = logging.getLogger("trio_obs")
 
@@ -70,6 +74,8 @@ async def _main(args: argparse.Namespace) -> None:
             "queue_size": args.queue_size,
             "buffer_bytes": args.buffer_bytes,
         }
+        # The port first: when it is taken, that is all there is to say (no store opened).
+        listeners = await open_listeners(config)
         opening = (
             open_redis_observability(
                 args.redis, replicas=args.redis_replicas, index=args.db or ":memory:", **sizes
@@ -77,8 +83,8 @@ async def _main(args: argparse.Namespace) -> None:
             if args.redis
             else open_observability(args.db or DEFAULT_DB, durability=args.durability, **sizes)
         )
-        async with opening as obs, trio.open_nursery() as nursery:
-            port = await nursery.start(serve, obs, config)
+        async with _closing(listeners), opening as obs, trio.open_nursery() as nursery:
+            port = await nursery.start(partial(serve, obs, config, listeners=listeners))
             _announce(args, config, port)
             if args.retention:
                 nursery.start_soon(_retain, obs, args.retention)
@@ -98,6 +104,16 @@ async def _main(args: argparse.Namespace) -> None:
     log.info("trio-obs stopped")
 
 
+@asynccontextmanager
+async def _closing(listeners: list[trio.SocketListener]) -> AsyncIterator[None]:
+    """Close ``listeners`` on the way out (the server does, unless the store never opened)."""
+    try:
+        yield
+    finally:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+
+
 def _local_name(host: str) -> str:
     """Where a browser on this machine reaches a server bound to ``host``."""
     return "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
@@ -107,7 +123,7 @@ def _store(args: argparse.Namespace) -> str:
     """Where the events are stored, for the start line (never a password)."""
     if not args.redis:
         return str(args.db or DEFAULT_DB)
-    from ..hub.redis import redacted
+    from ..hub.redis_url import redacted
 
     return f"Redis at {redacted(args.redis)}"
 
@@ -170,17 +186,22 @@ def map_large_blocks() -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM; returns the exit status."""
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    level = getattr(logging, args.log_level.upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    if level > logging.DEBUG:
+        # coredis logs what the hub reports itself, in one line (its tracebacks and retries
+        # only at --log-level debug).
+        logging.getLogger("coredis").setLevel(logging.CRITICAL)
     map_large_blocks()
     status = 0
     try:
         trio.run(_main, args)
     except* KeyboardInterrupt:  # a second Ctrl-C during shutdown
         status = 130
+    except* RedisUrlError as group:
+        source = getattr(args, "redis_source", "--redis")
+        log.error("cannot start: %s: %s", source, first_error(group))
+        status = 1
     except* StoreError as group:
         log.error("cannot start: %s", first_error(group))
         status = 1

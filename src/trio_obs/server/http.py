@@ -28,6 +28,7 @@ REASONS: Final = {
     404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
     413: "Content Too Large", 415: "Unsupported Media Type", 421: "Misdirected Request",
     426: "Upgrade Required", 431: "Request Header Fields Too Large", 503: "Service Unavailable",
+    504: "Gateway Timeout",
 }  # fmt: skip
 
 

@@ -10,10 +10,10 @@ import logging
 from collections.abc import Sequence
 from typing import Final
 
-from ..core.errors import InvalidInput, StoreError
+from ..core.errors import InvalidInput, StoreError, UncertainOutcome
 from ..core.intake import UnknownField, decode_batch
-from ..core.protocol import MAX_IDEMPOTENCY_KEY
-from ..core.wire import accepted_json
+from ..core.protocol import MAX_IDEMPOTENCY_KEY, UNCERTAIN_STATUS
+from ..core.wire import accepted_json, uncertain_json
 from ..producers import Observability
 from .http import HttpError, Request
 from .routes import Response
@@ -31,10 +31,25 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-def unavailable(exc: StoreError) -> HttpError:
-    """The 503 answer when the store cannot be used (the client may retry)."""
+def unavailable(exc: StoreError, *, writing: bool = False) -> HttpError:
+    """The 503 answer when the store cannot be used, saying why (the client may retry)."""
     log.error("store failure: %s", exc)
-    return HttpError(503, "the event store is unavailable; nothing was stored; try again")
+    stored = "nothing was stored; " if writing else ""
+    return HttpError(503, f"the event store is unavailable ({exc}); {stored}try again")
+
+
+def uncertain_error(exc: UncertainOutcome) -> HttpError:
+    """The 504 error of a batch some of which is, or may be, stored: a retry with the same
+    ``Idempotency-Key`` completes it (SPEC §10)."""
+    log.error("store failure: %s", exc)
+    return HttpError(UNCERTAIN_STATUS, str(exc), code=exc.code)
+
+
+def uncertain(exc: UncertainOutcome) -> Response:
+    """The 504 answer of ``POST /api/events``: also each event's seq where it is known stored
+    (else null), and which events' outcome is not known."""
+    err = uncertain_error(exc)
+    return Response(err.status, uncertain_json(str(err), exc.code, exc.seqs, exc.unknown))
 
 
 def require_json(request: Request) -> None:
@@ -84,8 +99,10 @@ async def ingest_events(
         stored = await obs.ingest(batch.events, idempotency_key=key)
     except InvalidInput as exc:
         raise HttpError(400, str(exc), code=exc.code) from None
+    except UncertainOutcome as exc:
+        return uncertain(exc)
     except StoreError as exc:
-        raise unavailable(exc) from None
+        raise unavailable(exc, writing=True) from None
     if batch.unknown:
         unknown.note(batch.unknown)
     seqs = [e.seq for e in stored if e.seq is not None]

@@ -37,7 +37,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from ..core.errors import InvalidInput, StoreError
+from ..core.errors import InvalidInput, StoreError, UncertainOutcome
 from ..core.otlp import translate_logs, translate_traces
 from ..core.otlp_memory import SpanMemory, Translation
 from ..core.protocol import MAX_JSON_DEPTH
@@ -45,7 +45,7 @@ from ..core.wire import depth_exceeds
 from ..hub.clock import now_iso
 from ..producers import Observability
 from .http import HttpError, Request
-from .ingest import idempotency_key, unavailable
+from .ingest import idempotency_key, unavailable, uncertain_error
 from .routes import Response
 
 log = logging.getLogger("trio_obs.server")
@@ -61,6 +61,7 @@ _CODES: Final = {
     413: Code.RESOURCE_EXHAUSTED,
     415: Code.UNIMPLEMENTED,
     503: Code.UNAVAILABLE,
+    504: Code.DEADLINE_EXCEEDED,
 }
 
 
@@ -279,13 +280,12 @@ class OtlpReceiver:
             except InvalidInput as exc:
                 return failure(400, str(exc), content_type)
             except StoreError as exc:
-                unavailable(exc)  # logs it
-                return failure(
-                    503,
-                    "the event store is unavailable; nothing was stored; try again",
-                    content_type,
-                    retry_after=RETRY_AFTER,
+                answer = (
+                    uncertain_error(exc)
+                    if isinstance(exc, UncertainOutcome)
+                    else unavailable(exc, writing=True)
                 )
+                return failure(answer.status, str(answer), content_type, retry_after=RETRY_AFTER)
             self.memory.learn(translation)
         if translation.rejected:
             log.info("OTLP %s: %s", signal.name, translation.message)
