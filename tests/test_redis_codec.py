@@ -19,5 +19,5 @@ def test_an_id_over_the_limit_is_refused_before_the_script() -> None:
         plan([output("ok"), output("t" * (MAX_ID_BYTES + 1))])
     assert refused.value.code == "INVALID_EVENT"
     assert "event 1 (tool:output) has a toolUseId of 1,025 bytes" in str(refused.value)
-    planned, _ = plan([output("t" * MAX_ID_BYTES)])
+    planned = plan([output("t" * MAX_ID_BYTES)])
     assert len(planned) == 1
