@@ -6,6 +6,7 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import attrs
 import orjson
@@ -23,6 +24,7 @@ from trio_obs.client.tail_render import (
     render_event,
     render_heartbeat,
 )
+from trio_obs.client.tail_tree import render_tree
 from trio_obs.core.events import (
     AgentHeartbeatEvent,
     AssertionResult,
@@ -530,9 +532,7 @@ async def test_an_end_whose_start_came_before_the_tail_names_its_call() -> None:
             async with tail("e1", "--url", url, "--since", "1") as (process, out, err):
                 lines = await out.take(4)
                 status, _ = await interrupt(process, err)
-    assert [line[len(PREFIX) - len("exec-…04d2f ") + len("e1          ") :] for line in lines][
-        -1
-    ].startswith("■ ")
+    assert lines[-1].split(" ", 2)[2].strip().startswith("■ ")
     assert "#u1 done 7 ms" in lines[-1]  # the call is named: its id, or its tool and id
     assert "u1 │ a" in lines[0]
     assert status == 0
@@ -686,3 +686,96 @@ async def test_no_wait_exits_1_when_the_server_cannot_be_reached() -> None:
     assert stderr.count("cannot reach the server") == 1
     assert url in stderr and "Is it running?" in stderr
     assert "Traceback" not in stderr
+
+
+# --------------------------------------------------------------------------- --tree
+
+TREE = {
+    "executionId": "4bf92f3577b34da6a3ce929d0e0e4736",
+    "seq": 14,
+    "epoch": "ep1",
+    "name": "orchestrator",
+    "state": "running",
+    "rootSpanId": "root",
+    "totals": {"modelCalls": 2, "inputTokens": 1500, "outputTokens": 120, "cost": 0.0051,
+               "toolCalls": 1, "errors": 1},
+    "spans": [
+        {"spanId": "root", "parentSpanId": None, "kind": "agent", "name": "orchestrator",
+         "agent": "orchestrator", "state": "running", "start": "2026-12-06T21:00:00.000Z",
+         "end": None, "durationMs": None, "model": None, "usage": None, "cost": None,
+         "error": None, "placeholder": False, "openSeq": 1, "closeSeq": None},
+        {"spanId": "m1", "parentSpanId": "root", "kind": "llm", "name": "chat gpt-4o",
+         "agent": "orchestrator", "state": "done", "start": "2026-12-06T21:00:00.100Z",
+         "end": "2026-12-06T21:00:01.400Z", "durationMs": 1300, "model": "gpt-4o",
+         "usage": {"inputTokens": 1200, "outputTokens": 85}, "cost": 0.0039, "error": None,
+         "placeholder": False, "openSeq": 2, "closeSeq": 3},
+        {"spanId": "call_1", "parentSpanId": "root", "kind": "tool",
+         "name": "delegate_research", "agent": "orchestrator", "state": "error",
+         "start": "2026-12-06T21:00:01.500Z", "end": "2026-12-06T21:00:03.600Z",
+         "durationMs": 2100, "model": None, "usage": None, "cost": None,
+         "error": "rate limited", "placeholder": False, "openSeq": 4, "closeSeq": 9,
+         "toolUseId": "call_1"},
+        {"spanId": "a2", "parentSpanId": "call_1", "kind": "agent", "name": "research_agent",
+         "agent": "research_agent", "state": "error", "start": "2026-12-06T21:00:01.600Z",
+         "end": "2026-12-06T21:00:03.500Z", "durationMs": 1900, "model": None, "usage": None,
+         "cost": None, "error": "rate limited", "placeholder": False, "openSeq": 5,
+         "closeSeq": 8},
+        {"spanId": "m2", "parentSpanId": "a2", "kind": "llm", "name": "chat mystery-1",
+         "agent": "research_agent", "state": "done", "start": "2026-12-06T21:00:01.700Z",
+         "end": "2026-12-06T21:00:02.000Z", "durationMs": 300, "model": "mystery-1",
+         "usage": {"inputTokens": 300, "outputTokens": 35}, "cost": "unknown", "error": None,
+         "placeholder": False, "openSeq": 6, "closeSeq": 7},
+        {"spanId": "m3", "parentSpanId": "root", "kind": "llm", "name": "chat gpt-4o",
+         "agent": "orchestrator", "state": "running", "start": "2026-12-06T21:00:03.700Z",
+         "end": None, "durationMs": None, "model": "gpt-4o", "usage": None, "cost": None,
+         "error": None, "placeholder": False, "openSeq": 10, "closeSeq": None},
+        {"spanId": "p9", "parentSpanId": "gone", "kind": "span", "name": None, "agent": None,
+         "state": "running", "start": None, "end": None, "durationMs": None, "model": None,
+         "usage": None, "cost": None, "error": None, "placeholder": True, "openSeq": None,
+         "closeSeq": None},
+    ],
+}  # fmt: skip
+
+
+def test_the_tree_is_drawn_with_states_durations_tokens_and_cost() -> None:
+    now = datetime(2026, 12, 6, 21, 0, 5, tzinfo=UTC)
+    lines = [line.plain for line in render_tree(TREE, now=now)]
+    assert lines == [
+        "orchestrator running  4bf92f3577b34da6a3ce929d0e0e4736",
+        "2 model calls · 1 tool call · 1 error · 1,500 in / 120 out tokens · $0.0051",
+        "agent orchestrator running 5.0 s so far",
+        "├─ model gpt-4o done 1.3 s · 1,200 in / 85 out tokens · $0.0039",
+        "├─ tool delegate_research#call_1 error 2.1 s — rate limited",
+        "│  └─ agent research_agent error 1.9 s — rate limited",
+        "│     └─ model mystery-1 done 300 ms · 300 in / 35 out tokens · cost unknown",
+        "└─ model gpt-4o running 1.3 s so far",
+        "#p9 (not seen yet)",
+    ]
+
+
+def test_the_tree_of_states_is_coloured_and_survives_a_broken_answer() -> None:
+    lines = render_tree(TREE)
+    error = next(line for line in lines if "research_agent error" in line.plain)
+    assert "bold red" in styles_of(error, "error")
+    assert [line.plain for line in render_tree({"executionId": "e1", "spans": "?"})] == ["e1 "]
+    cycle = {"executionId": "e1", "spans": [
+        {"spanId": "a", "parentSpanId": "b", "kind": "span", "name": "a"},
+        {"spanId": "b", "parentSpanId": "a", "kind": "span", "name": "b"},
+    ]}  # fmt: skip
+    assert [line.plain for line in render_tree(cycle)][1:] == ["a", "└─ b"]  # each span once
+
+
+async def test_tree_of_an_unknown_execution_or_a_stopped_server_exits_1_saying_so() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with running_server() as srv:
+            async with tail("--tree", "nope", "--url", srv.url()) as (process, out, err):
+                status = await process.wait()
+                stderr, stdout = await err.rest(), await out.rest()
+        url = f"http://127.0.0.1:{free_port()}"
+        async with tail("--tree", "e1", "--url", url) as (process, _, err):
+            status_2 = await process.wait()
+            stderr_2 = await err.rest()
+    assert (status, stdout) == (1, "")
+    assert "has no execution 'nope'" in stderr
+    assert status_2 == 1
+    assert f"cannot reach the server at {url}" in stderr_2 and "Traceback" not in stderr_2

@@ -124,11 +124,7 @@ def _title(span: Mapping[str, Any]) -> Text:
     if kind == "tool" and isinstance(tool_use_id, str):
         return Text.assemble(("tool ", "grey70"), (call_label(name, tool_use_id), "bold cyan"))
     model = span.get("model") if isinstance(span.get("model"), str) else None
-    title = span_title(kind, name, model, span_id)
-    agent = span.get("agent")
-    if isinstance(agent, str) and agent and agent != name and kind != "agent":
-        title.append(f" @{agent}", "grey62")
-    return title
+    return span_title(kind, name, model, span_id)  # the agent: the nearest agent above
 
 
 def _totals(totals: Mapping[str, Any]) -> str:
@@ -197,4 +193,7 @@ def render_tree(tree: Mapping[str, Any], *, now: datetime | None = None) -> list
 
     for top in tops:
         draw(top, "", "")
+    for span in spans:  # a cycle in a broken answer: drawn from where it is entered
+        if span.get("spanId") not in seen:
+            draw(span, "", "")
     return lines
