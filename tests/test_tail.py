@@ -546,6 +546,13 @@ async def test_a_tool_use_transcript_entry_does_not_repeat_the_tool_start() -> N
         details={"tool": "Bash"},
     )  # fmt: skip
     other = attrs.evolve(entry, id="t2", sequence=2, summary="Read README.md", details=None)
+    skill = SkillStartEvent(
+        execution_id=x, skill_trace_id="s1", skill_name="verify", skill_file="verify.md",
+        line_number=9, task_id="T-1",
+    )  # fmt: skip
+    invoke = attrs.evolve(
+        entry, id="t3", sequence=3, entry_type="skill_invoke", summary="Using verify (verify.md:9)"
+    )
     with trio.fail_after(TIMEOUT):
         async with running_server() as srv:
             await post_events(
@@ -554,16 +561,19 @@ async def test_a_tool_use_transcript_entry_does_not_repeat_the_tool_start() -> N
                     npm_test(x, "u1", "T-1"),
                     TranscriptEntryEvent(execution_id=x, entry=entry),  # the echo
                     TranscriptEntryEvent(execution_id=x, entry=other),  # no start: shown
+                    skill,
+                    TranscriptEntryEvent(execution_id=x, entry=invoke),  # the echo
                     ExecutionStatusEvent(execution_id=x, status="completed"),
                 ],
             )
             async with tail(x, "--url", srv.url()) as (process, out, err):
-                text = await out.take(3)
+                text = await out.take(4)
                 status, _ = await interrupt(process, err)
                 rest = await out.rest()
     assert [line.split(" ", 2)[2].strip() for line in text] == [
         "▶ Bash#u1 npm test [T-1]",
         "✎ agent-1 tool_use: Read README.md [T-1]",
+        "◆ skill verify (verify.md:9) [T-1]",
         "● execution completed",
     ]
     assert rest == ""

@@ -31,6 +31,8 @@ _ECHOES_MAX: Final = 64
 _OUTPUT_MAX: Final = 120
 """Characters of a span's output or error shown on its end line."""
 _AGENTS_MAX: Final = 10_000
+_ECHO_OF: Final = {"tool_use": "tool", "skill_invoke": "skill"}
+"""Transcript entry types that repeat a start tail already shows, and what they repeat."""
 _PALETTE: Final = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
 
 _KIND_STYLE: Final[dict[str, str]] = {
@@ -199,8 +201,8 @@ class SpanBook:
     def __init__(self, limit: int = _SPANS_MAX) -> None:
         self._spans: OrderedDict[tuple[str, str], SpanFacts] = OrderedDict()
         self._limit = limit
-        self._starts: dict[str, deque[tuple[str | None, str, str]]] = {}
-        """Per execution, the latest tool starts (task, tool, input) a transcript may echo."""
+        self._starts: dict[str, deque[tuple[str, str | None, str, str]]] = {}
+        """Per execution, the latest starts (kind, task, name, input) a transcript may echo."""
         self.looked_up: set[str] = set()
         """Executions whose tree was asked for (once each)."""
 
@@ -233,12 +235,12 @@ class SpanBook:
                 facts = SpanFacts("tool", event.tool, event.parent_span_id, event.agent)
                 facts.task_id = event.task_id
                 self._put(x, event.tool_use_id, facts)
-                starts = self._starts.setdefault(x, deque(maxlen=_ECHOES_MAX))
-                starts.append((event.task_id, event.tool, event.input_summary))
+                self._started(x, ("tool", event.task_id, event.tool, event.input_summary))
             case ev.SkillStartEvent():
                 facts = SpanFacts("skill", event.skill_name, event.parent_span_id, event.agent)
                 facts.task_id = event.task_id
                 self._put(x, event.skill_trace_id, facts)
+                self._started(x, ("skill", event.task_id, event.skill_name, ""))
             case ev.SpanStartEvent() | ev.SpanEndEvent():
                 agent = event.agent or (event.name if event.kind == "agent" else None)
                 name = event.model if event.kind == "llm" and event.model else event.name
@@ -252,6 +254,14 @@ class SpanBook:
                 self._put(x, span, SpanFacts(kind, None, event.parent_span_id, event.agent))
             case ev.ExecutionStatusEvent() if event.span_id is not None:
                 self._put(x, event.span_id, SpanFacts("execution", None, None, event.agent))
+
+    def _started(self, execution_id: str, start: tuple[str, str | None, str, str]) -> None:
+        starts = self._starts.get(execution_id)
+        if starts is None:
+            if len(self._starts) >= _SPANS_MAX:  # bounded: forget the oldest execution
+                del self._starts[next(iter(self._starts))]
+            starts = self._starts[execution_id] = deque(maxlen=_ECHOES_MAX)
+        starts.append(start)
 
     def learn_tree(self, tree: Mapping[str, Any]) -> None:
         """Remember every span of a ``GET /api/executions/<id>/tree`` answer."""
@@ -300,24 +310,28 @@ class SpanBook:
         return depth
 
     def is_echo(self, event: ev.StreamEvent) -> bool:
-        """True for a ``tool_use`` transcript entry that repeats a tool start already shown.
+        """True for a transcript entry that repeats a tool or skill start already shown.
 
-        Each start absorbs one echo: the entry of the same execution and task that names
-        the same tool (``details.tool``, or the summary ``<tool> <input>``).
+        Each start absorbs one echo: a ``tool_use`` entry of the same execution and task
+        that names the same tool (``details.tool``, or the summary ``<tool> <input>``), a
+        ``skill_invoke`` entry that names the skill.
         """
-        if not isinstance(event, ev.TranscriptEntryEvent) or event.entry.entry_type != "tool_use":
+        if not isinstance(event, ev.TranscriptEntryEvent):
             return False
         entry = event.entry
+        kind = _ECHO_OF.get(entry.entry_type)
         starts = self._starts.get(event.execution_id)
-        if not starts:
+        if kind is None or not starts:
             return False
-        named = (entry.details or {}).get("tool")
+        named = (entry.details or {}).get(kind)
         for start in reversed(starts):
-            task_id, tool, input_summary = start
-            if task_id != entry.task_id:
+            start_kind, task_id, name, input_summary = start
+            if start_kind != kind or task_id != entry.task_id:
                 continue
-            if entry.summary == f"{tool} {input_summary}".strip() or (
-                named == tool and entry.summary.startswith(tool)
+            if (
+                entry.summary == f"{name} {input_summary}".strip()
+                or (named == name and entry.summary.startswith(name))
+                or (kind == "skill" and name in entry.summary)
             ):
                 starts.remove(start)
                 return True
