@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import attrs
 import orjson
@@ -777,10 +778,12 @@ def test_the_tree_of_states_is_coloured_and_survives_a_broken_answer() -> None:
 
 async def test_tree_of_an_unknown_execution_or_a_stopped_server_exits_1_saying_so() -> None:
     with trio.fail_after(TIMEOUT):
-        async with running_server() as srv:
-            async with tail("--tree", "nope", "--url", srv.url()) as (process, out, err):
-                status = await process.wait()
-                stderr, stdout = await err.rest(), await out.rest()
+        async with (
+            running_server() as srv,
+            tail("--tree", "nope", "--url", srv.url()) as (process, out, err),
+        ):
+            status = await process.wait()
+            stderr, stdout = await err.rest(), await out.rest()
         url = f"http://127.0.0.1:{free_port()}"
         async with tail("--tree", "e1", "--url", url) as (process, _, err):
             status_2 = await process.wait()
@@ -789,3 +792,23 @@ async def test_tree_of_an_unknown_execution_or_a_stopped_server_exits_1_saying_s
     assert "has no execution 'nope'" in stderr
     assert status_2 == 1
     assert f"cannot reach the server at {url}" in stderr_2 and "Traceback" not in stderr_2
+
+
+async def test_a_lost_connection_is_told_once_and_resumed_without_a_gap(tmp_path: Path) -> None:
+    db, port = str(tmp_path / "obs.db"), free_port()
+    url = f"http://127.0.0.1:{port}"
+    with trio.fail_after(TIMEOUT * 2):
+        async with tail("e1", "--url", url) as (process, out, err):
+            async with running_server(db, port=port):
+                await post_events(url, mixed_events("e1", 1))
+                first = await out.take(5)
+            lost = await err.until("lost the connection")
+            async with running_server(db, port=port):  # the same store, back again
+                await post_events(url, mixed_events("e1", 2))
+                second = await out.take(4)  # the heartbeat did not change: folded
+                status, stderr = await interrupt(process, err)
+    assert "▶ Bash#u1 ls" in first[0] and "▶ Bash#u2 ls" in second[0]
+    assert f"lost the connection to {url}" in lost
+    assert "lost the connection" not in stderr  # told once, not at every retry
+    assert "resumed after seq 5" in stderr
+    assert status == 0
