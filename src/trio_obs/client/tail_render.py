@@ -18,6 +18,7 @@ import attrs
 from rich.text import Text
 
 from ..core import events as ev
+from ..core.facts import own_task_id, role_of, span_id_of
 
 _EXEC_WIDTH: Final = 11
 _INDENT: Final = len("HH:MM:SS.mmm ") + _EXEC_WIDTH + 1
@@ -175,17 +176,6 @@ class LineContext:
     """The span's kind, for an end that does not carry it."""
 
 
-def span_of(event: ev.StreamEvent) -> str | None:
-    """The span an event opens, closes or belongs to (SPEC §12: a tool's is its use)."""
-    match event:
-        case ev.ToolStartEvent() | ev.ToolEndEvent() | ev.ToolOutputEvent():
-            return event.tool_use_id
-        case ev.SkillStartEvent() | ev.SkillEndEvent():
-            return event.skill_trace_id
-        case _:
-            return event.span_id
-
-
 def _is_root_status(event: ev.StreamEvent) -> bool:
     return isinstance(event, ev.ExecutionStatusEvent) and event.span_id is not None
 
@@ -248,7 +238,7 @@ class SpanBook:
                 facts.task_id = event.task_id
                 self._put(x, event.span_id, facts)
             case ev.ToolEndEvent() | ev.SkillEndEvent() | ev.ToolOutputEvent():
-                span = span_of(event)
+                span = span_id_of(event)
                 assert span is not None
                 kind = "skill" if isinstance(event, ev.SkillEndEvent) else "tool"
                 self._put(x, span, SpanFacts(kind, None, event.parent_span_id, event.agent))
@@ -290,7 +280,7 @@ class SpanBook:
 
     def missing(self, event: ev.StreamEvent) -> bool:
         """True when ``event``'s span or its parent was never seen (its start came earlier)."""
-        span = span_of(event)
+        span = span_id_of(event)
         if span is None:
             return False
         facts = self.get(event.execution_id, span)
@@ -340,20 +330,11 @@ class SpanBook:
     def context(self, event: ev.StreamEvent) -> LineContext:
         """The depth, task, agent and span name of ``event``'s line."""
         x = event.execution_id
-        span = span_of(event)
+        span = span_id_of(event)
         facts = self.get(x, span)
-        opens_or_closes = isinstance(
-            event,
-            (
-                ev.ToolStartEvent,
-                ev.ToolEndEvent,
-                ev.ToolOutputEvent,
-                ev.SkillStartEvent,
-                ev.SkillEndEvent,
-                ev.SpanStartEvent,
-                ev.SpanEndEvent,
-            ),
-        ) or _is_root_status(event)
+        opens_or_closes = role_of(event) in ("opens", "closes") or _is_root_status(event)
+        if isinstance(event, ev.ToolOutputEvent):  # drawn at its tool's depth, under "  "
+            opens_or_closes = True
         if opens_or_closes:
             depth = self.depth(x, span)
         elif span is not None:  # content of a span: one level under it
@@ -366,7 +347,7 @@ class SpanBook:
         agent = (
             event.agent or (facts.agent if facts else None) or (parent.agent if parent else None)
         )
-        task_id = getattr(event, "task_id", None) or (facts.task_id if facts else None)
+        task_id = own_task_id(event) or (facts.task_id if facts else None)
         return LineContext(
             depth=min(depth, _DEPTH_MAX),
             task_id=task_id,
