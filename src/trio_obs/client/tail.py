@@ -27,6 +27,8 @@ from ..core.protocol import ALL
 from .common import StreamClosed, StreamRefused, auth_headers, endpoints
 from .stream import EventStream, open_stream
 from .tail_render import AgentBoard, SpanBook, render_event, render_heartbeat
+from .tail_render import format_time as format_time  # where other clients found them
+from .tail_render import short_id as short_id
 from .tail_tree import TreeUnavailable, fetch_tree, render_tree
 
 _LOOKUP_TIMEOUT: Final = 5.0
