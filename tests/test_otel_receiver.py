@@ -428,3 +428,28 @@ async def test_a_store_that_cannot_take_the_events_is_503_with_retry_after() -> 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert "nothing was stored" in response.json()["message"]
+
+
+async def test_an_export_sent_again_without_a_key_is_stored_once(http: httpx.AsyncClient) -> None:
+    # OTLP exporters send no Idempotency-Key: the body's hash is the key, so a retry of a
+    # request whose answer was lost stores nothing twice (log records are not spans: no
+    # span rule would drop their copies).
+    trace = uuid.uuid4().hex
+    record = {
+        "traceId": trace,
+        "timeUnixNano": "1700000000000000000",
+        "body": {"stringValue": "rate limited; retrying"},
+    }
+    body = orjson.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]})
+    for _ in range(2):
+        response = await http.post("/v1/logs", content=body, headers=JSON)
+        assert response.status_code == 200
+    assert len(await stored(http, trace)) == 1
+    # the same record sent gzipped is the same batch too (the key is of what it says)
+    gzipped = await http.post("/v1/logs", content=gzip.compress(body), headers=GZIP)
+    assert gzipped.status_code == 200
+    assert len(await stored(http, trace)) == 1
+    # another body is another batch
+    other = orjson.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [record, record]}]}]})
+    assert (await http.post("/v1/logs", content=other, headers=JSON)).status_code == 200
+    assert len(await stored(http, trace)) == 3
