@@ -312,8 +312,8 @@ class _Builder:
         for c in copies:
             if c.about.kind != "agent" or c.about.agent_name is None:
                 continue
-            if self.under_agent(trace_id, c.parent):
-                continue
+            if self.under_agent(trace_id, c.parent) is not False:
+                continue  # an agent above it, or a chain not known up to the root yet
             same = (
                 best is not None and best.start == c.view.start and best.name == c.about.agent_name
             )

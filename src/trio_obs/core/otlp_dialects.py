@@ -63,6 +63,7 @@ FACTS: Final[dict[str, tuple[str, ...]]] = {
     "response_model": ("gen_ai.response.model", "llm.model_name"),
     "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
     "conversation_id": ("gen_ai.conversation.id", "session.id", "conversation.id"),
+    "finish_reason": ("gen_ai.response.finish_reasons", "llm.finish_reason"),
     "tool_name": ("gen_ai.tool.name", "tool.name", "tool_name"),
     "tool_call_id": ("gen_ai.tool.call.id", "tool_call.id", "tool_call_id"),
     "tool_arguments": (
@@ -425,7 +426,7 @@ def output_text(messages: list[JSONDict] | None) -> str | None:
 def finish_reasons_of(
     attributes: Mapping[str, JSON], output: list[JSONDict] | None
 ) -> list[str] | None:
-    found = _json(attributes.get("gen_ai.response.finish_reasons"))
+    found = _json(first(attributes, FACTS["finish_reason"]))
     if isinstance(found, list) and found:
         return [str(r) for r in found]
     if isinstance(found, str) and found:
@@ -541,6 +542,9 @@ def describe(
     if kind == "tool" and tool_name is None:
         tool_name = after_prefix(name, "execute_tool") or name or "tool"
     model = fact(merged, "model")
+    if kind == "llm" and model is None and operation:
+        # GenAI span names are "{operation} {model}": all a start may say of its model.
+        model = after_prefix(name, operation)
     response_model = text_of(first(merged, FACTS["response_model"]))
     said = output_text(output)
     agent_output = fact(merged, "agent_output") if kind != "llm" else None
