@@ -12,13 +12,13 @@ import time
 from typing import Any
 
 from opentelemetry import trace
-from pydantic_ai import Agent, RunContext
-from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
-from pydantic_ai.models.function import AgentInfo, FunctionModel
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from pydantic_ai import Agent, RunContext
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 GATE = "TRIO_OBS_TEST_GATE"
 """A file the slow tool waits for (when set), so a test sees it running before it ends."""
@@ -95,7 +95,7 @@ def run_pydantic_ai(server: str, *, live: bool) -> str:
     return f"{seen[0]:032x}"
 
 
-class _trace_ids:  # noqa: N801 - used as a context manager like a function
+class _trace_ids:
     """The trace ids of the root spans started inside the block."""
 
     def __init__(self, tp: Any) -> None:
@@ -148,8 +148,11 @@ def run_openai(server: str, model_url: str, dialect: str) -> str:
         call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
         with tracer.start_as_current_span(
             "execute_tool get_weather",
-            attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "get_weather",
-                        "gen_ai.tool.call.id": call.id},  # fmt: skip
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": "get_weather",
+                "gen_ai.tool.call.id": call.id,
+            },
         ):
             result = "sunny, 21 C"
         messages += [first.choices[0].message.model_dump(exclude_none=True),

@@ -47,7 +47,7 @@ def completion(request: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+    def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         request = orjson.loads(self.rfile.read(length) or b"{}")
         body = orjson.dumps(completion(request))

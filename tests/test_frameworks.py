@@ -22,10 +22,11 @@ import httpx
 import orjson
 import pytest
 import trio
+from trio_websocket import open_websocket_url
 
 from frameworks_support import USAGE, openai_server
 from otel_support import stored
-from support import TIMEOUT, ServerProcess, environment, ws_client
+from support import TIMEOUT, ServerProcess, environment
 
 RUNS = Path(__file__).with_name("framework_runs.py")
 STARTUP = TIMEOUT * 6
@@ -109,7 +110,11 @@ def check_orchestrator(events: list[dict[str, Any]]) -> None:
     assert last["outputMessages"][0]["parts"][0]["type"] == "text"
     assert last["inputMessages"][0]["role"] in ("system", "user")
     assert any(p["type"] == "tool_call" for m in ends[0]["outputMessages"] for p in m["parts"])
-    [slow] = [e for e in events if e["type"] == "tool:end" and e["spanId"] == tools["slow_lookup"]["spanId"]]  # noqa: E501
+    [slow] = [
+        e
+        for e in events
+        if e["type"] == "tool:end" and e["spanId"] == tools["slow_lookup"]["spanId"]
+    ]
     assert slow["durationMs"] >= 500 and slow["outputSummary"] == "Paris: no rain"
     completed = events[-1]
     assert completed["output"] == "Take sunglasses: it is sunny in Paris."
@@ -134,7 +139,9 @@ async def gated_run(
     WebSocket client, and check that the run shows as running meanwhile."""
     gate = tmp_path / "gate"
     execution = ""
-    async with ws_client(server.ws_url("all")) as ws, trio.open_nursery() as nursery:
+    # (not support.ws_client: its safety net is for the whole block, and a framework's
+    # imports alone take seconds on a loaded machine)
+    async with open_websocket_url(server.ws_url("all")) as ws, trio.open_nursery() as nursery:
         nursery.start_soon(
             lambda: trio.to_thread.run_sync(
                 lambda: run(scenario, server.url(), TRIO_OBS_TEST_GATE=str(gate))
@@ -201,4 +208,6 @@ async def test_the_openai_sdk_instrumented(server: ServerProcess, dialect: str) 
         "tool_call", "get_weather", {"city": "Paris"},
     )  # fmt: skip
     assert second["output"] == "It is sunny in Paris."
-    assert any(p["type"] == "tool_call_response" for m in second["inputMessages"] for p in m["parts"])
+    assert any(
+        p["type"] == "tool_call_response" for m in second["inputMessages"] for p in m["parts"]
+    )
