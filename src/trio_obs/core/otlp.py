@@ -11,7 +11,8 @@ The rule (README "OpenTelemetry" has it as a table):
 - What a span is (agent, model call, tool, anything else; its title, model, usage,
   conversation...) is read by :mod:`.otlp_dialects` from whichever dialect said it.
 - Per trace in a request, FIRST ``execution:status`` ``started`` (at the earliest start
-  in the request; ``spanId`` the root's when the request has it), then per copy of a
+  in the request; ``spanId`` the root's when the request has it, else the execution id:
+  the ledger stores one per execution), then per copy of a
   span: the root's end is the closing ``execution:status`` (``completed``/``failed``,
   with the outermost agent's output and usage); a start copy of any other span (the
   live processor's, a Logfire pending span, an in-progress span) is its opening
@@ -293,7 +294,9 @@ class _Builder:
                     execution_id=trace_id,
                     status="started",
                     message=f"{named} started" if named else "started",
-                    span_id=root.span_id if root else None,
+                    # the root's id, else the execution's: a root status either way,
+                    # stored once per execution whichever node and copy it comes from
+                    span_id=root.span_id if root else trace_id,
                     agent=outer.name if outer else None,
                     timestamp=self.stamp(earliest),
                 ),
