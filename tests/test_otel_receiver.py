@@ -193,7 +193,7 @@ async def test_otel_events_replay_filter_and_resume_like_posted_ones(
 def export_more_of(server: ServerProcess, execution: str) -> None:
     with tracer_provider(BatchSpanProcessor(exporter(server))) as (provider, ids):
         ids.queued.append(int(execution, 16))
-        weather_run(provider.get_tracer("weather-agent"))
+        weather_run(provider.get_tracer("weather-agent"), calls="-again")
 
 
 async def test_logs_from_the_sdk_join_the_trace_they_were_written_in(

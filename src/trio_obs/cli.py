@@ -225,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
         "A request that arrived is always handled and answered, however long that takes",
     )
     serve.add_argument(
+        "--prices",
+        default=None,
+        metavar="FILE",
+        help='model prices for the runs\' cost: a JSON object {"<model>": {"input": USD per '
+        '1M input tokens, "output": USD per 1M output tokens}} that overrides and extends '
+        'the shipped, dated table (a model with no price makes the cost "unknown")',
+    )
+    serve.add_argument(
         "--retention",
         type=duration,
         default=None,
