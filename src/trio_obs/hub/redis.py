@@ -16,6 +16,7 @@ behind, replays and reads go to the execution streams, on any node.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -54,12 +55,23 @@ from ..core.protocol import (
 from ..core.routing import Envelope
 from ..core.search import RunFilters, SearchQuery, SearchResult
 from ..core.session import Resume
+from ..core.stamp import unstamped
 from .clock import now_iso
 from .common import HubCommon
 from .dispatch import Dispatcher
 from .local import IDEMPOTENCY_TTL
 from .local_index import LocalIndex
-from .redis_codec import Planned, arguments, entry_json, envelope_of, plan, stored
+from .redis_codec import (
+    COPY,
+    WIDTH,
+    Planned,
+    arguments,
+    copy_envelope,
+    entry_json,
+    envelope_of,
+    plan,
+    stored,
+)
 from .redis_connect import Clients, follow_master, open_clients
 from .redis_reader import (
     READ_COUNT,
@@ -75,6 +87,7 @@ from .redis_url import parse_redis_url
 from .sqlite import Store, open_store
 
 T = TypeVar("T")
+log = logging.getLogger("trio_obs.hub")
 
 DEFAULT_FANOUT_MAXLEN: Final = 100_000
 """Fan-out entries Redis keeps (about, all partitions together): how far a node's reader may
@@ -127,6 +140,13 @@ def outcome_of(exc: BaseException) -> Result:
     if isinstance(exc, ConnectionError) and str(exc).startswith("Unable to establish"):
         return "not stored"
     return "unknown"
+
+
+def _more_entries(more: Any) -> int:
+    """Entries the script wrote beyond an event: its copy, a released status and its copy."""
+    if not more:
+        return 0
+    return sum(1 for i in (0, 1, 3) if int(more[i]))
 
 
 @attrs.define
@@ -357,7 +377,8 @@ class RedisHub(HubCommon):
         """
         if not events:
             return []
-        planned = plan(complete_batch(events, now_iso()))
+        now = now_iso()
+        planned = plan(complete_batch(events, now))
         started = time.perf_counter()
         key = idempotency_key
         if key is None and self.replicas:
@@ -368,22 +389,58 @@ class RedisHub(HubCommon):
             partition = self.layout.of(p.key)
             parts.setdefault(partition, _Part(partition, [])).indexes.append(i)
         if len(parts) == 1:
-            await self._store(next(iter(parts.values())), planned, key or "", ttl)
+            await self._store(next(iter(parts.values())), planned, key or "", ttl, now)
         else:
             async with trio.open_nursery() as nursery:
                 for part in parts.values():
-                    nursery.start_soon(self._store, part, planned, key or "", ttl)
+                    nursery.start_soon(self._store, part, planned, key or "", ttl, now)
         self.dispatcher.stats.commit_latency.observe(time.perf_counter() - started)
         if any(part.result is not None for part in parts.values()):
             raise self._failure(planned, list(parts.values()), idempotency_key is not None)
-        return await self._envelopes(planned, list(parts.values()))
+        envelopes = await self._envelopes(planned, list(parts.values()))
+        if self.ordered_all:
+            return envelopes
+        return await self._global_copies(envelopes, now)
 
-    async def _store(self, part: _Part, planned: list[Planned], key: str, ttl: int) -> None:
+    async def _global_copies(self, envelopes: list[Envelope], now: str) -> list[Envelope]:
+        """On a Redis Cluster: the ``global`` copies of the execution statuses whose fate only
+        the script knew (a ``started`` stored once, a closing status held then released),
+        written once each after the batch (``global`` lives in another slot)."""
+        out: list[Envelope] = []
+        partition = self.layout.of(GLOBAL)
+        for i, env in enumerate(envelopes):
+            out.append(env)
+            if (
+                not isinstance(env.event, ev.ExecutionStatusEvent)
+                or env.is_copy
+                or env.key == GLOBAL
+                or (i + 1 < len(envelopes) and envelopes[i + 1].is_copy)
+            ):
+                continue
+            data = unstamped(env.event)
+            fact = (GLOBAL, COPY, env.event.timestamp, "", "", "")
+            share = [Planned(env.event, GLOBAL, COPY, data, fact)]
+            part = _Part(partition, [0])
+            key = f"~copy:{env.key}:{env.seq}"  # once, whichever node tries
+            await self._store(part, share, key, int(IDEMPOTENCY_TTL), now)
+            if part.reply is not None:
+                out.append(copy_envelope(env.event, int(part.reply[0]), data))
+            elif part.failure is not None:
+                log.error(
+                    "the global copy of execution %s's status (seq %d) was not stored: %s",
+                    env.key, env.seq, why(part.failure, self.timeout),
+                )  # fmt: skip
+        return out
+
+    async def _store(
+        self, part: _Part, planned: list[Planned], key: str, ttl: int, now: str
+    ) -> None:
         """Run the publish script for one partition's share; note what became of it."""
         share = [planned[i] for i in part.indexes]
         token = new_token()
         positions = "1" if self.ordered_all else ""
-        header = (*self._fence(part.partition), token, key, ttl, len(share), positions)
+        here = "1" if part.partition == self.layout.of(GLOBAL) else ""
+        header = (*self._fence(part.partition), token, key, ttl, positions, here, now)
         args = (*header, *arguments(share))
         try:
             with trio.fail_after(self.timeout), contextlib.ExitStack() as stack:
@@ -401,7 +458,11 @@ class RedisHub(HubCommon):
             part.repeat = [(str(k), int(s)) for k, s in orjson.loads(reply[1])]
             return
         part.base = int(reply[2])
-        self._epoch.fences[part.partition].saw(part.base + len(share), token)
+        written = sum(1 for v in reply[3::WIDTH] if int(v)) + sum(
+            _more_entries(more) for more in reply[7::WIDTH]
+        )
+        if written:
+            self._epoch.fences[part.partition].saw(part.base + written, token)
         part.reply = reply[3:]
 
     async def _learn_seqs(self, part: _Part, args: tuple[Any, ...]) -> None:
@@ -418,11 +479,11 @@ class RedisHub(HubCommon):
     async def _envelopes(self, planned: list[Planned], parts: list[_Part]) -> list[Envelope]:
         """The stored batch's envelopes, in the batch's order (a retry's are read back)."""
         if all(part.reply is not None for part in parts):
-            reply: list[Any] = [None] * (3 * len(planned))
+            reply: list[Any] = [None] * (WIDTH * len(planned))
             for part in parts:
                 assert part.reply is not None
                 for j, i in enumerate(part.indexes):
-                    reply[3 * i : 3 * i + 3] = part.reply[3 * j : 3 * j + 3]
+                    reply[WIDTH * i : WIDTH * i + WIDTH] = part.reply[WIDTH * j : WIDTH * j + WIDTH]
             base = parts[0].base if len(parts) == 1 and self.ordered_all else None
             return stored(planned, reply, base)
         # A retry: what each partition stored the first time (originals only), in order.
@@ -454,7 +515,7 @@ class RedisHub(HubCommon):
             if part.reply is not None:
                 for j, i in enumerate(part.indexes):
                     if i in number:
-                        seqs[number[i]] = int(part.reply[3 * j])
+                        seqs[number[i]] = int(part.reply[WIDTH * j]) or None
             elif part.repeat is not None:
                 for i, (_, seq) in zip(originals, part.repeat, strict=False):
                     seqs[number[i]] = seq

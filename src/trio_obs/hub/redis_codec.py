@@ -17,6 +17,7 @@ import attrs
 import orjson
 
 from ..core import events as ev
+from ..core import facts
 from ..core.errors import InvalidInput
 from ..core.ledger import check_ids
 from ..core.protocol import GLOBAL, INVALID_EVENT, TOPIC_OF_TYPE
@@ -45,7 +46,7 @@ class Planned:
     kind: str
     data: bytes
     """The unstamped JSON."""
-    fact: tuple[str, ...]
+    fact: tuple[Any, ...]
     """What the script reads of it (see the publish script's arguments)."""
     name: str | None = None
     """The tool a ``tool:start`` names."""
@@ -79,24 +80,80 @@ def _kind(event: ev.StreamEvent) -> tuple[str, str | None, str]:
             return "p", None, ""
 
 
+_ROLE_LETTER: Final = {"opens": "o", "closes": "c", "content": "", "status": ""}
+
+
+def _roles(event: ev.StreamEvent) -> tuple[str, str]:
+    """(span role letter, span id) of an event, as the publish script reads them (from the
+    table of event facts): see the publish script's roles."""
+    role, span_id = facts.role_of(event), facts.span_id_of(event) or ""
+    if role == "closes" and getattr(event, "state", None) == "lost":
+        return "l", span_id  # INTERIM: the ledger's word for a provisional closing
+    if role == "status":
+        assert isinstance(event, ev.ExecutionStatusEvent)
+        if event.span_id is None:  # INTERIM: OTLP's `started` too, once it is marked
+            return "", ""
+        if event.status == "started":
+            return "S", span_id
+        if event.status in ("completed", "failed"):
+            return "H", span_id
+        return "", ""
+    return _ROLE_LETTER[role], span_id
+
+
+_MARK: Final = "\x00\x01"
+_MARKED: Final = b',"agent":"\\u0000\\u0001"'
+
+
+def _encoded(event: ev.StreamEvent, look: str) -> tuple[bytes, int]:
+    """The unstamped JSON of ``event`` and, when ``look`` names a span whose agent it may
+    take, where ``,"agent":...`` goes in it (else 0)."""
+    if not look:
+        return unstamped(event), 0
+    owned = event.seq is None
+    marked = attrs.evolve(event, agent=_MARK) if not owned else event
+    if owned:
+        object.__setattr__(event, "agent", _MARK)
+    try:
+        data = unstamped(marked)
+    finally:
+        if owned:
+            object.__setattr__(event, "agent", None)
+    at = data.index(_MARKED)
+    return data[:at] + data[at + len(_MARKED) :], at
+
+
 def plan(batch: Sequence[ev.StreamEvent]) -> list[Planned]:
     """The entries a completed batch writes, in order: each event, and after each execution
-    status (of an execution, not of ``global``) its ``global`` copy.
+    status (of an execution, not of ``global``) that is stored as sent its ``global`` copy
+    (the script copies the others, whose fate only it knows).
 
     Raises :class:`~trio_obs.InvalidInput` when an event cannot be encoded.
     """
     planned: list[Planned] = []
     for index, event in enumerate(batch):
         kind, name, extra = _kind(event)
+        role, span_id = _roles(event)
+        look, own = "", ""
+        if event.agent is None:
+            if isinstance(event, ev.SpanStartEvent) and event.kind == "agent":
+                object.__setattr__(event, "agent", event.name)  # INTERIM: the ledger's rule
+            else:
+                look = event.parent_span_id or (span_id if role != "o" else "") or ""
+        if role == "o" and event.agent is not None:
+            own = to_json(event.agent).decode()
         try:
-            data = unstamped(event)
+            data, at = _encoded(event, look)
         except Exception as exc:  # e.g. a value JSON cannot carry
             raise InvalidInput(f"the events cannot be stored: {exc}", INVALID_EVENT) from None
         check_ids(event, data, index, batch)
         key = event.execution_id
-        fact = (key, kind, event.timestamp, _maybe(own_task_id(event)), name or "", extra)
+        fact: tuple[Any, ...] = (
+            key, kind, event.timestamp, _maybe(own_task_id(event)), name or "", extra,
+            role, span_id, look, at, own,
+        )  # fmt: skip
         planned.append(Planned(event, key, kind, data, fact, name))
-        if kind == "s" and key != GLOBAL:
+        if kind == "s" and key != GLOBAL and role not in ("S", "H"):
             copy = (GLOBAL, COPY, event.timestamp, "", "", "")
             planned.append(Planned(event, GLOBAL, COPY, data, copy))
     return planned
@@ -122,36 +179,71 @@ def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else None
 
 
+WIDTH: Final = 5
+"""Values per entry in the publish script's answer: seq, x, y, agent, more."""
+
+
 def stored(planned: Sequence[Planned], reply: Sequence[Any], base: int | None) -> list[Envelope]:
-    """The envelopes of a stored batch, from the script's ``(seq, x, y)`` per entry (in order:
-    a copy follows its original) and the fan-out position before its first entry (``base``:
-    the entries follow without a gap; None where events have no global position)."""
+    """The envelopes of a stored batch, from the script's ``(seq, x, y, agent, more)`` per
+    entry (in order: a copy follows its original; seq 0: not stored) and the fan-out
+    position before its first entry (``base``: the entries follow without a gap, in the
+    script's order; None where events have no global position)."""
     out: list[Envelope] = []
     numbered: ev.StreamEvent | None = None
+    pos = base
     for i, p in enumerate(planned):
-        seq, x, y = int(reply[3 * i]), reply[3 * i + 1], reply[3 * i + 2]
+        seq, x, y, agent, more = reply[WIDTH * i : WIDTH * i + WIDTH]
+        seq = int(seq)
         topic = TOPIC_OF_TYPE[p.event.type]
         if p.is_copy:  # a copy has a fan-out entry, but no position on `all`
-            assert numbered is not None
-            copy = attrs.evolve(numbered, seq=seq, pos=None)
-            out.append(Envelope(GLOBAL, seq, copy, stamp(p.data, seq), topic, is_copy=True))
+            if seq and numbered is not None:
+                pos = _after(pos)
+                out.append(copy_envelope(numbered, seq, p.data))
             continue
-        pos = None if base is None else base + i + 1
-        event = p.event
-        task_id, tool, rate = own_task_id(event), p.name, None
-        if isinstance(event, ev.AssertionResultEvent):
-            rate = int(x) / int(y)
-            event = _numbered(event, seq=seq, pos=pos, running_pass_rate=rate)
-        else:
-            event = _numbered(event, seq=seq, pos=pos)
-        numbered = event
-        if p.kind == "r":
-            tool, task_id = _text(x), _unmaybe(y)
-        elif p.kind == "k":
-            task_id = _unmaybe(y)
-        data = stamp(p.data, seq, rate, pos)
-        out.append(Envelope(p.key, seq, event, data, topic, task_id, tool))
+        numbered, data = None, p.data
+        if seq:
+            pos = _after(pos)
+            event = p.event
+            if agent is not None:  # the agent the script filled in
+                at = p.fact[9]
+                data = data[:at] + b',"agent":' + bytes(agent) + data[at:]
+                event = _numbered(event, agent=orjson.loads(agent))
+            task_id, tool, rate = own_task_id(event), p.name, None
+            if isinstance(event, ev.AssertionResultEvent):
+                rate = int(x) / int(y)
+                event = _numbered(event, seq=seq, pos=pos, running_pass_rate=rate)
+            else:
+                event = _numbered(event, seq=seq, pos=pos)
+            numbered = event
+            if p.kind == "r":
+                tool, task_id = _text(x), _unmaybe(y)
+            elif p.kind == "k":
+                task_id = _unmaybe(y)
+            stamped = stamp(data, seq, rate, pos)
+            out.append(Envelope(p.key, seq, event, stamped, topic, task_id, tool))
+        if more:
+            copy_seq, released, released_data, released_copy = more
+            if int(copy_seq) and numbered is not None:
+                pos = _after(pos)
+                out.append(copy_envelope(numbered, int(copy_seq), data))
+            if int(released):
+                pos = _after(pos)
+                env = envelope_of(p.key, int(released), {b"d": bytes(released_data)}, pos)
+                out.append(env)
+                if int(released_copy):
+                    pos = _after(pos)
+                    out.append(copy_envelope(env.event, int(released_copy), bytes(released_data)))
     return out
+
+
+def _after(pos: int | None) -> int | None:
+    return None if pos is None else pos + 1
+
+
+def copy_envelope(event: ev.StreamEvent, seq: int, data: bytes) -> Envelope:
+    """The ``global`` copy of a stored execution status (no position on ``all``)."""
+    copy = attrs.evolve(event, seq=seq, pos=None)
+    return Envelope(GLOBAL, seq, copy, stamp(data, seq), TOPIC_OF_TYPE[event.type], is_copy=True)
 
 
 def pass_rate(fields: Mapping[bytes, bytes]) -> float | None:
@@ -176,9 +268,13 @@ def entry_json(seq: int, fields: Mapping[bytes, bytes]) -> bytes:
     return stamp(fields[b"d"], seq, pass_rate(fields), position(fields))
 
 
-def envelope_of(key: str, seq: int, fields: Mapping[bytes, bytes]) -> Envelope:
-    """The envelope of a stream entry of ``key`` (its JSON decoded once, here)."""
-    template, rate, pos = fields[b"d"], pass_rate(fields), position(fields)
+def envelope_of(
+    key: str, seq: int, fields: Mapping[bytes, bytes], pos: int | None = None
+) -> Envelope:
+    """The envelope of a stream entry of ``key`` (its JSON decoded once, here; ``pos``:
+    its position, where the fields do not say it)."""
+    template, rate = fields[b"d"], pass_rate(fields)
+    pos = position(fields) if pos is None else pos
     event = decode_event(orjson.loads(template))
     if rate is None:
         _numbered(event, seq=seq, pos=pos)

@@ -81,14 +81,21 @@ PUBLISH: Final = (
     "#!lua\n"
     + _FENCE
     + r"""
--- ARGV[7] batch token, ARGV[8] idempotency key ('' = none), ARGV[9] its ttl, ARGV[10] the
--- number of facts, ARGV[11] '1' to write each event's position `p`, ARGV[12] the facts as a
--- JSON array of [key, kind, timestamp, own task (''|'='..id), tool name, span id or
--- status], then the unstamped JSON of each.
+-- ARGV[7] batch token, ARGV[8] idempotency key ('' = none), ARGV[9] its ttl, ARGV[10] '1'
+-- to write each event's position `p`, ARGV[11] '1' when `global` lives in this partition,
+-- ARGV[12] now (the timestamp a held status is stored with), ARGV[13] the facts as a JSON
+-- array (see redis_codec.Planned.fact) of [key, kind, timestamp, own task (''|'='..id),
+-- tool name, tool-use/skill id or status, span role, span id, agent look-up span id,
+-- agent offset, the span's agent (JSON), counters to add, fields to set once], then the
+-- unstamped JSON of each.
 -- Kind 'C' is the `global` copy of the execution status before it.
+-- Span roles (the ledger's rules, SPEC §12, CONTRACT B): 'o' opens, 'c' closes, 'l'
+-- closes provisionally (lost), 'S' a `started` status stored once per execution, 'H' the
+-- root span's closing status, held while spans are open; '' (anything else) is stored.
 -- Reads first, writes after: a batch is stored whole or not at all.
--- -> {epoch, false, the fan position before the first entry, (seq, x, y) per fact}
---    or {epoch, earlier answer}
+-- -> {epoch, false, the fan position before the first entry, (seq, x, y, agent, more) per
+--    fact} or {epoch, earlier answer}. seq 0: not stored (a copy dropped, or held);
+--    more: false or {copy seq, released seq, released JSON, its copy seq} (0: none).
 local token, idem = ARGV[7], ARGV[8]
 if idem ~= '' then
   local seen = redis.call('GET', P .. 'idem:' .. idem)
@@ -103,9 +110,11 @@ local counters, spans, span_writes = {}, {}, {}
 local function counter(key)
   local c = counters[key]
   if not c then
-    local v = redis.call('HMGET', P .. 'c:' .. key, 'seq', 'n', 'first', 'at', 'ap')
+    local v = redis.call('HMGET', P .. 'c:' .. key, 'seq', 'n', 'first', 'at', 'ap', 'open',
+                         'started', 'held', 'heldst')
     c = {seq = tonumber(v[1]) or 0, n = tonumber(v[2]) or 0, first = v[3],
-         at = tonumber(v[4]) or 0, ap = tonumber(v[5]) or 0}
+         at = tonumber(v[4]) or 0, ap = tonumber(v[5]) or 0, open = tonumber(v[6]) or 0,
+         started = v[7], held = v[8], heldst = v[9], add = {}, once = {}}
     counters[key] = c
   end
   return c
@@ -135,27 +144,69 @@ local function add(key, data, ts, task, tool, rate, copy)
   if rate then fields[#fields + 1] = 'r'; fields[#fields + 1] = rate end
   if copy then fields[#fields + 1] = 'c'; fields[#fields + 1] = '1' end
   entries[#entries + 1] = {key, c.seq, fields}
-  order[#order + 1] = key
+  if not copy then order[#order + 1] = key; answer[#answer + 1] = {key, c.seq} end
   return c.seq
 end
+local here, now = ARGV[11] == '1', ARGV[12]
+local function copy(data, ts)
+  if here then return add('global', data, ts, false, false, false, true) end
+  return 0
+end
 
-for i, facts in ipairs(cjson.decode(ARGV[12])) do
-  local key, kind, ts, task, name, extra = unpack(facts)
-  local data = ARGV[12 + i]
+for i, f in ipairs(cjson.decode(ARGV[13])) do
+  local key, kind, ts, task, name, extra = f[1], f[2], f[3], f[4], f[5], f[6]
+  local role, id, look, at, own = f[7] or '', f[8] or '', f[9] or '', f[10] or 0, f[11] or ''
+  local data = ARGV[13 + i]
   if task == '' then task = false end
-  local tool, rate, x, y = false, false, false, false
+  local tool, rate, x, y, agent, more = false, false, false, false, false, false
+  local keep, held = true, false
+  local c = counter(key)
+  -- The agent a span's event lacks: its parent's (or its own span's), where known.
+  if look ~= '' then
+    agent = span(key, 'g' .. look)
+    if agent then
+      data = string.sub(data, 1, at) .. ',"agent":' .. agent .. string.sub(data, at + 1)
+    end
+  end
+  -- One opening and one closing per span (a lost closing is provisional).
+  local closes = false
+  if role == 'o' then
+    if span(key, 'z' .. id) then keep = false
+    else
+      remember(key, 'z' .. id, 'o')
+      c.open = c.open + 1
+      if own ~= '' then remember(key, 'g' .. id, own)
+      elseif agent then remember(key, 'g' .. id, agent) end
+    end
+  elseif role == 'c' or role == 'l' then
+    local z = span(key, 'z' .. id)
+    if z == 'c' or (z == 'l' and role == 'l') then keep = false
+    else
+      remember(key, 'z' .. id, role)
+      if z == 'o' then c.open = c.open - 1; closes = c.open == 0 end
+    end
+  elseif role == 'S' then
+    if c.started then keep = false else c.started = '1' end
+  elseif role == 'H' then
+    if span(key, 'z' .. id) == 'c' or (c.held and c.held ~= '') then keep = false
+    else
+      remember(key, 'z' .. id, 'c')
+      if c.open > 0 then keep, held = false, true; c.held, c.heldst = data, extra end
+    end
+  end
   if kind == 'A' or kind == 'a' then
-    local c = counter(key)
     c.at = c.at + 1
     if kind == 'A' then c.ap = c.ap + 1 end
     x, y = c.ap, c.at
     rate = c.ap .. ' ' .. c.at
   elseif kind == 'T' then
-    remember(key, 't' .. extra, name)
-    remember(key, 'T' .. extra, task or '')
+    if keep then
+      remember(key, 't' .. extra, name)
+      remember(key, 'T' .. extra, task or '')
+    end
     tool = name
   elseif kind == 'K' then
-    remember(key, 'K' .. extra, task or '')
+    if keep then remember(key, 'K' .. extra, task or '') end
   elseif kind == 'r' then
     local found = span(key, 't' .. extra)
     if found then
@@ -168,19 +219,38 @@ for i, facts in ipairs(cjson.decode(ARGV[12])) do
     local t = span(key, 'K' .. extra)
     if t and t ~= '' then task = t end
     y = task
-  elseif kind == 's' then
-    counter(key).status = extra
+  elseif kind == 's' and keep then
+    c.status = extra
   end
-  local seq = add(key, data, ts, task, tool, rate, kind == 'C')
-  if kind ~= 'C' then answer[#answer + 1] = {key, seq} end
+  local seq = 0
+  if keep then
+    seq = add(key, data, ts, task, tool, rate, kind == 'C')
+    local adds, once = f[12], f[13]
+    if adds then for j = 1, #adds, 2 do c.add[adds[j]] = (c.add[adds[j]] or 0) + adds[j + 1] end end
+    if once then
+      for j = 1, #once, 2 do
+        if c.once[once[j]] == nil then c.once[once[j]] = once[j + 1] end
+      end
+    end
+    if role == 'S' or role == 'H' then more = {copy(data, ts), 0, false, 0} end
+  end
+  if closes and c.held and c.held ~= '' then
+    -- The last open span closed: the held closing status is stored now.
+    local released = string.gsub(c.held, ',"timestamp":"[^"]*"}$', ',"timestamp":"' .. now .. '"}')
+    c.status, c.held = c.heldst, ''
+    local rseq = add(key, released, now, false, false, false, false)
+    if not more then more = {0, 0, false, 0} end
+    more[2], more[3], more[4] = rseq, released, copy(released, now)
+  end
   out[#out + 1] = seq; out[#out + 1] = x; out[#out + 1] = y
+  out[#out + 1] = agent; out[#out + 1] = more
 end
 
 -- Writes.
-local total = tonumber(ARGV[10])
+local total = #entries
 local pos = redis.call('HINCRBY', P .. 'meta', 'pos', total) - total
 out[3] = pos
-local maxlen, positioned = ARGV[6], ARGV[11] == '1'
+local maxlen, positioned = ARGV[6], ARGV[10] == '1'
 for _, e in ipairs(entries) do
   local key, seq, fields = e[1], e[2], e[3]
   pos = pos + 1
@@ -195,18 +265,23 @@ for _, e in ipairs(entries) do
   redis.call('XADD', fan, unpack(shared))
 end
 for key, c in pairs(counters) do
-  local h = {'seq', c.seq, 'n', c.n, 'at', c.at, 'ap', c.ap}
+  local h = {'seq', c.seq, 'n', c.n, 'at', c.at, 'ap', c.ap, 'open', c.open}
   if c.first then h[#h + 1] = 'first'; h[#h + 1] = c.first end
   if c.last then h[#h + 1] = 'last'; h[#h + 1] = c.last end
   if c.status then h[#h + 1] = 'status'; h[#h + 1] = c.status end
+  if c.started then h[#h + 1] = 'started'; h[#h + 1] = c.started end
+  if c.held then h[#h + 1] = 'held'; h[#h + 1] = c.held end
+  if c.heldst then h[#h + 1] = 'heldst'; h[#h + 1] = c.heldst end
   redis.call('HSET', P .. 'c:' .. key, unpack(h))
+  for field, n in pairs(c.add) do redis.call('HINCRBY', P .. 'c:' .. key, field, n) end
+  for field, v in pairs(c.once) do redis.call('HSETNX', P .. 'c:' .. key, field, v) end
 end
 for key, w in pairs(span_writes) do
   redis.call('HSET', P .. 's:' .. key, unpack(w))
 end
 -- Executions by last write: each key once, in the order of its last write in the batch.
-local now = redis.call('TIME')
-local seconds = string.format('%d.%06d', now[1], now[2])
+local now_s = redis.call('TIME')
+local seconds = string.format('%d.%06d', now_s[1], now_s[2])
 local seen, recent = {}, {}
 for j = #order, 1, -1 do
   local key = order[j]
