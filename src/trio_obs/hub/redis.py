@@ -377,8 +377,7 @@ class RedisHub(HubCommon):
         """
         if not events:
             return []
-        now = now_iso()
-        planned = plan(complete_batch(events, now))
+        planned = plan(complete_batch(events, now_iso()))
         started = time.perf_counter()
         key = idempotency_key
         if key is None and self.replicas:
@@ -389,58 +388,66 @@ class RedisHub(HubCommon):
             partition = self.layout.of(p.key)
             parts.setdefault(partition, _Part(partition, [])).indexes.append(i)
         if len(parts) == 1:
-            await self._store(next(iter(parts.values())), planned, key or "", ttl, now)
+            await self._store(next(iter(parts.values())), planned, key or "", ttl)
         else:
             async with trio.open_nursery() as nursery:
                 for part in parts.values():
-                    nursery.start_soon(self._store, part, planned, key or "", ttl, now)
+                    nursery.start_soon(self._store, part, planned, key or "", ttl)
         self.dispatcher.stats.commit_latency.observe(time.perf_counter() - started)
         if any(part.result is not None for part in parts.values()):
             raise self._failure(planned, list(parts.values()), idempotency_key is not None)
-        envelopes = await self._envelopes(planned, list(parts.values()))
+        released: list[Envelope] = []
+        envelopes = await self._envelopes(planned, list(parts.values()), released)
         if self.ordered_all:
             return envelopes
-        return await self._global_copies(envelopes, now)
+        return await self._global_copies(envelopes, released)
 
-    async def _global_copies(self, envelopes: list[Envelope], now: str) -> list[Envelope]:
-        """On a Redis Cluster: the ``global`` copies of the execution statuses whose fate only
-        the script knew (a ``started`` stored once, a closing status held then released),
-        written once each after the batch (``global`` lives in another slot)."""
+    async def _global_copies(
+        self, envelopes: list[Envelope], released: list[Envelope]
+    ) -> list[Envelope]:
+        """On a Redis Cluster: the ``global`` copies of the root span's statuses, whose fate
+        only the script knew (a ``started`` stored once, a closing status held then
+        released), written after the batch (``global`` lives in another slot), once each
+        whichever node tries. Returns the answer with the copies of its statuses."""
         out: list[Envelope] = []
-        partition = self.layout.of(GLOBAL)
-        for i, env in enumerate(envelopes):
-            out.append(env)
+        for i, env in enumerate([*envelopes, *released]):
+            if i < len(envelopes):
+                out.append(env)
             if (
                 not isinstance(env.event, ev.ExecutionStatusEvent)
                 or env.is_copy
+                or not env.data  # an answer, not stored
                 or env.key == GLOBAL
                 or (i + 1 < len(envelopes) and envelopes[i + 1].is_copy)
             ):
                 continue
-            data = unstamped(env.event)
-            fact = (GLOBAL, COPY, env.event.timestamp, "", "", "")
-            share = [Planned(env.event, GLOBAL, COPY, data, fact)]
-            part = _Part(partition, [0])
-            key = f"~copy:{env.key}:{env.seq}"  # once, whichever node tries
-            await self._store(part, share, key, int(IDEMPOTENCY_TTL), now)
-            if part.reply is not None:
-                out.append(copy_envelope(env.event, int(part.reply[0]), data))
-            elif part.failure is not None:
-                log.error(
-                    "the global copy of execution %s's status (seq %d) was not stored: %s",
-                    env.key, env.seq, why(part.failure, self.timeout),
-                )  # fmt: skip
+            copy = await self._global_copy(env)
+            if copy is not None and i < len(envelopes):
+                out.append(copy)
         return out
 
-    async def _store(
-        self, part: _Part, planned: list[Planned], key: str, ttl: int, now: str
-    ) -> None:
+    async def _global_copy(self, env: Envelope) -> Envelope | None:
+        data = unstamped(env.event)
+        fact = (GLOBAL, COPY, env.event.timestamp, "", "", "")
+        share = [Planned(env.event, GLOBAL, COPY, data, fact)]
+        part = _Part(self.layout.of(GLOBAL), [0])
+        await self._store(part, share, f"~copy:{env.key}:{env.seq}", int(IDEMPOTENCY_TTL))
+        if part.reply is not None:
+            return copy_envelope(env.event, int(part.reply[0]), data)
+        if part.failure is not None:
+            log.error(
+                "the global copy of execution %s's status (seq %d) was not stored: %s",
+                env.key, env.seq, why(part.failure, self.timeout),
+            )  # fmt: skip
+        return None
+
+    async def _store(self, part: _Part, planned: list[Planned], key: str, ttl: int) -> None:
         """Run the publish script for one partition's share; note what became of it."""
         share = [planned[i] for i in part.indexes]
         token = new_token()
         positions = "1" if self.ordered_all else ""
         here = "1" if part.partition == self.layout.of(GLOBAL) else ""
-        header = (*self._fence(part.partition), token, key, ttl, positions, here, now)
+        header = (*self._fence(part.partition), token, key, ttl, positions, here)
         args = (*header, *arguments(share))
         try:
             with trio.fail_after(self.timeout), contextlib.ExitStack() as stack:
@@ -458,7 +465,7 @@ class RedisHub(HubCommon):
             part.repeat = [(str(k), int(s)) for k, s in orjson.loads(reply[1])]
             return
         part.base = int(reply[2])
-        written = sum(1 for v in reply[3::WIDTH] if int(v)) + sum(
+        written = sum(1 for v in reply[3::WIDTH] if int(v) > 0) + sum(
             _more_entries(more) for more in reply[7::WIDTH]
         )
         if written:
@@ -476,7 +483,9 @@ class RedisHub(HubCommon):
         if reply[1] is not None:
             part.repeat = [(str(k), int(s)) for k, s in orjson.loads(reply[1])]
 
-    async def _envelopes(self, planned: list[Planned], parts: list[_Part]) -> list[Envelope]:
+    async def _envelopes(
+        self, planned: list[Planned], parts: list[_Part], released: list[Envelope]
+    ) -> list[Envelope]:
         """The stored batch's envelopes, in the batch's order (a retry's are read back)."""
         if all(part.reply is not None for part in parts):
             reply: list[Any] = [None] * (WIDTH * len(planned))
@@ -485,7 +494,7 @@ class RedisHub(HubCommon):
                 for j, i in enumerate(part.indexes):
                     reply[WIDTH * i : WIDTH * i + WIDTH] = part.reply[WIDTH * j : WIDTH * j + WIDTH]
             base = parts[0].base if len(parts) == 1 and self.ordered_all else None
-            return stored(planned, reply, base)
+            return stored(planned, reply, base, released)
         # A retry: what each partition stored the first time (originals only), in order.
         # (An answer longer than the batch -- a key reused for another batch -- comes whole.)
         placed: list[tuple[int, int, Envelope]] = []
@@ -515,7 +524,7 @@ class RedisHub(HubCommon):
             if part.reply is not None:
                 for j, i in enumerate(part.indexes):
                     if i in number:
-                        seqs[number[i]] = int(part.reply[WIDTH * j]) or None
+                        seqs[number[i]] = abs(int(part.reply[WIDTH * j])) or None
             elif part.repeat is not None:
                 for i, (_, seq) in zip(originals, part.repeat, strict=False):
                     seqs[number[i]] = seq
