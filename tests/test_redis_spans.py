@@ -149,7 +149,8 @@ async def test_the_roots_closing_status_waits_for_the_last_open_span_across_node
         assert [e["type"] for e in await stored(b, "e1")][-1] == "span:end"  # still held
         envs = await answer(b, end("e1", "s1", 6), end("e1", "s1", 6))
         assert [(e.seq, e.event.type, bool(e.data)) for e in envs] == [
-            (5, "span:end", True), (5, "span:end", False)
+            (5, "span:end", True),
+            (5, "span:end", False),
         ]  # the released status is not an answer to this batch; it is stored after it
         released = (await stored(a, "e1"))[-1]
         assert released["status"] == "completed" and released["seq"] == 6
