@@ -255,7 +255,7 @@ def span_scenario(rnd: random.Random) -> list[list[dict[str, Any]]]:
     agents, tools, model calls and the root's statuses: what the ledger decides, the
     script must decide alike."""
     batches: list[list[dict[str, Any]]] = [[]]
-    ids = [f"s{k}" for k in range(8)]
+    ids = [f"s{k}" for k in range(30)]
     kinds_ = ["agent", "llm", "span", "tool"]
     for i in range(300):
         e = rnd.choice(["e1", "e2", "e3"])

@@ -357,7 +357,7 @@ for key, c in pairs(counters) do
     if c[f] then h[#h + 1] = f; h[#h + 1] = c[f] else gone[#gone + 1] = f end
   end
   redis.call('HSET', P .. 'c:' .. key, unpack(h))
-  redis.call('HDEL', P .. 'c:' .. key, unpack(gone))
+  if #gone > 0 then redis.call('HDEL', P .. 'c:' .. key, unpack(gone)) end
   for field, n in pairs(c.add) do redis.call('HINCRBY', P .. 'c:' .. key, field, n) end
 end
 for key, w in pairs(span_writes) do
