@@ -6,12 +6,14 @@ Redis that restarts with its data, carries on where it was. Real ``redis-server`
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import orjson
 import pytest
 import trio
@@ -101,6 +103,18 @@ async def test_a_start_on_one_node_and_its_end_on_another_are_one_span(
         expected = [("span:start", "s1"), ("span:end", "s1")]
         assert kinds(await stored(a, "e1")) == kinds(await stored(b, "e1")) == expected
         assert [e["seq"] for e in await stored(b, "e1")] == [1, 2]
+
+
+async def test_a_retried_batch_is_answered_alike_on_the_other_node(
+    redis: RedisServer, prefix: str
+) -> None:
+    async with nodes(redis.url, prefix) as (a, b):
+        await publish(a, start("e1", "s1", 1))
+        batch = decode_events(orjson.dumps([start("e1", "s1", 1), end("e1", "s1", 2)]))
+        first = await a.publish(batch, idempotency_key="k1")
+        again = await b.publish(batch, idempotency_key="k1")
+        assert [e.seq for e in first] == [e.seq for e in again] == [1, 2]
+        assert len(await a.read("e1")) == 2
 
 
 async def test_copies_within_one_batch_and_a_closing_never_opened(
@@ -317,3 +331,44 @@ async def test_the_script_decides_what_the_ledger_decides(
             expected = await single.hub.read(key, limit=10_000)
             assert await a.read(key, limit=10_000) == expected, key
         assert await a.executions() == await b.executions() == await single.hub.executions()
+
+
+def unpositioned(found: Any) -> Any:
+    """``found`` without global positions (a cluster's ``all`` has none: README)."""
+    if isinstance(found, bytes):
+        return re.sub(rb',"pos":\d+', b"", found)
+    if isinstance(found, list | tuple):
+        return type(found)(unpositioned(x) for x in found)
+    if attrs.has(type(found)) and hasattr(found, "pos"):
+        return attrs.evolve(found, pos=None)
+    return found
+
+
+@pytest.mark.xfail(reason="the ledger gets the span rules from spans")
+async def test_on_a_redis_cluster_the_script_decides_what_the_ledger_decides(
+    cluster: Cluster,
+) -> None:
+    """The same on a Cluster, but for the ``global`` copies of the statuses the script
+    decides: written after their batch (``global`` lives in another slot), so their order
+    in ``global`` may differ."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    async with open_observability() as single, nodes(cluster.url, prefix) as (a, b):
+        assert len({a.layout.of(k) for k in ["e1", "e2", "e3"]}) > 1
+        for i, batch in enumerate(span_scenario(random.Random(7))):
+            local = [x for x in outcome(await answer(single.hub, *batch)) if not x[5]]
+            got = [x for x in outcome(await answer((a, b)[i % 2], *batch)) if not x[5]]
+            assert got == unpositioned(local), f"batch {i}: {batch}"
+        for key in ["e1", "e2", "e3"]:
+            expected = unpositioned(await single.hub.read(key, limit=10_000))
+            assert await b.read(key, limit=10_000) == expected, key
+
+        def statuses(found: list[bytes]) -> list[tuple[str, str, str]]:
+            return sorted(
+                (e["executionId"], e["status"], e["timestamp"]) for e in map(orjson.loads, found)
+            )
+
+        assert statuses(await a.read(GLOBAL, limit=10_000)) == statuses(
+            await single.hub.read(GLOBAL, limit=10_000)
+        )
+        listing = await single.hub.executions()
+        assert sorted(await a.executions(), key=str) == sorted(listing, key=str)

@@ -299,7 +299,7 @@ for i, f in ipairs(cjson.decode(ARGV[12])) do
       end
     end
   elseif role == 'S' then
-    if c.started > 0 then seq = -c.started
+    if c.started > 0 then seq, role = -c.started, 'S-'  -- a copy: it names nothing either
     else
       c.status = status
       c.started = store()
@@ -324,6 +324,7 @@ for i, f in ipairs(cjson.decode(ARGV[12])) do
     c.name, c.namesince = name, ''
     name_agent(c, name, true)
   end
+  if seq < 0 then answer[#answer + 1] = {key, -seq} end  -- the event it repeats
   if rate then
     out[#out + 1] = seq; out[#out + 1] = c.ap; out[#out + 1] = c.at
   else
