@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Final, overload
 
 import attrs
+import orjson
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection
@@ -24,6 +25,8 @@ from wsproto.utilities import RemoteProtocolError
 from .._version import __version__
 from ..core.errors import InvalidInput, StoreError
 from ..core.events import FilterUpdate
+from ..core.facts import facts_js
+from ..core.prices import SHIPPED_PRICES, Prices
 from ..core.protocol import (
     ALL,
     DEFAULT_READ_TIMEOUT,
@@ -39,6 +42,7 @@ from ..core.protocol import (
 )
 from ..core.search import FILTERS, RunFilters, search_query, typed_filters_from
 from ..core.session import greeting
+from ..core.spantree import SpanTree
 from ..core.wire import events_json, parse_filters, search_json, summaries_json, to_json
 from ..hub.clock import now_iso
 from ..producers import Observability
@@ -84,6 +88,8 @@ class ServerConfig:
     shutdown_timeout: float = 3.0
     """At a stop: seconds WebSocket clients get to close, and requests being read get to
     arrive (a request that arrived is handled and answered whatever it takes)."""
+    prices: Prices = attrs.field(factory=lambda: dict(SHIPPED_PRICES))
+    """Model prices for the runs' cost (the shipped table, or ``--prices FILE``'s)."""
 
 
 _MAX_SEQ: Final = 10**MAX_INT_DIGITS - 1
@@ -157,6 +163,7 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
                 if kind.startswith("text/") or kind.endswith("javascript"):
                     kind += "; charset=utf-8"
                 files[item.name] = (item.read_bytes(), kind)
+    files["facts.js"] = (facts_js().encode(), "text/javascript; charset=utf-8")
     files.setdefault(
         "index.html",
         (b"<!doctype html><title>trio-obs</title><p>viewer not installed", "text/html"),
@@ -338,7 +345,8 @@ class _Server:
         limit = int_param(request, "limit", 100, maximum=MAX_EVENTS_LIMIT)
         filters = run_filters(request)
         try:
-            return Response(200, summaries_json(await self.hub.executions(limit, filters)))
+            summaries = await self.hub.executions(limit, filters)
+            return Response(200, summaries_json(summaries, self.config.prices))
         except StoreError as exc:
             raise unavailable(exc) from None
 
@@ -364,6 +372,21 @@ class _Server:
         except StoreError as exc:
             raise unavailable(exc) from None
         return Response(200, events_json(rows))
+
+    async def execution_tree(self, request: Request, execution_id: str, body: bytes) -> Response:
+        tree = SpanTree(execution_id)
+        try:
+            while rows := await self.hub.read(execution_id, after=tree.seq, limit=MAX_EVENTS_LIMIT):
+                for row in rows:
+                    tree.add(orjson.loads(row))
+                if len(rows) < MAX_EVENTS_LIMIT:
+                    break
+        except StoreError as exc:
+            raise unavailable(exc) from None
+        if not tree.seq:
+            raise HttpError(404, f"no execution {execution_id!r} is stored")
+        answer = tree.to_json(self.config.prices, epoch=self.hub.epoch)
+        return Response(200, to_json(answer))
 
     # ------------------------------------------------------------------ WebSocket
 
@@ -511,6 +534,12 @@ ROUTES: Final[RouteTable[_Server]] = RouteTable(
             "/api/executions/{}/events",
             ("GET",),
             _Server.execution_events,
+            auth="header-or-query",
+        ),
+        Route(
+            "/api/executions/{}/tree",
+            ("GET",),
+            _Server.execution_tree,
             auth="header-or-query",
         ),
         Route("/metrics", ("GET",), _Server.metrics_text),
