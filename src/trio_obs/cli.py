@@ -352,6 +352,18 @@ def build_parser() -> argparse.ArgumentParser:
     _typed_filters(tail, tool=False)
     tail.add_argument("--token", default=None, help="bearer token (default: $TRIO_OBS_TOKEN)")
     tail.add_argument("--json", action="store_true", help="print one JSON object per line")
+    tail.add_argument(
+        "--tree",
+        default=None,
+        metavar="EXECUTION",
+        help="print this execution's span tree once (states, durations, tokens, cost) and exit",
+    )
+    tail.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="exit 1 if the server cannot be reached at start, instead of retrying until it "
+        "answers",
+    )
 
     search = commands.add_parser(
         "search",
