@@ -847,3 +847,22 @@ async def test_tree_prints_a_real_execution_and_names_an_end_seen_before_the_tai
     assert "model gpt-4o done 1.3 s · 1,200 in / 85 out tokens" in text
     assert "search#call_1 error 2.1 s" in text
     assert "agent orchestrator running" in text
+
+
+def test_a_tasks_events_without_a_span_are_drawn_inside_the_agent_on_that_task() -> None:
+    x = "e1"
+    book = SpanBook()
+    agent = SpanStartEvent(execution_id=x, span_id="a1", parent_span_id="root", kind="agent",
+                           name="instance-1", task_id="T-3", timestamp=TS)  # fmt: skip
+    lines = []
+    for event in (agent, assertion("pass", 1.0), bus("info", False)):
+        event = attrs.evolve(event, execution_id=x)
+        book.learn(event)
+        text = render_event(event, local_time=False, context=book.context(event))
+        assert text is not None
+        lines.append(text.plain[len("12:34:56.789 e1          ") :])
+    assert lines == [
+        "  ▶ agent instance-1 [T-3]",
+        "    ✓ pass tests: unit tests pass [T-3] @instance-1 · pass rate 100%",
+        "✉ info ci build_failed: Build broke on main",  # no task: where it was
+    ]
