@@ -318,7 +318,6 @@ def outcome(envs: list[Envelope]) -> list[tuple[Any, ...]]:
     return [(e.key, e.seq, e.data, e.task_id, e.tool, e.is_copy, e.topic, e.event) for e in envs]
 
 
-@pytest.mark.xfail(reason="the ledger gets the span rules from spans")
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_the_script_decides_what_the_ledger_decides(
     redis: RedisServer, prefix: str, seed: int
@@ -344,7 +343,6 @@ def unpositioned(found: Any) -> Any:
     return found
 
 
-@pytest.mark.xfail(reason="the ledger gets the span rules from spans")
 async def test_on_a_redis_cluster_the_script_decides_what_the_ledger_decides(
     cluster: Cluster,
 ) -> None:

@@ -27,9 +27,8 @@ partition, so it runs atomically on one shard. Keys of a partition, under its pr
   closing status with its ``heldts`` and ``heldst``); its summary (``name``,
   ``namesince``, ``conv``, ``agents`` as a JSON array, ``mc``/``tc``/``er`` model calls,
   tool calls and errors, ``ti``/``to`` tokens, ``mi:<model>``/``mo:<model>`` per model);
-- ``s:<key>`` -- its spans (SPEC §12), by span id: ``k<id>`` kind (the span is known),
-  ``n<id>`` tool name, ``T<id>`` task, ``g<id>`` agent (JSON), ``m<id>`` model,
-  ``O<id>``/``C<id>`` seqs of its opening and closing, ``X<id>`` ``l`` if it closed lost;
+- ``s:<key>`` -- its spans (SPEC §12): ``r<span id>``, the span's record as JSON (kind,
+  tool name, task, agent, model, the seqs of its opening and closing, closed lost?);
 - ``active`` / ``touched`` -- sorted sets of executions by last write (a counter, and
   Redis's clock in seconds, for retention and for ordering across partitions);
 - ``idem:<key>`` -- the answer of an ``Idempotency-Key`` (this partition's part of it);
@@ -112,7 +111,7 @@ end
 local NUMBERS = {'seq', 'n', 'at', 'ap', 'open', 'started', 'ended'}
 local TEXTS = {'first', 'last', 'status', 'held', 'heldts', 'heldst', 'name', 'namesince',
                'conv', 'agents'}
-local counters, spans, span_writes = {}, {}, {}
+local counters, records, dirty = {}, {}, {}
 local function counter(key)
   local c = counters[key]
   if not c then
@@ -125,16 +124,23 @@ local function counter(key)
   end
   return c
 end
-local function span(key, field)
-  local known = spans[key] and spans[key][field]
-  if known ~= nil then return known end
-  return redis.call('HGET', P .. 's:' .. key, field)
+local function record(key, id)
+  -- A span's record: {k kind, n tool name, T task, g agent (JSON), m model, O/C seqs of its
+  -- opening/closing, X 'l' if it closed lost}; false if the span is not known.
+  local mine = records[key]
+  if not mine then mine = {}; records[key] = mine end
+  local r = mine[id]
+  if r == nil then
+    local v = redis.call('HGET', P .. 's:' .. key, 'r' .. id)
+    r = v and cjson.decode(v) or false
+    mine[id] = r
+  end
+  return r
 end
-local function remember(key, field, value)
-  if not spans[key] then spans[key] = {}; span_writes[key] = {} end
-  spans[key][field] = value
-  local w = span_writes[key]
-  w[#w + 1] = field; w[#w + 1] = value
+local function keep(key, id, r)
+  records[key][id] = r
+  if not dirty[key] then dirty[key] = {} end
+  dirty[key][id] = true
 end
 local function count(c, field, n) c.add[field] = (c.add[field] or 0) + n end
 local function count_span(c, kind)
@@ -197,7 +203,8 @@ for i, f in ipairs(cjson.decode(ARGV[12])) do
     return seq
   end
   local function parent_agent()
-    return parent ~= '' and span(key, 'k' .. parent) and span(key, 'g' .. parent)
+    local r = parent ~= '' and record(key, parent)
+    return r and r.g or false
   end
   if kind == 'A' or kind == 'a' then
     c.at = c.at + 1
@@ -205,35 +212,36 @@ for i, f in ipairs(cjson.decode(ARGV[12])) do
     rate = c.ap .. ' ' .. c.at
   end
   if role == 'n' then
-    local known = id ~= '' and span(key, 'k' .. id)
-    if known then
+    local r = id ~= '' and record(key, id)
+    if r then
       if f[19] == '1' then
-        tool = known == 'tool' and span(key, 'n' .. id)
-        task = span(key, 'T' .. id)
+        tool = r.k == 'tool' and r.n or false
+        task = r.T or false
       end
-      fill(span(key, 'g' .. id))
+      fill(r.g or false)
     end
     fill(parent_agent())
     store()
   elseif role == 'o' then
-    if span(key, 'k' .. id) then
-      seq = -(tonumber(span(key, 'O' .. id)) or tonumber(span(key, 'C' .. id)) or 0)
+    local r = record(key, id)
+    if r then
+      seq = -((r.O or 0) > 0 and r.O or r.C or 0)
     else
       local skind, name = f[11], f[12]
-      local pk = parent ~= '' and span(key, 'k' .. parent)
-      local pagent = pk and span(key, 'g' .. parent)
+      local pk = parent ~= '' and record(key, parent)
+      local pagent = pk and pk.g or false
       local own = f[20] ~= '' and f[20]
       if not own then
         if skind == 'agent' then own = f[21] ~= '' and f[21] else own = pagent end
       end
       fill(own)
       store()
-      remember(key, 'k' .. id, skind)
-      remember(key, 'O' .. id, seq)
-      if task then remember(key, 'T' .. id, task) end
-      if skind == 'tool' then remember(key, 'n' .. id, name) end
-      if own then remember(key, 'g' .. id, own) end
-      if f[13] ~= '' then remember(key, 'm' .. id, f[13]) end
+      r = {k = skind, O = seq}
+      if task then r.T = task end
+      if skind == 'tool' then r.n = name end
+      if own then r.g = own end
+      if f[13] ~= '' then r.m = f[13] end
+      keep(key, id, r)
       c.open = c.open + 1
       count_span(c, skind)
       if skind == 'agent' then
@@ -242,45 +250,46 @@ for i, f in ipairs(cjson.decode(ARGV[12])) do
           c.name, c.namesince = name, ts
         end
         if name ~= '' then name_agent(c, name, false) end
-      elseif not c.name and (parent == '' or not pk) and name ~= '' then
+      elseif not c.name and skind ~= 'tool' and skind ~= 'skill' and name ~= '' and not pk then
         c.name = name
       end
       if f[16] ~= '' and not c.conv then c.conv = f[16] end
     end
   elseif role == 'c' then
-    local known = span(key, 'k' .. id)
-    local closed = tonumber(known and span(key, 'C' .. id)) or 0
+    local r = record(key, id)
+    local known = r and true
+    local closed = r and r.C or 0
     local lost = f[14] == '1'
-    if known and not (closed == 0 or (span(key, 'X' .. id) == 'l' and not lost)) then
+    if r and not (closed == 0 or (r.X == 'l' and not lost)) then
       seq = -closed
     else
-      local skind, model = known, ''
-      if known then
-        task = task or span(key, 'T' .. id)
-        tool = known == 'tool' and span(key, 'n' .. id)
-        fill(span(key, 'g' .. id))
-        model = span(key, 'm' .. id) or ''
+      local skind, model
+      if r then
+        skind, model = r.k, r.m or ''
+        task = task or r.T or false
+        tool = r.k == 'tool' and r.n or false
+        fill(r.g or false)
       else
         skind = f[11]
         local own
         if skind == 'agent' then own = f[21] ~= '' and f[21] else own = parent_agent() end
         fill(own)
-        remember(key, 'k' .. id, skind)
-        if task then remember(key, 'T' .. id, task) end
-        if skind == 'tool' then remember(key, 'n' .. id, f[12]) end
-        if own then remember(key, 'g' .. id, own) end
-        tool = false
+        r = {k = skind}
+        if task then r.T = task end
+        if skind == 'tool' then r.n = f[12] end
+        if own then r.g = own end
+        model, tool = '', false
       end
       store()
-      remember(key, 'C' .. id, seq)
-      remember(key, 'X' .. id, lost and 'l' or '')
+      r.C, r.X = seq, lost and 'l' or nil
+      keep(key, id, r)
       if not known then count_span(c, skind) end
       if closed == 0 and skind == 'llm' and f[17] >= 0 then
         local m = f[13] ~= '' and f[13] or model
         count(c, 'ti', f[17]); count(c, 'to', f[18])
         count(c, 'mi:' .. m, f[17]); count(c, 'mo:' .. m, f[18])
       end
-      if known and (tonumber(span(key, 'O' .. id)) or 0) > 0 and closed == 0 then
+      if known and (r.O or 0) > 0 and closed == 0 then
         c.open = c.open - 1
         if c.open <= 0 and c.held then
           -- The last open span closed: the held closing status is stored now, after it.
@@ -361,8 +370,10 @@ for key, c in pairs(counters) do
   if #gone > 0 then redis.call('HDEL', P .. 'c:' .. key, unpack(gone)) end
   for field, n in pairs(c.add) do redis.call('HINCRBY', P .. 'c:' .. key, field, n) end
 end
-for key, w in pairs(span_writes) do
-  redis.call('HSET', P .. 's:' .. key, unpack(w))
+for key, ids in pairs(dirty) do
+  local h = {}
+  for id in pairs(ids) do h[#h + 1] = 'r' .. id; h[#h + 1] = cjson.encode(records[key][id]) end
+  redis.call('HSET', P .. 's:' .. key, unpack(h))
 end
 -- Executions by last write: each key once, in the order of its last write in the batch.
 local now = redis.call('TIME')
@@ -424,13 +435,12 @@ return out
 """The last seq of several stream keys."""
 
 SUMMARIES: Final = r"""#!lua flags=no-writes
--- ARGV: prefix, limit. -> per execution: id, seq, n, first, last, status, last write (seconds)
+-- ARGV: prefix, limit. -> per execution: id, its counters (HGETALL), last write (seconds)
 local P = ARGV[1]
 local out = {}
 for _, id in ipairs(redis.call('ZREVRANGE', P .. 'active', 0, tonumber(ARGV[2]) - 1)) do
-  local v = redis.call('HMGET', P .. 'c:' .. id, 'seq', 'n', 'first', 'last', 'status')
   out[#out + 1] = id
-  for j = 1, 5 do out[#out + 1] = v[j] end
+  out[#out + 1] = redis.call('HGETALL', P .. 'c:' .. id)
   out[#out + 1] = redis.call('ZSCORE', P .. 'touched', id)
 end
 return out
