@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import httpx
 import orjson
 import pytest
 import trio
 
 from redis_support import Cluster, RedisServer, needs_redis
-from support import TIMEOUT
+from support import TIMEOUT, ServerProcess
 from trio_obs import GLOBAL, open_observability
 from trio_obs.core.intake import decode_events
 from trio_obs.core.routing import Envelope
@@ -370,3 +371,58 @@ async def test_on_a_redis_cluster_the_script_decides_what_the_ledger_decides(
         )
         listing = await single.hub.executions()
         assert sorted(await a.executions(), key=str) == sorted(listing, key=str)
+
+
+# --------------------------------------------------------------------------- as users run it
+
+
+async def test_two_serve_processes_give_one_tree_and_one_summary(redis: RedisServer) -> None:
+    """``trio-obs serve --redis``: a run posted half to one node, half to the other, is one
+    tree and one summary on both (SPEC §12, the cluster part of issue 21)."""
+    e = f"x-{uuid.uuid4().hex[:8]}"
+    nodes_ = [ServerProcess("--redis", redis.url) for _ in range(2)]
+    a, b = nodes_
+    try:
+        async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as http:
+
+            async def post(node: ServerProcess, *batch: dict[str, Any]) -> list[int]:
+                answer = await http.post(node.url("/api/events"), content=orjson.dumps(batch),
+                                         headers={"content-type": "application/json"})  # fmt: skip
+                assert answer.status_code == 202, answer.text
+                seqs: list[int] = answer.json()["seqs"]
+                return seqs
+
+            boss = start(e, "a1", 1, kind="agent", name="orchestrator", parentSpanId="root")
+            llm = start(e, "m1", 2, parentSpanId="a1", model="gpt-4o", conversationId="c9")
+            assert await post(a, status(e, "started", 0, spanId="root"), boss, llm) == [1, 2, 3]
+            assert await post(b, boss, llm) == [2, 3]  # an exporter's copies: one span each
+            usage = {"inputTokens": 1000, "outputTokens": 100}
+            await post(b, end(e, "m1", 3, model="gpt-4o", usage=usage, kind="llm"))
+            assert await post(a, status(e, "completed", 5, spanId="root")) == [4]  # held
+            await post(b, end(e, "a1", 4, kind="agent"))
+            for node in nodes_:
+                [run] = [r for r in (await http.get(node.url("/api/executions"))).json()
+                         if r["executionId"] == e]  # fmt: skip
+                assert (run["name"], run["agents"], run["conversationId"], run["state"]) == (
+                    "orchestrator",
+                    ["orchestrator"],
+                    "c9",
+                    "completed",
+                )
+                totals = run["totals"]
+                assert (totals["modelCalls"], totals["inputTokens"], totals["outputTokens"]) == (
+                    1,
+                    1000,
+                    100,
+                )
+                assert totals["cost"] == pytest.approx(1000 * 2.5e-6 + 100 * 10e-6)
+                tree = (await http.get(node.url(f"/api/executions/{e}/tree"))).json()
+                spans = {s["spanId"]: s for s in tree["spans"]}
+                assert (tree["state"], tree["seq"], len(spans)) == ("done", 6, 3)
+                assert (spans["a1"]["state"], spans["m1"]["state"]) == ("done", "done")
+                assert spans["m1"]["agent"] == "orchestrator"
+    finally:
+        for node in nodes_:
+            node.stop()
+        for node in nodes_:
+            assert "Traceback" not in "".join(node.stderr), node.stderr
