@@ -278,7 +278,7 @@ def span_scenario(rnd: random.Random) -> list[list[dict[str, Any]]]:
         more: dict[str, Any] = {"parentSpanId": parent} if parent else {}
         if rnd.random() < 0.2:
             more["agent"] = rnd.choice(["given", "other"])
-        pick = rnd.randrange(10)
+        pick = rnd.randrange(12)
         if pick < 3:
             kind = rnd.choice(kinds_)
             event = start(e, span, i % 60, kind=kind, name=f"{kind}-{span}", **more)
@@ -306,9 +306,24 @@ def span_scenario(rnd: random.Random) -> list[list[dict[str, Any]]]:
             root = {"spanId": "root"} if rnd.random() < 0.8 else {}
             event = status(e, state, i % 60, **root, **({"agent": "boss"} if rnd.random() < 0.2
                                                        else {}))  # fmt: skip
-        else:
+        elif pick == 9:
             event = {"type": "agent:heartbeat", "executionId": e, "instanceId": "i",
-                     "status": "idle", "timestamp": at(i % 60), **more}  # fmt: skip
+                     "status": rnd.choice(["idle", "error"]), "timestamp": at(i % 60),
+                     **more, **({"spanId": span} if rnd.random() < 0.5 else {})}  # fmt: skip
+        elif pick == 10:
+            kind = rnd.choice(["skill:start", "skill:end"])
+            event = {"type": kind, "executionId": e, "skillTraceId": span, "skillName": "k",
+                     "timestamp": at(i % 60), **more}  # fmt: skip
+            if kind == "skill:start":
+                event |= {"skillFile": "f", "lineNumber": 1, "taskId": rnd.choice(["t2", None])}
+            else:
+                event |= {"status": rnd.choice(["success", "failed"]), "durationMs": 1}
+        else:
+            entry = {"id": f"t{i}", "timestamp": at(0), "sequence": i, "executionId": e,
+                     "instanceId": "i", "entryType": rnd.choice(["error", "note"]),
+                     "category": "c", "summary": "s"}  # fmt: skip
+            event = {"type": "transcript:entry", "executionId": e, "entry": entry,
+                     "timestamp": at(i % 60), "spanId": span, **more}  # fmt: skip
         batches[-1].append(event)
         if len(batches[-1]) >= rnd.randint(1, 5):
             batches.append([])
