@@ -111,15 +111,16 @@ end
 local NUMBERS = {'seq', 'n', 'at', 'ap', 'open', 'started', 'ended'}
 local TEXTS = {'first', 'last', 'status', 'held', 'heldts', 'heldst', 'name', 'namesince',
                'conv', 'agents'}
+local FIELDS = {unpack(NUMBERS)}
+for _, name in ipairs(TEXTS) do FIELDS[#FIELDS + 1] = name end
 local counters, records, dirty = {}, {}, {}
 local function counter(key)
   local c = counters[key]
   if not c then
-    local v = redis.call('HMGET', P .. 'c:' .. key, unpack(NUMBERS))
-    local w = redis.call('HMGET', P .. 'c:' .. key, unpack(TEXTS))
+    local v = redis.call('HMGET', P .. 'c:' .. key, unpack(FIELDS))
     c = {add = {}}
-    for j, f in ipairs(NUMBERS) do c[f] = tonumber(v[j]) or 0 end
-    for j, f in ipairs(TEXTS) do c[f] = w[j] end
+    for j, name in ipairs(NUMBERS) do c[name] = tonumber(v[j]) or 0 end
+    for j, name in ipairs(TEXTS) do c[name] = v[#NUMBERS + j] end
     counters[key] = c
   end
   return c
@@ -183,29 +184,33 @@ end
 -- closing is `lost`, 15 1 if it is an error, 16 conversation id, 17/18 tokens in/out
 -- (-1: no usage), 19 '1' if content takes its tool and task from its span, 20 the agent
 -- the event gives (JSON, ''), 21 an agent span's own name (JSON, '').
-for i, f in ipairs(cjson.decode(ARGV[12])) do
-  local key, kind, ts, task, tool, status = f[1], f[2], f[3], f[4], f[5], f[6]
-  local role, id, parent, at = f[7] or '', f[8] or '', f[9] or '', f[10] or -1
-  local data = ARGV[12 + i]
+-- The entry being read (the helpers below work on it).
+local f, key, kind, ts, task, tool, status, role, id, parent, at, data, c
+local rate, agent, more, seq
+local function fill(found)
+  if at >= 0 and found and not agent then
+    agent = found
+    data = string.sub(data, 1, at) .. ',"agent":' .. agent .. string.sub(data, at + 1)
+  end
+end
+local function store()
+  seq = add(key, data, ts, task, tool, rate, kind == 'C')
+  if key ~= 'global' and f[15] == 1 then count(c, 'er', 1) end
+  return seq
+end
+local function parent_agent()
+  local r = parent ~= '' and record(key, parent)
+  return r and r.g or false
+end
+for i, fact in ipairs(cjson.decode(ARGV[12])) do
+  f = fact
+  key, kind, ts, task, tool, status = f[1], f[2], f[3], f[4], f[5], f[6]
+  role, id, parent, at = f[7] or '', f[8] or '', f[9] or '', f[10] or -1
+  data = ARGV[12 + i]
   if task == '' then task = false end
   if tool == '' then tool = false end
-  local rate, agent, more, seq = false, false, false, 0
-  local c = counter(key)
-  local function fill(found)
-    if at >= 0 and found and not agent then
-      agent = found
-      data = string.sub(data, 1, at) .. ',"agent":' .. agent .. string.sub(data, at + 1)
-    end
-  end
-  local function store()
-    seq = add(key, data, ts, task, tool, rate, kind == 'C')
-    if key ~= 'global' and f[15] == 1 then count(c, 'er', 1) end
-    return seq
-  end
-  local function parent_agent()
-    local r = parent ~= '' and record(key, parent)
-    return r and r.g or false
-  end
+  rate, agent, more, seq = false, false, false, 0
+  c = counter(key)
   if kind == 'A' or kind == 'a' then
     c.at = c.at + 1
     if kind == 'A' then c.ap = c.ap + 1 end
