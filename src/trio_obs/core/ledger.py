@@ -459,7 +459,7 @@ class _Batch:
             task_id = task_id or found.task_id
             tool = found.name if found.kind == "tool" else None
             agent = found.agent
-            record = attrs.evolve(found)
+            record = found.copy()
         else:
             parent_id = event.parent_span_id
             parent = self.span((key, parent_id)) if parent_id is not None else None
@@ -630,7 +630,8 @@ class Ledger:
         for batch in batches:
             for event in batch:
                 wanted[event.execution_id] = None
-                if isinstance(event, ev.ExecutionStatusEvent):
+                # A closing may release a held status, which has its `global` copy.
+                if isinstance(event, ev.ExecutionStatusEvent) or FACTS[event.type].role == "closes":
                     wanted[GLOBAL] = None
         return [key for key in wanted if not self.knows(key)]
 
