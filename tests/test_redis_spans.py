@@ -441,3 +441,58 @@ async def test_two_serve_processes_give_one_tree_and_one_summary(redis: RedisSer
             node.stop()
         for node in nodes_:
             assert "Traceback" not in "".join(node.stderr), node.stderr
+
+
+def otlp(*spans: dict[str, Any]) -> bytes:
+    return orjson.dumps({"resourceSpans": [{"scopeSpans": [{"spans": list(spans)}]}]})
+
+
+def otlp_span(trace: str, span: str, parent: str | None, start_ms: int, end_ms: int,
+              **attributes: str) -> dict[str, Any]:  # fmt: skip
+    return {
+        "traceId": trace, "spanId": span, "name": attributes.get("gen_ai.operation.name", "x"),
+        "kind": 1, **({"parentSpanId": parent} if parent else {}),
+        "startTimeUnixNano": str(1_700_000_000_000_000_000 + start_ms * 1_000_000),
+        "endTimeUnixNano": str(1_700_000_000_000_000_000 + end_ms * 1_000_000),
+        "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attributes.items()],
+    }  # fmt: skip
+
+
+async def test_an_agent_calling_an_agent_exported_child_first_to_two_nodes(
+    redis: RedisServer,
+) -> None:
+    """OTLP: the sub-agent's spans to one node, the tool that ran it to the other, the root
+    last, one request sent twice: one execution, each span once, completed once at the end."""
+    trace = uuid.uuid4().hex
+    root = otlp_span(trace, "a" * 16, None, 0, 90, **{"gen_ai.operation.name": "invoke_agent",
+                     "gen_ai.agent.name": "orchestrator"})  # fmt: skip
+    tool = otlp_span(trace, "b" * 16, "a" * 16, 10, 80, **{"gen_ai.operation.name": "execute_tool",
+                     "gen_ai.tool.name": "delegate_research"})  # fmt: skip
+    sub = otlp_span(trace, "c" * 16, "b" * 16, 20, 70, **{"gen_ai.operation.name": "invoke_agent",
+                    "gen_ai.agent.name": "research_agent"})  # fmt: skip
+    nodes_ = [ServerProcess("--redis", redis.url) for _ in range(2)]
+    a, b = nodes_
+    try:
+        async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as http:
+            for node, body in [(a, otlp(sub)), (b, otlp(tool)), (a, otlp(tool)), (b, otlp(root))]:
+                answer = await http.post(node.url("/v1/traces"), content=body,
+                                         headers={"content-type": "application/json"})  # fmt: skip
+                assert answer.status_code == 200, answer.text
+            for node in nodes_:
+                events = (await http.get(node.url(f"/api/executions/{trace}/events"))).json()
+                shapes = [(e["type"], e.get("status") or e.get("spanId") or e.get("toolUseId"))
+                          for e in events]  # fmt: skip
+                assert shapes.count(("execution:status", "started")) == 1, shapes
+                assert shapes.count(("execution:status", "completed")) == 1, shapes
+                assert shapes[0] == ("execution:status", "started")
+                assert shapes[-1] == ("execution:status", "completed")
+                assert sorted(shapes[1:-1]) == sorted(set(shapes[1:-1])), shapes  # each once
+                [run] = [r for r in (await http.get(node.url("/api/executions"))).json()
+                         if r["executionId"] == trace]  # fmt: skip
+                assert (run["name"], run["state"]) == ("orchestrator", "completed")
+                assert set(run["agents"]) == {"orchestrator", "research_agent"}
+    finally:
+        for node in nodes_:
+            node.stop()
+        for node in nodes_:
+            assert "Traceback" not in "".join(node.stderr), node.stderr
