@@ -17,7 +17,7 @@ RESERVED_STREAMS: Final = frozenset({ALL, GLOBAL})
 
 Topic: TypeAlias = Literal[
     "all", "transcript", "tools", "assertions", "skills", "messagebus", "waves", "agents",
-    "execution", "spans",
+    "execution", "spans", "alerts",
 ]  # fmt: skip
 TOPICS: Final[frozenset[str]] = frozenset(Topic.__args__)  # type: ignore[attr-defined]
 
@@ -35,8 +35,11 @@ TOPIC_OF_TYPE: Final[dict[str, str]] = {
     "execution:status": "execution",
     "span:start": "spans",
     "span:end": "spans",
+    "watch:alert": "alerts",
+    "watch:clear": "alerts",
 }
-"""Which topic each stream event type belongs to (the plan's OBS-602; ``spans``: SPEC §12)."""
+"""Which topic each stream event type belongs to (the plan's OBS-602; ``spans``: SPEC §12;
+``alerts``: SPEC §13)."""
 
 Severity: TypeAlias = Literal["debug", "info", "warning", "error", "critical"]
 SEVERITIES: Final[frozenset[str]] = frozenset(Severity.__args__)  # type: ignore[attr-defined]

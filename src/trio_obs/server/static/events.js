@@ -8,6 +8,7 @@ const TOPIC_OF_TYPE = {
   "skill:end": "skills", "messagebus:event": "messagebus", "wave:status": "waves",
   "agent:heartbeat": "agents", "execution:status": "execution",
   "span:start": "spans", "span:end": "spans",
+  "watch:alert": "alerts", "watch:clear": "alerts",
 };
 export const TOPICS = [...new Set(Object.values(TOPIC_OF_TYPE))];
 export const topicOf = (ev) => TOPIC_OF_TYPE[ev.type] ?? "other";
