@@ -98,6 +98,11 @@ def duration(text: str) -> float:
     return float(int(number) * _DURATION_UNITS[unit])
 
 
+def watch_seconds(text: str) -> float:
+    """Seconds as ``45``, ``2.5``, ``45s``, ``10m`` or ``1h`` (the watchdog's thresholds)."""
+    return duration(text) if text[-1:].isalpha() else _seconds(text)
+
+
 def size(text: str) -> int:
     """Bytes in ``67108864``, ``64MiB``, ``512k`` or ``1G`` (the type of ``--buffer-bytes``)."""
     digits = text.rstrip("KkMmGgIiBb")
@@ -267,6 +272,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--demo", action="store_true", help="also run the simulated agent execution, in a loop"
     )
+    for flag, default, what in (
+        ("--lost-after", "30s", "a producer silent for max(3 x its heartbeat interval, this) "
+         "is lost"),
+        ("--slow-after", "60s", "an open tool or model call older than max(3 x its tool's "
+         "p95, this) is slow"),
+        ("--idle-after", "10m", "a running execution with no event for this long is idle"),
+    ):  # fmt: skip
+        serve.add_argument(
+            flag,
+            type=watch_seconds,
+            default=watch_seconds(default),
+            metavar="DURATION",
+            help=f"watchdog: {what} (seconds, or with s, m, h; default {default})",
+        )
+    serve.add_argument(
+        "--alert-webhook",
+        default=None,
+        metavar="URL",
+        help="POST each watchdog alert and clear to this URL as JSON (bounded retries; "
+        "never holds up anything else)",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -342,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
         "'trio-obs search')",
     )
     _typed_filters(tail, tool=False)
+    tail.add_argument(
+        "--running",
+        action="store_true",
+        help="instead of events: the open spans of running executions with their age and "
+        "the watchdog's word (slow, lost), redrawn every second",
+    )
     tail.add_argument("--token", default=None, help="bearer token (default: $TRIO_OBS_TOKEN)")
     tail.add_argument("--json", action="store_true", help="print one JSON object per line")
 
@@ -410,6 +442,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .client.search_cli import run_search_cli
 
         return run_search_cli(args)
+    if args.running:
+        from .client.running import run_running_cli
+
+        return run_running_cli(args)
     from .client.tail import run_tail_cli
 
     status = run_tail_cli(args)

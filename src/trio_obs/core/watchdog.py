@@ -54,6 +54,8 @@ class Thresholds:
     idle_after: float = 600.0
 
 
+DEFAULT_THRESHOLDS: Final = Thresholds()
+
 def seconds_of(timestamp: str) -> float | None:
     """A stored time (``...Z``) as seconds since the epoch, or None if there is none."""
     if not timestamp:

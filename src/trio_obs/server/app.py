@@ -39,6 +39,7 @@ from ..core.protocol import (
 )
 from ..core.search import FILTERS, RunFilters, search_query, typed_filters_from
 from ..core.session import greeting
+from ..core.watchdog import DEFAULT_THRESHOLDS, Thresholds
 from ..core.wire import events_json, parse_filters, search_json, summaries_json, to_json
 from ..hub.clock import now_iso
 from ..producers import Observability
@@ -50,6 +51,7 @@ from .metrics import ServerMetrics
 from .otlp import OtlpReceiver, receive_logs, receive_traces
 from .routes import Response, Route, RouteTable
 from .transport import SocketTransport, StreamTransport, Transport
+from .watch import Watchdog
 from .websocket import WebSocketConnection
 
 log = logging.getLogger("trio_obs.server")
@@ -84,6 +86,11 @@ class ServerConfig:
     shutdown_timeout: float = 3.0
     """At a stop: seconds WebSocket clients get to close, and requests being read get to
     arrive (a request that arrived is handled and answered whatever it takes)."""
+    watch: Thresholds | None = DEFAULT_THRESHOLDS
+    """The watchdog's thresholds (SPEC §13: ``--lost-after``, ``--slow-after``,
+    ``--idle-after``); None: no watchdog on this server."""
+    alert_webhook: str | None = None
+    """A URL each ``watch:alert`` and ``watch:clear`` this server stores is POSTed to."""
 
 
 _MAX_SEQ: Final = 10**MAX_INT_DIGITS - 1
@@ -189,6 +196,13 @@ class _Server:
         self.cap = ConnectionCap(config.max_connections)
         self.metrics = ServerMetrics(self.hub, lambda: len(self.connections), self.cap)
         self.flusher = Flusher(self.metrics)
+        self.watchdog = (
+            Watchdog(self.hub, config.watch, webhook=config.alert_webhook)
+            if config.watch is not None
+            else None
+        )
+        if self.watchdog is not None:
+            self.metrics.watched = self.watchdog.judge_counts
         self.static = _load_static()
         self.otlp = OtlpReceiver(obs, max_body=config.max_body)
         self.unknown_fields = UnknownFieldLog()
@@ -356,6 +370,11 @@ class _Server:
         except StoreError as exc:
             raise unavailable(exc) from None
 
+    async def running(self, request: Request, _: str, body: bytes) -> Response:
+        """Open spans of running executions with their age (SPEC §13, ``tail --running``)."""
+        spans = self.watchdog.running() if self.watchdog is not None else []
+        return Response(200, to_json({"watching": self.watchdog is not None, "spans": spans}))
+
     async def execution_events(self, request: Request, execution_id: str, body: bytes) -> Response:
         since = int_param(request, "since", 0)
         limit = int_param(request, "limit", 1000, maximum=MAX_EVENTS_LIMIT)
@@ -513,6 +532,7 @@ ROUTES: Final[RouteTable[_Server]] = RouteTable(
             _Server.execution_events,
             auth="header-or-query",
         ),
+        Route("/api/running", ("GET",), _Server.running, auth="header-or-query"),
         Route("/metrics", ("GET",), _Server.metrics_text),
     ]
 )
@@ -545,6 +565,8 @@ async def serve(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server.flusher.run)
             nursery.start_soon(serve_listeners, server.handle, listeners, server.cap)
+            if server.watchdog is not None:
+                await nursery.start(server.watchdog.run)
             task_status.started(port)
             try:
                 await trio.sleep_forever()
