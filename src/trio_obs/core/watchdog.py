@@ -56,6 +56,7 @@ class Thresholds:
 
 DEFAULT_THRESHOLDS: Final = Thresholds()
 
+
 def seconds_of(timestamp: str) -> float | None:
     """A stored time (``...Z``) as seconds since the epoch, or None if there is none."""
     if not timestamp:
