@@ -292,3 +292,39 @@ async def test_metrics_count_open_spans() -> None:
 
         await until(two_open)
         assert values["trio_obs_spans{state=lost}"] == 0
+
+
+async def test_a_live_processor_sends_keepalives_and_is_lost_when_they_stop() -> None:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from trio_obs.otel import LiveSpanProcessor
+
+    async with running_server(watch=Thresholds(1.0, 3600, 3600)) as srv:
+        live = LiveSpanProcessor(srv.url(), keepalive_interval=0.2)
+        provider = TracerProvider(resource=Resource.create({"service.name": "weather"}))
+        provider.add_span_processor(live)
+        span = provider.get_tracer("t").start_span(
+            "execute_tool get_weather",
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": "get_weather",
+                "gen_ai.tool.call.id": "call_1",
+            },
+        )
+        trace = format(span.get_span_context().trace_id, "032x")
+        found = await wait_for(
+            srv.http, trace, lambda f: len(of("agent:heartbeat", f)) >= 2, "keep-alives"
+        )
+        beat = of("agent:heartbeat", found)[0]
+        assert beat["instanceId"] == f"otel:weather:{live.producer_id}"
+        assert beat["metrics"] == {"intervalSeconds": 0.2}
+        # the process "dies": its keep-alives stop, its span never ends
+        await trio.to_thread.run_sync(live.shutdown)
+        found = await wait_for(
+            srv.http, trace, lambda f: bool(of("watch:alert", f, alert="lost")), "lost"
+        )
+        (alert,) = of("watch:alert", found)
+        assert alert["instanceId"] == beat["instanceId"]
+        assert [e["spanId"] for e in of("span:end", found, state="lost")] == ["call_1"]
+        assert live.keepalives >= 2

@@ -43,6 +43,33 @@ ENDED_MEMORY: Final = 10_000
 """Ended executions remembered, so that their late events open nothing."""
 INTERVAL_FIELD: Final = "intervalSeconds"
 """The heartbeat metric that declares a producer's own interval (seconds)."""
+KEEPALIVE: Final = "trio_obs.keepalive"
+"""On an OTLP log record (no span, no body) from :class:`~trio_obs.otel.LiveSpanProcessor`:
+its keep-alive interval in seconds. The record's trace is the execution it keeps alive."""
+PRODUCER: Final = "trio_obs.producer"
+"""On a keep-alive record: the id of the process (the processor) that sent it."""
+
+
+def keepalive_heartbeat(
+    trace_id: str, attributes: dict[str, object], service: str | None
+) -> ev.AgentHeartbeatEvent | None:
+    """The ``agent:heartbeat`` an OTLP keep-alive record stands for, or None if it is none.
+
+    Its instance is ``otel:<service>:<producer>``; its interval is declared
+    (``intervalSeconds``); it takes the server's time when stored (a producer's clock
+    may be off, and silence is measured against the server's).
+    """
+    interval = attributes.get(KEEPALIVE)
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
+        return None
+    producer = attributes.get(PRODUCER)
+    who = f"otel:{service or 'otel'}:{producer if isinstance(producer, str) else 'process'}"
+    return ev.AgentHeartbeatEvent(
+        execution_id=trace_id,
+        instance_id=who[:200],
+        status="working",
+        metrics={INTERVAL_FIELD: float(interval)},
+    )
 
 
 @attrs.frozen
