@@ -27,11 +27,12 @@ import hashlib
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import attrs
 
 from . import events as ev
+from .facts import role_of, span_id_of, span_kind_of
 from .protocol import ENDED_STATES
 
 RUNNING_STATES: Final = frozenset({"started", "running", "paused"})
@@ -175,26 +176,27 @@ class OpenSpanView:
 
 
 def _span_of(event: ev.StreamEvent) -> tuple[str, ev.SpanKind, str, str | None] | None:
-    """(span id, kind, name, tool use id) of an opening event, else None."""
+    """(span id, kind, name, tool use id) of an opening event (the facts table's), else None."""
+    if role_of(event) != "opens" or (span_id := span_id_of(event)) is None:
+        return None
+    kind = cast("ev.SpanKind", span_kind_of(event) or "span")
     if isinstance(event, ev.ToolStartEvent):
-        return event.tool_use_id, "tool", event.tool, event.tool_use_id
+        return span_id, kind, event.tool, event.tool_use_id
     if isinstance(event, ev.SkillStartEvent):
-        return event.skill_trace_id, "skill", event.skill_name, None
+        return span_id, kind, event.skill_name, None
     if isinstance(event, ev.SpanStartEvent):
-        name = event.model if event.kind == "llm" and event.model else event.name
-        return event.span_id, event.kind, name, None
-    return None
+        return span_id, kind, event.model if kind == "llm" and event.model else event.name, None
+    return span_id, kind, kind, None
 
 
 def _closed(event: ev.StreamEvent) -> tuple[str, float | None] | None:
     """(span id, duration ms) of a real closing event, else None (lost closings are not)."""
-    if isinstance(event, ev.ToolEndEvent):
-        return event.tool_use_id, event.duration_ms
-    if isinstance(event, ev.SkillEndEvent):
-        return event.skill_trace_id, event.duration_ms
-    if isinstance(event, ev.SpanEndEvent) and event.state != "lost":
-        return event.span_id, event.duration_ms
-    return None
+    if role_of(event) != "closes" or (span_id := span_id_of(event)) is None:
+        return None
+    if isinstance(event, ev.SpanEndEvent) and event.state == "lost":
+        return None
+    duration: float | None = getattr(event, "duration_ms", None)
+    return span_id, duration
 
 
 def _p95(values: Iterable[float]) -> float | None:

@@ -1,36 +1,10 @@
 // Event types as the page sees them: the topic of each (SPEC §3), and which events are
 // errors (shown in red) or alerts (listed in the side panel).
 
-// Event type -> topic, as SPEC §3 (plan OBS-602) maps them.
-const TOPIC_OF_TYPE = {
-  "transcript:entry": "transcript", "tool:start": "tools", "tool:end": "tools",
-  "tool:output": "tools", "assertion:result": "assertions", "skill:start": "skills",
-  "skill:end": "skills", "messagebus:event": "messagebus", "wave:status": "waves",
-  "agent:heartbeat": "agents", "execution:status": "execution",
-  "span:start": "spans", "span:end": "spans",
-  "watch:alert": "alerts", "watch:clear": "alerts",
-};
-export const TOPICS = [...new Set(Object.values(TOPIC_OF_TYPE))];
-export const topicOf = (ev) => TOPIC_OF_TYPE[ev.type] ?? "other";
+// Everything an event type is (topic, span role, error, needs action) comes from the
+// server's one table of event facts, generated at /static/facts.js (DESIGN.md §6).
+import { TOPICS, isError, needsAction, topicOf } from "./facts.js";
 
-const BAD = new Set(["error", "failed", "fail", "blocked", "critical"]);
-export function isErr(ev) {
-  switch (ev.type) {
-    case "tool:end": return BAD.has(ev.resultStatus) || ev.isError === true;
-    case "assertion:result": return ev.assertion?.result === "fail";
-    case "messagebus:event": return BAD.has(ev.entry?.severity) || ev.requiresAction === true;
-    case "transcript:entry": return ev.entry?.entryType === "error";
-    case "tool:output": return false; // stderr is not an error
-    default: return BAD.has(ev.status);
-  }
-}
-
-export function isAlert(ev) {
-  switch (ev.type) {
-    case "tool:end": return ev.resultStatus === "error" || ev.resultStatus === "blocked";
-    case "assertion:result": return ev.assertion?.result === "fail";
-    case "messagebus:event": return ev.requiresAction === true;
-    case "execution:status": return ev.status === "failed";
-    default: return false;
-  }
-}
+export { TOPICS, topicOf };
+export const isErr = isError;
+export const isAlert = needsAction;
