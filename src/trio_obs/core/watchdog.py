@@ -515,6 +515,11 @@ class Judge:
                 )
         return sorted(views, key=lambda v: v.start)
 
+    def active_alerts(self) -> list[ev.WatchAlertEvent]:
+        """Every stored alert not cleared yet, oldest first."""
+        alerts = [a for run in self.runs.values() for a in run.alerts.values()]
+        return sorted(alerts, key=lambda a: (a.timestamp, a.alert_id))
+
     def counts(self) -> dict[str, int]:
         """Open, slow and lost spans (``/metrics``)."""
         views = self.open_spans()

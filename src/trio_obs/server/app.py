@@ -374,8 +374,12 @@ class _Server:
 
     async def running(self, request: Request, _: str, body: bytes) -> Response:
         """Open spans of running executions with their age (SPEC §13, ``tail --running``)."""
-        spans = self.watchdog.running() if self.watchdog is not None else []
-        return Response(200, to_json({"watching": self.watchdog is not None, "spans": spans}))
+        answer = (
+            self.watchdog.running()
+            if self.watchdog is not None
+            else {"watching": False, "spans": [], "alerts": []}
+        )
+        return Response(200, to_json(answer))
 
     async def execution_events(self, request: Request, execution_id: str, body: bytes) -> Response:
         since = int_param(request, "since", 0)

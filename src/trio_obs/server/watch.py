@@ -17,12 +17,13 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import httpx
+import orjson
 import trio
 
 from ..core.errors import InvalidInput, StoreError, SubscriptionEnded
 from ..core.protocol import ALL, ENDED_STATES, GLOBAL, MAX_EVENTS_LIMIT
 from ..core.watchdog import Judge, Judgement, OpenSpanView, Thresholds
-from ..core.wire import decode_stream_event
+from ..core.wire import decode_stream_event, encode
 from ..hub.base import Hub
 
 log = logging.getLogger("trio_obs.watchdog")
@@ -178,10 +179,15 @@ class Watchdog:
         """Open, slow and lost spans (``/metrics``)."""
         return self.judge.counts()
 
-    def running(self) -> list[dict[str, Any]]:
-        """Open spans of running executions with their age (``GET /api/running``)."""
+    def running(self) -> dict[str, Any]:
+        """Open spans of running executions with their age, and the alerts not cleared
+        (``GET /api/running``)."""
         now = self.clock()
-        return [_running_json(view, now) for view in self.judge.open_spans()]
+        return {
+            "watching": True,
+            "spans": [_running_json(view, now) for view in self.judge.open_spans()],
+            "alerts": [orjson.loads(encode(alert)) for alert in self.judge.active_alerts()],
+        }
 
 
 def _running_json(view: OpenSpanView, now: float) -> dict[str, Any]:
