@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
@@ -20,7 +21,8 @@ import trio
 
 import trio_obs
 from redis_support import RedisServer, needs_redis
-from support import TIMEOUT, Server, heartbeat, parse_metrics, running_server
+from support import TIMEOUT, Server, command, heartbeat, parse_metrics, running_server
+from trio_obs.cli import watch_seconds
 from trio_obs.client.running import run_running
 from trio_obs.core.watchdog import Thresholds
 from trio_obs.producers import open_redis_observability
@@ -328,3 +330,28 @@ async def test_a_live_processor_sends_keepalives_and_is_lost_when_they_stop() ->
         assert alert["instanceId"] == beat["instanceId"]
         assert [e["spanId"] for e in of("span:end", found, state="lost")] == ["call_1"]
         assert live.keepalives >= 2
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--lost-after", "soon", "must be a positive number of seconds"),
+        ("--slow-after", "-1", "must be a positive number of seconds"),
+        ("--alert-webhook", "hooks.example", "must be an http:// or https:// URL"),
+    ],
+)
+def test_bad_watchdog_flags_are_one_line_errors(flag: str, value: str, says: str) -> None:
+    done = subprocess.run(
+        command("serve", "--db", ":memory:", flag, value),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert says in done.stderr and "Traceback" not in done.stderr
+
+
+def test_flags_in_short_forms() -> None:
+    assert watch_seconds("45") == 45.0 and watch_seconds("2.5") == 2.5
+    assert watch_seconds("10m") == 600.0 and watch_seconds("1h") == 3600.0

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import Final
+from urllib.parse import urlsplit
 
 from ._version import __version__
 from .core.events import STREAM_EVENT_TYPES
@@ -100,7 +101,23 @@ def duration(text: str) -> float:
 
 def watch_seconds(text: str) -> float:
     """Seconds as ``45``, ``2.5``, ``45s``, ``10m`` or ``1h`` (the watchdog's thresholds)."""
-    return duration(text) if text[-1:].isalpha() else _seconds(text)
+    try:
+        return duration(text) if text[-1:].isalpha() else _seconds(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds, or a whole number with s, m or h "
+            f"(e.g. 30s, 10m), got {text!r}"
+        ) from None
+
+
+def http_url(text: str) -> str:
+    """An ``http://`` or ``https://`` URL with a host (``--alert-webhook``)."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(
+            f"must be an http:// or https:// URL, e.g. http://127.0.0.1:9000/hook, got {text!r}"
+        )
+    return text
 
 
 def size(text: str) -> int:
@@ -288,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     serve.add_argument(
         "--alert-webhook",
+        type=http_url,
         default=None,
         metavar="URL",
         help="POST each watchdog alert and clear to this URL as JSON (bounded retries; "
