@@ -126,6 +126,12 @@ def start_server(db: Path, lost_after: float) -> tuple[subprocess.Popen[str], in
     raise SystemExit("the server did not start")
 
 
+def longest_silence(events: list[dict[str, Any]]) -> float:
+    """The longest gap between two stored events of the run that are not the watchdog's."""
+    times = [seconds_of(x["timestamp"]) for x in events if not x["type"].startswith("watch:")]
+    return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+
+
 def read_all(http: httpx.Client, execution: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     while True:
@@ -200,6 +206,7 @@ def soak(args: argparse.Namespace, rng: random.Random, port: int) -> int:
             lost = {x["spanId"] for x in events if x["type"] == "span:end" and x["state"] == "lost"}
             lost_closings_missing += len(opened - closed - lost)
         false_alerts = 0
+        false_samples: list[dict[str, Any]] = []
         open_after_end = 0
         executions = 0
         killed_runs = {v.executions[-1] for v in killed}
@@ -208,7 +215,13 @@ def soak(args: argparse.Namespace, rng: random.Random, port: int) -> int:
                 executions += 1
                 events = read_all(http, e)
                 if e not in killed_runs:
-                    false_alerts += sum(x["type"] == "watch:alert" for x in events)
+                    wrong = [x for x in events if x["type"] == "watch:alert"]
+                    false_alerts += len(wrong)
+                    for x in wrong[:2]:
+                        false_samples.append(
+                            {"alert": x["alert"], "message": x["message"],
+                             "longest_silence_s": round(longest_silence(events), 2)}
+                        )  # fmt: skip
                 if any(
                     x["type"] == "execution:status" and x["status"] == "completed" for x in events
                 ):
@@ -233,6 +246,7 @@ def soak(args: argparse.Namespace, rng: random.Random, port: int) -> int:
         },
         "killed_spans_not_closed_lost": lost_closings_missing,
         "false_alerts": false_alerts,
+        "false_alert_samples": false_samples[:10],
         "open_spans_after_final_status": open_after_end,
         "server_errors": [line for line in SERVER_LOG if "ERROR" in line or "Traceback" in line],
         "gauges": [line for line in metrics.splitlines() if line.startswith("trio_obs_spans")],

@@ -355,3 +355,17 @@ def test_bad_watchdog_flags_are_one_line_errors(flag: str, value: str, says: str
 def test_flags_in_short_forms() -> None:
     assert watch_seconds("45") == 45.0 and watch_seconds("2.5") == 2.5
     assert watch_seconds("10m") == 600.0 and watch_seconds("1h") == 3600.0
+
+
+async def test_settled_returns_once_what_was_handed_over_is_dispatched(
+    obs: trio_obs.Observability,
+) -> None:
+    from trio_obs.core import events as ev
+
+    sub, _ = await obs.hub.open_subscription("all")
+    beat = ev.AgentHeartbeatEvent(execution_id="e1", instance_id="a", status="working")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(obs.hub.publish, [beat])
+        await trio.lowlevel.checkpoint()  # the publish is handed over, not yet stored
+        await obs.hub.settled()
+        assert sub.queue_depth == 1  # stored and dispatched: there to be taken

@@ -329,7 +329,7 @@ class Judge:
             self._ended.popitem(last=False)
 
     def failed(self, judgement: Judgement) -> None:
-        """Storing ``judgement`` failed: judge it again at the next call."""
+        """Storing ``judgement`` failed (or was put off): judge it again at the next call."""
         self._pending.discard(judgement.key)
         self._pending.discard(judgement.alert_id)
 
@@ -386,6 +386,7 @@ class Judge:
                     f"(judged lost after {_ago(limit)})",
                 )
             )
+        closing: set[str] = set()
         if lost_now:
             all_lost = all(
                 p.alert is not None or any(a.instance_id == p.instance_id for a in lost_now)
@@ -394,7 +395,9 @@ class Judge:
             for i, alert in enumerate(lost_now):
                 events: list[ev.StreamEvent] = [alert]
                 if all_lost and i == len(lost_now) - 1:
-                    events += self._lost_closings(run, alert, now)
+                    closings = self._lost_closings(run, alert, now)
+                    closing.update(c.span_id for c in closings)
+                    events += closings
                 self._pending.add(alert.alert_id)
                 out.append(
                     Judgement(
@@ -406,7 +409,7 @@ class Judge:
                 )
         # slow
         for span in run.spans.values():
-            if span.kind not in ("tool", "llm") or span.lost_by is not None:
+            if span.kind not in ("tool", "llm") or span.lost_by or span.span_id in closing:
                 continue
             aid = alert_id("slow", run.execution_id, span.span_id)
             if aid in run.alerts or aid in self._pending:
@@ -472,12 +475,11 @@ class Judge:
 
     def _lost_closings(
         self, run: Run, alert: ev.WatchAlertEvent, now: float
-    ) -> list[ev.StreamEvent]:
-        closings: list[ev.StreamEvent] = []
+    ) -> list[ev.SpanEndEvent]:
+        closings: list[ev.SpanEndEvent] = []
         for span in run.spans.values():
             if span.lost_by is not None:
-                continue
-            span.lost_by = alert.alert_id
+                continue  # (marked when the stored closing is fed back)
             closings.append(
                 ev.SpanEndEvent(
                     execution_id=run.execution_id,

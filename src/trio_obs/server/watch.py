@@ -20,11 +20,12 @@ import httpx
 import orjson
 import trio
 
+from ..core import events as ev
 from ..core.errors import InvalidInput, StoreError, SubscriptionEnded
 from ..core.protocol import ALL, ENDED_STATES, GLOBAL, MAX_EVENTS_LIMIT
 from ..core.watchdog import Judge, Judgement, OpenSpanView, Thresholds
 from ..core.wire import decode_stream_event, encode
-from ..hub.base import Hub
+from ..hub.base import Hub, Subscription
 
 log = logging.getLogger("trio_obs.watchdog")
 
@@ -110,11 +111,15 @@ class Watchdog:
         self.stored = 0
         """Judgements this node stored (another node's copy of one counts nowhere)."""
         self._problem_logged = False
+        self._sub: Subscription | None = None
+        self._progress = trio.Event()
+        """Set as the stream is fed (what :meth:`_caught_up` waits on)."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Watch until cancelled; ready once the running executions were read back."""
         self.judge = Judge(self.thresholds, started=self.clock())
         sub, _ = await self.hub.open_subscription(ALL)
+        self._sub = sub
         await self._replay()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._follow, sub)
@@ -138,24 +143,52 @@ class Watchdog:
                 if len(rows) < REPLAY_PAGE:
                     break
 
-    async def _follow(self, sub: Any) -> None:
+    async def _follow(self, sub: Subscription) -> None:
         while True:
             try:
                 async for env in sub:
                     if env.key != GLOBAL and not env.is_copy:
                         self.judge.feed(env.key, env.event)
+                    self._progress.set()
                 return
             except SubscriptionEnded as exc:
                 log.warning("watchdog: its stream ended (%s); reading it again", exc.reason)
                 sub.close()
+                self._sub = None
                 sub, _ = await self.hub.open_subscription(ALL)
+                self._sub = sub
                 await self._replay()
 
     async def _judging(self) -> None:
         while True:
-            for judgement in self.judge.judge(self.clock()):
+            now = self.clock()
+            found = self.judge.judge(now)
+            if any(isinstance(e, ev.WatchAlertEvent) for j in found for e in j.events):
+                # A silence may only be the store's: a heartbeat taken but not yet stored
+                # (a slow disk) or not yet fed. Let the store settle, catch up, judge again.
+                for judgement in found:
+                    self.judge.failed(judgement)
+                found = self.judge.judge(now) if await self._caught_up() else []
+            for judgement in found:
                 await self._store(judgement)
             await trio.sleep(self.tick)
+
+    async def _caught_up(self) -> bool:
+        """Whether everything stored before now has been fed (within a few ticks)."""
+        sub = self._sub
+        if sub is None:
+            return False
+        try:
+            await self.hub.settled()
+        except StoreError:
+            return False
+        target = sub.cursor + sub.queue_depth  # the newest stored, as of now
+        with trio.move_on_after(max(1.0, 4 * self.tick)):
+            while sub.cursor < target and sub is self._sub:
+                self._progress = trio.Event()
+                await self._progress.wait()
+            return sub is self._sub
+        return False
 
     async def _store(self, judgement: Judgement) -> None:
         try:
