@@ -3,7 +3,8 @@
 Starts ``trio-obs serve`` (a fresh SQLite file, ``--lost-after``), then ``--agents``
 agent processes (stdlib only, so 50 of them stay light). Each agent runs executions one
 after another: ``started``, tool calls (``tool:start`` ... ``tool:end``, 0.2-2 s each)
-with an ``agent:heartbeat`` every ``--interval`` seconds, then ``completed``. Every so
+and, from a thread of its own (an agent's heartbeat task), an ``agent:heartbeat`` every
+``--interval`` seconds (declared as ``intervalSeconds``), then ``completed``. Every so
 often the soak SIGKILLs one agent (``--kills`` in all, spread over the run) and starts a
 fresh one in its place. After ``--minutes`` the agents are stopped (each finishes its
 execution), and the store is read back:
@@ -19,6 +20,7 @@ Prints the figures as JSON; exit status 1 when a check fails.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -36,53 +38,59 @@ from typing import Any
 import httpx
 
 AGENT = r"""
-import http.client, json, random, signal, sys, time, uuid
+import http.client, json, random, signal, sys, threading, time, uuid
 port, name, interval, seed = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 rng = random.Random(seed)
-conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 stopping = False
+current = None  # the execution the heartbeat thread beats for
 def stop(*_):
     global stopping
     stopping = True
 signal.signal(signal.SIGTERM, stop)
-def post(*events):
-    body = json.dumps(list(events))
-    for _ in range(5):
-        try:
-            conn.request("POST", "/api/events", body, {"content-type": "application/json"})
-            r = conn.getresponse(); r.read()
-            if r.status == 202:
-                return
-        except OSError:
-            time.sleep(0.2)
-            conn.close()
-last_beat = 0.0
-def wait(e, seconds):
-    global last_beat
-    end = time.monotonic() + seconds
-    while (now := time.monotonic()) < end:
-        if now - last_beat >= interval:
+def poster():
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    def post(*events):
+        nonlocal conn
+        body = json.dumps(list(events))
+        for _ in range(5):
+            try:
+                conn.request("POST", "/api/events", body, {"content-type": "application/json"})
+                r = conn.getresponse(); r.read()
+                if r.status == 202:
+                    return
+            except OSError:
+                time.sleep(0.2)
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    return post
+def beats():
+    # an agent's heartbeat task: its own connection, whatever the work is doing
+    post = poster()
+    while True:
+        e = current
+        if e is not None:
             post({"type": "agent:heartbeat", "executionId": e, "instanceId": name,
-                  "status": "working"})
-            last_beat = now
-        time.sleep(min(0.05, end - now))
+                  "status": "working", "metrics": {"intervalSeconds": interval}})
+        time.sleep(interval)
+post = poster()
+threading.Thread(target=beats, daemon=True).start()
 while not stopping:
     e = f"{name}-{uuid.uuid4().hex[:8]}"
     print(e, flush=True)
-    post({"type": "execution:status", "executionId": e, "status": "started"},
-         {"type": "agent:heartbeat", "executionId": e, "instanceId": name, "status": "working"})
-    last_beat = time.monotonic()
+    post({"type": "execution:status", "executionId": e, "status": "started"})
+    current = e
     for i in range(rng.randint(5, 20)):
         tu = f"{e}-t{i}"
         post({"type": "tool:start", "executionId": e, "toolUseId": tu, "tool": "work",
               "inputSummary": f"step {i}"})
         took = rng.uniform(0.2, 2.0)
-        wait(e, took)
+        time.sleep(took)
         post({"type": "tool:end", "executionId": e, "toolUseId": tu, "resultStatus": "done",
               "durationMs": took * 1000})
         if stopping:
             break
     post({"type": "execution:status", "executionId": e, "status": "completed"})
+    current = None  # beats until its end is stored, as an agent alive until then does
 """
 
 LISTENING = re.compile(r"listening on http://\S+?:(\d+)")
@@ -127,9 +135,9 @@ def start_server(db: Path, lost_after: float) -> tuple[subprocess.Popen[str], in
 
 
 def longest_silence(events: list[dict[str, Any]]) -> float:
-    """The longest gap between two stored events of the run that are not the watchdog's."""
-    times = [seconds_of(x["timestamp"]) for x in events if not x["type"].startswith("watch:")]
-    return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+    """The longest gap between two stored heartbeats of the run."""
+    times = [seconds_of(x["timestamp"]) for x in events if x["type"] == "agent:heartbeat"]
+    return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
 def read_all(http: httpx.Client, execution: str) -> list[dict[str, Any]]:
