@@ -25,6 +25,7 @@ from .._version import __version__
 from ..core.errors import InvalidInput, StoreError
 from ..core.events import FilterUpdate
 from ..core.facts import facts_js
+from ..core.prices import SHIPPED_PRICES, Prices
 from ..core.protocol import (
     ALL,
     DEFAULT_READ_TIMEOUT,
@@ -92,6 +93,8 @@ class ServerConfig:
     ``--idle-after``); None: no watchdog on this server."""
     alert_webhook: str | None = None
     """A URL each ``watch:alert`` and ``watch:clear`` this server stores is POSTed to."""
+    prices: Prices = attrs.field(factory=lambda: dict(SHIPPED_PRICES))
+    """Model prices for the runs' cost (the shipped table, or ``--prices FILE``'s)."""
 
 
 _MAX_SEQ: Final = 10**MAX_INT_DIGITS - 1
@@ -354,7 +357,8 @@ class _Server:
         limit = int_param(request, "limit", 100, maximum=MAX_EVENTS_LIMIT)
         filters = run_filters(request)
         try:
-            return Response(200, summaries_json(await self.hub.executions(limit, filters)))
+            summaries = await self.hub.executions(limit, filters)
+            return Response(200, summaries_json(summaries, self.config.prices))
         except StoreError as exc:
             raise unavailable(exc) from None
 
