@@ -77,7 +77,9 @@ threading.Thread(target=beats, daemon=True).start()
 while not stopping:
     e = f"{name}-{uuid.uuid4().hex[:8]}"
     print(e, flush=True)
-    post({"type": "execution:status", "executionId": e, "status": "started"})
+    post({"type": "execution:status", "executionId": e, "status": "started"},
+         {"type": "agent:heartbeat", "executionId": e, "instanceId": name, "status": "working",
+          "metrics": {"intervalSeconds": interval}})
     current = e
     for i in range(rng.randint(5, 20)):
         tu = f"{e}-t{i}"
@@ -281,7 +283,9 @@ if __name__ == "__main__":
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--kills", type=int, default=8)
-    parser.add_argument("--interval", type=float, default=1.0, help="heartbeat interval (s)")
-    parser.add_argument("--lost-after", type=float, default=3.0)
+    parser.add_argument("--interval", type=float, default=5.0, help="heartbeat interval (s)")
+    parser.add_argument(
+        "--lost-after", type=float, default=1.0, help="the server's (1: 3 x interval decides)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     sys.exit(main(parser.parse_args()))
