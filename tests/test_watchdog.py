@@ -97,10 +97,20 @@ async def test_heartbeats_stop_lost_and_spans_close_lost_then_resume_clears() ->
         assert alert["seq"] > 0 and alert["since"].endswith("Z")
         (closing,) = of("span:end", found, state="lost")
         assert closing["spanId"] == "tu1" and closing["details"]["alertId"] == alert["alertId"]
+
+        async def state(wanted: str) -> None:
+            async def now() -> bool:
+                (run,) = (await srv.http.get("/api/executions")).json()
+                return bool(run["state"] == wanted)
+
+            await until(now)
+
+        await state("lost")  # the run's state follows
         await post(srv.http, heartbeat("e1"))
         found = await wait_for(
             srv.http, "e1", lambda f: bool(of("watch:clear", f, alertId=alert["alertId"])), "clear"
         )
+        await state("running")  # and a clear restores it
         # the tool runs on, live again: it ends for real and is stored
         await post(srv.http, tool_end("e1", "tu1"))
         found = await wait_for(srv.http, "e1", lambda f: bool(of("tool:end", f)), "the end")

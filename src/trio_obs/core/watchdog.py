@@ -517,6 +517,22 @@ class Judge:
                 )
         return sorted(views, key=lambda v: v.start)
 
+    def is_lost(self, execution_id: str) -> bool:
+        """Whether every producer of a running execution is judged lost (its state: ``lost``)."""
+        run = self.runs.get(execution_id)
+        return (
+            run is not None
+            and run.status not in ENDED_STATES
+            and bool(run.producers)
+            and all(p.alert is not None for p in run.producers.values())
+        )
+
+    def with_state(self, summary: ev.ExecutionSummary) -> ev.ExecutionSummary:
+        """``summary`` with the state ``lost`` while the run is lost (SPEC §13)."""
+        if self.is_lost(summary.execution_id):
+            return attrs.evolve(summary, state="lost")
+        return summary
+
     def active_alerts(self) -> list[ev.WatchAlertEvent]:
         """Every stored alert not cleared yet, oldest first."""
         alerts = [a for run in self.runs.values() for a in run.alerts.values()]

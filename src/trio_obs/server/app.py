@@ -358,6 +358,8 @@ class _Server:
         filters = run_filters(request)
         try:
             summaries = await self.hub.executions(limit, filters)
+            if self.watchdog is not None:  # a run whose producers are all lost says so
+                summaries = [self.watchdog.judge.with_state(s) for s in summaries]
             return Response(200, summaries_json(summaries, self.config.prices))
         except StoreError as exc:
             raise unavailable(exc) from None
