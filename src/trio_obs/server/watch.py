@@ -151,13 +151,28 @@ class Watchdog:
                         self.judge.feed(env.key, env.event)
                     self._progress.set()
                 return
-            except SubscriptionEnded as exc:
-                log.warning("watchdog: its stream ended (%s); reading it again", exc.reason)
+            except (SubscriptionEnded, StoreError) as exc:
+                log.warning("watchdog: its stream ended (%s); reading it again", exc)
                 sub.close()
                 self._sub = None
-                sub, _ = await self.hub.open_subscription(ALL)
-                self._sub = sub
+                sub = await self._resubscribe()
+
+    async def _resubscribe(self) -> Subscription:
+        """The ``all`` stream again, and the running executions read back (retried)."""
+        wait = 0.5
+        while True:
+            opened: Subscription | None = None
+            try:
+                opened, _ = await self.hub.open_subscription(ALL)
                 await self._replay()
+                self._sub = opened
+                return opened
+            except StoreError as exc:
+                if opened is not None:
+                    opened.close()
+                log.warning("watchdog: cannot read the store (%s); trying again", exc)
+                await trio.sleep(wait)
+                wait = min(wait * 2, 10.0)
 
     async def _judging(self) -> None:
         while True:
