@@ -32,7 +32,7 @@ from typing import Final, Literal, cast
 import attrs
 
 from . import events as ev
-from .facts import role_of, span_id_of, span_kind_of
+from .facts import FACTS, span_id_of, span_kind_of
 from .protocol import ENDED_STATES
 
 RUNNING_STATES: Final = frozenset({"started", "running", "paused"})
@@ -138,7 +138,8 @@ class Run:
 
     execution_id: str
     status: str | None = None
-    last: float = 0.0
+    last: str = ""
+    """The stored time of its last event that is not the watchdog's."""
     last_seq: int = 0
     """The seq of its last event that is not the watchdog's (idle's condition)."""
     fed_seq: int = 0
@@ -175,28 +176,20 @@ class OpenSpanView:
     """``slow`` or ``lost`` while such an alert is active on it."""
 
 
-def _span_of(event: ev.StreamEvent) -> tuple[str, ev.SpanKind, str, str | None] | None:
-    """(span id, kind, name, tool use id) of an opening event (the facts table's), else None."""
-    if role_of(event) != "opens" or (span_id := span_id_of(event)) is None:
-        return None
+_TIMED: Final = frozenset({"tool", "llm"})
+"""Kinds of span judged slow (and whose durations make their p95)."""
+
+
+def _span_of(event: ev.StreamEvent, span_id: str) -> tuple[ev.SpanKind, str, str | None]:
+    """(kind, name, tool use id) of an opening event (kind as the facts table says)."""
     kind = cast("ev.SpanKind", span_kind_of(event) or "span")
     if isinstance(event, ev.ToolStartEvent):
-        return span_id, kind, event.tool, event.tool_use_id
+        return kind, event.tool, event.tool_use_id
     if isinstance(event, ev.SkillStartEvent):
-        return span_id, kind, event.skill_name, None
+        return kind, event.skill_name, None
     if isinstance(event, ev.SpanStartEvent):
-        return span_id, kind, event.model if kind == "llm" and event.model else event.name, None
-    return span_id, kind, kind, None
-
-
-def _closed(event: ev.StreamEvent) -> tuple[str, float | None] | None:
-    """(span id, duration ms) of a real closing event, else None (lost closings are not)."""
-    if role_of(event) != "closes" or (span_id := span_id_of(event)) is None:
-        return None
-    if isinstance(event, ev.SpanEndEvent) and event.state == "lost":
-        return None
-    duration: float | None = getattr(event, "duration_ms", None)
-    return span_id, duration
+        return kind, event.model if kind == "llm" and event.model else event.name, None
+    return kind, kind, None
 
 
 def _p95(values: Iterable[float]) -> float | None:
@@ -226,7 +219,11 @@ class Judge:
     # ------------------------------------------------------------------ feeding
 
     def feed(self, key: str, event: ev.StreamEvent) -> None:
-        """One stored event of stream ``key`` (in seq order; a repeated seq is ignored)."""
+        """One stored event of stream ``key`` (in seq order; a repeated seq is ignored).
+
+        Called for every stored event: the common path is a few dict lookups (times are
+        kept as the stored strings, which sort, and read as numbers only where judged).
+        """
         if key in self._ended:
             return
         run = self.runs.get(key)
@@ -235,50 +232,54 @@ class Judge:
         seq = event.seq or 0
         if seq and seq <= run.fed_seq:
             return
-        run.fed_seq = max(run.fed_seq, seq)
-        at = seconds_of(event.timestamp)
-        if isinstance(event, ev.WatchAlertEvent):
-            self._pending.discard(event.alert_id)
-            self._alerted(run, event)
+        if seq > run.fed_seq:
+            run.fed_seq = seq
+        kind = event.type
+        if kind == "watch:alert" or kind == "watch:clear":
+            self._watched(run, event)
             return
-        if isinstance(event, ev.WatchClearEvent):
-            self._pending.discard(idempotency_key(event.alert_id, "clear"))
-            self._cleared(run, event.alert_id)
-            return
-        if isinstance(event, ev.SpanEndEvent) and event.state == "lost":
+        role = FACTS[kind].role
+        if role == "closes" and isinstance(event, ev.SpanEndEvent) and event.state == "lost":
             # A provisional closing (ours): the span stays open until its real end.
             span = run.spans.get(event.span_id)
             by = (event.details or {}).get("alertId")
             if span is not None and isinstance(by, str) and by in run.alerts:
                 span.lost_by = by
             return
-        if at is not None:
-            run.last = max(run.last, at)
+        stamp = event.timestamp
+        if stamp > run.last:
+            run.last = stamp
         run.last_seq = seq
-        if (opened := _span_of(event)) is not None:
-            span_id, kind, name, tool_use_id = opened
-            run.spans.setdefault(
-                span_id,
-                OpenSpan(span_id, kind, name, at or run.last, tool_use_id, event.agent),
-            )
-        elif (closed := _closed(event)) is not None:
-            span = run.spans.pop(closed[0], None)
-            self._learn_duration(span, event)
+        if role == "opens":
+            span_id = span_id_of(event)
+            if span_id is not None and span_id not in run.spans:
+                opened = _span_of(event, span_id)
+                at = seconds_of(stamp)
+                run.spans[span_id] = OpenSpan(
+                    span_id, opened[0], opened[1], at or 0.0, opened[2], event.agent
+                )
+        elif role == "closes":
+            span = run.spans.pop(span_id_of(event) or "", None)
+            if span is not None and span.kind in _TIMED:
+                duration: float | None = getattr(event, "duration_ms", None)
+                if duration is not None:
+                    self._durations.setdefault(
+                        f"{span.kind}:{span.name}", deque(maxlen=P95_SAMPLES)
+                    ).append(duration / 1000)
         elif isinstance(event, ev.AgentHeartbeatEvent):
-            self._heartbeat(run, event, at or run.last, seq)
+            self._heartbeat(run, event, seconds_of(stamp) or 0.0, seq)
         elif isinstance(event, ev.ExecutionStatusEvent):
             run.status = event.status
             if event.status in ENDED_STATES:
                 self._end(key)
 
-    def _learn_duration(self, span: OpenSpan | None, event: ev.StreamEvent) -> None:
-        closed = _closed(event)
-        if span is None or closed is None or closed[1] is None:
-            return
-        if span.kind not in ("tool", "llm"):
-            return
-        samples = self._durations.setdefault(f"{span.kind}:{span.name}", deque(maxlen=P95_SAMPLES))
-        samples.append(closed[1] / 1000)
+    def _watched(self, run: Run, event: ev.StreamEvent) -> None:
+        if isinstance(event, ev.WatchAlertEvent):
+            self._pending.discard(event.alert_id)
+            self._alerted(run, event)
+        elif isinstance(event, ev.WatchClearEvent):
+            self._pending.discard(idempotency_key(event.alert_id, "clear"))
+            self._cleared(run, event.alert_id)
 
     def _heartbeat(self, run: Run, event: ev.AgentHeartbeatEvent, at: float, seq: int) -> None:
         producer = run.producers.get(event.instance_id)
@@ -434,7 +435,7 @@ class Judge:
         if (
             run.status in RUNNING_STATES
             and run.idle_alert is None
-            and now - max(run.last, self.started) >= t.idle_after
+            and now - max(seconds_of(run.last) or 0.0, self.started) >= t.idle_after
         ):
             aid = alert_id("idle", run.execution_id, run.last_seq)
             if aid not in self._pending:
@@ -443,8 +444,8 @@ class Judge:
                     execution_id=run.execution_id,
                     alert_id=aid,
                     alert="idle",
-                    since=ev_time(run.last),
-                    message=f"no event for {_ago(now - run.last)}",
+                    since=run.last,
+                    message=f"no event for {_ago(now - (seconds_of(run.last) or now))}",
                 )
                 out.append(Judgement(run.execution_id, aid, idempotency_key(aid, "alert"), (idle,)))
         return out
