@@ -212,6 +212,18 @@ STREAM_EVENTS: dict[str, st.SearchStrategy[Any]] = {
         details=opt(json_dicts),
         **span_common,
     ),
+    "watch:alert": st.builds(
+        ev.WatchAlertEvent,
+        alert_id=ids,
+        alert=one_of(ev.AlertKind),
+        since=text,
+        message=text,
+        instance_id=opt(ids),
+        tool_use_id=opt(ids),
+        inferred=st.booleans(),
+        **common,
+    ),
+    "watch:clear": st.builds(ev.WatchClearEvent, alert_id=ids, message=text, **common),
 }
 any_stream_event = st.one_of(*STREAM_EVENTS.values())
 

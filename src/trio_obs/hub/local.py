@@ -61,6 +61,11 @@ class _Retain:
     error: BaseException | None = None
 
 
+@attrs.define(eq=False)
+class _Barrier:
+    done: trio.Event = attrs.field(factory=trio.Event)
+
+
 class LocalHub(HubCommon):
     """The single-node hub over an open :class:`~trio_obs.hub.sqlite.Store`.
 
@@ -92,7 +97,7 @@ class LocalHub(HubCommon):
         )
         # The index is written with the rows: it holds whatever was dispatched.
         self.dispatcher.pos_head = self.dispatcher.query_head = last_pos
-        send, self._requests = trio.open_memory_channel[_Request | _Retain](math.inf)
+        send, self._requests = trio.open_memory_channel[_Request | _Retain | _Barrier](math.inf)
         self._submit = send
         self._keys: OrderedDict[str, list[tuple[str, int]]] = OrderedDict()
 
@@ -113,9 +118,13 @@ class LocalHub(HubCommon):
             async with self._requests:
                 async for first in self._requests:
                     group: list[_Request] = []
-                    item: _Request | _Retain | None = first
+                    item: _Request | _Retain | _Barrier | None = first
                     while item is not None:
-                        if isinstance(item, _Retain):
+                        if isinstance(item, _Barrier):
+                            await self._commit(group)
+                            group = []
+                            item.done.set()
+                        elif isinstance(item, _Retain):
                             await self._commit(group)
                             group = []
                             await self._retain(item)
@@ -163,7 +172,13 @@ class LocalHub(HubCommon):
         assert request.result is not None
         return request.result
 
-    async def _handled(self, request: _Request | _Retain) -> None:
+    async def settled(self) -> None:
+        """Return once every batch handed to the store before this call is stored and
+        dispatched (or refused): what was published before it is all there to read."""
+        barrier = _Barrier()
+        await self._handled(barrier)
+
+    async def _handled(self, request: _Request | _Retain | _Barrier) -> None:
         """Hand ``request`` to the writer and wait until it is done with it."""
         try:
             self._submit.send_nowait(request)

@@ -43,6 +43,7 @@ from ..core.protocol import (
 from ..core.search import FILTERS, RunFilters, search_query, typed_filters_from
 from ..core.session import greeting
 from ..core.spantree import SpanTree
+from ..core.watchdog import DEFAULT_THRESHOLDS, Thresholds
 from ..core.wire import events_json, parse_filters, search_json, summaries_json, to_json
 from ..hub.clock import now_iso
 from ..producers import Observability
@@ -54,6 +55,7 @@ from .metrics import ServerMetrics
 from .otlp import OtlpReceiver, receive_logs, receive_traces
 from .routes import Response, Route, RouteTable
 from .transport import SocketTransport, StreamTransport, Transport
+from .watch import Watchdog
 from .websocket import WebSocketConnection
 
 log = logging.getLogger("trio_obs.server")
@@ -88,6 +90,11 @@ class ServerConfig:
     shutdown_timeout: float = 3.0
     """At a stop: seconds WebSocket clients get to close, and requests being read get to
     arrive (a request that arrived is handled and answered whatever it takes)."""
+    watch: Thresholds | None = DEFAULT_THRESHOLDS
+    """The watchdog's thresholds (SPEC §13: ``--lost-after``, ``--slow-after``,
+    ``--idle-after``); None: no watchdog on this server."""
+    alert_webhook: str | None = None
+    """A URL each ``watch:alert`` and ``watch:clear`` this server stores is POSTed to."""
     prices: Prices = attrs.field(factory=lambda: dict(SHIPPED_PRICES))
     """Model prices for the runs' cost (the shipped table, or ``--prices FILE``'s)."""
 
@@ -196,6 +203,13 @@ class _Server:
         self.cap = ConnectionCap(config.max_connections)
         self.metrics = ServerMetrics(self.hub, lambda: len(self.connections), self.cap)
         self.flusher = Flusher(self.metrics)
+        self.watchdog = (
+            Watchdog(self.hub, config.watch, webhook=config.alert_webhook)
+            if config.watch is not None
+            else None
+        )
+        if self.watchdog is not None:
+            self.metrics.watched = self.watchdog.judge_counts
         self.static = _load_static()
         self.otlp = OtlpReceiver(obs, max_body=config.max_body)
         self.unknown_fields = UnknownFieldLog()
@@ -346,6 +360,8 @@ class _Server:
         filters = run_filters(request)
         try:
             summaries = await self.hub.executions(limit, filters)
+            if self.watchdog is not None:  # a run whose producers are all lost says so
+                summaries = [self.watchdog.judge.with_state(s) for s in summaries]
             return Response(200, summaries_json(summaries, self.config.prices))
         except StoreError as exc:
             raise unavailable(exc) from None
@@ -363,6 +379,15 @@ class _Server:
             raise HttpError(400, str(exc), code=exc.code) from None
         except StoreError as exc:
             raise unavailable(exc) from None
+
+    async def running(self, request: Request, _: str, body: bytes) -> Response:
+        """Open spans of running executions with their age (SPEC §13, ``tail --running``)."""
+        answer = (
+            self.watchdog.running()
+            if self.watchdog is not None
+            else {"watching": False, "spans": [], "alerts": []}
+        )
+        return Response(200, to_json(answer))
 
     async def execution_events(self, request: Request, execution_id: str, body: bytes) -> Response:
         since = int_param(request, "since", 0)
@@ -542,6 +567,7 @@ ROUTES: Final[RouteTable[_Server]] = RouteTable(
             _Server.execution_tree,
             auth="header-or-query",
         ),
+        Route("/api/running", ("GET",), _Server.running, auth="header-or-query"),
         Route("/metrics", ("GET",), _Server.metrics_text),
     ]
 )
@@ -574,6 +600,8 @@ async def serve(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server.flusher.run)
             nursery.start_soon(serve_listeners, server.handle, listeners, server.cap)
+            if server.watchdog is not None:
+                await nursery.start(server.watchdog.run)
             task_status.started(port)
             try:
                 await trio.sleep_forever()
