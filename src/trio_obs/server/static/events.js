@@ -9,6 +9,24 @@ const TOPIC_OF_TYPE = {
   "agent:heartbeat": "agents", "execution:status": "execution",
   "span:start": "spans", "span:end": "spans",
 };
+/**
+ * What an event does to its span (CONTRACT A): {role: opens|closes|content|status, kind, id},
+ * or null when it belongs to no span.
+ */
+export function spanRole(ev) {
+  switch (ev.type) {
+    case "span:start": return { role: "opens", kind: ev.kind, id: ev.spanId };
+    case "span:end": return { role: "closes", kind: ev.kind, id: ev.spanId };
+    case "tool:start": return { role: "opens", kind: "tool", id: ev.toolUseId };
+    case "tool:end": return { role: "closes", kind: "tool", id: ev.toolUseId };
+    case "tool:output": return { role: "content", kind: "tool", id: ev.toolUseId };
+    case "skill:start": return { role: "opens", kind: "skill", id: ev.skillTraceId };
+    case "skill:end": return { role: "closes", kind: "skill", id: ev.skillTraceId };
+    case "execution:status": return { role: "status", kind: null, id: ev.spanId };
+    default: return ev.spanId ? { role: "content", kind: null, id: ev.spanId } : null;
+  }
+}
+
 export const TOPICS = [...new Set(Object.values(TOPIC_OF_TYPE))];
 export const topicOf = (ev) => TOPIC_OF_TYPE[ev.type] ?? "other";
 

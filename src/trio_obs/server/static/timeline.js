@@ -7,7 +7,7 @@ import { MISSING } from "./model.js";
 import { kick } from "./history.js";
 import { fillRow } from "./rows.js";
 import { closeDetail, openDetail } from "./detail.js";
-import { showTab } from "./spanview.js";
+import { showTab } from "./treeview.js";
 import { $ } from "./page.js";
 import { schedule } from "./frame.js";
 import { fmt, lowerBound } from "./dom.js";
