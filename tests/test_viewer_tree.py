@@ -319,3 +319,24 @@ def test_phone_taps_the_tree(browser: Browser, server: Server) -> None:
         tree_row(page, "l1").tap()
         expect(page.get_by_test_id("chat")).to_be_visible()
         expect(page.get_by_test_id("chat")).to_be_in_viewport()
+
+
+def test_timeline_rows_say_their_agent(server: Server, page: Page) -> None:
+    e = "exec-agents"
+    events = agent_run(e)
+    server.post(events)
+    page.goto(server.url(f"/?execution={e}"))
+    wait_for_events(page, len(events))
+    timeline = page.locator("#timeline [data-testid=event-row]")
+    expect(timeline).to_have_count(len(events))
+    agents = timeline.evaluate_all("rs => rs.map(r => [r.dataset.type, r.dataset.agent])")
+    assert agents[1:5] == [
+        ["span:start", "planner"],
+        ["span:start", "planner"],  # the model call inherits its agent
+        ["span:end", "planner"],
+        ["tool:start", "planner"],
+    ]
+    assert agents[7] == ["span:start", "researcher"]
+    expect(timeline.nth(7).locator(".atag")).to_have_text("researcher")
+    page.get_by_test_id("agent-filter").select_option("researcher")
+    expect(timeline).to_have_count(8)

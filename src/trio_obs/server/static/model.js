@@ -7,7 +7,7 @@ import { TOPICS, isAlert, isErr, topicOf } from "./events.js";
 import { notifyAction } from "./notices.js";
 import { stripAnsi } from "./ansi.js";
 import { lowerBound } from "./dom.js";
-import { foldEvent, newTree } from "./tree.js";
+import { agentOfSpan, foldEvent, newTree, spanIdOf } from "./tree.js";
 
 const BG_CAP = 100_000; // events loaded in the background; more only as scrolled to
 export const MISSING = Object.freeze({ missing: true }); // a seq the store does not have
@@ -83,9 +83,14 @@ function toolOf(v, ev) {
   return undefined;
 }
 
-function agentOf(v, ev) {
+/** The agent an event belongs to: its own field, its span's, else its task's. */
+export function agentOf(v, ev) {
+  if (ev.agent) return ev.agent;
   if (ev.type === "agent:heartbeat") return ev.instanceId;
-  if (ev.type === "transcript:entry") return ev.entry?.instanceId;
+  if (ev.type === "transcript:entry" && ev.entry?.instanceId) return ev.entry.instanceId;
+  const sid = spanIdOf(ev);
+  const a = sid ? agentOfSpan(v.tree, sid) : null;
+  if (a) return a;
   const task = taskOf(v, ev);
   return task ? v.taskAgent.get(task) : undefined;
 }
@@ -137,6 +142,7 @@ function touchTask(v, task, ts, s, ev) {
 
 function derive(v, ev, s) {
   if (!v.types.has(ev.type)) v.types.add(ev.type);
+  if (ev.agent && !v.agentIds.has(ev.agent)) v.agentIds.add(ev.agent);
   const ts = Date.parse(ev.timestamp);
   if (Number.isFinite(ts)) {
     if (ts < v.t0) v.t0 = ts;

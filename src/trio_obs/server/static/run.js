@@ -16,7 +16,8 @@ import { showNotice } from "./notices.js";
 import { $, narrow, params, setDrawer, writeUrl } from "./page.js";
 import { schedule } from "./frame.js";
 
-const TAIL = 200; // events the socket replays when a run is opened; older ones come over HTTP
+const TAIL = 200;
+const OPENS = new Set(["span:start", "tool:start", "skill:start"]); // events the socket replays when a run is opened; older ones come over HTTP
 
 function newRun(id) {
   const entry = state.executions.get(id);
@@ -103,7 +104,8 @@ function onSocketEvent(v, ev) {
   if (v.gapFrom === -1) v.gapFrom = ev.seq - 1;
   // An event new since the run was opened, while paused: counted on the Resume button.
   if (take(v, ev) && state.paused && ev.seq > v.notifyFrom) state.unseen += 1;
-  schedule();
+  // A span that starts is drawn in the next frame while the tree is shown (SPEC §8: 50 ms).
+  schedule(OPENS.has(ev.type) && !$("spans").hidden);
 }
 
 /** SPEC §10: the server's history changed under us (a new epoch): start the run over. */

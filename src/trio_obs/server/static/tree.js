@@ -328,6 +328,11 @@ export function flatten(t, collapsed) {
   return { rows, depth };
 }
 
+/** The span an event belongs to (its own, else its parent for events that open none). */
+export function spanIdOf(ev) {
+  return spanRole(ev)?.id ?? ev.parentSpanId ?? null;
+}
+
 /** The agent that span `id` belongs to (the nearest known), or null. */
 export function agentOfSpan(t, id) {
   for (let n = get(t, id); n; n = n.parent) if (n.agent) return n.agent;
