@@ -14,6 +14,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 
 import trio_obs
 from support import TIMEOUT, Server, heartbeat, parse_metrics, running_server, ws_client
+from trio_obs.core.facts import facts_js
 from trio_obs.core.protocol import MAX_ID_BYTES
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
@@ -682,3 +683,12 @@ async def test_the_longest_id_can_be_posted_read_and_watched(server: Server) -> 
         await post(server, heartbeat(longest))
         assert (await next_frame(ws))["executionId"] == longest
     assert [e["seq"] for e in await stored(server, quote(longest, safe=""))] == [1]
+
+
+async def test_the_page_gets_the_facts_table_generated_by_the_server(server: Server) -> None:
+    response = await server.http.get("/static/facts.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/javascript")
+    assert response.text == facts_js()
+    events_js = await server.http.get("/static/events.js")
+    assert 'from "./facts.js"' in events_js.text

@@ -352,7 +352,7 @@ def test_selected_execution_streams_its_timeline(server: Server, page: Page) -> 
     page.goto(server.url())
     execution_item(page, "exec-live").click()
     wait_for_events(page, 3)
-    assert rows(page) == [1, 2, 3]
+    poll(page, lambda: rows(page), [1, 2, 3])  # drawn on the next frame, not when received
     assert page.url.endswith("?execution=exec-live")
 
     # Live, after the page is open.
@@ -458,7 +458,7 @@ def test_resumes_after_server_restart_without_loss_or_duplicates(
         expect(page.get_by_test_id("conn-state")).to_have_text("live")
         second.post([transcript("exec-r", "live again")])
         expect(page.locator("[data-testid=event-row]", has_text="live again")).to_be_visible()
-        assert rows(page) == list(range(1, 17))  # in the DOM once each, in order
+        poll(page, lambda: rows(page), list(range(1, 17)))  # in the DOM once each, in order
         assert page.evaluate("window.__trioObs.eventCount()") == 16
         # The server resumed at since=<last seq>: it sent no event twice.
         assert stats(page)["wsDuplicates"] == 0

@@ -22,6 +22,7 @@ from test_viewer_browser import (
     loaded,
     open_browser,
     open_page,
+    poll,
     rows,
     running,
     stats,
@@ -304,7 +305,7 @@ def test_epoch_resume_and_reset(server: Server, page: Page) -> None:
     expect(row(page, 1)).to_contain_text("new history 1")
     expect(row(page, 2)).to_contain_text("new history 2")
     expect(page.locator("#timeline")).not_to_contain_text("old history")
-    assert rows(page) == [1, 2]
+    poll(page, lambda: rows(page), [1, 2])
     assert loaded(page) == [1, 2]
     assert "since=3" in connects[1] and "epoch=A" in connects[1]
     assert stats(page)["epoch"] == "B"

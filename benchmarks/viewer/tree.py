@@ -32,9 +32,32 @@ import httpx
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import CHROMIUM_ARGS, PROBE, longtasks, post_burst, server  # noqa: E402
+from run import (  # noqa: E402
+    CHROMIUM_ARGS,
+    PROBE,
+    longtasks,
+    post_burst,
+    server,
+    summarize_profile,
+)
 
 TARGETS = {"live_p99_ms": 50.0, "dom_nodes": 5000, "longest_task_ms": 200.0}
+
+# Before the page's scripts: when each live span's event reaches the page (its WebSocket).
+ARRIVALS = """
+window.__arrived = {};
+const OrigWS = window.WebSocket;
+window.WebSocket = class extends OrigWS {
+  constructor(...a) {
+    super(...a);
+    this.addEventListener("message", (m) => {
+      if (typeof m.data !== "string" || !m.data.includes('"live-')) return;
+      const now = Date.now();
+      for (const x of m.data.matchAll(/"spanId":\s*"(live-\d+)"/g)) window.__arrived[x[1]] ??= now;
+    });
+  }
+};
+"""
 
 # In the page: the first frame each live span's bar is inside the tree's viewport.
 WATCH = """
@@ -113,7 +136,9 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
-def run(n: int, live: int, gap_ms: float, chromium: str) -> dict[str, Any]:
+def run(
+    n: int, live: int, gap_ms: float, chromium: str, profile: Path | None = None
+) -> dict[str, Any]:
     e = f"tree-{int(time.time() * 1000) % 10**8:08d}"
     result: dict[str, Any] = {"spans": n, "live_spans": live, "gap_ms": gap_ms}
     with tempfile.TemporaryDirectory() as tmp, server(Path(tmp) / "bench.db") as (base, _pid):
@@ -124,6 +149,7 @@ def run(n: int, live: int, gap_ms: float, chromium: str) -> dict[str, Any]:
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             context = browser.new_context(viewport={"width": 1280, "height": 800})
             context.add_init_script(PROBE)
+            context.add_init_script(ARRIVALS)
             page = context.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -149,6 +175,11 @@ def run(n: int, live: int, gap_ms: float, chromium: str) -> dict[str, Any]:
             # comes right under it, in view.
             page.evaluate(WATCH)
             from_ms = page.evaluate("performance.now()")
+            cdp = None
+            if profile:
+                cdp = context.new_cdp_session(page)
+                cdp.send("Profiler.enable")
+                cdp.send("Profiler.start")
             sent: dict[str, float] = {}
             first = datetime.now(UTC) - timedelta(minutes=11)
             with httpx.Client(timeout=10) as client:
@@ -164,12 +195,20 @@ def run(n: int, live: int, gap_ms: float, chromium: str) -> dict[str, Any]:
                 f"Object.keys(window.__seen).length >= {live}", polling=100, timeout=30_000
             )
             seen: dict[str, float] = page.evaluate("window.__seen")
+            if cdp is not None and profile is not None:
+                prof = cdp.send("Profiler.stop")["profile"]
+                profile.write_text(json.dumps(prof))
+                result["profile_top"] = summarize_profile(prof)
+            arrived: dict[str, float] = page.evaluate("window.__arrived")
             lat = [seen[k] - sent[k] * 1000 for k in sent if k in seen]
+            in_page = [seen[k] - arrived[k] for k in seen if k in arrived]
             result["live"] = {
                 "shown": len(lat),
                 "p50_ms": round(statistics.median(lat), 1),
                 "p99_ms": round(pct(lat, 99), 1),
                 "max_ms": round(max(lat), 1),
+                "page_p50_ms": round(statistics.median(in_page), 1),
+                "page_p99_ms": round(pct(in_page, 99), 1),
                 **longtasks(page, from_ms),
                 "max_dom_nodes": page.evaluate("window.__bench.maxNodes"),
             }
@@ -195,8 +234,9 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=50.0, help="ms between live spans")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--profile", type=Path, help="a CPU profile of the live phase here")
     args = parser.parse_args()
-    result = run(args.spans, args.live, args.gap, args.chromium)
+    result = run(args.spans, args.live, args.gap, args.chromium, args.profile)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json_out:

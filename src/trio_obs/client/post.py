@@ -7,9 +7,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Final
 
+import anyio
 import attrs
 import httpx
-import trio
 
 from ..core import events as ev
 from ..core.routing import Envelope
@@ -48,6 +48,7 @@ async def post_events(
     the attempts run out, the last error is raised (``httpx.TransportError`` if the
     server could not be reached, else :class:`PostRejected`). ``client`` reuses an
     ``httpx.AsyncClient`` of the caller's (e.g. for a demo that posts many batches).
+    It runs under trio and under asyncio alike (AnyIO).
     """
     batch = [events] if not isinstance(events, Sequence) else list(events)
     if not batch:
@@ -84,7 +85,7 @@ async def post_events(
                     response.status_code,
                     wait,
                 )
-            await trio.sleep(wait)
+            await anyio.sleep(wait)  # under trio or asyncio alike
             wait *= 2
     finally:
         if own:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Final, Literal, TypeAlias
 
+from .facts import TOPIC_OF_TYPE as TOPIC_OF_TYPE  # the table lives in core.facts
+
 GLOBAL: Final = "global"
 """The pseudo-execution that gets execution-less message-bus events and a copy of
 every ``execution:status`` event."""
@@ -21,22 +23,6 @@ Topic: TypeAlias = Literal[
 ]  # fmt: skip
 TOPICS: Final[frozenset[str]] = frozenset(Topic.__args__)  # type: ignore[attr-defined]
 
-TOPIC_OF_TYPE: Final[dict[str, str]] = {
-    "transcript:entry": "transcript",
-    "tool:start": "tools",
-    "tool:end": "tools",
-    "tool:output": "tools",
-    "assertion:result": "assertions",
-    "skill:start": "skills",
-    "skill:end": "skills",
-    "messagebus:event": "messagebus",
-    "wave:status": "waves",
-    "agent:heartbeat": "agents",
-    "execution:status": "execution",
-    "span:start": "spans",
-    "span:end": "spans",
-}
-"""Which topic each stream event type belongs to (the plan's OBS-602; ``spans``: SPEC §12)."""
 
 Severity: TypeAlias = Literal["debug", "info", "warning", "error", "critical"]
 SEVERITIES: Final[frozenset[str]] = frozenset(Severity.__args__)  # type: ignore[attr-defined]

@@ -14,8 +14,9 @@ from typing import Final
 
 from . import events as ev
 from .errors import InvalidInput
+from .facts import FACTS, own_task_id, span_id_of, tool_of
 from .protocol import ALL, INVALID_FILTER, INVALID_TOPIC, TOPIC_OF_TYPE, TOPICS
-from .routing import Envelope, SubscriptionState, own_task_id
+from .routing import Envelope, SubscriptionState
 from .search import FILTERS
 from .wire import encode_client_message, parse_filters
 
@@ -173,17 +174,13 @@ class ResumeState:
         )
 
     def _note_span(self, key: str, event: ev.StreamEvent) -> tuple[str | None, str | None]:
-        match event:
-            case ev.ToolStartEvent():
-                return self._remember((key, event.tool_use_id), event.task_id, event.tool)
-            case ev.SkillStartEvent():
-                return self._remember((key, event.skill_trace_id), event.task_id, None)
-            case ev.ToolEndEvent() | ev.ToolOutputEvent():
-                return self._spans.get((key, event.tool_use_id), (None, None))
-            case ev.SkillEndEvent():
-                return self._spans.get((key, event.skill_trace_id), (None, None))
-            case _:
-                return own_task_id(event), None
+        fact = FACTS[event.type]
+        if fact.span_kind is None:
+            return own_task_id(event), None
+        span = (key, span_id_of(event) or "")
+        if fact.role == "opens":
+            return self._remember(span, own_task_id(event), tool_of(event))
+        return self._spans.get(span, (None, None))
 
     def _remember(
         self, span: tuple[str, str], task_id: str | None, tool: str | None

@@ -15,6 +15,7 @@ from typing import Final
 import attrs
 
 from . import events as ev
+from .facts import own_task_id as own_task_id  # read from the table of event facts
 from .frames import text_frame
 from .protocol import ENDED_STATES, TOPIC_OF_TYPE
 from .search import TypedFilters, typed_filters
@@ -88,19 +89,6 @@ def within(envs: list[Envelope], budget: int) -> list[Envelope]:
         if total > budget and i:
             return envs[:i]
     return envs
-
-
-def own_task_id(event: ev.StreamEvent) -> str | None:
-    """The task an event names itself (not the one resolved from a tool use or skill)."""
-    match event:
-        case ev.TranscriptEntryEvent() | ev.MessageBusEvent():
-            return event.entry.task_id
-        case ev.AssertionResultEvent() | ev.ToolStartEvent() | ev.SkillStartEvent():
-            return event.task_id
-        case ev.AgentHeartbeatEvent():
-            return event.current_task_id
-        case _:
-            return None
 
 
 @attrs.define(slots=True)

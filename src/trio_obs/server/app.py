@@ -24,6 +24,7 @@ from wsproto.utilities import RemoteProtocolError
 from .._version import __version__
 from ..core.errors import InvalidInput, StoreError
 from ..core.events import FilterUpdate
+from ..core.facts import facts_js
 from ..core.protocol import (
     ALL,
     DEFAULT_READ_TIMEOUT,
@@ -157,6 +158,7 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
                 if kind.startswith("text/") or kind.endswith("javascript"):
                     kind += "; charset=utf-8"
                 files[item.name] = (item.read_bytes(), kind)
+    files["facts.js"] = (facts_js().encode(), "text/javascript; charset=utf-8")
     files.setdefault(
         "index.html",
         (b"<!doctype html><title>trio-obs</title><p>viewer not installed", "text/html"),
