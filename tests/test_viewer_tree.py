@@ -340,3 +340,25 @@ def test_timeline_rows_say_their_agent(server: Server, page: Page) -> None:
     expect(timeline.nth(7).locator(".atag")).to_have_text("researcher")
     page.get_by_test_id("agent-filter").select_option("researcher")
     expect(timeline).to_have_count(8)
+
+
+def test_keyboard_walks_the_timeline(server: Server, page: Page) -> None:
+    e = "exec-tl-keys"
+    events = agent_run(e)
+    server.post(events)
+    page.goto(server.url(f"/?execution={e}"))
+    timeline = page.get_by_test_id("timeline")
+    expect(timeline.locator("[data-testid=event-row]")).to_have_count(len(events))
+    assert timeline.get_attribute("role") == "listbox"
+    timeline.focus()
+    page.keyboard.press("ArrowDown")
+    expect(page.get_by_test_id("detail")).to_be_visible()
+    active = timeline.get_attribute("aria-activedescendant")
+    assert active
+    row = page.locator(f"#{active}")
+    expect(row).to_have_attribute("aria-selected", "true")
+    expect(row).to_have_attribute("role", "option")
+    page.keyboard.press("ArrowDown")
+    expect(timeline).not_to_have_attribute("aria-activedescendant", active)
+    page.keyboard.press("Escape")
+    expect(page.get_by_test_id("detail")).to_be_hidden()

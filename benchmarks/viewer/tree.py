@@ -32,7 +32,7 @@ import httpx
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import (  # noqa: E402
+from run import (
     CHROMIUM_ARGS,
     PROBE,
     longtasks,
@@ -44,7 +44,7 @@ from run import (  # noqa: E402
 TARGETS = {"live_p99_ms": 50.0, "dom_nodes": 5000, "longest_task_ms": 200.0}
 
 # Before the page's scripts: when each live span's event reaches the page (its WebSocket).
-ARRIVALS = """
+ARRIVALS = r"""
 window.__arrived = {};
 const OrigWS = window.WebSocket;
 window.WebSocket = class extends OrigWS {
@@ -124,8 +124,9 @@ def span_run(e: str, n: int) -> list[dict[str, Any]]:
                      "timestamp": iso(ts + timedelta(milliseconds=2))},
                 ]  # fmt: skip
             made += 1
+        end = iso(ta + timedelta(milliseconds=300))
         out.append({"type": "span:end", "executionId": e, "spanId": a, "state": "done",
-                    "durationMs": 300.0, "timestamp": iso(ta + timedelta(milliseconds=300))})  # fmt: skip
+                    "durationMs": 300.0, "timestamp": end})  # fmt: skip
     return out
 
 

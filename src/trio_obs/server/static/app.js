@@ -35,7 +35,7 @@ import { MISSING, rebuildRows } from "./model.js";
 import { buildFilters, syncSelects } from "./filters.js";
 import { fullyLoaded, kick } from "./history.js";
 import {
-  anchorSeq, initTimeline, jumpTo, renderTimeline, restoreAnchor, timelineSource,
+  anchorSeq, initTimeline, jumpTo, renderTimeline, restoreAnchor, settleFocus, timelineSource,
 } from "./timeline.js";
 import { initTreeView, renderTree, showTab, treeStats } from "./treeview.js";
 import { renderAgents, renderAlerts, renderSummary } from "./panels.js";
@@ -61,7 +61,10 @@ function frame() {
     restoreAnchor(v, anchor);
   }
   if (!$("timeline").hidden) renderTimeline(v);
-  else renderTree(v);
+  else {
+    renderTree(v);
+    settleFocus(v); // a link's ?seq= opens its event here too
+  }
   if (v.dirty) {
     v.dirty = false;
     refreshDetail(v);

@@ -30,6 +30,10 @@ function chunkSpan(ev) {
 export function fillRow(v, node, s) {
   const ev = v.ev[s];
   node.dataset.seq = String(s);
+  // An option of the timeline's listbox; the focused list points at it (activedescendant).
+  node.id = `ev-${s}`;
+  node.setAttribute("role", "option");
+  node.setAttribute("aria-selected", String(s === v.selected));
   if (ev === undefined || ev === MISSING) {
     node.className = "row ph";
     node.dataset.testid = "event-placeholder";

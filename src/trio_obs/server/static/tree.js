@@ -274,15 +274,17 @@ function foldAlert(t, ev) {
   }
 }
 
+const when = (x) => (typeof x === "number" ? x : Date.parse(x));
+
 /** Take the tree endpoint's answer: nodes not known here are added; known ones kept. */
 export function seedTree(t, snap) {
   for (const s of snap.spans ?? []) {
     if (s.parentSpanId === null || s.parentSpanId === undefined) {
       if (!t.rootId && s.spanId !== snap.executionId) t.rootId = s.spanId;
       const r = t.root;
-      if (!Number.isFinite(r.start)) r.start = Date.parse(s.start);
+      if (!Number.isFinite(r.start)) r.start = when(s.start);
       if (r.end === null && s.end) {
-        r.end = Date.parse(s.end);
+        r.end = when(s.end);
         r.state = s.state;
       }
       r.name = r.name || s.name || "";
@@ -292,7 +294,13 @@ export function seedTree(t, snap) {
       continue;
     }
     const known = get(t, s.spanId);
-    if (known && !known.placeholder) continue;
+    if (known && !known.placeholder) {
+      // Known from its events: the server adds what only it knows (price, filled agent).
+      if (s.cost !== undefined && s.cost !== null) known.cost = s.cost;
+      if (!known.agent && s.agent) known.agent = s.agent;
+      known.ver += 1;
+      continue;
+    }
     const n = ensure(t, s.spanId);
     Object.assign(n, {
       kind: s.kind ?? n.kind, name: s.name ?? n.name, agent: s.agent ?? n.agent,
@@ -300,9 +308,9 @@ export function seedTree(t, snap) {
       placeholder: Boolean(s.placeholder), openSeq: s.openSeq ?? 0, closeSeq: s.closeSeq ?? 0,
       toolUseId: s.toolUseId ?? null, taskId: s.taskId ?? null,
     });
-    setStart(t, n, Date.parse(s.start));
+    setStart(t, n, when(s.start));
     reparent(t, n, s.parentSpanId);
-    if (s.end) close(t, n, s.state, Date.parse(s.end), s.durationMs);
+    if (s.end) close(t, n, s.state, when(s.end), s.durationMs);
     else if (s.state && s.state !== "running") close(t, n, s.state, NaN, s.durationMs);
     else open(n, t);
     n.ver += 1;

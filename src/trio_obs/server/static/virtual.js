@@ -20,6 +20,7 @@ export class VirtualList {
     this.onRange = onRange;
     this.sizer = document.createElement("div");
     this.sizer.className = "vsizer";
+    this.sizer.setAttribute("role", "presentation");
     scroller.append(this.sizer);
     this.nodes = new Map(); // key -> row node
     this.height = -1;
