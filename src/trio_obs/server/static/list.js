@@ -264,6 +264,7 @@ export function renderList() {
   if (cur) {
     setText(textOf($("exec-title")), runName(cur));
     $("exec-title").title = cur.executionId;
+    setText(textOf($("run-totals")), totalsText(cur.totals) || "–");
   }
   const empty = $("exec-empty");
   const more = matches.length - keep.size;

@@ -159,6 +159,7 @@ export function showTab(which) {
   $("spans").hidden = !tree;
   $("tab-timeline").setAttribute("aria-selected", String(!tree));
   $("tab-spans").setAttribute("aria-selected", String(tree));
+  document.body.classList.toggle("tree-view", tree); // the timeline's filters step aside
   if (tree) params.set("view", "tree");
   else params.delete("view");
   writeUrl();
