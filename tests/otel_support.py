@@ -52,11 +52,14 @@ def tracer_provider(*processors: SpanProcessor) -> Iterator[tuple[TracerProvider
         provider.shutdown()
 
 
-def weather_run(tracer: Tracer, *, during_tool: Callable[[], object] | None = None) -> None:
+def weather_run(
+    tracer: Tracer, *, during_tool: Callable[[], object] | None = None, calls: str = ""
+) -> None:
     """An agent run shaped as the GenAI conventions say: an agent, a model call, two tools.
 
     ``during_tool`` is called while the first tool runs. The second tool fails with an
-    exception (recorded as the SDK does on an exception).
+    exception (recorded as the SDK does on an exception). ``calls`` ends the tool call ids
+    (a tool call id names one call: a second run needs its own).
     """
     agent = {
         "gen_ai.operation.name": "invoke_agent",
@@ -80,7 +83,7 @@ def weather_run(tracer: Tracer, *, during_tool: Callable[[], object] | None = No
             attributes={
                 "gen_ai.operation.name": "execute_tool",
                 "gen_ai.tool.name": "get_weather",
-                "gen_ai.tool.call.id": "call_weather_1",
+                "gen_ai.tool.call.id": f"call_weather_1{calls}",
                 "gen_ai.tool.call.arguments": '{"city": "Paris"}',
             },
         ) as weather:
@@ -93,7 +96,7 @@ def weather_run(tracer: Tracer, *, during_tool: Callable[[], object] | None = No
                 attributes={
                     "gen_ai.operation.name": "execute_tool",
                     "gen_ai.tool.name": "book_table",
-                    "gen_ai.tool.call.id": "call_book_2",
+                    "gen_ai.tool.call.id": f"call_book_2{calls}",
                 },
             ) as book:
                 book.set_status(Status(StatusCode.ERROR, "no table free"))

@@ -25,7 +25,14 @@ from trio_obs import (
     open_stream,
     post_events,
 )
-from trio_obs.core.events import StreamEvent, ToolOutputEvent, ToolStartEvent, WaveStatusEvent
+from trio_obs.core.events import (
+    SpanEndEvent,
+    SpanStartEvent,
+    StreamEvent,
+    ToolOutputEvent,
+    ToolStartEvent,
+    WaveStatusEvent,
+)
 
 TIMEOUT = 10  # a safety net against hangs, never an assertion about speed
 
@@ -292,3 +299,23 @@ async def test_user_errors_inside_the_stream_propagate_unwrapped() -> None:
     with pytest.raises(Boom):
         async with open_stream("http://127.0.0.1:1", "e1"):
             raise Boom
+
+
+async def test_span_events_come_typed_and_a_spans_topic_keeps_only_them() -> None:
+    start = SpanStartEvent(
+        execution_id="e1", span_id="m1", parent_span_id="a1", kind="llm", name="chat gpt-4o",
+        agent="orchestrator", model="gpt-4o", provider="openai",
+    )  # fmt: skip
+    end = SpanEndEvent(
+        execution_id="e1", span_id="m1", state="done", duration_ms=1300.0,
+        usage={"inputTokens": 1200, "outputTokens": 85}, finish_reasons=["stop"],
+        output_messages=[{"role": "assistant", "parts": [{"type": "text", "content": "hi"}]}],
+        output="hi",
+    )  # fmt: skip
+    other = ToolStartEvent(execution_id="e1", tool_use_id="u1", tool="Bash", input_summary="ls")
+    async with within_timeout(), running_server() as srv:
+        await post_events(srv.url(), [start, other, end])
+        async with open_stream(srv.url(), "e1", since=0, topics=["spans"]) as stream:
+            got = await take(stream, 2)
+    assert [type(e) for e in got] == [SpanStartEvent, SpanEndEvent]
+    assert [attrs.evolve(e, seq=None, pos=None, timestamp="") for e in got] == [start, end]

@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +157,13 @@ async def test_retention_deletes_idle_executions_and_keeps_the_rest(tmp_path: Pa
     async with running_server(str(tmp_path / "obs.db")) as srv:
         await srv.http.post("/api/events", content=orjson.dumps(heartbeats("old", 3)))
         await srv.obs.executions.status("old", "completed")
-        await trio.sleep(0.3)
+        # A moment between the two executions' last writes (clock steps, not waits for a
+        # condition): retaining what has been idle since `between` deletes old, keeps new.
+        await trio.sleep(0.1)
+        between = time.time()
+        await trio.sleep(0.1)
         await srv.http.post("/api/events", content=orjson.dumps(heartbeats("new", 2)))
-        deleted = await srv.obs.hub.retain(0.2)
+        deleted = await srv.obs.hub.retain(time.time() - between)  # read at once: no await
         assert deleted == ["old"]
         listing = (await srv.http.get("/api/executions")).json()
         assert [e["executionId"] for e in listing] == ["new"]
@@ -377,7 +382,9 @@ async def test_running_out_of_descriptors_slows_accepting_and_logs_once() -> Non
             with contextlib.suppress(BlockingIOError):
                 s.connect(("127.0.0.1", cli.port))
             socks.append(s)
-        await trio.sleep(1.0)
+        with trio.fail_after(TIMEOUT):  # it has met the limit (and said so) while accepting
+            while "cannot accept connections" not in cli.stderr:  # noqa: ASYNC110 - its log
+                await trio.sleep(0.05)
         for s in socks:
             s.close()
         async with httpx.AsyncClient(trust_env=False) as http:

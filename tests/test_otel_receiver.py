@@ -187,8 +187,8 @@ async def test_otel_events_replay_filter_and_resume_like_posted_ones(
         # only book_table's start and end pass the filter (the tool:end is matched by its use)
         got = await receive(ws, 2)
         assert [(x["type"], x["toolUseId"]) for x in got] == [
-            ("tool:start", "call_book_2"),
-            ("tool:end", "call_book_2"),
+            ("tool:start", "call_book_2-again"),
+            ("tool:end", "call_book_2-again"),
         ]
         assert [x["seq"] for x in got] == [13, 15]
 
@@ -196,7 +196,7 @@ async def test_otel_events_replay_filter_and_resume_like_posted_ones(
 def export_more_of(server: ServerProcess, execution: str) -> None:
     with tracer_provider(BatchSpanProcessor(exporter(server))) as (provider, ids):
         ids.queued.append(int(execution, 16))
-        weather_run(provider.get_tracer("weather-agent"))
+        weather_run(provider.get_tracer("weather-agent"), calls="-again")
 
 
 async def test_logs_from_the_sdk_join_the_trace_they_were_written_in(

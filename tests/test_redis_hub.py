@@ -347,7 +347,13 @@ async def test_redis_down_refuses_posts_and_back_it_goes_on_where_it_was(
                 await publish(a, beats("e1", 1))
             assert not isinstance(refused.value, UncertainOutcome)
             assert await a.problem() is not None
-        await trio.sleep(0.3)  # both readers notice
+
+        def outages() -> int:
+            return sum("fan-out reader retries" in r.getMessage() for r in caplog.records)
+
+        with trio.fail_after(TIMEOUT):  # both readers notice (and say so) before it is back
+            while outages() < 2:  # noqa: ASYNC110 - the log is all there is to wait on
+                await trio.sleep(0.05)
         own_redis.start()
         with trio.fail_after(TIMEOUT):
             while await a.problem() is not None:  # noqa: ASYNC110 - nothing to await but Redis
@@ -363,8 +369,7 @@ async def test_redis_down_refuses_posts_and_back_it_goes_on_where_it_was(
         with trio.fail_after(TIMEOUT):  # node a's reader may still be in its back-off
             while back() < 2:  # noqa: ASYNC110 - the log is all there is to wait on
                 await trio.sleep(0.05)
-    outages = [r for r in caplog.records if "fan-out reader retries" in r.getMessage()]
-    assert len(outages) == 2  # once per node, however long the outage
+    assert outages() == 2  # once per node, however long the outage
     assert back() == 2  # once per node
 
 

@@ -312,7 +312,9 @@ async def test_executions_most_recently_active_first(server: Server) -> None:
                          "timestamp": at(5)}])  # fmt: skip
     response = await server.http.get("/api/executions")
     assert response.status_code == 200
-    assert response.json() == [
+    plan_fields = ("executionId", "lastStatus", "eventCount", "lastSeq", "firstTimestamp",
+                   "lastTimestamp")  # fmt: skip
+    assert [{k: e[k] for k in plan_fields} for e in response.json()] == [
         {"executionId": "a", "lastStatus": "completed", "eventCount": 3, "lastSeq": 3,
          "firstTimestamp": at(1), "lastTimestamp": at(5)},
         {"executionId": "c", "lastStatus": "running", "eventCount": 1, "lastSeq": 1,
@@ -320,6 +322,11 @@ async def test_executions_most_recently_active_first(server: Server) -> None:
         {"executionId": "b", "lastStatus": None, "eventCount": 1, "lastSeq": 1,
          "firstTimestamp": at(2), "lastTimestamp": at(2)},
     ]  # fmt: skip
+    # SPEC §12: name, conversation, agents, state and totals (no model call: costs nothing)
+    b = response.json()[2]
+    assert (b["name"], b["conversationId"], b["agents"], b["state"]) == (None, None, [], "running")
+    assert b["totals"] == {"modelCalls": 0, "inputTokens": 0, "outputTokens": 0,
+                           "toolCalls": 0, "errors": 0, "cost": 0}  # fmt: skip
     limited = await server.http.get("/api/executions", params={"limit": 2})
     assert [e["executionId"] for e in limited.json()] == ["a", "c"]
 

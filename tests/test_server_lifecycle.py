@@ -248,3 +248,18 @@ def test_help_says_each_default_once_and_only_a_real_one(subcommand: str) -> Non
         assert option.count("default") <= 1, option
     if subcommand == "serve":
         assert "--buffer-bytes SIZE" in flat and "(default: 64MiB)" in flat
+
+
+async def test_a_bad_price_file_exits_1_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "prices.json").write_text('{"gpt-4o": {"input": "cheap"}}')
+    for path in (tmp_path / "prices.json", tmp_path / "missing.json"):
+        with trio.fail_after(TIMEOUT):
+            result = await trio.run_process(
+                command("serve", "--port", "0", "--db", ":memory:", "--prices", str(path)),
+                capture_stderr=True,
+                check=False,
+                env=environment(),
+            )
+        [line] = result.stderr.decode().splitlines()
+        assert result.returncode == 1
+        assert "cannot start" in line and str(path) in line

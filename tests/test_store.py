@@ -200,6 +200,12 @@ async def test_executions_most_recently_active_first(store: EmittingHub) -> None
         "lastSeq",
         "firstTimestamp",
         "lastTimestamp",
+        # SPEC §12 "Totals and names" (cost is added by the server, which has the prices)
+        "name",
+        "conversationId",
+        "agents",
+        "state",
+        "totals",
     }
     assert [s.execution_id for s in await store.executions(limit=1)] == ["a"]
 
@@ -540,3 +546,75 @@ async def test_after_a_machine_restart_only_a_synced_store_keeps_its_epoch(
         async with open_hub(str(image)) as store:
             assert (store.epoch == epoch) is (durability == "full")
             assert store.last_seq("e1") == 5
+
+
+# --------------------------------------------------------------------------- spans (SPEC §12)
+
+
+def span_start(
+    execution_id: str, span_id: str, kind: ev.SpanKind, name: str, **kw: Any
+) -> ev.SpanStartEvent:
+    return ev.SpanStartEvent(execution_id=execution_id, span_id=span_id, kind=kind, name=name, **kw)
+
+
+def span_end(execution_id: str, span_id: str, **kw: Any) -> ev.SpanEndEvent:
+    return ev.SpanEndEvent(execution_id=execution_id, span_id=span_id, state="done", **kw)
+
+
+async def test_one_start_one_end_and_the_held_status_survive_a_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "obs.db")
+    root = ev.ExecutionStatusEvent(execution_id="a", status="started", span_id="root")
+    async with open_hub(path) as store:
+        await store.publish([root, span_start("a", "ag", "agent", "planner"),
+                             tool_start("a", "tu1", "Read", "task-1")])  # fmt: skip
+        held = await store.publish(
+            [ev.ExecutionStatusEvent(execution_id="a", status="completed", span_id="root")]
+        )
+        assert [e.seq for e in held] == [3]  # not stored: answered with the last seq
+    async with open_hub(path) as store:
+        # Copies of what was stored before the restart are dropped, answered with its seqs.
+        again = await store.publish([root, span_start("a", "ag", "agent", "planner")])
+        assert [e.seq for e in again if not e.is_copy] == [1, 2]
+        assert store.last_seq("a") == 3
+        envs = await store.publish([tool_end("a", "tu1")])
+        assert (envs[0].seq, envs[0].tool, envs[0].event.agent) == (4, "Read", None)
+        assert store.last_seq("a") == 4  # the agent span is still open: still held
+        await store.publish([span_end("a", "ag")])
+    async with open_hub(path) as store:
+        events = [env.event for env in await store.store.read("a")]
+        assert [(e.type, e.seq) for e in events][-2:] == [("span:end", 5), ("execution:status", 6)]
+        assert events[-1].status == "completed"  # type: ignore[union-attr]
+        [summary] = await store.executions()
+        assert (summary.last_status, summary.name, summary.agents) == (
+            "completed",
+            "planner",
+            ["planner"],
+        )
+        assert summary.totals == {"modelCalls": 0, "inputTokens": 0, "outputTokens": 0,
+                                  "toolCalls": 1, "errors": 0}  # fmt: skip
+        assert await store.publish([span_end("a", "ag")]) != []  # dropped, answered
+        assert store.last_seq("a") == 6
+
+
+async def test_a_store_of_before_the_span_rules_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the spans table keyed by (execution, kind, id)
+        db.execute(
+            "CREATE TABLE spans (execution_id TEXT NOT NULL, kind TEXT NOT NULL, span_id TEXT"
+            " NOT NULL, name TEXT NOT NULL, task_id TEXT, PRIMARY KEY (execution_id, kind,"
+            " span_id)) WITHOUT ROWID"
+        )
+        db.execute("INSERT INTO spans VALUES ('a', 'tool', 'tu1', 'Read', 'task-1')")
+        db.execute(
+            "CREATE TABLE streams (stream_key TEXT PRIMARY KEY, last_seq INTEGER NOT NULL,"
+            " event_count INTEGER NOT NULL, first_timestamp TEXT, last_timestamp TEXT,"
+            " last_status TEXT, assertions_total INTEGER NOT NULL DEFAULT 0, assertions_passed"
+            " INTEGER NOT NULL DEFAULT 0, activity INTEGER NOT NULL)"
+        )
+        db.execute("INSERT INTO streams VALUES ('a', 1, 1, 'ts', 'ts', NULL, 0, 0, 1)")
+    db.close()
+    async with open_hub(str(path)) as store:
+        [end] = await store.publish([tool_end("a", "tu1")])
+        assert (end.seq, end.tool, end.task_id) == (2, "Read", "task-1")
+        assert await store.publish([tool_start("a", "tu1", "Read", "task-1")]) != []
+        assert store.last_seq("a") == 2  # a start after the end: dropped

@@ -225,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
         "A request that arrived is always handled and answered, however long that takes",
     )
     serve.add_argument(
+        "--prices",
+        default=None,
+        metavar="FILE",
+        help='model prices for the runs\' cost: a JSON object {"<model>": {"input": USD per '
+        '1M input tokens, "output": USD per 1M output tokens}} that overrides and extends '
+        'the shipped, dated table (a model with no price makes the cost "unknown")',
+    )
+    serve.add_argument(
         "--retention",
         type=duration,
         default=None,
@@ -344,6 +352,18 @@ def build_parser() -> argparse.ArgumentParser:
     _typed_filters(tail, tool=False)
     tail.add_argument("--token", default=None, help="bearer token (default: $TRIO_OBS_TOKEN)")
     tail.add_argument("--json", action="store_true", help="print one JSON object per line")
+    tail.add_argument(
+        "--tree",
+        default=None,
+        metavar="EXECUTION",
+        help="print this execution's span tree once (states, durations, tokens, cost) and exit",
+    )
+    tail.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="exit 1 if the server cannot be reached at start, instead of retrying until it "
+        "answers",
+    )
 
     search = commands.add_parser(
         "search",

@@ -9,6 +9,7 @@ from trio_obs.core import events as ev
 from trio_obs.core.errors import InvalidInput
 from trio_obs.core.ledger import Ledger, StreamCounters, complete, complete_batch
 from trio_obs.core.protocol import GLOBAL, MAX_ID_BYTES
+from trio_obs.core.spanrules import SpanRecord
 
 NOW = "2026-12-01T10:00:00.000Z"
 
@@ -188,9 +189,10 @@ def test_a_span_the_ledger_forgot_is_asked_of_the_store() -> None:
     ledger = Ledger(span_cache_size=1)
     staged(ledger, [start("a", "tu1", "Read", "k1")], [start("a", "tu2", "Bash", "k2")])
     batch = complete_batch([end("a", "tu1"), end("a", "tu2")], NOW)
-    assert ledger.unknown_spans([batch]) == [("a", "tool", "tu1")]
-    ledger.learn_spans({("a", "tool", "tu1"): ("Read", "k1")})  # evicts tu2 from the cache...
-    ledger.learn_spans({("a", "tool", "tu2"): ("Bash", "k2")})
+    assert ledger.unknown_spans([batch]) == [("a", "tu1")]
+    read = SpanRecord("tool", "Read", "k1", open_seq=1)
+    ledger.learn_spans({("a", "tu1"): read})  # evicts tu2 from the cache...
+    ledger.learn_spans({("a", "tu2"): SpanRecord("tool", "Bash", "k2", open_seq=2)})
     assert ledger.unknown_spans([batch]) == []  # ...but what was learned stays for this stage
     stage = ledger.stage([batch])
     assert [env.tool for env in stage.envelopes] == ["Read", "Bash"]
@@ -248,4 +250,4 @@ def test_forget_drops_keys_and_their_spans() -> None:
     staged(ledger, [start("a", "tu1", "Read", "k")])
     ledger.forget(["a"])
     assert ledger.counters("a") is None
-    assert ledger.unknown_spans([complete_batch([end("a", "tu1")], NOW)]) == [("a", "tool", "tu1")]
+    assert ledger.unknown_spans([complete_batch([end("a", "tu1")], NOW)]) == [("a", "tu1")]

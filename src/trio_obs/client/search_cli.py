@@ -21,7 +21,7 @@ from ..core.search import ELLIPSIS, MARK_CLOSE, MARK_OPEN, SearchHit
 from ..core.wire import to_wire_hit
 from .common import SearchRefused
 from .search import search
-from .tail import format_time, short_id
+from .tail_render import format_time, short_id
 
 PAGE: Final = 500
 """Hits asked for per request at most."""

@@ -1,7 +1,8 @@
 """``trio-obs tail``: the live stream in a terminal, one line per event (or NDJSON).
 
-The renderer is a pure function (:func:`render_event`) so it can be tested without
-a terminal; heartbeats are folded: a line only when an agent's status changes.
+The lines are pure functions (:mod:`.tail_render`), tested without a terminal;
+heartbeats are folded: a line only when an agent's status changes. ``--tree`` prints
+an execution's span tree once (:mod:`.tail_tree`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ import logging
 import os
 import signal
 import sys
-from collections import OrderedDict
-from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final, TextIO
 
 import httpx
+import orjson
 import trio
 from rich.console import Console
 from rich.text import Text
@@ -26,264 +26,13 @@ from ..core.errors import InvalidInput
 from ..core.protocol import ALL
 from .common import StreamClosed, StreamRefused, auth_headers, endpoints
 from .stream import EventStream, open_stream
+from .tail_render import AgentBoard, SpanBook, render_event, render_heartbeat
+from .tail_render import format_time as format_time  # where other clients found them
+from .tail_render import short_id as short_id
+from .tail_tree import TreeUnavailable, fetch_tree, render_tree
 
-_AGENTS_MAX: Final = 10_000
-_EXEC_WIDTH: Final = 11
-_INDENT: Final = len("HH:MM:SS.mmm ") + _EXEC_WIDTH + 1
-"""Where an event's text starts after the time and execution columns."""
-_PALETTE: Final = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
-
-_KIND_STYLE: Final[dict[str, str]] = {
-    "transcript:entry": "white",
-    "tool:start": "cyan",
-    "tool:end": "cyan",
-    "tool:output": "grey70",
-    "assertion:result": "green",
-    "skill:start": "magenta",
-    "skill:end": "magenta",
-    "messagebus:event": "blue",
-    "wave:status": "yellow",
-    "agent:heartbeat": "grey50",
-    "execution:status": "bold",
-}
-_TOOL_END_STYLE: Final = {"done": "cyan", "error": "bold red", "blocked": "yellow"}
-_ASSERTION_MARK: Final = {
-    "pass": ("✓", "green"),
-    "fail": ("✗", "bold red"),
-    "skip": ("○", "grey50"),
-    "warn": ("!", "yellow"),
-}
-_SEVERITY_STYLE: Final = {
-    "debug": "grey50",
-    "info": "blue",
-    "warning": "yellow",
-    "error": "red",
-    "critical": "bold red",
-}
-_STATUS_STYLE: Final = {
-    "completed": "bold green",
-    "failed": "bold red",
-    "paused": "yellow",
-    "success": "green",
-    "partial": "yellow",
-    "idle": "grey50",
-    "working": "green",
-    "blocked": "yellow",
-    "error": "bold red",
-    "pending": "grey50",
-    "running": "yellow",
-}
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def format_time(timestamp: str, *, local_time: bool = True) -> str:
-    """``HH:MM:SS.mmm`` of an ISO-8601 timestamp (local time, or as given)."""
-    try:
-        moment = datetime.fromisoformat(timestamp)
-    except ValueError:
-        return timestamp[11:23] or timestamp
-    if local_time and moment.tzinfo is not None:
-        moment = moment.astimezone()
-    return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
-
-
-def short_id(execution_id: str) -> str:
-    """An execution id short enough for a column: kept whole, or its start and end."""
-    if len(execution_id) <= _EXEC_WIDTH:
-        return execution_id
-    return f"{execution_id[:5]}…{execution_id[-5:]}"
-
-
-def format_duration(ms: float) -> str:
-    """``120 ms``, ``3.4 s`` or ``2m 05s``."""
-    if ms < 1000:
-        return f"{ms:.0f} ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.1f} s"
-    minutes, seconds = divmod(round(ms / 1000), 60)
-    return f"{minutes}m {seconds:02d}s"
-
-
-def _execution_style(execution_id: str) -> str:
-    # Stable across runs (unlike hash()), so an execution keeps its colour.
-    return _PALETTE[sum(execution_id.encode()) % len(_PALETTE)]
-
-
-def _prefix(event: ev.StreamEvent, local_time: bool) -> Text:
-    return Text.assemble(
-        (format_time(event.timestamp, local_time=local_time), "grey50"),
-        " ",
-        (f"{short_id(event.execution_id):<{_EXEC_WIDTH}}", _execution_style(event.execution_id)),
-        " ",
-    )
-
-
-def _task(task_id: str | None) -> Text:
-    return Text(f" [{task_id}]", "grey50") if task_id else Text()
-
-
-def _body(event: ev.StreamEvent, tools: Mapping[str, str]) -> Text | None:
-    style = _KIND_STYLE[event.type]
-    match event:
-        case ev.TranscriptEntryEvent(entry=entry):
-            return Text.assemble(
-                ("✎ ", style),
-                (entry.instance_id, "bold"),
-                " ",
-                (f"{entry.entry_type}:", "grey70"),
-                " ",
-                entry.summary,
-                _task(entry.task_id),
-            )
-        case ev.ToolStartEvent():
-            return Text.assemble(
-                ("▶ ", style),
-                (event.tool, "bold cyan"),
-                " ",
-                event.input_summary,
-                _task(event.task_id),
-            )
-        case ev.ToolEndEvent():
-            end_style = _TOOL_END_STYLE.get(event.result_status, style)
-            tool = tools.get(event.tool_use_id)
-            text = Text.assemble(
-                ("■ ", end_style),
-                (f"{tool} " if tool else "", "bold cyan"),
-                (event.result_status, end_style),
-                " ",
-                (format_duration(event.duration_ms), "grey70"),
-            )
-            if event.output_summary:
-                text.append(f" — {event.output_summary}", "red" if event.is_error else "")
-            return text
-        case ev.ToolOutputEvent():
-            lines = event.chunk.rstrip("\n").split("\n")
-            text = Text()
-            for i, line in enumerate(lines):
-                if i:
-                    text.append("\n" + " " * _INDENT)
-                if event.is_stderr:
-                    text.append("  │ ", "red")
-                    text.append("stderr ", "bold red")
-                    text.append(line, "red")
-                else:
-                    text.append("  │ ", "grey50")
-                    text.append(line, style)
-            return text
-        case ev.AssertionResultEvent(assertion=assertion):
-            mark, mark_style = _ASSERTION_MARK[assertion.result]
-            return Text.assemble(
-                (f"{mark} {assertion.result}", mark_style),
-                " ",
-                (f"{assertion.category}:", "grey70"),
-                " ",
-                assertion.description,
-                _task(event.task_id),
-                (f" · pass rate {event.running_pass_rate:.0%}", "grey70"),
-            )
-        case ev.SkillStartEvent():
-            return Text.assemble(
-                ("◆ skill ", style),
-                (event.skill_name, "bold magenta"),
-                (f" ({event.skill_file}:{event.line_number})", "grey50"),
-                _task(event.task_id),
-            )
-        case ev.SkillEndEvent():
-            return Text.assemble(
-                ("◇ skill ", style),
-                (event.skill_name, "bold magenta"),
-                " ",
-                (event.status, _STATUS_STYLE.get(event.status, "")),
-                " ",
-                (format_duration(event.duration_ms), "grey70"),
-            )
-        case ev.MessageBusEvent(entry=entry):
-            text = Text()
-            if event.requires_action:
-                text.append("ACTION", "bold red reverse")
-                text.append(" ")
-            text.append_text(
-                Text.assemble(
-                    ("✉ ", style),
-                    (entry.severity, _SEVERITY_STYLE.get(entry.severity, "")),
-                    " ",
-                    (entry.source, "bold"),
-                    " ",
-                    (f"{entry.event_type}:", "grey70"),
-                    " ",
-                    (entry.human_summary, "bold red" if event.requires_action else ""),
-                    _task(entry.task_id),
-                )
-            )
-            return text
-        case ev.WaveStatusEvent():
-            text = Text.assemble(
-                (f"≋ wave {event.wave_number} ", style),
-                (event.status, _STATUS_STYLE.get(event.status, "")),
-                f" {event.completed_count}/{event.task_count} done",
-            )
-            if event.failed_count:
-                text.append(f", {event.failed_count} failed", "bold red")
-            return text
-        case ev.ExecutionStatusEvent():
-            text = Text.assemble(
-                ("● execution ", style), (event.status, _STATUS_STYLE.get(event.status, "bold"))
-            )
-            if event.message:
-                text.append(f": {event.message}")
-            return text
-        case _:  # heartbeats are folded: see render_heartbeat
-            return None
-
-
-def render_event(
-    event: ev.StreamEvent, *, local_time: bool = True, tools: Mapping[str, str] | None = None
-) -> Text | None:
-    """One line for ``event`` (tool output: one per output line); None for heartbeats.
-
-    Columns: time (``HH:MM:SS.mmm``), the execution (shortened), then a glyph and the
-    event's substance in the colour of its kind. ``tools`` maps tool-use ids to tool
-    names, so a ``tool:end`` can say which tool ended. Heartbeats return None: tail
-    shows :func:`render_heartbeat` only when an agent's status changes.
-    """
-    body = _body(event, tools or {})
-    if body is None:
-        return None
-    return _prefix(event, local_time) + body
-
-
-def render_heartbeat(event: ev.AgentHeartbeatEvent, *, local_time: bool = True) -> Text:
-    """The line for an agent whose status (or current task) changed."""
-    body = Text.assemble(
-        ("♥ ", _KIND_STYLE[event.type]),
-        (event.instance_id, "bold"),
-        " ",
-        (event.status, _STATUS_STYLE.get(event.status, "")),
-    )
-    if event.current_task_id:
-        body.append(f" on {event.current_task_id}", "grey70")
-    return _prefix(event, local_time) + body
-
-
-class AgentBoard:
-    """The last known status of each agent, to fold heartbeats into status changes."""
-
-    def __init__(self) -> None:
-        self._last: OrderedDict[tuple[str, str], tuple[str, str | None]] = OrderedDict()
-
-    def changed(self, event: ev.AgentHeartbeatEvent) -> bool:
-        """Record ``event``; True when its agent's status or task differs from before."""
-        key = (event.execution_id, event.instance_id)
-        now = (event.status, event.current_task_id)
-        before = self._last.get(key)
-        self._last[key] = now
-        self._last.move_to_end(key)
-        if len(self._last) > _AGENTS_MAX:
-            self._last.popitem(last=False)
-        return before != now
-
+_LOOKUP_TIMEOUT: Final = 5.0
+"""Seconds to wait for an execution's tree when a span's start came before the tail."""
 
 # --------------------------------------------------------------------------- the command
 
@@ -305,9 +54,14 @@ class _Tail:
         self.console = _Console(file=out, highlight=False, soft_wrap=True, emoji=False)
         self.errors = Console(file=err, highlight=False, soft_wrap=True, emoji=False)
         self.agents = AgentBoard()
-        self.tools: dict[str, str] = {}
+        self.spans = SpanBook()
         self.stream: EventStream | None = None
         self.was_live = False
+        self.failing = False
+        """A connection attempt failed and the user was told; quiet until one succeeds."""
+        self.unreachable: str | None = None
+        """``--no-wait``: why the server could not be reached (the tail gives up)."""
+        self.scope = trio.CancelScope()
         self.live = trio.Event()
 
     def note(self, message: str, style: str = "yellow") -> None:
@@ -320,16 +74,31 @@ class _Tail:
         if self.was_live:
             since = stream.last_seq() if stream and stream.stream != ALL else None
             self.note("resumed" if since is None else f"resumed after seq {since}", "green")
+        elif self.failing:
+            self.note(f"connected to {self.args.url}; following {self.args.execution}", "green")
         elif self.errors.is_terminal:
             self.note(f"following {self.args.execution} at {self.args.url}", "green")
         self.was_live = True
+        self.failing = False
         self.live.set()
 
     def on_retry(self, reason: str, delay: float) -> None:
+        """Say once why the server cannot be reached, then retry quietly until it answers."""
+        if self.failing:
+            return
+        self.failing = True
+        url = self.args.url
         if self.was_live:
-            self.note(f"connection lost: {reason}; reconnecting in {delay:.1f} s")
+            self.note(f"lost the connection to {url} ({reason}); reconnecting until it answers")
+        elif self.args.no_wait:
+            self.unreachable = reason
+            self.scope.cancel()
         else:
-            self.note(f"cannot reach {self.args.url}: {reason}; retrying in {delay:.1f} s")
+            self.note(
+                f"cannot reach the server at {url} ({reason}). Is it running? "
+                "(trio-obs serve; --url names another). Retrying quietly until it answers; "
+                "Ctrl-C stops."
+            )
 
     async def explain_empty(self, stream: EventStream) -> None:
         """Following an execution with no events: say so, and name the recent ones."""
@@ -354,7 +123,7 @@ class _Tail:
             text += ". The server has no executions yet"
         self.note(text)
 
-    def show(self, event: ev.StreamEvent, text: str) -> None:
+    async def show(self, event: ev.StreamEvent, text: str) -> None:
         try:
             if self.args.json:
                 self.out.write(text + "\n")
@@ -363,17 +132,32 @@ class _Tail:
             line: Text | None
             if isinstance(event, ev.AgentHeartbeatEvent):
                 line = render_heartbeat(event) if self.agents.changed(event) else None
+            elif self.spans.is_echo(event):
+                line = None  # the tool start above already said it
             else:
-                if isinstance(event, ev.ToolStartEvent):
-                    self.tools[event.tool_use_id] = event.tool
-                    if len(self.tools) > 10_000:  # bounded: forget the oldest
-                        del self.tools[next(iter(self.tools))]
-                line = render_event(event, tools=self.tools)
+                self.spans.learn(event)
+                if self.spans.missing(event):
+                    await self.look_up(event.execution_id)
+                line = render_event(event, context=self.spans.context(event))
             if line is not None:
                 self.console.print(line)
                 self.out.flush()
         except BrokenPipeError:
             raise _BrokenOutput from None
+
+    async def look_up(self, execution_id: str) -> None:
+        """Learn an execution's spans from its tree, once: starts that came before the tail."""
+        if execution_id in self.spans.looked_up:
+            return
+        self.spans.looked_up.add(execution_id)
+        try:
+            tree = await fetch_tree(
+                self.args.url, execution_id, self.args.token or None, _LOOKUP_TIMEOUT
+            )
+        except TreeUnavailable as exc:  # an older server: the lines show ids instead
+            logging.getLogger("trio_obs.client").info("no tree for %s: %s", execution_id, exc)
+            return
+        self.spans.learn_tree(tree)
 
     def subscription(self) -> tuple[list[str], dict[str, object]]:
         """The topics and filters the flags ask for; a filter implies its topic."""
@@ -402,37 +186,8 @@ class _Tail:
         args = self.args
         topics, filters = self.subscription()
         try:
-            async with open_stream(
-                args.url,
-                args.execution,
-                since=args.since,
-                topics=topics,
-                filters=filters or None,
-                token=args.token or None,
-                on_state=self.on_state,
-                on_retry=self.on_retry,
-            ) as stream:
-                self.stream = stream
-                stream.on_notice = self.note
-                explaining = trio.CancelScope()
-
-                async def explain_once() -> None:
-                    with explaining:
-                        await self.live.wait()
-                        await self.explain_empty(stream)
-
-                failure: Exception | None = None
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(explain_once)
-                    try:
-                        async for event, text in stream.frames():
-                            explaining.cancel()  # events came: nothing to explain
-                            self.show(event, text)
-                    except (StreamRefused, StreamClosed, _BrokenOutput) as exc:
-                        failure = exc  # raised below, outside the nursery: not in a group
-                    explaining.cancel()
-                if failure is not None:
-                    raise failure
+            with self.scope:
+                await self.follow(topics, filters)
         except (InvalidInput, ValueError) as exc:
             self.note(str(exc), "bold red")
             return 2
@@ -441,7 +196,48 @@ class _Tail:
             return 1
         except _BrokenOutput:
             return 0
+        if self.unreachable is not None:
+            self.note(
+                f"cannot reach the server at {args.url} ({self.unreachable}). Is it running?",
+                "bold red",
+            )
+            return 1
         return 0
+
+    async def follow(self, topics: list[str], filters: dict[str, object]) -> None:
+        """Follow the stream until it ends, printing each event."""
+        args = self.args
+        async with open_stream(
+            args.url,
+            args.execution,
+            since=args.since,
+            topics=topics,
+            filters=filters or None,
+            token=args.token or None,
+            on_state=self.on_state,
+            on_retry=self.on_retry,
+        ) as stream:
+            self.stream = stream
+            stream.on_notice = self.note
+            explaining = trio.CancelScope()
+
+            async def explain_once() -> None:
+                with explaining:
+                    await self.live.wait()
+                    await self.explain_empty(stream)
+
+            failure: Exception | None = None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(explain_once)
+                try:
+                    async for event, text in stream.frames():
+                        explaining.cancel()  # events came: nothing to explain
+                        await self.show(event, text)
+                except (StreamRefused, StreamClosed, _BrokenOutput) as exc:
+                    failure = exc  # raised below, outside the nursery: not in a group
+                explaining.cancel()
+            if failure is not None:
+                raise failure
 
 
 async def _main(tail: _Tail) -> int:
@@ -461,14 +257,40 @@ async def _main(tail: _Tail) -> int:
     return status
 
 
+async def _print_tree(tail: _Tail, execution_id: str) -> int:
+    """``--tree``: print the execution's span tree once; 1 when the server cannot give it."""
+    args = tail.args
+    try:
+        tree = await fetch_tree(args.url, execution_id, args.token or None)
+    except TreeUnavailable as exc:
+        tail.note(str(exc), "bold red")
+        return 1
+    try:
+        if args.json:
+            tail.out.write(orjson.dumps(tree).decode() + "\n")
+        else:
+            for line in render_tree(tree, now=datetime.now(UTC)):
+                tail.console.print(line)
+        tail.out.flush()
+    except (BrokenPipeError, _BrokenOutput):
+        pass
+    return 0
+
+
 def run_tail_cli(args: argparse.Namespace) -> int:
-    """``trio-obs tail``: follow a stream until Ctrl-C; 1 if the server refuses it."""
+    """``trio-obs tail``: follow a stream until Ctrl-C; 1 if the server refuses it.
+
+    ``--tree EXECUTION`` prints that execution's span tree once instead.
+    """
     logging.basicConfig(
         level=logging.WARNING, format="trio-obs tail: %(message)s", stream=sys.stderr
     )
     tail = _Tail(args, sys.stdout, sys.stderr)
     try:
-        status = trio.run(_main, tail)
+        if args.tree is not None:
+            status = trio.run(_print_tree, tail, args.tree)
+        else:
+            status = trio.run(_main, tail)
     except KeyboardInterrupt:  # Ctrl-C before the signal receiver was installed
         status = 0
     try:

@@ -601,3 +601,15 @@ class ExecutionSummary:
     last_seq: int
     first_timestamp: str | None
     last_timestamp: str | None
+    name: str | None = None
+    """The run's name: its outermost agent's, else a top-level span's title (SPEC §12)."""
+    conversation_id: str | None = None
+    agents: list[str] = attrs.field(factory=list)
+    """The names of the run's agents, the outermost first where known."""
+    state: str | None = None
+    """Its last stored status; ``running`` when events came without one."""
+    totals: dict[str, Any] | None = None
+    """``modelCalls``, ``inputTokens``, ``outputTokens``, ``toolCalls``, ``errors``, and
+    ``cost`` once priced (:func:`trio_obs.core.prices.cost`)."""
+    models: dict[str, tuple[int, int]] = attrs.field(factory=dict)
+    """Input and output tokens per model: what ``cost`` is computed from (not sent)."""

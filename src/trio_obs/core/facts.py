@@ -173,6 +173,20 @@ _READERS: Final[dict[str, _Readers]] = {
 }
 
 
+_TYPED_ERRORS: Final[dict[str, tuple[tuple[Callable[[Any], Any], tuple[Any, ...]], ...]]] = {
+    t: tuple((_getter(path), values) for path, values in f.error) for t, f in FACTS.items()
+}
+
+
+def is_error_event(event: ev.StreamEvent) -> bool:
+    """:func:`is_error` of a typed event (the same rules, read from its attributes)."""
+    for read, values in _TYPED_ERRORS[event.type]:
+        value = read(event)
+        if any(value == v and type(value) is type(v) for v in values):
+            return True
+    return False
+
+
 def span_id_of(event: ev.StreamEvent) -> str | None:
     """The span ``event`` opens, closes or belongs to (None: none named)."""
     return _READERS[event.type].span_id(event)

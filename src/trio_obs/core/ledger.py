@@ -20,22 +20,33 @@ import attrs
 
 from . import events as ev
 from .errors import InvalidInput
+from .facts import FACTS, is_error_event, own_task_id, span_id_of, span_kind_of, tool_of
 from .protocol import (
     ACTION_SEVERITIES,
     ALL,
+    ENDED_STATES,
     GLOBAL,
     INVALID_EVENT,
     MAX_ID_BYTES,
     RESERVED_STREAMS,
     TOPIC_OF_TYPE,
 )
-from .routing import Envelope, own_task_id
+from .routing import Envelope
+from .spanrules import (
+    SpanRecord,
+    closes_open_span,
+    closing_state,
+    is_root_status,
+    own_agent,
+    repeated_seq,
+    takes_closing,
+    takes_opening,
+)
 from .wire import camel, encode_kept
 
-SpanKey: TypeAlias = tuple[str, str, str]
-"""(stream key, ``tool`` or ``skill``, tool-use or skill-trace id)."""
-Span: TypeAlias = tuple[str, str | None]
-"""(tool or skill name, task id)."""
+SpanKey: TypeAlias = tuple[str, str]
+"""(stream key, span id): a tool use, a skill trace, or a ``span:*`` span."""
+Span: TypeAlias = SpanRecord
 
 SPAN_CACHE_SIZE: Final = 10_000
 STREAM_CACHE_SIZE: Final = 10_000
@@ -57,6 +68,44 @@ class StreamCounters:
     """Orders keys by their last write (higher = more recent)."""
     updated: float = 0.0
     """When the key was last written (seconds since the epoch, as the hub said)."""
+    # One start, one end (core.spanrules): what the execution rules need.
+    started_seq: int = 0
+    """The seq of the root span's stored ``started`` (0: none)."""
+    status_seq: int = 0
+    """The seq of the root span's stored closing status (0: none)."""
+    open_spans: int = 0
+    """Spans of the execution opened and not closed."""
+    held: ev.ExecutionStatusEvent | None = None
+    """The root span's closing status, held while spans are open."""
+    # The execution's summary (SPEC §12 "Totals and names").
+    name: str | None = None
+    name_since: str | None = None
+    """The start of the agent span that named the run; "": the root agent did; None: no
+    agent did (``name`` is a top-level span's title, if any)."""
+    conversation_id: str | None = None
+    agents: tuple[str, ...] = ()
+    model_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tool_calls: int = 0
+    errors: int = 0
+    models: dict[str, tuple[int, int]] = attrs.field(factory=dict)
+    """Input and output tokens per model (cost is computed when read, from a price table).
+    Replaced, never changed in place: staged counters share it with the committed ones."""
+
+    def summary(self, key: str) -> ev.ExecutionSummary:
+        """What ``GET /api/executions`` says of stream ``key`` (cost is added when priced)."""
+        return ev.ExecutionSummary(
+            execution_id=key, last_status=self.last_status, event_count=self.event_count,
+            last_seq=self.last_seq, first_timestamp=self.first_timestamp,
+            last_timestamp=self.last_timestamp, name=self.name,
+            conversation_id=self.conversation_id, agents=list(self.agents),
+            state=self.last_status or ("running" if self.event_count else None),
+            totals={"modelCalls": self.model_calls, "inputTokens": self.input_tokens,
+                    "outputTokens": self.output_tokens, "toolCalls": self.tool_calls,
+                    "errors": self.errors},
+            models=dict(self.models),
+        )  # fmt: skip
 
 
 def _complete(event: ev.StreamEvent, changes: dict[str, Any]) -> ev.StreamEvent:
@@ -98,14 +147,15 @@ def _id_paths(kind: type) -> IdPaths:
 
 
 def check_ids(
-    event: ev.StreamEvent, data: bytes, index: int, batch: Sequence[ev.StreamEvent]
+    event: ev.StreamEvent, data: bytes | None, index: int, batch: Sequence[ev.StreamEvent]
 ) -> None:
     """Refuse ``event``, at ``index`` of ``batch``, if an id of it is over :data:`MAX_ID_BYTES`.
 
     ``data`` is its JSON, made anyway where events are staged: an event whose whole JSON
-    is within the limit has no longer id, so most events cost one comparison.
+    is within the limit has no longer id, so most events cost one comparison (None: no
+    JSON was made, every id is looked at).
     """
-    if len(data) > MAX_ID_BYTES and (long := long_id(event)) is not None:
+    if (data is None or len(data) > MAX_ID_BYTES) and (long := long_id(event)) is not None:
         field, size = long
         raise _refuse(event_where(index, batch), event, f"has a {field} of {size:,} bytes; "
                       f"ids are at most {MAX_ID_BYTES:,} bytes (UTF-8)")  # fmt: skip
@@ -203,14 +253,16 @@ class Stage:
     """A group of batches staged by :meth:`Ledger.stage`: what to write, what to send."""
 
     results: list[list[Envelope] | InvalidInput]
-    """Per batch, in order: its envelopes (a ``global`` copy after each execution status),
-    or why it cannot be stored. A bad batch fails alone."""
+    """Per batch, in order: an envelope per event (a ``global`` copy after each execution
+    status), or why it cannot be stored. A bad batch fails alone. An event dropped by the
+    span rules is answered by an envelope that is not stored, with the seq of the event it
+    repeats (a held status: the stream's last seq then)."""
     envelopes: list[Envelope]
     """The envelopes of every stored batch, in order (the event rows)."""
     streams: dict[str, StreamCounters]
     """The new counters of every key written (the stream rows)."""
     spans: dict[SpanKey, Span]
-    """Tool uses and skill traces started (the span rows)."""
+    """Spans opened or closed (the span rows)."""
     last_pos: int = 0
     """The global position (``pos``, SPEC §14) of the stage's last event on ``all``."""
 
@@ -232,6 +284,7 @@ class _Batch:
         self.streams: dict[str, StreamCounters] = {}
         self.spans: dict[SpanKey, Span] = {}
         self.envelopes: list[Envelope] = []
+        self.answers: list[Envelope] = []
 
     def stream(self, key: str) -> StreamCounters:
         s = self.streams.get(key)
@@ -263,7 +316,8 @@ class _Batch:
         task_id: str | None = None,
         tool: str | None = None,
         is_copy: bool = False,
-    ) -> None:
+        answer: bool = True,
+    ) -> Envelope:
         s = self.streams.get(key) or self.stream(key)
         seq = s.last_seq = s.last_seq + 1
         s.event_count += 1
@@ -279,67 +333,231 @@ class _Batch:
             object.__setattr__(event, "pos", pos)
         else:
             event = attrs.evolve(event, seq=seq, pos=pos)
-        self.envelopes.append(
-            Envelope(
-                key,
-                seq,
-                event,
-                encode_kept(event),
-                TOPIC_OF_TYPE[event.type],
-                task_id,
-                tool,
-                is_copy,
-            )
+        env = Envelope(
+            key, seq, event, encode_kept(event), TOPIC_OF_TYPE[event.type], task_id, tool, is_copy
         )
+        self.envelopes.append(env)
+        if answer:
+            self.answers.append(env)
+        return env
+
+    def echo(
+        self, event: ev.StreamEvent, seq: int, index: int, batch: Sequence[ev.StreamEvent]
+    ) -> None:
+        """Answer a dropped event with ``seq`` (the event it repeats); nothing is stored."""
+        check_ids(event, None, index, batch)
+        kept = attrs.evolve(event, seq=seq, pos=None)
+        self.answers.append(Envelope(event.execution_id, seq, kept, b"", TOPIC_OF_TYPE[event.type]))
 
     def stage(self, batch: Sequence[ev.StreamEvent]) -> None:
         for index, event in enumerate(batch):
             key = event.execution_id
-            task_id, tool = own_task_id(event), None
-            match event:
-                case ev.AssertionResultEvent():
-                    s = self.stream(key)
-                    s.assertions_total += 1
-                    s.assertions_passed += event.assertion.result == "pass"
-                    rate = s.assertions_passed / s.assertions_total
-                    if rate != event.running_pass_rate:
-                        event = _complete(event, {"running_pass_rate": rate})
-                case ev.ToolStartEvent():
-                    self.spans[(key, "tool", event.tool_use_id)] = (event.tool, task_id)
-                    tool = event.tool
-                case ev.SkillStartEvent():
-                    self.spans[(key, "skill", event.skill_trace_id)] = (event.skill_name, task_id)
-                case ev.ToolEndEvent() | ev.ToolOutputEvent():
-                    found = self.span((key, "tool", event.tool_use_id))
-                    if found is not None:
-                        tool, task_id = found
-                case ev.SkillEndEvent():
-                    found = self.span((key, "skill", event.skill_trace_id))
-                    if found is not None:
-                        task_id = found[1]
-                case ev.ExecutionStatusEvent():
-                    self.stream(key).last_status = event.status
-            self.add(key, event, task_id, tool)
-            check_ids(event, self.envelopes[-1].data, index, batch)
-            if isinstance(event, ev.ExecutionStatusEvent) and key != GLOBAL:
-                copy = attrs.evolve(self.envelopes[-1].event, seq=None, pos=None)
+            role = FACTS[event.type].role
+            if role == "opens":
+                self.opening(key, event, index, batch)
+            elif role == "closes":
+                self.closing(key, event, index, batch)
+            elif role == "status":
+                self.status(key, event, index, batch)  # type: ignore[arg-type]
+            else:
+                self.content(key, event, index, batch)
+
+    def stored(
+        self,
+        key: str,
+        event: ev.StreamEvent,
+        index: int,
+        batch: Sequence[ev.StreamEvent],
+        task_id: str | None = None,
+        tool: str | None = None,
+    ) -> int:
+        env = self.add(key, event, task_id, tool)
+        check_ids(env.event, env.data, index, batch)
+        if key != GLOBAL:
+            if isinstance(env.event, ev.ExecutionStatusEvent):
+                copy = attrs.evolve(env.event, seq=None, pos=None)
                 self.add(GLOBAL, copy, is_copy=True)
+            if is_error_event(env.event):
+                self.stream(key).errors += 1
+        return env.seq
+
+    def content(
+        self, key: str, event: ev.StreamEvent, index: int, batch: Sequence[ev.StreamEvent]
+    ) -> None:
+        task_id, tool = own_task_id(event), None
+        if isinstance(event, ev.AssertionResultEvent):
+            s = self.stream(key)
+            s.assertions_total += 1
+            s.assertions_passed += event.assertion.result == "pass"
+            rate = s.assertions_passed / s.assertions_total
+            if rate != event.running_pass_rate:
+                event = _complete(event, {"running_pass_rate": rate})
+        span_id = span_id_of(event)
+        if span_id is not None:
+            found = self.span((key, span_id))
+            if found is not None:
+                if FACTS[event.type].span_kind is not None:  # tool:output: its tool's facts
+                    tool = found.name if found.kind == "tool" else None
+                    task_id = found.task_id
+                if event.agent is None and found.agent is not None:
+                    event = _complete(event, {"agent": found.agent})
+        if event.agent is None and event.parent_span_id is not None:
+            parent = self.span((key, event.parent_span_id))
+            if parent is not None and parent.agent is not None:
+                event = _complete(event, {"agent": parent.agent})
+        self.stored(key, event, index, batch, task_id, tool)
+
+    def opening(
+        self, key: str, event: ev.StreamEvent, index: int, batch: Sequence[ev.StreamEvent]
+    ) -> None:
+        span_key = (key, span_id_of(event) or "")
+        found = self.span(span_key)
+        if found is not None and not takes_opening(found):
+            self.echo(event, repeated_seq(found, True), index, batch)
+            return
+        kind = span_kind_of(event) or "span"
+        name = _name_of(event)
+        parent_id = event.parent_span_id
+        parent = self.span((key, parent_id)) if parent_id is not None else None
+        agent = event.agent
+        if agent is None and (agent := own_agent(kind, name, parent)) is not None:
+            event = _complete(event, {"agent": agent})
+        task_id, tool = own_task_id(event), tool_of(event)
+        seq = self.stored(key, event, index, batch, task_id, tool)
+        model = getattr(event, "model", None)
+        self.spans[span_key] = SpanRecord(
+            kind, name, task_id, parent_id, agent, model, open_seq=seq
+        )
+        s = self.stream(key)
+        s.open_spans += 1
+        _count_span(s, kind, model, None)
+        if kind == "agent":
+            # The run is named by its outermost agent: the earliest with no agent above it.
+            outermost = parent is None or parent.agent is None
+            since = s.name_since  # None: no agent named it yet; "": the root agent did
+            if outermost and (since is None or (since and event.timestamp < since)):
+                s.name, s.name_since = name, event.timestamp
+            if name and name not in s.agents:
+                s.agents = (*s.agents, name)
+        elif s.name is None and (parent_id is None or parent is None) and name:
+            s.name = name  # a top-level span's title, until an agent names the run
+        conversation = getattr(event, "conversation_id", None)
+        if conversation and s.conversation_id is None:
+            s.conversation_id = conversation
+
+    def closing(
+        self, key: str, event: ev.StreamEvent, index: int, batch: Sequence[ev.StreamEvent]
+    ) -> None:
+        span_key = (key, span_id_of(event) or "")
+        found = self.span(span_key)
+        state = closing_state(event)
+        if found is not None and not takes_closing(found, state):
+            self.echo(event, repeated_seq(found, False), index, batch)
+            return
+        task_id, tool = own_task_id(event), None
+        if found is not None:
+            task_id = task_id or found.task_id
+            tool = found.name if found.kind == "tool" else None
+            agent = found.agent
+            record = attrs.evolve(found)
+        else:
+            parent_id = event.parent_span_id
+            parent = self.span((key, parent_id)) if parent_id is not None else None
+            kind = span_kind_of(event) or ""
+            agent = own_agent(kind, _name_of(event), parent)
+            record = SpanRecord(kind, _name_of(event), task_id, parent_id, agent)
+        if event.agent is None and agent is not None:
+            event = _complete(event, {"agent": agent})
+        seq = self.stored(key, event, index, batch, task_id, tool)
+        first = found is None or found.close_seq == 0
+        record.close_seq, record.close_state = seq, state
+        self.spans[span_key] = record
+        s = self.stream(key)
+        if found is None:  # closed, never opened: it counts as a call all the same
+            _count_span(s, record.kind, None, None)
+        if first and record.kind == "llm" and isinstance(event, ev.SpanEndEvent) and event.usage:
+            _count_span(s, "", event.model or record.model or "", event.usage)
+        if closes_open_span(found):
+            s.open_spans -= 1
+            if s.open_spans <= 0 and s.held is not None:
+                held, s.held = s.held, None
+                when = max(held.timestamp, event.timestamp)
+                released = attrs.evolve(held, timestamp=when, seq=None, pos=None)
+                s.last_status = released.status
+                env = self.add(key, released, answer=False)
+                s.status_seq = env.seq
+                self.add(GLOBAL, attrs.evolve(env.event, seq=None, pos=None), is_copy=True,
+                         answer=False)  # fmt: skip
+
+    def status(
+        self,
+        key: str,
+        event: ev.ExecutionStatusEvent,
+        index: int,
+        batch: Sequence[ev.StreamEvent],
+    ) -> None:
+        if key == GLOBAL or not is_root_status(event):
+            self.stream(key).last_status = event.status
+            self.stored(key, event, index, batch)
+            return
+        s = self.stream(key)
+        if event.status == "started":
+            if s.started_seq:
+                self.echo(event, s.started_seq, index, batch)
+                return
+            s.last_status = event.status
+            s.started_seq = self.stored(key, event, index, batch)
+        elif event.status in ENDED_STATES:
+            if s.status_seq or s.held is not None:
+                self.echo(event, s.status_seq or s.last_seq, index, batch)
+            elif s.open_spans > 0:
+                s.held = event
+                self.echo(event, s.last_seq, index, batch)
+            else:
+                s.last_status = event.status
+                s.status_seq = self.stored(key, event, index, batch)
+        else:
+            s.last_status = event.status
+            self.stored(key, event, index, batch)
+        if event.agent:  # the root span is an agent: the outermost one, naming the run
+            s.name, s.name_since = event.agent, ""
+            if event.agent not in s.agents:
+                s.agents = (event.agent, *s.agents)
 
 
-_SPAN_TYPES: Final = frozenset(
-    {"tool:start", "tool:end", "tool:output", "skill:start", "skill:end"}
-)
+def _name_of(event: ev.StreamEvent) -> str:
+    """The name an opening or closing gives its span (tool, skill or span name)."""
+    match event:
+        case ev.ToolStartEvent():
+            return event.tool
+        case ev.SkillStartEvent() | ev.SkillEndEvent():
+            return event.skill_name
+        case ev.SpanStartEvent():
+            return event.name
+        case ev.SpanEndEvent():
+            return event.name or ""
+        case _:
+            return ""
+
+
+def _count_span(s: StreamCounters, kind: str, model: str | None, usage: ev.Usage | None) -> None:
+    """Count a span into its execution's totals: a call once, a model call's tokens once."""
+    if kind == "tool":
+        s.tool_calls += 1
+    elif kind == "llm":
+        s.model_calls += 1
+    if usage is not None:
+        tokens_in, tokens_out = usage.get("inputTokens", 0), usage.get("outputTokens", 0)
+        s.input_tokens += tokens_in
+        s.output_tokens += tokens_out
+        before = s.models.get(model or "", (0, 0))
+        s.models = {**s.models, model or "": (before[0] + tokens_in, before[1] + tokens_out)}
 
 
 def span_key(event: ev.StreamEvent) -> SpanKey | None:
-    """The tool use or skill trace an event starts, ends or streams output for."""
-    match event:
-        case ev.ToolStartEvent() | ev.ToolEndEvent() | ev.ToolOutputEvent():
-            return (event.execution_id, "tool", event.tool_use_id)
-        case ev.SkillStartEvent() | ev.SkillEndEvent():
-            return (event.execution_id, "skill", event.skill_trace_id)
-        case _:
-            return None
+    """The span an event opens, closes or belongs to (None: it names none)."""
+    span_id = span_id_of(event)
+    return None if span_id is None else (event.execution_id, span_id)
 
 
 class Ledger:
@@ -437,27 +655,32 @@ class Ledger:
     # ------------------------------------------------------------------ spans
 
     def unknown_spans(self, batches: Sequence[Sequence[ev.StreamEvent]]) -> list[SpanKey]:
-        """Spans that ``batches`` end or stream output for, known neither here nor by them.
+        """Spans that ``batches`` open, close, belong to or name as a parent, known neither
+        here nor from an earlier event of the group (which stages them).
 
         The hub looks them up in its store and passes the answers to :meth:`learn_spans`.
         """
-        started: set[SpanKey] = set()
+        seen: set[SpanKey] = set()
         missing: dict[SpanKey, None] = {}
         for batch in batches:
             for event in batch:
-                if event.type not in _SPAN_TYPES:
+                span_id, parent_id = span_id_of(event), event.parent_span_id
+                if span_id is None and parent_id is None:
                     continue
-                key = span_key(event)
-                assert key is not None
-                if isinstance(event, ev.ToolStartEvent | ev.SkillStartEvent):
-                    started.add(key)
-                elif (
-                    key not in started
-                    and key not in self._spans
-                    and key not in self._learned_spans
-                    and key not in self._misses
-                ):
-                    missing[key] = None
+                key = event.execution_id
+                for wanted in (span_id, parent_id):
+                    if wanted is None:
+                        continue
+                    span = (key, wanted)
+                    if (
+                        span not in seen
+                        and span not in self._spans
+                        and span not in self._learned_spans
+                        and span not in self._misses
+                    ):
+                        missing[span] = None
+                if span_id is not None and FACTS[event.type].role in ("opens", "closes"):
+                    seen.add((key, span_id))
         return list(missing)
 
     def learn_spans(self, found: dict[SpanKey, Span | None]) -> None:
@@ -510,7 +733,7 @@ class Ledger:
             for env in staged.envelopes:
                 written.pop(env.key, None)
                 written[env.key] = None
-            results.append(staged.envelopes)
+            results.append(staged.answers)
         activity = self._activity
         for key in written:
             activity += 1

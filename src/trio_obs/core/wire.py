@@ -23,6 +23,7 @@ from cattrs.v import format_exception
 
 from . import events as ev
 from .errors import InvalidInput
+from .prices import Prices, cost
 from .protocol import (
     INVALID_EVENT,
     INVALID_FILTER,
@@ -205,7 +206,8 @@ def _make_converter(*, detailed: bool = True, posted: bool = False) -> cattrs.Co
         conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **fields))
         conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, **fields))
     summary: dict[str, Any] = {
-        a.name: override(rename=camel(a.name)) for a in attrs.fields(ev.ExecutionSummary)
+        a.name: override(rename=camel(a.name), omit=a.name == "models")
+        for a in attrs.fields(ev.ExecutionSummary)
     }
     conv.register_unstructure_hook(
         ev.ExecutionSummary,
@@ -467,9 +469,14 @@ def to_json(obj: Any) -> bytes:
     return orjson.dumps(obj)
 
 
-def summaries_json(summaries: list[ev.ExecutionSummary]) -> bytes:
-    """The ``GET /api/executions`` answer."""
-    return orjson.dumps([converter.unstructure(s) for s in summaries])
+def summaries_json(summaries: list[ev.ExecutionSummary], prices: Prices | None = None) -> bytes:
+    """The ``GET /api/executions`` answer; with ``prices``, each ``totals`` has its ``cost``."""
+    out = [converter.unstructure(s) for s in summaries]
+    if prices is not None:
+        for item, summary in zip(out, summaries, strict=True):
+            if item.get("totals") is not None:
+                item["totals"] = {**item["totals"], "cost": cost(summary.models, prices)}
+    return orjson.dumps(out)
 
 
 def events_json(rows: list[bytes]) -> bytes:

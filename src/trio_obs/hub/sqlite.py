@@ -34,14 +34,31 @@ from ..core.ledger import Span, SpanKey, Stage, StreamCounters
 from ..core.protocol import GLOBAL, INVALID_QUERY, TOPIC_OF_TYPE
 from ..core.routing import Envelope
 from ..core.search import RunFilters, SearchHit, SearchQuery, SearchResult
-from ..core.wire import decode_stream_event
+from ..core.spanrules import SpanRecord
+from ..core.wire import decode_stream_event, encode_kept
 from . import search_sql
 from .lockfile import Mark, StoreLock, boot_id
 from .wal import WAL_QUIET_SECONDS, WAL_SIZE_LIMIT, CheckpointMode, WalWatch
 
 log = logging.getLogger("trio_obs.store")
 
-_SCHEMA: Final = """
+_SPANS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS spans (
+    execution_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    task_id TEXT,
+    parent_span_id TEXT,
+    agent TEXT,
+    model TEXT,
+    open_seq INTEGER NOT NULL DEFAULT 0,
+    close_seq INTEGER NOT NULL DEFAULT 0,
+    close_state TEXT,
+    PRIMARY KEY (execution_id, span_id)
+) WITHOUT ROWID;
+"""
+_SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS events (
     stream_key TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -65,18 +82,25 @@ CREATE TABLE IF NOT EXISTS streams (
     assertions_total INTEGER NOT NULL DEFAULT 0,
     assertions_passed INTEGER NOT NULL DEFAULT 0,
     activity INTEGER NOT NULL,
-    updated REAL NOT NULL DEFAULT 0
+    updated REAL NOT NULL DEFAULT 0,
+    started_seq INTEGER NOT NULL DEFAULT 0,
+    status_seq INTEGER NOT NULL DEFAULT 0,
+    open_spans INTEGER NOT NULL DEFAULT 0,
+    held BLOB,
+    name TEXT,
+    name_since TEXT,
+    conversation_id TEXT,
+    agents TEXT,
+    model_calls INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    tool_calls INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    models TEXT
 );
 CREATE INDEX IF NOT EXISTS streams_by_activity ON streams (activity);
 CREATE INDEX IF NOT EXISTS streams_by_update ON streams (updated);
-CREATE TABLE IF NOT EXISTS spans (
-    execution_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    span_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    task_id TEXT,
-    PRIMARY KEY (execution_id, kind, span_id)
-) WITHOUT ROWID;
+{_SPANS_TABLE}
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     created REAL NOT NULL,
@@ -117,12 +141,64 @@ _PROBE: Final = "\x00trio-obs health probe"
 """The key of the rows a health check writes (and rolls back)."""
 _COUNTERS: Final = (
     "last_seq, event_count, first_timestamp, last_timestamp, last_status,"
-    " assertions_total, assertions_passed, activity, updated"
+    " assertions_total, assertions_passed, activity, updated, started_seq, status_seq,"
+    " open_spans, held, name, name_since, conversation_id, agents, model_calls,"
+    " input_tokens, output_tokens, tool_calls, errors, models"
 )
+_STREAM_COLUMNS: Final = {
+    "updated": "REAL NOT NULL DEFAULT 0",
+    **dict.fromkeys(("started_seq", "status_seq", "open_spans"), "INTEGER NOT NULL DEFAULT 0"),
+    "held": "BLOB",
+    **dict.fromkeys(("name", "name_since", "conversation_id", "agents"), "TEXT"),
+    **dict.fromkeys(
+        ("model_calls", "input_tokens", "output_tokens", "tool_calls", "errors"),
+        "INTEGER NOT NULL DEFAULT 0",
+    ),
+    "models": "TEXT",
+}
+"""Columns of ``streams`` that an older store may not have (added when it is opened)."""
+_SPAN_COLUMNS: Final = (
+    "execution_id, span_id, kind, name, task_id, parent_span_id, agent, model, open_seq,"
+    " close_seq, close_state"
+)
+
+
+def _counters_of(row: Sequence[Any]) -> StreamCounters:
+    """Counters from a ``streams`` row (the :data:`_COUNTERS` columns)."""
+    held = row[12]
+    agents, models = row[16], row[22]
+    plain = _COUNTERS.replace(" ", "").split(",")[:12]
+    return StreamCounters(
+        **dict(zip(plain, row[:12], strict=True)),
+        held=decode_stream_event(held) if held else None,  # type: ignore[arg-type]
+        name=row[13], name_since=row[14], conversation_id=row[15],
+        agents=tuple(orjson.loads(agents)) if agents else (),
+        model_calls=row[17], input_tokens=row[18], output_tokens=row[19],
+        tool_calls=row[20], errors=row[21],
+        models={k: (v[0], v[1]) for k, v in orjson.loads(models).items()} if models else {},
+    )  # fmt: skip
+
+
+def _stream_row(key: str, s: StreamCounters) -> tuple[Any, ...]:
+    """The ``streams`` row of counters (every column, in the table's order)."""
+    return (
+        key, s.last_seq, s.event_count, s.first_timestamp, s.last_timestamp, s.last_status,
+        s.assertions_total, s.assertions_passed, s.activity, s.updated, s.started_seq,
+        s.status_seq, s.open_spans, encode_kept(s.held) if s.held is not None else None,
+        s.name, s.name_since, s.conversation_id,
+        orjson.dumps(s.agents).decode() if s.agents else None, s.model_calls,
+        s.input_tokens, s.output_tokens, s.tool_calls, s.errors,
+        orjson.dumps(s.models).decode() if s.models else None,
+    )  # fmt: skip
+
 
 Statements = list[tuple[str, list[tuple[Any, ...]]]]
 KeyRow = tuple[str, list[tuple[str, int]]]
 """An ``Idempotency-Key`` and its answer: the (stream key, seq) of each event it stored."""
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
 
 
 def _type_of(data: bytes) -> str:
@@ -228,8 +304,24 @@ class Store:
         """Bring a store written by an older trio-obs to this schema."""
         db = self._write
         columns = [r[1] for r in db.execute("PRAGMA table_info(streams)")]
-        if columns and "updated" not in columns:
-            db.execute("ALTER TABLE streams ADD COLUMN updated REAL NOT NULL DEFAULT 0")
+        if columns:
+            for name, kind in _STREAM_COLUMNS.items():
+                if name not in columns:
+                    db.execute(f"ALTER TABLE streams ADD COLUMN {name} {kind}")
+        columns = [r[1] for r in db.execute("PRAGMA table_info(spans)")]
+        if columns and "open_seq" not in columns:
+            # Spans were keyed by (execution, tool|skill, id); now by (execution, span id).
+            def work(db: sqlite3.Connection) -> None:
+                db.execute("ALTER TABLE spans RENAME TO spans_before")
+                db.execute(_SPANS_TABLE)
+                db.execute(
+                    "INSERT OR IGNORE INTO spans (execution_id, span_id, kind, name, task_id,"
+                    " open_seq) SELECT execution_id, span_id, kind, name, task_id, 1"
+                    " FROM spans_before"
+                )
+                db.execute("DROP TABLE spans_before")
+
+            self._transaction(work)
 
     def _migrate_positions(self) -> None:
         """Events stored before ``pos`` existed get positions below every new one: a range is
@@ -358,7 +450,7 @@ class Store:
                     f"SELECT {_COUNTERS} FROM streams WHERE stream_key=?", (key,)
                 ).fetchone()
                 if row is not None:
-                    found[key] = StreamCounters(*row)
+                    found[key] = _counters_of(row)
         return found
 
     async def counters(self, keys: Sequence[str]) -> dict[str, StreamCounters | None]:
@@ -432,7 +524,7 @@ class Store:
 
     @staticmethod
     def _statements(stage: Stage) -> Statements:
-        if not stage.envelopes:
+        if not stage.envelopes and not stage.streams:
             return []
         envelopes = stage.envelopes
         rows = [
@@ -446,16 +538,20 @@ class Store:
         if first:
             statements.append((search_sql.INDEX_RANGE, [(first, stage.last_pos)]))
         if stage.spans:
-            span_rows = [(*k, *v) for k, v in stage.spans.items()]
-            statements.append(("INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?)", span_rows))
-        stream_rows = [
-            (key, s.last_seq, s.event_count, s.first_timestamp, s.last_timestamp,
-             s.last_status, s.assertions_total, s.assertions_passed, s.activity, s.updated)
-            for key, s in stage.streams.items()
-        ]  # fmt: skip
+            span_rows = [
+                (*k, v.kind, v.name, v.task_id, v.parent_span_id, v.agent, v.model, v.open_seq,
+                 v.close_seq, v.close_state)
+                for k, v in stage.spans.items()
+            ]  # fmt: skip
+            statements.append(
+                (f"INSERT OR REPLACE INTO spans ({_SPAN_COLUMNS}) VALUES ({_marks(11)})",
+                 span_rows)
+            )  # fmt: skip
+        stream_rows = [_stream_row(key, s) for key, s in stage.streams.items()]
         statements.append(
-            ("INSERT OR REPLACE INTO streams VALUES (?,?,?,?,?,?,?,?,?,?)", stream_rows)
-        )
+            (f"INSERT OR REPLACE INTO streams (stream_key, {_COUNTERS})"
+             f" VALUES ({_marks(len(stream_rows[0]) if stream_rows else 1)})", stream_rows)
+        )  # fmt: skip
         return statements
 
     def _execute(self, statements: Statements, *, locked: bool = False) -> None:
@@ -718,11 +814,10 @@ class Store:
             with self._lock:
                 for key in keys:
                     row = self._write.execute(
-                        "SELECT name, task_id FROM spans"
-                        " WHERE execution_id=? AND kind=? AND span_id=?",
+                        f"SELECT {_SPAN_COLUMNS} FROM spans WHERE execution_id=? AND span_id=?",
                         key,
                     ).fetchone()
-                    found[key] = (row[0], row[1]) if row else None
+                    found[key] = SpanRecord(*row[2:]) if row else None
             return found
 
         result: dict[SpanKey, Span | None] = await self._run(select)
@@ -762,14 +857,11 @@ class Store:
         pass ``filters`` only."""
         where, params = search_sql.runs(filters or RunFilters())
         rows = await self._query(
-            "SELECT stream_key, last_status, event_count, last_seq, first_timestamp,"
-            f" last_timestamp FROM streams WHERE stream_key != ? AND {where}"
+            f"SELECT stream_key, {_COUNTERS} FROM streams WHERE stream_key != ? AND {where}"
             " ORDER BY activity DESC LIMIT ?",
             (GLOBAL, *params, limit),
         )
-        return [ev.ExecutionSummary(
-            execution_id=r[0], last_status=r[1], event_count=r[2], last_seq=r[3],
-            first_timestamp=r[4], last_timestamp=r[5]) for r in rows]  # fmt: skip
+        return [_counters_of(r[1:]).summary(r[0]) for r in rows]
 
     async def _query(
         self, sql: str, params: tuple[Any, ...], *, max_bytes: int | None = None

@@ -25,6 +25,7 @@ from .._version import __version__
 from ..core.errors import InvalidInput, StoreError
 from ..core.events import FilterUpdate
 from ..core.facts import facts_js
+from ..core.prices import SHIPPED_PRICES, Prices
 from ..core.protocol import (
     ALL,
     DEFAULT_READ_TIMEOUT,
@@ -85,6 +86,8 @@ class ServerConfig:
     shutdown_timeout: float = 3.0
     """At a stop: seconds WebSocket clients get to close, and requests being read get to
     arrive (a request that arrived is handled and answered whatever it takes)."""
+    prices: Prices = attrs.field(factory=lambda: dict(SHIPPED_PRICES))
+    """Model prices for the runs' cost (the shipped table, or ``--prices FILE``'s)."""
 
 
 _MAX_SEQ: Final = 10**MAX_INT_DIGITS - 1
@@ -340,7 +343,8 @@ class _Server:
         limit = int_param(request, "limit", 100, maximum=MAX_EVENTS_LIMIT)
         filters = run_filters(request)
         try:
-            return Response(200, summaries_json(await self.hub.executions(limit, filters)))
+            summaries = await self.hub.executions(limit, filters)
+            return Response(200, summaries_json(summaries, self.config.prices))
         except StoreError as exc:
             raise unavailable(exc) from None
 

@@ -20,6 +20,7 @@ import trio
 
 from ..cli import DEFAULT_DB
 from ..core.errors import StoreError, first_error
+from ..core.prices import SHIPPED_PRICES, Price, PriceFileError, parse_prices
 from ..hub.redis_url import RedisUrlError
 from ..producers import Observability, open_observability, open_redis_observability
 from .app import ServerConfig, is_loopback, open_listeners, serve
@@ -66,6 +67,7 @@ async def _main(args: argparse.Namespace) -> None:
         queue_size=args.queue_size,
         stall_timeout=args.stall_timeout,
         read_timeout=args.read_timeout,
+        prices=args.price_table,
     )
     # Signals are caught from the very start, so a stop request never kills us mid-start.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -184,6 +186,17 @@ def map_large_blocks() -> None:
         ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
 
 
+def load_prices(path: str) -> dict[str, Price]:
+    """The price table of ``--prices FILE`` (:class:`PriceFileError` if it cannot be read)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PriceFileError(f"cannot read the price file {path!r}: {reason}") from None
+    return parse_prices(text, f"the price file {path!r}")
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM; returns the exit status."""
     level = getattr(logging, args.log_level.upper(), logging.INFO)
@@ -193,6 +206,11 @@ def run_serve(args: argparse.Namespace) -> int:
         # only at --log-level debug).
         logging.getLogger("coredis").setLevel(logging.CRITICAL)
     map_large_blocks()
+    try:
+        args.price_table = load_prices(args.prices) if args.prices else dict(SHIPPED_PRICES)
+    except PriceFileError as bad:
+        log.error("cannot start: %s", bad)
+        return 1
     status = 0
     try:
         trio.run(_main, args)
