@@ -362,3 +362,68 @@ def test_keyboard_walks_the_timeline(server: Server, page: Page) -> None:
     expect(timeline).not_to_have_attribute("aria-activedescendant", active)
     page.keyboard.press("Escape")
     expect(page.get_by_test_id("detail")).to_be_hidden()
+
+
+def test_the_run_list_names_and_totals_each_run(server: Server, page: Page) -> None:
+    server.post(agent_run("exec-planner"))
+    server.post(
+        [
+            {**root("exec-writer"), "spanId": "r2"},
+            span_start("exec-writer", "w", "r2", "agent", "writer", 0.1, agent="writer"),
+            span_start("exec-writer", "m", "w", "llm", "chat", 0.2, model="no-such-model-x"),
+            span_end(
+                "exec-writer",
+                "m",
+                "done",
+                0.5,
+                300.0,
+                kind="llm",
+                model="no-such-model-x",
+                usage={"inputTokens": 10, "outputTokens": 5},
+            ),
+            span_end("exec-writer", "w", "done", 0.9, 800.0),
+            {**root("exec-writer", "completed", 1), "spanId": "r2"},
+        ]
+    )
+    page.goto(server.url())
+    planner = page.locator("[data-testid=execution-item][data-execution-id='exec-planner']")
+    writer = page.locator("[data-testid=execution-item][data-execution-id='exec-writer']")
+    expect(planner.locator(".exec-name")).to_have_text("planner")
+    expect(planner).to_contain_text("1.3k tok · $0.0038")
+    expect(planner).to_contain_text("2 errors")
+    expect(writer.locator(".exec-name")).to_have_text("writer")
+    expect(writer).to_contain_text("15 tok · cost unknown")
+    expect(writer).to_contain_text("completed")
+    expect(writer).not_to_contain_text("error")
+    # Filters: by state, by agent (a sub-agent counts), by name.
+    page.get_by_test_id("exec-status-filter").select_option("completed")
+    expect(page.get_by_test_id("execution-item")).to_have_count(1)
+    expect(writer).to_be_visible()
+    page.get_by_test_id("exec-status-filter").select_option("")
+    page.get_by_test_id("exec-agent-filter").fill("researcher")
+    expect(page.locator("[data-testid=execution-item]:not([hidden])")).to_have_count(1)
+    expect(planner).to_be_visible()
+    page.get_by_test_id("exec-agent-filter").fill("")
+    page.get_by_test_id("exec-search").fill("writ")
+    expect(page.locator("[data-testid=execution-item]:not([hidden])")).to_have_count(1)
+    page.get_by_test_id("exec-search").fill("")
+    # Totals follow the stream.
+    server.post(
+        [
+            span_start("exec-planner", "l9", "a1", "llm", "chat", 28.0, model="gpt-4o"),
+            span_end(
+                "exec-planner",
+                "l9",
+                "done",
+                28.5,
+                500.0,
+                kind="llm",
+                model="gpt-4o",
+                usage={"inputTokens": 1000, "outputTokens": 0},
+            ),
+        ]
+    )
+    expect(planner).to_contain_text("2.3k tok")
+    planner.click()
+    expect(page.get_by_test_id("exec-name")).to_have_text("planner")
+    expect(page.get_by_test_id("run-totals")).to_contain_text("2.3k tok")

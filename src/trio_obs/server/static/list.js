@@ -262,8 +262,7 @@ export function renderList() {
   }
   setText(textOf($("exec-count")), String(state.executions.size));
   if (cur) {
-    setText(textOf($("exec-title")), runName(cur));
-    $("exec-title").title = cur.executionId;
+    setText(textOf($("exec-name")), cur.name ?? "");
     setText(textOf($("run-totals")), totalsText(cur.totals) || "–");
   }
   const empty = $("exec-empty");
