@@ -22,7 +22,7 @@ const runs = JSON.parse(process.argv[2]);
 const out = runs.map((events) => {
   const t = newTree();
   for (const ev of events) foldEvent(t, ev, () => null);
-  const { rows } = flatten(t, new Set());
+  const rows = flatten(t, new Set());
   return { running: t.running, count: t.count, rows: rows.map((n) =>
     [n === t.root ? "ROOT" : n.id, n.parent ? (n.parent === t.root ? "ROOT" : n.parent.id) : null,
      n.kind, n.state, n.placeholder]) };

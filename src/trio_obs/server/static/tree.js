@@ -320,21 +320,31 @@ export function seedTree(t, snap) {
 
 /**
  * The rows shown: the nodes in depth-first order, children of collapsed nodes left out.
- * Returns {rows: node[], depth: Map(node -> depth)} (the root at depth 0).
+ * Each row's node gets its `depth` (the root 0) and `row` (its index), stamped `flat`.
  */
 export function flatten(t, collapsed) {
   const rows = [];
-  const depth = new Map();
-  const stack = [[t.root, 0]];
+  const stamp = (t.flat = (t.flat ?? 0) + 1);
+  const stack = [t.root];
+  const depths = [0];
   while (stack.length) {
-    const [n, d] = stack.pop();
+    const n = stack.pop();
+    const d = depths.pop();
+    n.depth = d;
+    n.row = rows.length;
+    n.flat = stamp;
     rows.push(n);
-    depth.set(n, d);
     if (collapsed.has(n.id)) continue;
-    for (let i = n.kids.length - 1; i >= 0; i--) stack.push([n.kids[i], d + 1]);
+    for (let i = n.kids.length - 1; i >= 0; i--) {
+      stack.push(n.kids[i]);
+      depths.push(d + 1);
+    }
   }
-  return { rows, depth };
+  return rows;
 }
+
+/** The node of span `id` (the root under ROOT or its span id), or undefined. */
+export const nodeOf = (t, id) => get(t, id);
 
 /** The span an event belongs to (its own, else its parent for events that open none). */
 export function spanIdOf(ev) {

@@ -5,7 +5,7 @@
 
 import { state } from "./state.js";
 import { VirtualList } from "./virtual.js";
-import { ROOT, flatten } from "./tree.js";
+import { ROOT, flatten, nodeOf } from "./tree.js";
 import { closeDetail, openDetail } from "./detail.js";
 import { $, params, writeUrl } from "./page.js";
 import { schedule } from "./frame.js";
@@ -15,7 +15,7 @@ const ROW_H = 26; // px (style.css: .vlist .row.span)
 const GROW_MS = 100; // running bars are redrawn at most this often
 
 const view = {
-  rows: [], depth: new Map(), index: new Map(), gen: -1, tree: null,
+  rows: [], gen: -1, tree: null,
   collapsed: new Set(), focusId: null, hoverId: null, t0: 0, t1: 1, paintedAt: 0,
 };
 
@@ -23,11 +23,19 @@ const source = {
   count: () => view.rows.length,
   key: (i) => view.rows[i].id,
   version: (id) => {
-    const n = view.rows[view.index.get(id)];
-    return `${n.ver}:${n.kids.length}:${view.collapsed.has(id)}:${id === view.focusId}:${isSel(n)}`;
+    const n = nodeOf(view.tree, id);
+    const named = n === view.tree.root ? label(n) : "";
+    return `${n.ver}:${n.kids.length}:${view.collapsed.has(id)}:${id === view.focusId}:${isSel(n)}:${named}`;
   },
   fill: (node, id, i) => fillRow(node, view.rows[i]),
 };
+
+/** The row index of span `id` in the rows shown, or undefined. */
+function indexOf(id) {
+  if (id === null || id === undefined || !view.tree) return undefined;
+  const n = nodeOf(view.tree, id);
+  return n && n.flat === view.tree.flat ? n.row : undefined;
+}
 
 const isSel = (n) => {
   const s = state.view?.selected;
@@ -35,7 +43,11 @@ const isSel = (n) => {
 };
 
 function label(n) {
-  if (n.id === ROOT || n === view.tree?.root) return n.name || `execution ${state.view?.id ?? ""}`;
+  if (n.id === ROOT || n === view.tree?.root) {
+    // The root is the execution: named as the run list names it (its outermost agent).
+    const e = state.executions.get(state.view?.id);
+    return e?.name || n.agent || n.name || `execution ${state.view?.id ?? ""}`;
+  }
   return n.name || n.id;
 }
 
@@ -45,7 +57,7 @@ function stateOf(n) {
 }
 
 function fillRow(node, n) {
-  const d = view.depth.get(n) ?? 0;
+  const d = n.depth ?? 0;
   const st = stateOf(n);
   node.className = `row span k-${n.kind}${isSel(n) ? " sel" : ""}${n.placeholder ? " ph" : ""}`;
   node.dataset.testid = "span-row";
@@ -112,17 +124,15 @@ function rebuild(t) {
   const sc = $("spans");
   const anchorId = view.hoverId ?? (sc.contains(document.activeElement) ? view.focusId : null) ??
     (sc.scrollTop > 0 ? view.rows[Math.floor(sc.scrollTop / ROW_H)]?.id : null);
-  const before = anchorId !== null && view.index.has(anchorId)
-    ? view.index.get(anchorId) * ROW_H - sc.scrollTop : null;
-  const { rows, depth } = flatten(t, view.collapsed);
+  const before = anchorId !== null && indexOf(anchorId) !== undefined
+    ? indexOf(anchorId) * ROW_H - sc.scrollTop : null;
+  const rows = flatten(t, view.collapsed);
   view.rows = rows;
-  view.depth = depth;
-  view.index = new Map(rows.map((n, i) => [n.id, i]));
   view.gen = t.gen;
   const list = state.spanList;
   list.slack = 0;
-  if (before !== null && view.index.has(anchorId)) {
-    const top = Math.max(0, view.index.get(anchorId) * ROW_H - before);
+  if (before !== null && indexOf(anchorId) !== undefined) {
+    const top = Math.max(0, indexOf(anchorId) * ROW_H - before);
     // Blank space below the rows if need be, so that the anchor can stay where it is.
     const vh = sc.clientHeight;
     if (top + vh > rows.length * ROW_H) list.slack = top + vh - rows.length * ROW_H;
@@ -184,7 +194,7 @@ function focusRow(i) {
   const n = view.rows[Math.max(0, Math.min(view.rows.length - 1, i))];
   if (!n) return;
   view.focusId = n.id;
-  state.spanList.scrollToIndex(view.index.get(n.id), "nearest");
+  state.spanList.scrollToIndex(indexOf(n.id), "nearest");
   if (view.gen !== view.tree.gen) rebuild(view.tree);
   state.spanList.render();
   for (const node of state.spanList.nodes.values()) {
@@ -196,7 +206,7 @@ function focusRow(i) {
 function onKey(e) {
   const v = state.view;
   if (!v || !view.rows.length) return;
-  const cur = view.index.get(view.focusId ?? "") ?? 0;
+  const cur = indexOf(view.focusId) ?? 0;
   const n = view.rows[cur];
   let next = null;
   switch (e.key) {
@@ -212,7 +222,7 @@ function onKey(e) {
       break;
     case "ArrowLeft":
       if (n.kids.length && !view.collapsed.has(n.id)) toggle(n.id);
-      else if (n.parent) next = view.index.get(n.parent.id) ?? cur;
+      else if (n.parent) next = indexOf(n.parent.id) ?? cur;
       break;
     case "Enter":
       openSpan(v, n);
