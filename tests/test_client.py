@@ -318,4 +318,6 @@ async def test_span_events_come_typed_and_a_spans_topic_keeps_only_them() -> Non
         async with open_stream(srv.url(), "e1", since=0, topics=["spans"]) as stream:
             got = await take(stream, 2)
     assert [type(e) for e in got] == [SpanStartEvent, SpanEndEvent]
-    assert [attrs.evolve(e, seq=None, pos=None, timestamp="") for e in got] == [start, end]
+    # The end takes the agent of its span from the store (SPEC §12: every event of a span).
+    expected = [start, attrs.evolve(end, agent="orchestrator")]
+    assert [attrs.evolve(e, seq=None, pos=None, timestamp="") for e in got] == expected

