@@ -258,6 +258,7 @@ def test_model_call_opens_as_a_chat_and_a_tool_with_its_output(server: Server, p
     expect(detail).to_contain_text("gpt-4o-2024-08-06")
     expect(detail).to_contain_text("1,200 in · 80 out")
     expect(detail).to_contain_text("tool_calls")
+    expect(detail).to_contain_text("$0.0038")  # priced by the server
     expect(page.get_by_test_id("chat-cut")).to_contain_text("4,096 bytes were cut")
     # A tool call: its arguments, its output as it streams, then its result.
     tree_row(page, "tu1").click()

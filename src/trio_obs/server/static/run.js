@@ -116,6 +116,8 @@ function onSocketEvent(v, ev) {
  * its events are loaded, with what only the server knows (prices). Events fold on top.
  */
 export async function loadTree(v) {
+  if (v.treeAsked && performance.now() - v.treeAsked < 2000) return; // at most every 2 s
+  v.treeAsked = performance.now();
   try {
     const snap = await api(`/api/executions/${encodeURIComponent(v.id)}/tree`);
     if (state.view !== v || (snap.epoch !== undefined && v.epoch !== null && snap.epoch !== v.epoch)) return;

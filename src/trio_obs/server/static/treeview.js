@@ -7,6 +7,7 @@ import { state } from "./state.js";
 import { VirtualList } from "./virtual.js";
 import { ROOT, flatten, nodeOf } from "./tree.js";
 import { closeDetail, openDetail } from "./detail.js";
+import { loadTree } from "./run.js";
 import { $, params, writeUrl } from "./page.js";
 import { schedule } from "./frame.js";
 import { el, fmt, ms } from "./dom.js";
@@ -181,6 +182,8 @@ export function openSpan(v, n) {
   const first = n.kind === "tool" || n.kind === "skill" ? [n.openSeq, n.closeSeq] : [n.closeSeq, n.openSeq];
   const s = first.find((x) => x && v.ev[x] && v.ev[x].type);
   if (s) openDetail(v, s);
+  // Its cost is the server's (its price table): asked when a model call is opened.
+  if (n.kind === "llm" && n.end !== null && n.cost === null) loadTree(v);
 }
 
 function toggle(id) {
