@@ -99,12 +99,12 @@ def nested_run(tracer: Tracer, during_tool: threading.Event, may_end: threading.
             },
         ) as tool:
             sub = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "researcher"}
-            with tracer.start_as_current_span("invoke_agent researcher", attributes=sub):
-                with tracer.start_as_current_span(
-                    "chat claude",
-                    attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude"},
-                ):
-                    pass
+            chat = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude"}
+            with (
+                tracer.start_as_current_span("invoke_agent researcher", attributes=sub),
+                tracer.start_as_current_span("chat claude", attributes=chat),
+            ):
+                pass
             during_tool.set()
             assert may_end.wait(TIMEOUT)
             tool.set_attribute("gen_ai.tool.call.result", "Eiffel Tower")
@@ -142,7 +142,9 @@ def test_an_sdk_run_as_a_live_tree_and_a_chat(server: Server, page: Page) -> Non
                  r.querySelector('.sname').textContent, Number(r.getAttribute('aria-level'))]))"""
         )
         tool_level = levels[next(k for k in levels if k.startswith("tool:"))]
-        agent_level = next(v for k, v in levels.items() if k.startswith("agent:") and "research" in k)
+        agent_level = next(
+            v for k, v in levels.items() if k.startswith("agent:") and k.endswith("researcher")
+        )
         assert agent_level == tool_level + 1
         # The root span is the execution: its row is the run's, named by its agent.
         expect(rows.first).to_contain_text("orchestrator")

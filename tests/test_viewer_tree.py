@@ -184,7 +184,9 @@ def test_nested_spans_states_and_live_growth(server: Server, page: Page) -> None
         expect(tree_row(page, sid).locator(".sbar")).to_have_class(re.compile(rf"\bs-{st}\b"))
         expect(tree_row(page, sid).locator(".sstate")).to_have_text(st)
     expect(tree_row(page, "l1")).to_contain_text("1,200→80 tok")
-    expect(tree_row(page, "tu1")).to_contain_text("planner")  # the agent it belongs to
+    # The agent a span belongs to: said by the nesting, and in words where it is not.
+    expect(tree_row(page, "tu1")).to_have_attribute("title", re.compile(r"\(agent planner\)"))
+    expect(tree_row(page, "tu1").locator(".sagent")).to_have_count(0)
     # The running tool's elapsed time grows without any new event.
     dur = tree_row(page, "tu1").locator(".sdur")
     first = dur.text_content()

@@ -76,9 +76,12 @@ function fillRow(node, n) {
   tw.setAttribute("aria-hidden", "true");
   const name = el("span", "sname", label(n));
   const meta = [];
-  if (n.agent && n.kind !== "agent") meta.push(el("span", "sagent", n.agent));
+  // The agent, where the nesting does not already say it.
+  if (n.agent && n.kind !== "agent" && n.agent !== n.parent?.agent && n.parent?.kind !== "agent") {
+    meta.push(el("span", "sagent", n.agent));
+  }
   if (n.kind === "llm") {
-    if (n.model) meta.push(el("span", "muted", n.model));
+    if (n.model && !label(n).includes(n.model)) meta.push(el("span", "muted", n.model));
     const u = n.usage;
     if (u) meta.push(el("span", "muted", `${fmt(u.inputTokens ?? 0)}→${fmt(u.outputTokens ?? 0)} tok`));
   }
