@@ -156,6 +156,7 @@ export function renderTree(v) {
     view.focusId = null;
     state.spanList.reset();
   }
+  askCost(v);
   const changed = view.gen !== t.gen;
   if (changed) rebuild(t);
   scale(t, now);
@@ -185,8 +186,17 @@ export function openSpan(v, n) {
   const first = n.kind === "tool" || n.kind === "skill" ? [n.openSeq, n.closeSeq] : [n.closeSeq, n.openSeq];
   const s = first.find((x) => x && v.ev[x] && v.ev[x].type);
   if (s) openDetail(v, s);
-  // Its cost is the server's (its price table): asked when a model call is opened.
-  if (n.kind === "llm" && n.end !== null && n.cost === null) loadTree(v);
+}
+
+/** A model call's cost is the server's (its price table): asked once when it is opened. */
+function askCost(v) {
+  const ev = v.selected ? v.ev[v.selected] : null;
+  if (!ev || !ev.type?.startsWith("span:")) return;
+  const n = v.tree.nodes.get(ev.spanId);
+  if (n && n.kind === "llm" && n.end !== null && n.cost === null && !n.costAsked) {
+    n.costAsked = true;
+    loadTree(v);
+  }
 }
 
 function toggle(id) {
