@@ -88,7 +88,7 @@ def span_run(e: str, n: int) -> list[dict[str, Any]]:
     t0 = datetime.now(UTC) - timedelta(minutes=10)
     out: list[dict[str, Any]] = [
         {"type": "execution:status", "executionId": e, "status": "running", "spanId": "root",
-         "timestamp": iso(t0)},
+         "timestamp": iso(t0 - timedelta(minutes=1))},
         {"type": "span:start", "executionId": e, "spanId": "main", "parentSpanId": "root",
          "kind": "agent", "name": "orchestrator", "agent": "orchestrator",
          "timestamp": iso(t0)},
@@ -172,8 +172,8 @@ def run(
                 "max_dom_nodes": page.evaluate("window.__bench.maxNodes"),
                 "tree": page.evaluate("window.__trioObs.tree()"),
             }
-            # Live: each span starts before every other under the orchestrator, so its row
-            # comes right under it, in view.
+            # Live: each span starts before every other under the orchestrator (after the
+            # root: the axis stays), so its row comes right under it, in view.
             page.evaluate(WATCH)
             from_ms = page.evaluate("performance.now()")
             cdp = None
@@ -182,7 +182,8 @@ def run(
                 cdp.send("Profiler.enable")
                 cdp.send("Profiler.start")
             sent: dict[str, float] = {}
-            first = datetime.now(UTC) - timedelta(minutes=11)
+            main_start = datetime.fromisoformat(evs[1]["timestamp"].replace("Z", "+00:00"))
+            first = main_start - timedelta(seconds=30)
             with httpx.Client(timeout=10) as client:
                 for i in range(live):
                     sid = f"live-{i}"

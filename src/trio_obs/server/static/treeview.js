@@ -116,11 +116,20 @@ function paintBar(node, n, now) {
   if (node._dur.textContent !== txt) node._dur.textContent = txt;
 }
 
+/**
+ * The time axis. While spans run it reaches past now by a margin, so that it is rescaled
+ * (every bar redrawn) only when now gets there, not in every frame; only running bars grow.
+ */
 function scale(t, now) {
   const t0 = Number.isFinite(t.t0) ? t.t0 : now;
   const last = Number.isFinite(t.t1) ? t.t1 : t0 + 1;
+  if (t.running > 0 || t.root.end === null) {
+    const want = Math.max(last, now);
+    if (view.t0 !== t0 || want > view.t1 || view.t1 - want > 0.3 * (want - t0)) {
+      view.t1 = want + 0.1 * (want - t0) + 1000;
+    }
+  } else view.t1 = Math.max(last, t0 + 1);
   view.t0 = t0;
-  view.t1 = t.running > 0 || t.root.end === null ? Math.max(last, now) : Math.max(last, t0 + 1);
 }
 
 /** Rebuild the rows, keeping the row under the pointer (or focused) where it is on screen. */
@@ -161,9 +170,18 @@ export function renderTree(v) {
   if (changed) rebuild(t);
   scale(t, now);
   state.spanList.render();
-  if (changed || now - view.paintedAt >= GROW_MS) {
+  const rescaled = view.t0 !== view.paintedT0 || view.t1 !== view.paintedT1;
+  if (changed || rescaled || now - view.paintedAt >= GROW_MS) {
     view.paintedAt = now;
-    for (const node of state.spanList.nodes.values()) if (node._n) paintBar(node, node._n, now);
+    view.paintedT0 = view.t0;
+    view.paintedT1 = view.t1;
+    for (const node of state.spanList.nodes.values()) {
+      const n = node._n;
+      if (n && (changed || rescaled || n.end === null || node._painted !== n.ver)) {
+        paintBar(node, n, now);
+        node._painted = n.ver;
+      }
+    }
   }
   if (t.running > 0 || t.root.end === null) setTimeout(() => schedule(), GROW_MS);
 }
