@@ -62,6 +62,25 @@ async def events_of(server: ServerProcess, execution: str) -> list[dict[str, Any
         return await stored(c, execution)
 
 
+async def summary_of(server: ServerProcess, execution: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=server.url(), timeout=TIMEOUT, trust_env=False) as c:
+        listed = (await c.get("/api/executions")).json()
+    [found] = [s for s in listed if s["executionId"] == execution]
+    summary: dict[str, Any] = found
+    return summary
+
+
+def check_totals(summary: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    """The run's totals are its model calls' and tools' (an agent's aggregate not added)."""
+    ends = by_kind(events, "span:end", "llm")
+    totals = summary["totals"]
+    assert totals["modelCalls"] == len(ends)
+    assert totals["inputTokens"] == sum(e["usage"]["inputTokens"] for e in ends)
+    assert totals["outputTokens"] == sum(e["usage"]["outputTokens"] for e in ends)
+    assert totals["toolCalls"] == sum(e["type"] == "tool:start" for e in events)
+    assert totals["errors"] == 0
+
+
 def one_run(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Check what every run must be; its spans' openings by span id."""
     statuses = [e for e in events if e["type"] == "execution:status"]
@@ -129,7 +148,26 @@ async def test_pydantic_ai_with_the_batch_exporter(server: ServerProcess) -> Non
     # The exporter sends every 50 ms: the run reaches the server in several requests,
     # children first; the tool's sub-agent ends long before its orchestrator.
     execution = await trio.to_thread.run_sync(run, "pydantic-ai", server.url())
-    check_orchestrator(await events_of(server, execution))
+    events = await events_of(server, execution)
+    check_orchestrator(events)
+    summary = await summary_of(server, execution)
+    assert summary["name"] == "orchestrator" and summary["state"] == "completed"
+    assert len(summary["agents"]) == 2 and summary["agents"][0] == "orchestrator"
+    check_totals(summary, events)
+    # The tree and the run's summary, from the same store.
+    async with httpx.AsyncClient(base_url=server.url(), timeout=TIMEOUT, trust_env=False) as c:
+        tree = (await c.get(f"/api/executions/{execution}/tree")).json()
+        [summary] = (await c.get("/api/executions")).json()
+    spans = {s["spanId"]: s for s in tree["spans"]}
+    assert (tree["name"], tree["state"], summary["name"], summary["state"]) == (
+        "orchestrator", "done", "orchestrator", "completed")  # fmt: skip
+    assert not [s for s in tree["spans"] if s["placeholder"] or s["state"] == "running"]
+    [research] = [s for s in tree["spans"][1:] if s["kind"] == "agent"]  # the root is one too
+    assert spans[research["parentSpanId"]]["name"] == "delegate_research"
+    assert spans[spans[research["parentSpanId"]]["parentSpanId"]]["spanId"] == tree["rootSpanId"]
+    assert tree["totals"]["modelCalls"] == summary["totals"]["modelCalls"] == 4
+    assert tree["totals"] == summary["totals"] and tree["totals"]["cost"] == "unknown"
+    assert summary["agents"][0] == "orchestrator" and "research_agent" in summary["agents"]
 
 
 async def gated_run(
@@ -191,6 +229,9 @@ async def test_the_openai_sdk_instrumented(server: ServerProcess, dialect: str) 
     events = await events_of(server, execution)
     one_run(events)  # no agent span: the job is one execution
     assert events[-1]["message"] == "weather job completed"
+    summary = await summary_of(server, execution)
+    assert summary["state"] == "completed"
+    check_totals(summary, events)
     calls = by_kind(events, "span:start", "llm")
     ends = by_kind(events, "span:end", "llm")
     assert len(calls) == len(ends) == 2

@@ -106,7 +106,6 @@ def unpositioned(found: Any) -> Any:
     return found
 
 
-@pytest.mark.xfail(reason="the script has the span rules; the ledger gets them from spans")
 async def test_the_history_rules_give_what_the_single_node_ledger_gives(cluster: Cluster) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     batches = scenario(random.Random(2027))

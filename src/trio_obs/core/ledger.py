@@ -431,14 +431,14 @@ class _Batch:
         s = self.stream(key)
         s.open_spans += 1
         _count_span(s, kind, model, None)
-        if kind == "agent":
+        if kind == "agent" and agent:  # an agent span's agent is the agent's name
             # The run is named by its outermost agent: the earliest with no agent above it.
             outermost = parent is None or parent.agent is None
             since = s.name_since  # None: no agent named it yet; "": the root agent did
             if outermost and (since is None or (since and event.timestamp < since)):
-                s.name, s.name_since = name, event.timestamp
-            if name and name not in s.agents:
-                s.agents = (*s.agents, name)
+                s.name, s.name_since = agent, event.timestamp
+            if agent not in s.agents:
+                s.agents = (*s.agents, agent)
         elif s.name is None and kind not in ("tool", "skill") and name and parent is None:
             s.name = name  # a top-level span's title, until an agent names the run
         conversation = getattr(event, "conversation_id", None)
@@ -459,7 +459,7 @@ class _Batch:
             task_id = task_id or found.task_id
             tool = found.name if found.kind == "tool" else None
             agent = found.agent
-            record = attrs.evolve(found)
+            record = found.copy()
         else:
             parent_id = event.parent_span_id
             parent = self.span((key, parent_id)) if parent_id is not None else None
@@ -630,7 +630,8 @@ class Ledger:
         for batch in batches:
             for event in batch:
                 wanted[event.execution_id] = None
-                if isinstance(event, ev.ExecutionStatusEvent):
+                # A closing may release a held status, which has its `global` copy.
+                if isinstance(event, ev.ExecutionStatusEvent) or FACTS[event.type].role == "closes":
                     wanted[GLOBAL] = None
         return [key for key in wanted if not self.knows(key)]
 

@@ -41,7 +41,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from . import events as ev
-from .otlp_dialects import BULKY, SpanDescription, cut_conversation, describe
+from .otlp_dialects import BULKY, SpanDescription, cut_conversation, describe, event_messages
 from .otlp_memory import Outer, Seen, SpanMemory, Translation
 from .otlp_values import (
     JSON,
@@ -587,6 +587,18 @@ class _Builder:
             "attributes": trimmed(a) or None,
         }
         details = {k: v for k, v in details.items() if v is not None}
+        category = "log"
+        conversation = event_messages(kind, a, body)
+        if conversation is not None:
+            # A model call's messages sent as a log record: structured, of its span.
+            category = "llm"
+            details.pop("body", None)
+            details.pop("attributes", None)
+            details.update(conversation)
+            count = len(conversation.get("inputMessages", [])) + len(
+                conversation.get("outputMessages", [])
+            )
+            said = summary_of(conversation.get("output")) or f"{kind} ({count} messages)"
         record_id = f"log-{span_id or 'x'}-{nanos}-{index}"
         if not any(record.trace_id):
             entry = ev.MessageBusLogEntry(
@@ -615,7 +627,7 @@ class _Builder:
                 or "otel"
             ),
             entry_type=kind,
-            category="log",
+            category=category,
             summary=said,
             details=details,
             span_id=span_id,

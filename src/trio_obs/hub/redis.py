@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import Any, Final, Literal, TypeVar
 
 import attrs
 import orjson
@@ -67,6 +67,7 @@ from .redis_codec import (
     Planned,
     arguments,
     copy_envelope,
+    counters_of,
     entry_json,
     envelope_of,
     plan,
@@ -713,20 +714,9 @@ class RedisHub(HubCommon):
         found: list[tuple[float, ev.ExecutionSummary]] = []
         for partition in range(len(self.layout.partitions)):
             flat = await self._script("list the executions", "summaries", partition, scan)
-            text = [None if v is None else bytes(v).decode() for v in flat]
             found += [
-                (
-                    float(text[i + 6] or 0),
-                    ev.ExecutionSummary(
-                        execution_id=cast(str, text[i]),
-                        last_seq=int(text[i + 1] or 0),
-                        event_count=int(text[i + 2] or 0),
-                        first_timestamp=text[i + 3],
-                        last_timestamp=text[i + 4],
-                        last_status=text[i + 5],
-                    ),
-                )
-                for i in range(0, len(text), 7)
+                (float(flat[i + 2] or 0), counters_of(flat[i + 1]).summary(bytes(flat[i]).decode()))
+                for i in range(0, len(flat), 3)
             ]
         if len(self.layout.partitions) > 1:
             found.sort(key=lambda pair: pair[0], reverse=True)

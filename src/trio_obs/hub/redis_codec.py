@@ -17,10 +17,11 @@ import attrs
 import orjson
 
 from ..core import events as ev
-from ..core import facts
+from ..core import facts, spanrules
 from ..core.errors import InvalidInput
-from ..core.ledger import check_ids
-from ..core.protocol import GLOBAL, INVALID_EVENT, TOPIC_OF_TYPE
+from ..core.ledger import StreamCounters, check_ids
+from ..core.ledger import _name_of as name_of  # the ledger's own reading
+from ..core.protocol import ENDED_STATES, GLOBAL, INVALID_EVENT, TOPIC_OF_TYPE
 from ..core.routing import Envelope, own_task_id
 from ..core.stamp import stamp, unstamped
 from ..core.wire import decode_event, to_json
@@ -71,33 +72,6 @@ def _kind(event: ev.StreamEvent) -> str:
             return "p"
 
 
-# INTERIM, until the ledger's rules land from `spans` (core/spanrules.py): then read there.
-_ENDED: Final = frozenset({"completed", "failed"})
-
-
-def _is_error(event: ev.StreamEvent) -> bool:
-    for path, values in facts.FACTS[event.type].error:
-        value = facts._getter(path)(event)
-        if any(value == v and type(value) is type(v) for v in values):
-            return True
-    return False
-
-
-def name_of(event: ev.StreamEvent) -> str:
-    """The name an opening or closing gives its span (tool, skill or span name)."""
-    match event:
-        case ev.ToolStartEvent():
-            return event.tool
-        case ev.SkillStartEvent() | ev.SkillEndEvent():
-            return event.skill_name
-        case ev.SpanStartEvent():
-            return event.name
-        case ev.SpanEndEvent():
-            return event.name or ""
-        case _:
-            return ""
-
-
 _ROLE_LETTER: Final = {"opens": "o", "closes": "c", "content": "n"}
 
 
@@ -108,11 +82,11 @@ def _role(event: ev.StreamEvent) -> str:
     if role != "status":
         return _ROLE_LETTER[role]
     assert isinstance(event, ev.ExecutionStatusEvent)
-    if event.execution_id == GLOBAL or not event.span_id is not None:
+    if event.execution_id == GLOBAL or not spanrules.is_root_status(event):
         return "s"
     if event.status == "started":
         return "S"
-    return "H" if event.status in _ENDED else "R"
+    return "H" if event.status in ENDED_STATES else "R"
 
 
 _MARK: Final = "\x00\x01"
@@ -150,7 +124,7 @@ def _fact(event: ev.StreamEvent, kind: str, role: str, at: int) -> tuple[Any, ..
         role, span_id, event.parent_span_id or "", at,
     )  # fmt: skip
     if role not in ("o", "c"):
-        return (*fact, "", "", "", "", int(_is_error(event)), "", -1, -1,
+        return (*fact, "", "", "", "", int(facts.is_error_event(event)), "", -1, -1,
                 "1" if facts.FACTS[event.type].span_kind is not None else "",
                 _json(event.agent), "")  # fmt: skip
     span_kind = facts.span_kind_of(event) or ("span" if role == "o" else "")
@@ -158,10 +132,10 @@ def _fact(event: ev.StreamEvent, kind: str, role: str, at: int) -> tuple[Any, ..
     tokens = (-1, -1)
     if isinstance(event, ev.SpanEndEvent) and event.usage:
         tokens = (event.usage.get("inputTokens", 0), event.usage.get("outputTokens", 0))
-    lost = role == "c" and getattr(event, "state", None) == "lost"
+    lost = role == "c" and spanrules.closing_state(event) == spanrules.LOST
     return (
         *fact, span_kind, name, getattr(event, "model", None) or "", "1" if lost else "",
-        int(_is_error(event)), getattr(event, "conversation_id", None) or "",
+        int(facts.is_error_event(event)), getattr(event, "conversation_id", None) or "",
         *tokens, "", _json(event.agent), _json(name) if span_kind == "agent" and name else "",
     )  # fmt: skip
 
@@ -252,12 +226,11 @@ def stored(
                 at = p.fact[9]
                 data = data[:at] + b',"agent":' + bytes(agent) + data[at:]
                 event = _numbered(event, agent=orjson.loads(agent))
-            task_id, tool, rate = _unmaybe(y), _text(x), None
             if isinstance(event, ev.AssertionResultEvent):
-                rate = int(x) / int(y)
-                task_id, tool = own_task_id(event), None
+                task_id, tool, rate = own_task_id(event), None, int(x) / int(y)
                 event = _numbered(event, seq=seq, pos=pos, running_pass_rate=rate)
             else:
+                task_id, tool, rate = _unmaybe(y), _text(x), None
                 event = _numbered(event, seq=seq, pos=pos)
             numbered = event
             stamped = stamp(data, seq, rate, pos)
@@ -335,3 +308,29 @@ def envelope_of(
         _text(fields.get(b"l")),
         b"c" in fields,
     )
+
+
+def counters_of(flat: Sequence[Any]) -> StreamCounters:
+    """An execution's counters from its ``c:<key>`` hash (HGETALL's flat answer): what the
+    ledger keeps in SQLite's ``streams``, so that its summary is made alike."""
+    fields = {bytes(flat[i]).decode(): bytes(flat[i + 1]).decode() for i in range(0, len(flat), 2)}
+
+    def number(name: str) -> int:
+        return int(fields.get(name) or 0)
+
+    models: dict[str, tuple[int, int]] = {}
+    for field, value in fields.items():
+        if field.startswith("mi:"):
+            model = field[3:]
+            models[model] = (int(value), number("mo:" + model))
+    agents = fields.get("agents")
+    return StreamCounters(
+        last_seq=number("seq"), event_count=number("n"), first_timestamp=fields.get("first"),
+        last_timestamp=fields.get("last"), last_status=fields.get("status"),
+        assertions_total=number("at"), assertions_passed=number("ap"),
+        started_seq=number("started"), status_seq=number("ended"), open_spans=number("open"),
+        name=fields.get("name"), name_since=fields.get("namesince"),
+        conversation_id=fields.get("conv"), agents=tuple(orjson.loads(agents)) if agents else (),
+        model_calls=number("mc"), input_tokens=number("ti"), output_tokens=number("to"),
+        tool_calls=number("tc"), errors=number("er"), models=models,
+    )  # fmt: skip

@@ -27,9 +27,8 @@ partition, so it runs atomically on one shard. Keys of a partition, under its pr
   closing status with its ``heldts`` and ``heldst``); its summary (``name``,
   ``namesince``, ``conv``, ``agents`` as a JSON array, ``mc``/``tc``/``er`` model calls,
   tool calls and errors, ``ti``/``to`` tokens, ``mi:<model>``/``mo:<model>`` per model);
-- ``s:<key>`` -- its spans (SPEC §12), by span id: ``k<id>`` kind (the span is known),
-  ``n<id>`` tool name, ``T<id>`` task, ``g<id>`` agent (JSON), ``m<id>`` model,
-  ``O<id>``/``C<id>`` seqs of its opening and closing, ``X<id>`` ``l`` if it closed lost;
+- ``s:<key>`` -- its spans (SPEC §12): ``r<span id>``, the span's record as JSON (kind,
+  tool name, task, agent, model, the seqs of its opening and closing, closed lost?);
 - ``active`` / ``touched`` -- sorted sets of executions by last write (a counter, and
   Redis's clock in seconds, for retention and for ordering across partitions);
 - ``idem:<key>`` -- the answer of an ``Idempotency-Key`` (this partition's part of it);
@@ -112,29 +111,37 @@ end
 local NUMBERS = {'seq', 'n', 'at', 'ap', 'open', 'started', 'ended'}
 local TEXTS = {'first', 'last', 'status', 'held', 'heldts', 'heldst', 'name', 'namesince',
                'conv', 'agents'}
-local counters, spans, span_writes = {}, {}, {}
+local FIELDS = {unpack(NUMBERS)}
+for _, name in ipairs(TEXTS) do FIELDS[#FIELDS + 1] = name end
+local counters, records, dirty = {}, {}, {}
 local function counter(key)
   local c = counters[key]
   if not c then
-    local v = redis.call('HMGET', P .. 'c:' .. key, unpack(NUMBERS))
-    local w = redis.call('HMGET', P .. 'c:' .. key, unpack(TEXTS))
+    local v = redis.call('HMGET', P .. 'c:' .. key, unpack(FIELDS))
     c = {add = {}}
-    for j, f in ipairs(NUMBERS) do c[f] = tonumber(v[j]) or 0 end
-    for j, f in ipairs(TEXTS) do c[f] = w[j] end
+    for j, name in ipairs(NUMBERS) do c[name] = tonumber(v[j]) or 0 end
+    for j, name in ipairs(TEXTS) do c[name] = v[#NUMBERS + j] end
     counters[key] = c
   end
   return c
 end
-local function span(key, field)
-  local known = spans[key] and spans[key][field]
-  if known ~= nil then return known end
-  return redis.call('HGET', P .. 's:' .. key, field)
+local function record(key, id)
+  -- A span's record: {k kind, n tool name, T task, g agent (JSON), m model, O/C seqs of its
+  -- opening/closing, X 'l' if it closed lost}; false if the span is not known.
+  local mine = records[key]
+  if not mine then mine = {}; records[key] = mine end
+  local r = mine[id]
+  if r == nil then
+    local v = redis.call('HGET', P .. 's:' .. key, 'r' .. id)
+    r = v and cjson.decode(v) or false
+    mine[id] = r
+  end
+  return r
 end
-local function remember(key, field, value)
-  if not spans[key] then spans[key] = {}; span_writes[key] = {} end
-  spans[key][field] = value
-  local w = span_writes[key]
-  w[#w + 1] = field; w[#w + 1] = value
+local function keep(key, id, r)
+  records[key][id] = r
+  if not dirty[key] then dirty[key] = {} end
+  dirty[key][id] = true
 end
 local function count(c, field, n) c.add[field] = (c.add[field] or 0) + n end
 local function count_span(c, kind)
@@ -177,63 +184,69 @@ end
 -- closing is `lost`, 15 1 if it is an error, 16 conversation id, 17/18 tokens in/out
 -- (-1: no usage), 19 '1' if content takes its tool and task from its span, 20 the agent
 -- the event gives (JSON, ''), 21 an agent span's own name (JSON, '').
-for i, f in ipairs(cjson.decode(ARGV[12])) do
-  local key, kind, ts, task, tool, status = f[1], f[2], f[3], f[4], f[5], f[6]
-  local role, id, parent, at = f[7] or '', f[8] or '', f[9] or '', f[10] or -1
-  local data = ARGV[12 + i]
+-- The entry being read (the helpers below work on it).
+local f, key, kind, ts, task, tool, status, role, id, parent, at, data, c
+local rate, agent, more, seq
+local function fill(found)
+  if at >= 0 and found and not agent then
+    agent = found
+    data = string.sub(data, 1, at) .. ',"agent":' .. agent .. string.sub(data, at + 1)
+  end
+end
+local function store()
+  seq = add(key, data, ts, task, tool, rate, kind == 'C')
+  if key ~= 'global' and f[15] == 1 then count(c, 'er', 1) end
+  return seq
+end
+local function parent_agent()
+  local r = parent ~= '' and record(key, parent)
+  return r and r.g or false
+end
+for i, fact in ipairs(cjson.decode(ARGV[12])) do
+  f = fact
+  key, kind, ts, task, tool, status = f[1], f[2], f[3], f[4], f[5], f[6]
+  role, id, parent, at = f[7] or '', f[8] or '', f[9] or '', f[10] or -1
+  data = ARGV[12 + i]
   if task == '' then task = false end
   if tool == '' then tool = false end
-  local rate, agent, more, seq = false, false, false, 0
-  local c = counter(key)
-  local function fill(found)
-    if at >= 0 and found and not agent then
-      agent = found
-      data = string.sub(data, 1, at) .. ',"agent":' .. agent .. string.sub(data, at + 1)
-    end
-  end
-  local function store()
-    seq = add(key, data, ts, task, tool, rate, kind == 'C')
-    if key ~= 'global' and f[15] == 1 then count(c, 'er', 1) end
-    return seq
-  end
-  local function parent_agent()
-    return parent ~= '' and span(key, 'k' .. parent) and span(key, 'g' .. parent)
-  end
+  rate, agent, more, seq = false, false, false, 0
+  c = counter(key)
   if kind == 'A' or kind == 'a' then
     c.at = c.at + 1
     if kind == 'A' then c.ap = c.ap + 1 end
     rate = c.ap .. ' ' .. c.at
   end
   if role == 'n' then
-    local known = id ~= '' and span(key, 'k' .. id)
-    if known then
+    local r = id ~= '' and record(key, id)
+    if r then
       if f[19] == '1' then
-        tool = known == 'tool' and span(key, 'n' .. id)
-        task = span(key, 'T' .. id)
+        tool = r.k == 'tool' and r.n or false
+        task = r.T or false
       end
-      fill(span(key, 'g' .. id))
+      fill(r.g or false)
     end
     fill(parent_agent())
     store()
   elseif role == 'o' then
-    if span(key, 'k' .. id) then
-      seq = -(tonumber(span(key, 'O' .. id)) or tonumber(span(key, 'C' .. id)) or 0)
+    local r = record(key, id)
+    if r then
+      seq = -((r.O or 0) > 0 and r.O or r.C or 0)
     else
       local skind, name = f[11], f[12]
-      local pk = parent ~= '' and span(key, 'k' .. parent)
-      local pagent = pk and span(key, 'g' .. parent)
+      local pk = parent ~= '' and record(key, parent)
+      local pagent = pk and pk.g or false
       local own = f[20] ~= '' and f[20]
       if not own then
         if skind == 'agent' then own = f[21] ~= '' and f[21] else own = pagent end
       end
       fill(own)
       store()
-      remember(key, 'k' .. id, skind)
-      remember(key, 'O' .. id, seq)
-      if task then remember(key, 'T' .. id, task) end
-      if skind == 'tool' then remember(key, 'n' .. id, name) end
-      if own then remember(key, 'g' .. id, own) end
-      if f[13] ~= '' then remember(key, 'm' .. id, f[13]) end
+      r = {k = skind, O = seq}
+      if task then r.T = task end
+      if skind == 'tool' then r.n = name end
+      if own then r.g = own end
+      if f[13] ~= '' then r.m = f[13] end
+      keep(key, id, r)
       c.open = c.open + 1
       count_span(c, skind)
       if skind == 'agent' then
@@ -242,45 +255,46 @@ for i, f in ipairs(cjson.decode(ARGV[12])) do
           c.name, c.namesince = name, ts
         end
         if name ~= '' then name_agent(c, name, false) end
-      elseif not c.name and (parent == '' or not pk) and name ~= '' then
+      elseif not c.name and skind ~= 'tool' and skind ~= 'skill' and name ~= '' and not pk then
         c.name = name
       end
       if f[16] ~= '' and not c.conv then c.conv = f[16] end
     end
   elseif role == 'c' then
-    local known = span(key, 'k' .. id)
-    local closed = tonumber(known and span(key, 'C' .. id)) or 0
+    local r = record(key, id)
+    local known = r and true
+    local closed = r and r.C or 0
     local lost = f[14] == '1'
-    if known and not (closed == 0 or (span(key, 'X' .. id) == 'l' and not lost)) then
+    if r and not (closed == 0 or (r.X == 'l' and not lost)) then
       seq = -closed
     else
-      local skind, model = known, ''
-      if known then
-        task = task or span(key, 'T' .. id)
-        tool = known == 'tool' and span(key, 'n' .. id)
-        fill(span(key, 'g' .. id))
-        model = span(key, 'm' .. id) or ''
+      local skind, model
+      if r then
+        skind, model = r.k, r.m or ''
+        task = task or r.T or false
+        tool = r.k == 'tool' and r.n or false
+        fill(r.g or false)
       else
         skind = f[11]
         local own
         if skind == 'agent' then own = f[21] ~= '' and f[21] else own = parent_agent() end
         fill(own)
-        remember(key, 'k' .. id, skind)
-        if task then remember(key, 'T' .. id, task) end
-        if skind == 'tool' then remember(key, 'n' .. id, f[12]) end
-        if own then remember(key, 'g' .. id, own) end
-        tool = false
+        r = {k = skind}
+        if task then r.T = task end
+        if skind == 'tool' then r.n = f[12] end
+        if own then r.g = own end
+        model, tool = '', false
       end
       store()
-      remember(key, 'C' .. id, seq)
-      remember(key, 'X' .. id, lost and 'l' or '')
+      r.C, r.X = seq, lost and 'l' or nil
+      keep(key, id, r)
       if not known then count_span(c, skind) end
       if closed == 0 and skind == 'llm' and f[17] >= 0 then
         local m = f[13] ~= '' and f[13] or model
         count(c, 'ti', f[17]); count(c, 'to', f[18])
         count(c, 'mi:' .. m, f[17]); count(c, 'mo:' .. m, f[18])
       end
-      if known and (tonumber(span(key, 'O' .. id)) or 0) > 0 and closed == 0 then
+      if known and (r.O or 0) > 0 and closed == 0 then
         c.open = c.open - 1
         if c.open <= 0 and c.held then
           -- The last open span closed: the held closing status is stored now, after it.
@@ -361,8 +375,10 @@ for key, c in pairs(counters) do
   if #gone > 0 then redis.call('HDEL', P .. 'c:' .. key, unpack(gone)) end
   for field, n in pairs(c.add) do redis.call('HINCRBY', P .. 'c:' .. key, field, n) end
 end
-for key, w in pairs(span_writes) do
-  redis.call('HSET', P .. 's:' .. key, unpack(w))
+for key, ids in pairs(dirty) do
+  local h = {}
+  for id in pairs(ids) do h[#h + 1] = 'r' .. id; h[#h + 1] = cjson.encode(records[key][id]) end
+  redis.call('HSET', P .. 's:' .. key, unpack(h))
 end
 -- Executions by last write: each key once, in the order of its last write in the batch.
 local now = redis.call('TIME')
@@ -424,13 +440,12 @@ return out
 """The last seq of several stream keys."""
 
 SUMMARIES: Final = r"""#!lua flags=no-writes
--- ARGV: prefix, limit. -> per execution: id, seq, n, first, last, status, last write (seconds)
+-- ARGV: prefix, limit. -> per execution: id, its counters (HGETALL), last write (seconds)
 local P = ARGV[1]
 local out = {}
 for _, id in ipairs(redis.call('ZREVRANGE', P .. 'active', 0, tonumber(ARGV[2]) - 1)) do
-  local v = redis.call('HMGET', P .. 'c:' .. id, 'seq', 'n', 'first', 'last', 'status')
   out[#out + 1] = id
-  for j = 1, 5 do out[#out + 1] = v[j] end
+  out[#out + 1] = redis.call('HGETALL', P .. 'c:' .. id)
   out[#out + 1] = redis.call('ZSCORE', P .. 'touched', id)
 end
 return out
