@@ -230,9 +230,55 @@ def _explaining_posted() -> cattrs.Converter:
     return _make_converter(posted=True)  # built on the first refusal only
 
 
+def _plain_unstructure_fn(cls: type, nested: Mapping[type, Callable[[Any], Any]]) -> Any:
+    """The converter's unstructuring of ``cls`` as one generated function, for encoding only.
+
+    Same keys, same order, same values as ``converter.unstructure`` (a test holds it), but
+    one statement per field instead of a hook call per field: values of JSON types are
+    handed to orjson as they are (not copied: the result is dumped at once, never kept),
+    nested records by their own function.
+    """
+    hints = typing.get_type_hints(cls)
+    lines = ["def unstructure(o):", "    d = {}"]
+    scope: dict[str, Any] = {}
+    fields = attrs.fields(cls)
+    # cattrs's order: the fields always written, then those left out when at their default.
+    for a in sorted(fields, key=lambda a: a.default in (None, "")):
+        key, kind = camel(a.name), hints[a.name]
+        record = next((t for t in (kind, *typing.get_args(kind)) if t in nested), None)
+        value = f"o.{a.name}"
+        if record is not None:
+            scope[f"u_{a.name}"] = nested[record]
+            value = f"u_{a.name}(v)"
+        if a.default in (None, ""):
+            test = "v is not None" if a.default is None else "v != ''"
+            lines += [f"    v = o.{a.name}", f"    if {test}:", f"        d[{key!r}] = {value}"]
+        elif record is not None:
+            lines += [f"    v = o.{a.name}", f"    d[{key!r}] = {value}"]
+        else:
+            lines.append(f"    d[{key!r}] = {value}")
+    lines.append("    return d")
+    exec("\n".join(lines), scope)  # our own field names, read from attrs
+    return scope["unstructure"]
+
+
+def _plain_unstructure_fns() -> dict[type, Callable[[Any], dict[str, Any]]]:
+    fns: dict[type, Callable[[Any], dict[str, Any]]] = {}
+    for record in (ev.TranscriptEntry, ev.AssertionResult, ev.MessageBusLogEntry):
+        fns[record] = _plain_unstructure_fn(record, fns)
+    for cls in ev.STREAM_EVENT_TYPES.values():
+        fns[cls] = _plain_unstructure_fn(cls, fns)
+    return fns
+
+
+_PLAIN: Final = _plain_unstructure_fns()
+"""Stream events (the hot path's encoding) by class; any other object goes to cattrs."""
+
+
 def encode(obj: ev.ServerEvent) -> bytes:
     """The wire JSON of a server event, as UTF-8 bytes."""
-    return orjson.dumps(converter.unstructure(obj))
+    plain = _PLAIN.get(obj.__class__)
+    return orjson.dumps(plain(obj) if plain else converter.unstructure(obj))
 
 
 def encode_kept(obj: ev.ServerEvent) -> bytes:
@@ -242,7 +288,8 @@ def encode_kept(obj: ev.ServerEvent) -> bytes:
     the JSON for larger ones. An envelope keeps its JSON for as long as the logs of
     recent events hold it, so it keeps a copy (0.1 us) instead.
     """
-    return memoryview(orjson.dumps(converter.unstructure(obj))).tobytes()
+    plain = _PLAIN.get(obj.__class__)
+    return memoryview(orjson.dumps(plain(obj) if plain else converter.unstructure(obj))).tobytes()
 
 
 def _describe(exc: BaseException, kind: type | None) -> str:
