@@ -189,3 +189,34 @@ def otlp_template(run: str) -> bytes:
     body = request.SerializeToString()
     assert body.count(BATCH) == OTLP_BATCH, "a placeholder met by chance: change the ids"
     return body
+
+
+LIVE_BATCH: Final = 10
+"""Span starts per batch of the live load (the live processor's small batches)."""
+
+
+def live_template(run: str) -> bytes:
+    """One OTLP/protobuf request of 10 span starts as ``LiveSpanProcessor`` sends them (marked
+    live, no end time), in a trace of its own, the span name carrying the marker."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    trace_id = BATCH + struct.pack(">II", zlib.crc32(run.encode()), 7)
+    for i in range(LIVE_BATCH):
+        span = Span(trace_id=trace_id, span_id=struct.pack(">Q", 0x200 + i))
+        span.name = f"execute_tool run_tests {_marker(run)}"  # the tool's name: timed
+        span.start_time_unix_nano = 1_765_000_000_000_000_000 + i * 1000
+        if i:
+            span.parent_span_id = struct.pack(">Q", 0x200)
+        span.attributes.extend([
+            KeyValue(key="gen_ai.operation.name", value=AnyValue(string_value="execute_tool")),
+            KeyValue(key="trio_obs.live_span", value=AnyValue(bool_value=True)),
+            KeyValue(key="trio_obs.live_copy", value=AnyValue(string_value="start")),
+        ])  # fmt: skip
+        scope.spans.append(span)
+    return request.SerializeToString()

@@ -16,9 +16,9 @@
 //   REPORT                counts, latency histogram, CPU  -> REPORT {...}
 //   INGEST <url> <run> <batches> <size> <concurrency> <executionId> <maxSeconds>
 //                         POST /api/events as fast as it answers -> INGESTED {...}
-//   POSTMIX <url> <path> <contentType> <templateFile> <batches> <concurrency> <maxSeconds>
+//   POSTMIX <url> <path> <contentType> <templateFile> <batches> <concurrency> <maxSeconds> [<rate>]
 //                         POST the template (benchmarks/mix.py), its placeholders filled,
-//                         as fast as it answers -> POSTED {...}
+//                         as fast as it answers (or <rate> batches/s) -> POSTED {...}
 //   CLOSE                 close every client             -> CLOSED <n>
 //   QUIT                  exit
 
@@ -323,7 +323,7 @@ function offsetsOf(buf, needle) {
   return out;
 }
 
-async function postMix(url, path, contentType, templateFile, batches, concurrency, maxSeconds) {
+async function postMix(url, path, contentType, templateFile, batches, concurrency, maxSeconds, rate) {
   const template = require('fs').readFileSync(templateFile);
   const stamps = offsetsOf(template, STAMP);
   const ids = offsetsOf(template, BATCH);
@@ -386,7 +386,13 @@ async function postMix(url, path, contentType, templateFile, batches, concurrenc
 
   async function worker() {
     while (result.sent < batches && nowS() < deadline) {
-      await post(result.sent++);
+      const n = result.sent++;
+      if (rate > 0) {
+        // Paced: batch n leaves at its scheduled time (a late one leaves at once).
+        const wait = result.startS + n / rate - nowS();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait * 1000));
+      }
+      await post(n);
     }
   }
   await Promise.all(Array.from({ length: concurrency }, worker));
@@ -430,8 +436,9 @@ async function handle(line) {
       break;
     }
     case 'POSTMIX': {
-      const [url, path, ctype, file, batches, conc, maxS] = args;
-      say('POSTED ' + JSON.stringify(await postMix(url, path, ctype, file, +batches, +conc, +maxS)));
+      const [url, path, ctype, file, batches, conc, maxS, rate] = args;
+      const r = await postMix(url, path, ctype, file, +batches, +conc, +maxS, +(rate || 0));
+      say('POSTED ' + JSON.stringify(r));
       break;
     }
     case 'DROP_STALLED':

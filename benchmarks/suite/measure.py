@@ -618,3 +618,59 @@ def ingest_mixes(run: Run, target: Target) -> None:
             f" ({out['delivered_per_s']:.0f}/s),"
             f" {out['cpu_us_per_unit'] or 0:.1f} µs CPU/{unit[:-1]}, p99 {out['p99_ms']} ms"
         )
+
+
+LIVE_RATE = 100
+"""Batches per second of the live load (10 span starts each: 1,000 spans/s)."""
+
+
+def ingest_live(run: Run, target: Target) -> None:
+    """Span starts at 1,000/s in the live processor's small batches (10 per POST), one
+    ``all`` client: POST → WebSocket latency (SPEC §8: ≤ 10 ms p99). Kept in
+    ``meta["ingest_live"][server]``."""
+    sys.path.insert(0, str(HERE))
+    import mix
+
+    seconds = 3 if run.quick else 10
+    batches = LIVE_RATE * seconds
+    server, pool = target.server, target.pool
+    try:
+        pool.connect(server.subscribe_urls, 1)
+        server.wait_count(1, 10)
+        run_id = run.next_run()
+        file = RESULTS / "logs" / f"mix-live-{run_id}.bin"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(mix.live_template(run_id))
+        pool.reset(run_id)
+        cpu0, t0 = server.cpu_seconds(), time.monotonic()
+        reply = json.loads(
+            pool.children[0].request(
+                f"POSTMIX {server.publisher.http} /v1/traces application/x-protobuf {file}"
+                f" {batches} 8 {seconds + 30} {LIVE_RATE}",
+                "POSTED",
+                seconds + 60,
+            )
+        )
+        reports = drain(pool, reply["ok"] * mix.LIVE_BATCH, timeout=10)
+        cpu1, t1 = server.cpu_seconds(), time.monotonic()
+        file.unlink(missing_ok=True)
+    except (ChildError, OSError) as exc:
+        run.skip(f"ingest live ({target.kind}): {exc}")
+        return
+    report = reports[0]
+    hist = merge_hists([report["hist"]])
+    out = {
+        "spans": reply["ok"] * mix.LIVE_BATCH,
+        "spans_per_s": reply["ok"] * mix.LIVE_BATCH / max(1e-9, reply["endS"] - reply["startS"]),
+        "timed": report["count"],
+        "p50_ms": percentile_ms(hist, 0.5, report["maxUs"]),
+        "p99_ms": percentile_ms(hist, 0.99, report["maxUs"]),
+        "max_ms": report["maxUs"] / 1000 if report["count"] else None,
+        "server_cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+        "statuses": reply["statuses"],
+    }
+    run.results.meta.setdefault("ingest_live", {})[target.kind] = out
+    run.say(
+        f"  live spans ({target.kind}): {out['spans_per_s']:.0f}/s, {out['timed']} timed,"
+        f" p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms"
+    )

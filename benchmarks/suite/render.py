@@ -462,7 +462,6 @@ def mix_table(res: Results) -> str:
     floor = res.meta.get("ingest_floor") or {}
     rows = []
     for kind in ("json", "otlp"):
-        unit = "event" if kind == "json" else "span"
         fl = floor.get(kind)
         if fl:
             rows.append([

@@ -84,6 +84,8 @@ def servers_sections(run: Run, specs: list[ServerSpec]) -> None:
                         ingest_other(run, target)
                     run.say(f"ingest: the realistic mix, JSON and OTLP ({kind})")
                     measure.ingest_mixes(run, target)
+                    run.say(f"ingest: span starts at 1,000/s in batches of 10 ({kind})")
+                    measure.ingest_live(run, target)
             floors.append(measure.floor(run))
             keep_floor(run, [f for f in floors if f])
     finally:
