@@ -12,7 +12,7 @@ import functools
 import re
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import attrs
 import cattrs
@@ -225,6 +225,93 @@ _fast: Final = _make_converter(detailed=False)
 _fast_posted: Final = _make_converter(detailed=False, posted=True)
 
 
+# --------------------------------------------------------------------------- plain structuring
+
+_INLINE_CHECKS: Final[dict[Any, list[str]]] = {
+    str: ["if v.__class__ is not str: raise TypeError"],
+    str | None: ["if v is not None and v.__class__ is not str: raise TypeError"],
+    int: ["if v.__class__ is not int: raise TypeError"],
+    int | None: ["if v is not None and v.__class__ is not int: raise TypeError"],
+    bool: ["if v.__class__ is not bool: raise TypeError"],
+    bool | None: ["if v is not None and v.__class__ is not bool: raise TypeError"],
+    float: ["c = v.__class__", "if c is int: v = float(v)", "elif c is not float: raise TypeError"],
+    float | None: [
+        "c = v.__class__",
+        "if c is int: v = float(v)",
+        "elif c is not float and v is not None: raise TypeError",
+    ],
+}
+
+
+def _plain_structure_fn(
+    cls: type, conv: cattrs.Converter, posted: bool, nested: Mapping[type, Callable[[Any], Any]]
+) -> Callable[[Any], Any]:
+    """``conv.structure(o, cls)`` as one generated function with the common checks inline.
+
+    For the ingest path (issue 25): JSON types checked in place instead of by a hook call per
+    field; literals by set membership; records by their own function; anything else
+    (times, free-form objects, lists) by the very hook the converter uses. It raises on
+    anything it does not take, and then the converter decides: it never accepts what
+    the converter refuses, and what it accepts is equal to the converter's (a test holds it).
+    """
+    hints = typing.get_type_hints(cls)
+    scope: dict[str, Any] = {"cls": cls}
+    lines = ["def structure(o):", "    if o.__class__ is not dict: raise TypeError", "    r = {}"]
+    for a in attrs.fields(cls):
+        if not a.init:
+            continue
+        key, kind = camel(a.name), hints[a.name]
+        args = [t for t in typing.get_args(kind) if t is not type(None)]
+        optional = len(args) < len(typing.get_args(kind))
+        record = next((t for t in (kind, *args) if t in nested), None)
+        if posted and a.name in TIME_FIELDS:
+            scope[f"h_{a.name}"] = _time(optional=a.default == "")
+            check = [f"v = h_{a.name}(v, None)"]
+        elif kind in _INLINE_CHECKS:
+            check = _INLINE_CHECKS[kind]
+        elif record is not None:
+            scope[f"s_{a.name}"] = nested[record]
+            call = f"v = s_{a.name}(v)"
+            check = [f"if v is not None: {call}"] if optional else [call]
+        elif typing.get_origin(kind) is Literal or (
+            len(args) == 1 and typing.get_origin(args[0]) is Literal
+        ):
+            values = typing.get_args(args[0] if optional else kind)
+            scope[f"l_{a.name}"] = frozenset(values)
+            test = f"v not in l_{a.name}"
+            check = [f"if {'v is not None and ' if optional else ''}{test}: raise TypeError"]
+        else:
+            scope[f"h_{a.name}"], scope[f"t_{a.name}"] = conv.get_structure_hook(kind), kind
+            check = [f"v = h_{a.name}(v, t_{a.name})"]
+        if a.default is attrs.NOTHING:
+            body, indent = [f"    v = o[{key!r}]"], "    "
+        else:
+            body, indent = [f"    if {key!r} in o:", f"        v = o[{key!r}]"], "        "
+        lines += body + [indent + c for c in check] + [f"{indent}r[{a.name!r}] = v"]
+    lines.append("    return cls(**r)")
+    exec("\n".join(lines), scope)  # our own field names, read from attrs
+    fn: Callable[[Any], Any] = scope["structure"]
+    return fn
+
+
+def _plain_structure_fns(
+    conv: cattrs.Converter, posted: bool
+) -> dict[type, Callable[[Any], ev.StreamEvent]]:
+    fns: dict[type, Callable[[Any], Any]] = {}
+    for record in (ev.TranscriptEntry, ev.AssertionResult, ev.MessageBusLogEntry):
+        fns[record] = _plain_structure_fn(record, conv, posted, fns)
+    return {
+        cls: _plain_structure_fn(cls, conv, posted, fns) for cls in ev.STREAM_EVENT_TYPES.values()
+    }
+
+
+_PLAIN_STRUCTURE: Final = {
+    posted: _plain_structure_fns(_fast_posted if posted else _fast, posted)
+    for posted in (False, True)
+}
+"""Stream event classes' plain structuring, by ``posted``."""
+
+
 @functools.cache
 def _explaining_posted() -> cattrs.Converter:
     return _make_converter(posted=True)  # built on the first refusal only
@@ -349,7 +436,22 @@ def decode_event(
     if obj.get("timestamp", "") is None:
         fields = {k: v for k, v in obj.items() if k != "timestamp"}  # the ledger stamps it
     try:
-        event: ev.StreamEvent = (_fast_posted if posted else _fast).structure(fields, cls)
+        event: ev.StreamEvent = _PLAIN_STRUCTURE[posted][cls](fields)
+    except Exception:  # anything unusual: the converter takes it, or says what is wrong
+        event = _structure_or_explain(fields, cls, kind, index, posted)
+    if not keep_seq:  # a producer does not choose its seq, nor its place in `all`
+        if event.seq is not None:
+            object.__setattr__(event, "seq", None)
+        if event.pos is not None:
+            object.__setattr__(event, "pos", None)
+    return event
+
+
+def _structure_or_explain(
+    fields: Any, cls: type[ev.StreamEvent], kind: Any, index: int | None, posted: bool
+) -> ev.StreamEvent:
+    try:
+        return (_fast_posted if posted else _fast).structure(fields, cls)
     except Exception:  # cattrs raises groups of arbitrary errors
         try:
             (_explaining_posted() if posted else converter).structure(fields, cls)
@@ -360,12 +462,6 @@ def decode_event(
         raise InvalidInput(
             f"{event_name(index)} ({kind}) is invalid: {reason}", INVALID_EVENT
         ) from None
-    if not keep_seq:  # a producer does not choose its seq, nor its place in `all`
-        if event.seq is not None:
-            object.__setattr__(event, "seq", None)
-        if event.pos is not None:
-            object.__setattr__(event, "pos", None)
-    return event
 
 
 def decode_stream_event(data: bytes | str) -> ev.StreamEvent:
