@@ -16,9 +16,9 @@ from trio_obs.core import wire as wire_module
 from trio_obs.core.errors import InvalidInput
 from trio_obs.core.wire import (
     camel,
+    converter,
     decode_server_event,
     decode_stream_event,
-    converter,
     encode,
     encode_client_message,
     encode_kept,
