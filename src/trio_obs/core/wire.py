@@ -110,16 +110,20 @@ def depth_exceeds(value: Any, limit: int) -> bool:
     """Whether ``value`` nests objects/arrays more than ``limit`` levels (iteratively)."""
     level: list[Any] = [value]
     depth = 0
+    containers = (dict, list)
     while level:
         depth += 1
         if depth > limit:
             return True
         nested: list[Any] = []
-        for item in level:
+        for item in level:  # plain loops: on the ingest path, for every free-form object
             if isinstance(item, dict):
-                nested.extend(v for v in item.values() if isinstance(v, dict | list))
-            elif isinstance(item, list):
-                nested.extend(v for v in item if isinstance(v, dict | list))
+                item = item.values()
+            elif not isinstance(item, list):
+                continue
+            for v in item:
+                if isinstance(v, containers):
+                    nested.append(v)
         level = nested
     return False
 
