@@ -139,6 +139,31 @@ async def test_a_stalled_client_is_closed_after_the_frame_in_flight() -> None:
         assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) < 21
 
 
+async def test_a_stalled_client_gets_the_close_grace_to_take_the_frame_begun() -> None:
+    # A stall timeout shorter than the close grace: the client that reads again after the
+    # stall timeout but within the grace still gets the frame begun whole, then the close.
+    async with connection(lockstep=True, capacity=1024, stall_timeout=0.2, close_grace=10.0) as (
+        obs,
+        conn,
+        client,
+    ):
+        tool = await obs.tools.start("e1", "Bash", "yes")
+        for i in range(20):
+            await obs.tools.output("e1", tool.tool_use_id, f"{i}:" + "x" * 3000)
+        with trio.fail_after(TIMEOUT):
+            while conn.state is not WriterState.CLOSING:  # noqa: ASYNC110 - the writer's state
+                await trio.sleep(0.05)
+        assert conn.outbox.begun
+        await trio.sleep(1.0)  # the scenario: the client reads again only after 5 stall timeouts
+        seqs = []
+        while not isinstance(message := await client.message(), CloseConnection):
+            if "seq" in message:
+                seqs.append(message["seq"])
+        assert (message.code, message.reason) == (SLOW_CONSUMER_CODE, SLOW_CONSUMER)
+        assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) < 21
+        await client.stream.send_all(client.ws.send(message.response()))
+
+
 async def test_shutdown_finishes_the_started_frame_only() -> None:
     async with connection(lockstep=True, capacity=512) as (obs, conn, client):
         tool = await obs.tools.start("e1", "Bash", "yes")

@@ -163,8 +163,10 @@ class WebSocketConnection:
         self.close_reason: Close | None = None
         """Why the connection is closing: the code and reason of its close frame (the
         first one given wins)."""
-        self._rest_patience = stall_timeout
-        """Seconds without progress the peer gets to take the rest of a frame begun."""
+        self._rest_patience = max(stall_timeout, close_grace)
+        """Seconds without progress the peer gets to take the rest of a frame begun: never
+        less than the close grace (a stall timeout shorter than the grace gave a client
+        that read again within the grace a cut frame)."""
         self._wake = trio.Event()
         self._reader_scope = trio.CancelScope()
         self._reader_done = trio.Event()
@@ -192,8 +194,9 @@ class WebSocketConnection:
     def shutdown(self, code: int, reason: str, *, patience: float | None = None) -> None:
         """Close with ``code`` after the frame in progress; safe to call more than once.
 
-        The peer gets the stall timeout (or ``patience``, e.g. a stopping server's grace)
-        without taking a byte before the rest of a frame begun is given up.
+        The peer gets the longer of the stall timeout and the close grace (or ``patience``,
+        e.g. a stopping server's grace) without taking a byte before the rest of a frame
+        begun is given up.
         """
         if self.close_reason is None:
             self.close_reason = Close(code, reason)
