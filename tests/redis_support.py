@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from support import TIMEOUT, free_port
+from support import START_TIMEOUT, TIMEOUT, free_port
 
 FAILOVER_WAIT = 30
 """Seconds a failover may take on a loaded machine before a test gives up (a hang guard)."""
@@ -78,7 +78,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + TIMEOUT
+        deadline = time.monotonic() + START_TIMEOUT
         while not self.answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"redis-server did not start on port {self.port}")

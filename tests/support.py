@@ -36,6 +36,8 @@ from trio_obs.hub.dispatch import LiveSubscription
 
 TIMEOUT = 30  # a safety net against hangs, never an assertion about speed: generous, since
 # on a loaded 2-core machine starting one `trio-obs serve` alone can take over 6 s
+START_TIMEOUT = 60  # the same for a process to start (an interpreter importing trio_obs, a
+# redis-server): under a load average of 20 on 2 cores a start takes tens of seconds
 T0 = "2026-01-01T00:00:00.000Z"
 """A time in the one form the server stores (any posted time must be ISO-8601)."""
 LISTENING = re.compile(
@@ -124,7 +126,7 @@ def environment(*, unbuffered: bool = True, **extra: str) -> dict[str, str]:
 class ServerProcess(Address):
     """``trio-obs serve --port PORT ARGS`` in a subprocess; a thread drains its stderr."""
 
-    def __init__(self, *args: str, port: int = 0, start_timeout: float = TIMEOUT) -> None:
+    def __init__(self, *args: str, port: int = 0, start_timeout: float = START_TIMEOUT) -> None:
         self.process = subprocess.Popen(
             command("serve", "--port", str(port), *args),
             stdout=subprocess.DEVNULL,
@@ -213,7 +215,7 @@ async def serve_cli(
         )
         cli = Cli(process)
         nursery.start_soon(cli.read_stderr)
-        with trio.fail_after(TIMEOUT):
+        with trio.fail_after(START_TIMEOUT):
             await cli.ready.wait()
             if not cli.port:
                 pytest.fail(f"the server did not start:\n{cli.stderr}")

@@ -17,7 +17,7 @@ import orjson
 import pytest
 import trio
 
-from support import free_port, to_wire
+from support import TIMEOUT, free_port, to_wire
 from trio_obs import GLOBAL, Hub, Observability, ServerConfig, Services, serve
 from trio_obs.cli import build_parser
 from trio_obs.core import events as ev
@@ -274,13 +274,13 @@ async def test_ctrl_c_marks_the_execution_failed_and_exits_130(
 
     with obs.broker.subscribe("all") as sub:
         nursery.start_soon(run_demo)
-        with trio.fail_after(10):  # a hang guard
+        with trio.fail_after(TIMEOUT):  # a hang guard
             async for env in sub:
                 execution_id = env.event.execution_id
                 if execution_id != GLOBAL:
                     break
     os.kill(os.getpid(), signal.SIGINT)  # the demo's own handler is installed by now
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         await done.wait()
 
     assert status == [130]

@@ -21,6 +21,7 @@ import trio
 
 import trio_obs
 from support import (
+    START_TIMEOUT,
     TIMEOUT,
     ServerProcess,
     assert_clean,
@@ -248,7 +249,7 @@ async def test_a_stop_answers_every_post_it_stored(tmp_path: Path) -> None:
 
 async def refused_start(*args: str) -> tuple[int, str]:
     """``trio-obs serve --port 0 ARGS``, expected to stop at once: its status and stderr."""
-    with trio.fail_after(TIMEOUT):
+    with trio.fail_after(START_TIMEOUT):
         done = await trio.run_process(
             command("serve", "--port", "0", *args),
             capture_stderr=True,
@@ -333,7 +334,7 @@ async def test_info_logs_one_line_per_refused_handshake_and_never_the_token() ->
     # At warning, the start and stop lines are not written (a second server on the same
     # port shows it started: it says nothing and exits on its signal).
     port = free_port()
-    with trio.fail_after(TIMEOUT):
+    with trio.fail_after(START_TIMEOUT):
         process = await trio.lowlevel.open_process(
             command("serve", "--port", str(port), "--log-level", "warning", "--db", ":memory:"),
             stderr=subprocess.PIPE,
@@ -355,11 +356,11 @@ async def test_info_logs_one_line_per_refused_handshake_and_never_the_token() ->
 
 def test_version_and_port_range() -> None:
     version = subprocess.run(
-        command("--version"), capture_output=True, text=True, timeout=TIMEOUT, check=True
+        command("--version"), capture_output=True, text=True, timeout=START_TIMEOUT, check=True
     )
     assert version.stdout.strip() == f"trio-obs {trio_obs.__version__}"
     bad = subprocess.run(
-        command("serve", "--port", "99999"), capture_output=True, text=True, timeout=TIMEOUT
+        command("serve", "--port", "99999"), capture_output=True, text=True, timeout=START_TIMEOUT
     )
     assert bad.returncode == 2
     assert "0 to 65535" in bad.stderr
@@ -404,7 +405,11 @@ def test_the_installed_console_script_runs() -> None:
     script = Path(sys.executable).parent / "trio-obs"  # as the README calls it: .venv/bin/trio-obs
     assert script.exists(), "the package is installed with its console script"
     done = subprocess.run(
-        [str(script), "--version"], capture_output=True, text=True, timeout=TIMEOUT, check=False
+        [str(script), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"trio-obs {trio_obs.__version__}"

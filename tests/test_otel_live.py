@@ -24,7 +24,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_support import WEATHER_RUN, receive, shape, stored, tracer_provider, weather_run
-from support import TIMEOUT, ServerProcess, environment, free_port, ws_client
+from support import START_TIMEOUT, TIMEOUT, ServerProcess, environment, free_port, ws_client
 from trio_obs.otel import LiveSpanProcessor
 
 WORKER = "trio-obs-live-spans"
@@ -197,7 +197,7 @@ def test_a_program_that_never_calls_shutdown_still_sends_its_spans_and_exits(
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
-        timeout=TIMEOUT,
+        timeout=START_TIMEOUT,
         env=environment(),
         check=False,
     )

@@ -22,7 +22,15 @@ import trio
 from trio_websocket import open_websocket_url
 
 from redis_support import RedisServer, Relay, needs_redis
-from support import TIMEOUT, ServerProcess, command, environment, heartbeats, ws_client
+from support import (
+    START_TIMEOUT,
+    TIMEOUT,
+    ServerProcess,
+    command,
+    environment,
+    heartbeats,
+    ws_client,
+)
 from trio_obs import open_stream, post_events
 from trio_obs.core.events import AgentHeartbeatEvent
 
@@ -337,7 +345,11 @@ def refusal(url: str, how: str) -> str:
     args = ["serve", "--port", "0"] + (["--redis", url] if how == "flag" else [])
     extra = {"TRIO_OBS_REDIS": url} if how == "environment" else {}
     done = subprocess.run(
-        command(*args), capture_output=True, text=True, timeout=TIMEOUT, env=environment(**extra)
+        command(*args),
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        env=environment(**extra),
     )
     assert done.returncode == 1
     [line] = done.stderr.strip().splitlines()
@@ -353,7 +365,7 @@ def test_an_unreachable_redis_is_one_line_and_exit_1(how: str) -> None:
 
 def test_help_never_shows_a_redis_url_from_the_environment() -> None:
     done = subprocess.run(
-        command("serve", "--help"), capture_output=True, text=True, timeout=TIMEOUT,
+        command("serve", "--help"), capture_output=True, text=True, timeout=START_TIMEOUT,
         env=environment(TRIO_OBS_REDIS="redis://:hunter2@10.0.0.1:6379/0"),
     )  # fmt: skip
     assert "--redis" in done.stdout and "hunter2" not in done.stdout
@@ -368,7 +380,7 @@ def test_a_port_in_use_is_one_line_with_redis_too(store: str, redis: RedisServer
         extra = ["--redis", redis.url] if store == "redis" else ["--db", ":memory:"]
         done = subprocess.run(
             command("serve", "--port", str(port), *extra),
-            capture_output=True, text=True, timeout=TIMEOUT, env=environment(),
+            capture_output=True, text=True, timeout=START_TIMEOUT, env=environment(),
         )  # fmt: skip
     assert done.returncode == 1
     [line] = done.stderr.strip().splitlines()

@@ -13,7 +13,7 @@ import trio
 from rich.text import Text
 
 import trio_obs
-from support import command, environment, free_port, running_server
+from support import START_TIMEOUT, command, environment, free_port, running_server
 from test_client import start_server, take
 from test_tail import interrupt, tail
 from trio_obs import SearchRefused, search
@@ -22,7 +22,7 @@ from trio_obs.core.events import ToolEndEvent, ToolStartEvent, TranscriptEntry, 
 from trio_obs.core.search import SearchHit
 
 TS = "2026-01-01T12:00:00.000Z"
-TIMEOUT = 30  # a hang guard for tests that start processes, never a speed assertion
+TIMEOUT = START_TIMEOUT  # a hang guard for tests that start processes, never about speed
 
 
 def said(execution: str, seq: int, summary: str) -> TranscriptEntryEvent:

@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from support import (
+    START_TIMEOUT,
     TIMEOUT,
     assert_clean,
     close_code,
@@ -146,7 +147,7 @@ async def serve_on_a_taken_port() -> tuple[int, int, str]:
         await taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with trio.fail_after(TIMEOUT):
+        with trio.fail_after(START_TIMEOUT):
             result = await trio.run_process(
                 command("serve", "--port", str(port), "--db", ":memory:"),
                 capture_stderr=True,
@@ -172,7 +173,7 @@ async def test_port_in_use_message_names_the_port_and_the_fix() -> None:
 
 @pytest.mark.parametrize("host", ["nosuchhost.invalid", "192.0.2.1"])
 async def test_a_host_it_cannot_listen_on_is_named_with_its_flag_in_one_line(host: str) -> None:
-    with trio.fail_after(TIMEOUT):
+    with trio.fail_after(START_TIMEOUT):
         result = await trio.run_process(
             command("serve", "--port", "0", "--db", ":memory:", "--host", host),
             capture_stderr=True,
@@ -186,7 +187,7 @@ async def test_a_host_it_cannot_listen_on_is_named_with_its_flag_in_one_line(hos
 
 
 async def test_unusable_db_exits_1_with_a_clear_message(tmp_path: Path) -> None:
-    with trio.fail_after(TIMEOUT):
+    with trio.fail_after(START_TIMEOUT):
         result = await trio.run_process(
             command("serve", "--port", "0", "--db", str(tmp_path / "no" / "such" / "dir.db")),
             capture_stderr=True,
@@ -207,7 +208,7 @@ def serve_help(env: dict[str, str] | None = None) -> str:
         text=True,
         check=True,
         env=env or environment(),
-        timeout=TIMEOUT,
+        timeout=START_TIMEOUT,
     )
     return result.stdout
 
@@ -226,7 +227,7 @@ def test_help_lists_every_flag() -> None:
     for flag in ["--help", *SERVE_FLAGS, *serve_options()]:
         assert re.search(rf"(^|\s){re.escape(flag)}\b", text), flag
     top = subprocess.run(
-        command("--help"), capture_output=True, text=True, check=True, timeout=TIMEOUT
+        command("--help"), capture_output=True, text=True, check=True, timeout=START_TIMEOUT
     ).stdout
     for name in ("serve", "demo", "tail"):
         assert name in top
@@ -239,7 +240,11 @@ def test_help_does_not_show_the_token_from_the_environment() -> None:
 @pytest.mark.parametrize("subcommand", ["serve", "demo", "tail"])
 def test_help_says_each_default_once_and_only_a_real_one(subcommand: str) -> None:
     text = subprocess.run(
-        command(subcommand, "--help"), capture_output=True, text=True, check=True, timeout=TIMEOUT
+        command(subcommand, "--help"),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=START_TIMEOUT,
     ).stdout
     flat = " ".join(text.split())  # help lines wrap anywhere
     for useless in ("(default: None)", "(default: [])", "(default: False)"):
@@ -253,7 +258,7 @@ def test_help_says_each_default_once_and_only_a_real_one(subcommand: str) -> Non
 async def test_a_bad_price_file_exits_1_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "prices.json").write_text('{"gpt-4o": {"input": "cheap"}}')
     for path in (tmp_path / "prices.json", tmp_path / "missing.json"):
-        with trio.fail_after(TIMEOUT):
+        with trio.fail_after(START_TIMEOUT):
             result = await trio.run_process(
                 command("serve", "--port", "0", "--db", ":memory:", "--prices", str(path)),
                 capture_stderr=True,

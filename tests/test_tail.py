@@ -15,7 +15,7 @@ import pytest
 import trio
 from rich.text import Text
 
-from support import T0, command, environment, free_port, running_server
+from support import START_TIMEOUT, T0, command, environment, free_port, running_server
 from trio_obs import post_events
 from trio_obs.client.tail_render import (
     AgentBoard,
@@ -46,7 +46,7 @@ from trio_obs.core.events import (
     WaveStatusEvent,
 )
 
-TIMEOUT = 30  # a safety net against hangs (a loaded machine starts a process in seconds)
+TIMEOUT = START_TIMEOUT  # a safety net against hangs: each test starts a process
 X = "exec-7f3a9c21e5b04d2f"
 TS = "2024-05-01T12:34:56.789Z"
 PREFIX = "12:34:56.789 exec-…04d2f "

@@ -51,7 +51,7 @@ class Server(ServerProcess):
     """``trio-obs serve --db DB`` in a subprocess, posted to as an external producer would."""
 
     def __init__(self, db: Path, port: int = 0, *extra: str) -> None:
-        super().__init__("--db", str(db), *extra, port=port, start_timeout=20)
+        super().__init__("--db", str(db), *extra, port=port)
 
     def post(self, events: list[dict[str, Any]], token: str | None = None) -> list[int]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
