@@ -398,12 +398,24 @@ def tree_events(
         return {"type": type_, "executionId": execution, "timestamp": tick(), **fields}
 
     def agent(span: str, parent: str, name: str) -> None:
-        out.append(base("span:start", spanId=span, parentSpanId=parent, kind="agent",
-                        name=name, agent=name))  # fmt: skip
+        out.append(
+            base(
+                "span:start", spanId=span, parentSpanId=parent, kind="agent", name=name, agent=name
+            )
+        )
         for c in range(calls):
             llm = f"{span}.m{c}"
-            out.append(base("span:start", spanId=llm, parentSpanId=span, kind="llm",
-                            name="chat gpt-4o", model="gpt-4o", provider="openai"))  # fmt: skip
+            out.append(
+                base(
+                    "span:start",
+                    spanId=llm,
+                    parentSpanId=span,
+                    kind="llm",
+                    name="chat gpt-4o",
+                    model="gpt-4o",
+                    provider="openai",
+                )
+            )
             out.append(
                 base(
                     "span:end",
@@ -413,16 +425,31 @@ def tree_events(
                     model="gpt-4o-2024-08-06",
                     usage={"inputTokens": 1200 + c, "outputTokens": 80 + c % 7},
                     output=f"step {c}: read the failing test, then run it again",
-                )  # fmt: skip
+                )
             )
             if c == calls - 1:
                 continue
             tool = f"{span}.t{c}"
-            out.append(base("tool:start", toolUseId=tool, spanId=tool, parentSpanId=llm,
-                            tool="Bash", inputSummary=f"pytest tests/test_{c}.py -x -q"))  # fmt: skip
-            out.append(base("tool:end", toolUseId=tool, spanId=tool,
-                            resultStatus="error" if c % 17 == 5 else "done",
-                            durationMs=120.0, outputSummary=f"{c} passed"))  # fmt: skip
+            out.append(
+                base(
+                    "tool:start",
+                    toolUseId=tool,
+                    spanId=tool,
+                    parentSpanId=llm,
+                    tool="Bash",
+                    inputSummary=f"pytest tests/test_{c}.py -x -q",
+                )
+            )
+            out.append(
+                base(
+                    "tool:end",
+                    toolUseId=tool,
+                    spanId=tool,
+                    resultStatus="error" if c % 17 == 5 else "done",
+                    durationMs=120.0,
+                    outputSummary=f"{c} passed",
+                )
+            )
         out.append(base("span:end", spanId=span, state="done", durationMs=float(clock)))
 
     out.append(base("execution:status", status="started", spanId="root", agent="orchestrator"))
@@ -471,8 +498,10 @@ def tree(folder: Path, repeat: int, say: Any) -> dict[str, Any]:
     out["requests"] = repeat
     out["p50_ms"] = round(quantile(times, 0.5), 2)
     out["p99_ms"] = round(quantile(times, 0.99), 2)
-    say(f"search: tree of {out['spans']:,} spans ({out['events']:,} events, "
-        f"{out['bytes'] / 2**20:.1f} MiB): p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms")  # fmt: skip
+    say(
+        f"search: tree of {out['spans']:,} spans ({out['events']:,} events, "
+        f"{out['bytes'] / 2**20:.1f} MiB): p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms"
+    )
     return out
 
 
