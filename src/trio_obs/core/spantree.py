@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import attrs
 
-from .facts import FACTS, is_error
+from .facts import FACTS, holds
 from .prices import Cost, Prices, cost
 from .spanrules import LOST
 
@@ -55,7 +55,18 @@ class Node:
     explicit_parent: bool = False
     """The parent was named by the events (not inferred from a task, or the root)."""
 
-    def to_json(self, prices: Prices) -> dict[str, Any]:
+    def under(self, parent: str | None) -> Node:
+        """A copy of this node under ``parent`` (what ``attrs.evolve`` gives, without its
+        per-call field walk: a tree of 10,000 spans makes 10,000 copies)."""
+        copy = object.__new__(Node)
+        for name in _SLOTS:
+            object.__setattr__(copy, name, getattr(self, name))
+        copy.parent_span_id = parent
+        return copy
+
+    def to_json(
+        self, prices: Prices, costs: dict[tuple[str, int, int], Cost] | None = None
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {
             "spanId": self.span_id,
             "parentSpanId": self.parent_span_id,
@@ -68,7 +79,7 @@ class Node:
             "durationMs": self.duration_ms,
             "model": self.model,
             "usage": self.usage,
-            "cost": self.cost(prices),
+            "cost": self.cost(prices, costs),
             "error": self.error,
             "placeholder": self.placeholder,
             "openSeq": self.open_seq,
@@ -80,11 +91,23 @@ class Node:
             out["taskId"] = self.task_id
         return out
 
-    def cost(self, prices: Prices) -> Cost | None:
-        """A model call's cost (None for other spans, and before its usage is known)."""
+    def cost(
+        self, prices: Prices, costs: dict[tuple[str, int, int], Cost] | None = None
+    ) -> Cost | None:
+        """A model call's cost (None for other spans, and before its usage is known);
+        ``costs`` keeps the costs already computed, by model and tokens."""
         if self.kind != "llm" or not self.usage:
             return None
-        return cost({self.model or "": _tokens(self.usage)}, prices)
+        key = (self.model or "", *_tokens(self.usage))
+        if costs is None:
+            return cost({key[0]: key[1:]}, prices)
+        found = costs.get(key)
+        if found is None:
+            found = costs[key] = cost({key[0]: key[1:]}, prices)
+        return found
+
+
+_SLOTS: Final = tuple(a.name for a in attrs.fields(Node))
 
 
 def _tokens(usage: Mapping[str, int]) -> tuple[int, int]:
@@ -152,7 +175,7 @@ class SpanTree:
         when = event.get("timestamp")
         if isinstance(when, str) and (self.first is None or when < self.first):
             self.first = when
-        if is_error(event):
+        if fact.error and holds(fact.error, event):
             self.errors += 1
         span_id = event.get(fact.span_id)
         if fact.role == "status":
@@ -293,7 +316,7 @@ class SpanTree:
                     in_task.setdefault(node.task_id, []).append(node)
                 else:
                     parent = root.span_id
-            nodes[node.span_id] = attrs.evolve(node, parent_span_id=parent)
+            nodes[node.span_id] = node.under(parent)
         tasks = {
             f"task:{task}": _task_node(task, root.span_id, children)
             for task, children in in_task.items()
@@ -315,7 +338,7 @@ class SpanTree:
             [*nodes.values(), *tasks.values()],
             key=lambda n: (n.start or "\uffff", _order(n)),
         )
-        return [attrs.evolve(root, parent_span_id=None), *ordered]
+        return [root.under(None), *ordered]
 
     def name(self) -> str | None:
         """The run's name: its root agent, else its outermost agent, else a top span's title."""
@@ -379,6 +402,7 @@ class SpanTree:
     def to_json(self, prices: Prices, *, epoch: str | None = None) -> dict[str, Any]:
         """The tree endpoint's answer (CONTRACT D)."""
         spans = self.spans()
+        costs: dict[tuple[str, int, int], Cost] = {}
         return {
             "executionId": self.execution_id,
             "seq": self.seq,
@@ -387,7 +411,7 @@ class SpanTree:
             "state": spans[0].state,
             "rootSpanId": self.root.span_id,
             "totals": self.totals(prices),
-            "spans": [n.to_json(prices) for n in spans],
+            "spans": [n.to_json(prices, costs) for n in spans],
         }
 
 
