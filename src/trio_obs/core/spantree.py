@@ -294,8 +294,9 @@ class SpanTree:
 
     def spans(self) -> list[Node]:
         """Every node, the root first, then by start and opening seq; placeholders added for
-        parents not seen, task nodes for the plan's tools and skills."""
-        root = self.root
+        parents not seen, task nodes for the plan's tools and skills. The tree itself is left
+        as folded: it can fold more events and answer again, as a fold of them all would."""
+        root = self.root.under(None)
         root.start = root.start or self.first
         if root.state != "running" and root.end is not None:
             root.duration_ms = _ms_between(root.start, root.end)
@@ -338,7 +339,7 @@ class SpanTree:
             [*nodes.values(), *tasks.values()],
             key=lambda n: (n.start or "\uffff", _order(n)),
         )
-        return [root.under(None), *ordered]
+        return [root, *ordered]
 
     def name(self) -> str | None:
         """The run's name: its root agent, else its outermost agent, else a top span's title."""
