@@ -54,6 +54,8 @@ class Node:
     task_id: str | None = None
     explicit_parent: bool = False
     """The parent was named by the events (not inferred from a task, or the root)."""
+    answered: tuple[Prices, dict[str, Any]] | None = attrs.field(default=None, eq=False, repr=False)
+    """Its answer (:meth:`to_json`) and the prices it was given, until the node changes."""
 
     def under(self, parent: str | None) -> Node:
         """A copy of this node under ``parent`` (what ``attrs.evolve`` gives, without its
@@ -61,12 +63,15 @@ class Node:
         copy = object.__new__(Node)
         for name in _SLOTS:
             object.__setattr__(copy, name, getattr(self, name))
-        copy.parent_span_id = parent
+        copy.parent_span_id, copy.answered = parent, None
         return copy
 
     def to_json(
         self, prices: Prices, costs: dict[tuple[str, int, int], Cost] | None = None
     ) -> dict[str, Any]:
+        """The node as the tree endpoint gives it (kept until the node changes)."""
+        if self.answered is not None and self.answered[0] is prices:
+            return self.answered[1]
         out: dict[str, Any] = {
             "spanId": self.span_id,
             "parentSpanId": self.parent_span_id,
@@ -89,6 +94,7 @@ class Node:
             out["toolUseId"] = self.tool_use_id
         if self.task_id is not None:
             out["taskId"] = self.task_id
+        self.answered = (prices, out)
         return out
 
     def cost(
@@ -182,6 +188,7 @@ class SpanTree:
             self._status(event, span_id if isinstance(span_id, str) else None)
         elif fact.role in ("opens", "closes") and isinstance(span_id, str):
             node = self._node(span_id)
+            node.answered = None
             if fact.role == "opens":
                 self._open(node, event, fact.span_kind)
             else:
@@ -317,7 +324,9 @@ class SpanTree:
                     in_task.setdefault(node.task_id, []).append(node)
                 else:
                     parent = root.span_id
-            nodes[node.span_id] = node.under(parent)
+            # The tree's own node where its parent stands (the answer never changes a node
+            # of the tree: the placeholders it changes are its own).
+            nodes[node.span_id] = node if node.parent_span_id == parent else node.under(parent)
         tasks = {
             f"task:{task}": _task_node(task, root.span_id, children)
             for task, children in in_task.items()
