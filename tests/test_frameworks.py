@@ -130,6 +130,20 @@ async def test_pydantic_ai_with_the_batch_exporter(server: ServerProcess) -> Non
     # children first; the tool's sub-agent ends long before its orchestrator.
     execution = await trio.to_thread.run_sync(run, "pydantic-ai", server.url())
     check_orchestrator(await events_of(server, execution))
+    # The tree and the run's summary, from the same store.
+    async with httpx.AsyncClient(base_url=server.url(), timeout=TIMEOUT, trust_env=False) as c:
+        tree = (await c.get(f"/api/executions/{execution}/tree")).json()
+        [summary] = (await c.get("/api/executions")).json()
+    spans = {s["spanId"]: s for s in tree["spans"]}
+    assert (tree["name"], tree["state"], summary["name"], summary["state"]) == (
+        "orchestrator", "done", "orchestrator", "completed")  # fmt: skip
+    assert not [s for s in tree["spans"] if s["placeholder"] or s["state"] == "running"]
+    [research] = [s for s in tree["spans"][1:] if s["kind"] == "agent"]  # the root is one too
+    assert spans[research["parentSpanId"]]["name"] == "delegate_research"
+    assert spans[spans[research["parentSpanId"]]["parentSpanId"]]["spanId"] == tree["rootSpanId"]
+    assert tree["totals"]["modelCalls"] == summary["totals"]["modelCalls"] == 4
+    assert tree["totals"] == summary["totals"] and tree["totals"]["cost"] == "unknown"
+    assert summary["agents"][0] == "orchestrator" and "research_agent" in summary["agents"]
 
 
 async def gated_run(

@@ -431,14 +431,14 @@ class _Batch:
         s = self.stream(key)
         s.open_spans += 1
         _count_span(s, kind, model, None)
-        if kind == "agent":
+        if kind == "agent" and agent:  # an agent span's agent is the agent's name
             # The run is named by its outermost agent: the earliest with no agent above it.
             outermost = parent is None or parent.agent is None
             since = s.name_since  # None: no agent named it yet; "": the root agent did
             if outermost and (since is None or (since and event.timestamp < since)):
-                s.name, s.name_since = name, event.timestamp
-            if name and name not in s.agents:
-                s.agents = (*s.agents, name)
+                s.name, s.name_since = agent, event.timestamp
+            if agent not in s.agents:
+                s.agents = (*s.agents, agent)
         elif s.name is None and kind not in ("tool", "skill") and name and parent is None:
             s.name = name  # a top-level span's title, until an agent names the run
         conversation = getattr(event, "conversation_id", None)

@@ -322,12 +322,12 @@ class SpanTree:
         if self.root_agent:
             return self.root_agent
         agents = sorted(
-            (n for n in self.nodes.values() if n.kind == "agent" and n.name and n.start),
+            (n for n in self.nodes.values() if n.kind == "agent" and n.start),
             key=lambda n: (n.start or "", n.open_seq or 0),
         )
         for node in agents:
-            if not self._agent_above(node):
-                return node.name
+            if not self._agent_above(node) and (node.agent or node.name):
+                return node.agent or node.name
         tops = sorted(
             (
                 n
