@@ -62,6 +62,25 @@ async def events_of(server: ServerProcess, execution: str) -> list[dict[str, Any
         return await stored(c, execution)
 
 
+async def summary_of(server: ServerProcess, execution: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=server.url(), timeout=TIMEOUT, trust_env=False) as c:
+        listed = (await c.get("/api/executions")).json()
+    [found] = [s for s in listed if s["executionId"] == execution]
+    summary: dict[str, Any] = found
+    return summary
+
+
+def check_totals(summary: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    """The run's totals are its model calls' and tools' (an agent's aggregate not added)."""
+    ends = by_kind(events, "span:end", "llm")
+    totals = summary["totals"]
+    assert totals["modelCalls"] == len(ends)
+    assert totals["inputTokens"] == sum(e["usage"]["inputTokens"] for e in ends)
+    assert totals["outputTokens"] == sum(e["usage"]["outputTokens"] for e in ends)
+    assert totals["toolCalls"] == sum(e["type"] == "tool:start" for e in events)
+    assert totals["errors"] == 0
+
+
 def one_run(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Check what every run must be; its spans' openings by span id."""
     statuses = [e for e in events if e["type"] == "execution:status"]
@@ -129,7 +148,12 @@ async def test_pydantic_ai_with_the_batch_exporter(server: ServerProcess) -> Non
     # The exporter sends every 50 ms: the run reaches the server in several requests,
     # children first; the tool's sub-agent ends long before its orchestrator.
     execution = await trio.to_thread.run_sync(run, "pydantic-ai", server.url())
-    check_orchestrator(await events_of(server, execution))
+    events = await events_of(server, execution)
+    check_orchestrator(events)
+    summary = await summary_of(server, execution)
+    assert summary["name"] == "orchestrator" and summary["state"] == "completed"
+    assert summary["agents"] == ["orchestrator", "research_agent"]
+    check_totals(summary, events)
     # The tree and the run's summary, from the same store.
     async with httpx.AsyncClient(base_url=server.url(), timeout=TIMEOUT, trust_env=False) as c:
         tree = (await c.get(f"/api/executions/{execution}/tree")).json()
@@ -205,6 +229,9 @@ async def test_the_openai_sdk_instrumented(server: ServerProcess, dialect: str) 
     events = await events_of(server, execution)
     one_run(events)  # no agent span: the job is one execution
     assert events[-1]["message"] == "weather job completed"
+    summary = await summary_of(server, execution)
+    assert summary["state"] == "completed"
+    check_totals(summary, events)
     calls = by_kind(events, "span:start", "llm")
     ends = by_kind(events, "span:end", "llm")
     assert len(calls) == len(ends) == 2

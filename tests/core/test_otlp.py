@@ -489,3 +489,30 @@ def test_details_stay_bounded() -> None:
     kept = event.details["attributes"]
     assert len(kept["blob"]) == 2000 and len(kept["many"]) == 100
     assert attrs.has(type(event))
+
+
+def test_genai_events_sent_as_log_records_give_their_messages_structured() -> None:
+    # opentelemetry-instrumentation-openai-v2 without span content: the messages come as
+    # log records of the model call's span (v1.30-era events, or the details event).
+    call = (3).to_bytes(8, "big")
+    user = LogRecord(trace_id=TRACE, span_id=call, event_name="gen_ai.user.message",
+                     body=value({"content": "Weather?"}))  # fmt: skip
+    answer = {"role": "assistant", "content": "Sunny."}
+    said = value({"index": 0, "finish_reason": "stop", "message": answer})
+    choice = LogRecord(trace_id=TRACE, span_id=call, event_name="gen_ai.choice", body=said)
+    details = LogRecord(
+        trace_id=TRACE, span_id=call, event_name="gen_ai.client.inference.operation.details",
+        attributes=pairs({"gen_ai.input.messages": '[{"role": "user", "parts": [{"type": "text", "content": "Hi"}]}]'}),  # noqa: E501
+    )  # fmt: skip
+    t = translate_logs(logs(user, choice, details), SpanMemory(), now=NOW)
+    first, second, third = wire(t)
+    assert first["spanId"] == "0000000000000003" and first["entry"]["category"] == "llm"
+    assert first["entry"]["details"]["inputMessages"] == [
+        {"role": "user", "parts": [{"type": "text", "content": "Weather?"}]}
+    ]
+    assert second["entry"]["details"]["outputMessages"] == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "Sunny."}],
+         "finish_reason": "stop"}
+    ]  # fmt: skip
+    assert second["entry"]["summary"] == "Sunny."
+    assert third["entry"]["details"]["inputMessages"][0]["parts"][0]["content"] == "Hi"

@@ -41,7 +41,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from . import events as ev
-from .otlp_dialects import BULKY, SpanDescription, cut_conversation, describe
+from .otlp_dialects import BULKY, SpanDescription, cut_conversation, describe, event_messages
 from .otlp_memory import Outer, Seen, SpanMemory, Translation
 from .otlp_values import (
     JSON,
@@ -61,6 +61,7 @@ from .otlp_values import (
     trimmed,
     value_of,
 )
+from .watchdog import KEEPALIVE, keepalive_heartbeat
 
 LIVE_SPAN: Final = "trio_obs.live_span"
 """Set (``true``) on a span by the live processor when it starts: that processor sends
@@ -572,6 +573,11 @@ class _Builder:
         nanos = record.time_unix_nano or record.observed_time_unix_nano
         timestamp = self.stamp(nanos)
         a = attributes_of(record.attributes)
+        if KEEPALIVE in a and any(record.trace_id):  # the live processor's (SPEC §13)
+            alive = keepalive_heartbeat(record.trace_id.hex(), a, resource.service)
+            if alive is not None:
+                self.emit(nanos, alive)
+                return
         body = value_of(record.body) if record.HasField("body") else None
         severity = severity_of(record.severity_number, record.severity_text)
         kind = record.event_name or "log"
@@ -587,6 +593,18 @@ class _Builder:
             "attributes": trimmed(a) or None,
         }
         details = {k: v for k, v in details.items() if v is not None}
+        category = "log"
+        conversation = event_messages(kind, a, body)
+        if conversation is not None:
+            # A model call's messages sent as a log record: structured, of its span.
+            category = "llm"
+            details.pop("body", None)
+            details.pop("attributes", None)
+            details.update(conversation)
+            count = len(conversation.get("inputMessages", [])) + len(
+                conversation.get("outputMessages", [])
+            )
+            said = summary_of(conversation.get("output")) or f"{kind} ({count} messages)"
         record_id = f"log-{span_id or 'x'}-{nanos}-{index}"
         if not any(record.trace_id):
             entry = ev.MessageBusLogEntry(
@@ -615,7 +633,7 @@ class _Builder:
                 or "otel"
             ),
             entry_type=kind,
-            category="log",
+            category=category,
             summary=said,
             details=details,
             span_id=span_id,

@@ -594,6 +594,27 @@ def _summary(attributes: Mapping[str, JSON], name: str) -> str | None:
     return summary_of(first(attributes, FACTS[name])) or None
 
 
+def event_messages(name: str, attributes: Mapping[str, JSON], body: JSON) -> dict[str, JSON] | None:
+    """A GenAI event sent as a log record (the v1.30-era message events, or the inference
+    details event): its messages structured, cut to :data:`MAX_CONVERSATION`; else None."""
+    if name == DETAILS_EVENT:
+        system, given, output = _messages(attributes, [])
+    elif name in MESSAGE_EVENTS:
+        fields = body if isinstance(body, dict) else {"content": body}
+        system, given, output = old_events_messages([(name, {**attributes, **fields})])
+    else:
+        return None
+    (system, given, output), cut = cut_conversation(system or None, given or None, output or None)
+    found = {
+        "systemInstructions": system,
+        "inputMessages": given,
+        "outputMessages": output,
+        "output": output_text(output),
+        "cut": cut or None,
+    }
+    return {k: v for k, v in found.items() if v}
+
+
 def _messages(
     attributes: Mapping[str, JSON], events: list[tuple[str, Mapping[str, JSON]]]
 ) -> tuple[list[JSONDict] | None, list[JSONDict] | None, list[JSONDict] | None]:
