@@ -11,8 +11,9 @@ nox.options.reuse_existing_virtualenvs = True
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the whole test suite (pytest-trio; real sockets, real SQLite, headless Chromium)."""
-    session.install("-e", ".[test]")
+    """Run the whole test suite (pytest-trio; real sockets, real SQLite, headless Chromium,
+    real agent frameworks)."""
+    session.install("-e", ".[test,frameworks]")
     session.run("pytest", *session.posargs)
 
 

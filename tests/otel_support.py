@@ -107,7 +107,8 @@ def weather_run(
 
 WEATHER_RUN = [
     ("execution:status", "started"),
-    ("transcript:entry", "chat"),
+    ("span:start", "llm"),
+    ("span:end", "done"),
     ("tool:start", "get_weather"),
     ("tool:end", "done"),
     ("tool:start", "book_table"),
@@ -131,6 +132,10 @@ def shape(event: dict[str, Any]) -> tuple[str, str]:
             return event["type"], event["resultStatus"]
         case "messagebus:event":
             return event["type"], event["entry"]["severity"]
+        case "span:start":
+            return event["type"], event["kind"]
+        case "span:end":
+            return event["type"], event["state"]
     return event["type"], ""
 
 

@@ -34,7 +34,8 @@ from trio_obs.core.routing import Envelope
 from trio_obs.core.wire import encode
 from trio_obs.hub.dispatch import LiveSubscription
 
-TIMEOUT = 10  # a safety net against hangs, never an assertion about speed
+TIMEOUT = 30  # a safety net against hangs, never an assertion about speed: generous, since
+# on a loaded 2-core machine starting one `trio-obs serve` alone can take over 6 s
 T0 = "2026-01-01T00:00:00.000Z"
 """A time in the one form the server stores (any posted time must be ISO-8601)."""
 LISTENING = re.compile(

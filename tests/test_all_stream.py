@@ -102,13 +102,15 @@ async def test_since_pos_and_q_are_refused_on_an_execution_stream(query: str) ->
 
 
 def _tool_spans(trace: bytes, count: int, first: int) -> ExportTraceServiceRequest:
-    """A request with ``count`` execute_tool spans of one trace (2 events each)."""
+    """A request with ``count`` execute_tool spans of one trace (2 events each), children
+    of a root that is not in it (a root would be the execution, not a tool)."""
     spans = []
     for i in range(first, first + count):
         spans.append(
             Span(
                 trace_id=trace,
                 span_id=i.to_bytes(8, "big"),
+                parent_span_id=(2**63).to_bytes(8, "big"),
                 name="execute_tool lookup",
                 start_time_unix_nano=1_700_000_000_000_000_000 + i * 1000,
                 end_time_unix_nano=1_700_000_000_000_000_000 + i * 1000 + 500,

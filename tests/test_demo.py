@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
+import httpx
 import orjson
 import pytest
 import trio
@@ -83,9 +84,14 @@ async def test_a_run_shows_every_kind_of_event(obs: Observability) -> None:
     assert execution_id.startswith("exec-")
     mine = [e for e in rec.stored if e.execution_id == execution_id]
 
-    assert {
-        e.type for e in rec.stored
-    } == ev.PLAN_EVENT_TYPES  # span types: the demo does not emit them yet (issue 21)
+    assert {e.type for e in rec.stored} == set(ev.STREAM_EVENT_TYPES)  # agent spans too
+    # Each task is an agent span with a model call, and its tools run inside it.
+    calls = [e for e in mine if isinstance(e, ev.SpanEndEvent) and e.usage]
+    assert calls and all(e.model == "claude-sonnet-4-5" for e in calls)
+    agents = {e.span_id: e for e in mine if isinstance(e, ev.SpanStartEvent) and e.kind == "agent"}
+    tools = [e for e in mine if isinstance(e, ev.ToolStartEvent)]
+    assert all(t.parent_span_id in agents for t in tools)
+    assert all(t.agent == agents[t.parent_span_id].name for t in tools)
     # Failing and passing checks, with the pass rate the store derived.
     outcomes = Counter(e.assertion.result for e in mine if isinstance(e, ev.AssertionResultEvent))
     assert outcomes["fail"] >= 1
@@ -219,13 +225,20 @@ async def test_trio_obs_demo_streams_into_a_server(
     execution_id = summary.execution_id
     stream = await stored_events(obs, execution_id)
     assert len(stream) == summary.event_count > 100
-    assert {
-        e.type for e in stream
-    } == ev.PLAN_EVENT_TYPES  # span types: the demo does not emit them yet (issue 21)
+    assert {e.type for e in stream} == set(ev.STREAM_EVENT_TYPES)
     assert isinstance(stream[0], ev.ExecutionStatusEvent) and stream[0].status == "started"
     assert isinstance(stream[-1], ev.ExecutionStatusEvent)
     assert stream[-1].status == summary.last_status in ("completed", "failed")
     assert any(isinstance(e, ev.MessageBusEvent) for e in await stored_events(obs, GLOBAL))
+    # The tree shows each task's agent with its model call and tools, and the run's totals.
+    async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
+        got = await http.get(f"/api/executions/{execution_id}/tree",
+                             headers={"authorization": "Bearer s3cret"})  # fmt: skip
+    tree = got.json()
+    kinds = Counter(s["kind"] for s in tree["spans"])
+    assert kinds["agent"] == kinds["llm"] >= 1 and kinds["tool"] > kinds["agent"]
+    assert tree["totals"]["modelCalls"] == kinds["llm"] and tree["totals"]["cost"] > 0
+    assert tree["state"] == ("done" if summary.last_status == "completed" else "error")
     err = capsys.readouterr().err
     assert f"streaming execution {execution_id} into {url}" in err
     assert f"watch: {url}/ or `trio-obs tail {execution_id}`" in err

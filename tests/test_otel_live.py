@@ -78,14 +78,14 @@ async def test_a_tool_call_shows_while_it_runs(
             await running.wait()
         async with ws_client(server.ws_url(execution[0])) as ws:
             # the agent's start, its model call and the tool's start, while the tool runs
-            first = await receive(ws, 3)
-            assert [shape(e) for e in first] == WEATHER_RUN[:3]
+            first = await receive(ws, 4)
+            assert [shape(e) for e in first] == WEATHER_RUN[:4]
             assert not may_end.is_set()
             may_end.set()
-            rest = await receive(ws, len(WEATHER_RUN) - 3)
+            rest = await receive(ws, len(WEATHER_RUN) - 4)
     events = first + rest
     assert [shape(e) for e in events] == WEATHER_RUN
-    assert first[2]["toolUseId"] == rest[0]["toolUseId"] == "call_weather_1"
+    assert first[3]["toolUseId"] == rest[0]["toolUseId"] == first[3]["spanId"]
     # both the live processor and the exporter sent each ended span: one start, one end each
     assert [shape(e) for e in await stored(http, execution[0])] == WEATHER_RUN
 
@@ -204,7 +204,10 @@ def test_a_program_that_never_calls_shutdown_still_sends_its_spans_and_exits(
     assert done.returncode == 0, done.stderr
     execution = done.stdout.strip()
     events = httpx.get(server.url(f"/api/executions/{execution}/events"), trust_env=False).json()
-    assert [shape(e) for e in events] == [("tool:start", "exit_test"), ("tool:end", "done")]
+    assert [shape(e) for e in events] == [
+        ("execution:status", "started"),
+        ("execution:status", "completed"),  # the root: a tool, but the execution itself
+    ]
 
 
 def test_shutdown_is_idempotent_and_later_spans_are_ignored() -> None:

@@ -15,6 +15,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 import trio_obs
 from support import TIMEOUT, Server, heartbeat, parse_metrics, running_server, ws_client
 from trio_obs.core.facts import facts_js
+from trio_obs.core.prices import SHIPPED_PRICES, Price
 from trio_obs.core.protocol import MAX_ID_BYTES
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
@@ -699,3 +700,76 @@ async def test_the_page_gets_the_facts_table_generated_by_the_server(server: Ser
     assert response.text == facts_js()
     events_js = await server.http.get("/static/events.js")
     assert 'from "./facts.js"' in events_js.text
+
+
+# --------------------------------------------------------------------------- agent traces
+
+
+def agent_run(e: str) -> list[dict[str, Any]]:
+    """An agent with a model call and a tool, as a producer of span events posts it."""
+    return [
+        {"type": "execution:status", "executionId": e, "status": "started", "spanId": "root",
+         "timestamp": "2026-01-01T00:00:00.000Z"},
+        {"type": "span:start", "executionId": e, "spanId": "a1", "parentSpanId": "root",
+         "kind": "agent", "name": "planner", "conversationId": "conv-1"},
+        {"type": "span:start", "executionId": e, "spanId": "m1", "parentSpanId": "a1",
+         "kind": "llm", "name": "chat", "model": "gpt-4o-mini"},
+        {"type": "span:end", "executionId": e, "spanId": "m1", "state": "done",
+         "usage": {"inputTokens": 2000, "outputTokens": 500}},
+        {"type": "tool:start", "executionId": e, "toolUseId": "tu1", "parentSpanId": "a1",
+         "tool": "search", "inputSummary": "q"},
+        {"type": "tool:end", "executionId": e, "toolUseId": "tu1", "resultStatus": "done",
+         "durationMs": 5},
+        {"type": "span:end", "executionId": e, "spanId": "a1", "state": "done"},
+        {"type": "execution:status", "executionId": e, "status": "completed", "spanId": "root",
+         "output": "the answer"},
+    ]  # fmt: skip
+
+
+async def test_the_tree_of_an_agent_run_and_its_totals(server: Server) -> None:
+    first, rest = agent_run("run-1")[:-3], agent_run("run-1")[-3:]
+    assert (await post(server, first)).status_code == 202
+    # The root ends while the tool is open: the status is held, answered with the last seq.
+    posted = await post(server, [rest[2]])
+    assert posted.json() == {"accepted": 1, "seqs": [5]}
+    tree = (await server.http.get("/api/executions/run-1/tree")).json()
+    assert (tree["state"], tree["seq"], tree["rootSpanId"]) == ("running", 5, "root")
+    assert (await post(server, rest[:2])).json() == {"accepted": 2, "seqs": [6, 7]}
+    tree = (await server.http.get("/api/executions/run-1/tree")).json()
+    assert (tree["state"], tree["seq"], tree["name"]) == ("done", 8, "planner")
+    assert tree["epoch"] == (await server.http.get("/api/health")).json()["epoch"]
+    spans = {s["spanId"]: s for s in tree["spans"]}
+    assert [s["spanId"] for s in tree["spans"]] == ["root", "a1", "m1", "tu1"]
+    assert (spans["tu1"]["agent"], spans["m1"]["agent"]) == ("planner", "planner")
+    [listed] = (await server.http.get("/api/executions")).json()
+    assert listed["totals"] == tree["totals"] == {
+        "modelCalls": 1, "inputTokens": 2000, "outputTokens": 500,
+        "cost": pytest.approx(2000 * 0.15 / 1e6 + 500 * 0.60 / 1e6), "toolCalls": 1, "errors": 0,
+    }  # fmt: skip
+    assert (listed["name"], listed["conversationId"], listed["agents"], listed["state"]) == (
+        "planner", "conv-1", ["planner"], "completed")  # fmt: skip
+    # A copy of what was stored is accepted, and changes nothing.
+    assert (await post(server, agent_run("run-1")[1:3])).json()["seqs"] == [2, 3]
+    assert (await server.http.get("/api/executions/run-1/tree")).json()["seq"] == 8
+
+
+async def test_the_tree_of_an_unknown_execution_is_404(server: Server) -> None:
+    response = await server.http.get("/api/executions/nope/tree")
+    assert response.status_code == 404
+    assert response.json()["code"] == "NOT_FOUND"
+
+
+async def test_a_model_without_a_price_costs_unknown_and_prices_can_be_given() -> None:
+    prices = {**SHIPPED_PRICES, "house-model": Price(1.0, 2.0)}
+    async with running_server(prices=prices) as srv:
+        run = agent_run("r")
+        run[2]["model"] = "house-model"
+        await post(srv, run)
+        run[2]["model"] = "nobody-knows"
+        await post(srv, [{**e, "executionId": "s"} for e in run])
+        costs = {e["executionId"]: e["totals"]["cost"]
+                 for e in (await srv.http.get("/api/executions")).json()}  # fmt: skip
+        assert costs == {"r": pytest.approx(2000 / 1e6 + 1000 / 1e6), "s": "unknown"}
+        tree = (await srv.http.get("/api/executions/s/tree")).json()
+        assert tree["totals"]["cost"] == "unknown"
+        assert [s["cost"] for s in tree["spans"] if s["kind"] == "llm"] == ["unknown"]

@@ -61,11 +61,13 @@ CALLS: list[tuple[str, Call]] = [
         lambda o: o.executions.heartbeat(EXEC, "i1", "working", metrics={"tokens": 12.0}),
     ),
     ("execution:status", lambda o: o.executions.status(EXEC, "running", "go")),
+    ("span:start", lambda o: o.spans.start(EXEC, "llm", "chat", model="gpt-4o")),
+    ("span:end", lambda o: o.spans.end(EXEC, "sp-1", "error", error="timeout")),
 ]
 
 
 def test_every_event_type_has_a_service_call() -> None:
-    assert sorted(kind for kind, _ in CALLS) == sorted(ev.PLAN_EVENT_TYPES)  # spans: issue 21
+    assert sorted(kind for kind, _ in CALLS) == sorted(ev.STREAM_EVENT_TYPES)
 
 
 @pytest.mark.parametrize(("kind", "call"), CALLS, ids=[k for k, _ in CALLS])
@@ -187,6 +189,21 @@ async def test_skill_end_computes_duration_when_omitted(
     await trio.sleep(1.5)
     end = await obs.skills.end(EXEC, start.skill_trace_id, "plan", "failed")
     assert end.duration_ms >= 1500
+
+
+async def test_an_agent_span_its_model_call_and_tool(
+    obs: Observability, autojump_clock: trio.testing.MockClock
+) -> None:
+    agent = await obs.spans.start(EXEC, "agent", "planner")
+    call = await obs.spans.start(EXEC, "llm", "chat", parent_span_id=agent.span_id, model="o3")
+    tool = await obs.tools.start(EXEC, "Read", "a.py", parent_span_id=agent.span_id)
+    assert (agent.agent, call.agent, tool.agent) == ("planner", "planner", "planner")
+    await trio.sleep(1)
+    end = await obs.spans.end(EXEC, call.span_id, usage={"inputTokens": 3, "outputTokens": 4})
+    assert end.duration_ms is not None and end.duration_ms >= 1000 and end.agent == "planner"
+    [summary] = await obs.store.executions()
+    assert summary.totals is not None and summary.totals["modelCalls"] == 1
+    assert summary.models == {"o3": (3, 4)} and summary.name == "planner"
 
 
 async def test_tool_start_generates_ids_and_end_resolves_its_tool(obs: Observability) -> None:

@@ -174,3 +174,37 @@ def test_a_long_list_keeps_the_dom_small(server: Server, page: Page) -> None:
     expect(page.locator("[data-testid=execution-item]:visible")).to_have_count(1)
     expect(execution_item(page, hidden)).to_be_visible()
     expect(page.locator("#exec-empty")).to_be_hidden()
+
+
+def test_focused_items_take_enter_while_events_stream(server: Server, page: Page) -> None:
+    """Issue 19 item 13: an item focused any way (here by script, as assistive tools do)
+    keeps its focus while the stream reorders the list, and Enter selects it: 5 of 5."""
+    for e in EXECUTIONS[:6]:
+        server.post([status(e, "running"), transcript(e, "hello")])
+    page.goto(server.url())
+    expect(page.get_by_test_id("execution-item")).to_have_count(6)
+    with Streamer(server, EXECUTIONS[:6], rate=100) as streamer:
+        expect(execution_item(page, EXECUTIONS[0])).not_to_contain_text(" 2 events")
+        picks = 0
+        for i in range(5):
+            current = selected(page)
+            target = next(e for e in list_order(page)[::-1] if e != current)
+            execution_item(page, target).focus()
+            # Let the stream reorder the list for a few frames before the key is pressed.
+            start = streamer.posted
+            page.wait_for_function(
+                "n => window.__trioObs.stats().follow !== undefined && n", arg=start + 1
+            )
+            poll_posted(page, streamer, start + 10)
+            assert page.evaluate("document.activeElement.dataset.executionId") == target
+            page.keyboard.press("Enter")
+            expect(execution_item(page, target)).to_have_attribute("aria-selected", "true")
+            picks += selected(page) == target
+            del i
+        assert picks == 5
+
+
+def poll_posted(page: Page, streamer: Streamer, n: int) -> None:
+    """Wait until the streamer has posted ``n`` events (the page draws them meanwhile)."""
+    while streamer.posted < n:
+        page.wait_for_timeout(20)  # a poll interval: the condition is streamer.posted

@@ -26,7 +26,7 @@ from trio_obs.server.metrics import ServerMetrics
 from trio_obs.server.transport import StreamTransport
 from trio_obs.server.websocket import WebSocketConnection, WriterState
 
-TIMEOUT = 10
+TIMEOUT = 30  # a hang guard, never about speed
 
 
 class Client:

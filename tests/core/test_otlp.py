@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
@@ -116,46 +117,70 @@ def types(t: Translation) -> list[str]:
 # --------------------------------------------------------------------------- agents, tools
 
 
-def test_an_exporters_child_first_batch_comes_out_in_the_order_it_happened() -> None:
+def kinds(t: Translation) -> list[tuple[str, str]]:
+    """Each event's type and the span it opens or closes (or the status it says)."""
+    out = []
+    for e in wire(t):
+        if e["type"] == "execution:status":
+            out.append((e["type"], e["status"]))
+        else:
+            out.append((e["type"], e.get("spanId", "")[-2:]))
+    return out
+
+
+# ----------------------------------------------------------------- the root, the execution
+
+
+def test_started_first_then_each_span_opened_and_closed_then_the_root_closes() -> None:
     # BatchSpanProcessor sends spans as they end: the tool and the LLM call before the agent.
     t = translate(
         traces(
             tool(2, start=2, end=7, gen_ai__tool__call__arguments='{"city": "Paris"}',
                  gen_ai__tool__call__result="sunny, 21 C"),
-            span(3, "chat gpt-4o", parent=1, start=8, end=9, gen_ai__operation__name="chat"),
+            span(3, "chat gpt-4o", parent=1, start=8, end=9, gen_ai__operation__name="chat",
+                 gen_ai__request__model="gpt-4o"),
             agent(1, start=0, end=10),
         )
     )  # fmt: skip
     assert t.rejected == 0 and t.message == ""
-    events = wire(t)
-    assert [e["type"] for e in events] == [
-        "execution:status", "tool:start", "tool:end", "transcript:entry", "execution:status",
+    assert kinds(t) == [
+        ("execution:status", "started"), ("tool:start", "02"), ("tool:end", "02"),
+        ("span:start", "03"), ("span:end", "03"), ("execution:status", "completed"),
     ]  # fmt: skip
-    started, start, end, _, completed = events
-    assert {e["executionId"] for e in events} == {EXEC}
-    assert started["status"] == "started"
-    assert started["message"] == "planner started (conversation conv-7)"
+    started, start, end, chat, _, completed = wire(t)
+    assert {e["executionId"] for e in wire(t)} == {EXEC}
+    assert started["message"] == "planner started"
+    assert started["spanId"] == "0000000000000001" and started["agent"] == "planner"
     assert started["timestamp"] == "2023-11-14T22:13:20.000Z"
     assert start == {
-        "type": "tool:start", "executionId": EXEC, "toolUseId": "call_2", "tool": "get_weather",
-        "inputSummary": '{"city": "Paris"}', "timestamp": "2023-11-14T22:13:20.002Z",
+        "type": "tool:start", "executionId": EXEC, "toolUseId": "0000000000000002",
+        "tool": "get_weather", "inputSummary": '{"city": "Paris"}',
+        "spanId": "0000000000000002", "parentSpanId": "0000000000000001", "agent": "planner",
+        "timestamp": "2023-11-14T22:13:20.002Z",
     }  # fmt: skip
     assert end == {
-        "type": "tool:end", "executionId": EXEC, "toolUseId": "call_2", "resultStatus": "done",
-        "durationMs": 5.0, "outputSummary": "sunny, 21 C", "isError": False, "isBlocked": False,
+        "type": "tool:end", "executionId": EXEC, "toolUseId": "0000000000000002",
+        "resultStatus": "done", "durationMs": 5.0, "outputSummary": "sunny, 21 C",
+        "isError": False, "isBlocked": False, "spanId": "0000000000000002",
+        "parentSpanId": "0000000000000001", "agent": "planner",
         "timestamp": "2023-11-14T22:13:20.007Z",
     }  # fmt: skip
-    assert completed["status"] == "completed"
+    assert (chat["kind"], chat["name"], chat["model"], chat["agent"]) == (
+        "llm", "gpt-4o", "gpt-4o", "planner",
+    )  # fmt: skip
     assert completed["message"] == "planner completed (conversation conv-7)"
+    assert completed["spanId"] == "0000000000000001"
     assert completed["timestamp"] == "2023-11-14T22:13:20.010Z"
 
 
-def test_a_tool_without_a_call_id_is_named_by_its_span_id_and_its_span_name() -> None:
-    t = translate(traces(span(0xAB, "execute_tool search_docs")))
-    start, end = wire(t)
-    assert start["toolUseId"] == end["toolUseId"] == "00000000000000ab"
-    assert start["tool"] == "search_docs"
-    assert start["inputSummary"] == ""
+def test_started_is_at_the_earliest_start_even_without_the_root() -> None:
+    t = translate(traces(tool(2, start=5, end=7), tool(3, start=3, end=4)))
+    started = wire(t)[0]
+    assert started["status"] == "started" and started["spanId"] == EXEC  # no root yet
+    assert started["timestamp"] == "2023-11-14T22:13:20.003Z"
+    # every request gives its candidate: the ledger keeps the first
+    again = translate(traces(tool(4, start=8, end=9)))
+    assert kinds(again)[0] == ("execution:status", "started")
 
 
 def test_errors_fail_the_tool_and_the_execution() -> None:
@@ -170,91 +195,144 @@ def test_errors_fail_the_tool_and_the_execution() -> None:
     )
 
 
-def test_a_sub_agent_is_a_transcript_entry_and_only_the_outer_agent_ends_the_execution() -> None:
+def test_a_sub_agent_is_a_span_and_only_the_root_ends_the_execution() -> None:
     t = translate(
         traces(
-            agent(2, parent=1, start=1, end=5, gen_ai__agent__name="researcher"),
-            agent(1, start=0, end=10),
+            agent(3, parent=2, start=2, end=5, gen_ai__agent__name="researcher",
+                  final_result="Paris: sunny", gen_ai__aggregated_usage__input_tokens=40),
+            tool(2, start=1, end=6, gen_ai__tool__name="delegate_research"),
+            agent(1, start=0, end=10, final_result="It is sunny",
+                  gen_ai__aggregated_usage__input_tokens=90,
+                  gen_ai__aggregated_usage__output_tokens=7),
         )
-    )
-    events = wire(t)
-    assert [e["type"] for e in events] == [
-        "execution:status", "transcript:entry", "transcript:entry", "execution:status",
+    )  # fmt: skip
+    assert kinds(t) == [
+        ("execution:status", "started"), ("tool:start", "02"), ("span:start", "03"),
+        ("span:end", "03"), ("tool:end", "02"), ("execution:status", "completed"),
     ]  # fmt: skip
-    assert [e["entry"]["summary"] for e in events[1:3]] == [
-        "agent researcher started (conversation conv-7)",
-        "agent researcher completed (conversation conv-7)",
-    ]
-    assert {e["entry"]["entryType"] for e in events[1:3]} == {"invoke_agent"}
-    assert events[2]["entry"]["details"]["parentAgent"] == "planner"
+    events = wire(t)
+    sub_start, sub_end = events[2], events[3]
+    assert (sub_start["kind"], sub_start["name"], sub_start["agent"]) == (
+        "agent", "researcher", "researcher",
+    )  # fmt: skip
+    assert sub_start["parentSpanId"] == "0000000000000002"
+    assert events[1]["agent"] == "planner"  # the tool is the planner's
+    assert sub_end["output"] == "Paris: sunny"
+    assert "usage" not in sub_end  # an aggregate: never added to its model calls
+    assert sub_end["details"]["aggregatedUsage"] == {"inputTokens": 40}
+    completed = events[-1]
+    assert completed["output"] == "It is sunny"
+    assert completed["usage"] == {"inputTokens": 90, "outputTokens": 7}
 
 
-def test_an_agent_under_a_span_that_is_no_agent_is_the_execution() -> None:
-    # e.g. Claude Code's `runner.start-build` root, or a web request's server span
-    t = translate(traces(agent(2, parent=1), span(1, "POST /chat")))
-    assert types(t) == ["execution:status", "execution:status", "transcript:entry"]
-    assert [e.status for e in t.events if isinstance(e, ev.ExecutionStatusEvent)] == [
-        "started",
-        "completed",
-    ]
+def test_an_agent_under_a_span_that_is_no_agent_is_a_span_and_the_root_is_the_execution() -> None:
+    # e.g. a web request's server span: the root is the execution, the agent a span in it
+    t = translate(
+        traces(agent(2, parent=1, start=1, end=8, final_result="done it"),
+               span(1, "POST /chat", start=0, end=9))
+    )  # fmt: skip
+    assert kinds(t) == [
+        ("execution:status", "started"), ("span:start", "02"), ("span:end", "02"),
+        ("execution:status", "completed"),
+    ]  # fmt: skip
+    started, _, _, completed = wire(t)
+    assert started["message"] == "planner started" and started["agent"] == "planner"
+    # the outermost agent's result, its name in the message
+    assert completed["output"] == "done it"
+    assert completed["message"] == "planner completed"
+
+
+def test_a_trace_without_an_agent_is_one_execution() -> None:
+    t = translate(
+        traces(span(2, "chat gpt-4o", parent=1, gen_ai__operation__name="chat"),
+               span(3, "chat gpt-4o", parent=1, gen_ai__operation__name="chat"),
+               span(1, "batch job"))
+    )  # fmt: skip
+    statuses = [e for e in wire(t) if e["type"] == "execution:status"]
+    assert [s["status"] for s in statuses] == ["started", "completed"]
+    assert statuses[1]["message"] == "batch job completed"
+    assert {e["executionId"] for e in wire(t)} == {EXEC}
+
+
+def test_a_root_that_ends_first_still_closes_with_its_children_open() -> None:
+    # The closing status is a candidate: the ledger holds it while spans are open.
+    memory = SpanMemory()
+    first = translate(traces(agent(1, start=0, end=3), tool(2, start=1, end=None)), memory)
+    assert kinds(first) == [
+        ("execution:status", "started"), ("tool:start", "02"), ("execution:status", "completed"),
+    ]  # fmt: skip
+    later = translate(traces(tool(2, start=1, end=9)), memory)
+    # what this server already stored is left out (the ledger would drop it anyway)
+    assert kinds(later) == [("tool:end", "02")]
+    assert wire(later)[0]["agent"] == "planner"  # remembered from the first request
+    # another node, without this one's memory, gives every candidate
+    elsewhere = translate(traces(tool(2, start=1, end=9)))
+    assert kinds(elsewhere) == [
+        ("execution:status", "started"), ("tool:start", "02"), ("tool:end", "02"),
+    ]  # fmt: skip
+
+
+def test_a_child_first_across_requests_names_its_parent_and_learns_its_agent_late() -> None:
+    memory = SpanMemory()
+    child = translate(traces(span(3, "chat m", parent=2, start=2, end=3,
+                                  gen_ai__operation__name="chat")), memory)  # fmt: skip
+    opened = wire(child)[1]
+    assert opened["parentSpanId"] == "0000000000000002"  # a placeholder until it comes
+    assert "agent" not in opened  # not known yet: the ledger fills it when the parent is
+    parent = translate(traces(agent(2, parent=1, start=1, end=4)), memory)
+    assert wire(parent)[1]["agent"] == "planner"
+
+
+def test_a_missing_parent_is_kept_as_the_parent() -> None:
+    t = translate(traces(tool(2, parent=0x99)))
+    assert wire(t)[1]["parentSpanId"] == "0000000000000099"
 
 
 # --------------------------------------------------------------------------- copies of one span
 
 
-def test_the_live_processors_copies_give_one_start_and_one_end_even_on_different_nodes() -> None:
+def test_every_copy_gives_its_candidates_and_the_live_exporters_copy_adds_nothing() -> None:
     marked = tool(2, end=None, **{LIVE_SPAN: True})
     ended = tool(2, **{LIVE_SPAN: True})
     start_copy = copy(marked, **{LIVE_COPY: "start"})
     end_copy = copy(ended, **{LIVE_COPY: "end"})
-    exporters_copy = ended
-    for order in (
-        [start_copy, end_copy, exporters_copy],
-        [exporters_copy, start_copy, end_copy],
-        [start_copy, exporters_copy, end_copy],
-    ):
-        # Each copy reaches another node: nothing is shared but the spans themselves.
-        got = [types(translate(traces(s), SpanMemory())) for s in order]
-        assert sorted(t for each in got for t in each) == ["tool:end", "tool:start"], order
-        assert got[order.index(exporters_copy)] == []
+    assert [k for k, _ in kinds(translate(traces(start_copy)))] == [
+        "execution:status", "tool:start",
+    ]  # fmt: skip
+    assert [k for k, _ in kinds(translate(traces(end_copy)))] == [
+        "execution:status", "tool:start", "tool:end",
+    ]  # fmt: skip
+    assert translate(traces(ended)).events == []  # the exporter's copy of a live span
 
 
-def test_an_unmarked_span_sent_twice_gives_its_events_once_per_server() -> None:
-    memory = SpanMemory()
-    request = traces(tool(2), agent(1))
-    assert len(translate(request, memory).events) == 4
-    assert translate(request, memory).events == []
+def test_a_logfire_pending_span_opens_the_real_span_under_its_real_parent() -> None:
+    # Logfire sends, at each start, a pending span: its parent is the real span, and the
+    # real span's parent is in logfire.pending_parent_id.
+    pending = tool(0x77, parent=2, start=1, end=1, logfire__span_type="pending_span",
+                   logfire__pending_parent_id="0000000000000001",
+                   logfire__msg="running tool: get_weather")  # fmt: skip
+    t = translate(traces(pending))
+    assert kinds(t) == [("execution:status", "started"), ("tool:start", "02")]
+    opened = wire(t)[1]
+    assert opened["parentSpanId"] == "0000000000000001"
+    assert opened["toolUseId"] == opened["spanId"] == "0000000000000002"
+    root_pending = agent(0x78, parent=1, end=0, logfire__span_type="pending_span")
+    assert kinds(translate(traces(root_pending))) == [("execution:status", "started")]
 
 
 def test_what_was_not_stored_is_not_remembered() -> None:
     memory = SpanMemory()
-    request = traces(tool(2))
-    first = translate_traces(request, memory, now=NOW)  # the store failed: no learn()
-    assert types(first) == ["tool:start", "tool:end"]
-    assert types(translate_traces(request, memory, now=NOW)) == ["tool:start", "tool:end"]
+    translate_traces(traces(agent(1, end=None)), memory, now=NOW)  # the store failed
+    t = translate(traces(tool(2)), memory)
+    assert "agent" not in wire(t)[1]
+    assert kinds(translate(traces(tool(2)), memory)) == []  # this one was stored
 
 
-def test_an_in_progress_copy_then_the_ended_span_give_the_start_then_the_end() -> None:
+def test_a_copy_this_server_stored_gives_nothing_again() -> None:
     memory = SpanMemory()
-    assert types(translate(traces(tool(2, end=None)), memory)) == ["tool:start"]
-    assert types(translate(traces(tool(2)), memory)) == ["tool:end"]
-    # a start that comes after its end says nothing new
-    assert types(translate(traces(tool(2, end=None)), memory)) == []
-
-
-def test_the_end_keeps_the_tool_use_id_its_start_had() -> None:
-    memory = SpanMemory()
-    (start,) = translate(traces(tool(2, end=None, gen_ai__tool__call__id="")), memory).events
-    (end,) = translate(traces(tool(2, gen_ai__tool__call__id="call_late")), memory).events
-    assert isinstance(start, ev.ToolStartEvent) and isinstance(end, ev.ToolEndEvent)
-    assert start.tool_use_id == end.tool_use_id == "0000000000000002"
-
-
-def test_a_start_and_its_end_in_one_request() -> None:
-    marked = tool(2, **{LIVE_SPAN: True})
-    start_copy = copy(tool(2, end=None, **{LIVE_SPAN: True}), **{LIVE_COPY: "start"})
-    end_copy = copy(marked, **{LIVE_COPY: "end"})
-    assert types(translate(traces(start_copy, end_copy))) == ["tool:start", "tool:end"]
+    request = traces(tool(2), agent(1))
+    assert len(translate(request, memory).events) == 4
+    assert translate(request, memory).events == []
 
 
 def test_the_memory_is_bounded() -> None:
@@ -262,48 +340,72 @@ def test_the_memory_is_bounded() -> None:
     for n in (2, 3, 4):
         translate(traces(tool(n)), memory)
     assert len(memory) == 2
-    assert types(translate(traces(tool(2)), memory)) == ["tool:start", "tool:end"]  # forgotten
-    assert translate(traces(tool(4)), memory).events == []  # remembered
 
 
-# --------------------------------------------------------------------------- everything else
+# --------------------------------------------------------------------------- model calls
 
 
-def test_an_llm_span_is_a_transcript_entry_with_model_and_usage() -> None:
-    messages = '[{"role": "assistant", "parts": [{"type": "text", "content": "It is sunny."}]}]'
+def test_a_model_call_opens_with_its_model_and_closes_with_usage_and_the_conversation() -> None:
+    given = '[{"role": "user", "parts": [{"type": "text", "content": "Weather in Paris?"}]}]'
+    said = '[{"role": "assistant", "parts": [{"type": "text", "content": "It is sunny."}], "finish_reason": "stop"}]'  # noqa: E501
     t = translate(
         traces(
-            agent(1, end=None),  # in progress: the chat span's entry still names its agent
+            agent(1, end=None),
             span(3, "chat claude-sonnet-4", parent=1, start=1, end=4,
                  gen_ai__operation__name="chat", gen_ai__request__model="claude-sonnet-4",
-                 gen_ai__usage__input_tokens=120,
-                 gen_ai__usage__output_tokens=8, gen_ai__output__messages=messages),
+                 gen_ai__response__model="claude-sonnet-4-20250514",
+                 gen_ai__provider__name="anthropic", gen_ai__usage__input_tokens=120,
+                 gen_ai__usage__output_tokens=8, gen_ai__input__messages=given,
+                 gen_ai__output__messages=said, gen_ai__system_instructions="Be brief."),
         )
     )  # fmt: skip
-    (entry,) = [e["entry"] for e in wire(t) if e["type"] == "transcript:entry"]
-    assert entry["entryType"] == "chat"
-    assert entry["category"] == "llm"
-    assert entry["instanceId"] == "planner"
-    assert entry["summary"] == "chat claude-sonnet-4: It is sunny. (120 in, 8 out tokens)"
-    assert entry["durationMs"] == 3.0
-    assert entry["details"]["model"] == "claude-sonnet-4"
-    assert entry["details"]["usage"] == {"input_tokens": 120, "output_tokens": 8}
-    assert entry["details"]["spanId"] == "0000000000000003"
-    assert entry["sequence"] == 1
+    _, start, end = wire(t)
+    assert start["type"] == "span:start" and start["kind"] == "llm"
+    assert (start["model"], start["provider"], start["agent"]) == (
+        "claude-sonnet-4", "anthropic", "planner",
+    )  # fmt: skip
+    assert end["model"] == "claude-sonnet-4-20250514"
+    assert end["usage"] == {"inputTokens": 120, "outputTokens": 8}
+    assert end["finishReasons"] == ["stop"]
+    assert end["inputMessages"] == [
+        {"role": "user", "parts": [{"type": "text", "content": "Weather in Paris?"}]}
+    ]
+    assert end["systemInstructions"] == [{"type": "text", "content": "Be brief."}]
+    assert end["outputMessages"][0]["parts"] == [{"type": "text", "content": "It is sunny."}]
+    assert end["output"] == "It is sunny."
+    assert end["durationMs"] == 3.0 and end["state"] == "done"
+    assert "gen_ai.input.messages" not in end["details"]["attributes"]
 
 
-def test_any_other_span_is_a_transcript_entry_of_its_own_type() -> None:
-    t = translate(traces(span(5, "SELECT users", **{"db.system.name": "sqlite"})))
-    (event,) = wire(t)
-    assert event["type"] == "transcript:entry"
-    entry = event["entry"]
-    assert (entry["entryType"], entry["category"], entry["summary"]) == (
-        "span",
-        "span",
-        "SELECT users",
+def test_a_conversation_over_256_kib_is_cut_from_the_middle_of_its_longest_message() -> None:
+    long = "a" * 200_000 + "MIDDLE" + "z" * 200_000
+    given = orjson.dumps([
+        {"role": "user", "parts": [{"type": "text", "content": "short question"}]},
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": long}]},
+    ]).decode()  # fmt: skip
+    t = translate(traces(span(3, "chat m", parent=1, gen_ai__operation__name="chat",
+                              gen_ai__input__messages=given)))  # fmt: skip
+    end = wire(t)[-1]
+    size = len(orjson.dumps(end["inputMessages"]))
+    assert size <= 256 * 1024
+    kept = end["inputMessages"][1]["parts"][0]["response"]
+    assert kept.startswith("aaa") and kept.endswith("zzz") and "MIDDLE" not in kept
+    assert f"[{end['cut']} bytes cut]" in kept
+    assert end["cut"] == len(long) - (
+        len(kept.encode()) - len(f"\u2026[{end['cut']} bytes cut]\u2026".encode())
     )
-    assert entry["instanceId"] == "agent-svc"
-    assert entry["details"]["attributes"] == {"db.system.name": "sqlite"}
+    assert end["inputMessages"][0]["parts"][0]["content"] == "short question"
+
+
+def test_any_other_span_is_a_span_with_its_attributes() -> None:
+    t = translate(traces(span(5, "SELECT users", parent=1, **{"db.system.name": "sqlite"})))
+    _, start, end = wire(t)
+    assert (start["kind"], start["name"]) == ("span", "SELECT users")
+    assert start["details"] == {
+        "spanName": "SELECT users", "service": "agent-svc",
+        "attributes": {"db.system.name": "sqlite"},
+    }  # fmt: skip
+    assert end["state"] == "done"
 
 
 def test_an_exception_event_is_an_error_on_the_message_bus() -> None:
@@ -316,15 +418,16 @@ def test_an_exception_event_is_an_error_on_the_message_bus() -> None:
     t = translate(traces(tool(2, error="no city", events=[exception, note])))
     events = wire(t)
     assert [e["type"] for e in events] == [
-        "tool:start", "messagebus:event", "transcript:entry", "tool:end",
+        "execution:status", "tool:start", "messagebus:event", "transcript:entry", "tool:end",
     ]  # fmt: skip
-    bus = events[1]
-    assert bus["executionId"] == EXEC
+    bus = events[2]
+    assert bus["executionId"] == EXEC and bus["spanId"] == "0000000000000002"
     assert bus["requiresAction"] is True
     assert bus["entry"]["severity"] == "error"
     assert bus["entry"]["humanSummary"] == "ValueError: no city (in execute_tool get_weather)"
     assert bus["entry"]["source"] == "agent-svc"
-    assert events[2]["entry"]["entryType"] == "retry"
+    assert events[3]["entry"]["entryType"] == "retry"
+    assert events[3]["spanId"] == "0000000000000002"
 
 
 def test_bad_ids_are_refused_and_the_rest_is_taken() -> None:
@@ -333,7 +436,7 @@ def test_bad_ids_are_refused_and_the_rest_is_taken() -> None:
     t = translate(traces(bad, zero, tool(4)))
     assert t.rejected == 2
     assert t.message.startswith("2 of 3 spans refused: span 'execute_tool x': its trace id has 2")
-    assert types(t) == ["tool:start", "tool:end"]
+    assert types(t) == ["execution:status", "tool:start", "tool:end"]
 
 
 # --------------------------------------------------------------------------- logs
@@ -346,7 +449,7 @@ def logs(*records: LogRecord) -> ExportLogsServiceRequest:
     )
 
 
-def test_log_records_are_transcript_entries_of_their_trace_or_global_messages() -> None:
+def test_log_records_are_transcript_entries_of_their_span_or_global_messages() -> None:
     traced = LogRecord(
         time_unix_nano=T0 + 5 * MS,
         severity_number=13,
@@ -361,6 +464,7 @@ def test_log_records_are_transcript_entries_of_their_trace_or_global_messages() 
     assert t.rejected == 1 and "log record 2" in t.message
     entry, message = wire(t)
     assert entry["type"] == "transcript:entry" and entry["executionId"] == EXEC
+    assert entry["spanId"] == "0000000000000002"
     assert entry["entry"]["entryType"] == "log"
     assert entry["entry"]["summary"] == "rate limited; retrying"
     assert entry["entry"]["details"]["severity"] == "WARN"
@@ -378,10 +482,37 @@ def test_times_are_iso_utc_milliseconds() -> None:
 
 def test_details_stay_bounded() -> None:
     big = "x" * 10_000
-    t = translate(traces(span(5, "work", blob=big, many=list(range(500)))))
-    (event,) = t.events
-    assert isinstance(event, ev.TranscriptEntryEvent)
-    assert event.entry.details is not None
-    kept = event.entry.details["attributes"]
+    t = translate(traces(span(5, "work", parent=1, blob=big, many=list(range(500)))))
+    event = t.events[1]
+    assert isinstance(event, ev.SpanStartEvent)
+    assert event.details is not None
+    kept = event.details["attributes"]
     assert len(kept["blob"]) == 2000 and len(kept["many"]) == 100
     assert attrs.has(type(event))
+
+
+def test_genai_events_sent_as_log_records_give_their_messages_structured() -> None:
+    # opentelemetry-instrumentation-openai-v2 without span content: the messages come as
+    # log records of the model call's span (v1.30-era events, or the details event).
+    call = (3).to_bytes(8, "big")
+    user = LogRecord(trace_id=TRACE, span_id=call, event_name="gen_ai.user.message",
+                     body=value({"content": "Weather?"}))  # fmt: skip
+    answer = {"role": "assistant", "content": "Sunny."}
+    said = value({"index": 0, "finish_reason": "stop", "message": answer})
+    choice = LogRecord(trace_id=TRACE, span_id=call, event_name="gen_ai.choice", body=said)
+    details = LogRecord(
+        trace_id=TRACE, span_id=call, event_name="gen_ai.client.inference.operation.details",
+        attributes=pairs({"gen_ai.input.messages": '[{"role": "user", "parts": [{"type": "text", "content": "Hi"}]}]'}),  # noqa: E501
+    )  # fmt: skip
+    t = translate_logs(logs(user, choice, details), SpanMemory(), now=NOW)
+    first, second, third = wire(t)
+    assert first["spanId"] == "0000000000000003" and first["entry"]["category"] == "llm"
+    assert first["entry"]["details"]["inputMessages"] == [
+        {"role": "user", "parts": [{"type": "text", "content": "Weather?"}]}
+    ]
+    assert second["entry"]["details"]["outputMessages"] == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "Sunny."}],
+         "finish_reason": "stop"}
+    ]  # fmt: skip
+    assert second["entry"]["summary"] == "Sunny."
+    assert third["entry"]["details"]["inputMessages"][0]["parts"][0]["content"] == "Hi"

@@ -186,3 +186,10 @@ def test_totals_names_and_agents_of_the_run() -> None:
     # The root span is an agent: it names the run.
     run(ledger, status("running", agent="boss"))
     assert ledger.counters("x").name == "boss"  # type: ignore[union-attr]
+
+
+def test_an_agent_is_named_by_its_agent_not_its_title() -> None:
+    ledger = Ledger()
+    run(ledger, span_start("a", "agent", "research_agent run", agent="research_agent"))
+    s = ledger.counters("x")
+    assert s is not None and (s.name, s.agents) == ("research_agent", ("research_agent",))

@@ -32,6 +32,8 @@ _ECHOES_MAX: Final = 64
 _OUTPUT_MAX: Final = 120
 """Characters of a span's output or error shown on its end line."""
 _AGENTS_MAX: Final = 10_000
+_TASK_KINDS: Final = frozenset({"agent", "task"})
+"""Spans whose task id places that task's span-less events (assertions, notes) inside them."""
 _ECHO_OF: Final = {"tool_use": "tool", "skill_invoke": "skill"}
 """Transcript entry types that repeat a start tail already shows, and what they repeat."""
 _PALETTE: Final = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
@@ -193,6 +195,8 @@ class SpanBook:
         self._limit = limit
         self._starts: dict[str, deque[tuple[str, str | None, str, str]]] = {}
         """Per execution, the latest starts (kind, task, name, input) a transcript may echo."""
+        self._task_spans: dict[tuple[str, str], str] = {}
+        """The agent (or task) span working on each task, for the task's other events."""
         self.looked_up: set[str] = set()
         """Executions whose tree was asked for (once each)."""
 
@@ -203,6 +207,10 @@ class SpanBook:
         return self._spans.get((execution_id, span_id))
 
     def _put(self, execution_id: str, span_id: str, facts: SpanFacts) -> None:
+        if facts.kind in _TASK_KINDS and facts.task_id is not None:
+            self._task_spans[(execution_id, facts.task_id)] = span_id
+            if len(self._task_spans) > self._limit:
+                del self._task_spans[next(iter(self._task_spans))]
         key = (execution_id, span_id)
         known = self._spans.get(key)
         if known is not None:  # fill what was missing; the first word stands
@@ -335,15 +343,18 @@ class SpanBook:
         opens_or_closes = role_of(event) in ("opens", "closes") or _is_root_status(event)
         if isinstance(event, ev.ToolOutputEvent):  # drawn at its tool's depth, under "  "
             opens_or_closes = True
+        parent_id = event.parent_span_id
+        if parent_id is None and span is None and (task := own_task_id(event)) is not None:
+            parent_id = self._task_spans.get((x, task))  # inside the agent on that task
         if opens_or_closes:
             depth = self.depth(x, span)
         elif span is not None:  # content of a span: one level under it
             depth = self.depth(x, span) + 1
-        elif event.parent_span_id is not None:
-            depth = self.depth(x, event.parent_span_id) + 1
+        elif parent_id is not None:
+            depth = self.depth(x, parent_id) + 1
         else:
             depth = 0
-        parent = self.get(x, facts.parent if facts else event.parent_span_id)
+        parent = self.get(x, facts.parent if facts else parent_id)
         agent = (
             event.agent or (facts.agent if facts else None) or (parent.agent if parent else None)
         )

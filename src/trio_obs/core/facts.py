@@ -178,8 +178,13 @@ _READERS: Final[dict[str, _Readers]] = {
 }
 
 
-_TYPED_ERRORS: Final[dict[str, tuple[tuple[Callable[[Any], Any], tuple[Any, ...]], ...]]] = {
-    t: tuple((_getter(path), values) for path, values in f.error) for t, f in FACTS.items()
+def _typed_rule(path: str, values: tuple[Any, ...]) -> tuple[Callable[[Any], Any], frozenset[Any]]:
+    # Strings match as strings, True only as True (`1 == True`, so they are kept apart).
+    return _getter(path), frozenset(v if type(v) is str else (True, v) for v in values)
+
+
+_TYPED_ERRORS: Final = {
+    t: tuple(_typed_rule(path, values) for path, values in f.error) for t, f in FACTS.items()
 }
 
 
@@ -187,7 +192,8 @@ def is_error_event(event: ev.StreamEvent) -> bool:
     """:func:`is_error` of a typed event (the same rules, read from its attributes)."""
     for read, values in _TYPED_ERRORS[event.type]:
         value = read(event)
-        if any(value == v and type(value) is type(v) for v in values):
+        kind = type(value)
+        if (kind is str and value in values) or (kind is bool and (True, value) in values):
             return True
     return False
 

@@ -1,4 +1,4 @@
-"""OpenTelemetry in (SPEC §11): OTLP spans and log records become stream events, by one rule.
+"""OpenTelemetry in (SPEC §11, §12): OTLP spans and log records become stream events.
 
 Pure: the official ``opentelemetry-proto`` request messages in; typed stream events
 out, with the number of items refused and why (OTLP's partial success). No I/O, no
@@ -6,36 +6,33 @@ clock: times come from the spans, and ``now`` from the caller for records withou
 
 The rule (README "OpenTelemetry" has it as a table):
 
-- The execution id is the trace id, in lower-case hex. SDK processors send a span
-  when it ends, so children come before their parents; the trace id is the one thing
-  every span knows from the start.
-- ``invoke_agent`` (``gen_ai.operation.name``, else the first word of the span name):
-  its start is ``execution:status`` ``started``, its end ``completed`` or ``failed``,
-  with ``gen_ai.agent.name`` and ``gen_ai.conversation.id`` in the message. An agent
-  whose parent span is a known agent is a sub-agent: transcript entries, so that only
-  the outermost agent says when the execution is over.
-- ``execute_tool``: ``tool:start`` and ``tool:end``.
-- Every other span: one transcript entry when it ends (LLM spans with the model and the
-  token usage in ``details``); span events named ``exception``: ``messagebus:event``
-  with severity ``error``; other span events: transcript entries of their own type.
-- Log records: transcript entries of their trace; without a trace, message-bus events
-  of no execution (``global``).
+- The execution id is the trace id, in lower-case hex; the trace's root span (the span
+  without a parent) is the execution, whatever its kind.
+- What a span is (agent, model call, tool, anything else; its title, model, usage,
+  conversation...) is read by :mod:`.otlp_dialects` from whichever dialect said it.
+- Per trace in a request, FIRST ``execution:status`` ``started`` (at the earliest start
+  in the request; ``spanId`` the root's when the request has it, else the execution id:
+  the ledger stores one per execution), then per copy of a
+  span: the root's end is the closing ``execution:status`` (``completed``/``failed``,
+  with the outermost agent's output and usage); a start copy of any other span (the
+  live processor's, a Logfire pending span, an in-progress span) is its opening
+  (``tool:start`` for tools, else ``span:start``); an ended copy is its opening and its
+  closing (``tool:end`` / ``span:end``).
+- Every copy gives its candidates: the ledger keeps one opening and one closing per span
+  and holds the closing status while spans of the execution are open (SPEC §12). The
+  :class:`SpanMemory` only leaves out what this server itself already stored.
+- Span events named ``exception``: ``messagebus:event`` with severity ``error``; the
+  GenAI message events are folded into their model call; other span events and log
+  records are transcript entries (of their span, where they have one).
 
-A span may arrive twice and in any order: an in-progress copy at its start, then the
-ended span from :class:`~trio_obs.otel.LiveSpanProcessor` and again from the usual
-exporter. What it gives is decided from the span alone where it can be, so two server
-nodes decide alike: the live processor marks every span it handles (:data:`LIVE_SPAN`,
-set on the span itself, so the usual exporter's copy carries it too) and says which of
-its own copies is which (:data:`LIVE_COPY`). A marked span's start comes from the
-``start`` copy, its end from the ``end`` copy, and the exporter's copy adds nothing. A
-span without the mark gives its start and end when it arrives ended. A
-:class:`SpanMemory` (bounded, owned by the server) also drops what this server already
-turned into events: an exporter's retry, a start that comes after its end.
+The live processor (:class:`~trio_obs.otel.LiveSpanProcessor`) marks every span it
+handles (:data:`LIVE_SPAN`) and says which of its own copies is which
+(:data:`LIVE_COPY`); the usual exporter's copy of such a span adds nothing.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 import attrs
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -44,26 +41,20 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from . import events as ev
-from .otlp_memory import Seen, SpanMemory, Translation
+from .otlp_dialects import BULKY, SpanDescription, cut_conversation, describe, event_messages
+from .otlp_memory import Outer, Seen, SpanMemory, Translation
 from .otlp_values import (
-    AGENT,
     JSON,
-    LLM_OPERATIONS,
     MAX_SUMMARY,
-    TOOL,
     ResourceView,
     SpanRef,
     SpanView,
-    after_prefix,
-    agent_name_of,
     attributes_of,
     bad_ids,
     bad_log_ids,
     cut,
     iso_of_nanos,
-    number_of,
     operation_of,
-    output_text_of,
     severity_of,
     summary_of,
     text_of,
@@ -79,6 +70,32 @@ LIVE_COPY: Final = "trio_obs.live_copy"
 """On the live processor's own copies of a span: ``"start"`` (in progress) or ``"end"``."""
 
 MAX_REASONS: Final = 3
+MAX_OUTPUT: Final = 64 * 1024
+"""Characters of a span's ``output`` text at most."""
+MAX_DEPTH: Final = 256
+"""Ancestors walked up to find a span's agent (a bound against cycles in bad input)."""
+
+
+@attrs.frozen
+class Copy:
+    """One copy of a span in a request, read: which span it stands for and what it says."""
+
+    view: SpanView
+    about: SpanDescription
+    span_id: str
+    """The span this copy stands for (a Logfire pending span stands for its parent)."""
+    parent: str | None
+    """That span's parent (hex); None for the trace's root."""
+    ended: bool
+    """True for a copy of the ended span; False for a start copy."""
+
+    @property
+    def trace_id(self) -> str:
+        return self.view.trace_id
+
+    @property
+    def ref(self) -> SpanRef:
+        return (self.view.trace_id, self.span_id)
 
 
 class _Builder:
@@ -90,8 +107,8 @@ class _Builder:
         self.what = what
         self.spans: dict[SpanRef, Seen] = {}
         self.entries: dict[str, int] = {}
-        self.agents: dict[SpanRef, str] = {}
-        """The ``invoke_agent`` spans of this request (any copy), by reference: their names."""
+        self.outer: dict[str, Outer] = {}
+        self.started: set[str] = set()
         self.out: list[tuple[int, int, ev.StreamEvent]] = []
         self.last_time = 0
         self.total = 0
@@ -100,13 +117,39 @@ class _Builder:
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def seen(self, ref: SpanRef) -> Seen:
+    def seen(self, ref: SpanRef) -> Seen | None:
         found = self.spans.get(ref)
         return found if found is not None else self.memory.seen(ref)
 
-    def agent_name(self, ref: SpanRef) -> str | None:
-        """The name of agent span ``ref``, if it is one this request or the memory knows."""
-        return self.agents.get(ref) or self.seen(ref).agent
+    def agent_above(self, trace_id: str, parent: str | None) -> str | None:
+        """The name of the nearest agent at or above span ``parent``, where it is known."""
+        for _ in range(MAX_DEPTH):
+            if parent is None:
+                return None
+            seen = self.seen((trace_id, parent))
+            if seen is None:
+                return None
+            if seen.agent is not None:
+                return seen.agent
+            parent = seen.parent
+        return None
+
+    def under_agent(self, trace_id: str, parent: str | None) -> bool | None:
+        """Whether an agent is above ``parent`` (inclusive); None when the chain is cut."""
+        for _ in range(MAX_DEPTH):
+            if parent is None:
+                return False
+            seen = self.seen((trace_id, parent))
+            if seen is None:
+                return None
+            if seen.kind == "agent":
+                return True
+            parent = seen.parent
+        return None
+
+    def outer_of(self, trace_id: str) -> Outer | None:
+        found = self.outer.get(trace_id)
+        return found if found is not None else self.memory.outer(trace_id)
 
     def next_sequence(self, trace_id: str) -> int:
         count = self.entries.get(trace_id)
@@ -115,11 +158,11 @@ class _Builder:
         self.entries[trace_id] = count + 1
         return count + 1
 
-    def emit(self, nanos: int, event: ev.StreamEvent) -> None:
+    def emit(self, nanos: int, event: ev.StreamEvent, *, first: bool = False) -> None:
         # Events without a time of their own keep their place after the previous one.
         nanos = nanos if nanos > 0 else self.last_time
         self.last_time = nanos
-        self.out.append((nanos, len(self.out), event))
+        self.out.append((-1 if first else nanos, len(self.out), event))
 
     def stamp(self, nanos: int) -> str:
         return iso_of_nanos(nanos) or self.now
@@ -130,8 +173,8 @@ class _Builder:
             self.reasons.append(why)
 
     def result(self) -> Translation:
-        # Within a request, events go in the order they happened: an exporter sends
-        # children before their parents, yet the agent's start should come first.
+        # Within a request, events go in the order they happened (an exporter sends
+        # children before their parents), each trace's ``started`` before all of it.
         self.out.sort(key=lambda item: (item[0], item[1]))
         message = ""
         if self.rejected:
@@ -144,6 +187,8 @@ class _Builder:
             message,
             self.spans,
             self.entries,
+            self.outer,
+            self.started,
         )
 
     def entry(
@@ -158,6 +203,8 @@ class _Builder:
         summary: str,
         details: ev.JSONDict,
         duration_ms: float | None = None,
+        span_id: str | None = None,
+        agent: str | None = None,
     ) -> None:
         timestamp = self.stamp(nanos)
         entry = ev.TranscriptEntry(
@@ -174,13 +221,19 @@ class _Builder:
         )
         self.emit(
             nanos,
-            ev.TranscriptEntryEvent(execution_id=trace_id, entry=entry, timestamp=timestamp),
+            ev.TranscriptEntryEvent(
+                execution_id=trace_id,
+                entry=entry,
+                span_id=span_id,
+                agent=agent,
+                timestamp=timestamp,
+            ),
         )
 
     # ------------------------------------------------------------------ spans
 
     def traces(self, request: ExportTraceServiceRequest) -> None:
-        batch: list[tuple[Span, ResourceView, dict[str, JSON]]] = []
+        copies: list[Copy] = []
         for resource_spans in request.resource_spans:
             resource = ResourceView.of(resource_spans.resource.attributes)
             for scope_spans in resource_spans.scope_spans:
@@ -190,186 +243,268 @@ class _Builder:
                     if why:
                         self.reject(f"span {span.name!r}: {why}")
                         continue
-                    attributes = attributes_of(span.attributes)
-                    if operation_of(span.name, attributes) == AGENT:
-                        name = agent_name_of(span.name, attributes)
-                        self.agents[(span.trace_id.hex(), span.span_id.hex())] = name
-                    batch.append((span, resource, attributes))
-        for span, resource, attributes in batch:
-            self.span(span, resource, attributes)
+                    found = self.read(span, resource)
+                    if found is not None:
+                        copies.append(found)
+        # What every copy says of its span first, so a child placed before its parent in
+        # the request still finds its agent.
+        for c in copies:
+            known = self.seen(c.ref)
+            agent = c.about.agent_name if c.about.kind == "agent" else None
+            if known is None:
+                self.spans[c.ref] = Seen(c.about.kind, c.parent, agent)
+            elif known.kind == "span" and c.about.kind != "span":
+                self.spans[c.ref] = attrs.evolve(known, kind=c.about.kind, agent=agent)
+        by_trace: dict[str, list[Copy]] = {}
+        for c in copies:
+            by_trace.setdefault(c.trace_id, []).append(c)
+        for trace_id, its in by_trace.items():
+            self.trace(trace_id, its)
 
-    def span(self, span: Span, resource: ResourceView, attributes: dict[str, JSON]) -> None:
+    def read(self, span: Span, resource: ResourceView) -> Copy | None:
+        """One span of the request as a :class:`Copy`; None for a copy that adds nothing."""
+        attributes = attributes_of(span.attributes)
+        live = attributes.get(LIVE_COPY)
+        if live is None and attributes.get(LIVE_SPAN) is True:
+            return None  # the usual exporter's copy of a span the live processor sends
         trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
-        ref = (trace_id, span_id)
-        copy = attributes.get(LIVE_COPY)
-        ended = span.end_time_unix_nano > 0
-        if copy == "start":
-            gives_start, gives_end = True, False
-        elif copy == "end":
-            gives_start, gives_end = False, True
-        elif attributes.get(LIVE_SPAN) is True:
-            return  # the usual exporter's copy of a span the live processor sends itself
-        else:
-            gives_start, gives_end = True, ended
-        seen = self.seen(ref)
-        gives_start = gives_start and not (seen.started or seen.ended)
-        gives_end = gives_end and ended and not seen.ended
-        if not (gives_start or gives_end):
-            return  # this server has already turned this part of the span into events
         operation = operation_of(span.name, attributes)
-        span_view = SpanView(span, trace_id, span_id, attributes, resource, operation)
-        if operation == AGENT:
-            seen = self.agent(span_view, seen, gives_start, gives_end)
-        elif operation == TOOL:
-            seen = self.tool(span_view, seen, gives_start, gives_end)
-        elif gives_end:
-            self.other(span_view)
-        if gives_end:
-            self.span_events(span_view)
-        self.spans[ref] = attrs.evolve(
-            seen, started=seen.started or gives_start, ended=seen.ended or gives_end
-        )
+        view = SpanView(span, trace_id, span_id, attributes, resource, operation)
+        events = [(e.name, attributes_of(e.attributes)) for e in span.events]
+        error = (span.status.message or "") if view.failed else None
+        about = describe(span.name, attributes, events, operation=operation, error=error)
+        parent = span.parent_span_id.hex() or None
+        if about.pending and parent is not None:
+            return Copy(view, about, parent, about.real_parent, ended=False)
+        ended = span.end_time_unix_nano > 0 and live != "start" and not about.pending
+        return Copy(view, about, span_id, parent, ended=ended)
 
-    def agent(self, s: SpanView, seen: Seen, gives_start: bool, gives_end: bool) -> Seen:
-        name = agent_name_of(s.span.name, s.attributes)
-        parent = s.parent_ref
-        parent_agent = self.agent_name(parent) if parent else None
-        conversation = text_of(s.attributes.get("gen_ai.conversation.id"))
-        about = f" (conversation {conversation})" if conversation else ""
-        failure = f": {s.span.status.message}" if s.failed and s.span.status.message else ""
-        outcome = "failed" if s.failed else "completed"
-        if parent_agent is None:
-            if gives_start:
-                self.emit(
-                    s.start,
-                    ev.ExecutionStatusEvent(
-                        execution_id=s.trace_id,
-                        status="started",
-                        message=f"{name} started{about}",
-                        timestamp=self.stamp(s.start),
-                    ),
-                )
-            if gives_end:
-                self.emit(
-                    s.end,
-                    ev.ExecutionStatusEvent(
-                        execution_id=s.trace_id,
-                        status="failed" if s.failed else "completed",
-                        message=f"{name} {outcome}{about}{failure}",
-                        timestamp=self.stamp(s.end),
-                    ),
-                )
-        else:
-            # A sub-agent: only the outermost agent says when the execution is over.
-            for phase, ending, nanos, text in (
-                (gives_start, False, s.start, f"agent {name} started{about}"),
-                (gives_end, True, s.end, f"agent {name} {outcome}{about}{failure}"),
-            ):
-                if phase:
-                    self.entry(
-                        nanos,
-                        s.trace_id,
-                        id=s.span_id if ending else f"{s.span_id}-start",
-                        instance_id=name,
-                        entry_type=AGENT,
-                        category="agent",
-                        summary=text,
-                        details=s.details(parentAgent=parent_agent),
-                        duration_ms=s.duration_ms if ending else None,
-                    )
-        return attrs.evolve(seen, agent=name)
+    def trace(self, trace_id: str, copies: list[Copy]) -> None:
+        roots = [c for c in copies if c.parent is None]
+        starts = [c.view.start for c in copies if c.view.start > 0]
+        earliest = min(starts) if starts else 0
+        self.learn_outer(trace_id, copies)
+        outer = self.outer_of(trace_id)
+        root = roots[0] if roots else None
+        named = outer.name if outer else (root.about.title if root else None)
+        if not (trace_id in self.started or self.memory.started(trace_id)):
+            self.started.add(trace_id)
+            self.emit(
+                earliest,
+                ev.ExecutionStatusEvent(
+                    execution_id=trace_id,
+                    status="started",
+                    message=f"{named} started" if named else "started",
+                    # the root's id, else the execution's: a root status either way,
+                    # stored once per execution whichever node and copy it comes from
+                    span_id=root.span_id if root else trace_id,
+                    agent=outer.name if outer else None,
+                    timestamp=self.stamp(earliest),
+                ),
+                first=True,
+            )
+        for c in copies:
+            if c.parent is not None:
+                self.open(c)
+            # A span's events come with its end (once per server, as its closing).
+            if c.ended and (self.close(c) if c.parent is not None else self.close_execution(c)):
+                self.span_events(c)
 
-    def tool(self, s: SpanView, seen: Seen, gives_start: bool, gives_end: bool) -> Seen:
-        tool = (
-            text_of(s.attributes.get("gen_ai.tool.name"))
-            or after_prefix(s.span.name, TOOL)
-            or s.span.name
-            or "tool"
-        )
-        tool_use_id = (
-            seen.tool_use_id or text_of(s.attributes.get("gen_ai.tool.call.id")) or s.span_id
-        )
-        if gives_start:
+    def learn_outer(self, trace_id: str, copies: list[Copy]) -> None:
+        """Keep the trace's outermost agent: the earliest agent with no agent above it."""
+        best = self.outer_of(trace_id)
+        for c in copies:
+            if c.about.kind != "agent" or c.about.agent_name is None:
+                continue
+            if self.under_agent(trace_id, c.parent) is not False:
+                continue  # an agent above it, or a chain not known up to the root yet
+            same = (
+                best is not None and best.start == c.view.start and best.name == c.about.agent_name
+            )
+            if best is None or same or c.view.start < best.start:
+                ended = c.ended or (same and best is not None and best.ended)
+                best = Outer(
+                    c.view.start,
+                    c.about.agent_name,
+                    c.about.output if c.ended else (best.output if same and best else None),
+                    c.about.usage if c.ended else (best.usage if same and best else None),
+                    ended,
+                )
+        if best is not None:
+            self.outer[trace_id] = best
+
+    def agent_of(self, c: Copy) -> str | None:
+        if c.about.kind == "agent":
+            return c.about.agent_name
+        return c.about.agent_name or self.agent_above(c.trace_id, c.parent)
+
+    def mark(self, c: Copy, phase: Literal["opened", "closed"]) -> bool:
+        """Mark ``c``'s span opened or closed; False if this server already stored that."""
+        seen = self.seen(c.ref) or Seen(c.about.kind, c.parent)
+        if getattr(seen, phase):
+            return False
+        done = attrs.evolve(seen, opened=True) if phase == "opened" else None
+        self.spans[c.ref] = done or attrs.evolve(seen, closed=True)
+        return True
+
+    def open(self, c: Copy) -> None:
+        if not self.mark(c, "opened"):
+            return
+        s, a = c.view, c.about
+        agent = self.agent_of(c)
+        if a.kind == "tool":
             self.emit(
                 s.start,
                 ev.ToolStartEvent(
-                    execution_id=s.trace_id,
-                    tool_use_id=tool_use_id,
-                    tool=tool,
-                    input_summary=summary_of(s.attributes.get("gen_ai.tool.call.arguments")),
+                    execution_id=c.trace_id,
+                    tool_use_id=c.span_id,
+                    tool=a.tool_name or "tool",
+                    input_summary=a.tool_arguments or "",
+                    span_id=c.span_id,
+                    parent_span_id=c.parent,
+                    agent=agent,
                     timestamp=self.stamp(s.start),
                 ),
             )
-        if gives_end:
-            output = summary_of(s.attributes.get("gen_ai.tool.call.result"))
-            if not output and s.failed:
-                output = summary_of(s.span.status.message or s.attributes.get("error.type"))
+            return
+        (system, given), _ = cut_conversation(a.system_instructions, a.input_messages)
+        self.emit(
+            s.start,
+            ev.SpanStartEvent(
+                execution_id=c.trace_id,
+                span_id=c.span_id,
+                kind=a.kind,
+                name=a.title,
+                parent_span_id=c.parent,
+                agent=agent,
+                operation=a.operation,
+                model=a.model,
+                provider=a.provider,
+                conversation_id=a.conversation_id,
+                input_messages=given,
+                system_instructions=system,
+                details=self.details(c),
+                timestamp=self.stamp(s.start),
+            ),
+        )
+
+    def close(self, c: Copy) -> bool:
+        if not self.mark(c, "closed"):
+            return False
+        s, a = c.view, c.about
+        agent = self.agent_of(c)
+        nanos = max(s.end, s.start)
+        if a.kind == "tool":
+            output = a.tool_result or (summary_of(a.error) if a.error else None)
             self.emit(
-                max(s.end, s.start),
+                nanos,
                 ev.ToolEndEvent(
-                    execution_id=s.trace_id,
-                    tool_use_id=tool_use_id,
-                    result_status="error" if s.failed else "done",
+                    execution_id=c.trace_id,
+                    tool_use_id=c.span_id,
+                    result_status="error" if a.error is not None else "done",
                     duration_ms=s.duration_ms,
                     output_summary=output or None,
-                    is_error=s.failed,
+                    is_error=a.error is not None,
                     is_blocked=False,
+                    span_id=c.span_id,
+                    parent_span_id=c.parent,
+                    agent=agent,
                     timestamp=self.stamp(s.end),
                 ),
             )
-        return attrs.evolve(seen, tool_use_id=tool_use_id)
-
-    def other(self, s: SpanView) -> None:
-        """A span that is neither an agent nor a tool: one transcript entry when it ends."""
-        a = s.attributes
-        operation = s.operation
-        model = text_of(a.get("gen_ai.request.model"))
-        is_llm = operation in LLM_OPERATIONS or (operation is None and model is not None)
-        extra: ev.JSONDict = {}
-        summary = s.span.name or operation or "span"
-        if is_llm:
-            usage = {
-                key.removeprefix("gen_ai.usage."): value
-                for key, value in a.items()
-                if key.startswith("gen_ai.usage.") and number_of(value) is not None
-            }
-            extra = {
-                "model": model,
-                "responseModel": text_of(a.get("gen_ai.response.model")),
-                "provider": text_of(a.get("gen_ai.provider.name") or a.get("gen_ai.system")),
-                "usage": usage or None,
-                "finishReasons": a.get("gen_ai.response.finish_reasons"),
-            }
-            said = output_text_of(a.get("gen_ai.output.messages"))
-            if said:
-                summary = f"{summary}: {said}"
-            tokens_in = usage.get("input_tokens", usage.get("prompt_tokens"))
-            tokens_out = usage.get("output_tokens", usage.get("completion_tokens"))
-            counts = [f"{n} {way}" for n, way in ((tokens_in, "in"), (tokens_out, "out")) if n]
-            if counts:
-                summary += f" ({', '.join(counts)} tokens)"
-        if s.failed:
-            summary += f" \u2014 error: {s.span.status.message or a.get('error.type') or 'failed'}"
-        parent = s.parent_ref
-        self.entry(
-            max(s.end, s.start),
-            s.trace_id,
-            id=s.span_id,
-            instance_id=self.instance_of(s, parent),
-            entry_type=operation or "span",
-            category="llm" if is_llm else ("agent" if operation else "span"),
-            summary=cut(summary, MAX_SUMMARY),
-            details=s.details(**extra),
-            duration_ms=s.duration_ms,
+            return True
+        (system, given, said), cut_bytes = cut_conversation(
+            a.system_instructions, a.input_messages, a.output_messages
         )
+        extra: ev.JSONDict = {}
+        if a.usage and a.usage_is_aggregate:
+            extra["aggregatedUsage"] = a.usage  # its model calls' sum: not counted again
+        self.emit(
+            nanos,
+            ev.SpanEndEvent(
+                execution_id=c.trace_id,
+                span_id=c.span_id,
+                state="error" if a.error is not None else "done",
+                duration_ms=s.duration_ms,
+                kind=a.kind,
+                name=a.title,
+                parent_span_id=c.parent,
+                agent=agent,
+                model=(a.response_model or a.model) if a.kind == "llm" else None,
+                provider=a.provider,
+                usage=a.usage if a.usage and not a.usage_is_aggregate else None,
+                finish_reasons=a.finish_reasons,
+                input_messages=given,
+                system_instructions=system,
+                output_messages=said,
+                output=cut(a.output, MAX_OUTPUT) if a.output else None,
+                cut=cut_bytes or None,
+                error=a.error,
+                details=self.details(c, **extra),
+                timestamp=self.stamp(s.end),
+            ),
+        )
+        return True
 
-    def span_events(self, s: SpanView) -> None:
-        """A span's events: ``exception`` to the message bus, the others to the transcript."""
+    def close_execution(self, c: Copy) -> bool:
+        """The root has ended: the execution's closing status (held while spans are open)."""
+        if not self.mark(c, "closed"):
+            return False
+        s, a = c.view, c.about
+        outer = self.outer_of(c.trace_id)
+        use_outer = outer is not None and outer.ended and a.kind != "agent"
+        output = outer.output if use_outer and outer else a.output
+        usage = outer.usage if use_outer and outer else a.usage
+        name = a.agent_name if a.kind == "agent" else (outer.name if outer else a.title)
+        about = f" (conversation {a.conversation_id})" if a.conversation_id else ""
+        outcome: ev.ExecutionState = "failed" if a.error is not None else "completed"
+        failure = f": {a.error}" if a.error else ""
+        self.emit(
+            max(s.end, s.start),
+            ev.ExecutionStatusEvent(
+                execution_id=c.trace_id,
+                status=outcome,
+                message=f"{name} {outcome}{about}{failure}",
+                output=cut(output, MAX_OUTPUT) if output else None,
+                usage=usage or None,
+                span_id=c.span_id,
+                agent=outer.name if outer else None,
+                timestamp=self.stamp(s.end),
+            ),
+        )
+        return True
+
+    def details(self, c: Copy, **extra: JSON) -> ev.JSONDict:
+        """What else the producer said of a span: its name, service and other attributes."""
+        shown = {
+            k: v
+            for k, v in c.view.attributes.items()
+            if k not in BULKY
+            and not k.startswith(("trio_obs.", "llm.input_messages.", "llm.output_messages."))
+        }
+        out: ev.JSONDict = {
+            "spanName": c.view.span.name,
+            "service": c.view.resource.service,
+            "toolCallId": c.about.tool_call_id,
+            "attributes": trimmed(shown) or None,
+            **extra,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+    def span_events(self, c: Copy) -> None:
+        """A span's events: ``exception`` to the message bus; message events are already
+        in the model call; the others are transcript entries of the span."""
+        s = c.view
+        agent = self.agent_of(c)
         for index, event in enumerate(s.span.events):
+            if event.name.startswith("gen_ai.") and (
+                c.about.input_messages or c.about.output_messages or c.about.system_instructions
+            ):
+                continue
             nanos = event.time_unix_nano or s.end
             a = attributes_of(event.attributes)
             timestamp = self.stamp(nanos)
-            event_id = f"{s.span_id}-{index}"
+            event_id = f"{c.span_id}-{index}"
             if event.name == "exception":
                 kind = text_of(a.get("exception.type"))
                 text = text_of(a.get("exception.message"))
@@ -384,34 +519,41 @@ class _Builder:
                     severity="error",
                     category="exception",
                     created_at=timestamp,
-                    correlation_id=s.span_id,
-                    execution_id=s.trace_id,
-                    payload=s.details(attributes=trimmed(a)),
+                    correlation_id=c.span_id,
+                    execution_id=c.trace_id,
+                    payload={
+                        "spanId": c.span_id,
+                        "spanName": s.span.name,
+                        "attributes": trimmed(a),
+                    },
                 )
                 self.emit(
                     nanos,
-                    ev.MessageBusEvent(entry=entry, execution_id=s.trace_id, timestamp=timestamp),
+                    ev.MessageBusEvent(
+                        entry=entry,
+                        execution_id=c.trace_id,
+                        span_id=c.span_id,
+                        agent=agent,
+                        timestamp=timestamp,
+                    ),
                 )
             else:
                 self.entry(
                     nanos,
-                    s.trace_id,
+                    c.trace_id,
                     id=event_id,
-                    instance_id=self.instance_of(s, s.ref),
+                    instance_id=agent or s.resource.service or "otel",
                     entry_type=event.name or "event",
                     category="event",
                     summary=cut(f"{event.name or 'event'} (in {s.span.name})", MAX_SUMMARY),
-                    details=s.details(attributes=trimmed(a)),
+                    details={
+                        "spanId": c.span_id,
+                        "spanName": s.span.name,
+                        **({"attributes": trimmed(a)} if a else {}),
+                    },
+                    span_id=c.span_id,
+                    agent=agent,
                 )
-
-    def instance_of(self, s: SpanView, agent: SpanRef | None) -> str:
-        """Who a transcript entry is from: the span's agent, its parent agent, its service."""
-        return (
-            text_of(s.attributes.get("gen_ai.agent.name"))
-            or (self.agent_name(agent) if agent else None)
-            or s.resource.service
-            or "otel"
-        )
 
     # ------------------------------------------------------------------ logs
 
@@ -451,6 +593,18 @@ class _Builder:
             "attributes": trimmed(a) or None,
         }
         details = {k: v for k, v in details.items() if v is not None}
+        category = "log"
+        conversation = event_messages(kind, a, body)
+        if conversation is not None:
+            # A model call's messages sent as a log record: structured, of its span.
+            category = "llm"
+            details.pop("body", None)
+            details.pop("attributes", None)
+            details.update(conversation)
+            count = len(conversation.get("inputMessages", [])) + len(
+                conversation.get("outputMessages", [])
+            )
+            said = summary_of(conversation.get("output")) or f"{kind} ({count} messages)"
         record_id = f"log-{span_id or 'x'}-{nanos}-{index}"
         if not any(record.trace_id):
             entry = ev.MessageBusLogEntry(
@@ -474,14 +628,16 @@ class _Builder:
             id=record_id,
             instance_id=(
                 text_of(a.get("gen_ai.agent.name"))
-                or (self.agent_name((trace_id, span_id)) if span_id else None)
+                or self.agent_above(trace_id, span_id)
                 or resource.service
                 or "otel"
             ),
             entry_type=kind,
-            category="log",
+            category=category,
             summary=said,
             details=details,
+            span_id=span_id,
+            agent=self.agent_above(trace_id, span_id),
         )
 
 

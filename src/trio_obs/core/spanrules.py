@@ -55,6 +55,13 @@ class SpanRecord:
     """The seq of its stored closing (0: none)."""
     close_state: str | None = None
 
+    def copy(self) -> SpanRecord:
+        """A copy to change (staged records never change the committed ones)."""
+        return SpanRecord(
+            self.kind, self.name, self.task_id, self.parent_span_id, self.agent, self.model,
+            self.open_seq, self.close_seq, self.close_state,
+        )  # fmt: skip
+
 
 def takes_opening(span: SpanRecord | None) -> bool:
     """Whether an opening of ``span`` is stored: only for a span neither opened nor closed."""

@@ -38,6 +38,10 @@ class Work:
         self.rng = random.Random(task.seed)
         self.problem = ""
         """What the last failing check reported."""
+        self.span_id = f"agent_{task.task_id}"
+        """The agent span this work runs in (SPEC §12): its model call, tools and skills."""
+        self.tokens = random.Random(f"{task.seed}-tokens")
+        """Token counts of the model call (apart, so the scenario's draws stay as they were)."""
 
     async def think(self, low: float = 0.3, high: float = 1.0) -> None:
         await self.run_.pause(self.rng.uniform(low, high))
@@ -88,6 +92,9 @@ class Work:
         run, agent, task, t, rng = self.run_, self.agent, self.task, self.t, self.rng
         started = trio.current_time()
         agent.status, agent.task_id = "working", task.task_id
+        await run.svc.spans.start(
+            run.exec_id, "agent", agent.instance_id, span_id=self.span_id, task_id=task.task_id
+        )
         await self.say("phase_start", "lifecycle", f"Starting {task.task_id}: {t.title}")
         await self.note(f"{task.task_id} assigned to {agent.instance_id}", kind="task.assigned")
         await self.think()
@@ -98,8 +105,8 @@ class Work:
         matches = f"{rng.randint(2, 14)} matches in {rng.randint(1, 6)} files"
         await self.tool("Grep", f"'{t.symbol}' in src/ (*.ts, *.tsx)", 0.4, matches)
         await self.tool("Read", t.test, 0.15, f"{rng.randint(30, 220)} lines")
-        await self.think(0.4, 1.0)
         plan = f"Change {t.symbol} in {t.source}, then cover it in {t.test}"
+        await self.model_call(plan)
         await self.say("decision", "planning", plan, details={"symbol": t.symbol})
         diff = f"+{rng.randint(8, 60)} -{rng.randint(0, 25)}"
         await self.tool("Edit", f"{t.source} ({diff})", 0.5, "1 file changed")
@@ -126,9 +133,34 @@ class Work:
                 kind="task.failed",
                 severity="error",
             )
+        await run.svc.spans.end(
+            run.exec_id,
+            self.span_id,
+            "done" if ok else "error",
+            output="All checks pass" if ok else None,
+            error=None if ok else "tests still fail after a fix",
+        )
         await self.think(0.2, 0.6)
         agent.status, agent.task_id = "idle", None
         return ok
+
+    async def model_call(self, answer: str) -> None:
+        """The agent asks its model what to do (a ``span:start`` and ``span:end`` of kind llm)."""
+        run = self.run_
+        model = "claude-sonnet-4-5"
+        call = await run.svc.spans.start(
+            run.exec_id, "llm", f"chat {model}", parent_span_id=self.span_id,
+            model=model, provider="anthropic", task_id=self.task.task_id,
+        )  # fmt: skip
+        await self.think(0.4, 1.0)
+        usage = {
+            "inputTokens": self.tokens.randint(1_500, 9_000),
+            "outputTokens": self.tokens.randint(80, 600),
+        }
+        await run.svc.spans.end(
+            run.exec_id, call.span_id, model=model, usage=usage, output=answer,
+            finish_reasons=["end_turn"],
+        )  # fmt: skip
 
     async def blocked_command(self) -> None:
         command, policy = self.rng.choice(FORBIDDEN)
@@ -270,7 +302,12 @@ class Work:
         self.agent.tool_calls += 1
         seconds *= rng.uniform(0.7, 1.4)
         await tools.start(
-            run.exec_id, tool, input_summary, tool_use_id=tool_use_id, task_id=self.task.task_id
+            run.exec_id,
+            tool,
+            input_summary,
+            tool_use_id=tool_use_id,
+            task_id=self.task.task_id,
+            parent_span_id=self.span_id,
         )
         await self.say("tool_use", "action", f"{tool} {input_summary}", details={"tool": tool})
         step = seconds / (len(chunks) + 1)
@@ -318,6 +355,7 @@ class Work:
             skill.line,
             skill_trace_id=trace_id,
             task_id=self.task.task_id,
+            parent_span_id=self.span_id,
         )
         await self.say("skill_invoke", "skill", f"Using {skill.name} ({skill.file}:{skill.line})")
         return trace_id, trio.current_time()

@@ -40,6 +40,10 @@ from .sqlite import KeyRow, Store
 
 IDEMPOTENCY_TTL: Final = 24 * 3600.0
 """Seconds an ``Idempotency-Key`` is remembered (SPEC §5)."""
+GROUP_EVENTS: Final = 1024
+"""A group commit closes once it holds this many events (whole batches): the batches that
+queued behind a burst are stored and fanned out in groups of about this size, so that the
+first of them does not wait for the commit of all (issue 25)."""
 _KEY_CACHE: Final = 10_000
 
 
@@ -118,18 +122,23 @@ class LocalHub(HubCommon):
             async with self._requests:
                 async for first in self._requests:
                     group: list[_Request] = []
+                    size = 0
                     item: _Request | _Retain | _Barrier | None = first
                     while item is not None:
                         if isinstance(item, _Barrier):
                             await self._commit(group)
-                            group = []
+                            group, size = [], 0
                             item.done.set()
                         elif isinstance(item, _Retain):
                             await self._commit(group)
-                            group = []
+                            group, size = [], 0
                             await self._retain(item)
                         else:
                             group.append(item)
+                            size += len(item.events)
+                            if size >= GROUP_EVENTS:  # the first batches go out first
+                                await self._commit(group)
+                                group, size = [], 0
                         try:
                             item = self._requests.receive_nowait()
                         except (trio.WouldBlock, trio.EndOfChannel):

@@ -16,11 +16,12 @@ behind, replays and reads go to the execution streams, on any node.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import Any, Final, Literal, TypeVar
 
 import attrs
 import orjson
@@ -54,12 +55,24 @@ from ..core.protocol import (
 from ..core.routing import Envelope
 from ..core.search import RunFilters, SearchQuery, SearchResult
 from ..core.session import Resume
+from ..core.stamp import unstamped
 from .clock import now_iso
 from .common import HubCommon
 from .dispatch import Dispatcher
 from .local import IDEMPOTENCY_TTL
 from .local_index import LocalIndex
-from .redis_codec import Planned, arguments, entry_json, envelope_of, plan, stored
+from .redis_codec import (
+    COPY,
+    WIDTH,
+    Planned,
+    arguments,
+    copy_envelope,
+    counters_of,
+    entry_json,
+    envelope_of,
+    plan,
+    stored,
+)
 from .redis_connect import Clients, follow_master, open_clients
 from .redis_reader import (
     READ_COUNT,
@@ -75,6 +88,7 @@ from .redis_url import parse_redis_url
 from .sqlite import Store, open_store
 
 T = TypeVar("T")
+log = logging.getLogger("trio_obs.hub")
 
 DEFAULT_FANOUT_MAXLEN: Final = 100_000
 """Fan-out entries Redis keeps (about, all partitions together): how far a node's reader may
@@ -127,6 +141,13 @@ def outcome_of(exc: BaseException) -> Result:
     if isinstance(exc, ConnectionError) and str(exc).startswith("Unable to establish"):
         return "not stored"
     return "unknown"
+
+
+def _more_entries(more: Any) -> int:
+    """Entries the script wrote beyond an event: its copy, a released status and its copy."""
+    if not more:
+        return 0
+    return sum(1 for i in (0, 1, 3) if int(more[i]))
 
 
 @attrs.define
@@ -376,14 +397,58 @@ class RedisHub(HubCommon):
         self.dispatcher.stats.commit_latency.observe(time.perf_counter() - started)
         if any(part.result is not None for part in parts.values()):
             raise self._failure(planned, list(parts.values()), idempotency_key is not None)
-        return await self._envelopes(planned, list(parts.values()))
+        released: list[Envelope] = []
+        envelopes = await self._envelopes(planned, list(parts.values()), released)
+        if self.ordered_all:
+            return envelopes
+        return await self._global_copies(envelopes, released)
+
+    async def _global_copies(
+        self, envelopes: list[Envelope], released: list[Envelope]
+    ) -> list[Envelope]:
+        """On a Redis Cluster: the ``global`` copies of the root span's statuses, whose fate
+        only the script knew (a ``started`` stored once, a closing status held then
+        released), written after the batch (``global`` lives in another slot), once each
+        whichever node tries. Returns the answer with the copies of its statuses."""
+        out: list[Envelope] = []
+        for i, env in enumerate([*envelopes, *released]):
+            if i < len(envelopes):
+                out.append(env)
+            if (
+                not isinstance(env.event, ev.ExecutionStatusEvent)
+                or env.is_copy
+                or not env.data  # an answer, not stored
+                or env.key == GLOBAL
+                or (i + 1 < len(envelopes) and envelopes[i + 1].is_copy)
+            ):
+                continue
+            copy = await self._global_copy(env)
+            if copy is not None and i < len(envelopes):
+                out.append(copy)
+        return out
+
+    async def _global_copy(self, env: Envelope) -> Envelope | None:
+        data = unstamped(env.event)
+        fact = (GLOBAL, COPY, env.event.timestamp, "", "", "")
+        share = [Planned(env.event, GLOBAL, COPY, data, fact)]
+        part = _Part(self.layout.of(GLOBAL), [0])
+        await self._store(part, share, f"~copy:{env.key}:{env.seq}", int(IDEMPOTENCY_TTL))
+        if part.reply is not None:
+            return copy_envelope(env.event, int(part.reply[0]), data)
+        if part.failure is not None:
+            log.error(
+                "the global copy of execution %s's status (seq %d) was not stored: %s",
+                env.key, env.seq, why(part.failure, self.timeout),
+            )  # fmt: skip
+        return None
 
     async def _store(self, part: _Part, planned: list[Planned], key: str, ttl: int) -> None:
         """Run the publish script for one partition's share; note what became of it."""
         share = [planned[i] for i in part.indexes]
         token = new_token()
         positions = "1" if self.ordered_all else ""
-        header = (*self._fence(part.partition), token, key, ttl, len(share), positions)
+        here = "1" if part.partition == self.layout.of(GLOBAL) else ""
+        header = (*self._fence(part.partition), token, key, ttl, positions, here)
         args = (*header, *arguments(share))
         try:
             with trio.fail_after(self.timeout), contextlib.ExitStack() as stack:
@@ -401,7 +466,11 @@ class RedisHub(HubCommon):
             part.repeat = [(str(k), int(s)) for k, s in orjson.loads(reply[1])]
             return
         part.base = int(reply[2])
-        self._epoch.fences[part.partition].saw(part.base + len(share), token)
+        written = sum(1 for v in reply[3::WIDTH] if int(v) > 0) + sum(
+            _more_entries(more) for more in reply[7::WIDTH]
+        )
+        if written:
+            self._epoch.fences[part.partition].saw(part.base + written, token)
         part.reply = reply[3:]
 
     async def _learn_seqs(self, part: _Part, args: tuple[Any, ...]) -> None:
@@ -415,16 +484,18 @@ class RedisHub(HubCommon):
         if reply[1] is not None:
             part.repeat = [(str(k), int(s)) for k, s in orjson.loads(reply[1])]
 
-    async def _envelopes(self, planned: list[Planned], parts: list[_Part]) -> list[Envelope]:
+    async def _envelopes(
+        self, planned: list[Planned], parts: list[_Part], released: list[Envelope]
+    ) -> list[Envelope]:
         """The stored batch's envelopes, in the batch's order (a retry's are read back)."""
         if all(part.reply is not None for part in parts):
-            reply: list[Any] = [None] * (3 * len(planned))
+            reply: list[Any] = [None] * (WIDTH * len(planned))
             for part in parts:
                 assert part.reply is not None
                 for j, i in enumerate(part.indexes):
-                    reply[3 * i : 3 * i + 3] = part.reply[3 * j : 3 * j + 3]
+                    reply[WIDTH * i : WIDTH * i + WIDTH] = part.reply[WIDTH * j : WIDTH * j + WIDTH]
             base = parts[0].base if len(parts) == 1 and self.ordered_all else None
-            return stored(planned, reply, base)
+            return stored(planned, reply, base, released)
         # A retry: what each partition stored the first time (originals only), in order.
         # (An answer longer than the batch -- a key reused for another batch -- comes whole.)
         placed: list[tuple[int, int, Envelope]] = []
@@ -454,7 +525,7 @@ class RedisHub(HubCommon):
             if part.reply is not None:
                 for j, i in enumerate(part.indexes):
                     if i in number:
-                        seqs[number[i]] = int(part.reply[3 * j])
+                        seqs[number[i]] = abs(int(part.reply[WIDTH * j])) or None
             elif part.repeat is not None:
                 for i, (_, seq) in zip(originals, part.repeat, strict=False):
                     seqs[number[i]] = seq
@@ -643,20 +714,9 @@ class RedisHub(HubCommon):
         found: list[tuple[float, ev.ExecutionSummary]] = []
         for partition in range(len(self.layout.partitions)):
             flat = await self._script("list the executions", "summaries", partition, scan)
-            text = [None if v is None else bytes(v).decode() for v in flat]
             found += [
-                (
-                    float(text[i + 6] or 0),
-                    ev.ExecutionSummary(
-                        execution_id=cast(str, text[i]),
-                        last_seq=int(text[i + 1] or 0),
-                        event_count=int(text[i + 2] or 0),
-                        first_timestamp=text[i + 3],
-                        last_timestamp=text[i + 4],
-                        last_status=text[i + 5],
-                    ),
-                )
-                for i in range(0, len(text), 7)
+                (float(flat[i + 2] or 0), counters_of(flat[i + 1]).summary(bytes(flat[i]).decode()))
+                for i in range(0, len(flat), 3)
             ]
         if len(self.layout.partitions) > 1:
             found.sort(key=lambda pair: pair[0], reverse=True)

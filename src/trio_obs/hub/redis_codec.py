@@ -17,9 +17,11 @@ import attrs
 import orjson
 
 from ..core import events as ev
+from ..core import facts, spanrules
 from ..core.errors import InvalidInput
-from ..core.ledger import check_ids
-from ..core.protocol import GLOBAL, INVALID_EVENT, TOPIC_OF_TYPE
+from ..core.ledger import StreamCounters, check_ids
+from ..core.ledger import _name_of as name_of  # the ledger's own reading
+from ..core.protocol import ENDED_STATES, GLOBAL, INVALID_EVENT, TOPIC_OF_TYPE
 from ..core.routing import Envelope, own_task_id
 from ..core.stamp import stamp, unstamped
 from ..core.wire import decode_event, to_json
@@ -45,10 +47,8 @@ class Planned:
     kind: str
     data: bytes
     """The unstamped JSON."""
-    fact: tuple[str, ...]
-    """What the script reads of it (see the publish script's arguments)."""
-    name: str | None = None
-    """The tool a ``tool:start`` names."""
+    fact: tuple[Any, ...]
+    """What the script reads of it (see the publish script's FACT)."""
 
     @property
     def is_copy(self) -> bool:
@@ -60,43 +60,109 @@ COPY: Final = "C"
 """The kind of a ``global`` copy of an execution status."""
 
 
-def _kind(event: ev.StreamEvent) -> tuple[str, str | None, str]:
-    """(kind, tool name, span id or status) of an event, as the script reads them."""
+def _kind(event: ev.StreamEvent) -> str:
+    """The script's kind of an event: ``A``/``a`` an assertion passed or not, ``s`` a
+    status, else ``p``."""
     match event:
         case ev.AssertionResultEvent():
-            return ("A" if event.assertion.result == "pass" else "a"), None, ""
-        case ev.ToolStartEvent():
-            return "T", event.tool, event.tool_use_id
-        case ev.ToolEndEvent() | ev.ToolOutputEvent():
-            return "r", None, event.tool_use_id
-        case ev.SkillStartEvent():
-            return "K", None, event.skill_trace_id
-        case ev.SkillEndEvent():
-            return "k", None, event.skill_trace_id
+            return "A" if event.assertion.result == "pass" else "a"
         case ev.ExecutionStatusEvent():
-            return "s", None, event.status
+            return "s"
         case _:
-            return "p", None, ""
+            return "p"
+
+
+_ROLE_LETTER: Final = {"opens": "o", "closes": "c", "content": "n"}
+
+
+def _role(event: ev.StreamEvent) -> str:
+    """The script's role letter of an event, from the table of event facts (see the
+    publish script's FACT)."""
+    role = facts.role_of(event)
+    if role != "status":
+        return _ROLE_LETTER[role]
+    assert isinstance(event, ev.ExecutionStatusEvent)
+    if event.execution_id == GLOBAL or not spanrules.is_root_status(event):
+        return "s"
+    if event.status == "started":
+        return "S"
+    return "H" if event.status in ENDED_STATES else "R"
+
+
+_MARK: Final = "\x00\x01"
+_MARKED: Final = b',"agent":"\\u0000\\u0001"'
+
+
+def _encoded(event: ev.StreamEvent, marked: bool) -> tuple[bytes, int]:
+    """The unstamped JSON of ``event`` and, if ``marked``, where ``,"agent":...`` would go
+    in it (else -1): the script fills in the agent it finds."""
+    if not marked:
+        return unstamped(event), -1
+    owned = event.seq is None
+    copy = event if owned else attrs.evolve(event, agent=_MARK)
+    if owned:
+        object.__setattr__(event, "agent", _MARK)
+    try:
+        data = unstamped(copy)
+    finally:
+        if owned:
+            object.__setattr__(event, "agent", None)
+    at = data.index(_MARKED)
+    return data[:at] + data[at + len(_MARKED) :], at
+
+
+def _json(value: str | None) -> str:
+    return "" if value is None else to_json(value).decode()
+
+
+def _fact(event: ev.StreamEvent, kind: str, role: str, at: int) -> tuple[Any, ...]:
+    """What the publish script reads of an event (its FACT)."""
+    span_id = facts.span_id_of(event) or ""
+    fact: tuple[Any, ...] = (
+        event.execution_id, kind, event.timestamp, _maybe(facts.own_task_id(event)),
+        facts.tool_of(event) or "", getattr(event, "status", "") if kind == "s" else "",
+        role, span_id, event.parent_span_id or "", at,
+    )  # fmt: skip
+    if role not in ("o", "c"):
+        return (*fact, "", "", "", "", int(facts.is_error_event(event)), "", -1, -1,
+                "1" if facts.FACTS[event.type].span_kind is not None else "",
+                _json(event.agent), "")  # fmt: skip
+    span_kind = facts.span_kind_of(event) or ("span" if role == "o" else "")
+    name = name_of(event)
+    tokens = (-1, -1)
+    if isinstance(event, ev.SpanEndEvent) and event.usage:
+        tokens = (event.usage.get("inputTokens", 0), event.usage.get("outputTokens", 0))
+    lost = role == "c" and spanrules.closing_state(event) == spanrules.LOST
+    return (
+        *fact, span_kind, name, getattr(event, "model", None) or "", "1" if lost else "",
+        int(facts.is_error_event(event)), getattr(event, "conversation_id", None) or "",
+        *tokens, "", _json(event.agent), _json(name) if span_kind == "agent" and name else "",
+    )  # fmt: skip
 
 
 def plan(batch: Sequence[ev.StreamEvent]) -> list[Planned]:
     """The entries a completed batch writes, in order: each event, and after each execution
-    status (of an execution, not of ``global``) its ``global`` copy.
+    status stored as sent (of an execution, not of ``global``) its ``global`` copy (the
+    script copies the root span's statuses, whose fate only it knows).
 
     Raises :class:`~trio_obs.InvalidInput` when an event cannot be encoded.
     """
     planned: list[Planned] = []
     for index, event in enumerate(batch):
-        kind, name, extra = _kind(event)
+        kind, role = _kind(event), _role(event)
+        marked = (
+            event.agent is None
+            and role in ("o", "c", "n")
+            and (role != "n" or event.parent_span_id is not None or bool(facts.span_id_of(event)))
+        )
         try:
-            data = unstamped(event)
+            data, at = _encoded(event, marked)
         except Exception as exc:  # e.g. a value JSON cannot carry
             raise InvalidInput(f"the events cannot be stored: {exc}", INVALID_EVENT) from None
         check_ids(event, data, index, batch)
         key = event.execution_id
-        fact = (key, kind, event.timestamp, _maybe(own_task_id(event)), name or "", extra)
-        planned.append(Planned(event, key, kind, data, fact, name))
-        if kind == "s" and key != GLOBAL:
+        planned.append(Planned(event, key, kind, data, _fact(event, kind, role, at)))
+        if kind == "s" and key != GLOBAL and role in ("s", "R"):
             copy = (GLOBAL, COPY, event.timestamp, "", "", "")
             planned.append(Planned(event, GLOBAL, COPY, data, copy))
     return planned
@@ -122,36 +188,79 @@ def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else None
 
 
-def stored(planned: Sequence[Planned], reply: Sequence[Any], base: int | None) -> list[Envelope]:
-    """The envelopes of a stored batch, from the script's ``(seq, x, y)`` per entry (in order:
-    a copy follows its original) and the fan-out position before its first entry (``base``:
-    the entries follow without a gap; None where events have no global position)."""
+WIDTH: Final = 5
+"""Values per entry in the publish script's answer: seq, x, y, agent, more."""
+
+
+def stored(
+    planned: Sequence[Planned],
+    reply: Sequence[Any],
+    base: int | None,
+    released: list[Envelope] | None = None,
+) -> list[Envelope]:
+    """The answer to a stored batch, from the script's ``(seq, x, y, agent, more)`` per
+    entry and the fan-out position before its first entry (``base``: the entries follow
+    without a gap, in the script's order; None where events have no global position): an
+    envelope per event (a ``global`` copy after an execution status), as the ledger gives
+    (an event dropped by the span rules: an envelope not stored, with the seq of the event
+    it repeats). A held status released by the batch goes to ``released`` (with its copy)."""
     out: list[Envelope] = []
     numbered: ev.StreamEvent | None = None
+    pos = base
     for i, p in enumerate(planned):
-        seq, x, y = int(reply[3 * i]), reply[3 * i + 1], reply[3 * i + 2]
+        seq, x, y, agent, more = reply[WIDTH * i : WIDTH * i + WIDTH]
+        seq = int(seq)
         topic = TOPIC_OF_TYPE[p.event.type]
         if p.is_copy:  # a copy has a fan-out entry, but no position on `all`
-            assert numbered is not None
-            copy = attrs.evolve(numbered, seq=seq, pos=None)
-            out.append(Envelope(GLOBAL, seq, copy, stamp(p.data, seq), topic, is_copy=True))
+            if numbered is not None:
+                pos = _after(pos)
+                out.append(copy_envelope(numbered, seq, p.data))
             continue
-        pos = None if base is None else base + i + 1
-        event = p.event
-        task_id, tool, rate = own_task_id(event), p.name, None
-        if isinstance(event, ev.AssertionResultEvent):
-            rate = int(x) / int(y)
-            event = _numbered(event, seq=seq, pos=pos, running_pass_rate=rate)
-        else:
-            event = _numbered(event, seq=seq, pos=pos)
-        numbered = event
-        if p.kind == "r":
-            tool, task_id = _text(x), _unmaybe(y)
-        elif p.kind == "k":
-            task_id = _unmaybe(y)
-        data = stamp(p.data, seq, rate, pos)
-        out.append(Envelope(p.key, seq, event, data, topic, task_id, tool))
+        numbered, data, event = None, p.data, p.event
+        if seq < 0:  # dropped: answered with the seq of the event it repeats
+            kept = attrs.evolve(event, seq=-seq, pos=None)
+            out.append(Envelope(p.key, -seq, kept, b"", topic))
+        elif seq:
+            pos = _after(pos)
+            if agent is not None:  # the agent the script filled in
+                at = p.fact[9]
+                data = data[:at] + b',"agent":' + bytes(agent) + data[at:]
+                event = _numbered(event, agent=orjson.loads(agent))
+            if isinstance(event, ev.AssertionResultEvent):
+                task_id, tool, rate = own_task_id(event), None, int(x) / int(y)
+                event = _numbered(event, seq=seq, pos=pos, running_pass_rate=rate)
+            else:
+                task_id, tool, rate = _unmaybe(y), _text(x), None
+                event = _numbered(event, seq=seq, pos=pos)
+            numbered = event
+            stamped = stamp(data, seq, rate, pos)
+            out.append(Envelope(p.key, seq, event, stamped, topic, task_id, tool))
+        if more:
+            copy_seq, released_seq, released_data, released_copy = more
+            if int(copy_seq) and numbered is not None:
+                pos = _after(pos)
+                out.append(copy_envelope(numbered, int(copy_seq), data))
+            if int(released_seq):
+                pos = _after(pos)
+                env = envelope_of(p.key, int(released_seq), {b"d": bytes(released_data)}, pos)
+                if released is not None:
+                    released.append(env)
+                if int(released_copy):
+                    pos = _after(pos)
+                    copy = copy_envelope(env.event, int(released_copy), bytes(released_data))
+                    if released is not None:
+                        released.append(copy)
     return out
+
+
+def _after(pos: int | None) -> int | None:
+    return None if pos is None else pos + 1
+
+
+def copy_envelope(event: ev.StreamEvent, seq: int, data: bytes) -> Envelope:
+    """The ``global`` copy of a stored execution status (no position on ``all``)."""
+    copy = attrs.evolve(event, seq=seq, pos=None)
+    return Envelope(GLOBAL, seq, copy, stamp(data, seq), TOPIC_OF_TYPE[event.type], is_copy=True)
 
 
 def pass_rate(fields: Mapping[bytes, bytes]) -> float | None:
@@ -176,9 +285,13 @@ def entry_json(seq: int, fields: Mapping[bytes, bytes]) -> bytes:
     return stamp(fields[b"d"], seq, pass_rate(fields), position(fields))
 
 
-def envelope_of(key: str, seq: int, fields: Mapping[bytes, bytes]) -> Envelope:
-    """The envelope of a stream entry of ``key`` (its JSON decoded once, here)."""
-    template, rate, pos = fields[b"d"], pass_rate(fields), position(fields)
+def envelope_of(
+    key: str, seq: int, fields: Mapping[bytes, bytes], pos: int | None = None
+) -> Envelope:
+    """The envelope of a stream entry of ``key`` (its JSON decoded once, here; ``pos``:
+    its position, where the fields do not say it)."""
+    template, rate = fields[b"d"], pass_rate(fields)
+    pos = position(fields) if pos is None else pos
     event = decode_event(orjson.loads(template))
     if rate is None:
         _numbered(event, seq=seq, pos=pos)
@@ -195,3 +308,29 @@ def envelope_of(key: str, seq: int, fields: Mapping[bytes, bytes]) -> Envelope:
         _text(fields.get(b"l")),
         b"c" in fields,
     )
+
+
+def counters_of(flat: Sequence[Any]) -> StreamCounters:
+    """An execution's counters from its ``c:<key>`` hash (HGETALL's flat answer): what the
+    ledger keeps in SQLite's ``streams``, so that its summary is made alike."""
+    fields = {bytes(flat[i]).decode(): bytes(flat[i + 1]).decode() for i in range(0, len(flat), 2)}
+
+    def number(name: str) -> int:
+        return int(fields.get(name) or 0)
+
+    models: dict[str, tuple[int, int]] = {}
+    for field, value in fields.items():
+        if field.startswith("mi:"):
+            model = field[3:]
+            models[model] = (int(value), number("mo:" + model))
+    agents = fields.get("agents")
+    return StreamCounters(
+        last_seq=number("seq"), event_count=number("n"), first_timestamp=fields.get("first"),
+        last_timestamp=fields.get("last"), last_status=fields.get("status"),
+        assertions_total=number("at"), assertions_passed=number("ap"),
+        started_seq=number("started"), status_seq=number("ended"), open_spans=number("open"),
+        name=fields.get("name"), name_since=fields.get("namesince"),
+        conversation_id=fields.get("conv"), agents=tuple(orjson.loads(agents)) if agents else (),
+        model_calls=number("mc"), input_tokens=number("ti"), output_tokens=number("to"),
+        tool_calls=number("tc"), errors=number("er"), models=models,
+    )  # fmt: skip

@@ -22,8 +22,13 @@ partition, so it runs atomically on one shard. Keys of a partition, under its pr
   :mod:`trio_obs.core.stamp`), ``t`` (``=``task id), ``l`` (tool), ``r`` (assertions passed
   and total, for ``runningPassRate``), ``c`` (a ``global`` copy of an ``execution:status``);
 - ``c:<key>`` -- its counters: ``seq``, ``n`` (events), ``first``/``last`` timestamps,
-  ``status``, ``at``/``ap`` (assertions total/passed);
-- ``s:<key>`` -- its tool uses (``t<id>`` tool, ``T<id>`` task) and skills (``K<id>`` task);
+  ``status``, ``at``/``ap`` (assertions total/passed); the execution rules' state
+  (``open`` spans, the seqs of the root's ``started`` and closing status, the ``held``
+  closing status with its ``heldts`` and ``heldst``); its summary (``name``,
+  ``namesince``, ``conv``, ``agents`` as a JSON array, ``mc``/``tc``/``er`` model calls,
+  tool calls and errors, ``ti``/``to`` tokens, ``mi:<model>``/``mo:<model>`` per model);
+- ``s:<key>`` -- its spans (SPEC §12): ``r<span id>``, the span's record as JSON (kind,
+  tool name, task, agent, model, the seqs of its opening and closing, closed lost?);
 - ``active`` / ``touched`` -- sorted sets of executions by last write (a counter, and
   Redis's clock in seconds, for retention and for ordering across partitions);
 - ``idem:<key>`` -- the answer of an ``Idempotency-Key`` (this partition's part of it);
@@ -81,14 +86,18 @@ PUBLISH: Final = (
     "#!lua\n"
     + _FENCE
     + r"""
--- ARGV[7] batch token, ARGV[8] idempotency key ('' = none), ARGV[9] its ttl, ARGV[10] the
--- number of facts, ARGV[11] '1' to write each event's position `p`, ARGV[12] the facts as a
--- JSON array of [key, kind, timestamp, own task (''|'='..id), tool name, span id or
--- status], then the unstamped JSON of each.
--- Kind 'C' is the `global` copy of the execution status before it.
--- Reads first, writes after: a batch is stored whole or not at all.
--- -> {epoch, false, the fan position before the first entry, (seq, x, y) per fact}
---    or {epoch, earlier answer}
+-- ARGV[7] batch token, ARGV[8] idempotency key ('' = none), ARGV[9] its ttl, ARGV[10] '1'
+-- to write each event's position `p`, ARGV[11] '1' when `global` lives in this partition,
+-- ARGV[12] the facts as a JSON array (one array per entry: see FACT below), then the
+-- unstamped JSON of each.
+-- The rules of core/ledger.py and core/spanrules.py, on what the keys above keep, so that
+-- every node decides alike (SPEC §12: one start and one end per span; the root's closing
+-- status held while spans are open).
+-- -> {epoch, false, the fan position before the first entry, (seq, x, y, agent, more) per
+--    fact} or {epoch, earlier answer}. seq < 0: not stored, answered with -seq (the event
+--    it repeats); x, y: pass count and total (assertions), else tool and task;
+--    agent: the agent filled in (JSON); more: false or {copy seq, released seq, released
+--    JSON, its copy seq} (0: none).
 local token, idem = ARGV[7], ARGV[8]
 if idem ~= '' then
   local seen = redis.call('GET', P .. 'idem:' .. idem)
@@ -99,27 +108,50 @@ if idem ~= '' then
   end
 end
 
-local counters, spans, span_writes = {}, {}, {}
+local NUMBERS = {'seq', 'n', 'at', 'ap', 'open', 'started', 'ended'}
+local TEXTS = {'first', 'last', 'status', 'held', 'heldts', 'heldst', 'name', 'namesince',
+               'conv', 'agents'}
+local FIELDS = {unpack(NUMBERS)}
+for _, name in ipairs(TEXTS) do FIELDS[#FIELDS + 1] = name end
+local counters, records, dirty = {}, {}, {}
 local function counter(key)
   local c = counters[key]
   if not c then
-    local v = redis.call('HMGET', P .. 'c:' .. key, 'seq', 'n', 'first', 'at', 'ap')
-    c = {seq = tonumber(v[1]) or 0, n = tonumber(v[2]) or 0, first = v[3],
-         at = tonumber(v[4]) or 0, ap = tonumber(v[5]) or 0}
+    local v = redis.call('HMGET', P .. 'c:' .. key, unpack(FIELDS))
+    c = {add = {}}
+    for j, name in ipairs(NUMBERS) do c[name] = tonumber(v[j]) or 0 end
+    for j, name in ipairs(TEXTS) do c[name] = v[#NUMBERS + j] end
     counters[key] = c
   end
   return c
 end
-local function span(key, field)
-  local known = spans[key] and spans[key][field]
-  if known ~= nil then return known end
-  return redis.call('HGET', P .. 's:' .. key, field)
+local function record(key, id)
+  -- A span's record: {k kind, n tool name, T task, g agent (JSON), m model, O/C seqs of its
+  -- opening/closing, X 'l' if it closed lost}; false if the span is not known.
+  local mine = records[key]
+  if not mine then mine = {}; records[key] = mine end
+  local r = mine[id]
+  if r == nil then
+    local v = redis.call('HGET', P .. 's:' .. key, 'r' .. id)
+    r = v and cjson.decode(v) or false
+    mine[id] = r
+  end
+  return r
 end
-local function remember(key, field, value)
-  if not spans[key] then spans[key] = {}; span_writes[key] = {} end
-  spans[key][field] = value
-  local w = span_writes[key]
-  w[#w + 1] = field; w[#w + 1] = value
+local function keep(key, id, r)
+  records[key][id] = r
+  if not dirty[key] then dirty[key] = {} end
+  dirty[key][id] = true
+end
+local function count(c, field, n) c.add[field] = (c.add[field] or 0) + n end
+local function count_span(c, kind)
+  if kind == 'tool' then count(c, 'tc', 1) elseif kind == 'llm' then count(c, 'mc', 1) end
+end
+local function name_agent(c, name, first)
+  local list = c.agents and cjson.decode(c.agents) or {}
+  for _, a in ipairs(list) do if a == name then return end end
+  if first then table.insert(list, 1, name) else list[#list + 1] = name end
+  c.agents = cjson.encode(list)
 end
 
 local entries, order, answer, out = {}, {}, {}, {epoch, false, 0}
@@ -135,52 +167,191 @@ local function add(key, data, ts, task, tool, rate, copy)
   if rate then fields[#fields + 1] = 'r'; fields[#fields + 1] = rate end
   if copy then fields[#fields + 1] = 'c'; fields[#fields + 1] = '1' end
   entries[#entries + 1] = {key, c.seq, fields}
-  order[#order + 1] = key
+  if not copy then order[#order + 1] = key; answer[#answer + 1] = {key, c.seq} end
   return c.seq
 end
+local here = ARGV[11] == '1'
+local function copy(data, ts)
+  if here then return add('global', data, ts, false, false, false, true) end
+  return 0
+end
 
-for i, facts in ipairs(cjson.decode(ARGV[12])) do
-  local key, kind, ts, task, name, extra = unpack(facts)
-  local data = ARGV[12 + i]
+-- FACT (see redis_codec.plan): 1 key, 2 kind (A/a an assertion passed or not, C a `global`
+-- copy, s a status, else p), 3 timestamp, 4 own task (''|'='..id), 5 tool (`tool:start`'s),
+-- 6 status, 7 role (o opens, c closes, n content, s stored as sent, S/H/R the root span's
+-- started/closing/other status), 8 span id, 9 parent span id, 10 where `,"agent":..`
+-- goes (-1: the event has its agent), 11 span kind, 12 span name, 13 model, 14 '1' if the
+-- closing is `lost`, 15 1 if it is an error, 16 conversation id, 17/18 tokens in/out
+-- (-1: no usage), 19 '1' if content takes its tool and task from its span, 20 the agent
+-- the event gives (JSON, ''), 21 an agent span's own name (JSON, '').
+-- The entry being read (the helpers below work on it).
+local f, key, kind, ts, task, tool, status, role, id, parent, at, data, c
+local rate, agent, more, seq
+local function fill(found)
+  if at >= 0 and found and not agent then
+    agent = found
+    data = string.sub(data, 1, at) .. ',"agent":' .. agent .. string.sub(data, at + 1)
+  end
+end
+local function store()
+  seq = add(key, data, ts, task, tool, rate, kind == 'C')
+  if key ~= 'global' and f[15] == 1 then count(c, 'er', 1) end
+  return seq
+end
+local function parent_agent()
+  local r = parent ~= '' and record(key, parent)
+  return r and r.g or false
+end
+for i, fact in ipairs(cjson.decode(ARGV[12])) do
+  f = fact
+  key, kind, ts, task, tool, status = f[1], f[2], f[3], f[4], f[5], f[6]
+  role, id, parent, at = f[7] or '', f[8] or '', f[9] or '', f[10] or -1
+  data = ARGV[12 + i]
   if task == '' then task = false end
-  local tool, rate, x, y = false, false, false, false
+  if tool == '' then tool = false end
+  rate, agent, more, seq = false, false, false, 0
+  c = counter(key)
   if kind == 'A' or kind == 'a' then
-    local c = counter(key)
     c.at = c.at + 1
     if kind == 'A' then c.ap = c.ap + 1 end
-    x, y = c.ap, c.at
     rate = c.ap .. ' ' .. c.at
-  elseif kind == 'T' then
-    remember(key, 't' .. extra, name)
-    remember(key, 'T' .. extra, task or '')
-    tool = name
-  elseif kind == 'K' then
-    remember(key, 'K' .. extra, task or '')
-  elseif kind == 'r' then
-    local found = span(key, 't' .. extra)
-    if found then
-      tool = found
-      local t = span(key, 'T' .. extra)
-      if t and t ~= '' then task = t end
-    end
-    x, y = tool, task
-  elseif kind == 'k' then
-    local t = span(key, 'K' .. extra)
-    if t and t ~= '' then task = t end
-    y = task
-  elseif kind == 's' then
-    counter(key).status = extra
   end
-  local seq = add(key, data, ts, task, tool, rate, kind == 'C')
-  if kind ~= 'C' then answer[#answer + 1] = {key, seq} end
-  out[#out + 1] = seq; out[#out + 1] = x; out[#out + 1] = y
+  if role == 'n' then
+    local r = id ~= '' and record(key, id)
+    if r then
+      if f[19] == '1' then
+        tool = r.k == 'tool' and r.n or false
+        task = r.T or false
+      end
+      fill(r.g or false)
+    end
+    fill(parent_agent())
+    store()
+  elseif role == 'o' then
+    local r = record(key, id)
+    if r then
+      seq = -((r.O or 0) > 0 and r.O or r.C or 0)
+    else
+      local skind, name = f[11], f[12]
+      local pk = parent ~= '' and record(key, parent)
+      local pagent = pk and pk.g or false
+      local own = f[20] ~= '' and f[20]
+      if not own then
+        if skind == 'agent' then own = f[21] ~= '' and f[21] else own = pagent end
+      end
+      fill(own)
+      store()
+      r = {k = skind, O = seq}
+      if task then r.T = task end
+      if skind == 'tool' then r.n = name end
+      if own then r.g = own end
+      if f[13] ~= '' then r.m = f[13] end
+      keep(key, id, r)
+      c.open = c.open + 1
+      count_span(c, skind)
+      if skind == 'agent' then
+        local since = c.namesince
+        if (not pk or not pagent) and (not since or (since ~= '' and ts < since)) then
+          c.name, c.namesince = name, ts
+        end
+        if name ~= '' then name_agent(c, name, false) end
+      elseif not c.name and skind ~= 'tool' and skind ~= 'skill' and name ~= '' and not pk then
+        c.name = name
+      end
+      if f[16] ~= '' and not c.conv then c.conv = f[16] end
+    end
+  elseif role == 'c' then
+    local r = record(key, id)
+    local known = r and true
+    local closed = r and r.C or 0
+    local lost = f[14] == '1'
+    if r and not (closed == 0 or (r.X == 'l' and not lost)) then
+      seq = -closed
+    else
+      local skind, model
+      if r then
+        skind, model = r.k, r.m or ''
+        task = task or r.T or false
+        tool = r.k == 'tool' and r.n or false
+        fill(r.g or false)
+      else
+        skind = f[11]
+        local own
+        if skind == 'agent' then own = f[21] ~= '' and f[21] else own = parent_agent() end
+        fill(own)
+        r = {k = skind}
+        if task then r.T = task end
+        if skind == 'tool' then r.n = f[12] end
+        if own then r.g = own end
+        model, tool = '', false
+      end
+      store()
+      r.C, r.X = seq, lost and 'l' or nil
+      keep(key, id, r)
+      if not known then count_span(c, skind) end
+      if closed == 0 and skind == 'llm' and f[17] >= 0 then
+        local m = f[13] ~= '' and f[13] or model
+        count(c, 'ti', f[17]); count(c, 'to', f[18])
+        count(c, 'mi:' .. m, f[17]); count(c, 'mo:' .. m, f[18])
+      end
+      if known and (r.O or 0) > 0 and closed == 0 then
+        c.open = c.open - 1
+        if c.open <= 0 and c.held then
+          -- The last open span closed: the held closing status is stored now, after it.
+          local held, when = c.held, c.heldts
+          if ts > when then
+            when = ts
+            held = string.gsub(held, ',"timestamp":"[^"]*"}$',
+                               function() return ',"timestamp":"' .. ts .. '"}' end)
+          end
+          c.status, c.held, c.heldts, c.heldst = c.heldst, false, false, false
+          local rseq = add(key, held, when, false, false, false, false)
+          answer[#answer] = nil  -- not an answer to this batch
+          c.ended = rseq
+          more = {0, rseq, held, copy(held, when)}
+        end
+      end
+    end
+  elseif role == 'S' then
+    if c.started > 0 then seq, role = -c.started, 'S-'  -- a copy: it names nothing either
+    else
+      c.status = status
+      c.started = store()
+      more = {copy(data, ts), 0, false, 0}
+    end
+  elseif role == 'H' then
+    if c.ended > 0 or c.held then seq = -(c.ended > 0 and c.ended or c.seq)
+    elseif c.open > 0 then
+      c.held, c.heldts, c.heldst = data, ts, status
+      seq = -c.seq
+    else
+      c.status = status
+      c.ended = store()
+      more = {copy(data, ts), 0, false, 0}
+    end
+  else
+    if kind == 's' then c.status = status end
+    store()
+  end
+  if (role == 'S' or role == 'H' or role == 'R') and f[20] ~= '' then
+    local name = cjson.decode(f[20])
+    c.name, c.namesince = name, ''
+    name_agent(c, name, true)
+  end
+  if seq < 0 then answer[#answer + 1] = {key, -seq} end  -- the event it repeats
+  if rate then
+    out[#out + 1] = seq; out[#out + 1] = c.ap; out[#out + 1] = c.at
+  else
+    out[#out + 1] = seq; out[#out + 1] = tool; out[#out + 1] = task
+  end
+  out[#out + 1] = agent; out[#out + 1] = more
 end
 
 -- Writes.
-local total = tonumber(ARGV[10])
+local total = #entries
 local pos = redis.call('HINCRBY', P .. 'meta', 'pos', total) - total
 out[3] = pos
-local maxlen, positioned = ARGV[6], ARGV[11] == '1'
+local maxlen, positioned = ARGV[6], ARGV[10] == '1'
 for _, e in ipairs(entries) do
   local key, seq, fields = e[1], e[2], e[3]
   pos = pos + 1
@@ -195,14 +366,19 @@ for _, e in ipairs(entries) do
   redis.call('XADD', fan, unpack(shared))
 end
 for key, c in pairs(counters) do
-  local h = {'seq', c.seq, 'n', c.n, 'at', c.at, 'ap', c.ap}
-  if c.first then h[#h + 1] = 'first'; h[#h + 1] = c.first end
-  if c.last then h[#h + 1] = 'last'; h[#h + 1] = c.last end
-  if c.status then h[#h + 1] = 'status'; h[#h + 1] = c.status end
+  local h, gone = {}, {}
+  for _, f in ipairs(NUMBERS) do h[#h + 1] = f; h[#h + 1] = c[f] end
+  for _, f in ipairs(TEXTS) do
+    if c[f] then h[#h + 1] = f; h[#h + 1] = c[f] else gone[#gone + 1] = f end
+  end
   redis.call('HSET', P .. 'c:' .. key, unpack(h))
+  if #gone > 0 then redis.call('HDEL', P .. 'c:' .. key, unpack(gone)) end
+  for field, n in pairs(c.add) do redis.call('HINCRBY', P .. 'c:' .. key, field, n) end
 end
-for key, w in pairs(span_writes) do
-  redis.call('HSET', P .. 's:' .. key, unpack(w))
+for key, ids in pairs(dirty) do
+  local h = {}
+  for id in pairs(ids) do h[#h + 1] = 'r' .. id; h[#h + 1] = cjson.encode(records[key][id]) end
+  redis.call('HSET', P .. 's:' .. key, unpack(h))
 end
 -- Executions by last write: each key once, in the order of its last write in the batch.
 local now = redis.call('TIME')
@@ -264,13 +440,12 @@ return out
 """The last seq of several stream keys."""
 
 SUMMARIES: Final = r"""#!lua flags=no-writes
--- ARGV: prefix, limit. -> per execution: id, seq, n, first, last, status, last write (seconds)
+-- ARGV: prefix, limit. -> per execution: id, its counters (HGETALL), last write (seconds)
 local P = ARGV[1]
 local out = {}
 for _, id in ipairs(redis.call('ZREVRANGE', P .. 'active', 0, tonumber(ARGV[2]) - 1)) do
-  local v = redis.call('HMGET', P .. 'c:' .. id, 'seq', 'n', 'first', 'last', 'status')
   out[#out + 1] = id
-  for j = 1, 5 do out[#out + 1] = v[j] end
+  out[#out + 1] = redis.call('HGETALL', P .. 'c:' .. id)
   out[#out + 1] = redis.call('ZSCORE', P .. 'touched', id)
 end
 return out

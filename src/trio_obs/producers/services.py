@@ -146,8 +146,13 @@ class ToolUseService(_SpanService):
         *,
         tool_use_id: str | None = None,
         task_id: str | None = None,
+        parent_span_id: str | None = None,
+        agent: str | None = None,
     ) -> ev.ToolStartEvent:
-        """Store and emit ``tool:start``; returns it (its ``tool_use_id`` names the use)."""
+        """Store and emit ``tool:start``; returns it (its ``tool_use_id`` names the use).
+
+        ``parent_span_id``: the span it runs in (an agent's, SPEC §12), if any.
+        """
         return await self._publish(
             ev.ToolStartEvent(
                 timestamp=now_iso(),
@@ -156,6 +161,8 @@ class ToolUseService(_SpanService):
                 tool=tool,
                 input_summary=input_summary,
                 task_id=task_id,
+                parent_span_id=parent_span_id,
+                agent=agent,
             )
         )
 
@@ -248,8 +255,9 @@ class SkillService(_SpanService):
         *,
         skill_trace_id: str | None = None,
         task_id: str | None = None,
+        parent_span_id: str | None = None,
     ) -> ev.SkillStartEvent:
-        """Store and emit ``skill:start``."""
+        """Store and emit ``skill:start`` (``parent_span_id``: the span it runs in, if any)."""
         return await self._publish(
             ev.SkillStartEvent(
                 timestamp=now_iso(),
@@ -259,6 +267,7 @@ class SkillService(_SpanService):
                 skill_file=skill_file,
                 line_number=line_number,
                 task_id=task_id,
+                parent_span_id=parent_span_id,
             )
         )
 
@@ -279,6 +288,78 @@ class SkillService(_SpanService):
                 skill_name=skill_name,
                 status=status,
                 duration_ms=self._duration(skill_trace_id, duration_ms),
+            )
+        )
+
+
+class SpanService(_SpanService):
+    """Agents, model calls and other spans: ``span:start`` and ``span:end`` (SPEC §12)."""
+
+    async def start(
+        self,
+        execution_id: str,
+        kind: ev.SpanKind,
+        name: str,
+        *,
+        span_id: str | None = None,
+        parent_span_id: str | None = None,
+        agent: str | None = None,
+        task_id: str | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        conversation_id: str | None = None,
+        input_messages: list[ev.JSONDict] | None = None,
+    ) -> ev.SpanStartEvent:
+        """Store and emit ``span:start``; returns it (its ``span_id`` names the span).
+
+        An agent span's ``agent`` is its own name and a span's agent is its parent's
+        when not given (the ledger fills it).
+        """
+        return await self._publish(
+            ev.SpanStartEvent(
+                timestamp=now_iso(),
+                execution_id=execution_id,
+                span_id=self._open(span_id),
+                kind=kind,
+                name=name,
+                parent_span_id=parent_span_id,
+                agent=agent,
+                task_id=task_id,
+                model=model,
+                provider=provider,
+                conversation_id=conversation_id,
+                input_messages=input_messages,
+            )
+        )
+
+    async def end(
+        self,
+        execution_id: str,
+        span_id: str,
+        state: ev.SpanEndState = "done",
+        *,
+        duration_ms: float | None = None,
+        model: str | None = None,
+        usage: ev.Usage | None = None,
+        output: str | None = None,
+        output_messages: list[ev.JSONDict] | None = None,
+        finish_reasons: list[str] | None = None,
+        error: str | None = None,
+    ) -> ev.SpanEndEvent:
+        """Store and emit ``span:end``; the duration defaults to the time since ``start``."""
+        return await self._publish(
+            ev.SpanEndEvent(
+                timestamp=now_iso(),
+                execution_id=execution_id,
+                span_id=span_id,
+                state=state,
+                duration_ms=self._duration(span_id, duration_ms),
+                model=model,
+                usage=usage,
+                output=output,
+                output_messages=output_messages,
+                finish_reasons=finish_reasons,
+                error=error,
             )
         )
 
@@ -402,6 +483,7 @@ class Services(Generic[P]):
     skills: SkillService
     message_bus: MessageBusService
     executions: ExecutionService
+    spans: SpanService
 
     @classmethod
     def over(cls, hub: P) -> Self:
@@ -414,4 +496,5 @@ class Services(Generic[P]):
             SkillService(hub),
             MessageBusService(hub),
             ExecutionService(hub),
+            SpanService(hub),
         )

@@ -7,12 +7,14 @@ specification in the request's own encoding: 200 with an export response (partia
 success filled when items were refused), 400 with a ``google.rpc.Status`` for a body
 that does not parse, 413, 415, and 503 with ``Retry-After`` when the store cannot take
 the events. The rule that turns spans into events is ``core.otlp``; what it gives goes
-through the hub as one atomic batch, like a ``POST /api/events``.
+through the hub as one atomic batch, like a ``POST /api/events``, under the request's
+``Idempotency-Key`` or, as exporters send none, a hash of the body (a retry is one batch).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import re
 import zlib
@@ -244,6 +246,15 @@ LOGS: Final = Signal(
 )
 
 
+def body_key(signal: Signal, data: bytes) -> str:
+    """The idempotency key of an export sent without one: a hash of what it says.
+
+    OTLP exporters send no ``Idempotency-Key`` and retry what was not answered: the same
+    body again is the same batch, stored once (issue 20, item 2).
+    """
+    return f"otlp-{signal.name}-{hashlib.sha256(data).hexdigest()}"
+
+
 def content_type_of(request: Request) -> str | None:
     """``application/x-protobuf`` or ``application/json`` (parameters aside), else None."""
     media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -273,6 +284,7 @@ class OtlpReceiver:
             parse(data, content_type, message, signal.hex_ids)
         except HttpError as err:  # answered with a google.rpc.Status, as OTLP/HTTP says
             return failure(err.status, str(err), content_type)
+        key = key or body_key(signal, data)
         translation = signal.translate(message, self.memory, now_iso())
         if translation.events:
             try:

@@ -17,9 +17,10 @@
 //
 // The modules: state (shared mutable state), page (lookup, URL, drawers), frame (schedule),
 // token, net (HTTP, LiveSocket), list (execution list), run (the selected run), model (its
-// events and what is derived), filters, history (loading pages), rows, timeline, spanview,
+// events and what is derived), filters, history (loading pages), rows, timeline, treeview,
 // panels, notices, detail, export, search (across runs), runfilter (the list's agent and
-// errors filters), alerts (the watchdog's); helpers: events, dom, ansi, spans, virtual.
+// errors filters), alerts (the watchdog's); helpers: events, dom, ansi, virtual; the tree:
+// tree (the fold), treeview, chat.
 
 import { state } from "./state.js";
 import { $, initDrawers, params } from "./page.js";
@@ -35,9 +36,9 @@ import { MISSING, rebuildRows } from "./model.js";
 import { buildFilters, syncSelects } from "./filters.js";
 import { fullyLoaded, kick } from "./history.js";
 import {
-  anchorSeq, initTimeline, jumpTo, renderTimeline, restoreAnchor, timelineSource,
+  anchorSeq, initTimeline, jumpTo, renderTimeline, restoreAnchor, settleFocus, timelineSource,
 } from "./timeline.js";
-import { initSpanView, refreshSpans } from "./spanview.js";
+import { initTreeView, renderTree, showTab, treeStats } from "./treeview.js";
 import { renderAgents, renderAlerts, renderSummary } from "./panels.js";
 import { initNotices, renderNotify } from "./notices.js";
 import { initDetail, refreshDetail } from "./detail.js";
@@ -62,7 +63,10 @@ function frame() {
     restoreAnchor(v, anchor);
   }
   if (!$("timeline").hidden) renderTimeline(v);
-  else refreshSpans(v);
+  else {
+    renderTree(v);
+    settleFocus(v); // a link's ?seq= opens its event here too
+  }
   if (v.dirty) {
     v.dirty = false;
     refreshDetail(v);
@@ -119,8 +123,9 @@ function initUi() {
   initRunFilter();
   initSearch(select);
   initTimeline();
-  initSpanView();
+  initTreeView();
   initWatch();
+  if (params.get("view") === "tree") showTab("spans");
   new ResizeObserver(() => schedule(true)).observe($("timeline"));
   $("export").addEventListener("click", () => exportRun());
   $("load-all").addEventListener("click", () => {
@@ -180,6 +185,7 @@ window.__trioObs = {
   // Filter messages of the open execution not yet acknowledged (0: the server applies them).
   pendingAcks: () => (state.view?.socket ? state.view.socket.unacked : 0),
   selected: () => state.view?.id ?? null,
+  tree: () => treeStats(),
   seqs: () => {
     const out = [];
     const v = state.view;

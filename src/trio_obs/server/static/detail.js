@@ -8,6 +8,7 @@ import { $, params, setDrawer, wide, writeUrl } from "./page.js";
 import { schedule } from "./frame.js";
 import { appendAnsi, ansiState } from "./ansi.js";
 import { badge, el, fmt, ms, pct } from "./dom.js";
+import { spanParts } from "./chat.js";
 
 const OUTPUT_CHUNKS_SHOWN = 400; // output chunks of one tool call in the detail pane
 let jumpTo = null; // timeline.js: jumpTo(), given to initDetail (it opens this pane)
@@ -42,7 +43,8 @@ export function openDetail(v, s) {
 function detailSignature(v, ev) {
   const t = ev.toolUseId ? v.tools.get(ev.toolUseId) : null;
   const k = ev.skillTraceId ? v.skills.get(ev.skillTraceId) : null;
-  return `${v.selected}:${t ? `${t.start}:${t.end}:${t.outputs.length}` : ""}:${k ? `${k.start}:${k.end}` : ""}`;
+  const n = ev.type.startsWith("span:") ? v.tree.nodes.get(ev.spanId) : null;
+  return `${v.selected}:${t ? `${t.start}:${t.end}:${t.outputs.length}` : ""}:${k ? `${k.start}:${k.end}` : ""}:${n ? `${n.closeSeq}:${n.cost}` : ""}`;
 }
 
 export function refreshDetail(v) {
@@ -99,6 +101,20 @@ function jsonBlock(title, value, testid) {
   return box;
 }
 
+/** A block of text; JSON text is shown indented. */
+function textBlock(title, value, testid) {
+  let shown = value;
+  try {
+    const parsed = JSON.parse(value);
+    if (parsed && typeof parsed === "object") shown = JSON.stringify(parsed, null, 2);
+  } catch {
+    // not JSON: as it is
+  }
+  const box = el("div", "block", el("h3", "", title), el("pre", "json", shown));
+  box.dataset.testid = testid;
+  return box;
+}
+
 function seqButton(s, label) {
   if (!s) return "";
   const b = el("button", "link", label ?? `#${s}`);
@@ -120,10 +136,10 @@ function detailParts(v, ev) {
       const t = v.tools.get(ev.toolUseId) ?? toolRec(v, ev.toolUseId);
       field(dl, "tool", t.tool ?? "(its start is not loaded)");
       field(dl, "tool use", ev.toolUseId);
-      field(dl, "input", t.input);
+      field(dl, "agent", ev.agent);
+      if (t.input) out.push(textBlock("Arguments", t.input, "detail-arguments"));
       field(dl, "status", t.status ? badge(t.status) : t.start ? badge("running") : null);
       field(dl, "duration", ms(t.dur ?? undefined));
-      field(dl, "output", t.summary);
       if (ev.type === "tool:end") {
         field(dl, "isError", ev.isError);
         field(dl, "isBlocked", ev.isBlocked);
@@ -151,6 +167,7 @@ function detailParts(v, ev) {
           out.push(el("p", "muted", `${fmt(t.outputs.length - shown.length)} more chunks are not shown`));
         }
       }
+      if (t.summary) out.push(textBlock("Result", t.summary, "detail-result"));
       break;
     }
     case "assertion:result": {
@@ -209,6 +226,11 @@ function detailParts(v, ev) {
     case "execution:status":
       field(dl, "status", badge(ev.status));
       field(dl, "message", ev.message);
+      if (ev.output) out.push(el("div", "block", el("h3", "", "Output"), el("pre", "out", ev.output)));
+      break;
+    case "span:start":
+    case "span:end":
+      out.push(...spanParts(v, ev, dl));
       break;
     default:
   }

@@ -18,6 +18,13 @@ export function onFrame(fn) {
 /** Ask for a frame; `now`: in the next animation frame, even while events stream in. */
 export function schedule(now = false) {
   if (now) urgent = true;
+  if (scheduled && now && frameTimer !== null && !document.hidden) {
+    // A frame put off while events stream: bring it forward to the next animation frame.
+    clearTimeout(frameTimer);
+    frameTimer = null;
+    requestAnimationFrame(runFrame);
+    return;
+  }
   if (scheduled) return;
   scheduled = true;
   if (document.hidden) {
@@ -26,13 +33,19 @@ export function schedule(now = false) {
   }
   const wait = urgent ? 0 : lastFrame + STREAM_FRAME_MS - performance.now();
   if (wait <= 1) requestAnimationFrame(runFrame);
-  else frameTimer = setTimeout(() => requestAnimationFrame(runFrame), wait);
+  else {
+    frameTimer = setTimeout(() => {
+      frameTimer = null;
+      requestAnimationFrame(runFrame);
+    }, wait);
+  }
 }
 
 function runFrame() {
   scheduled = false;
   urgent = false;
   clearTimeout(frameTimer);
+  frameTimer = null;
   lastFrame = performance.now();
   draw();
 }

@@ -11,6 +11,8 @@ import { ago, el, fmt, setClass, setText, text, textOf } from "./dom.js";
 const LIST_LIMIT = 200; // executions listed
 const LIST_SHOWN = 150; // execution items in the DOM (search finds the others)
 
+const TOTALS_CHANGE = new Set(["span:start", "span:end", "tool:end", "execution:status"]);
+
 let listOrder = []; // entries in list order (what the keyboard walks)
 let idCounter = 0;
 let selectRun = null; // run.js: select(), given to initList
@@ -30,6 +32,7 @@ export function entryOf(id) {
     e = {
       executionId: id, lastStatus: null, statusSeq: 0, eventCount: 0, lastSeq: 0,
       firstTimestamp: null, lastTimestamp: null, li: null,
+      name: null, conversationId: null, agents: [], state: null, totals: null,
     };
     state.executions.set(id, e);
   }
@@ -48,6 +51,15 @@ export function mergeListing(list, { force = false } = {}) {
       e.lastTimestamp = s.lastTimestamp ?? e.lastTimestamp;
     }
     e.firstTimestamp = s.firstTimestamp ?? e.firstTimestamp;
+    // CONTRACT D: the run's name, conversation, agents, state and totals (kept per run).
+    if (force || s.lastSeq >= e.namedSeq || e.namedSeq === undefined) {
+      e.namedSeq = s.lastSeq;
+      e.name = s.name ?? e.name;
+      e.conversationId = s.conversationId ?? e.conversationId;
+      e.agents = s.agents ?? e.agents;
+      e.state = s.state ?? e.state;
+      e.totals = s.totals ?? e.totals;
+    }
     // The listed status is the one as of its lastSeq.
     if (force || s.lastSeq >= e.statusSeq) {
       e.lastStatus = s.lastStatus ?? e.lastStatus;
@@ -97,6 +109,8 @@ export function noteEvent(ev) {
     if (ev.seq === 1) e.firstTimestamp = ev.timestamp;
     state.listDirty = true;
   }
+  // Totals and names are the server's (CONTRACT D): asked again after events that change them.
+  if (TOTALS_CHANGE.has(ev.type) && state.listReady) refreshSoon();
   if (ev.type === "execution:status" && ev.seq > e.statusSeq) {
     e.lastStatus = ev.status;
     e.statusSeq = ev.seq;
@@ -138,19 +152,51 @@ function makeItem(e) {
   e.tStatus = text();
   e.tCount = text();
   e.tAge = text();
+  e.tName = text();
+  e.tSub = text();
+  e.tTotals = text();
+  e.tErrors = text();
   e.badgeNode = el("span", "badge", e.tStatus);
+  e.errNode = el("span", "bad", e.tErrors);
   li.append(
-    el("div", "exec-id", e.executionId),
+    el("div", "exec-name", e.tName),
+    el("div", "exec-id", e.tSub),
     el("div", "exec-meta", e.badgeNode, el("span", "muted", e.tCount),
-      el("span", "muted age", e.tAge)),
+      el("span", "muted", e.tTotals), e.errNode, el("span", "muted age", e.tAge)),
   );
   li.title = e.executionId;
   e.li = li;
   return li;
 }
 
+/** "1.2k" for token counts. */
+function short(n) {
+  if (n < 1000) return String(n);
+  return n < 1e6 ? `${+(n / 1000).toFixed(1)}k` : `${+(n / 1e6).toFixed(1)}M`;
+}
+
+/** The run's tokens and cost, as the list shows them. */
+export function totalsText(t) {
+  if (!t) return "";
+  const tok = (t.inputTokens ?? 0) + (t.outputTokens ?? 0);
+  if (!t.modelCalls && !tok) return "";
+  const cost = t.cost === "unknown" ? "cost unknown" : typeof t.cost === "number"
+    ? `$${t.cost.toFixed(t.cost < 0.1 ? 4 : 2)}` : "";
+  return `${short(tok)} tok${cost ? ` · ${cost}` : ""}`;
+}
+
+/** The run's name as a person reads it (CONTRACT D), else its id. */
+export const runName = (e) => e?.name || e?.executionId || "";
+
 function updateItem(e) {
-  const status = e.lastStatus ?? "–";
+  const status = e.state ?? e.lastStatus ?? "–";
+  setText(e.tName, runName(e));
+  setText(e.tSub, e.name ? (e.conversationId ? `${e.conversationId} · ${e.executionId}` : e.executionId) : "");
+  setText(e.tTotals, totalsText(e.totals));
+  const errs = e.totals?.errors ?? 0;
+  setText(e.tErrors, errs ? `${fmt(errs)} error${errs === 1 ? "" : "s"}` : "");
+  if (e.li.title !== e.executionId) e.li.title = e.executionId;
+  e.li.setAttribute("aria-label", `${runName(e)}, ${status}${errs ? `, ${errs} errors` : ""}`);
   setText(e.tStatus, status);
   setClass(e.badgeNode, `badge s-${status}`);
   setText(e.tCount, `${fmt(e.eventCount)} events`);
@@ -174,9 +220,14 @@ export function renderList() {
   const hold = listHold.pointer || listHold.keyboard;
   const q = $("exec-search").value.trim().toLowerCase();
   const st = $("exec-status-filter").value;
+  const agentQ = $("exec-agent-filter").value.trim().toLowerCase();
+  const errorsOnly = $("exec-errors-filter").checked;
   const matches = sorted.filter((e) =>
-    (q === "" || e.executionId.toLowerCase().includes(q)) && (st === "" || e.lastStatus === st) &&
-    (state.runIds === null || state.runIds.has(e.executionId)));
+    (q === "" || e.executionId.toLowerCase().includes(q) ||
+      (e.name ?? "").toLowerCase().includes(q) || (e.conversationId ?? "").toLowerCase().includes(q)) &&
+    (st === "" || (e.state ?? e.lastStatus) === st || e.lastStatus === st) &&
+    (state.runIds === null || state.runIds.has(e.executionId) ||
+      (!errorsOnly && agentQ !== "" && e.agents.some((a) => a.toLowerCase().includes(agentQ)))));
   // The DOM holds at most LIST_SHOWN items (plus the selected and the focused one).
   const keep = new Set(matches.slice(0, LIST_SHOWN));
   const cur = state.view && state.executions.get(state.view.id);
@@ -210,6 +261,10 @@ export function renderList() {
     if (li.tabIndex !== t) li.tabIndex = t;
   }
   setText(textOf($("exec-count")), String(state.executions.size));
+  if (cur) {
+    setText(textOf($("exec-name")), cur.name ?? "");
+    setText(textOf($("run-totals")), totalsText(cur.totals) || "–");
+  }
   const empty = $("exec-empty");
   const more = matches.length - keep.size;
   empty.hidden = matches.length > 0 && more <= 0;
@@ -243,8 +298,10 @@ export function initList(select) {
     state.listDirty = true;
     schedule(true);
   });
+  let pressedAt = -Infinity;
   ul.addEventListener("pointerdown", () => {
     listHold.keyboard = false;
+    pressedAt = performance.now();
   });
   ul.addEventListener("focusout", (e) => {
     if (!ul.contains(e.relatedTarget)) {
@@ -273,8 +330,10 @@ export function initList(select) {
     next.focus();
     next.scrollIntoView({ block: "nearest" });
   });
+  // Focus that no press brought (keys, a script, assistive tools): the list holds still, so
+  // that the focused item is never moved (moving a node takes its focus away).
   ul.addEventListener("focusin", () => {
-    if (document.activeElement?.matches?.("li.exec:focus-visible")) listHold.keyboard = true;
+    if (performance.now() - pressedAt > 500) listHold.keyboard = true;
   });
   for (const id of ["exec-search", "exec-status-filter"]) {
     $(id).addEventListener("input", () => {

@@ -7,6 +7,7 @@ import { TOPICS, isAlert, isErr, topicOf } from "./events.js";
 import { notifyAction } from "./notices.js";
 import { stripAnsi } from "./ansi.js";
 import { lowerBound } from "./dom.js";
+import { agentOfSpan, foldEvent, newTree, spanIdOf } from "./tree.js";
 
 const BG_CAP = 100_000; // events loaded in the background; more only as scrolled to
 export const MISSING = Object.freeze({ missing: true }); // a seq the store does not have
@@ -22,11 +23,12 @@ export function runData() {
     ceil: 0, // highest seq the HTTP loader may fetch (above it the socket brings them)
     wsSeq: 0, wsDupes: 0, maxTaken: 0, firstLoaded: Infinity,
     tools: new Map(), skills: new Map(), tasks: new Map(), taskAgent: new Map(),
-    waves: new Map(), waveSpans: new Map(), agents: new Map(),
+    waves: new Map(), agents: new Map(),
     alerts: [], actions: [], // seqs, ascending
     types: new Set(), toolNames: new Set(), agentIds: new Set(),
     pass: null, passSeq: 0, execStatus: null, execStatusSeq: 0,
     t0: Infinity, t1: -Infinity,
+    tree: newTree(), // the span tree (tree.js), folded from every event taken
     rows: null, rowsStale: false, // the filtered timeline: seqs, ascending (null: unfiltered)
     fills: [], needStart: new Set(), visible: [1, 0], scrollDown: false,
     bgCap: BG_CAP, wake: null, fullKey: null, full: false,
@@ -81,9 +83,14 @@ function toolOf(v, ev) {
   return undefined;
 }
 
-function agentOf(v, ev) {
+/** The agent an event belongs to: its own field, its span's, else its task's. */
+export function agentOf(v, ev) {
+  if (ev.agent) return ev.agent;
   if (ev.type === "agent:heartbeat") return ev.instanceId;
-  if (ev.type === "transcript:entry") return ev.entry?.instanceId;
+  if (ev.type === "transcript:entry" && ev.entry?.instanceId) return ev.entry.instanceId;
+  const sid = spanIdOf(ev);
+  const a = sid ? agentOfSpan(v.tree, sid) : null;
+  if (a) return a;
   const task = taskOf(v, ev);
   return task ? v.taskAgent.get(task) : undefined;
 }
@@ -135,6 +142,7 @@ function touchTask(v, task, ts, s, ev) {
 
 function derive(v, ev, s) {
   if (!v.types.has(ev.type)) v.types.add(ev.type);
+  if (ev.agent && !v.agentIds.has(ev.agent)) v.agentIds.add(ev.agent);
   const ts = Date.parse(ev.timestamp);
   if (Number.isFinite(ts)) {
     if (ts < v.t0) v.t0 = ts;
@@ -197,20 +205,6 @@ function derive(v, ev, s) {
     case "wave:status": {
       const known = v.waves.get(ev.waveNumber);
       if (!known || known.seq < s) v.waves.set(ev.waveNumber, ev);
-      let w = v.waveSpans.get(ev.waveNumber);
-      if (!w) {
-        w = { first: ts, last: ts, status: ev.status, seq: s, statusSeq: s };
-        v.waveSpans.set(ev.waveNumber, w);
-      }
-      if (ts < w.first) {
-        w.first = ts;
-        w.seq = s;
-      }
-      if (ts > w.last) w.last = ts;
-      if (s >= w.statusSeq) {
-        w.status = ev.status;
-        w.statusSeq = s;
-      }
       break;
     }
     case "agent:heartbeat": {
@@ -238,6 +232,7 @@ function derive(v, ev, s) {
   }
   const task = taskOf(v, ev);
   if (task && Number.isFinite(ts)) touchTask(v, task, ts, s, ev);
+  foldEvent(v.tree, ev, (id) => v.taskAgent.get(id));
   if (isAlert(ev)) {
     insertSorted(v.alerts, s);
     if (ev.requiresAction === true) {

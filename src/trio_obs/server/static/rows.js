@@ -2,7 +2,7 @@
 // The wave progress bar and the metrics text serve the panels and the detail pane too.
 
 import { isErr, topicOf } from "./events.js";
-import { MISSING, taskOf } from "./model.js";
+import { MISSING, agentOf, taskOf } from "./model.js";
 import { appendAnsi } from "./ansi.js";
 import { badge, clock, el, ms, pct, preview } from "./dom.js";
 
@@ -30,6 +30,10 @@ function chunkSpan(ev) {
 export function fillRow(v, node, s) {
   const ev = v.ev[s];
   node.dataset.seq = String(s);
+  // An option of the timeline's listbox; the focused list points at it (activedescendant).
+  node.id = `ev-${s}`;
+  node.setAttribute("role", "option");
+  node.setAttribute("aria-selected", String(s === v.selected));
   if (ev === undefined || ev === MISSING) {
     node.className = "row ph";
     node.dataset.testid = "event-placeholder";
@@ -51,8 +55,11 @@ export function fillRow(v, node, s) {
   if (ev.toolUseId) node.dataset.toolUseId = ev.toolUseId;
   else delete node.dataset.toolUseId;
   const [kind, ...body] = rowParts(v, ev);
+  // Which agent the row belongs to (SPEC §12), unless the row names it already.
+  const agent = ev.type === "agent:heartbeat" || ev.type === "transcript:entry" ? null : agentOf(v, ev);
+  node.dataset.agent = agent ?? "";
   node.replaceChildren(el("span", "ts", clock(ev.timestamp)), el("span", "seq", `#${s}`),
-    kind, el("span", "body", ...body));
+    kind, el("span", "body", agent ? el("span", "atag", agent) : "", ...body));
 }
 
 function rowParts(v, ev) {
@@ -109,6 +116,17 @@ function rowParts(v, ev) {
     case "skill:end":
       return [kindCell("skill"), el("b", "", ev.skillName), " ", badge(ev.status), " ",
         ms(ev.durationMs), " ", taskTag(task)];
+    case "span:start":
+      return [kindCell(ev.kind === "llm" ? "model" : ev.kind ?? "span"), el("b", "", ev.name), " ",
+        ev.model ? el("span", "muted", ev.model) : ""];
+    case "span:end": {
+      const u = ev.usage;
+      const name = ev.name ?? v.tree.nodes.get(ev.spanId)?.name ?? ev.spanId;
+      return [kindCell(ev.kind === "llm" ? "model" : ev.kind ?? "span"), "→ ", el("b", "", name), " ",
+        badge(ev.state), " ", ms(ev.durationMs), " ",
+        u ? el("span", "muted", `${u.inputTokens ?? 0}→${u.outputTokens ?? 0} tok`) : "", " ",
+        ev.error ?? ""];
+    }
     default: // a type newer than this page: still show it, as text
       return [kindCell(ev.type ?? "?"), preview(ev, 300)];
   }

@@ -3,7 +3,8 @@
 // history is reset.
 
 import { state } from "./state.js";
-import { LiveSocket } from "./net.js";
+import { LiveSocket, api } from "./net.js";
+import { seedTree } from "./tree.js";
 import { setConn } from "./token.js";
 import { entryOf, noteEvent, refreshExecutions, setFollow } from "./list.js";
 import { isWide, rebuildRows, runData, take } from "./model.js";
@@ -16,7 +17,9 @@ import { showNotice } from "./notices.js";
 import { $, narrow, params, setDrawer, writeUrl } from "./page.js";
 import { schedule } from "./frame.js";
 
-const TAIL = 200; // events the socket replays when a run is opened; older ones come over HTTP
+const TAIL = 200;
+const TREE_FIRST = 2000; // a run this long gets its tree from the server first (one request)
+const OPENS = new Set(["span:start", "tool:start", "skill:start"]); // events the socket replays when a run is opened; older ones come over HTTP
 
 function newRun(id) {
   const entry = state.executions.get(id);
@@ -68,6 +71,7 @@ export function select(id, { user = false, seq = 0 } = {}) {
   rebuildRows(v);
   if (!state.authBlocked) openViewSocket(v);
   startLoader(v);
+  if (v.known >= TREE_FIRST) loadTree(v);
   schedule(true);
 }
 
@@ -103,7 +107,26 @@ function onSocketEvent(v, ev) {
   if (v.gapFrom === -1) v.gapFrom = ev.seq - 1;
   // An event new since the run was opened, while paused: counted on the Resume button.
   if (take(v, ev) && state.paused && ev.seq > v.notifyFrom) state.unseen += 1;
-  schedule();
+  // A span that starts is drawn in the next frame while the tree is shown (SPEC §8: 50 ms).
+  schedule(OPENS.has(ev.type) && !$("spans").hidden);
+}
+
+/**
+ * GET the run's span tree (CONTRACT D) into its fold: a long run's tree is on screen before
+ * its events are loaded, with what only the server knows (prices). Events fold on top.
+ */
+export async function loadTree(v) {
+  if (v.treeAsked && performance.now() - v.treeAsked < 2000) return; // at most every 2 s
+  v.treeAsked = performance.now();
+  try {
+    const snap = await api(`/api/executions/${encodeURIComponent(v.id)}/tree`);
+    if (state.view !== v || (snap.epoch !== undefined && v.epoch !== null && snap.epoch !== v.epoch)) return;
+    seedTree(v.tree, snap);
+    v.dirty = true;
+    schedule(true);
+  } catch {
+    // no tree from the server: the events alone build it
+  }
 }
 
 /** SPEC §10: the server's history changed under us (a new epoch): start the run over. */

@@ -20,5 +20,5 @@ export const state = {
     topics: new Set(TOPICS), task: "", q: "", errors: false, type: "", tool: "", agent: "",
   },
   timeline: null, // the timeline's VirtualList (timeline.js: initTimeline)
-  spanList: null, // the span view's VirtualList (spanview.js: initSpanView)
+  spanList: null, // the span view's VirtualList (treeview.js: initTreeView)
 };

@@ -7,7 +7,7 @@ import { MISSING } from "./model.js";
 import { kick } from "./history.js";
 import { fillRow } from "./rows.js";
 import { closeDetail, openDetail } from "./detail.js";
-import { showTab } from "./spanview.js";
+import { showTab } from "./treeview.js";
 import { $ } from "./page.js";
 import { schedule } from "./frame.js";
 import { fmt, lowerBound } from "./dom.js";
@@ -125,7 +125,7 @@ export function jumpTo(s) {
   schedule(true);
 }
 
-function settleFocus(v) {
+export function settleFocus(v) {
   const s = v.focusSeq;
   if (!s) return;
   if (s > v.known) return; // not known yet: the listing or the socket will tell
@@ -154,6 +154,12 @@ function flash(s) {
 export function renderTimeline(v) {
   state.timeline.render(!state.paused);
   settleFocus(v);
+  const active = v.selected && $(`ev-${v.selected}`) ? `ev-${v.selected}` : "";
+  const tl = $("timeline");
+  if ((tl.getAttribute("aria-activedescendant") ?? "") !== active) {
+    if (active) tl.setAttribute("aria-activedescendant", active);
+    else tl.removeAttribute("aria-activedescendant");
+  }
   if (state.paused) {
     const b = $("pause");
     const label = state.unseen ? `Resume scroll (${fmt(state.unseen)} new)` : "Resume scroll";

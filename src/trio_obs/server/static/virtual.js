@@ -20,9 +20,11 @@ export class VirtualList {
     this.onRange = onRange;
     this.sizer = document.createElement("div");
     this.sizer.className = "vsizer";
+    this.sizer.setAttribute("role", "presentation");
     scroller.append(this.sizer);
     this.nodes = new Map(); // key -> row node
     this.height = -1;
+    this.slack = 0; // px of blank space below the rows (to keep a row in place, see treeview)
     this.range = [0, -1]; // indices in the viewport (without overscan)
     this.vh = scroller.clientHeight; // viewport height, kept by a ResizeObserver
     new ResizeObserver(() => {
@@ -71,7 +73,7 @@ export class VirtualList {
   render(toEnd = false) {
     const { source, h } = this;
     const n = source.count();
-    const height = Math.min(n * h, MAX_HEIGHT);
+    const height = Math.min(n * h + this.slack, MAX_HEIGHT);
     if (height !== this.height) {
       this.sizer.style.height = `${height}px`;
       this.height = height;

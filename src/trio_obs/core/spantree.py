@@ -1,0 +1,414 @@
+"""An execution's span tree (SPEC §12), folded from its stored events: pure, no I/O.
+
+:class:`SpanTree` takes an execution's events in ``seq`` order, as the wire has them
+(dicts), and gives ``GET /api/executions/<id>/tree``'s answer. What an event is (opens,
+closes, its span id, task, error) is read from the table of event facts, so the page
+and ``tail --tree`` can fold the same way. The root node is the execution: its span id
+is the root span's (the ``spanId`` of its status events), else the execution id.
+A parent not seen yet is a placeholder until its opening arrives. Tools and skills of
+the plan's JSON without a ``parentSpanId`` hang under their task's node (``task:<id>``)
+when they name a task, else under the root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Final
+
+import attrs
+
+from .facts import FACTS, is_error
+from .prices import Cost, Prices, cost
+from .spanrules import LOST
+
+_PLAN_KINDS: Final = frozenset({"tool", "skill", "task"})
+"""Spans whose title never names a run (a run named "Read" says nothing)."""
+_SKILL_STATE: Final = {"success": "done", "partial": "done", "failed": "error"}
+_EXECUTION_STATE: Final = {
+    "started": "running", "running": "running", "paused": "running",
+    "completed": "done", "failed": "error",
+}  # fmt: skip
+
+
+@attrs.define(slots=True)
+class Node:
+    """One span of the tree, as the tree endpoint gives it."""
+
+    span_id: str
+    parent_span_id: str | None = None
+    kind: str = "span"
+    name: str | None = None
+    agent: str | None = None
+    state: str = "running"
+    start: str | None = None
+    end: str | None = None
+    duration_ms: float | None = None
+    model: str | None = None
+    usage: dict[str, int] | None = None
+    error: str | None = None
+    placeholder: bool = False
+    open_seq: int | None = None
+    close_seq: int | None = None
+    tool_use_id: str | None = None
+    task_id: str | None = None
+    explicit_parent: bool = False
+    """The parent was named by the events (not inferred from a task, or the root)."""
+
+    def to_json(self, prices: Prices) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "spanId": self.span_id,
+            "parentSpanId": self.parent_span_id,
+            "kind": self.kind,
+            "name": self.name,
+            "agent": self.agent,
+            "state": self.state,
+            "start": self.start,
+            "end": self.end,
+            "durationMs": self.duration_ms,
+            "model": self.model,
+            "usage": self.usage,
+            "cost": self.cost(prices),
+            "error": self.error,
+            "placeholder": self.placeholder,
+            "openSeq": self.open_seq,
+            "closeSeq": self.close_seq,
+        }
+        if self.tool_use_id is not None:
+            out["toolUseId"] = self.tool_use_id
+        if self.task_id is not None:
+            out["taskId"] = self.task_id
+        return out
+
+    def cost(self, prices: Prices) -> Cost | None:
+        """A model call's cost (None for other spans, and before its usage is known)."""
+        if self.kind != "llm" or not self.usage:
+            return None
+        return cost({self.model or "": _tokens(self.usage)}, prices)
+
+
+def _tokens(usage: Mapping[str, int]) -> tuple[int, int]:
+    return usage.get("inputTokens", 0), usage.get("outputTokens", 0)
+
+
+def _ms_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    try:
+        a = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        b = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, (b - a).total_seconds() * 1000)
+
+
+def _closing_state(event: Mapping[str, Any]) -> str:
+    kind = event.get("type")
+    if kind == "tool:end":
+        return str(event.get("resultStatus") or "done")
+    if kind == "skill:end":
+        return _SKILL_STATE.get(str(event.get("status")), "done")
+    return str(event.get("state") or "done")
+
+
+def _name(event: Mapping[str, Any]) -> str | None:
+    for field in ("tool", "skillName", "name"):
+        value = event.get(field)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+class SpanTree:
+    """The span tree of one execution, folded event by event (:meth:`add`)."""
+
+    def __init__(self, execution_id: str) -> None:
+        self.execution_id = execution_id
+        self.seq = 0
+        self.nodes: dict[str, Node] = {}
+        self.aliases: dict[str, str] = {}
+        """A tool's ``spanId`` when it is not its ``toolUseId`` (children may name either)."""
+        self.root = Node(execution_id, kind="span", explicit_parent=True)
+        self.root_agent: str | None = None
+        self.first: str | None = None
+        self.errors = 0
+
+    # ------------------------------------------------------------------ folding
+
+    def add_all(self, events: Iterable[Mapping[str, Any]]) -> SpanTree:
+        """Fold ``events`` (in seq order); returns the tree."""
+        for event in events:
+            self.add(event)
+        return self
+
+    def add(self, event: Mapping[str, Any]) -> None:
+        """Fold one stored event of the execution."""
+        fact = FACTS.get(str(event.get("type")))
+        if fact is None:
+            return
+        seq = event.get("seq")
+        if isinstance(seq, int):
+            self.seq = max(self.seq, seq)
+        when = event.get("timestamp")
+        if isinstance(when, str) and (self.first is None or when < self.first):
+            self.first = when
+        if is_error(event):
+            self.errors += 1
+        span_id = event.get(fact.span_id)
+        if fact.role == "status":
+            self._status(event, span_id if isinstance(span_id, str) else None)
+        elif fact.role in ("opens", "closes") and isinstance(span_id, str):
+            node = self._node(span_id)
+            if fact.role == "opens":
+                self._open(node, event, fact.span_kind)
+            else:
+                self._close(node, event, fact.span_kind)
+            own = event.get("spanId")
+            if isinstance(own, str) and own != span_id:
+                self.aliases[own] = span_id
+
+    def _node(self, span_id: str) -> Node:
+        span_id = self.aliases.get(span_id, span_id)
+        node = self.nodes.get(span_id)
+        if node is None:
+            node = self.nodes[span_id] = Node(span_id)
+        return node
+
+    def _status(self, event: Mapping[str, Any], span_id: str | None) -> None:
+        root = self.root
+        if span_id is not None and span_id not in (root.span_id, self.execution_id):
+            self._rename_root(span_id)
+        status = str(event.get("status"))
+        when = event.get("timestamp")
+        agent = event.get("agent")
+        if isinstance(agent, str) and agent and span_id is not None:
+            self.root_agent = agent
+            root.kind, root.agent = "agent", agent
+        if status == "started":
+            root.open_seq = root.open_seq or event.get("seq")
+            root.start = root.start or (when if isinstance(when, str) else None)
+        root.state = _EXECUTION_STATE.get(status, "running")
+        if status in ("completed", "failed"):
+            root.end = when if isinstance(when, str) else None
+            root.close_seq = event.get("seq")
+            usage = event.get("usage")
+            if isinstance(usage, dict):
+                root.usage = usage
+            message = event.get("message")
+            if status == "failed" and isinstance(message, str):
+                root.error = message
+        else:
+            root.end, root.close_seq = None, None
+
+    def _rename_root(self, span_id: str) -> None:
+        """The root span's id became known: a placeholder of that id is the root."""
+        self.root.span_id = span_id
+        self.nodes.pop(span_id, None)
+
+    def _open(self, node: Node, event: Mapping[str, Any], kind: str | None) -> None:
+        if node.open_seq is not None:
+            return  # one opening (the store keeps one; a fold of copies keeps the first)
+        node.placeholder = False
+        node.kind = kind or str(event.get("kind") or "span")
+        node.name = _name(event) or node.name
+        node.open_seq = event.get("seq")
+        when = event.get("timestamp")
+        node.start = when if isinstance(when, str) else None
+        self._fill(node, event)
+
+    def _close(self, node: Node, event: Mapping[str, Any], kind: str | None) -> None:
+        state = _closing_state(event)
+        if node.close_seq is not None and (node.state != LOST or state == LOST):
+            return
+        if node.open_seq is None and node.close_seq is None:  # closed, never opened
+            node.kind = kind or str(event.get("kind") or "span")
+            node.name = _name(event) or node.name
+        elif event.get("kind") and kind is None and node.kind == "span":
+            node.kind = str(event["kind"])
+        node.name = node.name or _name(event)
+        node.state = state
+        when = event.get("timestamp")
+        node.end = when if isinstance(when, str) else None
+        node.close_seq = event.get("seq")
+        duration = event.get("durationMs")
+        if isinstance(duration, int | float):
+            node.duration_ms = float(duration)
+            if node.start is None and node.end is not None:
+                node.start = node.end  # only the end is known: a point at its end
+        else:
+            node.duration_ms = _ms_between(node.start, node.end)
+        if node.start is None:
+            node.start = node.end
+        usage = event.get("usage")
+        if isinstance(usage, dict):
+            node.usage = usage
+        error = event.get("error")
+        if isinstance(error, str):
+            node.error = error
+        elif state == "error" and isinstance(event.get("outputSummary"), str):
+            node.error = event["outputSummary"]
+        self._fill(node, event)
+
+    def _fill(self, node: Node, event: Mapping[str, Any]) -> None:
+        """What an opening or closing says of its span, where the span did not say it yet."""
+        node.placeholder = False
+        model = event.get("model")
+        if isinstance(model, str) and model:
+            node.model = model  # the end's (the response model) wins over the start's
+        agent = event.get("agent")
+        if isinstance(agent, str) and agent and node.agent is None:
+            node.agent = agent
+        task = event.get("taskId")
+        if isinstance(task, str) and task and node.task_id is None:
+            node.task_id = task
+        if event.get("type", "").startswith("tool:"):
+            node.tool_use_id = event.get("toolUseId")
+        parent = event.get("parentSpanId")
+        if isinstance(parent, str) and parent and not node.explicit_parent:
+            node.parent_span_id, node.explicit_parent = parent, True
+
+    # ------------------------------------------------------------------ answering
+
+    def spans(self) -> list[Node]:
+        """Every node, the root first, then by start and opening seq; placeholders added for
+        parents not seen, task nodes for the plan's tools and skills."""
+        root = self.root
+        root.start = root.start or self.first
+        if root.state != "running" and root.end is not None:
+            root.duration_ms = _ms_between(root.start, root.end)
+        root.name = self.name()
+        nodes: dict[str, Node] = {}
+        in_task: dict[str, list[Node]] = {}
+        for node in self.nodes.values():
+            if node.span_id == root.span_id:
+                continue
+            parent = node.parent_span_id if node.explicit_parent else None
+            if parent is not None:
+                parent = self.aliases.get(parent, parent)
+            if parent == node.span_id:
+                parent = None  # its own parent: a producer's mistake, not a loop
+            if parent is None or parent == self.execution_id:
+                if node.task_id and node.kind in ("tool", "skill"):
+                    parent = f"task:{node.task_id}"
+                    in_task.setdefault(node.task_id, []).append(node)
+                else:
+                    parent = root.span_id
+            nodes[node.span_id] = attrs.evolve(node, parent_span_id=parent)
+        tasks = {
+            f"task:{task}": _task_node(task, root.span_id, children)
+            for task, children in in_task.items()
+        }
+        for node in list(nodes.values()):
+            parent = node.parent_span_id
+            if parent is None or parent == root.span_id or parent in tasks:
+                continue
+            holder = nodes.get(parent)
+            if holder is None:  # a parent not seen yet
+                holder = nodes[parent] = Node(parent, root.span_id, placeholder=True)
+            if (
+                holder.placeholder
+                and node.start
+                and (holder.start is None or node.start < holder.start)
+            ):
+                holder.start = node.start
+        ordered = sorted(
+            [*nodes.values(), *tasks.values()],
+            key=lambda n: (n.start or "\uffff", _order(n)),
+        )
+        return [attrs.evolve(root, parent_span_id=None), *ordered]
+
+    def name(self) -> str | None:
+        """The run's name: its root agent, else its outermost agent, else a top span's title."""
+        if self.root_agent:
+            return self.root_agent
+        agents = sorted(
+            (n for n in self.nodes.values() if n.kind == "agent" and n.start),
+            key=lambda n: (n.start or "", n.open_seq or 0),
+        )
+        for node in agents:
+            if not self._agent_above(node) and (node.agent or node.name):
+                return node.agent or node.name
+        tops = sorted(
+            (
+                n
+                for n in self.nodes.values()
+                if n.name and not n.explicit_parent and n.start and n.kind not in _PLAN_KINDS
+            ),
+            key=lambda n: (n.start or "", n.open_seq or 0),
+        )
+        return tops[0].name if tops else None
+
+    def _on_top(self, node: Node) -> bool:
+        """Whether no span of the tree (but the root) is above ``node``."""
+        parent = node.parent_span_id if node.explicit_parent else None
+        if parent is None or parent in (self.root.span_id, self.execution_id):
+            return True
+        return self.aliases.get(parent, parent) not in self.nodes
+
+    def _agent_above(self, node: Node) -> bool:
+        seen: set[str] = set()
+        parent = node.parent_span_id if node.explicit_parent else None
+        while parent is not None and parent not in seen:
+            seen.add(parent)
+            above = self.nodes.get(self.aliases.get(parent, parent))
+            if above is None:
+                return False
+            if above.kind == "agent":
+                return True
+            parent = above.parent_span_id if above.explicit_parent else None
+        return False
+
+    def totals(self, prices: Prices) -> dict[str, Any]:
+        """Model calls, tokens, cost, tool calls and errors of the events folded."""
+        calls = [n for n in self.nodes.values() if n.kind == "llm"]
+        models: dict[str, tuple[int, int]] = {}
+        for node in calls:
+            if node.usage:
+                before = models.get(node.model or "", (0, 0))
+                tokens = _tokens(node.usage)
+                models[node.model or ""] = (before[0] + tokens[0], before[1] + tokens[1])
+        return {
+            "modelCalls": len(calls),
+            "inputTokens": sum(t[0] for t in models.values()),
+            "outputTokens": sum(t[1] for t in models.values()),
+            "cost": cost(models, prices),
+            "toolCalls": sum(1 for n in self.nodes.values() if n.kind == "tool"),
+            "errors": self.errors,
+        }
+
+    def to_json(self, prices: Prices, *, epoch: str | None = None) -> dict[str, Any]:
+        """The tree endpoint's answer (CONTRACT D)."""
+        spans = self.spans()
+        return {
+            "executionId": self.execution_id,
+            "seq": self.seq,
+            "epoch": epoch,
+            "name": spans[0].name,
+            "state": spans[0].state,
+            "rootSpanId": self.root.span_id,
+            "totals": self.totals(prices),
+            "spans": [n.to_json(prices) for n in spans],
+        }
+
+
+def _order(node: Node) -> int:
+    """Among spans that start together: a placeholder before its children, then by seq."""
+    if node.open_seq is not None:
+        return node.open_seq
+    return -1 if node.placeholder or node.kind == "task" else node.close_seq or 0
+
+
+def _task_node(task_id: str, parent: str, children: list[Node]) -> Node:
+    """A plan task's node: it spans its children, runs while one does, failed if one did."""
+    starts = [c.start for c in children if c.start]
+    node = Node(f"task:{task_id}", parent, "task", task_id, task_id=task_id,
+                start=min(starts) if starts else None)  # fmt: skip
+    states = {c.state for c in children}
+    if "running" in states:
+        node.state = "running"
+    else:
+        node.state = "error" if "error" in states else "done"
+        ends = [c.end for c in children if c.end]
+        node.end = max(ends) if ends else None
+        node.duration_ms = _ms_between(node.start, node.end)
+    return node

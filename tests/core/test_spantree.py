@@ -1,0 +1,240 @@
+"""The span tree of an execution, folded from its events alone (SPEC §12, CONTRACT D)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from trio_obs.core.prices import SHIPPED_PRICES
+from trio_obs.core.spantree import SpanTree
+
+SPAN_KEYS = {"spanId", "parentSpanId", "kind", "name", "agent", "state", "start", "end",
+             "durationMs", "model", "usage", "cost", "error", "placeholder", "openSeq",
+             "closeSeq"}  # fmt: skip
+
+
+def at(second: float) -> str:
+    return f"2026-12-01T10:00:{second:06.3f}Z"
+
+
+def fold(*events: dict[str, Any]) -> dict[str, Any]:
+    numbered = [{"executionId": "x", "seq": i, **e} for i, e in enumerate(events, 1)]
+    return SpanTree("x").add_all(numbered).to_json(SHIPPED_PRICES, epoch="ep")
+
+
+def by_id(tree: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["spanId"]: s for s in tree["spans"]}
+
+
+def test_an_agent_run_with_a_sub_agent_a_model_call_and_a_tool() -> None:
+    tree = fold(
+        {"type": "execution:status", "status": "started", "spanId": "x", "timestamp": at(0)},
+        {
+            "type": "span:start",
+            "spanId": "a1",
+            "parentSpanId": "root",
+            "kind": "agent",
+            "name": "orchestrator",
+            "agent": "orchestrator",
+            "timestamp": at(0.1),
+        },
+        {
+            "type": "span:start",
+            "spanId": "m1",
+            "parentSpanId": "a1",
+            "kind": "llm",
+            "name": "chat gpt-4o",
+            "model": "gpt-4o",
+            "timestamp": at(0.2),
+        },
+        {
+            "type": "span:end",
+            "spanId": "m1",
+            "state": "done",
+            "model": "gpt-4o-2024-08-06",
+            "usage": {"inputTokens": 1000, "outputTokens": 100},
+            "durationMs": 800,
+            "timestamp": at(1),
+        },
+        {
+            "type": "tool:start",
+            "toolUseId": "call_1",
+            "spanId": "t1",
+            "parentSpanId": "a1",
+            "tool": "delegate_research",
+            "inputSummary": "{}",
+            "timestamp": at(1.1),
+        },
+        {
+            "type": "span:start",
+            "spanId": "a2",
+            "parentSpanId": "t1",
+            "kind": "agent",
+            "name": "research_agent",
+            "timestamp": at(1.2),
+        },
+        {"type": "span:end", "spanId": "a2", "state": "error", "error": "boom", "timestamp": at(2)},
+        {
+            "type": "tool:end",
+            "toolUseId": "call_1",
+            "resultStatus": "done",
+            "durationMs": 950,
+            "timestamp": at(2.05),
+        },
+    )
+    assert (tree["executionId"], tree["seq"], tree["epoch"]) == ("x", 8, "ep")
+    assert (tree["name"], tree["state"]) == ("orchestrator", "running")
+    spans = by_id(tree)
+    # The root span's id is not known yet: its children hang under a placeholder.
+    assert tree["rootSpanId"] == "x" and spans["root"]["placeholder"] is True
+    assert spans["root"]["parentSpanId"] == "x" and spans["x"]["parentSpanId"] is None
+    assert all(set(s) >= SPAN_KEYS for s in tree["spans"])
+    assert set(spans["call_1"]) == SPAN_KEYS | {"toolUseId"}
+    m1 = spans["m1"]
+    assert (m1["parentSpanId"], m1["kind"], m1["model"], m1["state"], m1["durationMs"]) == (
+        "a1", "llm", "gpt-4o-2024-08-06", "done", 800)  # fmt: skip
+    assert m1["cost"] == pytest.approx(1000 * 2.5 / 1e6 + 100 * 10 / 1e6)
+    # The sub-agent names the tool's spanId as its parent: it hangs under the tool.
+    assert spans["a2"]["parentSpanId"] == "call_1"
+    assert (spans["a2"]["state"], spans["a2"]["error"]) == ("error", "boom")
+    assert spans["call_1"]["state"] == "done" and spans["call_1"]["toolUseId"] == "call_1"
+    assert [s["spanId"] for s in tree["spans"]] == ["x", "root", "a1", "m1", "call_1", "a2"]
+    assert tree["totals"] == {
+        "modelCalls": 1, "inputTokens": 1000, "outputTokens": 100,
+        "cost": pytest.approx(0.0035), "toolCalls": 1, "errors": 1,
+    }  # fmt: skip
+
+
+def test_the_root_ends_and_fills_its_placeholder() -> None:
+    tree = fold(
+        {
+            "type": "span:start",
+            "spanId": "c",
+            "parentSpanId": "p",
+            "kind": "span",
+            "name": "child",
+            "timestamp": at(1),
+        },
+        {"type": "execution:status", "status": "started", "spanId": "r", "timestamp": at(0)},
+        {
+            "type": "span:start",
+            "spanId": "p",
+            "parentSpanId": "r",
+            "kind": "agent",
+            "name": "planner",
+            "timestamp": at(0.5),
+        },
+        {"type": "span:end", "spanId": "c", "state": "done", "timestamp": at(2)},
+        {"type": "span:end", "spanId": "p", "state": "done", "timestamp": at(3)},
+        {
+            "type": "execution:status",
+            "status": "completed",
+            "spanId": "r",
+            "agent": "boss",
+            "usage": {"inputTokens": 5},
+            "timestamp": at(4),
+        },
+    )
+    spans = by_id(tree)
+    assert tree["rootSpanId"] == "r" and tree["state"] == "done" and tree["name"] == "boss"
+    assert spans["p"]["placeholder"] is False and spans["p"]["parentSpanId"] == "r"
+    assert spans["c"]["parentSpanId"] == "p"
+    root = spans["r"]
+    assert (root["kind"], root["start"], root["end"], root["durationMs"]) == (
+        "agent", at(0), at(4), 4000)  # fmt: skip
+    assert [s["spanId"] for s in tree["spans"]] == ["r", "p", "c"]
+
+
+def test_a_lost_closing_gives_way_to_the_real_one_and_copies_change_nothing() -> None:
+    tree = fold(
+        {"type": "span:start", "spanId": "s", "kind": "llm", "name": "m", "timestamp": at(0)},
+        {"type": "span:start", "spanId": "s", "kind": "llm", "name": "copy", "timestamp": at(1)},
+        {"type": "span:end", "spanId": "s", "state": "lost", "timestamp": at(5)},
+        {
+            "type": "span:end",
+            "spanId": "s",
+            "state": "done",
+            "timestamp": at(6),
+            "usage": {"inputTokens": 1, "outputTokens": 1},
+            "model": "my-model",
+        },
+        {"type": "span:end", "spanId": "s", "state": "error", "timestamp": at(7)},
+    )
+    s = by_id(tree)["s"]
+    assert (s["name"], s["state"], s["openSeq"], s["closeSeq"], s["cost"]) == (
+        "m", "done", 1, 4, "unknown")  # fmt: skip
+    assert tree["totals"]["cost"] == "unknown"
+
+
+def test_plan_tools_and_skills_hang_under_their_task_else_under_the_execution() -> None:
+    tree = fold(
+        {"type": "execution:status", "status": "running", "timestamp": at(0)},
+        {
+            "type": "tool:start",
+            "toolUseId": "tu1",
+            "tool": "Read",
+            "inputSummary": "a",
+            "taskId": "t1",
+            "timestamp": at(1),
+        },
+        {
+            "type": "skill:start",
+            "skillTraceId": "k1",
+            "skillName": "plan",
+            "skillFile": "f",
+            "lineNumber": 1,
+            "taskId": "t1",
+            "timestamp": at(2),
+        },
+        {
+            "type": "tool:start",
+            "toolUseId": "tu2",
+            "tool": "Bash",
+            "inputSummary": "b",
+            "timestamp": at(3),
+        },
+        {
+            "type": "tool:end",
+            "toolUseId": "tu1",
+            "resultStatus": "error",
+            "durationMs": 10,
+            "outputSummary": "no such file",
+            "timestamp": at(4),
+        },
+        {
+            "type": "skill:end",
+            "skillTraceId": "k1",
+            "skillName": "plan",
+            "status": "success",
+            "durationMs": 3000,
+            "timestamp": at(5),
+        },
+        {
+            "type": "tool:end",
+            "toolUseId": "never-started",
+            "resultStatus": "done",
+            "durationMs": 5,
+            "timestamp": at(6),
+        },
+    )
+    spans = by_id(tree)
+    assert tree["rootSpanId"] == "x" and tree["name"] is None
+    task = spans["task:t1"]
+    assert (task["kind"], task["parentSpanId"], task["state"], task["taskId"]) == (
+        "task", "x", "error", "t1")  # fmt: skip
+    assert (task["start"], task["end"]) == (at(1), at(5))
+    assert spans["tu1"]["parentSpanId"] == "task:t1" and spans["tu1"]["error"] == "no such file"
+    assert (spans["k1"]["parentSpanId"], spans["k1"]["state"]) == ("task:t1", "done")
+    assert spans["tu2"]["parentSpanId"] == "x" and spans["tu2"]["state"] == "running"
+    assert spans["tu2"]["end"] is None and spans["tu2"]["durationMs"] is None
+    late = spans["never-started"]
+    assert (late["openSeq"], late["closeSeq"], late["start"], late["kind"]) == (
+        None, 7, at(6), "tool")  # fmt: skip
+    assert tree["totals"]["toolCalls"] == 3 and tree["totals"]["errors"] == 1
+
+
+def test_a_span_that_names_itself_as_parent_is_not_a_loop() -> None:
+    tree = fold({"type": "span:start", "spanId": "s", "parentSpanId": "s", "kind": "span",
+                 "name": "odd", "timestamp": at(0)})  # fmt: skip
+    assert by_id(tree)["s"]["parentSpanId"] == "x"
