@@ -238,3 +238,19 @@ def test_a_span_that_names_itself_as_parent_is_not_a_loop() -> None:
     tree = fold({"type": "span:start", "spanId": "s", "parentSpanId": "s", "kind": "span",
                  "name": "odd", "timestamp": at(0)})  # fmt: skip
     assert by_id(tree)["s"]["parentSpanId"] == "x"
+
+
+def test_a_lost_span_runs_again_when_its_alert_is_cleared() -> None:
+    start = {"type": "tool:start", "toolUseId": "t", "tool": "Bash", "inputSummary": "ls",
+             "timestamp": at(0)}  # fmt: skip
+    lost = {"type": "span:end", "spanId": "t", "state": "lost", "timestamp": at(5),
+            "details": {"inferred": True, "alertId": "lost-1"}}  # fmt: skip
+    clear = {"type": "watch:clear", "alertId": "lost-1", "message": "back", "timestamp": at(6)}
+    other = {**clear, "alertId": "lost-2"}
+    assert by_id(fold(start, lost))["t"]["state"] == "lost"
+    assert by_id(fold(start, lost, other))["t"]["state"] == "lost"
+    t = by_id(fold(start, lost, clear))["t"]
+    assert (t["state"], t["end"], t["closeSeq"]) == ("running", None, None)
+    end = {"type": "tool:end", "toolUseId": "t", "resultStatus": "done", "durationMs": 9000,
+           "timestamp": at(9)}  # fmt: skip
+    assert by_id(fold(start, lost, clear, end))["t"]["state"] == "done"
