@@ -93,3 +93,20 @@ def test_a_parent_never_seen_is_a_placeholder(tmp_path: Path) -> None:
         ["a", "ROOT", "span", "running", True],
         ["m", "a", "llm", "running", False],
     ]
+
+
+def test_a_lost_span_runs_again_when_its_alert_is_cleared(tmp_path: Path) -> None:
+    lost = {**LOST, "details": {"inferred": True, "alertId": "lost-1"}}
+    clear = {"type": "watch:clear", "executionId": E, "alertId": "lost-1", "message": "back",
+             "timestamp": ts(42), "seq": 8}  # fmt: skip
+    judged, cleared, ended = fold(
+        tmp_path,
+        [ROOT, AGENT, lost],
+        [ROOT, AGENT, lost, clear],
+        [ROOT, AGENT, lost, clear, {**AGENT_END, "seq": 9}],
+    )
+    assert judged["rows"][1] == ["a", "ROOT", "agent", "lost", False]
+    assert cleared["rows"][1] == ["a", "ROOT", "agent", "running", False]
+    assert cleared["running"] == 1
+    assert ended["rows"][1] == ["a", "ROOT", "agent", "done", False]
+    assert ended["running"] == 0

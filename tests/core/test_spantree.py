@@ -316,3 +316,24 @@ def test_a_tree_answered_then_folding_more_answers_as_a_fold_of_all() -> None:
             done = cut
             fresh = SpanTree("x").add_all(events[:cut]).to_json(SHIPPED_PRICES, epoch="ep")
             assert kept.to_json(SHIPPED_PRICES, epoch="ep") == fresh
+
+
+def test_a_lost_span_runs_again_when_its_alert_is_cleared() -> None:
+    start = {"type": "tool:start", "toolUseId": "t", "tool": "Bash", "inputSummary": "ls",
+             "timestamp": at(0)}  # fmt: skip
+    lost = {"type": "span:end", "spanId": "t", "state": "lost", "timestamp": at(5),
+            "details": {"inferred": True, "alertId": "lost-1"}}  # fmt: skip
+    clear = {"type": "watch:clear", "alertId": "lost-1", "message": "back", "timestamp": at(6)}
+    other = {**clear, "alertId": "lost-2"}
+    assert by_id(fold(start, lost))["t"]["state"] == "lost"
+    assert by_id(fold(start, lost, other))["t"]["state"] == "lost"
+    t = by_id(fold(start, lost, clear))["t"]
+    assert (t["state"], t["end"], t["closeSeq"]) == ("running", None, None)
+    end = {"type": "tool:end", "toolUseId": "t", "resultStatus": "done", "durationMs": 9000,
+           "timestamp": at(9)}  # fmt: skip
+    assert by_id(fold(start, lost, clear, end))["t"]["state"] == "done"
+    # A tree kept while the alert comes and goes answers as a fresh fold each time.
+    kept = SpanTree("x")
+    for seq, event in enumerate((start, lost, clear, end), 1):
+        kept.add({"executionId": "x", "seq": seq, **event})
+        assert kept.to_json(SHIPPED_PRICES, epoch="ep") == fold(*(start, lost, clear, end)[:seq])

@@ -54,6 +54,8 @@ class Node:
     task_id: str | None = None
     explicit_parent: bool = False
     """The parent was named by the events (not inferred from a task, or the root)."""
+    lost_by: str | None = None
+    """The watchdog's alert its provisional ``lost`` closing names (SPEC §13)."""
     answered: tuple[Prices, dict[str, Any]] | None = attrs.field(default=None, eq=False, repr=False)
     """Its answer (:meth:`to_json`) and the prices it was given, until the node changes."""
 
@@ -184,7 +186,9 @@ class SpanTree:
         if fact.error and holds(fact.error, event):
             self.errors += 1
         span_id = event.get(fact.span_id)
-        if fact.role == "status":
+        if event.get("type") == "watch:clear":
+            self._cleared(event.get("alertId"))
+        elif fact.role == "status":
             self._status(event, span_id if isinstance(span_id, str) else None)
         elif fact.role in ("opens", "closes") and isinstance(span_id, str):
             node = self._node(span_id)
@@ -196,6 +200,17 @@ class SpanTree:
             own = event.get("spanId")
             if isinstance(own, str) and own != span_id:
                 self.aliases[own] = span_id
+
+    def _cleared(self, alert: object) -> None:
+        """A ``watch:clear``: spans its ``lost`` closing named run on until their real end."""
+        if not isinstance(alert, str):
+            return
+        for node in self.nodes.values():
+            if node.lost_by == alert and node.state == LOST:
+                node.lost_by = None
+                node.state = "running"
+                node.end = node.close_seq = node.duration_ms = None
+                node.answered = None
 
     def _node(self, span_id: str) -> Node:
         span_id = self.aliases.get(span_id, span_id)
@@ -257,6 +272,9 @@ class SpanTree:
             node.kind = str(event["kind"])
         node.name = node.name or _name(event)
         node.state = state
+        details = event.get("details")
+        by = details.get("alertId") if isinstance(details, dict) else None
+        node.lost_by = by if state == LOST and isinstance(by, str) else None
         when = event.get("timestamp")
         node.end = when if isinstance(when, str) else None
         node.close_seq = event.get("seq")
