@@ -333,7 +333,7 @@ def test_a_lost_span_runs_again_when_its_alert_is_cleared() -> None:
            "timestamp": at(9)}  # fmt: skip
     assert by_id(fold(start, lost, clear, end))["t"]["state"] == "done"
     # A tree kept while the alert comes and goes answers as a fresh fold each time.
-    kept = SpanTree("x")
-    for seq, event in enumerate((start, lost, clear, end), 1):
+    kept, events = SpanTree("x"), ({**start, "parentSpanId": "agent-1"}, lost, clear, end)
+    for seq, event in enumerate(events, 1):
         kept.add({"executionId": "x", "seq": seq, **event})
-        assert kept.to_json(SHIPPED_PRICES, epoch="ep") == fold(*(start, lost, clear, end)[:seq])
+        assert kept.to_json(SHIPPED_PRICES, epoch="ep") == fold(*events[:seq])
