@@ -139,10 +139,22 @@ def shape(event: dict[str, Any]) -> tuple[str, str]:
     return event["type"], ""
 
 
+def keepalive(event: dict[str, Any]) -> bool:
+    """Whether ``event`` is a live processor's keep-alive (not part of any run's shape)."""
+    return event.get("type") == "agent:heartbeat" and str(event.get("instanceId")).startswith(
+        "otel:"
+    )
+
+
 async def receive(ws: WebSocketConnection, count: int) -> list[dict[str, Any]]:
-    """The next ``count`` frames of ``ws``."""
+    """The next ``count`` frames of ``ws`` (keep-alives skipped)."""
+    frames: list[dict[str, Any]] = []
     with trio.fail_after(TIMEOUT):
-        return [orjson.loads(await ws.get_message()) for _ in range(count)]
+        while len(frames) < count:
+            frame = orjson.loads(await ws.get_message())
+            if not keepalive(frame):
+                frames.append(frame)
+    return frames
 
 
 async def stored(http: httpx.AsyncClient, execution_id: str) -> list[dict[str, Any]]:
@@ -150,4 +162,4 @@ async def stored(http: httpx.AsyncClient, execution_id: str) -> list[dict[str, A
     response = await http.get(f"/api/executions/{execution_id}/events")
     assert response.status_code == 200, response.text
     events: list[dict[str, Any]] = response.json()
-    return events
+    return [e for e in events if not keepalive(e)]

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import h11
 import orjson
 import pytest
 import trio
 import trio.testing
 
 from support import Server, heartbeat, running_server
-from trio_obs.server.http import HttpConnection, HttpError, Request
+from trio_obs.server.http import HttpConnection, HttpError, Request, fast_head
 
 LONG = 240  # seconds: 216,000 events on a loaded 2-core machine (a minute once seen)
 
@@ -147,3 +148,86 @@ async def test_a_body_that_does_not_come_at_a_stop_is_408_at_the_shutdown_timeou
 def head_of(http: HttpConnection) -> Request:
     """A request head like the one read (read_body needs only its headers)."""
     return Request("POST", "/api/events", "/api/events", {}, {}, b"")
+
+
+# --------------------------------------------------------------------------- the fast path
+
+_POST = b"POST /api/events?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize(
+    ("head", "fast"),
+    [
+        (_POST + b"Content-Length: 2\r\n\r\n", True),
+        (_POST + b"Content-Length: 2\r\nConnection: keep-alive\r\n\r\n", True),
+        (_POST + b"Content-Length: 2\r\nConnection: close\r\n\r\n", False),
+        (_POST + b"Transfer-Encoding: chunked\r\n\r\n", False),
+        (_POST + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n", False),
+        (_POST + b"Content-Length: 2\r\nHost: other\r\n\r\n", False),
+        (_POST + b"Content-Length: -2\r\n\r\n", False),
+        (_POST + b"Content-Length: 2\r\nExpect: 100-continue\r\n\r\n", False),
+        (_POST + b"Content-Length : 2\r\n\r\n", False),
+        (_POST + b" folded\r\nContent-Length: 2\r\n\r\n", False),
+        (b"POST /api/events HTTP/1.1\r\nContent-Length: 2\r\n\r\n", False),
+        (b"POST /api/events HTTP/1.0\r\nHost: a\r\nContent-Length: 2\r\n\r\n", False),
+        (b"GET /api/events HTTP/1.1\r\nHost: a\r\n\r\n", False),
+        (b"POST /api/events HTTP/1.1\nHost: a\nContent-Length: 2\n\n", False),
+    ],
+)
+def test_the_fast_path_takes_only_the_plain_post(head: bytes, fast: bool) -> None:
+    found = fast_head(head + b"[]")
+    assert isinstance(found, tuple) == fast
+    if isinstance(found, tuple):
+        request, length = found
+        assert (request.method, request.path, request.query, length) == (
+            "POST", "/api/events", {"x": ["1"]}, 2,
+        )  # fmt: skip
+        assert request.headers["content-type"] == "application/json"
+        assert request.raw[request.head_size :] == b"[]"
+
+
+def test_a_head_in_pieces_waits_for_the_rest() -> None:
+    assert fast_head(_POST[:20]) == "need more"
+
+
+async def test_pipelined_posts_are_answered_in_order_and_as_h11_would() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    http = HttpConnection(server, idle_timeout=10, read_timeout=10)
+    one = _POST + b"Content-Length: 2\r\n\r\n[]"
+    await client.send_all(one + one[:30])  # the second one arrives in pieces
+    answers = []
+    for n in range(3):
+        if n == 1:
+            await client.send_all(one[30:])
+        if n == 2:  # then one that only h11 takes, on the same connection
+            await client.send_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        request = await http.next_request()
+        assert request is not None
+        body = await http.read_body(request, 1000)
+        await http.respond(202, b'{"n":%d}' % n, headers=[("retry-after", "1")])
+        assert http.reusable
+        answers.append((request.method, body))
+    assert answers == [("POST", b"[]"), ("POST", b"[]"), ("GET", b"")]
+    got = await client.receive_some(65536)
+    for n in range(3):
+        h = h11.Connection(h11.SERVER)
+        h.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        h.next_event()
+        headers = [
+            ("content-type", "application/json"), ("content-length", "7"),
+            ("cache-control", "no-store"), ("retry-after", "1"),
+        ]  # fmt: skip
+        expected = h.send(h11.Response(status_code=202, headers=headers, reason="Accepted"))
+        expected += h.send(h11.Data(data=b'{"n":%d}' % n)) + h.send(h11.EndOfMessage())
+        assert expected in got  # byte for byte what h11 writes
+
+
+async def test_a_fast_post_with_a_bad_body_is_answered_and_the_connection_kept() -> None:
+    async with running_server() as srv:
+        for _ in range(2):  # httpx keeps the connection: the fast path both times
+            bad = await srv.http.post(
+                "/api/events", content=b"[{", headers={"content-type": "application/json"}
+            )
+            assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
+        good = await srv.http.post("/api/events", json=[heartbeat("fast")])
+        assert good.status_code == 202

@@ -4,14 +4,17 @@ exact replay seams, slow consumers and concurrent producers (SPEC §3, §4, §9)
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import trio
 
 from support import EXECUTION, bus_record, collect_envelopes, collect_seqs, drain, transcript_record
-from trio_obs import ALL, GLOBAL, EmittingHub, open_observability
+from trio_obs import ALL, GLOBAL, EmittingHub, Observability, open_observability
 from trio_obs.core import events as ev
+from trio_obs.core.ledger import Stage
 from trio_obs.core.routing import Envelope
+from trio_obs.hub.local import GROUP_EVENTS, LocalHub
 
 # --------------------------------------------------------------------------- buffers
 
@@ -427,3 +430,39 @@ async def test_many_producers_at_once_get_gap_free_seqs(broker: EmittingHub) -> 
     assert sorted(s for seqs in returned.values() for s in seqs) == live
     for seqs in returned.values():  # each producer's events keep its order
         assert seqs == sorted(seqs)
+
+
+async def test_a_burst_is_committed_in_groups_and_its_first_batches_go_out_first(
+    obs: Observability, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 25: batches that queued together are stored in groups of about GROUP_EVENTS,
+    # so the first ones reach subscribers before the last ones are committed.
+    hub = obs.hub
+    assert isinstance(hub, LocalHub)
+    writes: list[tuple[int, int]] = []  # (events in the commit, events delivered before it)
+    received: list[Envelope] = []
+    subs = [hub.subscribe(f"e{b}") for b in range(6)]  # 500 events each: within the queue
+    write = hub.store.write
+
+    async def counting_write(stage: Stage, keys: Any = ()) -> None:
+        for sub in subs:
+            received.extend(drain(sub))
+        writes.append((len(stage.envelopes), len(received)))
+        await write(stage, keys)
+
+    monkeypatch.setattr(hub.store, "write", counting_write)
+    batches = [
+        [ev.ToolOutputEvent(execution_id=f"e{b}", tool_use_id="t", chunk=f"{i}")
+         for i in range(500)]
+        for b in range(6)
+    ]  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        for batch in batches:
+            nursery.start_soon(hub.publish, batch)
+    for sub in subs:
+        received.extend(drain(sub))
+        sub.close()
+    assert len(received) == 3000
+    assert sum(size for size, _ in writes) == 3000 and len(writes) >= 2
+    assert all(size < GROUP_EVENTS + 500 for size, _ in writes)
+    assert writes[-1][1] >= 500  # the first batches were out before the last commit

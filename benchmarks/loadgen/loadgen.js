@@ -16,6 +16,9 @@
 //   REPORT                counts, latency histogram, CPU  -> REPORT {...}
 //   INGEST <url> <run> <batches> <size> <concurrency> <executionId> <maxSeconds>
 //                         POST /api/events as fast as it answers -> INGESTED {...}
+//   POSTMIX <url> <path> <contentType> <templateFile> <batches> <concurrency> <maxSeconds> [<rate>]
+//                         POST the template (benchmarks/mix.py), its placeholders filled,
+//                         as fast as it answers (or <rate> batches/s) -> POSTED {...}
 //   CLOSE                 close every client             -> CLOSED <n>
 //   QUIT                  exit
 
@@ -40,6 +43,8 @@ function bucketOf(us) {
 }
 
 const MARKER = Buffer.from('"chunk":"R');
+// benchmarks/mix.py's bodies carry "~R<run>:<seconds>:" in one string of every event.
+const MIX_MARKER = Buffer.from('~R');
 const COLON = 58;
 
 const loopDelay = monitorEventLoopDelay({ resolution: 1 });
@@ -72,12 +77,16 @@ function onMessage(client, data) {
     stats.stalledReceived++;
     return;
   }
-  const i = data.indexOf(MARKER);
-  if (i < 0) {
-    stats.other++; // connected frames, pongs
-    return;
+  let runStart = data.indexOf(MARKER);
+  if (runStart >= 0) runStart += MARKER.length;
+  else {
+    runStart = data.indexOf(MIX_MARKER);
+    if (runStart < 0) {
+      stats.other++; // connected frames, pongs
+      return;
+    }
+    runStart += MIX_MARKER.length;
   }
-  const runStart = i + MARKER.length;
   const c1 = data.indexOf(COLON, runStart);
   const c2 = data.indexOf(COLON, c1 + 1);
   const run = stats.runBytes;
@@ -304,6 +313,96 @@ async function ingest(url, run, batches, size, concurrency, executionId, maxSeco
   return result;
 }
 
+// The placeholders of benchmarks/mix.py: filled in place (same length) in each body.
+const STAMP = Buffer.from('<'.repeat(17));
+const BATCH = Buffer.from('>'.repeat(8));
+
+function offsetsOf(buf, needle) {
+  const out = [];
+  for (let i = buf.indexOf(needle); i >= 0; i = buf.indexOf(needle, i + needle.length)) out.push(i);
+  return out;
+}
+
+async function postMix(url, path, contentType, templateFile, batches, concurrency, maxSeconds, rate) {
+  const template = require('fs').readFileSync(templateFile);
+  const stamps = offsetsOf(template, STAMP);
+  const ids = offsetsOf(template, BATCH);
+  const target = new URL(url);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+  const hist = new Uint32Array(NB);
+  const result = { sent: 0, ok: 0, accepted: 0, errors: 0, statuses: {}, startS: nowS(), endS: 0 };
+  const deadline = result.startS + maxSeconds;
+
+  function body(n) {
+    const out = Buffer.from(template);
+    const stamp = nowS().toFixed(6).padStart(17, '0');
+    for (const i of stamps) out.write(stamp, i, 'latin1');
+    const id = String(n % 1e8).padStart(8, '0');
+    for (const i of ids) out.write(id, i, 'latin1');
+    return out;
+  }
+
+  function post(n) {
+    return new Promise((resolve) => {
+      const payload = body(n);
+      const t0 = nowS();
+      const req = http.request(
+        {
+          host: target.hostname,
+          port: target.port,
+          path,
+          method: 'POST',
+          agent,
+          headers: { 'content-type': contentType, 'content-length': payload.length },
+        },
+        (res) => {
+          const chunks = [];
+          res.on('data', (c) => chunks.push(c));
+          res.on('end', () => {
+            result.statuses[res.statusCode] = (result.statuses[res.statusCode] || 0) + 1;
+            if (res.statusCode >= 200 && res.statusCode < 300) {
+              result.ok++;
+              if (contentType === 'application/json') {
+                try {
+                  result.accepted += JSON.parse(Buffer.concat(chunks).toString()).accepted;
+                } catch (e) {
+                  result.errors++;
+                }
+              }
+            } else result.errors++;
+            hist[bucketOf((nowS() - t0) * 1e6)]++;
+            resolve();
+          });
+        },
+      );
+      req.setTimeout(15000, () => req.destroy(new Error('timeout')));
+      req.on('error', () => {
+        result.errors++;
+        resolve();
+      });
+      req.end(payload);
+    });
+  }
+
+  async function worker() {
+    while (result.sent < batches && nowS() < deadline) {
+      const n = result.sent++;
+      if (rate > 0) {
+        // Paced: batch n leaves at its scheduled time (a late one leaves at once).
+        const wait = result.startS + n / rate - nowS();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait * 1000));
+      }
+      await post(n);
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  result.endS = nowS();
+  agent.destroy();
+  result.postHist = [];
+  for (let i = 0; i < NB; i++) if (hist[i]) result.postHist.push([i, hist[i]]);
+  return result;
+}
+
 async function closeAll() {
   const n = clients.length;
   await Promise.all(clients.map(closeClient));
@@ -334,6 +433,12 @@ async function handle(line) {
       const [url, run, batches, size, conc, execId, maxS] = args;
       const r = await ingest(url, run, +batches, +size, +conc, execId, +maxS);
       say('INGESTED ' + JSON.stringify(r));
+      break;
+    }
+    case 'POSTMIX': {
+      const [url, path, ctype, file, batches, conc, maxS, rate] = args;
+      const r = await postMix(url, path, ctype, file, +batches, +conc, +maxS, +(rate || 0));
+      say('POSTED ' + JSON.stringify(r));
       break;
     }
     case 'DROP_STALLED':

@@ -116,6 +116,21 @@ def figures(res: Results, name: str, old_broker: dict[str, Any] | None) -> list[
                      "higher"])  # fmt: skip
         rows.append(["server CPU / ingested event", other["cpu_us_per_event"],
                      res.ingest.cpu_us_per_event, "µs", "lower"])  # fmt: skip
+    mixes = res.meta.get("ingest_mix") or {}
+    for kind, unit in (("json", "events"), ("otlp", "spans")):
+        o, n = mixes.get(name, {}).get(kind), mixes.get("trio-obs", {}).get(kind)
+        if o and n:
+            rows.append([f"mix {kind}: {unit} stored/s", o["units_per_s"], n["units_per_s"],
+                         "/s", "higher"])  # fmt: skip
+            rows.append([f"mix {kind}: server CPU / {unit[:-1]}", o["cpu_us_per_unit"],
+                         n["cpu_us_per_unit"], "µs", "lower"])  # fmt: skip
+            rows.append([f"mix {kind}: p99 POST → `all` client", o["p99_ms"], n["p99_ms"],
+                         "ms", "lower"])  # fmt: skip
+    live = res.meta.get("ingest_live") or {}
+    if name in live and "trio-obs" in live:
+        for q in ("p50", "p99"):
+            rows.append([f"live span starts (1,000/s): {q} POST → client", live[name][f"{q}_ms"],
+                         live["trio-obs"][f"{q}_ms"], "ms", "lower"])  # fmt: skip
     stable = {(s.server, s.what): s.per_unit for s in res.stable if not s.error}
     for what in ("delivery", "ingested event"):
         o, n = stable.get((name, what)), stable.get(("trio-obs", what))

@@ -237,13 +237,16 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:.3g}"
 
 
-def drain(pool: LoadgenPool, expected: int, timeout: float) -> list[dict[str, Any]]:
-    """Reports once every expected event arrived, or nothing arrived for 1 s, or timeout."""
+def drain(
+    pool: LoadgenPool, expected: float, timeout: float, *, frames: bool = False
+) -> list[dict[str, Any]]:
+    """Reports once every expected event arrived, or nothing arrived for 1 s, or timeout
+    (``frames``: count every frame, not only the timed ones)."""
     deadline = time.monotonic() + timeout
     last, last_change = -1, time.monotonic()
     while True:
         reports = pool.report()
-        got = sum(r["count"] for r in reports)
+        got = sum(r["count"] + (r["other"] if frames else 0) for r in reports)
         now = time.monotonic()
         if got != last:
             last, last_change = got, now
@@ -514,3 +517,160 @@ def git_out(*cmd: str, cwd: Path = HERE) -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# --------------------------------------------------------------------------- the realistic mix
+
+MIX_KINDS = {
+    # kind: (path, content type, batches in a full run, events (spans) per batch)
+    "json": ("/api/events", "application/json", 600, 100),
+    "otlp": ("/v1/traces", "application/x-protobuf", 120, 512),
+}
+
+
+def floor(run: Run) -> dict[str, Any] | None:
+    """``floor.py`` in a child process: the unavoidable work on the same bodies."""
+    cmd = [sys.executable, str(HERE / "floor.py"), "--batches", "100" if run.quick else "300"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
+    except (subprocess.SubprocessError, OSError) as exc:
+        run.skip(f"floor: {exc}")
+        return None
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def ingest_mix(run: Run, target: Target, kind: str, *, concurrency: int = 8) -> dict[str, Any]:
+    """The realistic mix (``mix.py``): JSON plan events or OTLP spans, ``concurrency``
+    requests in flight, one ``all`` client receiving everything. Returns the figures."""
+    sys.path.insert(0, str(HERE))
+    import mix  # the bench's own module: the same bodies for every revision
+
+    path, ctype, full, per_batch = MIX_KINDS[kind]
+    batches = max(10, full // 6) if run.quick else full
+    server, pool = target.server, target.pool
+    pool.connect(server.subscribe_urls, 1)
+    server.wait_count(1, 10)
+    run_id = run.next_run()
+    template = mix.json_template(run_id) if kind == "json" else mix.otlp_template(run_id)
+    file = RESULTS / "logs" / f"mix-{kind}-{run_id}.bin"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_bytes(template)
+    before = metrics(server.publisher.http)
+    pool.reset(run_id)
+    cpu0, t0 = server.cpu_seconds(), time.monotonic()
+    reply = json.loads(
+        pool.children[0].request(
+            f"POSTMIX {server.publisher.http} {path} {ctype} {file} {batches} {concurrency} 60",
+            "POSTED",
+            90,
+        )
+    )
+    # Every stored event reaches the `all` client: count them all (not only the timed ones).
+    after = metrics(server.publisher.http)
+    stored_events = parse_counter_total(after, "trio_obs_events_in") - parse_counter_total(
+        before, "trio_obs_events_in"
+    )
+    reports = drain(pool, stored_events, timeout=20, frames=True)
+    cpu1, t1 = server.cpu_seconds(), time.monotonic()
+    file.unlink(missing_ok=True)
+    report = reports[0]
+    hist = merge_hists([report["hist"]])
+    elapsed = reply["endS"] - reply["startS"]
+    units = reply["ok"] * per_batch  # events (JSON) or spans (OTLP) accepted
+    delivered_span = (report["lastS"] - reply["startS"]) if report["count"] else math.inf
+    return {
+        "kind": kind,
+        "batches": reply["sent"],
+        "per_batch": per_batch,
+        "statuses": reply["statuses"],
+        "errors": reply["errors"],
+        "units": units,
+        "units_per_s": units / elapsed if elapsed > 0 else 0.0,
+        "stored_events": stored_events,
+        "delivered": report["count"] + report["other"],
+        "timed": report["count"],
+        "delivered_pct": 100.0 * (report["count"] + report["other"]) / max(1.0, stored_events),
+        "delivered_per_s": (report["count"] + report["other"]) / delivered_span
+        if report["count"]
+        else 0.0,
+        "closes": report.get("closes", {}),
+        "p50_ms": percentile_ms(hist, 0.5, report["maxUs"]),
+        "p99_ms": percentile_ms(hist, 0.99, report["maxUs"]),
+        "server_cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+        "cpu_us_per_unit": 1e6 * (cpu1 - cpu0) / units if units else None,
+    }
+
+
+def ingest_mixes(run: Run, target: Target) -> None:
+    """Both mixes on one server, kept in ``meta["ingest_mix"][server]``."""
+    for kind in MIX_KINDS:
+        try:
+            out = ingest_mix(run, target, kind)
+        except (ChildError, OSError, KeyError) as exc:
+            run.skip(f"ingest mix {kind} ({target.kind}): {exc}")
+            continue
+        run.results.meta.setdefault("ingest_mix", {}).setdefault(target.kind, {})[kind] = out
+        unit = "events" if kind == "json" else "spans"
+        run.say(
+            f"  mix {kind} ({target.kind}): {out['units_per_s']:.0f} {unit}/s,"
+            f" stored {out['stored_events']:.0f} events, delivered {out['delivered_pct']:.1f} %"
+            f" ({out['delivered_per_s']:.0f}/s),"
+            f" {out['cpu_us_per_unit'] or 0:.1f} µs CPU/{unit[:-1]}, p99 {out['p99_ms']} ms"
+        )
+
+
+LIVE_RATE = 100
+"""Batches per second of the live load (10 span starts each: 1,000 spans/s)."""
+
+
+def ingest_live(run: Run, target: Target) -> None:
+    """Span starts at 1,000/s in the live processor's small batches (10 per POST), one
+    ``all`` client: POST → WebSocket latency (SPEC §8: ≤ 10 ms p99). Kept in
+    ``meta["ingest_live"][server]``."""
+    sys.path.insert(0, str(HERE))
+    import mix
+
+    seconds = 3 if run.quick else 10
+    batches = LIVE_RATE * seconds
+    server, pool = target.server, target.pool
+    try:
+        pool.connect(server.subscribe_urls, 1)
+        server.wait_count(1, 10)
+        run_id = run.next_run()
+        file = RESULTS / "logs" / f"mix-live-{run_id}.bin"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(mix.live_template(run_id))
+        pool.reset(run_id)
+        cpu0, t0 = server.cpu_seconds(), time.monotonic()
+        reply = json.loads(
+            pool.children[0].request(
+                f"POSTMIX {server.publisher.http} /v1/traces application/x-protobuf {file}"
+                f" {batches} 8 {seconds + 30} {LIVE_RATE}",
+                "POSTED",
+                seconds + 60,
+            )
+        )
+        reports = drain(pool, reply["ok"] * mix.LIVE_BATCH, timeout=10)
+        cpu1, t1 = server.cpu_seconds(), time.monotonic()
+        file.unlink(missing_ok=True)
+    except (ChildError, OSError) as exc:
+        run.skip(f"ingest live ({target.kind}): {exc}")
+        return
+    report = reports[0]
+    hist = merge_hists([report["hist"]])
+    out = {
+        "spans": reply["ok"] * mix.LIVE_BATCH,
+        "spans_per_s": reply["ok"] * mix.LIVE_BATCH / max(1e-9, reply["endS"] - reply["startS"]),
+        "timed": report["count"],
+        "p50_ms": percentile_ms(hist, 0.5, report["maxUs"]),
+        "p99_ms": percentile_ms(hist, 0.99, report["maxUs"]),
+        "max_ms": report["maxUs"] / 1000 if report["count"] else None,
+        "server_cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+        "statuses": reply["statuses"],
+    }
+    run.results.meta.setdefault("ingest_live", {})[target.kind] = out
+    run.say(
+        f"  live spans ({target.kind}): {out['spans_per_s']:.0f}/s, {out['timed']} timed,"
+        f" p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms"
+    )

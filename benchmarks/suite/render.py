@@ -456,6 +456,50 @@ def search_table(res: Results) -> str:
     return "\n".join(lines)
 
 
+def mix_table(res: Results) -> str:
+    """The realistic mix (JSON plan events, OTLP spans) per server, each ÷ the floor."""
+    mixes = res.meta.get("ingest_mix") or {}
+    floor = res.meta.get("ingest_floor") or {}
+    rows = []
+    for kind in ("json", "otlp"):
+        fl = floor.get(kind)
+        if fl:
+            rows.append([
+                kind, "floor (floor.py)", fmt_rate(fl["events_per_s"]),
+                "1.00x", fmt_us(fl["cpu_us_per_event"]), "1.00x", "", "", "",
+            ])  # fmt: skip
+        for server, by_kind in mixes.items():
+            m = by_kind.get(kind)
+            if not m:
+                continue
+            cpu = m.get("cpu_us_per_unit")
+            rows.append([
+                kind, server, fmt_rate(m["units_per_s"]),
+                fmt_x(m["units_per_s"] / fl["events_per_s"]) if fl else "—",
+                fmt_us(cpu), fmt_x(fl["cpu_us_per_event"] / cpu) if fl and cpu else "—",
+                fmt_pct(m.get("delivered_pct"), 2), fmt_ms(m.get("p50_ms")),
+                fmt_ms(m.get("p99_ms")),
+            ])  # fmt: skip
+    for server, live in (res.meta.get("ingest_live") or {}).items():
+        rows.append([
+            "live", server, fmt_rate(live["spans_per_s"]), "", "", "",
+            f"{live['timed']} span starts", fmt_ms(live.get("p50_ms")), fmt_ms(live.get("p99_ms")),
+        ])  # fmt: skip
+    if not rows:
+        return ""
+    head = ["mix", "server", "events (spans)/s", "÷ floor", "CPU / unit", "floor CPU ÷ this",
+            "delivered to `all`", "p50 ms", "p99 ms"]  # fmt: skip
+    note = (
+        "\n\nJSON: batches of 100 plan events of all 11 types over 16 executions; OTLP:"
+        " protobuf, 512 finished spans per batch; 8 requests in flight, one `all` client"
+        " receiving every stored event (delivered = frames ÷ events stored); live: span starts"
+        " at 1,000/s in the live processor's batches of 10, POST → `all` client (target"
+        " ≤ 10 ms p99). The floor"
+        " (`floor.py`): one thread doing only the unavoidable work on the same bodies."
+    )
+    return markdown(head, rows) + note
+
+
 def viewer_table(res: Results) -> str:
     """The viewer section's JSON (``benchmarks/viewer/run.py``), flattened into a table."""
     v = res.viewer
@@ -505,6 +549,7 @@ def everything(res: Results, all_steps: bool = False) -> str:
         ("Stable figures (instructions, callgrind; do not move with the machine)",
          stable_table(res)),
         ("trio-obs old vs new (same run)", compare_table(res)),
+        ("Ingest, the realistic mix, against the floor (same run)", mix_table(res)),
         ("Viewer", viewer_table(res)),
         ("Search", search_table(res)),
     ):  # fmt: skip

@@ -74,6 +74,7 @@ def servers_sections(run: Run, specs: list[ServerSpec]) -> None:
             run.say("profile: pyinstrument on trio-obs during 100 x 1,000")
             measure.profile(run, main)
         if want(run, "ingest"):
+            floors = [measure.floor(run)]
             for kind, target in targets.items():
                 if target.spec.program == "trio-obs":
                     run.say(f"ingest: POST /api/events ({kind})")
@@ -81,9 +82,31 @@ def servers_sections(run: Run, specs: list[ServerSpec]) -> None:
                         measure.ingest(run, target)
                     else:
                         ingest_other(run, target)
+                    run.say(f"ingest: the realistic mix, JSON and OTLP ({kind})")
+                    measure.ingest_mixes(run, target)
+                    run.say(f"ingest: span starts at 1,000/s in batches of 10 ({kind})")
+                    measure.ingest_live(run, target)
+            floors.append(measure.floor(run))
+            keep_floor(run, [f for f in floors if f])
     finally:
         for target in targets.values():
             target.stop()
+
+
+def keep_floor(run: Run, floors: list[dict[str, Any]]) -> None:
+    """The floor of the run (the best of its measurements before and after the servers')."""
+    if not floors:
+        return
+    best = {
+        kind: max((f[kind] for f in floors), key=lambda x: float(x["events_per_s"]))
+        for kind in ("json", "otlp")
+    }
+    run.results.meta["ingest_floor"] = best
+    run.say(
+        f"  floor: JSON {best['json']['events_per_s']:.0f} events/s"
+        f" ({best['json']['cpu_us_per_event']:.1f} µs), OTLP {best['otlp']['events_per_s']:.0f}"
+        f" spans/s ({best['otlp']['cpu_us_per_event']:.1f} µs)"
+    )
 
 
 def ingest_other(run: Run, target: Target) -> None:

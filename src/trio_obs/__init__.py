@@ -17,7 +17,8 @@ The public names, all documented here and importable from ``trio_obs``:
   the hit's fields are in :mod:`trio_obs.core.search`).
 - Records and events: :data:`StreamEvent` (what subscribers receive: the event classes
   are in :mod:`trio_obs.core.events`, the spans of agents and model calls among them as
-  ``SpanStartEvent`` and ``SpanEndEvent``), and the records a service or ``emit_*`` takes:
+  ``SpanStartEvent`` and ``SpanEndEvent``, the watchdog's judgements as ``WatchAlertEvent``
+  and ``WatchClearEvent``), and the records a service or ``emit_*`` takes:
   :class:`TranscriptEntry`, :class:`AssertionResult`, :class:`MessageBusLogEntry`.
 - Errors: :class:`TrioObsError` and below it :class:`InvalidInput`, :class:`StoreError`
   (and its :class:`UncertainOutcome`: on Redis, a batch some of which is or may be

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import Final
+from urllib.parse import urlsplit
 
 from ._version import __version__
 from .core.events import STREAM_EVENT_TYPES
@@ -96,6 +97,27 @@ def duration(text: str) -> float:
             f"must be a whole number followed by s, m, h or d (e.g. 30d), got {text!r}"
         )
     return float(int(number) * _DURATION_UNITS[unit])
+
+
+def watch_seconds(text: str) -> float:
+    """Seconds as ``45``, ``2.5``, ``45s``, ``10m`` or ``1h`` (the watchdog's thresholds)."""
+    try:
+        return duration(text) if text[-1:].isalpha() else _seconds(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds, or a whole number with s, m or h "
+            f"(e.g. 30s, 10m), got {text!r}"
+        ) from None
+
+
+def http_url(text: str) -> str:
+    """An ``http://`` or ``https://`` URL with a host (``--alert-webhook``)."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(
+            f"must be an http:// or https:// URL, e.g. http://127.0.0.1:9000/hook, got {text!r}"
+        )
+    return text
 
 
 def size(text: str) -> int:
@@ -275,6 +297,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--demo", action="store_true", help="also run the simulated agent execution, in a loop"
     )
+    for flag, default, what in (
+        ("--lost-after", "30s", "a producer silent for max(3 x its heartbeat interval, this) "
+         "is lost"),
+        ("--slow-after", "60s", "an open tool or model call older than max(3 x its tool's "
+         "p95, this) is slow"),
+        ("--idle-after", "10m", "a running execution with no event for this long is idle"),
+    ):  # fmt: skip
+        serve.add_argument(
+            flag,
+            type=watch_seconds,
+            default=watch_seconds(default),
+            metavar="DURATION",
+            help=f"watchdog: {what} (seconds, or with s, m, h; default {default})",
+        )
+    serve.add_argument(
+        "--alert-webhook",
+        type=http_url,
+        default=None,
+        metavar="URL",
+        help="POST each watchdog alert and clear to this URL as JSON (bounded retries; "
+        "never holds up anything else)",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -350,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
         "'trio-obs search')",
     )
     _typed_filters(tail, tool=False)
+    tail.add_argument(
+        "--running",
+        action="store_true",
+        help="instead of events: the open spans of running executions with their age and "
+        "the watchdog's word (slow, lost), redrawn every second",
+    )
     tail.add_argument("--token", default=None, help="bearer token (default: $TRIO_OBS_TOKEN)")
     tail.add_argument("--json", action="store_true", help="print one JSON object per line")
     tail.add_argument(
@@ -430,6 +480,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .client.search_cli import run_search_cli
 
         return run_search_cli(args)
+    if args.running:
+        from .client.running import run_running_cli
+
+        return run_running_cli(args)
     from .client.tail import run_tail_cli
 
     status = run_tail_cli(args)

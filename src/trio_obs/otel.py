@@ -19,6 +19,15 @@ each with an ``Idempotency-Key``, and retries with backoff while the server is a
 each span it handles (attribute ``trio_obs.live_span``), so the server takes that span's
 start and end from this processor alone and the usual exporter's copy of it adds no
 second ``tool:start``.
+
+While spans are open it also says, every ``keepalive_interval`` seconds, that the
+process is alive (SPEC §13): one OTLP log record per trace with open spans, posted to
+``/v1/logs``, with no body and no span, and two attributes: ``trio_obs.keepalive`` (the
+interval, seconds) and ``trio_obs.producer`` (this processor's id). The server stores it
+as an ``agent:heartbeat`` of that execution; when they stop (the process died, hung
+with the GIL held, lost its network) for ``max(3 x interval, --lost-after)``, the
+watchdog judges the producer ``lost``. A keep-alive that cannot be sent is not retried
+(the next one follows), and none is sent while no span is open.
 """
 
 from __future__ import annotations
@@ -33,12 +42,16 @@ from typing import Final
 import httpx
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, attach, set_value
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .client.common import auth_headers, endpoints
 from .core.otlp import LIVE_COPY, LIVE_SPAN
+from .core.watchdog import KEEPALIVE, PRODUCER
 
 log = logging.getLogger("trio_obs.otel")
 
@@ -60,6 +73,7 @@ class LiveSpanProcessor(SpanProcessor):
     span's start also keeps room for its end); beyond that new spans are left to the
     usual exporter and counted in :attr:`dropped`. ``timeout`` bounds each request;
     :meth:`shutdown` sends what is left for at most ``shutdown_timeout`` seconds.
+    ``keepalive_interval``: seconds between keep-alives while spans are open (0: none).
     """
 
     def __init__(
@@ -71,11 +85,20 @@ class LiveSpanProcessor(SpanProcessor):
         max_batch_size: int = 512,
         timeout: float = 10.0,
         shutdown_timeout: float = 5.0,
+        keepalive_interval: float = 5.0,
     ) -> None:
         if max_queue_size < 2 or max_batch_size < 1:
             raise ValueError("max_queue_size must be >= 2 and max_batch_size >= 1")
+        if keepalive_interval < 0:
+            raise ValueError("keepalive_interval must be >= 0 (0: no keep-alive)")
         base = endpoints(url).http
         self.endpoint = base if base.endswith("/v1/traces") else f"{base}/v1/traces"
+        self.logs_endpoint = self.endpoint.removesuffix("/v1/traces") + "/v1/logs"
+        self.keepalive_interval = keepalive_interval
+        self.producer_id = uuid.uuid4().hex[:16]
+        self.keepalives = 0
+        """Keep-alive requests the server took."""
+        self._resource: Resource | None = None
         self.max_queue_size = max_queue_size
         self.max_batch_size = max_batch_size
         self.timeout = timeout
@@ -101,6 +124,12 @@ class LiveSpanProcessor(SpanProcessor):
         """Set with the shutdown: a retry waiting for its turn goes at once."""
         self._worker = threading.Thread(target=self._run, name="trio-obs-live-spans")
         self._worker.start()
+        self._keeper: threading.Thread | None = None
+        if keepalive_interval > 0:
+            self._keeper = threading.Thread(
+                target=self._keep_alive, name="trio-obs-keepalive", daemon=True
+            )
+            self._keeper.start()
 
     @property
     def dropped(self) -> int:
@@ -123,6 +152,8 @@ class LiveSpanProcessor(SpanProcessor):
             if attributes.get(LIVE_SPAN) is not True:
                 return  # the span's attribute limit is reached: leave it unmarked
             self._open.add((context.trace_id, context.span_id))
+            if self._resource is None:
+                self._resource = _resource_of(span)
             self._put(
                 ReadableSpan(
                     name=span.name,
@@ -296,6 +327,32 @@ class LiveSpanProcessor(SpanProcessor):
                 self._stopped.wait(delay)  # a shutdown ends the wait: one more try now
             wait = min(wait * 2, _MAX_WAIT)
 
+    # ------------------------------------------------------------------ keep-alive
+
+    def _open_traces(self) -> list[int]:
+        with self._cond:
+            return sorted({trace for trace, _ in self._open})
+
+    def _keep_alive(self) -> None:
+        """Every interval while spans are open: one record per open trace to ``/v1/logs``."""
+        attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        with httpx.Client(timeout=min(self.timeout, self.keepalive_interval), trust_env=False) as c:
+            while not self._stopped.wait(self.keepalive_interval):
+                if not threading.main_thread().is_alive():
+                    return
+                traces = self._open_traces()
+                if not traces:
+                    continue
+                body = keepalive_request(
+                    traces, self.keepalive_interval, self.producer_id, self._resource
+                )
+                try:
+                    response = c.post(self.logs_endpoint, content=body, headers=self._headers)
+                except httpx.HTTPError:
+                    continue  # the next one follows; the spans' own retries say the rest
+                if response.status_code == 200:
+                    self.keepalives += 1
+
     def _answered(self, content: bytes) -> None:
         if self._unreachable:
             self._unreachable = False
@@ -337,6 +394,43 @@ def encode(batch: list[ReadableSpan]) -> bytes:
                         KeyValue(key=LIVE_COPY, value=AnyValue(string_value=phase))
                     )
     return request.SerializeToString()
+
+
+def keepalive_request(
+    traces: list[int], interval: float, producer: str, resource: Resource | None
+) -> bytes:
+    """The OTLP logs request of one keep-alive: a record per trace, no span, no body."""
+    now = time.time_ns()
+    attributes = [
+        KeyValue(key=KEEPALIVE, value=AnyValue(double_value=interval)),
+        KeyValue(key=PRODUCER, value=AnyValue(string_value=producer)),
+    ]
+    records = [
+        LogRecord(
+            time_unix_nano=now,
+            observed_time_unix_nano=now,
+            trace_id=trace.to_bytes(16, "big"),
+            attributes=attributes,
+        )
+        for trace in traces
+    ]
+    request = ExportLogsServiceRequest(
+        resource_logs=[
+            ResourceLogs(
+                resource=resource or Resource(), scope_logs=[ScopeLogs(log_records=records)]
+            )
+        ]
+    )
+    return request.SerializeToString()
+
+
+def _resource_of(span: Span) -> Resource:
+    """The span's resource as OTLP (its attributes; the service name is what is read)."""
+    pairs = []
+    for key, value in (span.resource.attributes if span.resource else {}).items():
+        if isinstance(value, str):
+            pairs.append(KeyValue(key=key, value=AnyValue(string_value=value)))
+    return Resource(attributes=pairs)
 
 
 def _retry_after(response: httpx.Response) -> float:

@@ -202,6 +202,9 @@ def one_of_each() -> dict[str, Envelope]:
             )
         ),
         "spans": _env(ev.SpanStartEvent(execution_id="e1", span_id="sp", kind="llm", name="chat")),
+        "alerts": _env(
+            ev.WatchAlertEvent(execution_id="e1", alert_id="a", alert="lost", since="", message="m")
+        ),
     }
 
 

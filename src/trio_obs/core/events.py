@@ -399,6 +399,51 @@ class SpanEndEvent:
     pos: int | None = None
 
 
+AlertKind: TypeAlias = Literal["lost", "slow", "idle"]
+"""What the watchdog judged (SPEC §13): a producer went silent, a call runs long, a run idles."""
+
+
+@attrs.frozen(kw_only=True)
+class WatchAlertEvent:
+    """``watch:alert`` (topic ``alerts``): the watchdog's judgement (SPEC §13), always inferred.
+
+    ``alert_id`` names the condition (the same on every node and after a restart, so the
+    hub stores it once); ``since`` is when what it is about was last heard of.
+    """
+
+    type: Literal["watch:alert"] = attrs.field(default="watch:alert", init=False)
+    execution_id: str
+    alert_id: str
+    alert: AlertKind
+    since: str
+    message: str
+    instance_id: str | None = None
+    span_id: str | None = None
+    tool_use_id: str | None = None
+    inferred: bool = True
+    parent_span_id: str | None = None
+    agent: str | None = None
+    timestamp: str = ""
+    seq: int | None = None
+    pos: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class WatchClearEvent:
+    """``watch:clear`` (topic ``alerts``): the real event came after all; withdraws ``alert_id``."""
+
+    type: Literal["watch:clear"] = attrs.field(default="watch:clear", init=False)
+    execution_id: str
+    alert_id: str
+    message: str
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    agent: str | None = None
+    timestamp: str = ""
+    seq: int | None = None
+    pos: int | None = None
+
+
 StreamEvent: TypeAlias = (
     TranscriptEntryEvent
     | ToolStartEvent
@@ -413,6 +458,8 @@ StreamEvent: TypeAlias = (
     | ExecutionStatusEvent
     | SpanStartEvent
     | SpanEndEvent
+    | WatchAlertEvent
+    | WatchClearEvent
 )
 
 STREAM_EVENT_TYPES: Final[dict[str, type[StreamEvent]]] = {
@@ -429,8 +476,10 @@ STREAM_EVENT_TYPES: Final[dict[str, type[StreamEvent]]] = {
     "execution:status": ExecutionStatusEvent,
     "span:start": SpanStartEvent,
     "span:end": SpanEndEvent,
+    "watch:alert": WatchAlertEvent,
+    "watch:clear": WatchClearEvent,
 }
-"""Every stream event type (SPEC §2 and §12), by its ``type``."""
+"""Every stream event type (SPEC §2, §12 and §13), by its ``type``."""
 
 PLAN_EVENT_TYPES: Final[frozenset[str]] = frozenset(
     {

@@ -93,11 +93,16 @@ FACTS: Final[dict[str, Fact]] = {
     "span:end": Fact(
         topic="spans", role="closes", task_id="taskId", error=(("state", ("error",)),)
     ),
+    "watch:alert": Fact(
+        topic="alerts", role="content", action=(("alert", ("lost", "slow", "idle")),),
+    ),
+    "watch:clear": Fact(topic="alerts", role="content"),
 }  # fmt: skip
 """Every stream event type's facts, by its ``type`` (the types of ``events.STREAM_EVENT_TYPES``)."""
 
 TOPIC_OF_TYPE: Final[dict[str, str]] = {t: f.topic for t, f in FACTS.items()}
-"""Which topic each stream event type belongs to (the plan's OBS-602; ``spans``: SPEC §12)."""
+"""Which topic each stream event type belongs to (the plan's OBS-602; ``spans``: SPEC §12;
+``alerts``: SPEC §13)."""
 
 # --------------------------------------------------------------------------- wire dicts
 

@@ -108,6 +108,22 @@ class StreamCounters:
         )  # fmt: skip
 
 
+def _counters_copier() -> Callable[[StreamCounters], StreamCounters]:
+    """A copy of a :class:`StreamCounters` by one generated call: several times cheaper than
+    ``attrs.evolve``, which the ledger did once per stream per batch (issue 25)."""
+    fields = attrs.fields(StreamCounters)
+    if not all(a.init for a in fields):
+        return attrs.evolve
+    scope: dict[str, Any] = {"cls": StreamCounters}
+    args = ", ".join(f"{a.name}=o.{a.name}" for a in fields)
+    exec(f"def copy(o):\n    return cls({args})", scope)  # our own field names, from attrs
+    fn: Callable[[StreamCounters], StreamCounters] = scope["copy"]
+    return fn
+
+
+_copy_counters: Final = _counters_copier()
+
+
 def _complete(event: ev.StreamEvent, changes: dict[str, Any]) -> ev.StreamEvent:
     """``event`` with ``changes`` applied.
 
@@ -297,7 +313,7 @@ class _Batch:
             )
             if base is None and not ledger.knows(key):
                 raise RuntimeError(f"the counters of {key!r} were not loaded before staging")
-            s = self.streams[key] = attrs.evolve(base) if base else StreamCounters()
+            s = self.streams[key] = _copy_counters(base) if base else StreamCounters()
         return s
 
     def span(self, key: SpanKey) -> Span | None:

@@ -61,6 +61,7 @@ from .otlp_values import (
     trimmed,
     value_of,
 )
+from .watchdog import KEEPALIVE, keepalive_heartbeat
 
 LIVE_SPAN: Final = "trio_obs.live_span"
 """Set (``true``) on a span by the live processor when it starts: that processor sends
@@ -572,6 +573,11 @@ class _Builder:
         nanos = record.time_unix_nano or record.observed_time_unix_nano
         timestamp = self.stamp(nanos)
         a = attributes_of(record.attributes)
+        if KEEPALIVE in a and any(record.trace_id):  # the live processor's (SPEC §13)
+            alive = keepalive_heartbeat(record.trace_id.hex(), a, resource.service)
+            if alive is not None:
+                self.emit(nanos, alive)
+                return
         body = value_of(record.body) if record.HasField("body") else None
         severity = severity_of(record.severity_number, record.severity_text)
         kind = record.event_name or "log"

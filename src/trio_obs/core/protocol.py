@@ -19,7 +19,7 @@ RESERVED_STREAMS: Final = frozenset({ALL, GLOBAL})
 
 Topic: TypeAlias = Literal[
     "all", "transcript", "tools", "assertions", "skills", "messagebus", "waves", "agents",
-    "execution", "spans",
+    "execution", "spans", "alerts",
 ]  # fmt: skip
 TOPICS: Final[frozenset[str]] = frozenset(Topic.__args__)  # type: ignore[attr-defined]
 

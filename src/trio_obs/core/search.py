@@ -59,6 +59,8 @@ SEARCH_FACTS: Final[dict[str, SearchFacts]] = {
         messages=("systemInstructions", "inputMessages", "outputMessages"),
         state="state",
     ),
+    "watch:alert": SearchFacts(text=("message",), state="alert", agent=("agent", "instanceId")),
+    "watch:clear": SearchFacts(text=("message",)),
 }
 """Per stream event type: what search indexes and where its typed filters read."""
 

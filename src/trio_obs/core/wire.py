@@ -12,7 +12,7 @@ import functools
 import re
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import attrs
 import cattrs
@@ -111,16 +111,20 @@ def depth_exceeds(value: Any, limit: int) -> bool:
     """Whether ``value`` nests objects/arrays more than ``limit`` levels (iteratively)."""
     level: list[Any] = [value]
     depth = 0
+    containers = (dict, list)
     while level:
         depth += 1
         if depth > limit:
             return True
         nested: list[Any] = []
-        for item in level:
+        for item in level:  # plain loops: on the ingest path, for every free-form object
             if isinstance(item, dict):
-                nested.extend(v for v in item.values() if isinstance(v, dict | list))
-            elif isinstance(item, list):
-                nested.extend(v for v in item if isinstance(v, dict | list))
+                item = item.values()
+            elif not isinstance(item, list):
+                continue
+            for v in item:
+                if isinstance(v, containers):
+                    nested.append(v)
         level = nested
     return False
 
@@ -227,14 +231,147 @@ _fast: Final = _make_converter(detailed=False)
 _fast_posted: Final = _make_converter(detailed=False, posted=True)
 
 
+# --------------------------------------------------------------------------- plain structuring
+
+_INLINE_CHECKS: Final[dict[Any, list[str]]] = {
+    str: ["if v.__class__ is not str: raise TypeError"],
+    str | None: ["if v is not None and v.__class__ is not str: raise TypeError"],
+    int: ["if v.__class__ is not int: raise TypeError"],
+    int | None: ["if v is not None and v.__class__ is not int: raise TypeError"],
+    bool: ["if v.__class__ is not bool: raise TypeError"],
+    bool | None: ["if v is not None and v.__class__ is not bool: raise TypeError"],
+    float: ["c = v.__class__", "if c is int: v = float(v)", "elif c is not float: raise TypeError"],
+    float | None: [
+        "c = v.__class__",
+        "if c is int: v = float(v)",
+        "elif c is not float and v is not None: raise TypeError",
+    ],
+}
+
+
+def _plain_structure_fn(
+    cls: type, conv: cattrs.Converter, posted: bool, nested: Mapping[type, Callable[[Any], Any]]
+) -> Callable[[Any], Any]:
+    """``conv.structure(o, cls)`` as one generated function with the common checks inline.
+
+    For the ingest path (issue 25): JSON types checked in place instead of by a hook call per
+    field; literals by set membership; records by their own function; anything else
+    (times, free-form objects, lists) by the very hook the converter uses. It raises on
+    anything it does not take, and then the converter decides: it never accepts what
+    the converter refuses, and what it accepts is equal to the converter's (a test holds it).
+    """
+    hints = typing.get_type_hints(cls)
+    scope: dict[str, Any] = {"cls": cls}
+    lines = ["def structure(o):", "    if o.__class__ is not dict: raise TypeError", "    r = {}"]
+    for a in attrs.fields(cls):
+        if not a.init:
+            continue
+        key, kind = camel(a.name), hints[a.name]
+        args = [t for t in typing.get_args(kind) if t is not type(None)]
+        optional = len(args) < len(typing.get_args(kind))
+        record = next((t for t in (kind, *args) if t in nested), None)
+        if posted and a.name in TIME_FIELDS:
+            scope[f"h_{a.name}"] = _time(optional=a.default == "")
+            check = [f"v = h_{a.name}(v, None)"]
+        elif kind in _INLINE_CHECKS:
+            check = _INLINE_CHECKS[kind]
+        elif record is not None:
+            scope[f"s_{a.name}"] = nested[record]
+            call = f"v = s_{a.name}(v)"
+            check = [f"if v is not None: {call}"] if optional else [call]
+        elif typing.get_origin(kind) is Literal or (
+            len(args) == 1 and typing.get_origin(args[0]) is Literal
+        ):
+            values = typing.get_args(args[0] if optional else kind)
+            scope[f"l_{a.name}"] = frozenset(values)
+            test = f"v not in l_{a.name}"
+            check = [f"if {'v is not None and ' if optional else ''}{test}: raise TypeError"]
+        else:
+            scope[f"h_{a.name}"], scope[f"t_{a.name}"] = conv.get_structure_hook(kind), kind
+            check = [f"v = h_{a.name}(v, t_{a.name})"]
+        if a.default is attrs.NOTHING:
+            body, indent = [f"    v = o[{key!r}]"], "    "
+        else:
+            body, indent = [f"    if {key!r} in o:", f"        v = o[{key!r}]"], "        "
+        lines += body + [indent + c for c in check] + [f"{indent}r[{a.name!r}] = v"]
+    lines.append("    return cls(**r)")
+    exec("\n".join(lines), scope)  # our own field names, read from attrs
+    fn: Callable[[Any], Any] = scope["structure"]
+    return fn
+
+
+def _plain_structure_fns(
+    conv: cattrs.Converter, posted: bool
+) -> dict[type, Callable[[Any], ev.StreamEvent]]:
+    fns: dict[type, Callable[[Any], Any]] = {}
+    for record in (ev.TranscriptEntry, ev.AssertionResult, ev.MessageBusLogEntry):
+        fns[record] = _plain_structure_fn(record, conv, posted, fns)
+    return {
+        cls: _plain_structure_fn(cls, conv, posted, fns) for cls in ev.STREAM_EVENT_TYPES.values()
+    }
+
+
+_PLAIN_STRUCTURE: Final = {
+    posted: _plain_structure_fns(_fast_posted if posted else _fast, posted)
+    for posted in (False, True)
+}
+"""Stream event classes' plain structuring, by ``posted``."""
+
+
 @functools.cache
 def _explaining_posted() -> cattrs.Converter:
     return _make_converter(posted=True)  # built on the first refusal only
 
 
+def _plain_unstructure_fn(cls: type, nested: Mapping[type, Callable[[Any], Any]]) -> Any:
+    """The converter's unstructuring of ``cls`` as one generated function, for encoding only.
+
+    Same keys, same order, same values as ``converter.unstructure`` (a test holds it), but
+    one statement per field instead of a hook call per field: values of JSON types are
+    handed to orjson as they are (not copied: the result is dumped at once, never kept),
+    nested records by their own function.
+    """
+    hints = typing.get_type_hints(cls)
+    lines = ["def unstructure(o):", "    d = {}"]
+    scope: dict[str, Any] = {}
+    fields = attrs.fields(cls)
+    # cattrs's order: the fields always written, then those left out when at their default.
+    for a in sorted(fields, key=lambda a: a.default in (None, "")):
+        key, kind = camel(a.name), hints[a.name]
+        record = next((t for t in (kind, *typing.get_args(kind)) if t in nested), None)
+        value = f"o.{a.name}"
+        if record is not None:
+            scope[f"u_{a.name}"] = nested[record]
+            value = f"u_{a.name}(v)"
+        if a.default in (None, ""):
+            test = "v is not None" if a.default is None else "v != ''"
+            lines += [f"    v = o.{a.name}", f"    if {test}:", f"        d[{key!r}] = {value}"]
+        elif record is not None:
+            lines += [f"    v = o.{a.name}", f"    d[{key!r}] = {value}"]
+        else:
+            lines.append(f"    d[{key!r}] = {value}")
+    lines.append("    return d")
+    exec("\n".join(lines), scope)  # our own field names, read from attrs
+    return scope["unstructure"]
+
+
+def _plain_unstructure_fns() -> dict[type, Callable[[Any], dict[str, Any]]]:
+    fns: dict[type, Callable[[Any], dict[str, Any]]] = {}
+    for record in (ev.TranscriptEntry, ev.AssertionResult, ev.MessageBusLogEntry):
+        fns[record] = _plain_unstructure_fn(record, fns)
+    for cls in ev.STREAM_EVENT_TYPES.values():
+        fns[cls] = _plain_unstructure_fn(cls, fns)
+    return fns
+
+
+_PLAIN: Final = _plain_unstructure_fns()
+"""Stream events (the hot path's encoding) by class; any other object goes to cattrs."""
+
+
 def encode(obj: ev.ServerEvent) -> bytes:
     """The wire JSON of a server event, as UTF-8 bytes."""
-    return orjson.dumps(converter.unstructure(obj))
+    plain = _PLAIN.get(obj.__class__)
+    return orjson.dumps(plain(obj) if plain else converter.unstructure(obj))
 
 
 def encode_kept(obj: ev.ServerEvent) -> bytes:
@@ -244,7 +381,8 @@ def encode_kept(obj: ev.ServerEvent) -> bytes:
     the JSON for larger ones. An envelope keeps its JSON for as long as the logs of
     recent events hold it, so it keeps a copy (0.1 us) instead.
     """
-    return memoryview(orjson.dumps(converter.unstructure(obj))).tobytes()
+    plain = _PLAIN.get(obj.__class__)
+    return memoryview(orjson.dumps(plain(obj) if plain else converter.unstructure(obj))).tobytes()
 
 
 def _describe(exc: BaseException, kind: type | None) -> str:
@@ -304,7 +442,22 @@ def decode_event(
     if obj.get("timestamp", "") is None:
         fields = {k: v for k, v in obj.items() if k != "timestamp"}  # the ledger stamps it
     try:
-        event: ev.StreamEvent = (_fast_posted if posted else _fast).structure(fields, cls)
+        event: ev.StreamEvent = _PLAIN_STRUCTURE[posted][cls](fields)
+    except Exception:  # anything unusual: the converter takes it, or says what is wrong
+        event = _structure_or_explain(fields, cls, kind, index, posted)
+    if not keep_seq:  # a producer does not choose its seq, nor its place in `all`
+        if event.seq is not None:
+            object.__setattr__(event, "seq", None)
+        if event.pos is not None:
+            object.__setattr__(event, "pos", None)
+    return event
+
+
+def _structure_or_explain(
+    fields: Any, cls: type[ev.StreamEvent], kind: Any, index: int | None, posted: bool
+) -> ev.StreamEvent:
+    try:
+        return (_fast_posted if posted else _fast).structure(fields, cls)
     except Exception:  # cattrs raises groups of arbitrary errors
         try:
             (_explaining_posted() if posted else converter).structure(fields, cls)
@@ -315,12 +468,6 @@ def decode_event(
         raise InvalidInput(
             f"{event_name(index)} ({kind}) is invalid: {reason}", INVALID_EVENT
         ) from None
-    if not keep_seq:  # a producer does not choose its seq, nor its place in `all`
-        if event.seq is not None:
-            object.__setattr__(event, "seq", None)
-        if event.pos is not None:
-            object.__setattr__(event, "pos", None)
-    return event
 
 
 def decode_stream_event(data: bytes | str) -> ev.StreamEvent:

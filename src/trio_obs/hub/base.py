@@ -138,6 +138,11 @@ class Hub(Protocol):
         """Why events could not be stored right now (a sentence), or None when they can."""
         ...
 
+    async def settled(self) -> None:
+        """Return once what this node began to store before the call is stored and
+        dispatched (the watchdog's barrier before it judges a silence)."""
+        ...
+
     def stats(self) -> HubStats:
         """Counters for ``/metrics``."""
         ...

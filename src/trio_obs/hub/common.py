@@ -125,6 +125,11 @@ class HubCommon:
             i = j + 1
         return out
 
+    async def settled(self) -> None:
+        """Return once what this node began to store before the call is stored and dispatched
+        (a barrier; a hub whose publishes are never queued has nothing to wait for)."""
+        return
+
     def stats(self) -> HubStats:
         """Counters for ``/metrics`` (this node's)."""
         return self.dispatcher.snapshot()

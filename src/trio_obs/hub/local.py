@@ -40,6 +40,10 @@ from .sqlite import KeyRow, Store
 
 IDEMPOTENCY_TTL: Final = 24 * 3600.0
 """Seconds an ``Idempotency-Key`` is remembered (SPEC §5)."""
+GROUP_EVENTS: Final = 1024
+"""A group commit closes once it holds this many events (whole batches): the batches that
+queued behind a burst are stored and fanned out in groups of about this size, so that the
+first of them does not wait for the commit of all (issue 25)."""
 _KEY_CACHE: Final = 10_000
 
 
@@ -59,6 +63,11 @@ class _Retain:
     done: trio.Event = attrs.field(factory=trio.Event)
     deleted: list[str] = attrs.field(factory=list)
     error: BaseException | None = None
+
+
+@attrs.define(eq=False)
+class _Barrier:
+    done: trio.Event = attrs.field(factory=trio.Event)
 
 
 class LocalHub(HubCommon):
@@ -92,7 +101,7 @@ class LocalHub(HubCommon):
         )
         # The index is written with the rows: it holds whatever was dispatched.
         self.dispatcher.pos_head = self.dispatcher.query_head = last_pos
-        send, self._requests = trio.open_memory_channel[_Request | _Retain](math.inf)
+        send, self._requests = trio.open_memory_channel[_Request | _Retain | _Barrier](math.inf)
         self._submit = send
         self._keys: OrderedDict[str, list[tuple[str, int]]] = OrderedDict()
 
@@ -113,14 +122,23 @@ class LocalHub(HubCommon):
             async with self._requests:
                 async for first in self._requests:
                     group: list[_Request] = []
-                    item: _Request | _Retain | None = first
+                    size = 0
+                    item: _Request | _Retain | _Barrier | None = first
                     while item is not None:
-                        if isinstance(item, _Retain):
+                        if isinstance(item, _Barrier):
                             await self._commit(group)
-                            group = []
+                            group, size = [], 0
+                            item.done.set()
+                        elif isinstance(item, _Retain):
+                            await self._commit(group)
+                            group, size = [], 0
                             await self._retain(item)
                         else:
                             group.append(item)
+                            size += len(item.events)
+                            if size >= GROUP_EVENTS:  # the first batches go out first
+                                await self._commit(group)
+                                group, size = [], 0
                         try:
                             item = self._requests.receive_nowait()
                         except (trio.WouldBlock, trio.EndOfChannel):
@@ -163,7 +181,13 @@ class LocalHub(HubCommon):
         assert request.result is not None
         return request.result
 
-    async def _handled(self, request: _Request | _Retain) -> None:
+    async def settled(self) -> None:
+        """Return once every batch handed to the store before this call is stored and
+        dispatched (or refused): what was published before it is all there to read."""
+        barrier = _Barrier()
+        await self._handled(barrier)
+
+    async def _handled(self, request: _Request | _Retain | _Barrier) -> None:
         """Hand ``request`` to the writer and wait until it is done with it."""
         try:
             self._submit.send_nowait(request)

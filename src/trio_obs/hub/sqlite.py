@@ -21,9 +21,9 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, TypeVar, cast
 
 import orjson
 import trio
@@ -124,8 +124,12 @@ _POSITIONED: Final = "position_backfill"
 """Events stored before positions existed get ``pos = base + seq``, stream by stream, in the
 order of their streams' activity (a table the store empties in the background)."""
 _MAX_SEQ: Final = 2**62
+_T = TypeVar("_T")
 INLINE_ROWS: Final = 64
 INLINE_BYTES: Final = 64 * 1024
+INLINE_LOOKUPS: Final = 64
+"""Point reads (counters, spans, idempotency keys) of at most this many keys run on the
+trio thread when the writer connection is free."""
 """A write of at most this many event rows and JSON bytes runs on the trio thread."""
 _BUSY_TIMEOUT_MS: Final = 5000
 _CHECKPOINT_WAIT_MS: Final = 20
@@ -441,10 +445,12 @@ class Store:
             (count,) = self._write.execute("SELECT count(*) FROM streams").fetchone()
             return self._stored_activity(), bool(count)
 
-    def counters_now(self, keys: Sequence[str]) -> dict[str, StreamCounters | None]:
+    def counters_now(
+        self, keys: Sequence[str], *, locked: bool = False
+    ) -> dict[str, StreamCounters | None]:
         """The stored counters of ``keys`` (None where there are none), read right now."""
         found: dict[str, StreamCounters | None] = dict.fromkeys(keys)
-        with self._lock:
+        with contextlib.nullcontext() if locked else self._lock:
             for key in keys:
                 row = self._write.execute(
                     f"SELECT {_COUNTERS} FROM streams WHERE stream_key=?", (key,)
@@ -454,9 +460,23 @@ class Store:
         return found
 
     async def counters(self, keys: Sequence[str]) -> dict[str, StreamCounters | None]:
-        """:meth:`counters_now`, in a worker thread."""
-        found: dict[str, StreamCounters | None] = await self._run(self.counters_now, keys)
+        """:meth:`counters_now`: on the trio thread for a few keys, else in a worker thread."""
+        found: dict[str, StreamCounters | None] = await self._lookup(self.counters_now, keys)
         return found
+
+    async def _lookup(self, fn: Callable[..., _T], keys: Sequence[Any]) -> _T:
+        """``fn(keys, locked=...)``: a few point reads by primary key take microseconds, less
+        than a hop to a worker thread and back (issue 25: a live span's start waited for
+        three such hops), so they run on the trio thread when the writer connection is
+        free; many keys, or a busy connection, go to a worker thread."""
+        if len(keys) <= INLINE_LOOKUPS and self._lock.acquire(blocking=False):
+            try:
+                return fn(keys, locked=True)
+            except sqlite3.Error as exc:
+                raise StoreError(f"the store failed: {exc}") from exc
+            finally:
+                self._lock.release()
+        return cast(_T, await self._run(fn, keys))
 
     # ------------------------------------------------------------------ writing
 
@@ -574,11 +594,17 @@ class Store:
 
     async def answers(self, keys: Sequence[str], ttl: float) -> dict[str, list[tuple[str, int]]]:
         """The answers of ``keys`` accepted within the last ``ttl`` seconds."""
-        marks = ",".join("?" * len(keys))
-        rows = await self._query(
-            f"SELECT key, answer FROM idempotency WHERE key IN ({marks}) AND created > ?",
-            (*keys, time.time() - ttl),
-        )
+        since = time.time() - ttl
+
+        def select(keys: Sequence[str], *, locked: bool) -> list[Any]:
+            marks = ",".join("?" * len(keys))
+            with contextlib.nullcontext() if locked else self._lock:
+                return self._write.execute(
+                    f"SELECT key, answer FROM idempotency WHERE key IN ({marks}) AND created > ?",
+                    (*keys, since),
+                ).fetchall()
+
+        rows = await self._lookup(select, keys)
         return {key: [(k, int(s)) for k, s in orjson.loads(answer)] for key, answer in rows}
 
     async def delete_idle(self, before: float) -> list[str]:
@@ -809,9 +835,9 @@ class Store:
     async def spans(self, keys: Sequence[SpanKey]) -> dict[SpanKey, Span | None]:
         """The stored spans of ``keys`` (None where unknown)."""
 
-        def select() -> dict[SpanKey, Span | None]:
+        def select(keys: Sequence[SpanKey], *, locked: bool) -> dict[SpanKey, Span | None]:
             found: dict[SpanKey, Span | None] = {}
-            with self._lock:
+            with contextlib.nullcontext() if locked else self._lock:
                 for key in keys:
                     row = self._write.execute(
                         f"SELECT {_SPAN_COLUMNS} FROM spans WHERE execution_id=? AND span_id=?",
@@ -820,8 +846,7 @@ class Store:
                     found[key] = SpanRecord(*row[2:]) if row else None
             return found
 
-        result: dict[SpanKey, Span | None] = await self._run(select)
-        return result
+        return await self._lookup(select, keys)
 
     async def read(
         self,

@@ -21,6 +21,7 @@ import trio
 from ..cli import DEFAULT_DB
 from ..core.errors import StoreError, first_error
 from ..core.prices import SHIPPED_PRICES, Price, PriceFileError, parse_prices
+from ..core.watchdog import Thresholds
 from ..hub.redis_url import RedisUrlError
 from ..producers import Observability, open_observability, open_redis_observability
 from .app import ServerConfig, is_loopback, open_listeners, serve
@@ -67,6 +68,10 @@ async def _main(args: argparse.Namespace) -> None:
         queue_size=args.queue_size,
         stall_timeout=args.stall_timeout,
         read_timeout=args.read_timeout,
+        watch=Thresholds(
+            lost_after=args.lost_after, slow_after=args.slow_after, idle_after=args.idle_after
+        ),
+        alert_webhook=args.alert_webhook,
         prices=args.price_table,
     )
     # Signals are caught from the very start, so a stop request never kills us mid-start.

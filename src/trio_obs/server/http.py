@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
+from collections.abc import Iterable
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -72,14 +74,26 @@ class Request:
 
     @classmethod
     def of(cls, event: h11.Request, raw: bytes, head_size: int = 0) -> Request:
-        target = event.target.decode("latin-1")
+        return cls.parts(event.method, event.target, event.headers, raw, head_size)
+
+    @classmethod
+    def parts(
+        cls,
+        method: bytes,
+        raw_target: bytes,
+        raw_headers: Iterable[tuple[bytes, bytes]],
+        raw: bytes,
+        head_size: int,
+    ) -> Request:
+        """A request out of its head's parts (h11's, or the fast path's)."""
+        target = raw_target.decode("latin-1")
         parts = urlsplit(target)
         headers: dict[str, str] = {}
-        for name, value in event.headers:
+        for name, value in raw_headers:
             key, text = name.decode("latin-1").lower(), value.decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
         return cls(
-            event.method.decode("latin-1"),
+            method.decode("latin-1"),
             target,
             parts.path,
             parse_qs(parts.query, keep_blank_values=True),
@@ -98,6 +112,50 @@ class Request:
     def is_websocket_upgrade(self) -> bool:
         """Whether this is a WebSocket handshake request."""
         return "websocket" in self.headers.get("upgrade", "").lower()
+
+
+_REQUEST_LINE: Final = re.compile(rb"POST ([!-~]+) HTTP/1\.1")
+_HEADER_LINE: Final = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[!-~\x80-\xff](?:[ \t]*[!-~\x80-\xff])*)?)[ \t]*"
+)
+_NOT_FAST: Final = frozenset({"transfer-encoding", "expect", "upgrade", "te", "trailer"})
+_NEED_MORE: Final = "need more"
+
+
+def fast_head(raw: bytes | bytearray) -> tuple[Request, int] | str | None:
+    """The common request, parsed without h11 (issue 25): a ``POST`` over HTTP/1.1 with
+    one ``Host``, one ``Content-Length`` and nothing that changes the framing or the
+    connection. Gives (the request, its body's length), or :data:`_NEED_MORE` while its
+    head is incomplete, or None for anything else: h11 then reads it, and says what is
+    wrong with it."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        return _NEED_MORE if len(raw) < MAX_HEAD and b"\n\n" not in raw else None
+    if end + 4 > MAX_HEAD:
+        return None
+    lines = bytes(raw[:end]).split(b"\r\n")
+    first = _REQUEST_LINE.fullmatch(lines[0])
+    if first is None:
+        return None
+    pairs: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        header = _HEADER_LINE.fullmatch(line)
+        if header is None:
+            return None
+        pairs.append((header[1], header[2]))
+    request = Request.parts(b"POST", first[1], pairs, bytes(raw), end + 4)
+    headers = request.headers
+    length = headers.get("content-length", "")
+    hosts = sum(1 for name, _ in pairs if name.lower() == b"host")
+    if (
+        hosts != 1
+        or not (length.isdigit() and length.isascii())
+        or len(length) > 15
+        or not _NOT_FAST.isdisjoint(headers)
+        or headers.get("connection", "keep-alive").lower() != "keep-alive"
+    ):
+        return None
+    return request, int(length)
 
 
 class HttpConnection:
@@ -124,6 +182,14 @@ class HttpConnection:
         self._deadline = math.inf  # of the request being read
         self._latest = math.inf  # set by hurry(): no transfer goes past it
         self._transfer: trio.CancelScope | None = None
+        self._closed_by_peer = False
+        self._fed = 0
+        """Bytes at the start of ``_raw`` that h11 already holds (what followed its last
+        request); only with none may a request take the fast path."""
+        self._fast: str | None = None
+        """The fast path's request: ``"head"`` read, ``"body"`` read, ``"answered"``."""
+        self._length = 0
+        self._body_start = 0
 
     def hurry(self, deadline: float) -> None:
         """The server is stopping: no reading or writing goes on past ``deadline``."""
@@ -136,11 +202,14 @@ class HttpConnection:
         self._transfer = trio.CancelScope(shield=True, deadline=min(deadline, self._latest))
         return self._transfer
 
-    async def _receive(self, *, keep_raw: bool) -> None:
+    async def _receive(self, *, keep_raw: bool, feed: bool = True) -> None:
         data = await self.stream.receive_some(_READ_SIZE)
         if keep_raw:
             self._raw += data
-        self.h11.receive_data(bytes(data))
+        if feed:
+            self.h11.receive_data(bytes(data))
+        else:
+            self._closed_by_peer = not data
 
     async def _next_event(self, *, keep_raw: bool) -> Any:
         while True:
@@ -154,13 +223,38 @@ class HttpConnection:
         if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
             self.h11.start_next_cycle()
             self._raw = bytearray(self.h11.trailing_data[0])
+            self._fed = len(self._raw)
+        self._fast = None
+        self._closed_by_peer = False
+        fast = self._fed == 0  # h11 holds nothing of this request: the fast path may take it
         if not self._raw:
             # Between requests: waiting is not reading, and a stopping server stops it.
             with trio.move_on_after(self.idle_timeout):
-                await self._receive(keep_raw=True)
+                await self._receive(keep_raw=True, feed=not fast)
             if not self._raw:
                 return None  # idle for too long, or closed: nothing to answer
         self._deadline = trio.current_time() + self.read_timeout
+        if fast:
+            with self._scope(self._deadline) as timeout:
+                while (found := fast_head(self._raw)) == _NEED_MORE:
+                    await self._receive(keep_raw=True, feed=False)
+                    if self._closed_by_peer:
+                        found = None  # h11 says what it makes of a head cut short
+                        break
+            if timeout.cancelled_caught:
+                await self.send_error(self._timed_out("request head"))
+                return None
+            if isinstance(found, tuple):
+                request, self._length = found
+                self._body_start = request.head_size
+                self._fast = "head"
+                self._must_close = False
+                self._head_only = False
+                return request
+            self.h11.receive_data(bytes(self._raw))  # h11 reads this one from its start
+            if self._closed_by_peer:
+                self.h11.receive_data(b"")
+            self._fed = len(self._raw)
         with self._scope(self._deadline) as timeout:
             try:
                 event = await self._next_event(keep_raw=True)
@@ -199,6 +293,8 @@ class HttpConnection:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise HttpError(413, f"body over {limit} bytes")
+        if self._fast is not None:
+            return await self._read_fast_body()
         body = bytearray()
         with self._scope(self._deadline):
             while True:
@@ -215,6 +311,32 @@ class HttpConnection:
                 else:
                     raise HttpError(400, "connection closed before the body ended")
         raise self._timed_out("request body")
+
+    async def _read_fast_body(self) -> bytes:
+        """The fast path's body: ``Content-Length`` bytes; what follows stays for the next
+        request (a pipelining client's)."""
+        raw = self._raw
+        start, end = self._body_start, self._body_start + self._length
+        with self._scope(self._deadline):
+            while len(raw) < end:
+                await self._receive(keep_raw=True, feed=False)
+                if self._closed_by_peer:
+                    raise HttpError(400, "connection closed before the body ended")
+            body = bytes(raw[start:end])
+            self._raw = bytearray(raw[end:])
+            self._fast = "body"
+            return body
+        raise self._timed_out("request body")
+
+    def _fast_response(self, status: int, headers: list[tuple[str, str]], body: bytes) -> bytes:
+        """The bytes h11 would write for this response (a test holds them equal)."""
+        head = [f"HTTP/1.1 {status} {REASONS.get(status, '')}".encode("latin-1")]
+        for name, value in headers:
+            line = f"{name}: {value}".encode("latin-1")
+            if b"\r" in line or b"\n" in line:
+                raise h11.LocalProtocolError("illegal header value")
+            head.append(line)
+        return b"\r\n".join(head) + b"\r\n\r\n" + body
 
     async def respond(
         self,
@@ -234,12 +356,21 @@ class HttpConnection:
         ]
         if close or self._must_close:
             all_headers.append(("connection", "close"))
-        h = self.h11
-        out = h.send(
-            h11.Response(status_code=status, headers=all_headers, reason=REASONS.get(status, ""))
-        )
-        out += h.send(h11.Data(data=body)) if body and not self._head_only else b""
-        out += h.send(h11.EndOfMessage())
+        if self._fast is not None:
+            if self._fast == "answered":
+                raise h11.LocalProtocolError("this request was answered already")
+            self._must_close = self._must_close or close
+            out = self._fast_response(status, all_headers, body)
+            self._fast = "answered"
+        else:
+            h = self.h11
+            out = h.send(
+                h11.Response(
+                    status_code=status, headers=all_headers, reason=REASONS.get(status, "")
+                )
+            )
+            out += h.send(h11.Data(data=body)) if body and not self._head_only else b""
+            out += h.send(h11.EndOfMessage())
         # The answer gets as long as the request had; a client that takes nothing loses it.
         with self._scope(trio.current_time() + self.read_timeout) as sending:
             await self.stream.send_all(out)
@@ -249,9 +380,14 @@ class HttpConnection:
 
     async def send_error(self, err: HttpError) -> None:
         """Send ``{"error": ..., "code": ...}``; close unless the request was read whole."""
-        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        if self._fast is not None:
+            if self._fast == "answered":
+                return
+            close = self._fast != "body"
+        elif self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        close = self.h11.their_state is not h11.DONE
+        else:
+            close = self.h11.their_state is not h11.DONE
         body = error_json(str(err), err.code)
         with contextlib.suppress(
             h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError
@@ -261,6 +397,8 @@ class HttpConnection:
     @property
     def reusable(self) -> bool:
         """Whether another request can follow on this connection."""
+        if self._fast is not None:
+            return self._fast == "answered" and not self._must_close
         return (
             self.h11.our_state is h11.DONE
             and self.h11.their_state is h11.DONE

@@ -48,6 +48,8 @@ class ServerMetrics(Collector):
         self.served_from_store = 0
         self.refused: Counter[int] = Counter()
         self.delivery_latency = LatencyHistogram()
+        self.watched: Callable[[], dict[str, int]] | None = None
+        """The watchdog's counts of open, slow and lost spans (SPEC §13), when it runs."""
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
 
@@ -129,6 +131,16 @@ class ServerMetrics(Collector):
             "trio_obs_buffered_bytes", "Bytes of recent events held in memory.",
             value=stats.buffered_bytes,
         )  # fmt: skip
+        if self.watched is not None:
+            spans = GaugeMetricFamily(
+                "trio_obs_spans",
+                "Open spans of running executions as the watchdog sees them: open (running), "
+                "slow (open, judged slow) and lost (closed lost, not cleared).",
+                labels=["state"],
+            )
+            for state, n in self.watched().items():
+                spans.add_metric([state], n)
+            yield spans
         yield GaugeMetricFamily(
             "trio_obs_uptime_seconds", "Seconds since start.", value=self.uptime
         )

@@ -19,7 +19,8 @@
 // token, net (HTTP, LiveSocket), list (execution list), run (the selected run), model (its
 // events and what is derived), filters, history (loading pages), rows, timeline, treeview,
 // panels, notices, detail, export, search (across runs), runfilter (the list's agent and
-// errors filters); helpers: events, dom, ansi, virtual; the tree: tree (the fold), treeview, chat.
+// errors filters), alerts (the watchdog's); helpers: events, dom, ansi, virtual; the tree:
+// tree (the fold), treeview, chat.
 
 import { state } from "./state.js";
 import { $, initDrawers, params } from "./page.js";
@@ -45,6 +46,7 @@ import { initSearch } from "./search.js";
 import { initRunFilter } from "./runfilter.js";
 import { config, exportRun } from "./export.js";
 import { ago, setText } from "./dom.js";
+import { initWatch, noteWatch } from "./alerts.js";
 
 const REFRESH_MS = 10_000; // periodic refetch of the execution list
 const authWaiters = []; // firstListing() calls waiting for a token to be entered
@@ -86,7 +88,7 @@ function openAllSocket() {
   // (re)connect and every 10 s corrects whatever the stream could not tell.
   state.allSocket = new LiveSocket("all", {
     since: () => null,
-    onEvent: noteEvent,
+    onEvent: (ev) => { noteEvent(ev); noteWatch(ev); },
     onConnected: () => refreshExecutions(),
     onReset: () => refreshExecutions({ force: true }),
     onState: (s, detail) => setConn("all", s, detail),
@@ -122,6 +124,7 @@ function initUi() {
   initSearch(select);
   initTimeline();
   initTreeView();
+  initWatch();
   if (params.get("view") === "tree") showTab("spans");
   new ResizeObserver(() => schedule(true)).observe($("timeline"));
   $("export").addEventListener("click", () => exportRun());
