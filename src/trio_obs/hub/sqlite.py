@@ -476,7 +476,7 @@ class Store:
                 raise StoreError(f"the store failed: {exc}") from exc
             finally:
                 self._lock.release()
-        return cast(_T, await self._run(fn, keys))
+        return cast(_T, await self._run(functools.partial(fn, locked=False), keys))
 
     # ------------------------------------------------------------------ writing
 
