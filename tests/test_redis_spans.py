@@ -243,9 +243,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     found.stop()
 
 
-async def test_on_a_redis_cluster_two_nodes_decide_alike(cluster: Cluster) -> None:
-    e = f"x-{uuid.uuid4().hex[:8]}"
+@pytest.mark.parametrize("with_global", [True, False])
+async def test_on_a_redis_cluster_two_nodes_decide_alike(
+    cluster: Cluster, with_global: bool
+) -> None:
     async with nodes(cluster.url) as (a, b):
+        e = f"x-{uuid.uuid4().hex[:8]}"
+        while (a.layout.of(e) == a.layout.of(GLOBAL)) != with_global:  # `global`'s slot or not
+            e = f"x-{uuid.uuid4().hex[:8]}"
         await publish(a, status(e, "started", 1, spanId="r"), start(e, "s1", 2, kind="agent",
                                                                   name="boss"))  # fmt: skip
         assert await publish(b, start(e, "s1", 2)) == []

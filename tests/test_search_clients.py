@@ -134,8 +134,10 @@ async def test_tail_query_follows_new_matches() -> None:
             async with tail("all", "--url", url, "--query", "denied", "--json") as (
                 process, out, err,
             ):  # fmt: skip
-                while not srv.obs.broker.get_global_listener_count():  # noqa: ASYNC110
-                    await trio.sleep(0.01)  # until tail is connected: a live query has no past
+                # Until tail is connected (a live query has no past). Not the hub's listener
+                # count: the server's watchdog listens to every event too.
+                while not (await srv.http.get("/api/health")).json()["connections"]:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
                 await trio_obs.post_events(
                     url,
                     [ToolStartEvent(execution_id="e1", tool_use_id="u", tool="Bash",

@@ -118,7 +118,9 @@ async def _fill(srv: Any, execution: str, count: int, size: int) -> None:
 
 
 async def test_a_stalled_reader_is_closed_with_4008_after_whole_frames_only() -> None:
-    async with running_server(stall_timeout=0.5, close_grace=5.0) as srv:
+    # Once closing, the server waits a stall timeout for the reader to take the rest of its
+    # frame, then drops the connection: 3 s, as a loaded machine once took over 0.5 s to read.
+    async with running_server(stall_timeout=3.0, close_grace=5.0) as srv:
         raw = await RawStream.open(srv, "/ws?observability=stall&since=0")
         try:
             # The client reads nothing while far more than the socket buffers hold is sent.
@@ -261,7 +263,8 @@ async def test_stalled_readers_that_read_again_get_whole_frames_then_the_close()
     # Eight readers with 4 KB buffers stall, and the server closes them: each has part of
     # a frame when it does. The close frame waits for the rest of that frame, and the
     # readers that come back read whole frames, then the close, never a cut frame.
-    async with running_server(stall_timeout=1.0, close_grace=0.01) as srv:
+    # (they read again within a stall timeout of their close: 3 s, for a loaded machine)
+    async with running_server(stall_timeout=3.0, close_grace=0.01) as srv:
         raws = [
             await RawStream.open(srv, f"/ws?observability=s{i}&since=0", rcvbuf=4096)
             for i in range(8)

@@ -21,7 +21,7 @@ from trio_obs import GLOBAL, EmittingHub, InvalidInput, StoreError, open_observa
 from trio_obs.core import events as ev
 from trio_obs.core.wire import decode_stream_event, summaries_json
 from trio_obs.hub.lockfile import Mark
-from trio_obs.hub.sqlite import DURABILITIES
+from trio_obs.hub.sqlite import DURABILITIES, INLINE_LOOKUPS
 
 
 @asynccontextmanager
@@ -618,3 +618,14 @@ async def test_a_store_of_before_the_span_rules_is_migrated(tmp_path: Path) -> N
         assert (end.seq, end.tool, end.task_id) == (2, "Read", "task-1")
         assert await store.publish([tool_start("a", "tu1", "Read", "task-1")]) != []
         assert store.last_seq("a") == 2  # a start after the end: dropped
+
+
+async def test_a_batch_of_more_spans_than_are_looked_up_inline_is_stored(
+    store: EmittingHub,
+) -> None:
+    """More span keys than INLINE_LOOKUPS go to a worker thread (which takes the lock)."""
+    many = INLINE_LOOKUPS * 2
+    envs = await store.publish([span_start("a", f"s{i}", "llm", "m") for i in range(many)])
+    assert [e.seq for e in envs] == list(range(1, many + 1))
+    ends = await store.publish([span_end("a", f"s{i}") for i in range(many)])
+    assert [e.seq for e in ends] == list(range(many + 1, 2 * many + 1))

@@ -43,6 +43,8 @@ from trio_obs.core.events import (
     ToolStartEvent,
     TranscriptEntry,
     TranscriptEntryEvent,
+    WatchAlertEvent,
+    WatchClearEvent,
     WaveStatusEvent,
 )
 
@@ -866,3 +868,31 @@ def test_a_tasks_events_without_a_span_are_drawn_inside_the_agent_on_that_task()
         "    ✓ pass tests: unit tests pass [T-3] @instance-1 · pass rate 100%",
         "✉ info ci build_failed: Build broke on main",  # no task: where it was
     ]
+
+
+def test_the_watchdogs_alerts_and_clears_say_what_they_are_about() -> None:
+    x = "e1"
+    book = SpanBook()
+    start = ToolStartEvent(execution_id=x, tool_use_id="toolu_9c1f", tool="Bash",
+                           input_summary="npm test", task_id="T-3", agent="builder",
+                           timestamp=TS)  # fmt: skip
+    slow = WatchAlertEvent(execution_id=x, alert_id="a1", alert="slow", since=TS,
+                           message="open for 3m 10s (p95 of Bash: 40 s)", span_id="toolu_9c1f",
+                           tool_use_id="toolu_9c1f", timestamp=TS)  # fmt: skip
+    lost = WatchAlertEvent(execution_id=x, alert_id="a2", alert="lost", since=TS,
+                           message="instance-1 silent for 31 s", instance_id="instance-1",
+                           timestamp=TS)  # fmt: skip
+    clear = WatchClearEvent(execution_id=x, alert_id="a1", message="Bash ended", timestamp=TS)
+    lines = []
+    for event in (start, slow, lost, clear):
+        book.learn(event)
+        text = render_event(event, local_time=False, context=book.context(event))
+        assert text is not None
+        lines.append(text)
+    assert [line.plain[len("12:34:56.789 e1          ") :] for line in lines] == [
+        "▶ Bash#9c1f npm test [T-3] @builder",
+        "  ⚠ slow Bash#9c1f — open for 3m 10s (p95 of Bash: 40 s) [T-3] @builder",
+        "⚠ lost — instance-1 silent for 31 s",
+        "✓ clear — Bash ended",
+    ]
+    assert "bold red" in styles_of(lines[2], "lost")

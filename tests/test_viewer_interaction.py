@@ -184,24 +184,20 @@ def test_focused_items_take_enter_while_events_stream(server: Server, page: Page
     page.goto(server.url())
     expect(page.get_by_test_id("execution-item")).to_have_count(6)
     with Streamer(server, EXECUTIONS[:6], rate=100) as streamer:
-        expect(execution_item(page, EXECUTIONS[0])).not_to_contain_text(" 2 events")
         picks = 0
-        for i in range(5):
+        for _ in range(5):
             current = selected(page)
             target = next(e for e in list_order(page)[::-1] if e != current)
+            page.mouse.click(700, 20)  # the last input was a press elsewhere (not keys)
             execution_item(page, target).focus()
             # Let the stream reorder the list for a few frames before the key is pressed.
-            start = streamer.posted
-            page.wait_for_function(
-                "n => window.__trioObs.stats().follow !== undefined && n", arg=start + 1
-            )
-            poll_posted(page, streamer, start + 10)
+            poll_posted(page, streamer, streamer.posted + 10)
             assert page.evaluate("document.activeElement.dataset.executionId") == target
             page.keyboard.press("Enter")
             expect(execution_item(page, target)).to_have_attribute("aria-selected", "true")
             picks += selected(page) == target
-            del i
         assert picks == 5
+        assert streamer.posted > 0
 
 
 def poll_posted(page: Page, streamer: Streamer, n: int) -> None:

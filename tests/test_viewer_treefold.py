@@ -25,7 +25,7 @@ const out = runs.map((events) => {
   const rows = flatten(t, new Set());
   return { running: t.running, count: t.count, rows: rows.map((n) =>
     [n === t.root ? "ROOT" : n.id, n.parent ? (n.parent === t.root ? "ROOT" : n.parent.id) : null,
-     n.kind, n.state, n.placeholder]) };
+     n.kind, n.slow ? "slow" : n.state, n.placeholder]) };
 });
 console.log(JSON.stringify(out));
 """
@@ -93,3 +93,29 @@ def test_a_parent_never_seen_is_a_placeholder(tmp_path: Path) -> None:
         ["a", "ROOT", "span", "running", True],
         ["m", "a", "llm", "running", False],
     ]
+
+
+def test_a_lost_span_runs_again_when_its_alert_is_cleared(tmp_path: Path) -> None:
+    lost = {**LOST, "details": {"inferred": True, "alertId": "lost-1"}}
+    clear = {"type": "watch:clear", "executionId": E, "alertId": "lost-1", "message": "back",
+             "timestamp": ts(42), "seq": 8}  # fmt: skip
+    judged, cleared, ended = fold(
+        tmp_path,
+        [ROOT, AGENT, lost],
+        [ROOT, AGENT, lost, clear],
+        [ROOT, AGENT, lost, clear, {**AGENT_END, "seq": 9}],
+    )
+    assert judged["rows"][1] == ["a", "ROOT", "agent", "lost", False]
+    assert cleared["rows"][1] == ["a", "ROOT", "agent", "running", False]
+    assert cleared["running"] == 1
+    assert ended["rows"][1] == ["a", "ROOT", "agent", "done", False]
+    assert ended["running"] == 0
+
+
+def test_a_slow_alert_marks_its_span_until_cleared(tmp_path: Path) -> None:
+    alert = {"type": "watch:alert", "executionId": E, "alertId": "al1", "alert": "slow",
+             "toolUseId": "t", "spanId": "t", "inferred": True, "seq": 6}  # fmt: skip
+    clear = {"type": "watch:clear", "executionId": E, "alertId": "al1", "seq": 7}
+    slow, cleared = fold(tmp_path, [ROOT, TOOL, alert], [ROOT, TOOL, alert, clear])
+    assert slow["rows"][-1] == ["t", "task:T1", "tool", "slow", False]
+    assert cleared["rows"][-1] == ["t", "task:T1", "tool", "running", False]

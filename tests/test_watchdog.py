@@ -24,7 +24,9 @@ from redis_support import RedisServer, needs_redis
 from support import TIMEOUT, Server, command, heartbeat, parse_metrics, running_server
 from trio_obs.cli import watch_seconds
 from trio_obs.client.running import run_running
+from trio_obs.core.facts import span_id_of
 from trio_obs.core.watchdog import Thresholds
+from trio_obs.core.wire import decode_stream_event
 from trio_obs.producers import open_redis_observability
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
@@ -309,6 +311,7 @@ async def test_metrics_count_open_spans() -> None:
 async def test_a_live_processor_sends_keepalives_and_is_lost_when_they_stop() -> None:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import set_span_in_context
 
     from trio_obs.otel import LiveSpanProcessor
 
@@ -316,8 +319,11 @@ async def test_a_live_processor_sends_keepalives_and_is_lost_when_they_stop() ->
         live = LiveSpanProcessor(srv.url(), keepalive_interval=0.2)
         provider = TracerProvider(resource=Resource.create({"service.name": "weather"}))
         provider.add_span_processor(live)
-        span = provider.get_tracer("t").start_span(
+        tracer = provider.get_tracer("t")
+        agent = tracer.start_span("invoke_agent weather")  # the root: the execution
+        span = tracer.start_span(
             "execute_tool get_weather",
+            context=set_span_in_context(agent),
             attributes={
                 "gen_ai.operation.name": "execute_tool",
                 "gen_ai.tool.name": "get_weather",
@@ -338,7 +344,9 @@ async def test_a_live_processor_sends_keepalives_and_is_lost_when_they_stop() ->
         )
         (alert,) = of("watch:alert", found)
         assert alert["instanceId"] == beat["instanceId"]
-        assert [e["spanId"] for e in of("span:end", found, state="lost")] == ["call_1"]
+        (start,) = of("tool:start", found)
+        (closing,) = of("span:end", found, state="lost")
+        assert closing["spanId"] == span_id_of(decode_stream_event(orjson.dumps(start)))
         assert live.keepalives >= 2
 
 

@@ -9,8 +9,8 @@ Two parts, in the same run:
   ``all`` client receiving everything) against trio-obs with the index and the same
   server with ``--no-search-index``, alternated; the ratio of the medians is the target's.
 
-The tree of a 10,000-span execution (also in SPEC §8's search line) needs issue 21's
-``/api/executions/<id>/tree``: TODO, marked not measured until then.
+The child also measures the tree of a 10,000-span execution (SPEC §8's search line):
+``GET /api/executions/<id>/tree`` while the run grows, unchanged, and cold.
 """
 
 from __future__ import annotations

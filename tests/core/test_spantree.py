@@ -238,3 +238,102 @@ def test_a_span_that_names_itself_as_parent_is_not_a_loop() -> None:
     tree = fold({"type": "span:start", "spanId": "s", "parentSpanId": "s", "kind": "span",
                  "name": "odd", "timestamp": at(0)})  # fmt: skip
     assert by_id(tree)["s"]["parentSpanId"] == "x"
+
+
+# --------------------------------------------------------------------------- 10,000 spans
+
+
+def big_run(top: int = 20, under: int = 4, calls: int = 50) -> list[dict[str, Any]]:
+    """An execution of ``1 + top * (1 + under) * 2 * calls`` spans (10,001 by default):
+    agents under the root's and under those, each with model calls and a tool after each
+    call but the last; seqs and timestamps in order."""
+    out: list[dict[str, Any]] = []
+
+    def add(**event: Any) -> None:
+        n = len(out) + 1
+        out.append({"executionId": "x", "seq": n, "timestamp": at(n / 1000), **event})
+
+    def agent(span: str, parent: str) -> None:
+        add(type="span:start", spanId=span, parentSpanId=parent, kind="agent", name=span,
+            agent=span)  # fmt: skip
+        for c in range(calls):
+            llm = f"{span}.m{c}"
+            add(type="span:start", spanId=llm, parentSpanId=span, kind="llm", name="chat",
+                model="gpt-4o")  # fmt: skip
+            add(type="span:end", spanId=llm, state="done", model="gpt-4o",
+                usage={"inputTokens": 100, "outputTokens": 10})  # fmt: skip
+            if c < calls - 1:
+                tool = f"{span}.t{c}"
+                add(type="tool:start", toolUseId=tool, spanId=tool, parentSpanId=llm,
+                    tool="Bash", inputSummary="ls")  # fmt: skip
+                add(type="tool:end", toolUseId=tool, spanId=tool, durationMs=1,
+                    resultStatus="error" if c % 10 == 3 else "done")  # fmt: skip
+        add(type="span:end", spanId=span, state="done")
+
+    add(type="execution:status", status="started", spanId="root", agent="boss")
+    for a in range(top):
+        agent(f"a{a}", "root")
+        for b in range(under):
+            agent(f"a{a}.{b}", f"a{a}")
+    add(type="execution:status", status="completed", spanId="root", agent="boss")
+    return out
+
+
+def test_a_tree_of_10000_spans_has_every_span_under_its_parent() -> None:
+    events = big_run()
+    tree = SpanTree("x").add_all(events).to_json(SHIPPED_PRICES, epoch="ep")
+    spans = tree["spans"]
+    assert (len(events), len(spans), tree["seq"]) == (20_002, 10_001, 20_002)
+    assert (tree["name"], tree["state"], tree["rootSpanId"]) == ("boss", "done", "root")
+    kinds: dict[str, int] = {}
+    for span in spans:
+        kinds[span["kind"]] = kinds.get(span["kind"], 0) + 1
+    assert kinds == {"agent": 1 + 100, "llm": 5_000, "tool": 4_900}
+    assert tree["totals"] == {
+        "modelCalls": 5_000, "inputTokens": 500_000, "outputTokens": 50_000,
+        "cost": pytest.approx(500_000 * 2.5 / 1e6 + 50_000 * 10 / 1e6), "toolCalls": 4_900,
+        "errors": 100 * 5,
+    }  # fmt: skip
+    found = by_id(tree)
+    assert not any(s["placeholder"] for s in spans)
+    assert all(s["state"] in ("done", "error") for s in spans)
+    assert found["a7.2"]["parentSpanId"] == "a7" and found["a7"]["parentSpanId"] == "root"
+    assert found["a7.2.m3"]["parentSpanId"] == "a7.2"
+    assert found["a7.2.t3"]["parentSpanId"] == "a7.2.m3"
+    assert (found["a7.2.t3"]["agent"], found["a7.2.t3"]["state"]) == (None, "error")
+    # Every parent is in the tree and comes before its children.
+    place = {s["spanId"]: i for i, s in enumerate(spans)}
+    assert all(place[s["parentSpanId"]] < place[s["spanId"]] for s in spans[1:])
+
+
+def test_a_tree_answered_then_folding_more_answers_as_a_fold_of_all() -> None:
+    """The server keeps a tree and folds what came since: the answer must not differ."""
+    whole = big_run(top=2, under=2, calls=5)
+    for events in (whole, whole[1:]):  # with the root's start, and without (its start inferred)
+        kept, done = SpanTree("x"), 0
+        for cut in (1, 2, 7, 30, 31, 55, len(events) - 1, len(events)):
+            kept.add_all(events[done:cut])
+            done = cut
+            fresh = SpanTree("x").add_all(events[:cut]).to_json(SHIPPED_PRICES, epoch="ep")
+            assert kept.to_json(SHIPPED_PRICES, epoch="ep") == fresh
+
+
+def test_a_lost_span_runs_again_when_its_alert_is_cleared() -> None:
+    start = {"type": "tool:start", "toolUseId": "t", "tool": "Bash", "inputSummary": "ls",
+             "timestamp": at(0)}  # fmt: skip
+    lost = {"type": "span:end", "spanId": "t", "state": "lost", "timestamp": at(5),
+            "details": {"inferred": True, "alertId": "lost-1"}}  # fmt: skip
+    clear = {"type": "watch:clear", "alertId": "lost-1", "message": "back", "timestamp": at(6)}
+    other = {**clear, "alertId": "lost-2"}
+    assert by_id(fold(start, lost))["t"]["state"] == "lost"
+    assert by_id(fold(start, lost, other))["t"]["state"] == "lost"
+    t = by_id(fold(start, lost, clear))["t"]
+    assert (t["state"], t["end"], t["closeSeq"]) == ("running", None, None)
+    end = {"type": "tool:end", "toolUseId": "t", "resultStatus": "done", "durationMs": 9000,
+           "timestamp": at(9)}  # fmt: skip
+    assert by_id(fold(start, lost, clear, end))["t"]["state"] == "done"
+    # A tree kept while the alert comes and goes answers as a fresh fold each time.
+    kept, events = SpanTree("x"), ({**start, "parentSpanId": "agent-1"}, lost, clear, end)
+    for seq, event in enumerate(events, 1):
+        kept.add({"executionId": "x", "seq": seq, **event})
+        assert kept.to_json(SHIPPED_PRICES, epoch="ep") == fold(*events[:seq])

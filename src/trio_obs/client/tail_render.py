@@ -52,10 +52,14 @@ _KIND_STYLE: Final[dict[str, str]] = {
     "execution:status": "bold",
     "span:start": "bright_blue",
     "span:end": "bright_blue",
+    "watch:alert": "yellow",
+    "watch:clear": "green",
 }
 _SPAN_STYLE: Final = {"agent": "bold yellow", "llm": "bold bright_blue"}
 _SPAN_WORD: Final = {"llm": "model", "span": ""}
 """How a span's kind is said on its line (``span``: nothing, its name says it)."""
+_ALERT_STYLE: Final = {"lost": "bold red", "slow": "yellow", "idle": "grey62"}
+"""The watchdog's words (SPEC §13): lost is an alarm, slow a warning, idle a note."""
 _TOOL_END_STYLE: Final = {"done": "cyan", "error": "bold red", "blocked": "yellow"}
 _ASSERTION_MARK: Final = {
     "pass": ("✓", "green"),
@@ -549,6 +553,20 @@ def _body(event: ev.StreamEvent, c: LineContext) -> Text | None:
             elif event.output:
                 text.append(f" — {one_line(event.output)}")
             return text
+        case ev.WatchAlertEvent():
+            alert_style = _ALERT_STYLE.get(event.alert, "yellow")
+            text = Text.assemble(("⚠ ", alert_style), (event.alert, alert_style), " ")
+            if event.tool_use_id is not None:
+                text.append(call_label(c.name, event.tool_use_id), "bold cyan")
+                text.append(" ")
+            elif c.name is not None and event.span_id is not None:
+                text.append_text(span_title(c.kind, c.name, None, event.span_id))
+                text.append(" ")
+            text.append(f"— {event.message}")
+            text.append_text(_where(c.task_id, agent))
+            return text
+        case ev.WatchClearEvent():
+            return Text.assemble(("✓ clear ", "green"), f"— {event.message}", _where(None, agent))
         case _:  # heartbeats are folded: see render_heartbeat
             return None
 

@@ -116,7 +116,8 @@ def _at(data: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def _holds(rules: tuple[Rule, ...], data: Mapping[str, Any]) -> bool:
+def holds(rules: tuple[Rule, ...], data: Mapping[str, Any]) -> bool:
+    """Whether one of ``rules`` (a fact's ``error`` or ``action``) holds for a wire event."""
     for path, values in rules:
         value = _at(data, path)
         # `True in ("x",)` is False, but `1 in (True,)` is True: compare types too.
@@ -134,13 +135,13 @@ def fact_of(data: Mapping[str, Any]) -> Fact | None:
 def is_error(data: Mapping[str, Any]) -> bool:
     """Whether a wire event is an error (shown in red; counted in ``totals.errors``)."""
     fact = fact_of(data)
-    return fact is not None and _holds(fact.error, data)
+    return fact is not None and holds(fact.error, data)
 
 
 def needs_action(data: Mapping[str, Any]) -> bool:
     """Whether a wire event is an alert someone should act on."""
     fact = fact_of(data)
-    return fact is not None and _holds(fact.action, data)
+    return fact is not None and holds(fact.action, data)
 
 
 # --------------------------------------------------------------------------- typed events

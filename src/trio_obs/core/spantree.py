@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import attrs
 
-from .facts import FACTS, is_error
+from .facts import FACTS, holds
 from .prices import Cost, Prices, cost
 from .spanrules import LOST
 
@@ -54,8 +54,26 @@ class Node:
     task_id: str | None = None
     explicit_parent: bool = False
     """The parent was named by the events (not inferred from a task, or the root)."""
+    lost_by: str | None = None
+    """The watchdog's alert its provisional ``lost`` closing names (SPEC §13)."""
+    answered: tuple[Prices, dict[str, Any]] | None = attrs.field(default=None, eq=False, repr=False)
+    """Its answer (:meth:`to_json`) and the prices it was given, until the node changes."""
 
-    def to_json(self, prices: Prices) -> dict[str, Any]:
+    def under(self, parent: str | None) -> Node:
+        """A copy of this node under ``parent`` (what ``attrs.evolve`` gives, without its
+        per-call field walk: a tree of 10,000 spans makes 10,000 copies)."""
+        copy = object.__new__(Node)
+        for name in _SLOTS:
+            object.__setattr__(copy, name, getattr(self, name))
+        copy.parent_span_id, copy.answered = parent, None
+        return copy
+
+    def to_json(
+        self, prices: Prices, costs: dict[tuple[str, int, int], Cost] | None = None
+    ) -> dict[str, Any]:
+        """The node as the tree endpoint gives it (kept until the node changes)."""
+        if self.answered is not None and self.answered[0] is prices:
+            return self.answered[1]
         out: dict[str, Any] = {
             "spanId": self.span_id,
             "parentSpanId": self.parent_span_id,
@@ -68,7 +86,7 @@ class Node:
             "durationMs": self.duration_ms,
             "model": self.model,
             "usage": self.usage,
-            "cost": self.cost(prices),
+            "cost": self.cost(prices, costs),
             "error": self.error,
             "placeholder": self.placeholder,
             "openSeq": self.open_seq,
@@ -78,13 +96,26 @@ class Node:
             out["toolUseId"] = self.tool_use_id
         if self.task_id is not None:
             out["taskId"] = self.task_id
+        self.answered = (prices, out)
         return out
 
-    def cost(self, prices: Prices) -> Cost | None:
-        """A model call's cost (None for other spans, and before its usage is known)."""
+    def cost(
+        self, prices: Prices, costs: dict[tuple[str, int, int], Cost] | None = None
+    ) -> Cost | None:
+        """A model call's cost (None for other spans, and before its usage is known);
+        ``costs`` keeps the costs already computed, by model and tokens."""
         if self.kind != "llm" or not self.usage:
             return None
-        return cost({self.model or "": _tokens(self.usage)}, prices)
+        key = (self.model or "", *_tokens(self.usage))
+        if costs is None:
+            return cost({key[0]: key[1:]}, prices)
+        found = costs.get(key)
+        if found is None:
+            found = costs[key] = cost({key[0]: key[1:]}, prices)
+        return found
+
+
+_SLOTS: Final = tuple(a.name for a in attrs.fields(Node))
 
 
 def _tokens(usage: Mapping[str, int]) -> tuple[int, int]:
@@ -152,13 +183,16 @@ class SpanTree:
         when = event.get("timestamp")
         if isinstance(when, str) and (self.first is None or when < self.first):
             self.first = when
-        if is_error(event):
+        if fact.error and holds(fact.error, event):
             self.errors += 1
         span_id = event.get(fact.span_id)
-        if fact.role == "status":
+        if event.get("type") == "watch:clear":
+            self._cleared(event.get("alertId"))
+        elif fact.role == "status":
             self._status(event, span_id if isinstance(span_id, str) else None)
         elif fact.role in ("opens", "closes") and isinstance(span_id, str):
             node = self._node(span_id)
+            node.answered = None
             if fact.role == "opens":
                 self._open(node, event, fact.span_kind)
             else:
@@ -166,6 +200,17 @@ class SpanTree:
             own = event.get("spanId")
             if isinstance(own, str) and own != span_id:
                 self.aliases[own] = span_id
+
+    def _cleared(self, alert: object) -> None:
+        """A ``watch:clear``: spans its ``lost`` closing named run on until their real end."""
+        if not isinstance(alert, str):
+            return
+        for node in self.nodes.values():
+            if node.lost_by == alert and node.state == LOST:
+                node.lost_by = None
+                node.state = "running"
+                node.end = node.close_seq = node.duration_ms = None
+                node.answered = None
 
     def _node(self, span_id: str) -> Node:
         span_id = self.aliases.get(span_id, span_id)
@@ -227,6 +272,9 @@ class SpanTree:
             node.kind = str(event["kind"])
         node.name = node.name or _name(event)
         node.state = state
+        details = event.get("details")
+        by = details.get("alertId") if isinstance(details, dict) else None
+        node.lost_by = by if state == LOST and isinstance(by, str) else None
         when = event.get("timestamp")
         node.end = when if isinstance(when, str) else None
         node.close_seq = event.get("seq")
@@ -271,8 +319,9 @@ class SpanTree:
 
     def spans(self) -> list[Node]:
         """Every node, the root first, then by start and opening seq; placeholders added for
-        parents not seen, task nodes for the plan's tools and skills."""
-        root = self.root
+        parents not seen, task nodes for the plan's tools and skills. The tree itself is left
+        as folded: it can fold more events and answer again, as a fold of them all would."""
+        root = self.root.under(None)
         root.start = root.start or self.first
         if root.state != "running" and root.end is not None:
             root.duration_ms = _ms_between(root.start, root.end)
@@ -293,7 +342,9 @@ class SpanTree:
                     in_task.setdefault(node.task_id, []).append(node)
                 else:
                     parent = root.span_id
-            nodes[node.span_id] = attrs.evolve(node, parent_span_id=parent)
+            # The tree's own node where its parent stands (the answer never changes a node
+            # of the tree: the placeholders it changes are its own).
+            nodes[node.span_id] = node if node.parent_span_id == parent else node.under(parent)
         tasks = {
             f"task:{task}": _task_node(task, root.span_id, children)
             for task, children in in_task.items()
@@ -315,7 +366,7 @@ class SpanTree:
             [*nodes.values(), *tasks.values()],
             key=lambda n: (n.start or "\uffff", _order(n)),
         )
-        return [attrs.evolve(root, parent_span_id=None), *ordered]
+        return [root, *ordered]
 
     def name(self) -> str | None:
         """The run's name: its root agent, else its outermost agent, else a top span's title."""
@@ -379,6 +430,7 @@ class SpanTree:
     def to_json(self, prices: Prices, *, epoch: str | None = None) -> dict[str, Any]:
         """The tree endpoint's answer (CONTRACT D)."""
         spans = self.spans()
+        costs: dict[tuple[str, int, int], Cost] = {}
         return {
             "executionId": self.execution_id,
             "seq": self.seq,
@@ -387,7 +439,7 @@ class SpanTree:
             "state": spans[0].state,
             "rootSpanId": self.root.span_id,
             "totals": self.totals(prices),
-            "spans": [n.to_json(prices) for n in spans],
+            "spans": [n.to_json(prices, costs) for n in spans],
         }
 
 

@@ -329,6 +329,10 @@ class Judge:
         while len(self._ended) > ENDED_MEMORY:
             self._ended.popitem(last=False)
 
+    def forget(self, key: str) -> None:
+        """Stream ``key`` was deleted (retention): nothing of it is judged any more."""
+        self.runs.pop(key, None)
+
     def failed(self, judgement: Judgement) -> None:
         """Storing ``judgement`` failed (or was put off): judge it again at the next call."""
         self._pending.discard(judgement.key)

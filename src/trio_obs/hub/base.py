@@ -8,13 +8,16 @@ subscription behaves the same whichever hub made it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..core import events as ev
 from ..core.routing import Envelope, SubscriptionState
 from ..core.search import RunFilters, SearchQuery, SearchResult
 from ..core.session import Resume
 from ..core.stats import HubStats
+
+if TYPE_CHECKING:
+    from .dispatch import Dispatcher
 
 
 class Waker(Protocol):
@@ -81,6 +84,9 @@ class Subscription(Protocol):
 
 class Hub(Protocol):
     """Order, store and fan out events; serve subscriptions and reads (SPEC §3, §5, §10)."""
+
+    dispatcher: Dispatcher
+    """What fans out this node's events (its ``observers`` are told each one, in order)."""
 
     @property
     def epoch(self) -> str:

@@ -411,7 +411,8 @@ class RedisHub(HubCommon):
         released), written after the batch (``global`` lives in another slot), once each
         whichever node tries. Returns the answer with the copies of its statuses."""
         out: list[Envelope] = []
-        for i, env in enumerate([*envelopes, *released]):
+        every = [*envelopes, *released]
+        for i, env in enumerate(every):
             if i < len(envelopes):
                 out.append(env)
             if (
@@ -419,7 +420,7 @@ class RedisHub(HubCommon):
                 or env.is_copy
                 or not env.data  # an answer, not stored
                 or env.key == GLOBAL
-                or (i + 1 < len(envelopes) and envelopes[i + 1].is_copy)
+                or (i + 1 < len(every) and every[i + 1].is_copy)  # the script copied it
             ):
                 continue
             copy = await self._global_copy(env)

@@ -72,15 +72,19 @@ def _kind(event: ev.StreamEvent) -> str:
             return "p"
 
 
-_ROLE_LETTER: Final = {"opens": "o", "closes": "c", "content": "n"}
+_ROLE_LETTER: Final = {"opens": "o", "closes": "c", "content": "n", "status": "s"}
+_ROLES: Final = {t: _ROLE_LETTER[f.role] for t, f in facts.FACTS.items()}
+"""The script's role letter of each type (a status is told apart by :func:`_role`)."""
+_RESOLVES: Final = {t: "1" if f.span_kind is not None else "" for t, f in facts.FACTS.items()}
+"""Whether content of the type takes its tool and task from its span (``tool:output``)."""
 
 
 def _role(event: ev.StreamEvent) -> str:
     """The script's role letter of an event, from the table of event facts (see the
     publish script's FACT)."""
-    role = facts.role_of(event)
-    if role != "status":
-        return _ROLE_LETTER[role]
+    role = _ROLES[event.type]
+    if role != "s":
+        return role
     assert isinstance(event, ev.ExecutionStatusEvent)
     if event.execution_id == GLOBAL or not spanrules.is_root_status(event):
         return "s"
@@ -115,9 +119,8 @@ def _json(value: str | None) -> str:
     return "" if value is None else to_json(value).decode()
 
 
-def _fact(event: ev.StreamEvent, kind: str, role: str, at: int) -> tuple[Any, ...]:
+def _fact(event: ev.StreamEvent, kind: str, role: str, span_id: str, at: int) -> tuple[Any, ...]:
     """What the publish script reads of an event (its FACT)."""
-    span_id = facts.span_id_of(event) or ""
     fact: tuple[Any, ...] = (
         event.execution_id, kind, event.timestamp, _maybe(facts.own_task_id(event)),
         facts.tool_of(event) or "", getattr(event, "status", "") if kind == "s" else "",
@@ -125,7 +128,7 @@ def _fact(event: ev.StreamEvent, kind: str, role: str, at: int) -> tuple[Any, ..
     )  # fmt: skip
     if role not in ("o", "c"):
         return (*fact, "", "", "", "", int(facts.is_error_event(event)), "", -1, -1,
-                "1" if facts.FACTS[event.type].span_kind is not None else "",
+                _RESOLVES[event.type],
                 _json(event.agent), "")  # fmt: skip
     span_kind = facts.span_kind_of(event) or ("span" if role == "o" else "")
     name = name_of(event)
@@ -149,11 +152,11 @@ def plan(batch: Sequence[ev.StreamEvent]) -> list[Planned]:
     """
     planned: list[Planned] = []
     for index, event in enumerate(batch):
-        kind, role = _kind(event), _role(event)
+        kind, role, span_id = _kind(event), _role(event), facts.span_id_of(event) or ""
         marked = (
             event.agent is None
             and role in ("o", "c", "n")
-            and (role != "n" or event.parent_span_id is not None or bool(facts.span_id_of(event)))
+            and (role != "n" or event.parent_span_id is not None or span_id != "")
         )
         try:
             data, at = _encoded(event, marked)
@@ -161,7 +164,7 @@ def plan(batch: Sequence[ev.StreamEvent]) -> list[Planned]:
             raise InvalidInput(f"the events cannot be stored: {exc}", INVALID_EVENT) from None
         check_ids(event, data, index, batch)
         key = event.execution_id
-        planned.append(Planned(event, key, kind, data, _fact(event, kind, role, at)))
+        planned.append(Planned(event, key, kind, data, _fact(event, kind, role, span_id, at)))
         if kind == "s" and key != GLOBAL and role in ("s", "R"):
             copy = (GLOBAL, COPY, event.timestamp, "", "", "")
             planned.append(Planned(event, GLOBAL, COPY, data, copy))

@@ -249,12 +249,13 @@ for i, fact in ipairs(cjson.decode(ARGV[12])) do
       keep(key, id, r)
       c.open = c.open + 1
       count_span(c, skind)
-      if skind == 'agent' then
+      local named = skind == 'agent' and own and cjson.decode(own)
+      if named and named ~= '' then  -- an agent span's agent is the agent's name
         local since = c.namesince
         if (not pk or not pagent) and (not since or (since ~= '' and ts < since)) then
-          c.name, c.namesince = name, ts
+          c.name, c.namesince = named, ts
         end
-        if name ~= '' then name_agent(c, name, false) end
+        name_agent(c, named, false)
       elseif not c.name and skind ~= 'tool' and skind ~= 'skill' and name ~= '' and not pk then
         c.name = name
       end

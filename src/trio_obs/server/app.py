@@ -17,7 +17,6 @@ from importlib import resources
 from typing import Final, overload
 
 import attrs
-import orjson
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection
@@ -44,7 +43,6 @@ from ..core.protocol import (
 )
 from ..core.search import FILTERS, RunFilters, search_query, typed_filters_from
 from ..core.session import greeting
-from ..core.spantree import SpanTree
 from ..core.watchdog import DEFAULT_THRESHOLDS, Thresholds
 from ..core.wire import events_json, parse_filters, search_json, summaries_json, to_json
 from ..hub.clock import now_iso
@@ -57,6 +55,7 @@ from .metrics import ServerMetrics
 from .otlp import OtlpReceiver, receive_logs, receive_traces
 from .routes import Response, Route, RouteTable
 from .transport import SocketTransport, StreamTransport, Transport
+from .trees import TreeCache
 from .watch import Watchdog
 from .websocket import WebSocketConnection
 
@@ -209,6 +208,7 @@ class _Server:
         self.cap = ConnectionCap(config.max_connections)
         self.metrics = ServerMetrics(self.hub, lambda: len(self.connections), self.cap)
         self.flusher = Flusher(self.metrics)
+        self.trees = TreeCache(self.hub, config.prices)
         self.watchdog = (
             Watchdog(self.hub, config.watch, webhook=config.alert_webhook)
             if config.watch is not None
@@ -405,19 +405,10 @@ class _Server:
         return Response(200, events_json(rows))
 
     async def execution_tree(self, request: Request, execution_id: str, body: bytes) -> Response:
-        tree = SpanTree(execution_id)
         try:
-            while rows := await self.hub.read(execution_id, after=tree.seq, limit=MAX_EVENTS_LIMIT):
-                for row in rows:
-                    tree.add(orjson.loads(row))
-                if len(rows) < MAX_EVENTS_LIMIT:
-                    break
+            return Response(200, await self.trees.answer(execution_id))
         except StoreError as exc:
             raise unavailable(exc) from None
-        if not tree.seq:
-            raise HttpError(404, f"no execution {execution_id!r} is stored")
-        answer = tree.to_json(self.config.prices, epoch=self.hub.epoch)
-        return Response(200, to_json(answer))
 
     # ------------------------------------------------------------------ WebSocket
 

@@ -1,11 +1,12 @@
 """The watchdog's driver (SPEC §13): a clock task that feeds the judge and stores its word.
 
 The judge (:class:`~trio_obs.core.watchdog.Judge`) is pure; this task owns its I/O. It
-follows the hub's ``all`` stream (every stored event, this node's and other nodes'),
-reads back the executions still running when it starts (what was judged before a
-restart is in them, so nothing is judged twice), and every tick stores what the judge
-says through the hub like any event, each under an idempotency key named after its
-alert: two nodes judging the same condition store it once.
+is an observer of the hub's dispatcher, told every stored event as it is fanned out
+(this node's and, on Redis, other nodes'), at no cost in memory; it reads back the
+executions still running when it starts (what was judged before a restart is in them,
+so nothing is judged twice), and every tick stores what the judge says through the hub
+like any event, each under an idempotency key named after its alert: two nodes judging
+the same condition store it once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import httpx
@@ -21,11 +22,12 @@ import orjson
 import trio
 
 from ..core import events as ev
-from ..core.errors import InvalidInput, StoreError, SubscriptionEnded
-from ..core.protocol import ALL, ENDED_STATES, GLOBAL, MAX_EVENTS_LIMIT
+from ..core.errors import InvalidInput, StoreError
+from ..core.protocol import ENDED_STATES, GLOBAL, MAX_EVENTS_LIMIT
+from ..core.routing import Envelope
 from ..core.watchdog import Judge, Judgement, OpenSpanView, Thresholds
 from ..core.wire import decode_stream_event, encode
-from ..hub.base import Hub, Subscription
+from ..hub.base import Hub
 
 log = logging.getLogger("trio_obs.watchdog")
 
@@ -111,25 +113,62 @@ class Watchdog:
         self.stored = 0
         """Judgements this node stored (another node's copy of one counts nowhere)."""
         self._problem_logged = False
-        self._sub: Subscription | None = None
-        self._progress = trio.Event()
-        """Set as the stream is fed (what :meth:`_caught_up` waits on)."""
+        self._held: list[Envelope] | None = None
+        """While the store is read back: what was dispatched meanwhile, fed after it."""
+        self._restart = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Watch until cancelled; ready once the running executions were read back."""
-        self.judge = Judge(self.thresholds, started=self.clock())
-        sub, _ = await self.hub.open_subscription(ALL)
-        self._sub = sub
-        await self._replay()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._follow, sub)
-            nursery.start_soon(self._judging)
-            if self.webhook is not None:
-                nursery.start_soon(self.webhook.run)
-            task_status.started()
+        self.hub.dispatcher.observers.append(self)
+        try:
+            await self._replay()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._judging)
+                if self.webhook is not None:
+                    nursery.start_soon(self.webhook.run)
+                task_status.started()
+        finally:
+            self.hub.dispatcher.observers.remove(self)
+
+    # ------------------------------------------------------------------ the observer
+
+    def dispatched(self, envelopes: Sequence[Envelope]) -> None:
+        """Told by the dispatcher, in order, every event stored (this node's and others')."""
+        if self._held is not None:  # reading back: these come after it
+            self._held.extend(envelopes)
+            return
+        feed = self.judge.feed
+        for env in envelopes:
+            if env.key != GLOBAL and not env.is_copy:
+                feed(env.key, env.event)
+
+    def forgot(self, key: str) -> None:
+        """Told that an execution was deleted (retention)."""
+        self.judge.forget(key)
+
+    def restarted(self) -> None:
+        """Told that the history was replaced: judge afresh from what the store holds."""
+        self._restart = True
 
     async def _replay(self) -> None:
-        """Feed the judge every stored event of the executions that have not ended."""
+        """A fresh judge fed every stored event of the executions that have not ended, then
+        what was dispatched meanwhile (retried while the store cannot be read)."""
+        wait = 0.5
+        while True:
+            self._held = []
+            self.judge = Judge(self.thresholds, started=self.clock())
+            try:
+                await self._read_back()
+            except StoreError as exc:
+                log.warning("watchdog: cannot read the store (%s); trying again", exc)
+                await trio.sleep(wait)
+                wait = min(wait * 2, 10.0)
+                continue
+            held, self._held = self._held, None
+            self.dispatched(held)  # what overlaps the read is ignored by seq
+            return
+
+    async def _read_back(self) -> None:
         for summary in await self.hub.executions(MAX_EVENTS_LIMIT):
             if summary.execution_id == GLOBAL or summary.last_status in ENDED_STATES:
                 continue
@@ -143,67 +182,32 @@ class Watchdog:
                 if len(rows) < REPLAY_PAGE:
                     break
 
-    async def _follow(self, sub: Subscription) -> None:
-        while True:
-            try:
-                async for env in sub:
-                    if env.key != GLOBAL and not env.is_copy:
-                        self.judge.feed(env.key, env.event)
-                    self._progress.set()
-                return
-            except (SubscriptionEnded, StoreError) as exc:
-                log.warning("watchdog: its stream ended (%s); reading it again", exc)
-                sub.close()
-                self._sub = None
-                sub = await self._resubscribe()
-
-    async def _resubscribe(self) -> Subscription:
-        """The ``all`` stream again, and the running executions read back (retried)."""
-        wait = 0.5
-        while True:
-            opened: Subscription | None = None
-            try:
-                opened, _ = await self.hub.open_subscription(ALL)
-                await self._replay()
-                self._sub = opened
-                return opened
-            except StoreError as exc:
-                if opened is not None:
-                    opened.close()
-                log.warning("watchdog: cannot read the store (%s); trying again", exc)
-                await trio.sleep(wait)
-                wait = min(wait * 2, 10.0)
+    # ------------------------------------------------------------------ judging
 
     async def _judging(self) -> None:
         while True:
+            if self._restart:
+                self._restart = False
+                await self._replay()
             now = self.clock()
             found = self.judge.judge(now)
             if any(isinstance(e, ev.WatchAlertEvent) for j in found for e in j.events):
                 # A silence may only be the store's: a heartbeat taken but not yet stored
-                # (a slow disk) or not yet fed. Let the store settle, catch up, judge again.
+                # (a slow disk). Let the store settle (what it took is then dispatched, so
+                # fed), and judge again.
                 for judgement in found:
                     self.judge.failed(judgement)
-                found = self.judge.judge(now) if await self._caught_up() else []
+                found = self.judge.judge(now) if await self._settled() else []
             for judgement in found:
                 await self._store(judgement)
             await trio.sleep(self.tick)
 
-    async def _caught_up(self) -> bool:
-        """Whether everything stored before now has been fed (within a few ticks)."""
-        sub = self._sub
-        if sub is None:
-            return False
+    async def _settled(self) -> bool:
         try:
             await self.hub.settled()
         except StoreError:
             return False
-        target = sub.cursor + sub.queue_depth  # the newest stored, as of now
-        with trio.move_on_after(max(1.0, 4 * self.tick)):
-            while sub.cursor < target and sub is self._sub:
-                self._progress = trio.Event()
-                await self._progress.wait()
-            return sub is self._sub
-        return False
+        return not self._restart
 
     async def _store(self, judgement: Judgement) -> None:
         try:

@@ -158,11 +158,13 @@ function makeItem(e) {
   e.tErrors = text();
   e.badgeNode = el("span", "badge", e.tStatus);
   e.errNode = el("span", "bad", e.tErrors);
+  // Three lines of fixed height: nothing that arrives later (a name, totals, the watchdog's
+  // badges at the end of the meta line) changes an item's height under the pointer.
   li.append(
-    el("div", "exec-name", e.tName),
-    el("div", "exec-id", e.tSub),
+    el("div", "exec-name", el("span", "exec-label", e.tName), el("span", "exec-id", e.tSub)),
     el("div", "exec-meta", e.badgeNode, el("span", "muted", e.tCount),
-      el("span", "muted", e.tTotals), e.errNode, el("span", "muted age", e.tAge)),
+      el("span", "muted age", e.tAge)),
+    el("div", "exec-totals", el("span", "muted", e.tTotals), e.errNode),
   );
   li.title = e.executionId;
   e.li = li;

@@ -211,6 +211,8 @@ export function foldEvent(t, ev, agentOfTask) {
       : ev.type === "skill:end" ? ev.status : ev.state;
     if (ev.parentSpanId && n.placeholder) reparent(t, n, ev.parentSpanId);
     close(t, n, stateOf(st), ts, ev.durationMs);
+    // The watchdog's "lost" names its alert: a clear of it gives the span back its run.
+    n.lostBy = st === "lost" ? ev.details?.alertId ?? null : null;
     const task = n.taskId ? t.nodes.get(`task:${n.taskId}`) : null;
     if (task && n.parent === task) cover(t, task, n.end);
     t.gen += 1; // its row and its running siblings' rows change
@@ -269,6 +271,16 @@ function foldAlert(t, ev) {
       if (n.slow && n.slow === ev.alertId) {
         n.slow = false;
         n.ver += 1;
+      }
+      if (n.lostBy && n.lostBy === ev.alertId && n.state === "lost") {
+        // its producer is heard from again: the span runs on until its real end
+        n.lostBy = null;
+        n.state = "running";
+        n.end = null;
+        n.closeSeq = 0;
+        open(n, t);
+        n.ver += 1;
+        t.gen += 1;
       }
     }
   }
