@@ -118,8 +118,8 @@ async def _fill(srv: Any, execution: str, count: int, size: int) -> None:
 
 
 async def test_a_stalled_reader_is_closed_with_4008_after_whole_frames_only() -> None:
-    # Once closing, the server waits a stall timeout for the reader to take the rest of its
-    # frame, then drops the connection: 3 s, as a loaded machine once took over 0.5 s to read.
+    # Once closing, the server waits the longer of the stall timeout and the close grace (5 s)
+    # for the reader to take the rest of its frame, then drops the connection.
     async with running_server(stall_timeout=3.0, close_grace=5.0) as srv:
         raw = await RawStream.open(srv, "/ws?observability=stall&since=0")
         try:
