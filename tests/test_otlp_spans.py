@@ -199,3 +199,29 @@ async def test_logfire_pending_spans_then_the_real_spans() -> None:
         "execution:status", "tool:start", "tool:end", "execution:status",
     ]  # fmt: skip
     assert stored[2]["durationMs"] == 7.0
+
+
+async def run_name(srv: Any) -> str | None:
+    summary = (await srv.http.get("/api/executions")).json()
+    [found] = [s for s in summary if s["executionId"] == EXEC]
+    name: str | None = found["name"]
+    return name
+
+
+async def test_a_run_with_no_agent_is_named_by_its_root_span_even_child_first() -> None:
+    """SPEC §12 "Totals and names": no agent, so the root span's title names the run, not
+    the model call that arrived before it."""
+    async with running_server() as srv:
+        await post(srv, protobuf(chat(2, 1, 1, 2)), PROTOBUF)
+        await post(srv, protobuf(span(1, "weather job", None, 0, 3)), PROTOBUF)
+        assert await run_name(srv) == "weather job"
+        stored = await events(srv)
+    assert stored[-1]["status"] == "completed" and stored[-1]["name"] == "weather job"
+
+
+async def test_an_agent_under_the_root_names_the_run_over_the_roots_title() -> None:
+    async with running_server() as srv:
+        await post(srv, protobuf(chat(3, 2, 2, 3)), PROTOBUF)
+        await post(srv, protobuf(span(1, "weather job", None, 0, 5),
+                                 agent(2, "forecaster", 1, 1, 4)), PROTOBUF)  # fmt: skip
+        assert await run_name(srv) == "forecaster"

@@ -217,6 +217,26 @@ async def test_the_agent_of_a_span_is_filled_from_its_parent_on_any_node(
         assert [e.data for e in envs] == await b.read("e1", after=1, limit=2)
 
 
+async def test_the_roots_title_names_a_run_no_agent_named_on_every_node(
+    redis: RedisServer, prefix: str
+) -> None:
+    """SPEC §12: a root status's ``name`` (its title) names the run over a top-level span's
+    title that came first; an agent's name wins over it."""
+    batches = [
+        [start("e1", "s2", 1, parentSpanId="s1", name="chat gpt-4o"), end("e1", "s2", 2)],
+        [status("e1", "completed", 3, spanId="s1", name="weather job")],
+        [start("e2", "s2", 1, parentSpanId="s1", kind="agent", name="forecaster")],
+        [status("e2", "started", 0, spanId="s1", name="weather job"), end("e2", "s2", 2)],
+    ]
+    async with open_observability() as single, nodes(redis.url, prefix) as (a, b):
+        for i, batch in enumerate(batches):
+            await publish(single.hub, *batch)
+            await publish((a, b)[i % 2], *batch)
+        for hub in (single.hub, a, b):
+            names = {s.execution_id: s.name for s in await hub.executions()}
+            assert names == {"e1": "weather job", "e2": "forecaster"}
+
+
 async def test_a_restarted_node_and_a_restarted_redis_keep_the_spans(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis")
     try:
@@ -311,6 +331,8 @@ def span_scenario(rnd: random.Random) -> list[list[dict[str, Any]]]:
             root = {"spanId": "root"} if rnd.random() < 0.8 else {}
             event = status(e, state, i % 60, **root, **({"agent": "boss"} if rnd.random() < 0.2
                                                        else {}))  # fmt: skip
+            if rnd.random() < 0.5:  # the root span's title: names the run if no agent does
+                event["name"] = rnd.choice(["job", "GET /x"])
         elif pick == 9:
             event = {"type": "agent:heartbeat", "executionId": e, "instanceId": "i",
                      "status": rnd.choice(["idle", "error"]), "timestamp": at(i % 60),
@@ -347,6 +369,8 @@ async def test_the_script_decides_what_the_ledger_decides(
         for i, batch in enumerate(span_scenario(random.Random(seed))):
             local = outcome(await answer(single.hub, *batch))
             assert outcome(await answer((a, b)[i % 2], *batch)) == local, f"batch {i}: {batch}"
+            # the summaries too, as they go (a later agent would hide a name decided apart)
+            assert await a.executions() == await single.hub.executions(), f"batch {i}"
         for key in ["e1", "e2", "e3", GLOBAL]:
             expected = await single.hub.read(key, limit=10_000)
             assert await a.read(key, limit=10_000) == expected, key

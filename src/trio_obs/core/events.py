@@ -317,6 +317,8 @@ class ExecutionStatusEvent:
     """On the closing status: what the run's outermost agent (else its root) produced."""
     usage: Usage | None = None
     """On the closing status: the run's token usage, each count once (SPEC §12 "Results")."""
+    name: str | None = None
+    """On the root span's statuses: its title, the run's name when no agent names it."""
     span_id: str | None = None
     parent_span_id: str | None = None
     agent: str | None = None

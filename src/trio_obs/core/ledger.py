@@ -535,6 +535,8 @@ class _Batch:
         else:
             s.last_status = event.status
             self.stored(key, event, index, batch)
+        if event.name and s.name_since is None:  # no agent named the run: the root's title
+            s.name = event.name
         if event.agent:  # the root span is an agent: the outermost one, naming the run
             s.name, s.name_since = event.agent, ""
             if event.agent not in s.agents:

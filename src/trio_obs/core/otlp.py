@@ -298,6 +298,7 @@ class _Builder:
                     # the root's id, else the execution's: a root status either way,
                     # stored once per execution whichever node and copy it comes from
                     span_id=root.span_id if root else trace_id,
+                    name=root.about.title if root else None,
                     agent=outer.name if outer else None,
                     timestamp=self.stamp(earliest),
                 ),
@@ -467,6 +468,7 @@ class _Builder:
                 message=f"{name} {outcome}{about}{failure}",
                 output=cut(output, MAX_OUTPUT) if output else None,
                 usage=usage or None,
+                name=a.title or None,
                 span_id=c.span_id,
                 agent=outer.name if outer else None,
                 timestamp=self.stamp(s.end),

@@ -127,9 +127,11 @@ def _fact(event: ev.StreamEvent, kind: str, role: str, span_id: str, at: int) ->
         role, span_id, event.parent_span_id or "", at,
     )  # fmt: skip
     if role not in ("o", "c"):
+        # a status's 21: the root span's title (the script decides if it names the run)
+        title = _json(event.name) if isinstance(event, ev.ExecutionStatusEvent) else ""
         return (*fact, "", "", "", "", int(facts.is_error_event(event)), "", -1, -1,
                 _RESOLVES[event.type],
-                _json(event.agent), "")  # fmt: skip
+                _json(event.agent), title)  # fmt: skip
     span_kind = facts.span_kind_of(event) or ("span" if role == "o" else "")
     name = name_of(event)
     tokens = (-1, -1)

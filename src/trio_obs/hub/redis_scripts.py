@@ -183,7 +183,8 @@ end
 -- goes (-1: the event has its agent), 11 span kind, 12 span name, 13 model, 14 '1' if the
 -- closing is `lost`, 15 1 if it is an error, 16 conversation id, 17/18 tokens in/out
 -- (-1: no usage), 19 '1' if content takes its tool and task from its span, 20 the agent
--- the event gives (JSON, ''), 21 an agent span's own name (JSON, '').
+-- the event gives (JSON, ''), 21 an agent span's own name, or a root status's title (JSON,
+-- '').
 -- The entry being read (the helpers below work on it).
 local f, key, kind, ts, task, tool, status, role, id, parent, at, data, c
 local rate, agent, more, seq
@@ -338,6 +339,10 @@ for i, fact in ipairs(cjson.decode(ARGV[12])) do
     local name = cjson.decode(f[20])
     c.name, c.namesince = name, ''
     name_agent(c, name, true)
+  end
+  -- No agent named the run: the root's title (21) does.
+  if (role == 'S' or role == 'H' or role == 'R') and f[21] ~= '' and not c.namesince then
+    c.name = cjson.decode(f[21])
   end
   if seq < 0 then answer[#answer + 1] = {key, -seq} end  -- the event it repeats
   if rate then
