@@ -91,13 +91,15 @@ def test_keyboard_selection_while_events_stream(server: Server, page: Page) -> N
         server.post([status(e, "running"), transcript(e, "hello")])
     page.goto(server.url())
     expect(page.get_by_test_id("execution-item")).to_have_count(6)
-    with Streamer(server, EXECUTIONS[:6], rate=50):
+    with Streamer(server, EXECUTIONS[:6], rate=50) as streamer:
         page.get_by_test_id("exec-status-filter").focus()
         page.keyboard.press("Tab")  # into the list: one item is in the tab order
         focused = page.evaluate("document.activeElement.dataset.executionId")
         assert focused in EXECUTIONS
-        # Focus stays on the item while events stream (the list is updated in place).
-        page.wait_for_timeout(600)
+        # Focus stays on the item while events stream (the list is updated in place): wait
+        # until 30 more events were posted and a frame has drawn them.
+        poll_posted(page, streamer, streamer.posted + 30)
+        page.wait_for_function("() => new Promise(r => requestAnimationFrame(r))")
         assert page.evaluate("document.activeElement.dataset.executionId") == focused
         picks = 0
         for _ in range(5):

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from support import TIMEOUT
 from test_viewer_browser import (
     Server,
     execution_item,
@@ -68,10 +69,10 @@ def test_alerts_appear_live_and_go_when_cleared(server: Server, page: Page) -> N
 
 def test_a_page_opened_later_shows_the_active_alerts(server: Server, page: Page) -> None:
     server.post([status("old", "running"), tool_start("old", "tu1", "deploy", "ship")])
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + TIMEOUT  # a hang guard, never about speed
     while not httpx.get(server.url("/api/running")).json()["alerts"]:
         assert time.monotonic() < deadline, "no alert judged"
-        time.sleep(0.05)
+        time.sleep(0.05)  # a poll interval: the condition is an alert in /api/running
     page.goto(server.url())
     expect(page.get_by_test_id("watch-alert")).to_contain_text("deploy")
     expect(execution_item(page, "old").get_by_test_id("watch-badge")).to_have_text("slow")
