@@ -22,32 +22,12 @@ from typing import Any
 
 import orjson
 
+from trio_obs.core.events import PLAN_EVENT_TYPES as PLAN_TYPES
+from trio_obs.hub.sqlite import EVENTS_TABLE
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mix
 
-PLAN_TYPES = frozenset(
-    {
-        "transcript:entry", "tool:start", "tool:end", "tool:output", "assertion:result",
-        "skill:start", "skill:end", "messagebus:event", "wave:status", "agent:heartbeat",
-        "execution:status",
-    }
-)  # fmt: skip
-
-EVENTS_TABLE = """
-CREATE TABLE IF NOT EXISTS events (
-    stream_key TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    execution_id TEXT NOT NULL,
-    timestamp TEXT NOT NULL,
-    task_id TEXT,
-    tool TEXT,
-    is_copy INTEGER NOT NULL DEFAULT 0,
-    data BLOB NOT NULL,
-    pos INTEGER,
-    PRIMARY KEY (stream_key, seq)
-) WITHOUT ROWID
-"""
 INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)"
 
 

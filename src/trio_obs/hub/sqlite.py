@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS spans (
     PRIMARY KEY (execution_id, span_id)
 ) WITHOUT ROWID;
 """
-_SCHEMA: Final = f"""
+EVENTS_TABLE: Final = """
 CREATE TABLE IF NOT EXISTS events (
     stream_key TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -72,7 +72,10 @@ CREATE TABLE IF NOT EXISTS events (
     pos INTEGER,
     PRIMARY KEY (stream_key, seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS streams (
+"""
+"""The stored events (also what `benchmarks/floor.py` writes into)."""
+_SCHEMA: Final = f"""
+{EVENTS_TABLE}CREATE TABLE IF NOT EXISTS streams (
     stream_key TEXT PRIMARY KEY,
     last_seq INTEGER NOT NULL,
     event_count INTEGER NOT NULL,
