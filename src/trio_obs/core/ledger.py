@@ -20,7 +20,15 @@ import attrs
 
 from . import events as ev
 from .errors import InvalidInput
-from .facts import FACTS, is_error_event, own_task_id, span_id_of, span_kind_of, tool_of
+from .facts import (
+    FACTS,
+    is_error_event,
+    own_task_id,
+    span_id_of,
+    span_kind_of,
+    span_name_of,
+    tool_of,
+)
 from .protocol import (
     ACTION_SEVERITIES,
     ALL,
@@ -432,7 +440,7 @@ class _Batch:
             self.echo(event, repeated_seq(found, True), index, batch)
             return
         kind = span_kind_of(event) or "span"
-        name = _name_of(event)
+        name = span_name_of(event)
         parent_id = event.parent_span_id
         parent = self.span((key, parent_id)) if parent_id is not None else None
         agent = event.agent
@@ -480,8 +488,8 @@ class _Batch:
             parent_id = event.parent_span_id
             parent = self.span((key, parent_id)) if parent_id is not None else None
             kind = span_kind_of(event) or ""
-            agent = own_agent(kind, _name_of(event), parent)
-            record = SpanRecord(kind, _name_of(event), task_id, parent_id, agent)
+            agent = own_agent(kind, span_name_of(event), parent)
+            record = SpanRecord(kind, span_name_of(event), task_id, parent_id, agent)
         if event.agent is None and agent is not None:
             event = _complete(event, {"agent": agent})
         seq = self.stored(key, event, index, batch, task_id, tool)
@@ -541,21 +549,6 @@ class _Batch:
             s.name, s.name_since = event.agent, ""
             if event.agent not in s.agents:
                 s.agents = (event.agent, *s.agents)
-
-
-def _name_of(event: ev.StreamEvent) -> str:
-    """The name an opening or closing gives its span (tool, skill or span name)."""
-    match event:
-        case ev.ToolStartEvent():
-            return event.tool
-        case ev.SkillStartEvent() | ev.SkillEndEvent():
-            return event.skill_name
-        case ev.SpanStartEvent():
-            return event.name
-        case ev.SpanEndEvent():
-            return event.name or ""
-        case _:
-            return ""
 
 
 def _count_span(s: StreamCounters, kind: str, model: str | None, usage: ev.Usage | None) -> None:

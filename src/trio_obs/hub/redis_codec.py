@@ -20,7 +20,6 @@ from ..core import events as ev
 from ..core import facts, spanrules
 from ..core.errors import InvalidInput
 from ..core.ledger import StreamCounters, check_ids
-from ..core.ledger import _name_of as name_of  # the ledger's own reading
 from ..core.protocol import ENDED_STATES, GLOBAL, INVALID_EVENT, TOPIC_OF_TYPE
 from ..core.routing import Envelope, own_task_id
 from ..core.stamp import stamp, unstamped
@@ -133,7 +132,7 @@ def _fact(event: ev.StreamEvent, kind: str, role: str, span_id: str, at: int) ->
                 _RESOLVES[event.type],
                 _json(event.agent), title)  # fmt: skip
     span_kind = facts.span_kind_of(event) or ("span" if role == "o" else "")
-    name = name_of(event)
+    name = facts.span_name_of(event)
     tokens = (-1, -1)
     if isinstance(event, ev.SpanEndEvent) and event.usage:
         tokens = (event.usage.get("inputTokens", 0), event.usage.get("outputTokens", 0))
