@@ -24,6 +24,11 @@ import trio
 
 from support import START_TIMEOUT, TIMEOUT, free_port
 
+CALM = 10.0
+"""Redis's per-call timeout (``redis_timeout``) in tests that do not test timeouts: on a
+loaded machine a test's redis-servers get no core for seconds, and the product's default
+(2 s) once ran out while a node was starting (load 12 on 2 cores)."""
+
 FAILOVER_WAIT = 30
 """Seconds a failover may take on a loaded machine before a test gives up (a hang guard)."""
 

@@ -15,7 +15,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from redis_support import RedisServer, needs_redis
+from redis_support import CALM, RedisServer, needs_redis
 from test_otlp_spans import EXEC, agent, chat, sid, tool
 from trio_obs.core.otlp import translate_traces
 from trio_obs.core.otlp_memory import SpanMemory
@@ -40,7 +40,9 @@ async def nodes(url: str, n: int = 2) -> AsyncIterator[list[tuple[RedisHub, Span
     async with AsyncExitStack() as stack:
         out = []
         for _ in range(n):
-            obs = await stack.enter_async_context(open_redis_observability(url, prefix=prefix))
+            obs = await stack.enter_async_context(
+                open_redis_observability(url, prefix=prefix, redis_timeout=CALM)
+            )
             assert isinstance(obs.hub, RedisHub)
             out.append((obs.hub, SpanMemory()))
         yield out

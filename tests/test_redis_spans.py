@@ -19,7 +19,7 @@ import orjson
 import pytest
 import trio
 
-from redis_support import Cluster, RedisServer, needs_redis
+from redis_support import CALM, Cluster, RedisServer, needs_redis
 from support import TIMEOUT, ServerProcess
 from trio_obs import GLOBAL, open_observability
 from trio_obs.core.intake import decode_events
@@ -49,7 +49,9 @@ async def nodes(url: str, prefix: str = "trio-obs:", n: int = 2) -> AsyncIterato
     async with AsyncExitStack() as stack:
         hubs = []
         for _ in range(n):
-            obs = await stack.enter_async_context(open_redis_observability(url, prefix=prefix))
+            obs = await stack.enter_async_context(
+                open_redis_observability(url, prefix=prefix, redis_timeout=CALM)
+            )
             assert isinstance(obs.hub, RedisHub)
             hubs.append(obs.hub)
         yield hubs
