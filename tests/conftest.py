@@ -12,6 +12,8 @@ import trio_obs
 from support import Server, running_server
 from trio_obs.cli import DEFAULT_DB
 
+pytest_plugins = ["viewer_fixtures"]  # the browser tests' server, browser and page
+
 
 @pytest.fixture(autouse=True, scope="session")
 def away_from_the_working_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
