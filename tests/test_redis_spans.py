@@ -182,6 +182,24 @@ async def test_the_roots_closing_status_waits_for_the_last_open_span_across_node
         assert await publish(a, status("e1", "failed", 7, spanId="root")) == []  # ended once
 
 
+async def test_a_held_failed_status_counts_in_the_errors_on_both_stores(
+    redis: RedisServer, prefix: str
+) -> None:
+    batches = [
+        [status("e1", "started", 1, spanId="root"), start("e1", "s1", 2)],
+        [status("e1", "failed", 3, spanId="root")],  # held while s1 is open
+        [end("e1", "s1", 4)],  # s1 closes: the failed status is stored, and is an error
+    ]
+    async with open_observability() as single, nodes(redis.url, prefix) as (a, b):
+        for i, batch in enumerate(batches):
+            await publish(single.hub, *batch)
+            await publish((a, b)[i % 2], *batch)
+        for store, hub in (("SQLite", single.hub), ("Redis", a), ("Redis", b)):
+            (summary,) = await hub.executions()
+            assert summary.totals is not None, store
+            assert (summary.last_status, summary.totals["errors"]) == ("failed", 1), store
+
+
 async def test_plan_statuses_without_a_span_id_are_stored_as_sent(
     redis: RedisServer, prefix: str
 ) -> None:

@@ -24,9 +24,10 @@ partition, so it runs atomically on one shard. Keys of a partition, under its pr
 - ``c:<key>`` -- its counters: ``seq``, ``n`` (events), ``first``/``last`` timestamps,
   ``status``, ``at``/``ap`` (assertions total/passed); the execution rules' state
   (``open`` spans, the seqs of the root's ``started`` and closing status, the ``held``
-  closing status with its ``heldts`` and ``heldst``); its summary (``name``,
-  ``namesince``, ``conv``, ``agents`` as a JSON array, ``mc``/``tc``/``er`` model calls,
-  tool calls and errors, ``ti``/``to`` tokens, ``mi:<model>``/``mo:<model>`` per model);
+  closing status with its ``heldts``, ``heldst`` and ``helder``, ``1`` if it is an error);
+  its summary (``name``, ``namesince``, ``conv``, ``agents`` as a JSON array,
+  ``mc``/``tc``/``er`` model calls, tool calls and errors, ``ti``/``to`` tokens,
+  ``mi:<model>``/``mo:<model>`` per model);
 - ``s:<key>`` -- its spans (SPEC §12): ``r<span id>``, the span's record as JSON (kind,
   tool name, task, agent, model, the seqs of its opening and closing, closed lost?);
 - ``active`` / ``touched`` -- sorted sets of executions by last write (a counter, and
@@ -109,8 +110,8 @@ if idem ~= '' then
 end
 
 local NUMBERS = {'seq', 'n', 'at', 'ap', 'open', 'started', 'ended'}
-local TEXTS = {'first', 'last', 'status', 'held', 'heldts', 'heldst', 'name', 'namesince',
-               'conv', 'agents'}
+local TEXTS = {'first', 'last', 'status', 'held', 'heldts', 'heldst', 'helder', 'name',
+               'namesince', 'conv', 'agents'}
 local FIELDS = {unpack(NUMBERS)}
 for _, name in ipairs(TEXTS) do FIELDS[#FIELDS + 1] = name end
 local counters, records, dirty = {}, {}, {}
@@ -308,6 +309,7 @@ for i, fact in ipairs(cjson.decode(ARGV[12])) do
           end
           c.status, c.held, c.heldts, c.heldst = c.heldst, false, false, false
           local rseq = add(key, held, when, false, false, false, false)
+          if c.helder then count(c, 'er', 1); c.helder = false end  -- counted as stored
           answer[#answer] = nil  -- not an answer to this batch
           c.ended = rseq
           more = {0, rseq, held, copy(held, when)}
@@ -325,6 +327,7 @@ for i, fact in ipairs(cjson.decode(ARGV[12])) do
     if c.ended > 0 or c.held then seq = -(c.ended > 0 and c.ended or c.seq)
     elseif c.open > 0 then
       c.held, c.heldts, c.heldst = data, ts, status
+      c.helder = f[15] == 1 and '1' or false
       seq = -c.seq
     else
       c.status = status
