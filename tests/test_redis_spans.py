@@ -274,6 +274,52 @@ async def test_a_restarted_node_and_a_restarted_redis_keep_the_spans(tmp_path: P
         server.stop()
 
 
+async def test_the_span_records_of_the_earlier_scripts_are_read_after_an_upgrade(
+    redis: RedisServer, prefix: str
+) -> None:
+    """A store the earlier publish scripts wrote -- a hash field per fact and span: tool uses
+    ``t<id>``/``T<id>`` and skills ``K<id>``; later ``k n T g m O C X`` -- is read by this
+    one, its records made ``r<id>`` the first time a batch touches their execution."""
+    tool = {"type": "tool:start", "executionId": "e1", "toolUseId": "u1", "tool": "Bash",
+            "inputSummary": "ls", "taskId": "t1", "timestamp": at(1)}  # fmt: skip
+    skill = {"type": "skill:start", "executionId": "e1", "skillTraceId": "k1", "skillName": "k",
+             "skillFile": "f", "lineNumber": 1, "taskId": "t2", "timestamp": at(2)}  # fmt: skip
+    async with nodes(redis.url, prefix, 1) as (a,):  # the events, as any version stored them
+        await publish(a, tool, skill)
+        await publish(a, start("e2", "a1", 1, kind="agent", name="planner"),
+                      start("e2", "m1", 2, parentSpanId="a1", model="gpt-4o"))  # fmt: skip
+    # The spans as the earlier scripts kept them, and the counters the first one kept.
+    s1, s2, c1 = f"{prefix}s:e1", f"{prefix}s:e2", f"{prefix}c:e1"
+    redis.call("DEL", s1, s2)
+    redis.call("HSET", s1, "tu1", "Bash", "Tu1", "=t1", "Kk1", "=t2")  # "=": a value
+    redis.call("HSET", s2, "ka1", "agent", "ga1", '"planner"', "Oa1", "1", "km1", "llm",
+               "gm1", '"planner"', "mm1", "gpt-4o", "Om1", "2", "Xm1", "")  # fmt: skip
+    for field in redis.call("HKEYS", c1).split():
+        if field not in ("seq", "n", "first", "last", "status", "at", "ap"):
+            redis.call("HDEL", c1, field)
+    redis.call("HDEL", f"{prefix}c:e2", "sv")
+    async with nodes(redis.url, prefix, 1) as (a,):  # this version
+        output = {"type": "tool:output", "executionId": "e1", "toolUseId": "u1", "chunk": "x",
+                  "timestamp": at(3)}  # fmt: skip
+        done = {"type": "tool:end", "executionId": "e1", "toolUseId": "u1",
+                "resultStatus": "done", "durationMs": 1, "timestamp": at(4)}  # fmt: skip
+        ended = {"type": "skill:end", "executionId": "e1", "skillTraceId": "k1",
+                 "skillName": "k", "status": "success", "durationMs": 1,
+                 "timestamp": at(5)}  # fmt: skip
+        envs = await publish(a, output, done, ended)
+        assert [(e.tool, e.task_id) for e in envs] == [
+            ("Bash", "t1"), ("Bash", "t1"), (None, "t2"),
+        ]  # fmt: skip
+        copy = start("e2", "m1", 2, parentSpanId="a1")  # dropped: answered with its seq
+        envs = await answer(a, copy, end("e2", "m1", 3), start("e2", "t9", 4, parentSpanId="a1"))
+        assert [(e.seq, bool(e.data), e.event.agent) for e in envs] == [
+            (2, False, None), (3, True, "planner"), (4, True, "planner"),
+        ]  # fmt: skip
+        assert await publish(a, end("e2", "m1", 5)) == []  # ended once
+    assert sorted(redis.call("HKEYS", s1).split()) == ["rk1", "ru1"]  # made records, once
+    assert sorted(redis.call("HKEYS", s2).split()) == ["ra1", "rm1", "rt9"]
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     found = Cluster(tmp_path_factory.mktemp("cluster"))
