@@ -13,7 +13,10 @@ import trio_obs
 from support import TIMEOUT, Address, Server, running_server
 from trio_obs.cli import DEFAULT_DB
 
-pytest_plugins = ["viewer_fixtures"]  # the browser tests' server, browser and page
+pytest_plugins = [
+    "redis_support",  # redis, own_redis, prefix: private redis-servers
+    "viewer_fixtures",  # the browser tests' server, browser and page
+]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -8,8 +8,7 @@ from __future__ import annotations
 import random
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,40 +18,14 @@ import orjson
 import pytest
 import trio
 
-from redis_support import Cluster, RedisServer, needs_redis
+from redis_support import Cluster, RedisServer, needs_redis, nodes
 from support import TIMEOUT, ServerProcess
 from trio_obs import GLOBAL, open_observability
 from trio_obs.core.intake import decode_events
 from trio_obs.core.routing import Envelope
 from trio_obs.hub.base import Hub
-from trio_obs.hub.redis import RedisHub
-from trio_obs.producers import open_redis_observability
 
 pytestmark = needs_redis
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:8]}:"
-
-
-@asynccontextmanager
-async def nodes(url: str, prefix: str = "trio-obs:", n: int = 2) -> AsyncIterator[list[RedisHub]]:
-    """``n`` hubs on one Redis: ``n`` nodes of one server."""
-    async with AsyncExitStack() as stack:
-        hubs = []
-        for _ in range(n):
-            obs = await stack.enter_async_context(open_redis_observability(url, prefix=prefix))
-            assert isinstance(obs.hub, RedisHub)
-            hubs.append(obs.hub)
-        yield hubs
 
 
 def at(i: int) -> str:
