@@ -12,7 +12,6 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -44,13 +43,6 @@ def stop_all(nodes: list[ServerProcess]) -> None:
 
 
 @pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def cluster(redis: RedisServer) -> Iterator[list[ServerProcess]]:
     """Three nodes on one Redis, shared by the tests that neither kill nor stop anything."""
     nodes = [ServerProcess("--redis", redis.url) for _ in range(3)]
@@ -58,13 +50,6 @@ def cluster(redis: RedisServer) -> Iterator[list[ServerProcess]]:
     stop_all(nodes)
     for n in nodes:
         assert "Traceback" not in "".join(n.stderr), n.stderr
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -394,13 +394,16 @@ class _Batch:
         batch: Sequence[ev.StreamEvent],
         task_id: str | None = None,
         tool: str | None = None,
+        answer: bool = True,
     ) -> int:
-        env = self.add(key, event, task_id, tool)
+        """Store ``event`` (its ``global`` copy if a status) and count it; ``answer``: it is
+        an answer to its batch (not a held status released by a closing)."""
+        env = self.add(key, event, task_id, tool, answer=answer)
         check_ids(env.event, env.data, index, batch)
         if key != GLOBAL:
             if isinstance(env.event, ev.ExecutionStatusEvent):
                 copy = attrs.evolve(env.event, seq=None, pos=None)
-                self.add(GLOBAL, copy, is_copy=True)
+                self.add(GLOBAL, copy, is_copy=True, answer=answer)
             if is_error_event(env.event):
                 self.stream(key).errors += 1
         return env.seq
@@ -508,10 +511,7 @@ class _Batch:
                 when = max(held.timestamp, event.timestamp)
                 released = attrs.evolve(held, timestamp=when, seq=None, pos=None)
                 s.last_status = released.status
-                env = self.add(key, released, answer=False)
-                s.status_seq = env.seq
-                self.add(GLOBAL, attrs.evolve(env.event, seq=None, pos=None), is_copy=True,
-                         answer=False)  # fmt: skip
+                s.status_seq = self.stored(key, released, index, batch, answer=False)
 
     def status(
         self,
