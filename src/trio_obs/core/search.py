@@ -85,7 +85,12 @@ def _attribute_path(path: str) -> tuple[str, ...]:
 _ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
     path: _attribute_path(path)
     for facts in SEARCH_FACTS.values()
-    for path in (*facts.text, *facts.agent, *([facts.state] if facts.state else []))
+    for path in (
+        *facts.text,
+        *facts.messages,
+        *facts.agent,
+        *([facts.state] if facts.state else []),
+    )
 }
 
 
@@ -116,6 +121,61 @@ def agent_of(event: ev.StreamEvent) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
+
+
+# --------------------------------------------------------------------------- the index
+
+TAG_PREFIXES: Final = {"execution": "ex", "type": "ty", "tool": "tl", "state": "st", "agent": "ag"}
+"""The typed filters' words in the index: this prefix, then the hex of the value's UTF-8
+(one word whatever the value holds, and the tokenizer folds its case)."""
+
+
+def tag(name: str, value: str) -> str:
+    """The index's word for ``value`` of the typed filter ``name``."""
+    return TAG_PREFIXES[name] + value.encode().hex()
+
+
+def _strings(value: Any, out: list[str]) -> None:
+    """Every string in a conversation's messages, but those under the skipped keys."""
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, list):
+        for item in value:
+            _strings(item, out)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not (key in MESSAGE_SKIPPED_KEYS and isinstance(item, str)):
+                _strings(item, out)
+
+
+def index_text(event: ev.StreamEvent, tool: str | None) -> tuple[str, str]:
+    """What the index holds of ``event`` (``tool``: its tool, as the ledger resolved it):
+    its text (SEARCH_FACTS) and its tags (one word per typed filter it has a value for)."""
+    facts = SEARCH_FACTS.get(event.type)
+    words: list[str] = []
+    if event.execution_id:
+        words.append(tag("execution", event.execution_id))
+    words.append(tag("type", event.type))
+    if tool:
+        words.append(tag("tool", tool))
+    if facts is None:
+        agent = getattr(event, "agent", None)
+        if isinstance(agent, str) and agent:
+            words.append(tag("agent", agent))
+        return "", " ".join(words)
+    state, agent = state_of(event), agent_of(event)
+    if state:
+        words.append(tag("state", state))
+    if agent:
+        words.append(tag("agent", agent))
+    text: list[str] = []
+    for path in facts.text:
+        value = value_at(event, path)
+        if isinstance(value, str) and value:
+            text.append(value)
+    for path in facts.messages:
+        _strings(value_at(event, path), text)
+    return " ".join(text), " ".join(words)
 
 
 # --------------------------------------------------------------------------- queries
