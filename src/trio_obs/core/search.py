@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import attrs
 
@@ -135,6 +135,47 @@ def tag(name: str, value: str) -> str:
     return TAG_PREFIXES[name] + value.encode().hex()
 
 
+_HEX: dict[str, str] = {}
+"""The hex of values seen lately (an execution's id, its tools and agents come again)."""
+_HEX_KEPT: Final = 4096
+
+
+def _hex(value: str) -> str:
+    found = _HEX.get(value)
+    if found is None:
+        if len(_HEX) >= _HEX_KEPT:
+            _HEX.clear()
+        found = _HEX[value] = value.encode().hex()
+    return found
+
+
+_Path: TypeAlias = tuple[str, ...]
+_Plan: TypeAlias = tuple[tuple[_Path, ...], tuple[_Path, ...], _Path | None, tuple[_Path, ...]]
+"""Attribute names of: the text, the messages, the state, the agents."""
+_PLANS: Final[dict[str, _Plan]] = {
+    kind: (
+        tuple(_ATTRIBUTES[p] for p in facts.text),
+        tuple(_ATTRIBUTES[p] for p in facts.messages),
+        _ATTRIBUTES[facts.state] if facts.state else None,
+        tuple(_ATTRIBUTES[p] for p in facts.agent),
+    )
+    for kind, facts in SEARCH_FACTS.items()
+}
+"""SEARCH_FACTS as attribute names, per type."""
+_NO_PLAN: Final[_Plan] = ((), (), None, (("agent",),))
+_TYPE, _EXECUTION, _TOOL, _STATE, _AGENT = (
+    TAG_PREFIXES[name] for name in ("type", "execution", "tool", "state", "agent")
+)
+
+
+def _at(event: Any, names: _Path) -> Any:
+    for name in names:
+        event = getattr(event, name, None)
+        if event is None:
+            return None
+    return event
+
+
 def _strings(value: Any, out: list[str]) -> None:
     """Every string in a conversation's messages, but those under the skipped keys."""
     if isinstance(value, str):
@@ -150,31 +191,30 @@ def _strings(value: Any, out: list[str]) -> None:
 
 def index_text(event: ev.StreamEvent, tool: str | None) -> tuple[str, str]:
     """What the index holds of ``event`` (``tool``: its tool, as the ledger resolved it):
-    its text (SEARCH_FACTS) and its tags (one word per typed filter it has a value for)."""
-    facts = SEARCH_FACTS.get(event.type)
-    words: list[str] = []
+    its text (SEARCH_FACTS) and its tags (one word per typed filter it has a value for:
+    :func:`tag`; the state and agent are :func:`state_of` and :func:`agent_of`)."""
+    text_paths, message_paths, state_path, agent_paths = _PLANS.get(event.type, _NO_PLAN)
+    words = [_TYPE + _hex(event.type)]
     if event.execution_id:
-        words.append(tag("execution", event.execution_id))
-    words.append(tag("type", event.type))
+        words.append(_EXECUTION + _hex(event.execution_id))
     if tool:
-        words.append(tag("tool", tool))
-    if facts is None:
-        agent = getattr(event, "agent", None)
+        words.append(_TOOL + _hex(tool))
+    if state_path is not None:
+        state = _at(event, state_path)
+        if isinstance(state, str) and state:
+            words.append(_STATE + _hex(state))
+    for path in agent_paths:
+        agent = _at(event, path)
         if isinstance(agent, str) and agent:
-            words.append(tag("agent", agent))
-        return "", " ".join(words)
-    state, agent = state_of(event), agent_of(event)
-    if state:
-        words.append(tag("state", state))
-    if agent:
-        words.append(tag("agent", agent))
+            words.append(_AGENT + _hex(agent))
+            break
     text: list[str] = []
-    for path in facts.text:
-        value = value_at(event, path)
+    for path in text_paths:
+        value = _at(event, path)
         if isinstance(value, str) and value:
             text.append(value)
-    for path in facts.messages:
-        _strings(value_at(event, path), text)
+    for path in message_paths:
+        _strings(_at(event, path), text)
     return " ".join(text), " ".join(words)
 
 
