@@ -20,6 +20,9 @@ export function newTree() {
     running: 0, // open spans (their bars grow)
     t0: Infinity, t1: -Infinity,
     count: 0, // spans (the root excluded)
+    // What changed in the shape since the rows were last derived (flatten, patchRows): the
+    // nodes made since ("fresh"), and whether any other node moved, came or went.
+    made: [], moved: false,
   };
 }
 
@@ -45,6 +48,10 @@ function ensure(t, id) {
   let n = get(t, id);
   if (!n) {
     n = node(id, t.root, "span", id);
+    if (t.made.length < PATCH_MAX) {
+      n.fresh = true;
+      t.made.push(n);
+    } else t.moved = true; // too many for patchRows: the rows are derived again
     t.nodes.set(id, n);
     t.count += 1;
     insertKid(t.root, n);
@@ -70,6 +77,7 @@ function reparent(t, n, parentId) {
   const p = parentId === undefined ? t.root : ensure(t, parentId);
   if (p === n.parent || p === n) return;
   for (let a = p; a; a = a.parent) if (a === n) return; // a cycle: keep where it is
+  if (!n.fresh) t.moved = true;
   if (n.parent) removeKid(n.parent, n);
   n.parent = p;
   insertKid(p, n);
@@ -82,6 +90,7 @@ function setStart(t, n, ms) {
   n.start = ms;
   if (ms < t.t0) t.t0 = ms;
   if (n.parent) {
+    if (!n.fresh) t.moved = true;
     removeKid(n.parent, n);
     insertKid(n.parent, n);
   }
@@ -226,6 +235,7 @@ function foldStatus(t, ev, ts) {
   const r = t.root;
   if (ev.spanId && !t.rootId) {
     t.rootId = ev.spanId;
+    t.moved = true;
     const ph = t.nodes.get(ev.spanId);
     if (ph) {
       // A placeholder under that id (its children came first): the root takes them.
@@ -330,11 +340,22 @@ export function seedTree(t, snap) {
   t.gen += 1;
 }
 
+/** Nodes made since the rows were derived that patchRows still places one by one. */
+const PATCH_MAX = 32;
+
+/** The rows derived: nothing fresh, nothing moved. */
+function settled(t) {
+  for (const n of t.made) n.fresh = false;
+  t.made = [];
+  t.moved = false;
+}
+
 /**
  * The rows shown: the nodes in depth-first order, children of collapsed nodes left out.
  * Each row's node gets its `depth` (the root 0) and `row` (its index), stamped `flat`.
  */
 export function flatten(t, collapsed) {
+  settled(t);
   const rows = [];
   const stamp = (t.flat = (t.flat ?? 0) + 1);
   const stack = [t.root];
@@ -353,6 +374,40 @@ export function flatten(t, collapsed) {
     }
   }
   return rows;
+}
+
+/**
+ * `rows` (what flatten gave, with the same `collapsed`) brought up to date in place, when
+ * the only change in the shape since is new leaves under nodes that were there (a span
+ * starts): each is put in at its place and the rows after it renumbered, instead of a walk
+ * of the whole tree. Anything else (a node moved, a new node's parent new too, too many
+ * new nodes): the rows derived again by flatten. Returns the rows.
+ */
+export function patchRows(t, rows, collapsed) {
+  const stamp = t.flat;
+  if (t.moved || rows[0] !== t.root || t.root.flat !== stamp || t.made.some((n) => n.parent?.fresh)) {
+    return flatten(t, collapsed);
+  }
+  for (const n of t.made) {
+    const p = n.parent;
+    if (!p || p.flat !== stamp || collapsed.has(p.id)) continue; // not shown
+    const at = placeOf(p, p.kids.indexOf(n), stamp, rows.length);
+    rows.splice(at, 0, n);
+    n.depth = p.depth + 1;
+    n.flat = stamp;
+    for (let i = at; i < rows.length; i++) rows[i].row = i;
+  }
+  settled(t);
+  return rows;
+}
+
+/** The row index a new kid at `i` of shown node `p` goes to: where the next shown node is. */
+function placeOf(p, i, stamp, end) {
+  for (let a = p, k = i; a; k = a.parent ? a.parent.kids.indexOf(a) : -1, a = a.parent) {
+    const kids = a.kids;
+    for (let j = k + 1; j < kids.length; j++) if (kids[j].flat === stamp) return kids[j].row;
+  }
+  return end;
 }
 
 /** The node of span `id` (the root under ROOT or its span id), or undefined. */
