@@ -38,12 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).parent))
 from run import (
     CHROMIUM_ARGS,
     PROBE,
+    browser_processes,
+    cpu_seconds,
     longtasks,
     post_burst,
     server,
@@ -129,13 +132,15 @@ WORK = {
     "script": ("FunctionCall", "FireAnimationFrame", "TimerFire", "EventDispatch", "RunMicrotasks"),
     "style": ("UpdateLayoutTree", "RecalculateStyles"),
     "layout": ("Layout",),
-    "paint": ("Paint", "PrePaint", "Layerize", "UpdateLayer", "Commit"),
+    "paint": ("PrePaint", "Paint", "Layerize", "UpdateLayer"),
 }
 
 
-def trace_summary(path: Path) -> dict[str, Any]:
-    """The main thread's time per kind of work in a Chrome trace, and the animation frames'
-    callbacks (FireAnimationFrame): how many, their p50/p99/max duration."""
+def trace_summary(path: Path, live: int) -> dict[str, Any]:
+    """The page's main-thread CPU time (the trace's thread times, steadier than wall times on a
+    loaded machine) over the live phase: in all, per live span, and per kind of work (a kind's
+    events counted once, not again when nested in one of the same kind); and the animation
+    frames' callbacks (FireAnimationFrame): how many, their p50/p99/max CPU time."""
     raw = json.loads(path.read_text())
     evs = raw["traceEvents"] if isinstance(raw, dict) else raw
     main = {
@@ -143,19 +148,31 @@ def trace_summary(path: Path) -> dict[str, Any]:
         for e in evs
         if e.get("name") == "thread_name" and e.get("args", {}).get("name") == "CrRendererMain"
     }
+    mine = sorted(
+        (e for e in evs if (e.get("pid"), e.get("tid")) in main and e.get("ph") == "X"),
+        key=lambda e: (e["ts"], -e.get("dur", 0)),
+    )
+    kind_of = {name: kind for kind, names in WORK.items() for name in names}
     total: dict[str, float] = dict.fromkeys(WORK, 0.0)
+    busy = 0.0
     raf: list[float] = []
-    for e in evs:
-        if (e.get("pid"), e.get("tid")) not in main or e.get("ph") != "X":
-            continue
-        dur = e.get("dur", 0) / 1000
-        for kind, names in WORK.items():
-            if e["name"] in names:
-                total[kind] += dur
+    open_until: dict[str, float] = {}  # kind -> end (µs) of the outermost event counted
+    task_end = 0.0
+    for e in mine:
+        cpu = e.get("tdur", e.get("dur", 0)) / 1000
+        if e["name"] == "RunTask" and e["ts"] >= task_end:
+            busy += cpu
+            task_end = e["ts"] + e.get("dur", 0)
+        kind = kind_of.get(e["name"])
+        if kind and e["ts"] >= open_until.get(kind, 0.0):
+            total[kind] += cpu
+            open_until[kind] = e["ts"] + e.get("dur", 0)
         if e["name"] == "FireAnimationFrame":
-            raf.append(dur)
+            raf.append(cpu)
     return {
-        "main_thread_ms": {k: round(v, 1) for k, v in total.items()},
+        "main_thread_cpu_ms": round(busy, 1),
+        "main_thread_cpu_per_live_span_ms": round(busy / max(1, live), 2),
+        "by_kind_cpu_ms": {k: round(v, 1) for k, v in total.items()},
         "animation_frames": len(raf),
         "raf_p50_ms": round(statistics.median(raf), 2) if raf else None,
         "raf_p99_ms": round(pct(raf, 99), 2) if raf else None,
@@ -247,7 +264,7 @@ def run(
     result: dict[str, Any] = {"spans": n, "live_spans": live, "gap_ms": gap_ms}
     with (
         tempfile.TemporaryDirectory() as tmp,
-        server(Path(tmp) / "bench.db", src=src) as (base, _pid),
+        server(Path(tmp) / "bench.db", src=src) as (base, server_pid),
     ):
         evs = span_run(e, n)
         post_burst(base, [evs[i : i + 500] for i in range(0, len(evs), 500)], 2)
@@ -291,6 +308,9 @@ def run(
                 browser.start_tracing(page=page, path=str(trace), categories=TRACE_CATEGORIES)
             sent: dict[str, float] = {}
             accepted: dict[str, float] = {}
+            procs = browser_processes()
+            server_proc = psutil.Process(server_pid)
+            cpu0 = (cpu_seconds(procs), cpu_seconds([server_proc]))
             main_start = datetime.fromisoformat(evs[1]["timestamp"].replace("Z", "+00:00"))
             first = main_start - timedelta(seconds=30)
             with httpx.Client(timeout=10) as client:
@@ -307,9 +327,10 @@ def run(
                 f"Object.keys(window.__seen).length >= {live}", polling=100, timeout=30_000
             )
             seen: dict[str, float] = page.evaluate("window.__seen")
+            cpu1 = (cpu_seconds(procs), cpu_seconds([server_proc]))
             if trace:
                 browser.stop_tracing()
-                result["frames"] = trace_summary(trace)
+                result["frames"] = trace_summary(trace, live)
             if cdp is not None and profile is not None:
                 prof = cdp.send("Profiler.stop")["profile"]
                 profile.write_text(json.dumps(prof))
@@ -329,6 +350,10 @@ def run(
                 **spread("draw_callback_", dict.fromkeys(draw_ms, 0.0), draw_ms),
                 **longtasks(page, from_ms),
                 "max_dom_nodes": page.evaluate("window.__bench.maxNodes"),
+                # CPU time (all Chromium processes; the server) per live span: what a loaded
+                # machine's figures depend on, and steadier than them.
+                "browser_cpu_per_span_ms": round((cpu1[0] - cpu0[0]) * 1000 / live, 2),
+                "server_cpu_per_span_ms": round((cpu1[1] - cpu0[1]) * 1000 / live, 2),
             }
             result["console_errors"] = errors
             browser.close()
@@ -347,7 +372,7 @@ def run(
 
 SUMMARY = ("p50_ms", "p99_ms", "page_p50_ms", "page_p99_ms", "server_p50_ms", "server_p99_ms",
            "drawn_p50_ms", "drawn_p99_ms", "draw_callback_p50_ms", "draw_callback_p99_ms",
-           "longest_task_ms")  # fmt: skip
+           "longest_task_ms", "browser_cpu_per_span_ms", "server_cpu_per_span_ms")  # fmt: skip
 
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
@@ -355,13 +380,20 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {"this": [], "against": []}
     for i in range(args.rounds):
         for side, src in (("this", None), ("against", args.against / "src")):
-            r = run(args.spans, args.live, args.gap, args.chromium, src=src)
+            trace = (
+                args.trace.with_name(f"{args.trace.stem}-{side}-{i + 1}.json")
+                if args.trace
+                else None
+            )
+            r = run(args.spans, args.live, args.gap, args.chromium, trace=trace, src=src)
             runs[side].append(r)
             lv, fp = r["live"], r["first_paint"]
             figures = " ".join(f"{k}={lv.get(k)}" for k in SUMMARY)
             print(f"round {i + 1} {side:8s} {figures} dom={lv['max_dom_nodes']} "
                   f"first_rows_s={fp['rows_on_screen_s']} first_task_ms={fp['longest_task_ms']} "
                   f"errors={len(r['console_errors'])}", file=sys.stderr, flush=True)  # fmt: skip
+            if "frames" in r:
+                print(f"         {side:8s} {r['frames']}", file=sys.stderr, flush=True)
     median = {
         side: {k: statistics.median(r["live"][k] for r in rs if k in r["live"]) for k in SUMMARY}
         for side, rs in runs.items()

@@ -147,22 +147,24 @@ function scale(t, now) {
  */
 function rebuild(t) {
   const sc = $("spans");
+  const list = state.spanList;
+  // Read from the list, not the browser: no layout forced in the middle of the frame.
+  const scrolled = list.top;
   const anchorId = view.hoverId ?? (sc.contains(document.activeElement) ? view.focusId : null) ??
-    (sc.scrollTop > 0 ? view.rows[Math.floor(sc.scrollTop / ROW_H)]?.id : null);
+    (scrolled > 0 ? view.rows[Math.floor(scrolled / ROW_H)]?.id : null);
   const before = anchorId !== null && indexOf(anchorId) !== undefined
-    ? indexOf(anchorId) * ROW_H - sc.scrollTop : null;
+    ? indexOf(anchorId) * ROW_H - scrolled : null;
   const rows = view.gen === -1 ? flatten(t, view.collapsed) : patchRows(t, view.rows, view.collapsed);
   view.rows = rows;
   view.gen = t.gen;
-  const list = state.spanList;
   list.slack = 0;
   if (before !== null && indexOf(anchorId) !== undefined) {
     const top = Math.max(0, indexOf(anchorId) * ROW_H - before);
     // Blank space below the rows if need be, so that the anchor can stay where it is.
-    const vh = sc.clientHeight;
+    const vh = list.vh || sc.clientHeight;
     if (top + vh > rows.length * ROW_H) list.slack = top + vh - rows.length * ROW_H;
     list.render();
-    if (Math.abs(sc.scrollTop - top) >= 1) sc.scrollTop = top;
+    list.setTop(top);
   }
 }
 
