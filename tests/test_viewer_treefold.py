@@ -195,3 +195,36 @@ def test_new_spans_are_put_in_place_as_a_walk_of_the_tree_would(tmp_path: Path) 
         assert results[0]["patched"] >= 8, (folded, results[0])
     (in_order, *_) = patch(tmp_path, [live], [])
     assert in_order["rows"][1:6] == ["early", "a", "m0", "m1", "x1"]
+
+
+def test_a_plan_task_runs_while_its_spans_do_and_ends_with_its_wave(tmp_path: Path) -> None:
+    # As the server's tree has it (core/spantree.py): a task runs while one of its spans
+    # does, failed if one did, else done; one with no spans yet ends with its wave.
+    def entry(task: str, ms: int, seq: int) -> dict[str, Any]:
+        return {"type": "transcript:entry", "executionId": E, "timestamp": ts(ms), "seq": seq,
+                "entry": {"taskId": task, "waveNumber": 1, "summary": "working"}}  # fmt: skip
+
+    def tool(tid: str, task: str, ms: int, seq: int, end: str | None = None) -> dict[str, Any]:
+        if end:
+            return {"type": "tool:end", "executionId": E, "toolUseId": tid, "resultStatus": end,
+                    "durationMs": 5.0, "timestamp": ts(ms), "seq": seq}  # fmt: skip
+        return {"type": "tool:start", "executionId": E, "toolUseId": tid, "tool": "Bash",
+                "inputSummary": "make", "taskId": task, "timestamp": ts(ms),
+                "seq": seq}  # fmt: skip
+
+    wave = {"type": "wave:status", "executionId": E, "waveNumber": 1, "status": "running",
+            "timestamp": ts(1), "seq": 2}  # fmt: skip
+    run = [ROOT, wave, entry("T1", 2, 3), entry("T2", 3, 4), entry("T3", 4, 5),
+           tool("u1", "T1", 10, 6), tool("u2", "T2", 11, 7), tool("u1", "T1", 15, 8, "done"),
+           tool("u2", "T2", 16, 9, "error")]  # fmt: skip
+    done = {**wave, "status": "completed", "timestamp": ts(30), "seq": 10}
+    again = tool("u3", "T1", 40, 11)
+    during, ended, rerun = fold(tmp_path, run[:6], [*run, done], [*run, done, again])
+
+    def state(r: dict[str, Any], sid: str) -> str:
+        (row,) = [x for x in r["rows"] if x[0] == sid]
+        return str(row[3])
+
+    assert [state(during, t) for t in ("task:T1", "task:T2", "task:T3")] == ["running"] * 3
+    assert [state(ended, t) for t in ("task:T1", "task:T2", "task:T3")] == ["done", "error", "done"]
+    assert state(rerun, "task:T1") == "running"  # a span of it starts again

@@ -150,6 +150,39 @@ function waveNode(t, wave) {
   return n;
 }
 
+/**
+ * A plan task's state, as the server's tree has it (core/spantree.py, _task_node): it runs
+ * while one of its spans does, failed if one did, else done, ending with the last of them
+ * (and of its transcript). A task of no spans yet runs until its wave or the run ends.
+ */
+function settleTask(t, task) {
+  let open = false;
+  let failed = false;
+  let end = task.last ?? -Infinity;
+  for (const k of task.kids) {
+    if (k.end === null && k.state === "running") open = true;
+    else {
+      if (k.state === "error") failed = true;
+      if (Number.isFinite(k.end) && k.end > end) end = k.end;
+    }
+  }
+  if (!task.kids.length) open = false;
+  const state = open ? "running" : failed ? "error" : "done";
+  const e = open ? null : Number.isFinite(end) ? end : task.start;
+  if (state === task.state && e === task.end) return;
+  task.state = state;
+  task.end = e;
+  if (e !== null && e > t.t1) t.t1 = e;
+  task.ver += 1;
+}
+
+/** The wave (or the run, `under` null) is over: its tasks are settled, none runs on. */
+function endTasks(t, under) {
+  for (const n of under ? under.kids : t.nodes.values()) {
+    if (n.kind === "task" && n.end === null) settleTask(t, n);
+  }
+}
+
 /** Widen a derived node (task) to cover a child's time. */
 function cover(t, n, ms) {
   if (!Number.isFinite(ms)) return;
@@ -168,8 +201,10 @@ export function foldEvent(t, ev, agentOfTask) {
     const w = waveNode(t, ev.waveNumber);
     if (!Number.isFinite(w.start)) setStart(t, w, ts);
     if (!w.openSeq) w.openSeq = ev.seq;
-    if (ev.status === "completed" || ev.status === "failed") close(t, w, stateOf(ev.status), ts, NaN);
-    else open(w, t);
+    if (ev.status === "completed" || ev.status === "failed") {
+      close(t, w, stateOf(ev.status), ts, NaN);
+      endTasks(t, w);
+    } else open(w, t);
     w.ver += 1;
     return;
   }
@@ -199,6 +234,7 @@ export function foldEvent(t, ev, agentOfTask) {
       const task = taskNode(t, n.taskId);
       reparent(t, n, task.id);
       cover(t, task, ts);
+      settleTask(t, task); // it runs (again) while this span does
     }
     n.agent = ev.agent ?? (n.kind === "agent" ? n.name : null) ?? n.agent;
     if (!n.agent && n.taskId && agentOfTask) n.agent = agentOfTask(n.taskId) ?? null;
@@ -223,7 +259,10 @@ export function foldEvent(t, ev, agentOfTask) {
     // The watchdog's "lost" names its alert: a clear of it gives the span back its run.
     n.lostBy = st === "lost" ? ev.details?.alertId ?? null : null;
     const task = n.taskId ? t.nodes.get(`task:${n.taskId}`) : null;
-    if (task && n.parent === task) cover(t, task, n.end);
+    if (task && n.parent === task) {
+      cover(t, task, n.end);
+      settleTask(t, task);
+    }
     t.gen += 1; // its row and its running siblings' rows change
   } else if (role.role === "content") {
     if (n.kind === "tool" && n.taskId) cover(t, t.nodes.get(`task:${n.taskId}`) ?? n, ts);
@@ -261,6 +300,7 @@ function foldStatus(t, ev, ts) {
     r.end = ts;
     r.closeSeq = ev.seq;
     if (ev.usage) r.usage = ev.usage;
+    endTasks(t, null);
   } else {
     r.state = "running";
     r.end = null;
