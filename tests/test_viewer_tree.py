@@ -16,7 +16,9 @@ from test_viewer_browser import (
     tool_end,
     tool_output,
     tool_start,
+    transcript,
     wait_for_events,
+    wave,
 )
 from viewer_fixtures import PHONE, Server, open_page
 
@@ -410,3 +412,28 @@ def test_the_run_list_names_and_totals_each_run(viewer_server: Server, page: Pag
     planner.click()
     expect(page.get_by_test_id("exec-name")).to_have_text("planner")
     expect(page.get_by_test_id("run-totals")).to_contain_text("2.3k tok")
+
+
+def test_plan_tasks_end_with_their_spans_and_their_wave(server: Server, page: Page) -> None:
+    # The plan's JSON: tasks of a wave, told by transcript entries and tool calls. A task
+    # runs while one of its tools does, failed if one did; the wave over, none runs on.
+    e = "exec-plan"
+    entries = [transcript(e, "on it", task=t) for t in ("T1", "T2", "T3")]
+    for x in entries:
+        x["entry"]["waveNumber"] = 1
+    events = [
+        root(e, "running"), wave(e, 0, 0), *entries,
+        tool_start(e, "u1", "Bash", "make", task="T1"),
+        tool_start(e, "u2", "Bash", "test", task="T2"),
+    ]  # fmt: skip
+    server.post(events)
+    open_tree(page, server, e, len(events))
+    for t in ("T1", "T2", "T3"):
+        expect(tree_row(page, f"task:{t}")).to_have_attribute("data-state", "running")
+    server.post([tool_end(e, "u1", "done", 5.0), tool_end(e, "u2", "error", 5.0)])
+    expect(tree_row(page, "task:T1")).to_have_attribute("data-state", "done")
+    expect(tree_row(page, "task:T2")).to_have_attribute("data-state", "error")
+    expect(tree_row(page, "task:T3")).to_have_attribute("data-state", "running")
+    server.post([wave(e, 1, 1, status="completed")])
+    expect(tree_row(page, "task:T3")).to_have_attribute("data-state", "done")
+    expect(tree_row(page, "task:T3").locator(".sbar")).not_to_have_class(re.compile(r"\bopen\b"))

@@ -61,3 +61,26 @@ def test_a_page_opened_later_shows_the_active_alerts(viewer_server: Server, page
     page.goto(viewer_server.url())
     expect(page.get_by_test_id("watch-alert")).to_contain_text("deploy")
     expect(execution_item(page, "old").get_by_test_id("watch-badge")).to_have_text("slow")
+
+
+def test_a_full_meta_line_stays_inside_its_run_item(server: Server, page: Page) -> None:
+    # State, count, age, the watchdog's badge and the running age on one line of the side
+    # bar: what does not fit is cut inside the item (with an ellipsis), never past its edge.
+    server.post([status("busy", "running"), tool_start("busy", "tu1", "build", "make all")])
+    page.goto(server.url())
+    row = execution_item(page, "busy")
+    expect(row.get_by_test_id("watch-badge")).to_have_text("slow")
+    expect(row.get_by_test_id("running-age")).to_contain_text("running ")
+    past = row.evaluate(
+        """li => {
+          const line = li.querySelector(".exec-meta").getBoundingClientRect();
+          return [...li.querySelectorAll(".exec-meta > *")]
+            .filter((x) => x.getBoundingClientRect().right > line.right + 0.5)
+            .map((x) => x.textContent);
+        }"""
+    )
+    assert past == []
+    # The state and the watchdog's badge are never the ones cut.
+    whole = "b => b.scrollWidth <= b.clientWidth"
+    assert row.get_by_test_id("watch-badge").evaluate(whole)
+    assert row.locator(".exec-meta > .badge").evaluate(whole)
