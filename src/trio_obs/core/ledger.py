@@ -264,7 +264,14 @@ def complete_batch(events: Sequence[ev.StreamEvent], now: str) -> list[ev.Stream
     """:func:`complete` for each event of a batch; the first bad one raises, naming its index."""
     if len(events) == 1:
         return [complete(events[0], now)]
-    return [complete(e, now, where=event_where(i, events)) for i, e in enumerate(events)]
+    done: list[ev.StreamEvent] = []
+    for index, event in enumerate(events):
+        try:
+            done.append(complete(event, now))
+        except InvalidInput:  # nothing was changed: again, to name its index
+            complete(event, now, where=event_where(index, events))
+            raise
+    return done
 
 
 def event_where(index: int, batch: Sequence[ev.StreamEvent]) -> str:
@@ -374,17 +381,18 @@ class _Batch:
         self.answers.append(Envelope(event.execution_id, seq, kept, b"", TOPIC_OF_TYPE[event.type]))
 
     def stage(self, batch: Sequence[ev.StreamEvent]) -> None:
+        role_of = _ROLES
         for index, event in enumerate(batch):
             key = event.execution_id
-            role = FACTS[event.type].role
-            if role == "opens":
+            role = role_of[event.type]
+            if role == "content":
+                self.content(key, event, index, batch)
+            elif role == "opens":
                 self.opening(key, event, index, batch)
             elif role == "closes":
                 self.closing(key, event, index, batch)
-            elif role == "status":
-                self.status(key, event, index, batch)  # type: ignore[arg-type]
             else:
-                self.content(key, event, index, batch)
+                self.status(key, event, index, batch)  # type: ignore[arg-type]
 
     def stored(
         self,
@@ -396,7 +404,8 @@ class _Batch:
         tool: str | None = None,
     ) -> int:
         env = self.add(key, event, task_id, tool)
-        check_ids(env.event, env.data, index, batch)
+        if len(env.data) > MAX_ID_BYTES:  # else no id of it can be (see check_ids)
+            check_ids(env.event, env.data, index, batch)
         if key != GLOBAL:
             if isinstance(env.event, ev.ExecutionStatusEvent):
                 copy = attrs.evolve(env.event, seq=None, pos=None)
@@ -549,6 +558,9 @@ class _Batch:
             s.name, s.name_since = event.agent, ""
             if event.agent not in s.agents:
                 s.agents = (event.agent, *s.agents)
+
+
+_ROLES: Final = {kind: fact.role for kind, fact in FACTS.items()}
 
 
 def _count_span(s: StreamCounters, kind: str, model: str | None, usage: ev.Usage | None) -> None:
