@@ -222,3 +222,26 @@ def _entry() -> ev.TranscriptEntry:
         id="t", timestamp="2026-01-01T00:00:00.000Z", sequence=1, execution_id="e1",
         instance_id="i", entry_type="text", category="c", summary="s",
     )  # fmt: skip
+
+
+def test_a_group_fed_at_once_is_judged_as_each_event_fed_alone() -> None:
+    # The driver feeds each dispatched group with one call (issue 25).
+    s = Store()
+    s.put(started(), T0)
+    s.put(beat(), T0)
+    s.put(tool("tu1"), T0 + 0.5)
+    s.put(ev.ToolOutputEvent(execution_id="e1", tool_use_id="tu1", chunk="x"), T0 + 1)
+    s.put(tool_end("tu1"), T0 + 1.5)
+    s.put(tool("tu2"), T0 + 1.6)
+    s.put(beat(), T0 + 2)
+    s.put(ev.ExecutionStatusEvent(execution_id="e2", status="completed"), T0 + 2)
+    group = Judge(LIMITS, started=T0)
+    group.feed_all((e.execution_id, e) for e in s.stored)
+    assert group.runs == s.judge.runs and group.counts() == s.judge.counts()
+    assert [attrs.asdict(v) for v in group.open_spans()] == [
+        attrs.asdict(v) for v in s.judge.open_spans()
+    ]
+    judged = [
+        [(j.key, kinds(list(j.events))) for j in judge.judge(T0 + 30)] for judge in (group, s.judge)
+    ]
+    assert judged[0] == judged[1] and judged[0]

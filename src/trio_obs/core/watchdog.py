@@ -177,6 +177,8 @@ class OpenSpanView:
 
 
 _TIMED: Final = frozenset({"tool", "llm"})
+_WATCH_TYPES: Final = frozenset({"watch:alert", "watch:clear"})
+_ROLES: Final = {kind: fact.role for kind, fact in FACTS.items()}
 """Kinds of span judged slow (and whose durations make their p95)."""
 
 
@@ -219,37 +221,55 @@ class Judge:
     # ------------------------------------------------------------------ feeding
 
     def feed(self, key: str, event: ev.StreamEvent) -> None:
-        """One stored event of stream ``key`` (in seq order; a repeated seq is ignored).
+        """One stored event of stream ``key`` (in seq order; a repeated seq is ignored)."""
+        self.feed_all(((key, event),))
 
-        Called for every stored event: the common path is a few dict lookups (times are
-        kept as the stored strings, which sort, and read as numbers only where judged).
+    def feed_all(self, stored: Iterable[tuple[str, ev.StreamEvent]]) -> None:
+        """Stored events with their stream keys, in order (a repeated seq is ignored).
+
+        Called for every stored event, a dispatched group at a time: the common path is a
+        few dict lookups (times are kept as the stored strings, which sort, and read as
+        numbers only where judged).
         """
-        if key in self._ended:
-            return
-        run = self.runs.get(key)
-        if run is None:
-            run = self.runs[key] = Run(key)
-        seq = event.seq or 0
-        if seq and seq <= run.fed_seq:
-            return
-        if seq > run.fed_seq:
-            run.fed_seq = seq
-        kind = event.type
-        if kind == "watch:alert" or kind == "watch:clear":
-            self._watched(run, event)
-            return
-        role = FACTS[kind].role
-        if role == "closes" and isinstance(event, ev.SpanEndEvent) and event.state == "lost":
-            # A provisional closing (ours): the span stays open until its real end.
-            span = run.spans.get(event.span_id)
-            by = (event.details or {}).get("alertId")
-            if span is not None and isinstance(by, str) and by in run.alerts:
-                span.lost_by = by
-            return
+        ended, runs, roles = self._ended, self.runs, _ROLES
+        for key, event in stored:
+            if key in ended:
+                continue
+            run = runs.get(key)
+            if run is None:
+                run = runs[key] = Run(key)
+            seq = event.seq or 0
+            if seq and seq <= run.fed_seq:
+                continue
+            if seq > run.fed_seq:
+                run.fed_seq = seq
+            kind = event.type
+            if kind in _WATCH_TYPES:
+                self._watched(run, event)
+                continue
+            role = roles[kind]
+            if role == "closes" and isinstance(event, ev.SpanEndEvent) and event.state == "lost":
+                self._lost(run, event)
+                continue
+            stamp = event.timestamp
+            if stamp > run.last:
+                run.last = stamp
+            run.last_seq = seq
+            if role != "content" or kind == "agent:heartbeat":  # else: heard of, that is all
+                self._spans_and_states(key, run, seq, role, event)
+
+    @staticmethod
+    def _lost(run: Run, event: ev.SpanEndEvent) -> None:
+        # A provisional closing (ours): the span stays open until its real end.
+        span = run.spans.get(event.span_id)
+        by = (event.details or {}).get("alertId")
+        if span is not None and isinstance(by, str) and by in run.alerts:
+            span.lost_by = by
+
+    def _spans_and_states(
+        self, key: str, run: Run, seq: int, role: str, event: ev.StreamEvent
+    ) -> None:
         stamp = event.timestamp
-        if stamp > run.last:
-            run.last = stamp
-        run.last_seq = seq
         if role == "opens":
             span_id = span_id_of(event)
             if span_id is not None and span_id not in run.spans:
