@@ -561,6 +561,11 @@ class _Batch:
 
 
 _ROLES: Final = {kind: fact.role for kind, fact in FACTS.items()}
+_COPIED: Final = frozenset(
+    kind for kind, fact in FACTS.items() if fact.role in ("status", "closes")
+)
+"""Types whose staging may write ``global``: a status (its copy), a closing (it may release
+a held status, which has its copy)."""
 
 
 def _count_span(s: StreamCounters, kind: str, model: str | None, usage: ev.Usage | None) -> None:
@@ -655,11 +660,11 @@ class Ledger:
     def unknown_streams(self, batches: Sequence[Sequence[ev.StreamEvent]]) -> list[str]:
         """Stream keys ``batches`` write whose counters must be loaded from the store first."""
         wanted: dict[str, None] = {}
+        copied = _COPIED
         for batch in batches:
             for event in batch:
                 wanted[event.execution_id] = None
-                # A closing may release a held status, which has its `global` copy.
-                if isinstance(event, ev.ExecutionStatusEvent) or FACTS[event.type].role == "closes":
+                if event.type in copied:
                     wanted[GLOBAL] = None
         return [key for key in wanted if not self.knows(key)]
 
