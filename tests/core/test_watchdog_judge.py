@@ -245,3 +245,21 @@ def test_a_group_fed_at_once_is_judged_as_each_event_fed_alone() -> None:
         [(j.key, kinds(list(j.events))) for j in judge.judge(T0 + 30)] for judge in (group, s.judge)
     ]
     assert judged[0] == judged[1] and judged[0]
+
+
+def test_a_producer_that_joins_after_a_tick_is_judged_lost_on_time() -> None:
+    # A tick skips the producers of a run none of which can be lost yet (issue 25): one
+    # that joins later, with an earlier limit, is judged all the same.
+    s = Store()
+    s.put(started(), T0)
+    s.put(beat(who="slow", interval=10.0), T0)  # lost after 30 s
+    assert s.tick(T0 + 2) == []
+    s.put(beat(who="fast"), T0 + 3)  # lost after 3 s
+    assert s.tick(T0 + 5.9) == []
+    [alert] = s.tick(T0 + 6.1)
+    assert isinstance(alert, ev.WatchAlertEvent) and alert.instance_id == "fast"
+    s.put(beat(who="fast"), T0 + 7)  # heard again, 4 s after the last: cleared, and
+    assert kinds(s.tick(T0 + 7.5)) == ["watch:clear"]  # judged again after 3 x 4 s
+    assert s.tick(T0 + 18.9) == []
+    [again] = s.tick(T0 + 19.1)
+    assert isinstance(again, ev.WatchAlertEvent) and again.instance_id == "fast"

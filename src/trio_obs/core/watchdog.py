@@ -24,6 +24,7 @@ threshold from its start, so a server that was down does not call its producers 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -149,6 +150,10 @@ class Run:
     alerts: dict[str, ev.WatchAlertEvent] = attrs.field(factory=dict)
     """Active alerts (stored, not cleared) by id."""
     idle_alert: str | None = None
+    lost_due: float = 0.0
+    """No producer of it without an alert can be judged lost before this time (a lower
+    bound): the ticks before it skip its producers (issue 25: a run's every heartbeat
+    instance was looked at every tick)."""
 
 
 @attrs.frozen
@@ -305,16 +310,26 @@ class Judge:
         producer = run.producers.get(event.instance_id)
         declared = (event.metrics or {}).get(INTERVAL_FIELD)
         if producer is None:
-            run.producers[event.instance_id] = Producer(
+            producer = run.producers[event.instance_id] = Producer(
                 event.instance_id, at, seq, declared if declared and declared > 0 else None
             )
-            return
-        if declared and declared > 0:
-            producer.interval = declared
-        elif at > producer.last:
-            producer.interval = at - producer.last
-        producer.last = max(producer.last, at)
-        producer.last_seq = seq
+        else:
+            if declared and declared > 0:
+                producer.interval = declared
+            elif at > producer.last:
+                producer.interval = at - producer.last
+            producer.last = max(producer.last, at)
+            producer.last_seq = seq
+        run.lost_due = min(run.lost_due, self._lost_due(producer))
+
+    def _lost_limit(self, producer: Producer) -> float:
+        """Seconds of silence after which ``producer`` is lost."""
+        return max(3 * (producer.interval or 0.0), self.thresholds.lost_after)
+
+    def _lost_due(self, producer: Producer) -> float:
+        """When ``producer`` is lost if it stays silent (a microsecond early: rounding never
+        makes a tick skip it when it is due)."""
+        return max(producer.last, self.started) + self._lost_limit(producer) - 1e-6
 
     def _alerted(self, run: Run, alert: ev.WatchAlertEvent) -> None:
         run.alerts[alert.alert_id] = alert
@@ -330,6 +345,7 @@ class Judge:
         for producer in run.producers.values():
             if producer.alert == alert:
                 producer.alert = None
+                run.lost_due = 0.0  # it may be judged lost again
         if run.idle_alert == alert:
             run.idle_alert = None
         if gone.alert == "lost":  # a producer is back: the run's spans are not lost
@@ -388,13 +404,14 @@ class Judge:
             if not run.alerts:
                 self._forget(run.execution_id)
             return out
-        t = self.thresholds
         # lost
         lost_now: list[ev.WatchAlertEvent] = []
-        for producer in run.producers.values():
+        due = math.inf
+        for producer in run.producers.values() if now >= run.lost_due else ():
             if producer.alert is not None:
                 continue
-            limit = max(3 * (producer.interval or 0.0), t.lost_after)
+            due = min(due, self._lost_due(producer))
+            limit = self._lost_limit(producer)
             if now - max(producer.last, self.started) < limit:
                 continue
             aid = alert_id("lost", run.execution_id, producer.instance_id, producer.last_seq)
@@ -411,6 +428,8 @@ class Judge:
                     f"(judged lost after {_ago(limit)})",
                 )
             )
+        if now >= run.lost_due:
+            run.lost_due = due
         closing: set[str] = set()
         if lost_now:
             all_lost = all(
@@ -459,7 +478,7 @@ class Judge:
         if (
             run.status in RUNNING_STATES
             and run.idle_alert is None
-            and now - max(seconds_of(run.last) or 0.0, self.started) >= t.idle_after
+            and now - max(seconds_of(run.last) or 0.0, self.started) >= self.thresholds.idle_after
         ):
             aid = alert_id("idle", run.execution_id, run.last_seq)
             if aid not in self._pending:
