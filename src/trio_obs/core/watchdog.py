@@ -404,6 +404,7 @@ class Judge:
             if not run.alerts:
                 self._forget(run.execution_id)
             return out
+        t = self.thresholds
         # lost
         lost_now: list[ev.WatchAlertEvent] = []
         due = math.inf
@@ -478,7 +479,7 @@ class Judge:
         if (
             run.status in RUNNING_STATES
             and run.idle_alert is None
-            and now - max(seconds_of(run.last) or 0.0, self.started) >= self.thresholds.idle_after
+            and now - max(seconds_of(run.last) or 0.0, self.started) >= t.idle_after
         ):
             aid = alert_id("idle", run.execution_id, run.last_seq)
             if aid not in self._pending:
