@@ -416,6 +416,8 @@ class Judge:
         for span in run.spans.values():
             if span.kind not in ("tool", "llm") or span.lost_by or span.span_id in closing:
                 continue
+            if now - span.start < t.slow_after:
+                continue  # young (the limit is never below it): the common case, cheaply
             aid = alert_id("slow", run.execution_id, span.span_id)
             if aid in run.alerts or aid in self._pending:
                 continue
