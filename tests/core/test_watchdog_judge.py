@@ -160,6 +160,18 @@ def test_a_tick_over_many_young_open_calls_names_and_sorts_none_of_them(
     assert kinds(s.tick(T0 + 5.1)) == ["slow"] * 2000
 
 
+def test_a_call_that_started_long_ago_is_slow_among_young_ones_judged_before() -> None:
+    s = Store()
+    s.put(started(), T0 + 10)
+    s.put(tool("young"), T0 + 10)
+    assert s.tick(T0 + 11) == []  # every open call of the run is young: passed by
+    s.put(tool("late"), T0)  # a start told late: open since T0
+    (alert,) = s.tick(T0 + 11)
+    assert isinstance(alert, ev.WatchAlertEvent) and alert.alert == "slow"
+    assert alert.tool_use_id == "late"
+    assert kinds(s.tick(T0 + 15.1)) == ["slow"]  # and the young one in its time
+
+
 def test_idle_then_next_event_clears() -> None:
     s = Store()
     s.put(started(), T0)
