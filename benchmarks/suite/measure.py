@@ -640,7 +640,7 @@ def ingest_live(run: Run, target: Target) -> None:
         run_id = run.next_run()
         file = RESULTS / "logs" / f"mix-live-{run_id}.bin"
         file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_bytes(mix.live_template(run_id))
+        file.write_bytes(mix.live_template(run_id, time.time_ns()))
         pool.reset(run_id)
         cpu0, t0 = server.cpu_seconds(), time.monotonic()
         reply = json.loads(

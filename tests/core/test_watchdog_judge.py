@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import attrs
+import pytest
 
 from trio_obs.core import events as ev
+from trio_obs.core import watchdog
 from trio_obs.core.watchdog import Judge, Judgement, Thresholds, ev_time
 
 T0 = 1_800_000_000.0
@@ -134,6 +136,40 @@ def test_slow_threshold_follows_the_tools_p95() -> None:
     assert kinds(s.tick(T0 + 7)) == ["slow"]  # grep, at slow_after
     assert s.tick(T0 + 12.9) == []
     assert kinds(s.tick(T0 + 13.1)) == ["slow"]
+
+
+def test_a_tick_over_many_young_open_calls_names_and_sorts_none_of_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each tick runs on the server's event loop: with thousands of live span starts open,
+    # hashing an alert id and sorting durations for each one held every POST up for a
+    # tenth of a second a tick (issue 25). A call younger than slow_after is passed by.
+    s = Store()
+    for i in range(10):
+        s.put(tool(f"w{i}", "build"), T0)
+        s.put(tool_end(f"w{i}", 100), T0)
+    for i in range(2000):
+        s.put(tool(f"tu{i}", "build", e=f"e{i % 200}"), T0)
+    named: list[str] = []
+    real = watchdog.alert_id
+    monkeypatch.setattr(watchdog, "alert_id", lambda kind, *p: named.append(kind) or real(kind, *p))
+    monkeypatch.setattr(watchdog, "_p95", lambda values: pytest.fail("a young call's p95"))
+    assert s.tick(T0 + 4.9) == []
+    assert named == []
+    monkeypatch.undo()
+    assert kinds(s.tick(T0 + 5.1)) == ["slow"] * 2000
+
+
+def test_a_call_that_started_long_ago_is_slow_among_young_ones_judged_before() -> None:
+    s = Store()
+    s.put(started(), T0 + 10)
+    s.put(tool("young"), T0 + 10)
+    assert s.tick(T0 + 11) == []  # every open call of the run is young: passed by
+    s.put(tool("late"), T0)  # a start told late: open since T0
+    (alert,) = s.tick(T0 + 11)
+    assert isinstance(alert, ev.WatchAlertEvent) and alert.alert == "slow"
+    assert alert.tool_use_id == "late"
+    assert kinds(s.tick(T0 + 15.1)) == ["slow"]  # and the young one in its time
 
 
 def test_idle_then_next_event_clears() -> None:

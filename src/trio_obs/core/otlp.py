@@ -74,6 +74,8 @@ MAX_OUTPUT: Final = 64 * 1024
 """Characters of a span's ``output`` text at most."""
 MAX_DEPTH: Final = 256
 """Ancestors walked up to find a span's agent (a bound against cycles in bad input)."""
+_NOT_SHOWN: Final = ("trio_obs.", "llm.input_messages.", "llm.output_messages.")
+"""Attribute prefixes left out of a span's ``details`` (ours, and messages given structured)."""
 
 
 @attrs.frozen
@@ -109,6 +111,8 @@ class _Builder:
         self.entries: dict[str, int] = {}
         self.outer: dict[str, Outer] = {}
         self.started: set[str] = set()
+        self.walked: dict[SpanRef, tuple[str | None, bool | None]] = {}
+        self.shown: dict[SpanRef, JSON] = {}
         self.out: list[tuple[int, int, ev.StreamEvent]] = []
         self.last_time = 0
         self.total = 0
@@ -121,31 +125,34 @@ class _Builder:
         found = self.spans.get(ref)
         return found if found is not None else self.memory.seen(ref)
 
+    def above(self, trace_id: str, parent: str | None) -> tuple[str | None, bool | None]:
+        """The nearest agent at or above span ``parent``: (its name where known, whether there
+        is one: None when the chain is cut before an agent or the root). One walk up, kept
+        for the request (every call comes after the spans of the request are read)."""
+        if parent is None:
+            return None, False
+        found = self.walked.get((trace_id, parent))
+        if found is not None:
+            return found
+        answer: tuple[str | None, bool | None] = (None, None)
+        at: str | None = parent
+        for _ in range(MAX_DEPTH):
+            if at is None:
+                answer = (None, False)
+                break
+            seen = self.seen((trace_id, at))
+            if seen is None:
+                break
+            if seen.kind == "agent" or seen.agent is not None:
+                answer = (seen.agent, True)
+                break
+            at = seen.parent
+        self.walked[(trace_id, parent)] = answer
+        return answer
+
     def agent_above(self, trace_id: str, parent: str | None) -> str | None:
         """The name of the nearest agent at or above span ``parent``, where it is known."""
-        for _ in range(MAX_DEPTH):
-            if parent is None:
-                return None
-            seen = self.seen((trace_id, parent))
-            if seen is None:
-                return None
-            if seen.agent is not None:
-                return seen.agent
-            parent = seen.parent
-        return None
-
-    def under_agent(self, trace_id: str, parent: str | None) -> bool | None:
-        """Whether an agent is above ``parent`` (inclusive); None when the chain is cut."""
-        for _ in range(MAX_DEPTH):
-            if parent is None:
-                return False
-            seen = self.seen((trace_id, parent))
-            if seen is None:
-                return None
-            if seen.kind == "agent":
-                return True
-            parent = seen.parent
-        return None
+        return self.above(trace_id, parent)[0]
 
     def outer_of(self, trace_id: str) -> Outer | None:
         found = self.outer.get(trace_id)
@@ -317,7 +324,7 @@ class _Builder:
         for c in copies:
             if c.about.kind != "agent" or c.about.agent_name is None:
                 continue
-            if self.under_agent(trace_id, c.parent) is not False:
+            if self.above(trace_id, c.parent)[1] is not False:
                 continue  # an agent above it, or a chain not known up to the root yet
             same = (
                 best is not None and best.start == c.view.start and best.name == c.about.agent_name
@@ -342,10 +349,12 @@ class _Builder:
     def mark(self, c: Copy, phase: Literal["opened", "closed"]) -> bool:
         """Mark ``c``'s span opened or closed; False if this server already stored that."""
         seen = self.seen(c.ref) or Seen(c.about.kind, c.parent)
-        if getattr(seen, phase):
+        opened = phase == "opened"
+        if seen.opened if opened else seen.closed:
             return False
-        done = attrs.evolve(seen, opened=True) if phase == "opened" else None
-        self.spans[c.ref] = done or attrs.evolve(seen, closed=True)
+        self.spans[c.ref] = Seen(
+            seen.kind, seen.parent, seen.agent, opened or seen.opened, not opened or seen.closed
+        )
         return True
 
     def open(self, c: Copy) -> None:
@@ -478,17 +487,20 @@ class _Builder:
 
     def details(self, c: Copy, **extra: JSON) -> ev.JSONDict:
         """What else the producer said of a span: its name, service and other attributes."""
-        shown = {
-            k: v
-            for k, v in c.view.attributes.items()
-            if k not in BULKY
-            and not k.startswith(("trio_obs.", "llm.input_messages.", "llm.output_messages."))
-        }
+        shown = self.shown.get(c.ref)
+        if shown is None:  # once per copy: a finished span's opening and closing share it
+            shown = self.shown[c.ref] = trimmed(
+                {
+                    k: v
+                    for k, v in c.view.attributes.items()
+                    if k not in BULKY and not k.startswith(_NOT_SHOWN)
+                }
+            )
         out: ev.JSONDict = {
             "spanName": c.view.span.name,
             "service": c.view.resource.service,
             "toolCallId": c.about.tool_call_id,
-            "attributes": trimmed(shown) or None,
+            "attributes": shown or None,
             **extra,
         }
         return {k: v for k, v in out.items() if v is not None}
@@ -497,6 +509,8 @@ class _Builder:
         """A span's events: ``exception`` to the message bus; message events are already
         in the model call; the others are transcript entries of the span."""
         s = c.view
+        if not s.span.events:
+            return
         agent = self.agent_of(c)
         for index, event in enumerate(s.span.events):
             if event.name.startswith("gen_ai.") and (

@@ -125,6 +125,10 @@ MESSAGE_EVENTS: Final[dict[str, str]] = {
 DETAILS_EVENT: Final = "gen_ai.client.inference.operation.details"
 """The current conventions' event with a model call's messages; folded into the call."""
 
+_MESSAGE_KEYS: Final = frozenset({*MESSAGES_IN, *MESSAGES_OUT, *SYSTEM, OLD_EVENTS_ATTRIBUTE})
+_MESSAGE_PREFIXES: Final = (OPENINFERENCE_IN, OPENINFERENCE_OUT)
+"""What :func:`_messages` reads a conversation from (span events aside)."""
+
 PENDING: Final = "pending_span"
 BULKY: Final = frozenset(
     {
@@ -523,11 +527,15 @@ def describe(
     word); ``error`` the status message of a span that failed ("" if it gave none).
     """
     events = list(events)
-    merged = dict(attributes)
-    for event_name, event_attributes in events:
-        if event_name == DETAILS_EVENT:  # the current conventions' messages, as an event
+    merged: Mapping[str, JSON] = attributes
+    # the current conventions' messages, as an event
+    details = [given for event_name, given in events if event_name == DETAILS_EVENT]
+    if details:
+        with_details = dict(attributes)
+        for event_attributes in details:
             for key, value in event_attributes.items():
-                merged.setdefault(key, value)
+                with_details.setdefault(key, value)
+        merged = with_details
     kind = kind_of(name, merged, operation)
     agent_name = fact(merged, "agent_name")
     if kind == "agent" and agent_name is None:
@@ -537,7 +545,10 @@ def describe(
     usage, aggregate = usage_of(merged)
     if kind == "agent" and usage:
         aggregate = True  # an agent's counts are its model calls' sum
-    system, given, output = _messages(merged, events)
+    if events or any(k in _MESSAGE_KEYS or k.startswith(_MESSAGE_PREFIXES) for k in merged):
+        system, given, output = _messages(merged, events)
+    else:  # the usual span: no attribute a conversation is read from
+        system = given = output = None
     tool_name = fact(merged, "tool_name") if kind == "tool" else None
     if kind == "tool" and tool_name is None:
         tool_name = after_prefix(name, "execute_tool") or name or "tool"

@@ -56,15 +56,31 @@ SpanRef: TypeAlias = tuple[str, str]
 JSON: TypeAlias = Any
 
 
+_SECONDS: dict[int, str | None] = {}
+"""Recent whole seconds as ISO-8601 up to the dot (a request's spans share a few): a
+datetime per timestamp was a tenth of the translation."""
+_SECONDS_KEPT: Final = 4096
+
+
 def iso_of_nanos(nanos: int) -> str | None:
     """A Unix time in nanoseconds as ISO-8601 UTC with milliseconds; None when unset (0)."""
     if nanos <= 0:
         return None
-    try:
-        moment = datetime.fromtimestamp(nanos // 1_000_000_000, UTC)
-    except (OverflowError, OSError, ValueError):
+    second = nanos // 1_000_000_000
+    head = _SECONDS.get(second, "")
+    if head == "":
+        try:
+            moment = datetime.fromtimestamp(second, UTC)
+        except (OverflowError, OSError, ValueError):
+            head = None
+        else:
+            head = ev.iso_utc(moment)[:-4]  # "...T10:30:00." (the stored form, to the dot)
+        if len(_SECONDS) >= _SECONDS_KEPT:
+            _SECONDS.clear()
+        _SECONDS[second] = head
+    if head is None:
         return None
-    return ev.iso_utc(moment.replace(microsecond=nanos // 1000 % 1_000_000))
+    return f"{head}{nanos // 1_000_000 % 1000:03d}Z"
 
 
 def value_of(value: AnyValue, depth: int = 0) -> JSON:
@@ -97,6 +113,19 @@ def trimmed(value: JSON, depth: int = 0) -> JSON:
     """``value`` within the bounds of ``details``: strings, arrays and nesting cut short."""
     if isinstance(value, str):
         return cut(value, MAX_STRING)
+    if isinstance(value, dict) and depth < MAX_DEPTH:
+        # The usual attributes: flat, short strings and numbers, kept as they are.
+        plain = True
+        for v in value.values():
+            if isinstance(v, str):
+                if len(v) > MAX_STRING:
+                    plain = False
+                    break
+            elif isinstance(v, list | dict):
+                plain = False
+                break
+        if plain:
+            return {str(k): v for k, v in value.items()}
     if isinstance(value, list | dict) and depth >= MAX_DEPTH:
         return cut(orjson.dumps(value).decode(), MAX_STRING)
     if isinstance(value, list):
@@ -223,23 +252,6 @@ class SpanView:
         if not (self.start and self.end):
             return 0.0
         return round(max(0, self.end - self.start) / 1e6, 3)
-
-    def details(self, **extra: JSON) -> ev.JSONDict:
-        """The span's facts for ``details``/``payload``: ids, name, status, its attributes."""
-        out: ev.JSONDict = {
-            "spanId": self.span_id,
-            "parentSpanId": self.span.parent_span_id.hex() or None,
-            "spanName": self.span.name,
-            "operation": self.operation,
-            "service": self.resource.service,
-            "status": "error" if self.failed else None,
-            "statusMessage": self.span.status.message or None,
-            **extra,
-        }
-        if "attributes" not in extra:
-            shown = {k: v for k, v in self.attributes.items() if not k.startswith("trio_obs.")}
-            out["attributes"] = trimmed(shown) or None
-        return {k: v for k, v in out.items() if v is not None}
 
 
 def agent_name_of(span_name: str, attributes: Mapping[str, JSON]) -> str:

@@ -154,6 +154,9 @@ class Run:
     """No producer of it without an alert can be judged lost before this time (a lower
     bound): the ticks before it skip its producers (issue 25: a run's every heartbeat
     instance was looked at every tick)."""
+    oldest: float = math.inf
+    """At or before the start of every open span (the earliest, after a tick looked at them
+    all): while it is younger than ``slow_after``, no span of the run is looked at."""
 
 
 @attrs.frozen
@@ -279,10 +282,12 @@ class Judge:
             span_id = span_id_of(event)
             if span_id is not None and span_id not in run.spans:
                 opened = _span_of(event, span_id)
-                at = seconds_of(stamp)
+                at = seconds_of(stamp) or 0.0
                 run.spans[span_id] = OpenSpan(
-                    span_id, opened[0], opened[1], at or 0.0, opened[2], event.agent
+                    span_id, opened[0], opened[1], at, opened[2], event.agent
                 )
+                if at < run.oldest:
+                    run.oldest = at
         elif role == "closes":
             span = run.spans.pop(span_id_of(event) or "", None)
             if span is not None and span.kind in _TIMED:
@@ -452,10 +457,15 @@ class Judge:
                         tuple(events),
                     )
                 )
-        # slow
-        for span in run.spans.values():
+        # slow (no limit is below slow_after: a run whose spans are all younger is passed by)
+        spans = run.spans.values() if now - run.oldest >= t.slow_after else ()
+        if spans:
+            run.oldest = min(span.start for span in spans)
+        for span in spans:
             if span.kind not in ("tool", "llm") or span.lost_by or span.span_id in closing:
                 continue
+            if now - span.start < t.slow_after:
+                continue  # young: the common case, cheaply
             aid = alert_id("slow", run.execution_id, span.span_id)
             if aid in run.alerts or aid in self._pending:
                 continue
