@@ -449,6 +449,8 @@ def cut_conversation(
     Cut from the middle of the longest text of the longest message, marked there, until
     they fit; a list that cannot be cut enough (no text left to cut) is dropped.
     """
+    if not any(lists):  # the usual span: no conversation at all
+        return lists, 0
     size = sum(len(orjson.dumps(m)) for m in lists if m)
     if size <= limit:
         return lists, 0
