@@ -8,7 +8,11 @@ prints one JSON object on stdout. ``--quick`` does fewer iterations.
 - broker, at 0 / 10 / 100 / 1,000 subscribers whose channels are drained by tasks:
   the dispatch path alone (``broker.dispatcher.dispatch([envelope], now)``, what each commit costs
   the writer per event), and end to end ``await broker.publish([event])`` (a SQLite
-  commit, then dispatch), with the emit -> receive latency of the subscribers.
+  commit, then dispatch), with the emit -> receive latency of the subscribers; and the
+  producer's own cost per emit, as its task's CPU time and as the calls its task makes
+  (a count of work that the state of the caches does not move). At 0 subscribers, also
+  the producer's time when one subscriber evicts the caches after each emit (what 1,000
+  subscribers' steps do between two of the producer's): see ``producer_cold_us``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import gc
 import statistics
 import sys
 import time
-from collections.abc import Callable
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -189,8 +195,71 @@ class TaskTime(trio.abc.Instrument):
             self._started = None
 
 
-async def broker_at(subscribers: int, quick: bool) -> dict[str, Any]:
-    """The broker's costs and latency with ``subscribers`` drained subscribers."""
+class TaskCalls(trio.abc.Instrument):
+    """Python and C calls made in one task's own steps: the work it does, as a count.
+
+    Unlike a time, a count does not grow when other tasks' steps leave the caches cold:
+    work done per subscriber on the producer's path shows here as calls per subscriber.
+    """
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.total = 0
+
+    def _count(self, _frame: types.FrameType, event: str, _arg: object) -> None:
+        if event in ("call", "c_call"):
+            self.total += 1
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            sys.setprofile(self._count)
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            sys.setprofile(None)
+
+
+EVICT_BYTES = 4 << 20
+"""What the cache-evicting subscriber touches per event: more than a core's L2 here."""
+
+
+@asynccontextmanager
+async def subscribed(
+    subscribers: int, drain: Callable[[LiveSubscription], Awaitable[None]], *, evict: bool
+) -> AsyncIterator[Any]:
+    """A fresh in-memory broker with ``subscribers`` drained ``all`` subscribers (and,
+    with ``evict``, one more whose handler touches :data:`EVICT_BYTES` per event)."""
+    memory = bytearray(EVICT_BYTES)
+
+    async def evicting(sub: LiveSubscription) -> None:
+        async for _env in sub:
+            for i in range(0, EVICT_BYTES, 64):  # a write to every cache line (a copy may not)
+                memory[i] ^= 1
+
+    async with trio_obs.open_observability(":memory:", queue_size=4096) as obs:
+        broker = obs.broker
+        subs = [broker.subscribe(ALL) for _ in range(subscribers)]
+        async with trio.open_nursery() as nursery:
+            for sub in subs:
+                nursery.start_soon(drain, sub)
+            if evict:
+                subs.append(broker.subscribe(ALL))
+                nursery.start_soon(evicting, subs[-1])
+            await trio.testing.wait_all_tasks_blocked()
+            yield broker
+            with trio.move_on_after(30):
+                await trio.testing.wait_all_tasks_blocked()  # the subscribers drain
+            for sub in subs:
+                sub.close()
+
+
+async def broker_at(subscribers: int, quick: bool, *, evict: bool = False) -> dict[str, Any]:
+    """The broker's costs and latency with ``subscribers`` drained subscribers.
+
+    The dispatch path and publishing are measured on two brokers, so that the envelopes
+    dispatched directly (positions of their own) are not delivered again with the
+    published ones. ``evict``: see :func:`subscribed` (only the producer's time is kept).
+    """
     if quick:
         n_dispatch, n_publish = (600, 300) if subscribers <= 100 else (200, 80)
     else:
@@ -200,76 +269,83 @@ async def broker_at(subscribers: int, quick: bool) -> dict[str, Any]:
     latencies: list[float] = []
     received = [0]
 
-    async with trio_obs.open_observability(":memory:", queue_size=4096) as obs:
-        broker = obs.broker
-        subs = [broker.subscribe(ALL) for _ in range(subscribers)]
+    async def drain(sub: LiveSubscription) -> None:
+        async for env in sub:
+            now = time.perf_counter()
+            received[0] += 1
+            chunk = env.event.chunk  # type: ignore[union-attr]
+            index = int(chunk[: chunk.index(":")])
+            if index >= 0:
+                latencies.append(now - emitted_at[index])
 
-        async def drain(sub: LiveSubscription) -> None:
-            async for env in sub:
-                now = time.perf_counter()
-                received[0] += 1
-                chunk = env.event.chunk  # type: ignore[union-attr]
-                index = int(chunk[: chunk.index(":")])
-                if index >= 0:
-                    latencies.append(now - emitted_at[index])
+    # 1. The dispatch path alone: what the writer spends per committed event.
+    async with subscribed(subscribers, drain, evict=evict) as broker:
+        envelopes = [
+            Envelope.of(
+                EXECUTION,
+                ev.ToolOutputEvent(
+                    execution_id=EXECUTION, tool_use_id="toolu_1", chunk=f"-1:{pad}",
+                    seq=i + 1, pos=i + 1,
+                ),
+            )
+            for i in range(n_dispatch)
+        ]  # fmt: skip
+        for env in envelopes:
+            env.born = time.perf_counter()
+        dispatch = broker.dispatcher.dispatch
+        per_event: list[float] = []
+        chunk = 200
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for start in range(0, n_dispatch, chunk):
+            batch = envelopes[start : start + chunk]
+            t0 = time.perf_counter_ns()
+            for env in batch:
+                dispatch([env], trio.current_time())
+            per_event.append((time.perf_counter_ns() - t0) / len(batch) / 1000)
+            await trio.testing.wait_all_tasks_blocked()  # the subscribers drain
+        dispatch_cpu = time.process_time() - cpu0
+        dispatch_wall = time.perf_counter() - wall0
+        dispatch_received = received[0]
 
-        async with trio.open_nursery() as nursery:
-            for sub in subs:
-                nursery.start_soon(drain, sub)
-            await trio.testing.wait_all_tasks_blocked()
+    # 2. End to end: publish = SQLite commit + dispatch, per emit.
+    received[0] = 0
+    async with subscribed(subscribers, drain, evict=evict) as broker:
+        publish_us: list[float] = []
+        producer_us: list[float] = []
+        # The producer's own cost: the time its task runs, not the time it waits
+        # while the writer and the subscribers (other tasks) do their part.
+        own = TaskTime(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(own)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for i in range(n_publish):
+            event = ev.ToolOutputEvent(
+                execution_id=EXECUTION, tool_use_id="toolu_1", chunk=f"{i}:{pad}"
+            )
+            t0, own0 = time.perf_counter(), own.total
+            emitted_at.append(t0)
+            await broker.publish([event])
+            publish_us.append((time.perf_counter() - t0) * 1e6)
+            producer_us.append((own.total - own0) * 1e6)
+        trio.lowlevel.remove_instrument(own)
+        with trio.move_on_after(30):
+            await trio.testing.wait_all_tasks_blocked()  # the subscribers drain
+        publish_cpu = time.process_time() - cpu0
+        publish_wall = time.perf_counter() - wall0
+        publish_received = received[0]
 
-            # 1. The dispatch path alone: what the writer spends per committed event.
-            envelopes = [
-                Envelope.of(
-                    EXECUTION,
-                    ev.ToolOutputEvent(
-                        execution_id=EXECUTION, tool_use_id="toolu_1", chunk=f"-1:{pad}", seq=i + 1
-                    ),
-                )
-                for i in range(n_dispatch)
-            ]
-            for env in envelopes:
-                env.born = time.perf_counter()
-            dispatch = broker.dispatcher.dispatch
-            per_event: list[float] = []
-            chunk = 200
-            cpu0, wall0 = time.process_time(), time.perf_counter()
-            for start in range(0, n_dispatch, chunk):
-                batch = envelopes[start : start + chunk]
-                t0 = time.perf_counter_ns()
-                for env in batch:
-                    dispatch([env], trio.current_time())
-                per_event.append((time.perf_counter_ns() - t0) / len(batch) / 1000)
-                await trio.testing.wait_all_tasks_blocked()  # the subscribers drain
-            dispatch_cpu = time.process_time() - cpu0
-            dispatch_wall = time.perf_counter() - wall0
-            dispatch_received = received[0]
-
-            # 2. End to end: publish = SQLite commit (worker thread) + dispatch, per emit.
-            received[0] = 0
-            publish_us: list[float] = []
-            producer_us: list[float] = []
-            # The producer's own cost: the time its task runs, not the time it waits
-            # while the writer and the subscribers (other tasks) do their part.
-            own = TaskTime(trio.lowlevel.current_task())
-            trio.lowlevel.add_instrument(own)
-            cpu0, wall0 = time.process_time(), time.perf_counter()
-            for i in range(n_publish):
-                event = ev.ToolOutputEvent(
-                    execution_id=EXECUTION, tool_use_id="toolu_1", chunk=f"{i}:{pad}"
-                )
-                t0, own0 = time.perf_counter(), own.total
-                emitted_at.append(t0)
-                await broker.publish([event])
-                publish_us.append((time.perf_counter() - t0) * 1e6)
-                producer_us.append((own.total - own0) * 1e6)
-            trio.lowlevel.remove_instrument(own)
-            with trio.move_on_after(30):
-                await trio.testing.wait_all_tasks_blocked()  # the subscribers drain
-            publish_cpu = time.process_time() - cpu0
-            publish_wall = time.perf_counter() - wall0
-            for sub in subs:
-                sub.close()
+        # 3. The producer's work as a count: calls its task makes per emit.
+        calls = TaskCalls(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(calls)
+        producer_calls: list[float] = []
+        for _ in range(50):
+            event = ev.ToolOutputEvent(
+                execution_id=EXECUTION, tool_use_id="toolu_1", chunk=f"-1:{pad}"
+            )
+            before = calls.total
+            await broker.publish([event])
+            producer_calls.append(calls.total - before)
+        trio.lowlevel.remove_instrument(calls)
+        sys.setprofile(None)  # removed within the producer's step: its end is not seen
     return {
         "subscribers": subscribers,
         "dispatch_us": summary(per_event),
@@ -280,9 +356,12 @@ async def broker_at(subscribers: int, quick: bool) -> dict[str, Any]:
         "dispatch_cpu_pct": 100 * dispatch_cpu / dispatch_wall,
         "publish_us": summary(publish_us),
         "producer_us": summary(producer_us),
+        "producer_calls": summary(producer_calls),
         "publish_events": n_publish,
         "latency_ms": summary([x * 1000 for x in latencies]),
-        "delivered_pct": 100.0 * received[0] / (n_publish * subscribers) if subscribers else 100.0,
+        "delivered_pct": 100.0 * publish_received / (n_publish * subscribers)
+        if subscribers
+        else 100.0,
         "cpu_pct": 100 * publish_cpu / publish_wall,
     }
 
@@ -290,7 +369,10 @@ async def broker_at(subscribers: int, quick: bool) -> dict[str, Any]:
 async def broker(quick: bool) -> list[dict[str, Any]]:
     """The broker at each subscriber count."""
     counts = (0, 100, 1000) if quick else (0, 10, 100, 1000)
-    return [await broker_at(n, quick) for n in counts]
+    out = [await broker_at(n, quick) for n in counts]
+    cold = await broker_at(0, quick, evict=True)
+    out[0]["producer_cold_us"] = cold["producer_us"]
+    return out
 
 
 def main() -> None:

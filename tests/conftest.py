@@ -6,11 +6,17 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 import trio_obs
-from support import Server, running_server
+from support import TIMEOUT, Address, Server, running_server
 from trio_obs.cli import DEFAULT_DB
+
+pytest_plugins = [
+    "redis_support",  # redis, own_redis, prefix: private redis-servers
+    "viewer_fixtures",  # the browser tests' server, browser and page
+]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -60,6 +66,13 @@ async def server() -> AsyncIterator[Server]:
     """A server on a free loopback port, over a fresh in-memory store."""
     async with running_server() as srv:
         yield srv
+
+
+@pytest.fixture
+async def http(server: Address) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the test's ``server`` (this one's, or a module's own)."""
+    async with httpx.AsyncClient(base_url=server.url(), timeout=TIMEOUT, trust_env=False) as c:
+        yield c
 
 
 @pytest.fixture

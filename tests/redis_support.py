@@ -16,13 +16,24 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 from support import START_TIMEOUT, TIMEOUT, free_port
+from trio_obs import Observability
+from trio_obs.hub.redis import RedisHub
+from trio_obs.producers import open_redis_observability
+
+CALM = 10.0
+"""Redis's per-call timeout (``redis_timeout``) in tests that do not test timeouts: on a
+loaded machine a test's redis-servers get no core for seconds, and the product's default
+(2 s) once ran out while a node was starting (load 12 on 2 cores)."""
 
 FAILOVER_WAIT = 30
 """Seconds a failover may take on a loaded machine before a test gives up (a hang guard)."""
@@ -368,3 +379,49 @@ class Cluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+# --------------------------------------------------------------------------- fixtures and nodes
+# (a plugin: conftest registers this module, so every test module has these fixtures)
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the module; each test keeps to its own key prefix."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone (it stops, restarts or loses it)."""
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of this test alone."""
+    return f"t{uuid.uuid4().hex[:8]}:"
+
+
+@asynccontextmanager
+async def nodes(
+    url: str, prefix: str = "trio-obs:", n: int = 2, **options: Any
+) -> AsyncIterator[list[RedisHub]]:
+    """``n`` hubs on one Redis: ``n`` nodes of one server (Redis's timeout :data:`CALM`
+    unless ``options`` say ``redis_timeout``)."""
+    options.setdefault("redis_timeout", CALM)
+    async with AsyncExitStack() as stack:
+        opened = [
+            await stack.enter_async_context(open_redis_observability(url, prefix=prefix, **options))
+            for _ in range(n)
+        ]
+        yield [hub_of(obs) for obs in opened]
+
+
+def hub_of(obs: Observability) -> RedisHub:
+    assert isinstance(obs.hub, RedisHub)
+    return obs.hub

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
@@ -158,6 +158,16 @@ class ServerProcess(Address):
             return self.process.wait(TIMEOUT)
         finally:
             self.process.kill()
+
+
+@contextmanager
+def serving(*args: str) -> Iterator[ServerProcess]:
+    """``trio-obs serve ARGS`` in a subprocess that, at the end, stops cleanly on SIGINT:
+    status 0 and no traceback logged."""
+    srv = ServerProcess(*args)
+    yield srv
+    assert srv.stop(signal.SIGINT) == 0
+    assert "Traceback" not in "".join(srv.stderr)
 
 
 class Cli(Address):

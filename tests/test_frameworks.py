@@ -10,7 +10,6 @@ Needs the ``frameworks`` extra.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -26,7 +25,7 @@ from trio_websocket import open_websocket_url
 
 from frameworks_support import USAGE, openai_server
 from otel_support import stored
-from support import TIMEOUT, ServerProcess, environment
+from support import TIMEOUT, ServerProcess, environment, serving
 
 RUNS = Path(__file__).with_name("framework_runs.py")
 STARTUP = TIMEOUT * 6
@@ -37,10 +36,8 @@ CLOSING = {"span:end", "tool:end"}
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    srv = ServerProcess("--db", ":memory:")
-    yield srv
-    assert srv.stop(signal.SIGINT) == 0
-    assert "Traceback" not in "".join(srv.stderr)
+    with serving("--db", ":memory:") as srv:
+        yield srv
 
 
 def run(scenario: str, *args: str, **env: str) -> str:

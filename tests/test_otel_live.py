@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import functools
 import itertools
-import signal
 import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -24,7 +23,15 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_support import WEATHER_RUN, receive, shape, stored, tracer_provider, weather_run
-from support import START_TIMEOUT, TIMEOUT, ServerProcess, environment, free_port, ws_client
+from support import (
+    START_TIMEOUT,
+    TIMEOUT,
+    ServerProcess,
+    environment,
+    free_port,
+    serving,
+    ws_client,
+)
 from trio_obs.otel import LiveSpanProcessor
 
 WORKER = "trio-obs-live-spans"
@@ -32,16 +39,8 @@ WORKER = "trio-obs-live-spans"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    srv = ServerProcess("--db", ":memory:")
-    yield srv
-    assert srv.stop(signal.SIGINT) == 0
-    assert "Traceback" not in "".join(srv.stderr)
-
-
-@pytest.fixture
-async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url(), timeout=TIMEOUT, trust_env=False) as c:
-        yield c
+    with serving("--db", ":memory:") as srv:
+        yield srv
 
 
 @pytest.fixture(autouse=True)

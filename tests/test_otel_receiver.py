@@ -8,9 +8,8 @@ exporter has no JSON) go the same way; the answers are those of the OTLP/HTTP sp
 from __future__ import annotations
 
 import gzip
-import signal
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -34,7 +33,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from otel_support import WEATHER_RUN, receive, shape, stored, tracer_provider, weather_run
-from support import TIMEOUT, ServerProcess, running_server, ws_client
+from support import TIMEOUT, ServerProcess, running_server, serving, ws_client
 from trio_obs.otel import LiveSpanProcessor
 
 PROTOBUF = {"content-type": "application/x-protobuf"}
@@ -44,16 +43,8 @@ TRACE = "5B8EFFF798038103D269B633813FC60C"  # upper case: OTLP/JSON hex is case-
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    srv = ServerProcess("--db", ":memory:")
-    yield srv
-    assert srv.stop(signal.SIGINT) == 0
-    assert "Traceback" not in "".join(srv.stderr)
-
-
-@pytest.fixture
-async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url(), timeout=TIMEOUT, trust_env=False) as c:
-        yield c
+    with serving("--db", ":memory:") as srv:
+        yield srv
 
 
 def exporter(server: ServerProcess, **kw: Any) -> OTLPSpanExporter:

@@ -8,7 +8,6 @@ subprocess, so no event loop is shared); a proxy in threads loses an answer or s
 
 from __future__ import annotations
 
-import signal
 import socket
 import threading
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import httpx
 import pytest
 
 from otel_support import shape, tracer_provider
-from support import TIMEOUT, ServerProcess, free_port
+from support import TIMEOUT, ServerProcess, free_port, serving
 from trio_obs import post_events
 from trio_obs.core.events import AgentHeartbeatEvent
 from trio_obs.otel import LiveSpanProcessor
@@ -35,10 +34,8 @@ SERVICE_UNAVAILABLE = (
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    srv = ServerProcess("--db", ":memory:")
-    yield srv
-    assert srv.stop(signal.SIGINT) == 0
-    assert "Traceback" not in "".join(srv.stderr)
+    with serving("--db", ":memory:") as srv:
+        yield srv
 
 
 class FaultyProxy:

@@ -6,16 +6,15 @@ root's closing held until the last open span ends. Real ``redis-server``."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import orjson
-import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from redis_support import RedisServer, needs_redis
+from redis_support import CALM, RedisServer, needs_redis
 from test_otlp_spans import EXEC, agent, chat, sid, tool
 from trio_obs.core.otlp import translate_traces
 from trio_obs.core.otlp_memory import SpanMemory
@@ -26,13 +25,6 @@ pytestmark = needs_redis
 NOW = "2030-01-01T00:00:00.000Z"
 
 
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
 @asynccontextmanager
 async def nodes(url: str, n: int = 2) -> AsyncIterator[list[tuple[RedisHub, SpanMemory]]]:
     """``n`` nodes on one Redis, each with its own OTLP memory."""
@@ -40,7 +32,9 @@ async def nodes(url: str, n: int = 2) -> AsyncIterator[list[tuple[RedisHub, Span
     async with AsyncExitStack() as stack:
         out = []
         for _ in range(n):
-            obs = await stack.enter_async_context(open_redis_observability(url, prefix=prefix))
+            obs = await stack.enter_async_context(
+                open_redis_observability(url, prefix=prefix, redis_timeout=CALM)
+            )
             assert isinstance(obs.hub, RedisHub)
             out.append((obs.hub, SpanMemory()))
         yield out

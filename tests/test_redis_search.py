@@ -6,7 +6,6 @@ position, the same on every node: ``since_pos`` resumes ``all`` on any node.
 """
 
 # The fixtures are test_redis_hub's, imported: their names are parameters of the tests.
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -16,9 +15,9 @@ from typing import Any
 import pytest
 import trio
 
-from redis_support import RedisServer, needs_redis
+from redis_support import RedisServer, hub_of, needs_redis, nodes
 from support import TIMEOUT
-from test_redis_hub import hub_of, nodes, prefix, publish, redis, wire  # noqa: F401 - fixtures
+from test_redis_hub import publish, wire
 from trio_obs import ALL, SubscriptionEnded
 from trio_obs.core.protocol import SLOW_CONSUMER
 from trio_obs.core.routing import Envelope

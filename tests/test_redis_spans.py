@@ -8,8 +8,7 @@ from __future__ import annotations
 import random
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,40 +18,14 @@ import orjson
 import pytest
 import trio
 
-from redis_support import Cluster, RedisServer, needs_redis
+from redis_support import Cluster, RedisServer, needs_redis, nodes
 from support import TIMEOUT, ServerProcess
 from trio_obs import GLOBAL, open_observability
 from trio_obs.core.intake import decode_events
 from trio_obs.core.routing import Envelope
 from trio_obs.hub.base import Hub
-from trio_obs.hub.redis import RedisHub
-from trio_obs.producers import open_redis_observability
 
 pytestmark = needs_redis
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:8]}:"
-
-
-@asynccontextmanager
-async def nodes(url: str, prefix: str = "trio-obs:", n: int = 2) -> AsyncIterator[list[RedisHub]]:
-    """``n`` hubs on one Redis: ``n`` nodes of one server."""
-    async with AsyncExitStack() as stack:
-        hubs = []
-        for _ in range(n):
-            obs = await stack.enter_async_context(open_redis_observability(url, prefix=prefix))
-            assert isinstance(obs.hub, RedisHub)
-            hubs.append(obs.hub)
-        yield hubs
 
 
 def at(i: int) -> str:
@@ -182,6 +155,24 @@ async def test_the_roots_closing_status_waits_for_the_last_open_span_across_node
         assert await publish(a, status("e1", "failed", 7, spanId="root")) == []  # ended once
 
 
+async def test_a_held_failed_status_counts_in_the_errors_on_both_stores(
+    redis: RedisServer, prefix: str
+) -> None:
+    batches = [
+        [status("e1", "started", 1, spanId="root"), start("e1", "s1", 2)],
+        [status("e1", "failed", 3, spanId="root")],  # held while s1 is open
+        [end("e1", "s1", 4)],  # s1 closes: the failed status is stored, and is an error
+    ]
+    async with open_observability() as single, nodes(redis.url, prefix) as (a, b):
+        for i, batch in enumerate(batches):
+            await publish(single.hub, *batch)
+            await publish((a, b)[i % 2], *batch)
+        for store, hub in (("SQLite", single.hub), ("Redis", a), ("Redis", b)):
+            (summary,) = await hub.executions()
+            assert summary.totals is not None, store
+            assert (summary.last_status, summary.totals["errors"]) == ("failed", 1), store
+
+
 async def test_plan_statuses_without_a_span_id_are_stored_as_sent(
     redis: RedisServer, prefix: str
 ) -> None:
@@ -254,6 +245,52 @@ async def test_a_restarted_node_and_a_restarted_redis_keep_the_spans(tmp_path: P
             assert await publish(a, end("e1", "s1", 4)) == []
     finally:
         server.stop()
+
+
+async def test_the_span_records_of_the_earlier_scripts_are_read_after_an_upgrade(
+    redis: RedisServer, prefix: str
+) -> None:
+    """A store the earlier publish scripts wrote -- a hash field per fact and span: tool uses
+    ``t<id>``/``T<id>`` and skills ``K<id>``; later ``k n T g m O C X`` -- is read by this
+    one, its records made ``r<id>`` the first time a batch touches their execution."""
+    tool = {"type": "tool:start", "executionId": "e1", "toolUseId": "u1", "tool": "Bash",
+            "inputSummary": "ls", "taskId": "t1", "timestamp": at(1)}  # fmt: skip
+    skill = {"type": "skill:start", "executionId": "e1", "skillTraceId": "k1", "skillName": "k",
+             "skillFile": "f", "lineNumber": 1, "taskId": "t2", "timestamp": at(2)}  # fmt: skip
+    async with nodes(redis.url, prefix, 1) as (a,):  # the events, as any version stored them
+        await publish(a, tool, skill)
+        await publish(a, start("e2", "a1", 1, kind="agent", name="planner"),
+                      start("e2", "m1", 2, parentSpanId="a1", model="gpt-4o"))  # fmt: skip
+    # The spans as the earlier scripts kept them, and the counters the first one kept.
+    s1, s2, c1 = f"{prefix}s:e1", f"{prefix}s:e2", f"{prefix}c:e1"
+    redis.call("DEL", s1, s2)
+    redis.call("HSET", s1, "tu1", "Bash", "Tu1", "=t1", "Kk1", "=t2")  # "=": a value
+    redis.call("HSET", s2, "ka1", "agent", "ga1", '"planner"', "Oa1", "1", "km1", "llm",
+               "gm1", '"planner"', "mm1", "gpt-4o", "Om1", "2", "Xm1", "")  # fmt: skip
+    for field in redis.call("HKEYS", c1).split():
+        if field not in ("seq", "n", "first", "last", "status", "at", "ap"):
+            redis.call("HDEL", c1, field)
+    redis.call("HDEL", f"{prefix}c:e2", "sv")
+    async with nodes(redis.url, prefix, 1) as (a,):  # this version
+        output = {"type": "tool:output", "executionId": "e1", "toolUseId": "u1", "chunk": "x",
+                  "timestamp": at(3)}  # fmt: skip
+        done = {"type": "tool:end", "executionId": "e1", "toolUseId": "u1",
+                "resultStatus": "done", "durationMs": 1, "timestamp": at(4)}  # fmt: skip
+        ended = {"type": "skill:end", "executionId": "e1", "skillTraceId": "k1",
+                 "skillName": "k", "status": "success", "durationMs": 1,
+                 "timestamp": at(5)}  # fmt: skip
+        envs = await publish(a, output, done, ended)
+        assert [(e.tool, e.task_id) for e in envs] == [
+            ("Bash", "t1"), ("Bash", "t1"), (None, "t2"),
+        ]  # fmt: skip
+        copy = start("e2", "m1", 2, parentSpanId="a1")  # dropped: answered with its seq
+        envs = await answer(a, copy, end("e2", "m1", 3), start("e2", "t9", 4, parentSpanId="a1"))
+        assert [(e.seq, bool(e.data), e.event.agent) for e in envs] == [
+            (2, False, None), (3, True, "planner"), (4, True, "planner"),
+        ]  # fmt: skip
+        assert await publish(a, end("e2", "m1", 5)) == []  # ended once
+    assert sorted(redis.call("HKEYS", s1).split()) == ["rk1", "ru1"]  # made records, once
+    assert sorted(redis.call("HKEYS", s2).split()) == ["ra1", "rm1", "rt9"]
 
 
 @pytest.fixture(scope="module")

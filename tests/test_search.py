@@ -7,6 +7,7 @@ bad queries are 400 with a sentence; retention takes events out of the index too
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,11 @@ import trio
 
 from support import TIMEOUT, running_server
 from trio_obs.core.search import search_query
+from trio_obs.demo.play import simulate
+from trio_obs.hub import search_sql
 from trio_obs.hub.indexing import build_index
 from trio_obs.hub.sqlite import open_store
+from trio_obs.producers import Services
 
 TS = "2026-01-01T00:00:00.000Z"
 
@@ -165,6 +169,7 @@ async def test_a_wrong_method_and_the_token() -> None:
 def integrity(db: Path) -> None:
     """FTS5's own check that the index matches the events it was built from."""
     with sqlite3.connect(db) as con:
+        search_sql.register(con)  # the index reads the events through the store's functions
         con.execute("INSERT INTO search(search) VALUES ('integrity-check')")
 
 
@@ -260,3 +265,20 @@ async def test_the_execution_list_filters_by_state_agent_and_errors() -> None:
         assert await listed(agent="planner", state="running") == []
         bad = await srv.http.get("/api/executions", params={"errors": "maybe"})
         assert bad.status_code == 400 and "errors must be true or false" in bad.json()["error"]
+
+
+async def test_a_demo_run_indexed_as_stored_matches_its_events_and_leaves_whole(
+    tmp_path: Path,
+) -> None:
+    """Events being stored are indexed from their typed events; the index reads stored rows
+    through the same function (FTS5's check compares them), and deletes them exactly."""
+    db = tmp_path / "obs.db"
+    async with running_server(str(db)) as srv:
+        hub = srv.obs.hub
+        execution = await simulate(Services.over(hub), speed=1000, rng=random.Random(3))
+        integrity(db)
+        found = await search(srv, q="instance", execution=execution)
+        assert found["hits"] and all(h["executionId"] == execution for h in found["hits"])
+        assert set(await hub.retain(0)) >= {execution}
+        assert (await search(srv, q="instance"))["hits"] == []
+    integrity(db)

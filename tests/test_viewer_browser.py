@@ -3,131 +3,33 @@
 The server runs as a subprocess (``python -m trio_obs serve``) so that Playwright's sync API
 owns this thread; events are posted over HTTP exactly as an external producer would.
 
-This module also holds the helpers of the other ``test_viewer_*`` modules (a server, the
-browser and page context managers, wire events, a background event streamer).
+This module also holds the helpers of the other ``test_viewer_*`` modules (wire events, a
+background event streamer, page queries); their server, browser and page are
+``viewer_fixtures``'.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import re
-import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI") == "true":
-        pytest.fail("chromium is missing (apt-get install chromium)", pytrace=False)
-    pytest.skip("chromium is not installed", allow_module_level=True)
+from viewer_fixtures import Server, allow_network_errors, need_chromium, running
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+need_chromium()
 
-from support import ServerProcess  # noqa: E402
+from playwright.sync_api import Page, expect  # noqa: E402
 
 expect.set_options(timeout=10_000)  # a cold Chromium start on a busy CI box can be slow
 XSS_SCRIPT = "<script>window.__pwned=1</script>"
 XSS_IMG = '<img src=x onerror="window.__pwned=1">'
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
-TABLET = {"width": 820, "height": 1180}
-# What the browser itself logs when a request fails (a stopped server, a 401): tests that
-# cause these on purpose allow them; any other console error fails the test.
-NETWORK_ERROR = re.compile(r"^(Failed to load resource|WebSocket connection to .* failed)")
-
-# --------------------------------------------------------------------------- a real server
-
-
-class Server(ServerProcess):
-    """``trio-obs serve --db DB`` in a subprocess, posted to as an external producer would."""
-
-    def __init__(self, db: Path, port: int = 0, *extra: str) -> None:
-        super().__init__("--db", str(db), *extra, port=port)
-
-    def post(self, events: list[dict[str, Any]], token: str | None = None) -> list[int]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        r = httpx.post(self.url("/api/events"), json=events, headers=headers, timeout=10)
-        assert r.status_code == 202, r.text
-        seqs: list[int] = r.json()["seqs"]
-        return seqs
-
-
-@contextmanager
-def running(db: Path, *extra: str) -> Iterator[Server]:
-    srv = Server(db, 0, *extra)
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@contextmanager
-def open_browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-_network_errors_allowed: set[int] = set()
-
-
-def allow_network_errors(page: Page) -> None:
-    """This test stops a server or gets a 401 on purpose: the browser's own logs are expected."""
-    _network_errors_allowed.add(id(page))
-
-
-@contextmanager
-def open_page(browser: Browser, viewport: dict[str, int] = DESKTOP, **kw: Any) -> Iterator[Page]:
-    """A page of a fresh context; on exit, no uncaught error and no console error happened."""
-    context = browser.new_context(viewport=viewport, **kw)  # type: ignore[arg-type]
-    pg = context.new_page()
-    errors: list[str] = []
-    console: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-    pg.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
-    try:
-        yield pg
-    finally:
-        allowed = id(pg) in _network_errors_allowed
-        _network_errors_allowed.discard(id(pg))
-        context.close()
-    assert errors == [], f"uncaught errors in the page: {errors}"
-    if allowed:
-        console = [c for c in console if not NETWORK_ERROR.match(c)]
-    assert console == [], f"console errors: {console}"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with running(tmp_path / "obs.db") as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with open_browser() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    with open_page(browser) as pg:
-        yield pg
 
 
 # --------------------------------------------------------------------------- wire events
@@ -322,17 +224,17 @@ def open_timeline_row(page: Page, selector: str, **kw: Any) -> None:
 # --------------------------------------------------------------------------- tests
 
 
-def test_lists_executions_and_keeps_the_list_live(server: Server, page: Page) -> None:
-    server.post(demo("exec-a"))
-    page.goto(server.url())
+def test_lists_executions_and_keeps_the_list_live(viewer_server: Server, page: Page) -> None:
+    viewer_server.post(demo("exec-a"))
+    page.goto(viewer_server.url())
     item = execution_item(page, "exec-a")
     expect(item).to_contain_text("10 events")
     expect(item).to_contain_text("running")
     expect(page.get_by_test_id("conn-state")).to_have_text("live")
 
     # Posted after the page opened: only the "all" stream can tell the page about these.
-    server.post([status("exec-b", "started"), transcript("exec-b", "hello")])
-    server.post([status("exec-a", "failed", "boom")])
+    viewer_server.post([status("exec-b", "started"), transcript("exec-b", "hello")])
+    viewer_server.post([status("exec-a", "failed", "boom")])
     expect(execution_item(page, "exec-b")).to_contain_text("2 events")
     expect(execution_item(page, "exec-b")).to_contain_text("started")
     expect(item).to_contain_text("11 events")
@@ -346,18 +248,18 @@ def test_lists_executions_and_keeps_the_list_live(server: Server, page: Page) ->
     expect(page.locator("#exec-status")).to_have_text("failed")
 
 
-def test_selected_execution_streams_its_timeline(server: Server, page: Page) -> None:
-    server.post(demo("exec-live")[:3])
-    server.post([transcript("other", "not this execution")])
-    page.goto(server.url())
+def test_selected_execution_streams_its_timeline(viewer_server: Server, page: Page) -> None:
+    viewer_server.post(demo("exec-live")[:3])
+    viewer_server.post([transcript("other", "not this execution")])
+    page.goto(viewer_server.url())
     execution_item(page, "exec-live").click()
     wait_for_events(page, 3)
     poll(page, lambda: rows(page), [1, 2, 3])  # drawn on the next frame, not when received
     assert page.url.endswith("?execution=exec-live")
 
     # Live, after the page is open.
-    server.post(demo("exec-live")[3:])
-    server.post(
+    viewer_server.post(demo("exec-live")[3:])
+    viewer_server.post(
         [
             tool_start("exec-live", "tu2", "Bash", "npm run build", task="task-2"),
             tool_output("exec-live", "tu2", "error TS2322\n", stderr=True),
@@ -404,9 +306,9 @@ def test_selected_execution_streams_its_timeline(server: Server, page: Page) -> 
     expect(pause).to_have_attribute("aria-pressed", "true")
 
 
-def test_topic_and_task_filters(server: Server, page: Page) -> None:
-    server.post(demo("exec-f"))
-    page.goto(server.url("/?execution=exec-f"))
+def test_topic_and_task_filters(viewer_server: Server, page: Page) -> None:
+    viewer_server.post(demo("exec-f"))
+    page.goto(viewer_server.url("/?execution=exec-f"))
     wait_for_events(page, 10)
 
     page.get_by_test_id("more-filters").click()
@@ -415,7 +317,7 @@ def test_topic_and_task_filters(server: Server, page: Page) -> None:
     expect(page.locator("#timeline [data-type='transcript:entry']")).to_have_count(1)
     # Once the server has acknowledged the unsubscribe, it no longer sends tool events.
     page.wait_for_function("window.__trioObs.pendingAcks() === 0")
-    seqs = server.post(
+    seqs = viewer_server.post(
         [tool_start("exec-f", "tu9", "Grep", "TODO"), transcript("exec-f", "after filter")]
     )
     expect(page.locator("[data-testid=event-row]", has_text="after filter")).to_be_visible()
@@ -427,7 +329,7 @@ def test_topic_and_task_filters(server: Server, page: Page) -> None:
     poll(page, lambda: rows(page), list(range(1, seqs[-1] + 1)))
     assert loaded(page) == list(range(1, seqs[-1] + 1))
 
-    server.post([transcript("exec-f", "second task", task="task-2")])
+    viewer_server.post([transcript("exec-f", "second task", task="task-2")])
     expect(page.locator("[data-testid=event-row]", has_text="second task")).to_be_visible()
     page.locator("#task-filter").fill("task-2")
     expect(page.locator("[data-testid=event-row]", has_text="second task")).to_be_visible()
@@ -491,11 +393,11 @@ def test_a_page_behind_is_served_from_the_store_without_loss(tmp_path: Path, pag
         allow_network_errors(page)  # the server stops before the page is closed
 
 
-def test_whole_history_is_reachable_by_scrolling(server: Server, page: Page) -> None:
+def test_whole_history_is_reachable_by_scrolling(viewer_server: Server, page: Page) -> None:
     n = 3000
     for i in range(0, n, 500):
-        server.post([transcript("exec-h", f"line {j}") for j in range(i, i + 500)])
-    page.goto(server.url("/?execution=exec-h"))
+        viewer_server.post([transcript("exec-h", f"line {j}") for j in range(i, i + 500)])
+    page.goto(viewer_server.url("/?execution=exec-h"))
     # The tail first, then everything, while the DOM holds only the rows in view.
     expect(page.locator("#timeline [data-testid=event-row][data-seq='3000']")).to_be_visible()
     expect(page.get_by_test_id("event-count")).to_have_text("3,000")
@@ -516,9 +418,9 @@ def test_whole_history_is_reachable_by_scrolling(server: Server, page: Page) -> 
     expect(page.get_by_test_id("pause")).to_have_attribute("aria-pressed", "true")
 
 
-def test_event_text_is_never_markup(server: Server, page: Page) -> None:
+def test_event_text_is_never_markup(viewer_server: Server, page: Page) -> None:
     e = "exec-<b>x</b>"
-    server.post(
+    viewer_server.post(
         [
             tool_start(e, "tu1", "Bash", XSS_SCRIPT),
             tool_output(e, "tu1", XSS_IMG + "\x1b[31m" + XSS_SCRIPT + "\x1b[0m"),
@@ -526,7 +428,7 @@ def test_event_text_is_never_markup(server: Server, page: Page) -> None:
             transcript(e, XSS_SCRIPT + XSS_IMG, details={XSS_IMG: XSS_SCRIPT}),
         ]
     )
-    page.goto(server.url())
+    page.goto(viewer_server.url())
     page.get_by_test_id("execution-item").filter(has_text=e).click()
     wait_for_events(page, 4)
     timeline = page.locator("#timeline")

@@ -13,18 +13,13 @@ import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
 from test_viewer_browser import (
-    Server,
-    allow_network_errors,
     assertion,
     bus,
     demo,
     heartbeat,
     loaded,
-    open_browser,
-    open_page,
     poll,
     rows,
-    running,
     stats,
     status,
     tool_end,
@@ -33,18 +28,7 @@ from test_viewer_browser import (
     transcript,
     wait_for_events,
 )
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with running(tmp_path / "obs.db") as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with open_browser() as b:
-        yield b
+from viewer_fixtures import Server, allow_network_errors, open_page, running
 
 
 @pytest.fixture
@@ -76,9 +60,9 @@ def a_run(e: str) -> list[dict[str, Any]]:
     ]
 
 
-def test_event_detail_copy_and_link(server: Server, page: Page) -> None:
-    server.post(a_run("exec-d"))
-    page.goto(server.url("/?execution=exec-d"))
+def test_event_detail_copy_and_link(viewer_server: Server, page: Page) -> None:
+    viewer_server.post(a_run("exec-d"))
+    page.goto(viewer_server.url("/?execution=exec-d"))
     wait_for_events(page, 13)
     row(page, 4).click()
     detail = page.get_by_test_id("detail")
@@ -106,11 +90,11 @@ def test_event_detail_copy_and_link(server: Server, page: Page) -> None:
     expect(detail).to_contain_text("#12 tool:end")
 
 
-def test_a_link_opens_the_page_at_its_event(server: Server, page: Page) -> None:
+def test_a_link_opens_the_page_at_its_event(viewer_server: Server, page: Page) -> None:
     e = "exec-link"
     for i in range(0, 3000, 500):
-        server.post([transcript(e, f"line {j}") for j in range(i, i + 500)])
-    page.goto(server.url(f"/?execution={e}&seq=1234"))
+        viewer_server.post([transcript(e, f"line {j}") for j in range(i, i + 500)])
+    page.goto(viewer_server.url(f"/?execution={e}&seq=1234"))
     target = row(page, 1234)
     expect(target).to_be_visible()
     expect(target).to_contain_text("line 1233")
@@ -120,9 +104,9 @@ def test_a_link_opens_the_page_at_its_event(server: Server, page: Page) -> None:
     expect(page.get_by_test_id("pause")).to_have_attribute("aria-pressed", "true")
 
 
-def test_search_and_quick_filters(server: Server, page: Page) -> None:
-    server.post(a_run("exec-q"))
-    page.goto(server.url("/?execution=exec-q"))
+def test_search_and_quick_filters(viewer_server: Server, page: Page) -> None:
+    viewer_server.post(a_run("exec-q"))
+    page.goto(viewer_server.url("/?execution=exec-q"))
     wait_for_events(page, 13)
     page.get_by_test_id("search").fill("disk almost")
     poll_rows(page, [13])
@@ -152,9 +136,9 @@ def poll_rows(page: Page, expected: list[int]) -> None:
     )
 
 
-def test_ansi_colours_and_stderr(server: Server, page: Page) -> None:
-    server.post(a_run("exec-ansi"))
-    page.goto(server.url("/?execution=exec-ansi"))
+def test_ansi_colours_and_stderr(viewer_server: Server, page: Page) -> None:
+    viewer_server.post(a_run("exec-ansi"))
+    page.goto(viewer_server.url("/?execution=exec-ansi"))
     wait_for_events(page, 13)
     # In the row: the escape codes are styled spans, not text.
     expect(row(page, 6).locator(".chunk")).to_have_text("PASS src/a.test.ts")
@@ -177,7 +161,7 @@ def test_ansi_colours_and_stderr(server: Server, page: Page) -> None:
     expect(out.locator(".chunk.stderr .a-f2")).to_have_text("PASS")
 
 
-def test_span_view(server: Server, page: Page) -> None:
+def test_span_view(viewer_server: Server, page: Page) -> None:
     e = "exec-spans"
     events = a_run(e)
     events.insert(1, {
@@ -192,8 +176,8 @@ def test_span_view(server: Server, page: Page) -> None:
         "type": "skill:end", "executionId": e, "skillTraceId": "sk1", "skillName": "fix",
         "status": "success", "durationMs": 5.0,
     })  # fmt: skip
-    server.post(events)
-    page.goto(server.url(f"/?execution={e}"))
+    viewer_server.post(events)
+    page.goto(viewer_server.url(f"/?execution={e}"))
     wait_for_events(page, len(events))
     page.get_by_test_id("tab-spans").click()
     spans = page.get_by_test_id("span-row")
@@ -212,12 +196,14 @@ def test_span_view(server: Server, page: Page) -> None:
     expect(page.get_by_test_id("detail")).to_contain_text("tool:start")
 
 
-def test_events_that_need_action_are_announced(server: Server, page: Page) -> None:
-    server.post([status("exec-n", "running")])
-    page.goto(server.url("/?execution=exec-n"))
+def test_events_that_need_action_are_announced(viewer_server: Server, page: Page) -> None:
+    viewer_server.post([status("exec-n", "running")])
+    page.goto(viewer_server.url("/?execution=exec-n"))
     wait_for_events(page, 1)
     expect(page.get_by_test_id("notify")).to_be_hidden()
-    server.post([bus("exec-n", "error", "policy blocked rm -rf"), transcript("exec-n", "after")])
+    viewer_server.post(
+        [bus("exec-n", "error", "policy blocked rm -rf"), transcript("exec-n", "after")]
+    )
     toast = page.get_by_test_id("toast")
     expect(toast).to_contain_text("policy blocked rm -rf")
     expect(page.get_by_test_id("notify")).to_have_text("⚠ 1 needs action")
@@ -226,10 +212,10 @@ def test_events_that_need_action_are_announced(server: Server, page: Page) -> No
     expect(page.get_by_test_id("detail")).to_contain_text("#2 messagebus:event")
 
 
-def test_export_fetches_every_page(server: Server, page: Page) -> None:
+def test_export_fetches_every_page(viewer_server: Server, page: Page) -> None:
     e = "exec-x"
-    server.post([transcript(e, f"line {i}") for i in range(120)])
-    page.goto(server.url(f"/?execution={e}"))
+    viewer_server.post([transcript(e, f"line {i}") for i in range(120)])
+    page.goto(viewer_server.url(f"/?execution={e}"))
     wait_for_events(page, 120)
     page.evaluate("window.__trioObs.config.exportPage = 50")  # three pages
     requests: list[str] = []
@@ -271,7 +257,7 @@ def test_token_prompt(tmp_path: Path, page: Page) -> None:
     assert not any("s3cret" in m for m in messages), messages
 
 
-def test_epoch_resume_and_reset(server: Server, page: Page) -> None:
+def test_epoch_resume_and_reset(viewer_server: Server, page: Page) -> None:
     """SPEC §10 against a simulated cluster node: resume with since+epoch; a reset restarts."""
     e = "exec-epoch"
     connects: list[str] = []
@@ -300,7 +286,7 @@ def test_epoch_resume_and_reset(server: Server, page: Page) -> None:
             ws.send(json.dumps({**hello, "epoch": "B"}))
 
     page.route_web_socket(re.compile(rf"/ws\?observability={e}\b"), node)
-    page.goto(server.url(f"/?execution={e}"))
+    page.goto(viewer_server.url(f"/?execution={e}"))
     expect(page.get_by_test_id("notice")).to_contain_text("reset")
     expect(row(page, 1)).to_contain_text("new history 1")
     expect(row(page, 2)).to_contain_text("new history 2")
@@ -312,12 +298,12 @@ def test_epoch_resume_and_reset(server: Server, page: Page) -> None:
     expect(page.get_by_test_id("notice")).to_contain_text("epoch A → B")
 
 
-def test_a_tool_end_finds_its_start(server: Server, page: Page) -> None:
+def test_a_tool_end_finds_its_start(viewer_server: Server, page: Page) -> None:
     e = "exec-far"
-    server.post([tool_start(e, "tu-far", "Bash", "make all")])
-    server.post([transcript(e, f"line {i}") for i in range(400)])
-    server.post([tool_end(e, "tu-far", "done", 61000.0)])
-    page.goto(server.url(f"/?execution={e}"))
+    viewer_server.post([tool_start(e, "tu-far", "Bash", "make all")])
+    viewer_server.post([transcript(e, f"line {i}") for i in range(400)])
+    viewer_server.post([tool_end(e, "tu-far", "done", 61000.0)])
+    page.goto(viewer_server.url(f"/?execution={e}"))
     # The socket brings the last 200 events; the start, far before, comes over HTTP.
     end = row(page, 402)
     expect(end).to_contain_text("Bash")

@@ -2,44 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
-import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from test_viewer_browser import (
-    Server,
     Streamer,
     execution_item,
     list_order,
-    open_browser,
-    open_page,
-    running,
     status,
     transcript,
 )
+from viewer_fixtures import Server
 
 EXECUTIONS = [f"exec-{i}" for i in range(8)]
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with running(tmp_path / "obs.db") as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with open_browser() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    with open_page(browser) as pg:
-        yield pg
 
 
 def selected(page: Page) -> str | None:
@@ -47,12 +22,12 @@ def selected(page: Page) -> str | None:
     return sel
 
 
-def test_real_mouse_presses_select_while_events_stream(server: Server, page: Page) -> None:
+def test_real_mouse_presses_select_while_events_stream(viewer_server: Server, page: Page) -> None:
     for e in EXECUTIONS:
-        server.post([status(e, "running"), transcript(e, "hello")])
-    page.goto(server.url())
+        viewer_server.post([status(e, "running"), transcript(e, "hello")])
+    page.goto(viewer_server.url())
     expect(page.get_by_test_id("execution-item")).to_have_count(8)
-    with Streamer(server, EXECUTIONS, rate=50) as streamer:
+    with Streamer(viewer_server, EXECUTIONS, rate=50) as streamer:
         expect(execution_item(page, EXECUTIONS[0])).not_to_contain_text(" 2 events")
         hits = 0
         for i in range(8):
@@ -74,7 +49,7 @@ def test_real_mouse_presses_select_while_events_stream(server: Server, page: Pag
         assert hits == 8
         assert streamer.posted > 0
     # Still the server's figures: each item's count equals what the server stored.
-    listed = {e["executionId"]: e["eventCount"] for e in server_listing(server)}
+    listed = {e["executionId"]: e["eventCount"] for e in server_listing(viewer_server)}
     for e in EXECUTIONS:
         expect(execution_item(page, e)).to_contain_text(f"{listed[e]:,} events")
 
@@ -86,12 +61,12 @@ def server_listing(srv: Server) -> list[dict[str, object]]:
     return result
 
 
-def test_keyboard_selection_while_events_stream(server: Server, page: Page) -> None:
+def test_keyboard_selection_while_events_stream(viewer_server: Server, page: Page) -> None:
     for e in EXECUTIONS[:6]:
-        server.post([status(e, "running"), transcript(e, "hello")])
-    page.goto(server.url())
+        viewer_server.post([status(e, "running"), transcript(e, "hello")])
+    page.goto(viewer_server.url())
     expect(page.get_by_test_id("execution-item")).to_have_count(6)
-    with Streamer(server, EXECUTIONS[:6], rate=50) as streamer:
+    with Streamer(viewer_server, EXECUTIONS[:6], rate=50) as streamer:
         page.get_by_test_id("exec-status-filter").focus()
         page.keyboard.press("Tab")  # into the list: one item is in the tab order
         focused = page.evaluate("document.activeElement.dataset.executionId")
@@ -114,23 +89,23 @@ def test_keyboard_selection_while_events_stream(server: Server, page: Page) -> N
         assert first == list_order(page)[0]
 
 
-def test_follows_the_latest_run_until_one_is_picked(server: Server, page: Page) -> None:
-    server.post([status("run-1", "completed"), transcript("run-1", "done")])
-    server.post([status("run-2", "running"), transcript("run-2", "working")])
-    page.goto(server.url())
+def test_follows_the_latest_run_until_one_is_picked(viewer_server: Server, page: Page) -> None:
+    viewer_server.post([status("run-1", "completed"), transcript("run-1", "done")])
+    viewer_server.post([status("run-2", "running"), transcript("run-2", "working")])
+    page.goto(viewer_server.url())
     # Nothing chosen: the most recently active run is shown, and follow mode is on.
     expect(page.get_by_test_id("exec-title")).to_have_text("run-2")
     expect(page.get_by_test_id("follow")).to_be_checked()
     expect(page.locator("#timeline [data-testid=event-row]", has_text="working")).to_be_visible()
     # A new run starts: the page switches to it.
-    server.post([status("run-3", "started"), transcript("run-3", "next run")])
+    viewer_server.post([status("run-3", "started"), transcript("run-3", "next run")])
     expect(page.get_by_test_id("exec-title")).to_have_text("run-3")
     expect(page.locator("#timeline [data-testid=event-row]", has_text="next run")).to_be_visible()
     assert "execution=" not in page.url  # a reload follows again
     # The user picks one: following stops, and a new run no longer takes over.
     execution_item(page, "run-1").click()
     expect(page.get_by_test_id("follow")).not_to_be_checked()
-    server.post([status("run-4", "started")])
+    viewer_server.post([status("run-4", "started")])
     expect(execution_item(page, "run-4")).to_be_visible()
     expect(page.get_by_test_id("exec-title")).to_have_text("run-1")
     assert page.url.endswith("?execution=run-1")
@@ -139,11 +114,11 @@ def test_follows_the_latest_run_until_one_is_picked(server: Server, page: Page) 
     expect(page.get_by_test_id("exec-title")).to_have_text("run-4")
 
 
-def test_search_by_id_and_status_filter(server: Server, page: Page) -> None:
-    server.post([status("alpha-1", "completed")])
-    server.post([status("alpha-2", "failed")])
-    server.post([status("beta-1", "running")])
-    page.goto(server.url())
+def test_search_by_id_and_status_filter(viewer_server: Server, page: Page) -> None:
+    viewer_server.post([status("alpha-1", "completed")])
+    viewer_server.post([status("alpha-2", "failed")])
+    viewer_server.post([status("beta-1", "running")])
+    page.goto(viewer_server.url())
     expect(page.get_by_test_id("execution-item")).to_have_count(3)
     page.get_by_test_id("exec-search").fill("alpha")
     expect(page.locator("[data-testid=execution-item]:visible")).to_have_count(2)
@@ -157,11 +132,11 @@ def test_search_by_id_and_status_filter(server: Server, page: Page) -> None:
     expect(execution_item(page, "beta-1")).to_be_visible()
 
 
-def test_a_long_list_keeps_the_dom_small(server: Server, page: Page) -> None:
-    server.post([status(f"many-{i:03d}", "completed") for i in range(400)])
-    page.goto(server.url())
+def test_a_long_list_keeps_the_dom_small(viewer_server: Server, page: Page) -> None:
+    viewer_server.post([status(f"many-{i:03d}", "completed") for i in range(400)])
+    page.goto(viewer_server.url())
     expect(page.locator("#exec-count")).to_have_text("200")  # the listing's first page
-    server.post([status(f"new-{i:03d}", "running") for i in range(100)])  # from the stream
+    viewer_server.post([status(f"new-{i:03d}", "running") for i in range(100)])  # from the stream
     expect(page.locator("#exec-count")).to_have_text("300")
     assert page.get_by_test_id("execution-item").count() <= 151
     expect(page.locator("#exec-empty")).to_contain_text("more: search by id")
@@ -170,7 +145,7 @@ def test_a_long_list_keeps_the_dom_small(server: Server, page: Page) -> None:
             "items => items.map(i => i.dataset.executionId)"
         )
     )
-    listed = [str(e["executionId"]) for e in server_listing(server)]
+    listed = [str(e["executionId"]) for e in server_listing(viewer_server)]
     hidden = next(e for e in listed if e not in rendered)
     page.get_by_test_id("exec-search").fill(hidden)
     expect(page.locator("[data-testid=execution-item]:visible")).to_have_count(1)
@@ -178,14 +153,14 @@ def test_a_long_list_keeps_the_dom_small(server: Server, page: Page) -> None:
     expect(page.locator("#exec-empty")).to_be_hidden()
 
 
-def test_focused_items_take_enter_while_events_stream(server: Server, page: Page) -> None:
+def test_focused_items_take_enter_while_events_stream(viewer_server: Server, page: Page) -> None:
     """Issue 19 item 13: an item focused any way (here by script, as assistive tools do)
     keeps its focus while the stream reorders the list, and Enter selects it: 5 of 5."""
     for e in EXECUTIONS[:6]:
-        server.post([status(e, "running"), transcript(e, "hello")])
-    page.goto(server.url())
+        viewer_server.post([status(e, "running"), transcript(e, "hello")])
+    page.goto(viewer_server.url())
     expect(page.get_by_test_id("execution-item")).to_have_count(6)
-    with Streamer(server, EXECUTIONS[:6], rate=100) as streamer:
+    with Streamer(viewer_server, EXECUTIONS[:6], rate=100) as streamer:
         picks = 0
         for _ in range(5):
             current = selected(page)

@@ -10,27 +10,15 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from test_viewer_browser import (
-    DESKTOP,
-    PHONE,
-    TABLET,
-    Server,
     demo,
     execution_item,
-    open_browser,
-    open_page,
-    running,
     transcript,
 )
+from viewer_fixtures import DESKTOP, PHONE, TABLET, Server, open_page, running
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with open_browser() as b:
-        yield b
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def viewer_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running(Path(tmp_path_factory.mktemp("layout")) / "obs.db") as srv:
         srv.post(demo("exec-old"))
         srv.post(demo("exec-new"))
@@ -51,12 +39,12 @@ def no_horizontal_overflow(page: Page) -> None:
     assert scroll <= width, f"the page is {scroll} px wide in a {width} px viewport"
 
 
-def test_phone(server: Server, browser: Browser) -> None:
+def test_phone(viewer_server: Server, browser: Browser) -> None:
     with open_page(browser, PHONE, has_touch=True, is_mobile=True) as page:
-        page.goto(server.url())
+        page.goto(viewer_server.url())
         # Follow mode shows the latest run; a posted event appears in the timeline.
         expect(page.get_by_test_id("exec-title")).to_have_text("exec-new")
-        server.post([transcript("exec-new", "seen on a phone")])
+        viewer_server.post([transcript("exec-new", "seen on a phone")])
         row = page.locator("#timeline [data-testid=event-row]", has_text="seen on a phone")
         expect(row).to_be_visible()
         assert box(page, "#timeline")["width"] >= 300
@@ -81,9 +69,9 @@ def test_phone(server: Server, browser: Browser) -> None:
         no_horizontal_overflow(page)
 
 
-def test_tablet(server: Server, browser: Browser) -> None:
+def test_tablet(viewer_server: Server, browser: Browser) -> None:
     with open_page(browser, TABLET) as page:
-        page.goto(server.url())
+        page.goto(viewer_server.url())
         expect(page.get_by_test_id("exec-title")).to_have_text("exec-new")
         # Two columns: the list and the timeline; alerts and agents in a drawer.
         expect(execution_item(page, "exec-old")).to_be_visible()
@@ -96,9 +84,9 @@ def test_tablet(server: Server, browser: Browser) -> None:
         no_horizontal_overflow(page)
 
 
-def test_desktop(server: Server, browser: Browser) -> None:
+def test_desktop(viewer_server: Server, browser: Browser) -> None:
     with open_page(browser, DESKTOP) as page:
-        page.goto(server.url())
+        page.goto(viewer_server.url())
         expect(page.get_by_test_id("exec-title")).to_have_text("exec-new")
         side, timeline, panel = box(page, "#side"), box(page, "#timeline"), box(page, "#panel")
         assert side["x"] + side["width"] <= timeline["x"] + 1

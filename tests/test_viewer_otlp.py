@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
-from test_viewer_browser import Server, open_browser, open_page, running, wait_for_events
+from test_viewer_browser import (
+    wait_for_events,
+)
+from viewer_fixtures import Server
 
 otel = pytest.importorskip("opentelemetry.sdk.trace")
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: E402
@@ -26,24 +27,6 @@ from otel_support import tracer_provider  # noqa: E402
 from trio_obs.otel import LiveSpanProcessor  # noqa: E402
 
 TIMEOUT = 60.0  # a hang guard (a server and a browser on a loaded machine), never about speed
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with running(tmp_path / "obs.db") as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with open_browser() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    with open_page(browser) as pg:
-        yield pg
 
 
 def messages(*items: tuple[str, dict[str, object]]) -> str:
@@ -115,13 +98,13 @@ def row(page: Page, **where: str) -> object:
     return page.locator(f"#spans [data-testid=span-row]{sel}")
 
 
-def test_an_sdk_run_as_a_live_tree_and_a_chat(server: Server, page: Page) -> None:
+def test_an_sdk_run_as_a_live_tree_and_a_chat(viewer_server: Server, page: Page) -> None:
     during_tool, may_end = threading.Event(), threading.Event()
     execution: list[str] = []
 
     def agent() -> None:
-        live = LiveSpanProcessor(server.url())
-        usual = BatchSpanProcessor(OTLPSpanExporter(endpoint=server.url("/v1/traces")))
+        live = LiveSpanProcessor(viewer_server.url())
+        usual = BatchSpanProcessor(OTLPSpanExporter(endpoint=viewer_server.url("/v1/traces")))
         with tracer_provider(live, usual) as (provider, ids):
             execution.append(ids.draw())
             nested_run(provider.get_tracer("viewer-test"), during_tool, may_end)
@@ -130,7 +113,7 @@ def test_an_sdk_run_as_a_live_tree_and_a_chat(server: Server, page: Page) -> Non
     worker.start()
     try:
         assert during_tool.wait(TIMEOUT)
-        page.goto(server.url(f"/?execution={execution[0]}&view=tree"))
+        page.goto(viewer_server.url(f"/?execution={execution[0]}&view=tree"))
         rows = page.locator("#spans [data-testid=span-row]")
         # The tool runs: its bar is running, the researcher and its model call are inside it.
         tool = rows.filter(has_text="research").and_(page.locator("[data-kind=tool]"))

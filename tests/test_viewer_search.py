@@ -1,9 +1,6 @@
 """The viewer's search across runs (SPEC §14): the box in the top bar, its hits, and a hit
 opening its event in its run; the hit's text is never markup."""
 
-# The fixtures are test_viewer_browser's, imported: their names are parameters of the tests.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import re
@@ -12,29 +9,25 @@ from playwright.sync_api import Page, expect
 
 from test_viewer_browser import (
     XSS_IMG,
-    Server,
-    allow_network_errors,
-    browser,  # noqa: F401
     heartbeat,
-    page,  # noqa: F401
-    server,  # noqa: F401
     status,
     tool_end,
     tool_start,
     transcript,
 )
+from viewer_fixtures import Server, allow_network_errors
 
 
-def test_a_hit_opens_its_event_in_its_run(server: Server, page: Page) -> None:
-    server.post([transcript("exec-a", f"routine step {i}") for i in range(300)])
-    server.post(
+def test_a_hit_opens_its_event_in_its_run(viewer_server: Server, page: Page) -> None:
+    viewer_server.post([transcript("exec-a", f"routine step {i}") for i in range(300)])
+    viewer_server.post(
         [
             tool_start("exec-b", "tu1", "Bash", "rm -rf build/"),
             tool_end("exec-b", "tu1", "error", 5.0),
         ]
     )
-    server.post([transcript("exec-a", "permission denied while cleaning " + XSS_IMG)])
-    page.goto(server.url("/?execution=exec-b"))
+    viewer_server.post([transcript("exec-a", "permission denied while cleaning " + XSS_IMG)])
+    page.goto(viewer_server.url("/?execution=exec-b"))
     page.get_by_test_id("find-q").fill("rm -rf OR cleaning")
     page.get_by_test_id("find-q").press("Enter")
     hits = page.get_by_test_id("hit")
@@ -52,9 +45,9 @@ def test_a_hit_opens_its_event_in_its_run(server: Server, page: Page) -> None:
     expect(page.get_by_test_id("detail")).to_contain_text("#301 transcript:entry")
 
 
-def test_more_pages_on_and_a_bad_query_says_why(server: Server, page: Page) -> None:
-    server.post([transcript("exec-p", f"deploy step {i}") for i in range(60)])
-    page.goto(server.url("/?execution=exec-p"))
+def test_more_pages_on_and_a_bad_query_says_why(viewer_server: Server, page: Page) -> None:
+    viewer_server.post([transcript("exec-p", f"deploy step {i}") for i in range(60)])
+    page.goto(viewer_server.url("/?execution=exec-p"))
     page.get_by_test_id("find-q").fill("deploy")
     page.get_by_test_id("find-q").press("Enter")
     expect(page.get_by_test_id("hit")).to_have_count(50)
@@ -70,15 +63,15 @@ def test_more_pages_on_and_a_bad_query_says_why(server: Server, page: Page) -> N
     expect(page.get_by_test_id("found")).to_be_hidden()
 
 
-def test_the_run_list_filters_by_agent_and_errors(server: Server, page: Page) -> None:
-    server.post(
+def test_the_run_list_filters_by_agent_and_errors(viewer_server: Server, page: Page) -> None:
+    viewer_server.post(
         [heartbeat("exec-calm", "agent-7", "working", "task-1"), status("exec-calm", "running")]
     )
-    server.post(
+    viewer_server.post(
         [tool_start("exec-bad", "tu1", "Bash", "make"), tool_end("exec-bad", "tu1", "error", 3.0)]
     )
-    server.post([status("exec-done", "failed", "tests failed")])
-    page.goto(server.url("/"))
+    viewer_server.post([status("exec-done", "failed", "tests failed")])
+    page.goto(viewer_server.url("/"))
     # While the pointer is over the side bar the list holds still: left items are hidden.
     items = page.locator("[data-testid=execution-item]:visible")
     expect(items).to_have_count(3)

@@ -7,25 +7,20 @@ Runs are posted as producers post them: ``execution:status`` for the root, ``spa
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from test_viewer_browser import (
-    PHONE,
-    Server,
-    open_browser,
-    open_page,
-    running,
     tool_end,
     tool_output,
     tool_start,
+    transcript,
     wait_for_events,
+    wave,
 )
+from viewer_fixtures import PHONE, Server, open_page
 
 # The runs' clock: a few seconds ago, reset by each run (a tool left running for a minute
 # would be judged slow by the watchdog, and its alert would be an event of the run).
@@ -126,24 +121,6 @@ def agent_run(e: str) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with running(tmp_path / "obs.db") as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with open_browser() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    with open_page(browser) as pg:
-        yield pg
-
-
 def tree_row(page: Page, span_id: str) -> Any:
     return page.locator(f"#spans [data-testid=span-row][data-span-id='{span_id}']")
 
@@ -164,11 +141,11 @@ def shown_tree(page: Page) -> list[tuple[str, int, str]]:
     return [(s, lvl, st) for s, lvl, st in out]
 
 
-def test_nested_spans_states_and_live_growth(server: Server, page: Page) -> None:
+def test_nested_spans_states_and_live_growth(viewer_server: Server, page: Page) -> None:
     e = "exec-tree"
     events = agent_run(e)
-    server.post(events)
-    open_tree(page, server, e, len(events))
+    viewer_server.post(events)
+    open_tree(page, viewer_server, e, len(events))
     expect(page.locator("#spans [data-testid=span-row]")).to_have_count(9)
     assert page.locator("#spans").get_attribute("role") == "tree"
     assert shown_tree(page) == [
@@ -196,18 +173,18 @@ def test_nested_spans_states_and_live_growth(server: Server, page: Page) -> None
     assert first and first.endswith("…")
     expect(dur).not_to_have_text(first)
     # A span that starts is on screen; it ends, and its bar says so.
-    server.post([span_start(e, "l3", "a2", "llm", "chat again", 5.0)])
+    viewer_server.post([span_start(e, "l3", "a2", "llm", "chat again", 5.0)])
     expect(tree_row(page, "l3")).to_have_attribute("data-state", "running")
-    server.post([span_end(e, "l3", "done", 5.5, 500.0)])
+    viewer_server.post([span_end(e, "l3", "done", 5.5, 500.0)])
     expect(tree_row(page, "l3")).to_have_attribute("data-state", "done")
     expect(tree_row(page, "l3").locator(".sdur")).to_have_text("500 ms")
 
 
-def test_fold_and_unfold(server: Server, page: Page) -> None:
+def test_fold_and_unfold(viewer_server: Server, page: Page) -> None:
     e = "exec-fold"
     events = agent_run(e)
-    server.post(events)
-    open_tree(page, server, e, len(events))
+    viewer_server.post(events)
+    open_tree(page, viewer_server, e, len(events))
     rows = page.locator("#spans [data-testid=span-row]")
     expect(rows).to_have_count(9)
     expect(tree_row(page, "a2")).to_have_attribute("aria-expanded", "true")
@@ -216,7 +193,7 @@ def test_fold_and_unfold(server: Server, page: Page) -> None:
     expect(rows).to_have_count(5)
     expect(tree_row(page, "l2")).to_have_count(0)
     # A span that starts under a folded node stays folded away.
-    server.post([span_start(e, "x3", "a2", "span", "late", 5.0)])
+    viewer_server.post([span_start(e, "x3", "a2", "span", "late", 5.0)])
     wait_for_events(page, len(events) + 1)
     expect(tree_row(page, "x3")).to_have_count(0)
     tree_row(page, "a2").locator(".twisty").click()
@@ -224,11 +201,11 @@ def test_fold_and_unfold(server: Server, page: Page) -> None:
     expect(tree_row(page, "x3")).to_be_visible()
 
 
-def test_rows_hold_still_under_the_pointer(server: Server, page: Page) -> None:
+def test_rows_hold_still_under_the_pointer(viewer_server: Server, page: Page) -> None:
     e = "exec-still"
     events = agent_run(e)
-    server.post(events)
-    open_tree(page, server, e, len(events))
+    viewer_server.post(events)
+    open_tree(page, viewer_server, e, len(events))
     target = tree_row(page, "x2")
     expect(target).to_be_visible()
     b = target.bounding_box()
@@ -236,7 +213,7 @@ def test_rows_hold_still_under_the_pointer(server: Server, page: Page) -> None:
     page.mouse.move(b["x"] + 40, b["y"] + b["height"] / 2)
     # New spans sort above the pointed row: earlier starts, under the first agent.
     early = [span_start(e, f"n{i}", "a1", "span", f"early {i}", 0.15 + i / 1000) for i in range(5)]
-    server.post(early)
+    viewer_server.post(early)
     wait_for_events(page, len(events) + 5)
     expect(page.locator("#spans [data-testid=span-row]")).to_have_count(14)
     after = target.bounding_box()
@@ -244,11 +221,13 @@ def test_rows_hold_still_under_the_pointer(server: Server, page: Page) -> None:
     page.mouse.move(5, 5)
 
 
-def test_model_call_opens_as_a_chat_and_a_tool_with_its_output(server: Server, page: Page) -> None:
+def test_model_call_opens_as_a_chat_and_a_tool_with_its_output(
+    viewer_server: Server, page: Page
+) -> None:
     e = "exec-chat"
     events = agent_run(e)
-    server.post(events)
-    open_tree(page, server, e, len(events))
+    viewer_server.post(events)
+    open_tree(page, viewer_server, e, len(events))
     tree_row(page, "l1").click()
     detail = page.get_by_test_id("detail")
     chat = page.get_by_test_id("chat")
@@ -269,18 +248,18 @@ def test_model_call_opens_as_a_chat_and_a_tool_with_its_output(server: Server, p
     tree_row(page, "tu1").click()
     expect(page.get_by_test_id("detail-arguments")).to_contain_text('"q": "weather Paris"')
     expect(page.get_by_test_id("detail-output")).to_contain_text("fetching forecast")
-    server.post([tool_output(e, "tu1", "sunny, 21°C\n")])
+    viewer_server.post([tool_output(e, "tu1", "sunny, 21°C\n")])
     expect(page.get_by_test_id("detail-output")).to_contain_text("sunny, 21°C")
-    server.post([{**tool_end(e, "tu1", "done", 2000.0), "outputSummary": "sunny"}])
+    viewer_server.post([{**tool_end(e, "tu1", "done", 2000.0), "outputSummary": "sunny"}])
     expect(page.get_by_test_id("detail-result")).to_contain_text("sunny")
     expect(tree_row(page, "tu1")).to_have_attribute("data-state", "done")
 
 
-def test_keyboard_walks_the_tree(server: Server, page: Page) -> None:
+def test_keyboard_walks_the_tree(viewer_server: Server, page: Page) -> None:
     e = "exec-keys"
     events = agent_run(e)
-    server.post(events)
-    open_tree(page, server, e, len(events))
+    viewer_server.post(events)
+    open_tree(page, viewer_server, e, len(events))
     expect(page.locator("#spans [data-testid=span-row]")).to_have_count(9)
     page.get_by_test_id("export").focus()
     page.keyboard.press("Tab")  # into the tree: its first row
@@ -306,12 +285,12 @@ def test_keyboard_walks_the_tree(server: Server, page: Page) -> None:
     assert outline == "solid"  # focus is visible
 
 
-def test_phone_taps_the_tree(browser: Browser, server: Server) -> None:
+def test_phone_taps_the_tree(browser: Browser, viewer_server: Server) -> None:
     e = "exec-phone"
     events = agent_run(e)
-    server.post(events)
+    viewer_server.post(events)
     with open_page(browser, viewport=PHONE, has_touch=True, is_mobile=True) as page:
-        open_tree(page, server, e, len(events))
+        open_tree(page, viewer_server, e, len(events))
         expect(page.locator("#spans [data-testid=span-row]")).to_have_count(9)
         widths = page.evaluate(
             "[document.documentElement.scrollWidth, document.body.scrollWidth, innerWidth]"
@@ -327,11 +306,11 @@ def test_phone_taps_the_tree(browser: Browser, server: Server) -> None:
         expect(page.get_by_test_id("chat")).to_be_in_viewport()
 
 
-def test_timeline_rows_say_their_agent(server: Server, page: Page) -> None:
+def test_timeline_rows_say_their_agent(viewer_server: Server, page: Page) -> None:
     e = "exec-agents"
     events = agent_run(e)
-    server.post(events)
-    page.goto(server.url(f"/?execution={e}"))
+    viewer_server.post(events)
+    page.goto(viewer_server.url(f"/?execution={e}"))
     wait_for_events(page, len(events))
     timeline = page.locator("#timeline [data-testid=event-row]")
     expect(timeline).to_have_count(len(events))
@@ -348,11 +327,11 @@ def test_timeline_rows_say_their_agent(server: Server, page: Page) -> None:
     expect(timeline).to_have_count(8)
 
 
-def test_keyboard_walks_the_timeline(server: Server, page: Page) -> None:
+def test_keyboard_walks_the_timeline(viewer_server: Server, page: Page) -> None:
     e = "exec-tl-keys"
     events = agent_run(e)
-    server.post(events)
-    page.goto(server.url(f"/?execution={e}"))
+    viewer_server.post(events)
+    page.goto(viewer_server.url(f"/?execution={e}"))
     timeline = page.get_by_test_id("timeline")
     expect(timeline.locator("[data-testid=event-row]")).to_have_count(len(events))
     assert timeline.get_attribute("role") == "listbox"
@@ -370,9 +349,9 @@ def test_keyboard_walks_the_timeline(server: Server, page: Page) -> None:
     expect(page.get_by_test_id("detail")).to_be_hidden()
 
 
-def test_the_run_list_names_and_totals_each_run(server: Server, page: Page) -> None:
-    server.post(agent_run("exec-planner"))
-    server.post(
+def test_the_run_list_names_and_totals_each_run(viewer_server: Server, page: Page) -> None:
+    viewer_server.post(agent_run("exec-planner"))
+    viewer_server.post(
         [
             {**root("exec-writer"), "spanId": "r2"},
             span_start("exec-writer", "w", "r2", "agent", "writer", 0.1, agent="writer"),
@@ -391,7 +370,7 @@ def test_the_run_list_names_and_totals_each_run(server: Server, page: Page) -> N
             {**root("exec-writer", "completed", 1), "spanId": "r2"},
         ]
     )
-    page.goto(server.url())
+    page.goto(viewer_server.url())
     planner = page.locator("[data-testid=execution-item][data-execution-id='exec-planner']")
     writer = page.locator("[data-testid=execution-item][data-execution-id='exec-writer']")
     expect(planner.locator(".exec-label")).to_have_text("planner")
@@ -414,7 +393,7 @@ def test_the_run_list_names_and_totals_each_run(server: Server, page: Page) -> N
     expect(page.locator("[data-testid=execution-item]:not([hidden])")).to_have_count(1)
     page.get_by_test_id("exec-search").fill("")
     # Totals follow the stream.
-    server.post(
+    viewer_server.post(
         [
             span_start("exec-planner", "l9", "a1", "llm", "chat", 5.0, model="gpt-4o"),
             span_end(
@@ -433,3 +412,28 @@ def test_the_run_list_names_and_totals_each_run(server: Server, page: Page) -> N
     planner.click()
     expect(page.get_by_test_id("exec-name")).to_have_text("planner")
     expect(page.get_by_test_id("run-totals")).to_contain_text("2.3k tok")
+
+
+def test_plan_tasks_end_with_their_spans_and_their_wave(server: Server, page: Page) -> None:
+    # The plan's JSON: tasks of a wave, told by transcript entries and tool calls. A task
+    # runs while one of its tools does, failed if one did; the wave over, none runs on.
+    e = "exec-plan"
+    entries = [transcript(e, "on it", task=t) for t in ("T1", "T2", "T3")]
+    for x in entries:
+        x["entry"]["waveNumber"] = 1
+    events = [
+        root(e, "running"), wave(e, 0, 0), *entries,
+        tool_start(e, "u1", "Bash", "make", task="T1"),
+        tool_start(e, "u2", "Bash", "test", task="T2"),
+    ]  # fmt: skip
+    server.post(events)
+    open_tree(page, server, e, len(events))
+    for t in ("T1", "T2", "T3"):
+        expect(tree_row(page, f"task:{t}")).to_have_attribute("data-state", "running")
+    server.post([tool_end(e, "u1", "done", 5.0), tool_end(e, "u2", "error", 5.0)])
+    expect(tree_row(page, "task:T1")).to_have_attribute("data-state", "done")
+    expect(tree_row(page, "task:T2")).to_have_attribute("data-state", "error")
+    expect(tree_row(page, "task:T3")).to_have_attribute("data-state", "running")
+    server.post([wave(e, 1, 1, status="completed")])
+    expect(tree_row(page, "task:T3")).to_have_attribute("data-state", "done")
+    expect(tree_row(page, "task:T3").locator(".sbar")).not_to_have_class(re.compile(r"\bopen\b"))

@@ -9,47 +9,32 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from support import TIMEOUT
 from test_viewer_browser import (
-    Server,
     execution_item,
     heartbeat,
-    open_browser,
-    open_page,
-    running,
     status,
     tool_end,
     tool_start,
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with open_browser() as b:
-        yield b
+from viewer_fixtures import Server, running
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    with open_page(browser) as pg:
-        yield pg
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def viewer_server(tmp_path: Path) -> Iterator[Server]:
     with running(tmp_path / "obs.db", "--lost-after", "1", "--slow-after", "1") as srv:
         yield srv
 
 
-def test_alerts_appear_live_and_go_when_cleared(server: Server, page: Page) -> None:
-    server.post([status("calm", "running"), heartbeat("calm", "a", "working", "t")])
-    page.goto(server.url())
+def test_alerts_appear_live_and_go_when_cleared(viewer_server: Server, page: Page) -> None:
+    viewer_server.post([status("calm", "running"), heartbeat("calm", "a", "working", "t")])
+    page.goto(viewer_server.url())
     calm = execution_item(page, "calm")
     expect(calm.get_by_test_id("running-age")).to_contain_text("running ")
     # opened after the page: only the "all" stream can tell it of these alerts
-    server.post([status("hung", "running"), tool_start("hung", "tu1", "build", "make")])
+    viewer_server.post([status("hung", "running"), tool_start("hung", "tu1", "build", "make")])
     alerts = page.get_by_test_id("watch-alerts")
     slow = alerts.locator("[data-testid=watch-alert][data-alert=slow]")
     expect(slow).to_contain_text("build")
@@ -57,22 +42,45 @@ def test_alerts_appear_live_and_go_when_cleared(server: Server, page: Page) -> N
     expect(row.get_by_test_id("watch-badge")).to_have_text("slow")
     # calm's agent stopped sending heartbeats: it is judged lost
     expect(execution_item(page, "calm").get_by_test_id("watch-badge")).to_have_text("lost")
-    server.post([tool_end("hung", "tu1", "done", 1500)])
+    viewer_server.post([tool_end("hung", "tu1", "done", 1500)])
     expect(slow).to_have_count(0)
     expect(row.get_by_test_id("watch-badge")).to_have_count(0)
     # its agent is back, and the run ends (so it is judged no more)
-    server.post([heartbeat("calm", "a", "working", "t"), status("calm", "completed")])
+    viewer_server.post([heartbeat("calm", "a", "working", "t"), status("calm", "completed")])
     expect(calm.get_by_test_id("watch-badge")).to_have_count(0)
     expect(calm.get_by_test_id("running-age")).to_have_count(0)
     expect(alerts).to_be_hidden()
 
 
-def test_a_page_opened_later_shows_the_active_alerts(server: Server, page: Page) -> None:
-    server.post([status("old", "running"), tool_start("old", "tu1", "deploy", "ship")])
+def test_a_page_opened_later_shows_the_active_alerts(viewer_server: Server, page: Page) -> None:
+    viewer_server.post([status("old", "running"), tool_start("old", "tu1", "deploy", "ship")])
     deadline = time.monotonic() + TIMEOUT  # a hang guard, never about speed
-    while not httpx.get(server.url("/api/running")).json()["alerts"]:
+    while not httpx.get(viewer_server.url("/api/running")).json()["alerts"]:
         assert time.monotonic() < deadline, "no alert judged"
         time.sleep(0.05)  # a poll interval: the condition is an alert in /api/running
-    page.goto(server.url())
+    page.goto(viewer_server.url())
     expect(page.get_by_test_id("watch-alert")).to_contain_text("deploy")
     expect(execution_item(page, "old").get_by_test_id("watch-badge")).to_have_text("slow")
+
+
+def test_a_full_meta_line_stays_inside_its_run_item(server: Server, page: Page) -> None:
+    # State, count, age, the watchdog's badge and the running age on one line of the side
+    # bar: what does not fit is cut inside the item (with an ellipsis), never past its edge.
+    server.post([status("busy", "running"), tool_start("busy", "tu1", "build", "make all")])
+    page.goto(server.url())
+    row = execution_item(page, "busy")
+    expect(row.get_by_test_id("watch-badge")).to_have_text("slow")
+    expect(row.get_by_test_id("running-age")).to_contain_text("running ")
+    past = row.evaluate(
+        """li => {
+          const line = li.querySelector(".exec-meta").getBoundingClientRect();
+          return [...li.querySelectorAll(".exec-meta > *")]
+            .filter((x) => x.getBoundingClientRect().right > line.right + 0.5)
+            .map((x) => x.textContent);
+        }"""
+    )
+    assert past == []
+    # The state and the watchdog's badge are never the ones cut.
+    whole = "b => b.scrollWidth <= b.clientWidth"
+    assert row.get_by_test_id("watch-badge").evaluate(whole)
+    assert row.locator(".exec-meta > .badge").evaluate(whole)

@@ -95,6 +95,28 @@ async def connection(
         nursery.cancel_scope.cancel()
 
 
+async def stall(obs: trio_obs.Observability, conn: WebSocketConnection) -> None:
+    """Emit 21 events of 3 kB at a client that does not read, until the writer is closing."""
+    tool = await obs.tools.start("e1", "Bash", "yes")
+    for i in range(20):
+        await obs.tools.output("e1", tool.tool_use_id, f"{i}:" + "x" * 3000)
+    with trio.fail_after(TIMEOUT):
+        while conn.state is not WriterState.CLOSING:  # noqa: ASYNC110 - the writer's state
+            await trio.sleep(0.05)
+
+
+async def whole_messages_then_slow_close(client: Client) -> CloseConnection:
+    """The stalled client reads again: whole messages in seq order, fewer than the 21 sent,
+    then the slow consumer's close (returned)."""
+    seqs = []
+    while not isinstance(message := await client.message(), CloseConnection):
+        if "seq" in message:
+            seqs.append(message["seq"])
+    assert (message.code, message.reason) == (SLOW_CONSUMER_CODE, SLOW_CONSUMER)
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) < 21
+    return message
+
+
 async def test_greeting_then_live_events_through_the_flusher() -> None:
     async with connection() as (obs, conn, client):
         assert (await client.json())["type"] == "observability:connected"
@@ -123,20 +145,9 @@ async def test_a_stalled_client_is_closed_after_the_frame_in_flight() -> None:
         conn,
         client,
     ):
-        tool = await obs.tools.start("e1", "Bash", "yes")
-        for i in range(20):
-            await obs.tools.output("e1", tool.tool_use_id, f"{i}:" + "x" * 3000)
-        with trio.fail_after(TIMEOUT):
-            while conn.state is not WriterState.CLOSING:  # noqa: ASYNC110 - the writer's state
-                await trio.sleep(0.05)
+        await stall(obs, conn)
         assert conn.close_reason is not None and conn.close_reason.code == SLOW_CONSUMER_CODE
-        # The client reads again: whole messages in seq order, then a clean close.
-        seqs = []
-        while not isinstance(message := await client.message(), CloseConnection):
-            if "seq" in message:
-                seqs.append(message["seq"])
-        assert (message.code, message.reason) == (SLOW_CONSUMER_CODE, SLOW_CONSUMER)
-        assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) < 21
+        await whole_messages_then_slow_close(client)  # the client reads again
 
 
 async def test_a_stalled_client_gets_the_close_grace_to_take_the_frame_begun() -> None:
@@ -147,20 +158,10 @@ async def test_a_stalled_client_gets_the_close_grace_to_take_the_frame_begun() -
         conn,
         client,
     ):
-        tool = await obs.tools.start("e1", "Bash", "yes")
-        for i in range(20):
-            await obs.tools.output("e1", tool.tool_use_id, f"{i}:" + "x" * 3000)
-        with trio.fail_after(TIMEOUT):
-            while conn.state is not WriterState.CLOSING:  # noqa: ASYNC110 - the writer's state
-                await trio.sleep(0.05)
+        await stall(obs, conn)
         assert conn.outbox.begun
         await trio.sleep(1.0)  # the scenario: the client reads again only after 5 stall timeouts
-        seqs = []
-        while not isinstance(message := await client.message(), CloseConnection):
-            if "seq" in message:
-                seqs.append(message["seq"])
-        assert (message.code, message.reason) == (SLOW_CONSUMER_CODE, SLOW_CONSUMER)
-        assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) < 21
+        message = await whole_messages_then_slow_close(client)
         await client.stream.send_all(client.ws.send(message.response()))
 
 

@@ -287,6 +287,7 @@ def measure(
         }
     deliveries = sum(r["count"] for r in reports)
     max_us = max((r["maxUs"] for r in reports), default=0.0)
+    producing = emitted.get("producerCpuSeconds")  # None from a node.py that does not say
     for node in nodes:
         got = per_node.setdefault(node.name, {"clients": 0, "deliveries": 0})
         got["cpuSeconds"] = round(cpu[node.name], 4)
@@ -294,6 +295,15 @@ def measure(
         got["cpuUsPerDelivery"] = (
             round(1e6 * cpu[node.name] / got["deliveries"], 2) if got["deliveries"] else None
         )
+        # The producer feeds every client of the cluster, not only its own node's: its
+        # task's CPU is shared by every delivery, the rest of the node's by its own (on
+        # a single node the two are the same figure). See README, "CPU per delivery".
+        shared = got["cpuUsPerDelivery"]
+        if node is emitter and producing is not None and got["deliveries"] and deliveries:
+            got["producerCpuSeconds"] = producing
+            own = (cpu[node.name] - producing) / got["deliveries"]
+            shared = round(1e6 * (own + producing / deliveries), 2)
+        got["cpuUsPerDeliveryShared"] = shared
     busy = sum(busy1) - busy1.idle - (sum(busy0) - busy0.idle)
     clients = sum(n for _, _, n in receivers)
     return {
@@ -506,10 +516,17 @@ def targets(loads: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     one = single["nodes"]["single"]["cpuUsPerDelivery"]
     for label, load, name in (("A->B, node B", cross, "B"), ("A->A+B, node B", split, "B"),
                               ("A->A+B, node A (with the producer)", split, "A")):  # fmt: skip
-        mine = load["nodes"][name]["cpuUsPerDelivery"]
+        got = load["nodes"][name]
+        mine = got.get("cpuUsPerDeliveryShared") or got["cpuUsPerDelivery"]
+        figure = f"{mine} vs {one} us ({mine / one:.2f}x)"
+        if mine != got["cpuUsPerDelivery"]:
+            raw = got["cpuUsPerDelivery"]
+            figure += (
+                f", its producer's {got['producerCpuSeconds']} s shared by every delivery;"
+                f" all of it on this node's deliveries: {raw} us ({raw / one:.2f}x)"
+            )
         out.append({"target": f"CPU per delivery within 1.2x of one node's ({label})",
-                    "figure": f"{mine} vs {one} us ({mine / one:.2f}x)",
-                    "met": mine <= 1.2 * one})  # fmt: skip
+                    "figure": figure, "met": mine <= 1.2 * one})  # fmt: skip
     if three is not None:
         two, more = split["redisUsPerEvent"], three["redisUsPerEvent"]
         out.append({"target": "Redis CPU per event flat in nodes (2 -> 3 nodes)",
@@ -541,6 +558,11 @@ def nodes_table(result: dict[str, Any]) -> str:
         nodes = "; ".join(
             f"{k}: {v['cpuPct']} %"
             + (f", {v['cpuUsPerDelivery']} us, p99 {v['p99Ms']} ms" if v["deliveries"] else "")
+            + (
+                f" (producer {v['producerCpuSeconds']} s; shared: {v['cpuUsPerDeliveryShared']} us)"
+                if v.get("producerCpuSeconds") is not None
+                else ""
+            )
             for k, v in load["nodes"].items()
         )
         redis = (

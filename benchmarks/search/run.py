@@ -162,7 +162,7 @@ class StoreWithoutIndex(Store):
 
     @staticmethod
     def _statements(stage: Stage) -> Statements:
-        return [s for s in Store._statements(stage) if s[0] != search_sql.INDEX_RANGE]
+        return [s for s in Store._statements(stage) if s[0] != search_sql.INDEX_ROWS]
 
 
 async def fill(path: str, n: int, pool: list[list[dict[str, Any]]]) -> float:

@@ -284,7 +284,7 @@ def without_search_index() -> None:
     statements = Store._statements
 
     def unindexed(stage: Any) -> Any:
-        return [s for s in statements(stage) if s[0] != search_sql.INDEX_RANGE]
+        return [s for s in statements(stage) if s[0] != search_sql.INDEX_ROWS]
 
     Store._statements = staticmethod(unindexed)  # type: ignore[method-assign]
 

@@ -98,18 +98,24 @@ def figures(res: Results, name: str, old_broker: dict[str, Any] | None) -> list[
             res.max_rate["trio-obs"].deliveries_per_s, "/s", "higher",
         ])  # fmt: skip
 
-    def producer(broker: list[dict[str, Any]], subs: int) -> float | None:
+    def producer(broker: list[dict[str, Any]], subs: int, field: str) -> float | None:
         for b in broker:
-            if b["subscribers"] == subs and "producer_us" in b:
-                return float(b["producer_us"]["p50"])
+            if b["subscribers"] == subs and field in b:
+                return float(b[field]["p50"])
         return None
 
     new_b = res.micro.get("broker", [])
     old_b = (old_broker or {}).get("broker", [])
-    for subs in (0, 1000):
-        o, n = producer(old_b, subs), producer(new_b, subs)
+    for label, field, subs, unit in (
+        ("producer's own time / emit, 0 subscribers", "producer_us", 0, "µs"),
+        ("producer's own time / emit, 0 subscribers, caches evicted", "producer_cold_us", 0,
+         "µs"),
+        ("producer's own time / emit, 1000 subscribers", "producer_us", 1000, "µs"),
+        ("producer's calls / emit, 1000 subscribers", "producer_calls", 1000, "calls"),
+    ):  # fmt: skip
+        o, n = producer(old_b, subs, field), producer(new_b, subs, field)
         if o is not None and n is not None:
-            rows.append([f"producer's own time / emit, {subs} subscribers", o, n, "µs", "lower"])
+            rows.append([label, o, n, unit, "lower"])
     other = res.meta.get("ingest_other", {}).get(name)
     if res.ingest is not None and other:
         rows.append(["ingest stored/s", other["stored_per_s"], res.ingest.stored_per_s, "/s",

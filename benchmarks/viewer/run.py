@@ -76,12 +76,16 @@ WAIT_IN_PAGE = """
 
 
 @contextmanager
-def server(db: Path) -> Iterator[tuple[str, int]]:
-    """``trio-obs serve`` on a free loopback port; its base URL and its pid."""
+def server(db: Path, *extra: str, src: Path | None = None) -> Iterator[tuple[str, int]]:
+    """``trio-obs serve`` on a free loopback port (``extra``: more of its options; ``src``:
+    the ``src`` folder of another checkout to run instead of the installed one); its base URL
+    and its pid."""
     env = {k: v for k, v in os.environ.items() if k != "TRIO_OBS_TOKEN"}
     env["PYTHONUNBUFFERED"] = "1"
+    if src is not None:
+        env["PYTHONPATH"] = str(src.resolve())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trio_obs", "serve", "--port", "0", "--db", str(db)],
+        [sys.executable, "-m", "trio_obs", "serve", "--port", "0", "--db", str(db), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -353,3 +353,26 @@ def test_every_field_of_every_event_type_is_known(kind: str) -> None:
     posted = {"seq": None, "pos": None}
     posted |= {"requires_action": False} if kind == "messagebus:event" else {}
     assert batch.events == [attrs.evolve(event, **posted)]
+
+
+def test_an_array_decodes_each_event_as_one_posted_alone_would() -> None:
+    # The array's inline path (issue 25) and the single event's path agree, also on what
+    # takes the slow path: a producer's seq and pos, requiresAction, a null timestamp.
+    events = [
+        _status(timestamp="2026-03-08T11:30:00.250+02:00", seq=4, pos=9),
+        _status(timestamp="2026-03-08T11:30:00.250+02:00"),  # the same time again
+        _status(requiresAction=True, timestamp=None),
+        {"type": "tool:end", "executionId": "e1", "toolUseId": "t", "resultStatus": "done",
+         "durationMs": 5, "timestamp": "2026-03-08T09:30:00.250Z", "extra": 1},
+    ]  # fmt: skip
+    batch = decode_batch(orjson.dumps(events))
+    assert batch.events == [decode_events(orjson.dumps(e))[0] for e in events]
+    assert [e.timestamp for e in batch.events] == [CANONICAL, CANONICAL, "", CANONICAL]
+    assert all(e.seq is None and e.pos is None for e in batch.events)
+    assert batch.warnings() == ["event 3 (tool:end): unknown field 'extra' ignored"]
+
+
+def test_a_bad_time_after_the_same_good_one_is_still_refused() -> None:
+    good = _status(timestamp="2026-03-08T11:30:00.250+02:00")
+    err = _raises([good, good, _status(timestamp="2026-03-08T24:00:00.000Z")], "INVALID_EVENT")
+    assert "event 2" in str(err) and "timestamp" in str(err)

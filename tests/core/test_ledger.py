@@ -9,6 +9,7 @@ from trio_obs.core import events as ev
 from trio_obs.core.errors import InvalidInput
 from trio_obs.core.ledger import Ledger, StreamCounters, complete, complete_batch
 from trio_obs.core.protocol import GLOBAL, MAX_ID_BYTES
+from trio_obs.core.routing import Envelope
 from trio_obs.core.spanrules import SpanRecord
 
 NOW = "2026-12-01T10:00:00.000Z"
@@ -198,6 +199,27 @@ def test_a_span_the_ledger_forgot_is_asked_of_the_store() -> None:
     assert [env.tool for env in stage.envelopes] == ["Read", "Bash"]
 
 
+def test_the_spans_of_a_key_new_to_the_store_are_not_asked_of_it() -> None:
+    # Issue 25: a run's new tool uses were looked up in the store, batch after batch.
+    ledger = Ledger()  # a new store: a key the ledger has not seen has nothing stored
+    staged(ledger, [start("a", "tu1", "Read", "k1")])
+    assert ledger.unknown_spans([complete_batch([start("a", "tu2", "Bash", "k2")], NOW)]) == []
+    old = Ledger(complete=False)  # a store with history: the store says what it has
+    batch = complete_batch([start("new", "tu1", "Read", "k"), end("old", "tu1")], NOW)
+    assert old.unknown_streams([batch]) == ["new", "old", GLOBAL]
+    old.learn_streams({"new": None, "old": StreamCounters(last_seq=4, event_count=4), GLOBAL: None})
+    assert old.unknown_spans([batch]) == [("old", "tu1")]
+
+
+def test_a_key_whose_span_left_the_cache_is_asked_of_the_store_again() -> None:
+    ledger = Ledger(span_cache_size=2)
+    staged(ledger, [start("a", "tu1", "Read", "k1"), start("a", "tu2", "Read", "k2")])
+    assert ledger.unknown_spans([complete_batch([end("a", "tu1")], NOW)]) == []
+    staged(ledger, [start("b", "tu3", "Read", "k3")])  # evicts a's tu1
+    assert ledger.unknown_spans([complete_batch([end("a", "tu1")], NOW)]) == [("a", "tu1")]
+    assert ledger.unknown_spans([complete_batch([end("b", "tu4")], NOW)]) == []
+
+
 def test_a_bad_batch_fails_alone_and_leaves_no_trace() -> None:
     ledger = Ledger()
     huge = ev.TranscriptEntryEvent(
@@ -246,8 +268,16 @@ def test_activity_orders_keys_and_the_wall_clock_is_the_hubs() -> None:
 
 
 def test_forget_drops_keys_and_their_spans() -> None:
-    ledger = Ledger()
+    ledger = Ledger(complete=False)
+    ledger.learn_streams({"a": None, GLOBAL: None})
     staged(ledger, [start("a", "tu1", "Read", "k")])
     ledger.forget(["a"])
     assert ledger.counters("a") is None
     assert ledger.unknown_spans([complete_batch([end("a", "tu1")], NOW)]) == [("a", "tu1")]
+    # A new store's ledger knows the store holds nothing of a deleted key: its end is
+    # staged as one that closes no span it knows.
+    new = Ledger()
+    staged(new, [start("a", "tu1", "Read", "k")])
+    new.forget(["a"])
+    [[ended]] = new.stage([complete_batch([end("a", "tu1")], NOW)]).results
+    assert isinstance(ended, Envelope) and ended.seq == 1 and ended.tool is None

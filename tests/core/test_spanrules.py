@@ -143,6 +143,17 @@ def test_started_once_and_completed_held_while_spans_are_open() -> None:
     assert run(ledger, status("completed")).envelopes == []  # the root ends once
 
 
+def test_a_held_failed_status_counts_as_an_error_once_stored() -> None:
+    ledger = Ledger()
+    run(ledger, status("started"), span_start("a1", "agent", "planner"))
+    assert run(ledger, status("failed")).envelopes == []  # held: not stored, not counted
+    assert ledger.counters("x").errors == 0  # type: ignore[union-attr]
+    release = run(ledger, span_end("a1"))
+    assert stored(release)[1] == ("x", 4, "execution:status")
+    s = ledger.counters("x")
+    assert s is not None and (s.last_status, s.errors) == ("failed", 1)  # as if never held
+
+
 def test_plan_statuses_without_span_id_are_stored_as_sent() -> None:
     ledger = Ledger()
     stage = run(ledger, tool_start("tu"), status("started", span=None),

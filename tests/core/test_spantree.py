@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -337,3 +338,67 @@ def test_a_lost_span_runs_again_when_its_alert_is_cleared() -> None:
     for seq, event in enumerate(events, 1):
         kept.add({"executionId": "x", "seq": seq, **event})
         assert kept.to_json(SHIPPED_PRICES, epoch="ep") == fold(*events[:seq])
+
+
+def random_run(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    """``n`` events of every kind the fold reads, in any order: spans opened and closed
+    (or not), parents named before they are seen, tools with a span id of their own
+    (aliases), plan tasks, a root span named late, lost closings and their clearing."""
+    spans = [f"s{i}" for i in range(12)]
+    out: list[dict[str, Any]] = []
+    for seq in range(1, n + 1):
+        span = rng.choice(spans)
+        base = {"executionId": "x", "seq": seq, "timestamp": at(rng.randrange(60))}
+        roll = rng.randrange(12)
+        if roll == 0:
+            status = rng.choice(["started", "running", "completed", "failed"])
+            root = rng.choice([{}, {"spanId": "r"}, {"spanId": rng.choice(spans)}])
+            out.append(base | root | {"type": "execution:status", "status": status,
+                                      "agent": rng.choice([None, "boss"])})  # fmt: skip
+        elif roll == 1:
+            out.append(base | {"type": "watch:clear", "alertId": rng.choice(["a1", "a2"])})
+        elif roll in (2, 3):
+            tool = base | {"toolUseId": span, "tool": "Bash",
+                           "taskId": rng.choice([None, "t1", "t2"])}  # fmt: skip
+            if rng.random() < 0.3:
+                tool["spanId"] = "own-" + span
+            if rng.random() < 0.5:
+                tool["parentSpanId"] = rng.choice([*spans, "own-s1", "x", "r", "task:t1"])
+            if roll == 2:
+                out.append(tool | {"type": "tool:start", "inputSummary": "ls"})
+            else:
+                out.append(tool | {"type": "tool:end", "durationMs": rng.choice([5, None]),
+                                   "resultStatus": rng.choice(["done", "error"])})  # fmt: skip
+        elif roll == 4:
+            out.append(base | {"type": "skill:end", "skillTraceId": span, "skillName": "plan",
+                               "status": "failed", "taskId": "t1"})  # fmt: skip
+        else:
+            opening = roll < 8
+            event = base | {"type": "span:start" if opening else "span:end", "spanId": span}
+            if rng.random() < 0.6:
+                event["parentSpanId"] = rng.choice([*spans, "ghost", "own-s2", "r"])
+            event["kind"] = rng.choice(["llm", "agent", "span", None])
+            if event["kind"] == "llm":
+                event["model"] = rng.choice(["gpt-4o", "who-knows", ""])
+                if not opening:
+                    event["usage"] = {"inputTokens": rng.randrange(99), "outputTokens": 3}
+            if not opening:
+                event["state"] = rng.choice(["done", "error", "lost"])
+                if event["state"] == "lost":
+                    event["details"] = {"alertId": rng.choice(["a1", "a2"])}
+            out.append(event)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_kept_tree_answers_as_a_fresh_fold_after_every_event(seed: int) -> None:
+    """The kept answer re-encodes only what changed: after each event, byte for byte what
+    a fold of every event so far answers."""
+    rng = random.Random(seed)
+    events = random_run(rng, 120)
+    kept = SpanTree("x")
+    for cut, event in enumerate(events, 1):
+        kept.add(event)
+        if rng.random() < 0.5:  # answered now and then: several events between two answers
+            fresh = SpanTree("x").add_all(events[:cut]).answer(SHIPPED_PRICES, epoch="ep")
+            assert kept.answer(SHIPPED_PRICES, epoch="ep") == fresh, (seed, cut)

@@ -258,3 +258,44 @@ def _entry() -> ev.TranscriptEntry:
         id="t", timestamp="2026-01-01T00:00:00.000Z", sequence=1, execution_id="e1",
         instance_id="i", entry_type="text", category="c", summary="s",
     )  # fmt: skip
+
+
+def test_a_group_fed_at_once_is_judged_as_each_event_fed_alone() -> None:
+    # The driver feeds each dispatched group with one call (issue 25).
+    s = Store()
+    s.put(started(), T0)
+    s.put(beat(), T0)
+    s.put(tool("tu1"), T0 + 0.5)
+    s.put(ev.ToolOutputEvent(execution_id="e1", tool_use_id="tu1", chunk="x"), T0 + 1)
+    s.put(tool_end("tu1"), T0 + 1.5)
+    s.put(tool("tu2"), T0 + 1.6)
+    s.put(beat(), T0 + 2)
+    s.put(ev.ExecutionStatusEvent(execution_id="e2", status="completed"), T0 + 2)
+    group = Judge(LIMITS, started=T0)
+    group.feed_all((e.execution_id, e) for e in s.stored)
+    assert group.runs == s.judge.runs and group.counts() == s.judge.counts()
+    assert [attrs.asdict(v) for v in group.open_spans()] == [
+        attrs.asdict(v) for v in s.judge.open_spans()
+    ]
+    judged = [
+        [(j.key, kinds(list(j.events))) for j in judge.judge(T0 + 30)] for judge in (group, s.judge)
+    ]
+    assert judged[0] == judged[1] and judged[0]
+
+
+def test_a_producer_that_joins_after_a_tick_is_judged_lost_on_time() -> None:
+    # A tick skips the producers of a run none of which can be lost yet (issue 25): one
+    # that joins later, with an earlier limit, is judged all the same.
+    s = Store()
+    s.put(started(), T0)
+    s.put(beat(who="slow", interval=10.0), T0)  # lost after 30 s
+    assert s.tick(T0 + 2) == []
+    s.put(beat(who="fast"), T0 + 3)  # lost after 3 s
+    assert s.tick(T0 + 5.9) == []
+    [alert] = s.tick(T0 + 6.1)
+    assert isinstance(alert, ev.WatchAlertEvent) and alert.instance_id == "fast"
+    s.put(beat(who="fast"), T0 + 7)  # heard again, 4 s after the last: cleared, and
+    assert kinds(s.tick(T0 + 7.5)) == ["watch:clear"]  # judged again after 3 x 4 s
+    assert s.tick(T0 + 18.9) == []
+    [again] = s.tick(T0 + 19.1)
+    assert isinstance(again, ev.WatchAlertEvent) and again.instance_id == "fast"

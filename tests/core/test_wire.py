@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, get_args
 
 import attrs
@@ -301,6 +302,22 @@ def test_plain_structuring_takes_only_what_the_converter_takes(
             if got != "refused":
                 assert got == slow.structure(variant, cls)
     assert _outcome(wire_module._PLAIN_STRUCTURE[False][cls], wire) != "refused"
+
+
+@pytest.mark.parametrize("posted", [False, True])
+def test_plain_structuring_runs_the_validators_as_init_does(posted: bool) -> None:
+    # It sets the slots itself (issue 25): a value attrs' validators refuse is refused.
+    fast = wire_module._PLAIN_STRUCTURE[posted]
+    end = {"executionId": "e", "toolUseId": "t", "resultStatus": "done", "durationMs": 1.5}
+    assert fast[ev.ToolEndEvent](end) == ev.ToolEndEvent(
+        execution_id="e", tool_use_id="t", result_status="done", duration_ms=1.5
+    )
+    with pytest.raises(ValueError, match="finite"):
+        fast[ev.ToolEndEvent]({**end, "durationMs": math.inf})
+    beat = {"executionId": "e", "instanceId": "i", "status": "idle", "metrics": {"x": math.nan}}
+    with pytest.raises(ValueError, match="finite"):
+        fast[ev.AgentHeartbeatEvent](beat)
+    assert fast[ev.AgentHeartbeatEvent]({**beat, "metrics": {"x": 1}}).metrics == {"x": 1.0}
 
 
 @settings(max_examples=100, deadline=None)

@@ -21,7 +21,7 @@ import attrs
 from . import events as ev
 from .errors import InvalidInput
 from .protocol import INVALID_EVENT, MAX_WARNINGS
-from .wire import camel, decode_event, event_name, loads_json
+from .wire import POSTED_STRUCTURE, camel, decode_event, event_name, loads_json
 
 # --------------------------------------------------------------------------- shapes
 
@@ -56,6 +56,9 @@ def _shape(cls: type) -> _Shape:
 
 
 _SHAPES: Final[dict[type, _Shape]] = {cls: _shape(cls) for cls in ev.STREAM_EVENT_TYPES.values()}
+_SHAPES_BY_TYPE: Final[dict[str, _Shape]] = {
+    kind: _SHAPES[cls] for kind, cls in ev.STREAM_EVENT_TYPES.items()
+}
 
 
 # --------------------------------------------------------------------------- unknown fields
@@ -139,6 +142,40 @@ def _posted(obj: Any, index: int | None, batch: Batch) -> ev.StreamEvent:
     return event
 
 
+def _posted_all(data: list[Any], batch: Batch) -> list[ev.StreamEvent]:
+    """:func:`_posted` for each item of a posted array, the common event inline (issue 25):
+    an object of a known type, without ``requiresAction`` or a null ``timestamp``, that the
+    plain structuring takes. Anything else goes through :func:`_posted`, which decides."""
+    structure_of, shapes = POSTED_STRUCTURE, _SHAPES_BY_TYPE
+    events: list[ev.StreamEvent] = []
+    append = events.append
+    for index, obj in enumerate(data):
+        kind = obj.get("type") if obj.__class__ is dict else None
+        if not isinstance(kind, str) or (structure := structure_of.get(kind)) is None:
+            append(_posted(obj, index, batch))
+            continue
+        if "requiresAction" in obj or obj.get("timestamp", "") is None:
+            append(_posted(obj, index, batch))
+            continue
+        try:
+            event = structure(obj)
+        except Exception:  # the converter takes it, or says what is wrong
+            append(_posted(obj, index, batch))
+            continue
+        if event.seq is not None or event.pos is not None:  # not the producer's to choose
+            object.__setattr__(event, "seq", None)
+            object.__setattr__(event, "pos", None)
+        shape = shapes[kind]
+        if not shape.keys.issuperset(obj):
+            batch.note_unknown(index, event, "", obj, shape)
+        for key, name, inner in shape.records:
+            raw = obj[key] if getattr(event, name) is not None else {}
+            if not inner.keys.issuperset(raw):
+                batch.note_unknown(index, event, f"{key}.", raw, inner)
+        append(event)
+    return events
+
+
 def decode_batch(body: bytes | str) -> Batch:
     """The stream events of a posted body (one event or an array), checked and made UTC.
 
@@ -150,7 +187,7 @@ def decode_batch(body: bytes | str) -> Batch:
     if isinstance(data, list):
         if not data:
             raise InvalidInput("the body is an empty array; send at least one event", INVALID_EVENT)
-        batch.events = [_posted(item, i, batch) for i, item in enumerate(data)]
+        batch.events = _posted_all(data, batch)
     else:
         batch.events = [_posted(data, None, batch)]
     return batch

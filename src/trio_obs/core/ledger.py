@@ -264,7 +264,14 @@ def complete_batch(events: Sequence[ev.StreamEvent], now: str) -> list[ev.Stream
     """:func:`complete` for each event of a batch; the first bad one raises, naming its index."""
     if len(events) == 1:
         return [complete(events[0], now)]
-    return [complete(e, now, where=event_where(i, events)) for i, e in enumerate(events)]
+    done: list[ev.StreamEvent] = []
+    for index, event in enumerate(events):
+        try:
+            done.append(complete(event, now))
+        except InvalidInput:  # nothing was changed: again, to name its index
+            complete(event, now, where=event_where(index, events))
+            raise
+    return done
 
 
 def event_where(index: int, batch: Sequence[ev.StreamEvent]) -> str:
@@ -374,17 +381,18 @@ class _Batch:
         self.answers.append(Envelope(event.execution_id, seq, kept, b"", TOPIC_OF_TYPE[event.type]))
 
     def stage(self, batch: Sequence[ev.StreamEvent]) -> None:
+        role_of = _ROLES
         for index, event in enumerate(batch):
             key = event.execution_id
-            role = FACTS[event.type].role
-            if role == "opens":
+            role = role_of[event.type]
+            if role == "content":
+                self.content(key, event, index, batch)
+            elif role == "opens":
                 self.opening(key, event, index, batch)
             elif role == "closes":
                 self.closing(key, event, index, batch)
-            elif role == "status":
-                self.status(key, event, index, batch)  # type: ignore[arg-type]
             else:
-                self.content(key, event, index, batch)
+                self.status(key, event, index, batch)  # type: ignore[arg-type]
 
     def stored(
         self,
@@ -394,13 +402,17 @@ class _Batch:
         batch: Sequence[ev.StreamEvent],
         task_id: str | None = None,
         tool: str | None = None,
+        answer: bool = True,
     ) -> int:
-        env = self.add(key, event, task_id, tool)
-        check_ids(env.event, env.data, index, batch)
+        """Store ``event`` (its ``global`` copy if a status) and count it; ``answer``: it is
+        an answer to its batch (not a held status released by a closing)."""
+        env = self.add(key, event, task_id, tool, answer=answer)
+        if len(env.data) > MAX_ID_BYTES:  # else no id of it can be (see check_ids)
+            check_ids(env.event, env.data, index, batch)
         if key != GLOBAL:
             if isinstance(env.event, ev.ExecutionStatusEvent):
                 copy = attrs.evolve(env.event, seq=None, pos=None)
-                self.add(GLOBAL, copy, is_copy=True)
+                self.add(GLOBAL, copy, is_copy=True, answer=answer)
             if is_error_event(env.event):
                 self.stream(key).errors += 1
         return env.seq
@@ -508,10 +520,7 @@ class _Batch:
                 when = max(held.timestamp, event.timestamp)
                 released = attrs.evolve(held, timestamp=when, seq=None, pos=None)
                 s.last_status = released.status
-                env = self.add(key, released, answer=False)
-                s.status_seq = env.seq
-                self.add(GLOBAL, attrs.evolve(env.event, seq=None, pos=None), is_copy=True,
-                         answer=False)  # fmt: skip
+                s.status_seq = self.stored(key, released, index, batch, answer=False)
 
     def status(
         self,
@@ -549,6 +558,14 @@ class _Batch:
             s.name, s.name_since = event.agent, ""
             if event.agent not in s.agents:
                 s.agents = (event.agent, *s.agents)
+
+
+_ROLES: Final = {kind: fact.role for kind, fact in FACTS.items()}
+_COPIED: Final = frozenset(
+    kind for kind, fact in FACTS.items() if fact.role in ("status", "closes")
+)
+"""Types whose staging may write ``global``: a status (its copy), a closing (it may release
+a held status, which has its copy)."""
 
 
 def _count_span(s: StreamCounters, kind: str, model: str | None, usage: ev.Usage | None) -> None:
@@ -601,6 +618,11 @@ class Ledger:
         self._span_cache_size = span_cache_size
         self._spans: OrderedDict[SpanKey, Span] = OrderedDict()
         self._misses: set[SpanKey] = set()
+        self._whole: set[str] = set()
+        """Keys every stored span of which is in the span cache, so that a span of theirs
+        that is not there is not in the store either: keys the store had no event of when
+        this ledger first met them, none of whose spans left the cache since (issue 25: a
+        run's new tool uses and skills were looked up in the store, batch after batch)."""
         # What the hub loaded for the next stage, kept whole until it commits (the caches
         # may evict while learning a group larger than they are).
         self._learned_streams: dict[str, StreamCounters] = {}
@@ -638,11 +660,11 @@ class Ledger:
     def unknown_streams(self, batches: Sequence[Sequence[ev.StreamEvent]]) -> list[str]:
         """Stream keys ``batches`` write whose counters must be loaded from the store first."""
         wanted: dict[str, None] = {}
+        copied = _COPIED
         for batch in batches:
             for event in batch:
                 wanted[event.execution_id] = None
-                # A closing may release a held status, which has its `global` copy.
-                if isinstance(event, ev.ExecutionStatusEvent) or FACTS[event.type].role == "closes":
+                if event.type in copied:
                     wanted[GLOBAL] = None
         return [key for key in wanted if not self.knows(key)]
 
@@ -650,6 +672,8 @@ class Ledger:
         """Counters read from the store (None: the store has no such key)."""
         for key, counters in found.items():
             self._evicted.discard(key)
+            if counters is None:  # nothing stored: no span either
+                self._hold_whole(key)
             self._learned_streams[key] = counters or StreamCounters()
             self._keep(key, self._learned_streams[key])
 
@@ -659,6 +683,7 @@ class Ledger:
         streams.move_to_end(key)
         while len(streams) > self._stream_cache_size:
             old, _ = streams.popitem(last=False)
+            self._whole.discard(old)
             self._evicted.add(old)
             if len(self._evicted) > self._stream_cache_size:
                 self._evicted.clear()  # bounded: from now on, unknown keys are looked up
@@ -671,15 +696,22 @@ class Ledger:
         here nor from an earlier event of the group (which stages them).
 
         The hub looks them up in its store and passes the answers to :meth:`learn_spans`.
+        None is asked of a key every stored span of which is here (a key new to the store).
         """
         seen: set[SpanKey] = set()
         missing: dict[SpanKey, None] = {}
+        whole = self._whole
         for batch in batches:
             for event in batch:
+                key = event.execution_id
+                if key in whole:
+                    continue
+                if self._stores_nothing_of(key):
+                    self._hold_whole(key)
+                    continue
                 span_id, parent_id = span_id_of(event), event.parent_span_id
                 if span_id is None and parent_id is None:
                     continue
-                key = event.execution_id
                 for wanted in (span_id, parent_id):
                     if wanted is None:
                         continue
@@ -694,6 +726,21 @@ class Ledger:
                 if span_id is not None and FACTS[event.type].role in ("opens", "closes"):
                     seen.add((key, span_id))
         return list(missing)
+
+    def _stores_nothing_of(self, key: str) -> bool:
+        """Whether the store certainly has no event of ``key`` (a new store's new key)."""
+        return (
+            self._complete
+            and key not in self._evicted
+            and key not in self._streams
+            and key not in self._learned_streams
+        )
+
+    def _hold_whole(self, key: str) -> None:
+        whole = self._whole
+        if len(whole) >= 2 * self._stream_cache_size:  # keys staged but never committed
+            whole.clear()  # bounded: their spans are looked up again
+        whole.add(key)
 
     def learn_spans(self, found: dict[SpanKey, Span | None]) -> None:
         """Remember spans read from the store (None: the store does not know it either)."""
@@ -711,7 +758,8 @@ class Ledger:
         self._spans[key] = span
         self._spans.move_to_end(key)
         if len(self._spans) > self._span_cache_size:
-            self._spans.popitem(last=False)
+            (old, _), _ = self._spans.popitem(last=False)
+            self._whole.discard(old)  # its spans are no longer all here
 
     # ------------------------------------------------------------------ writing
 
@@ -756,6 +804,8 @@ class Ledger:
     def commit(self, stage: Stage) -> None:
         """The stage's rows are durable: its counters and spans are now the ledger's."""
         for key, counters in stage.streams.items():
+            if self._stores_nothing_of(key):  # its first events: all its spans are here
+                self._hold_whole(key)
             self._keep(key, counters)
             self._activity = max(self._activity, counters.activity)
         for span_id, span in stage.spans.items():
@@ -767,6 +817,7 @@ class Ledger:
     def forget(self, keys: Sequence[str]) -> None:
         """Drop the counters and spans of deleted stream keys (retention)."""
         gone = set(keys)
+        self._whole -= gone
         for key in gone:
             self._streams.pop(key, None)
             self._evicted.discard(key)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import attrs
 
@@ -85,7 +85,12 @@ def _attribute_path(path: str) -> tuple[str, ...]:
 _ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
     path: _attribute_path(path)
     for facts in SEARCH_FACTS.values()
-    for path in (*facts.text, *facts.agent, *([facts.state] if facts.state else []))
+    for path in (
+        *facts.text,
+        *facts.messages,
+        *facts.agent,
+        *([facts.state] if facts.state else []),
+    )
 }
 
 
@@ -116,6 +121,101 @@ def agent_of(event: ev.StreamEvent) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
+
+
+# --------------------------------------------------------------------------- the index
+
+TAG_PREFIXES: Final = {"execution": "ex", "type": "ty", "tool": "tl", "state": "st", "agent": "ag"}
+"""The typed filters' words in the index: this prefix, then the hex of the value's UTF-8
+(one word whatever the value holds, and the tokenizer folds its case)."""
+
+
+def tag(name: str, value: str) -> str:
+    """The index's word for ``value`` of the typed filter ``name``."""
+    return TAG_PREFIXES[name] + value.encode().hex()
+
+
+_HEX: dict[str, str] = {}
+"""The hex of values seen lately (an execution's id, its tools and agents come again)."""
+_HEX_KEPT: Final = 4096
+
+
+def _hex(value: str) -> str:
+    found = _HEX.get(value)
+    if found is None:
+        if len(_HEX) >= _HEX_KEPT:
+            _HEX.clear()
+        found = _HEX[value] = value.encode().hex()
+    return found
+
+
+_Path: TypeAlias = tuple[str, ...]
+_Plan: TypeAlias = tuple[tuple[_Path, ...], tuple[_Path, ...], _Path | None, tuple[_Path, ...]]
+"""Attribute names of: the text, the messages, the state, the agents."""
+_PLANS: Final[dict[str, _Plan]] = {
+    kind: (
+        tuple(_ATTRIBUTES[p] for p in facts.text),
+        tuple(_ATTRIBUTES[p] for p in facts.messages),
+        _ATTRIBUTES[facts.state] if facts.state else None,
+        tuple(_ATTRIBUTES[p] for p in facts.agent),
+    )
+    for kind, facts in SEARCH_FACTS.items()
+}
+"""SEARCH_FACTS as attribute names, per type."""
+_NO_PLAN: Final[_Plan] = ((), (), None, (("agent",),))
+_TYPE, _EXECUTION, _TOOL, _STATE, _AGENT = (
+    TAG_PREFIXES[name] for name in ("type", "execution", "tool", "state", "agent")
+)
+
+
+def _at(event: Any, names: _Path) -> Any:
+    for name in names:
+        event = getattr(event, name, None)
+        if event is None:
+            return None
+    return event
+
+
+def _strings(value: Any, out: list[str]) -> None:
+    """Every string in a conversation's messages, but those under the skipped keys."""
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, list):
+        for item in value:
+            _strings(item, out)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not (key in MESSAGE_SKIPPED_KEYS and isinstance(item, str)):
+                _strings(item, out)
+
+
+def index_text(event: ev.StreamEvent, tool: str | None) -> tuple[str, str]:
+    """What the index holds of ``event`` (``tool``: its tool, as the ledger resolved it):
+    its text (SEARCH_FACTS) and its tags (one word per typed filter it has a value for:
+    :func:`tag`; the state and agent are :func:`state_of` and :func:`agent_of`)."""
+    text_paths, message_paths, state_path, agent_paths = _PLANS.get(event.type, _NO_PLAN)
+    words = [_TYPE + _hex(event.type)]
+    if event.execution_id:
+        words.append(_EXECUTION + _hex(event.execution_id))
+    if tool:
+        words.append(_TOOL + _hex(tool))
+    if state_path is not None:
+        state = _at(event, state_path)
+        if isinstance(state, str) and state:
+            words.append(_STATE + _hex(state))
+    for path in agent_paths:
+        agent = _at(event, path)
+        if isinstance(agent, str) and agent:
+            words.append(_AGENT + _hex(agent))
+            break
+    text: list[str] = []
+    for path in text_paths:
+        value = _at(event, path)
+        if isinstance(value, str) and value:
+            text.append(value)
+    for path in message_paths:
+        _strings(_at(event, path), text)
+    return " ".join(text), " ".join(words)
 
 
 # --------------------------------------------------------------------------- queries

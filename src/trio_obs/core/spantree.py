@@ -12,11 +12,13 @@ when they name a task, else under the root.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import attrs
+import orjson
 
 from .facts import FACTS, holds
 from .prices import Cost, Prices, cost
@@ -56,8 +58,6 @@ class Node:
     """The parent was named by the events (not inferred from a task, or the root)."""
     lost_by: str | None = None
     """The watchdog's alert its provisional ``lost`` closing names (SPEC §13)."""
-    answered: tuple[Prices, dict[str, Any]] | None = attrs.field(default=None, eq=False, repr=False)
-    """Its answer (:meth:`to_json`) and the prices it was given, until the node changes."""
 
     def under(self, parent: str | None) -> Node:
         """A copy of this node under ``parent`` (what ``attrs.evolve`` gives, without its
@@ -65,15 +65,13 @@ class Node:
         copy = object.__new__(Node)
         for name in _SLOTS:
             object.__setattr__(copy, name, getattr(self, name))
-        copy.parent_span_id, copy.answered = parent, None
+        copy.parent_span_id = parent
         return copy
 
     def to_json(
         self, prices: Prices, costs: dict[tuple[str, int, int], Cost] | None = None
     ) -> dict[str, Any]:
-        """The node as the tree endpoint gives it (kept until the node changes)."""
-        if self.answered is not None and self.answered[0] is prices:
-            return self.answered[1]
+        """The node as the tree endpoint gives it."""
         out: dict[str, Any] = {
             "spanId": self.span_id,
             "parentSpanId": self.parent_span_id,
@@ -96,7 +94,6 @@ class Node:
             out["toolUseId"] = self.tool_use_id
         if self.task_id is not None:
             out["taskId"] = self.task_id
-        self.answered = (prices, out)
         return out
 
     def cost(
@@ -163,6 +160,13 @@ class SpanTree:
         self.root_agent: str | None = None
         self.first: str | None = None
         self.errors = 0
+        self.folded = 0
+        """Events folded (an answer is kept while no more are)."""
+        self._declared: dict[str, set[str]] = {}
+        """Span ids by the parent their events named (an alias learnt later moves them)."""
+        self._dirty: set[str] = set()
+        """Spans changed since the last answer."""
+        self._view: _View | None = None
 
     # ------------------------------------------------------------------ folding
 
@@ -177,6 +181,7 @@ class SpanTree:
         fact = FACTS.get(str(event.get("type")))
         if fact is None:
             return
+        self.folded += 1
         seq = event.get("seq")
         if isinstance(seq, int):
             self.seq = max(self.seq, seq)
@@ -192,14 +197,15 @@ class SpanTree:
             self._status(event, span_id if isinstance(span_id, str) else None)
         elif fact.role in ("opens", "closes") and isinstance(span_id, str):
             node = self._node(span_id)
-            node.answered = None
+            self._dirty.add(node.span_id)
             if fact.role == "opens":
                 self._open(node, event, fact.span_kind)
             else:
                 self._close(node, event, fact.span_kind)
             own = event.get("spanId")
-            if isinstance(own, str) and own != span_id:
+            if isinstance(own, str) and own != span_id and self.aliases.get(own) != span_id:
                 self.aliases[own] = span_id
+                self._dirty.update(self._declared.get(own, ()))  # their parent is another
 
     def _cleared(self, alert: object) -> None:
         """A ``watch:clear``: spans its ``lost`` closing named run on until their real end."""
@@ -210,7 +216,7 @@ class SpanTree:
                 node.lost_by = None
                 node.state = "running"
                 node.end = node.close_seq = node.duration_ms = None
-                node.answered = None
+                self._dirty.add(node.span_id)
 
     def _node(self, span_id: str) -> Node:
         span_id = self.aliases.get(span_id, span_id)
@@ -249,6 +255,7 @@ class SpanTree:
         """The root span's id became known: a placeholder of that id is the root."""
         self.root.span_id = span_id
         self.nodes.pop(span_id, None)
+        self._view = None  # every span's parent may be another: the answer is made anew
 
     def _open(self, node: Node, event: Mapping[str, Any], kind: str | None) -> None:
         if node.open_seq is not None:
@@ -314,59 +321,74 @@ class SpanTree:
         parent = event.get("parentSpanId")
         if isinstance(parent, str) and parent and not node.explicit_parent:
             node.parent_span_id, node.explicit_parent = parent, True
+            self._declared.setdefault(parent, set()).add(node.span_id)
 
     # ------------------------------------------------------------------ answering
 
-    def spans(self) -> list[Node]:
-        """Every node, the root first, then by start and opening seq; placeholders added for
-        parents not seen, task nodes for the plan's tools and skills. The tree itself is left
-        as folded: it can fold more events and answer again, as a fold of them all would."""
+    def answer(self, prices: Prices, *, epoch: str | None = None) -> bytes:
+        """The tree endpoint's answer (CONTRACT D), encoded: every node, the root first, then
+        by start and opening seq; placeholders for parents not seen, task nodes for the
+        plan's tools and skills.
+
+        The answer's parts are kept: a tree that folds more events answers again by
+        encoding only the spans that changed (and those their change moves: a placeholder,
+        a task), as a fold of every event would answer. The tree itself is left as folded.
+        """
+        view = self._view
+        if view is None or view.prices is not prices:
+            view = self._view = _View(prices, self.root.span_id)
+            self._dirty.clear()
+            view.update(self, list(self.nodes), fresh=True)
+        elif self._dirty:
+            dirty, self._dirty = self._dirty, set()
+            view.update(self, dirty, fresh=False)
+        elif view.answer is not None and view.folded == self.folded and view.epoch == epoch:
+            return view.answer
         root = self.root.under(None)
         root.start = root.start or self.first
         if root.state != "running" and root.end is not None:
             root.duration_ms = _ms_between(root.start, root.end)
         root.name = self.name()
-        nodes: dict[str, Node] = {}
-        in_task: dict[str, list[Node]] = {}
-        for node in self.nodes.values():
-            if node.span_id == root.span_id:
-                continue
-            parent = node.parent_span_id if node.explicit_parent else None
-            if parent is not None:
-                parent = self.aliases.get(parent, parent)
-            if parent == node.span_id:
-                parent = None  # its own parent: a producer's mistake, not a loop
-            if parent is None or parent == self.execution_id:
-                if node.task_id and node.kind in ("tool", "skill"):
-                    parent = f"task:{node.task_id}"
-                    in_task.setdefault(node.task_id, []).append(node)
-                else:
-                    parent = root.span_id
-            # The tree's own node where its parent stands (the answer never changes a node
-            # of the tree: the placeholders it changes are its own).
-            nodes[node.span_id] = node if node.parent_span_id == parent else node.under(parent)
-        tasks = {
-            f"task:{task}": _task_node(task, root.span_id, children)
-            for task, children in in_task.items()
+        top = {
+            "executionId": self.execution_id,
+            "seq": self.seq,
+            "epoch": epoch,
+            "name": root.name,
+            "state": root.state,
+            "rootSpanId": self.root.span_id,
+            "totals": view.totals(self.errors),
         }
-        for node in list(nodes.values()):
-            parent = node.parent_span_id
-            if parent is None or parent == root.span_id or parent in tasks:
-                continue
-            holder = nodes.get(parent)
-            if holder is None:  # a parent not seen yet
-                holder = nodes[parent] = Node(parent, root.span_id, placeholder=True)
-            if (
-                holder.placeholder
-                and node.start
-                and (holder.start is None or node.start < holder.start)
-            ):
-                holder.start = node.start
-        ordered = sorted(
-            [*nodes.values(), *tasks.values()],
-            key=lambda n: (n.start or "\uffff", _order(n)),
+        # One copy of the spans' JSON: the answer's head and its root go before the first
+        # span's, its end after the last's.
+        first = (
+            orjson.dumps(top)[:-1] + b',"spans":[' + orjson.dumps(root.to_json(prices, view.costs))
         )
-        return [root, *ordered]
+        parts = view.parts
+        if parts:
+            view.answer = b",".join([first, *parts[:-1], parts[-1] + b"]}"])
+        else:
+            view.answer = first + b"]}"
+        view.folded, view.epoch = self.folded, epoch
+        return view.answer
+
+    def to_json(self, prices: Prices, *, epoch: str | None = None) -> dict[str, Any]:
+        """The tree endpoint's answer (CONTRACT D), as data (:meth:`answer`, decoded)."""
+        out: dict[str, Any] = orjson.loads(self.answer(prices, epoch=epoch))
+        return out
+
+    def parent_in_answer(self, node: Node) -> tuple[str, str | None]:
+        """Where ``node`` stands in the answer: its parent, and the plan's task it hangs
+        under (its parent is then that task's node)."""
+        parent = node.parent_span_id if node.explicit_parent else None
+        if parent is not None:
+            parent = self.aliases.get(parent, parent)
+        if parent == node.span_id:
+            parent = None  # its own parent: a producer's mistake, not a loop
+        if parent is None or parent == self.execution_id:
+            if node.task_id and node.kind in ("tool", "skill"):
+                return f"task:{node.task_id}", node.task_id
+            return self.root.span_id, None
+        return parent, None
 
     def name(self) -> str | None:
         """The run's name: its root agent, else its outermost agent, else a top span's title."""
@@ -409,37 +431,153 @@ class SpanTree:
             parent = above.parent_span_id if above.explicit_parent else None
         return False
 
-    def totals(self, prices: Prices) -> dict[str, Any]:
+
+_Key: TypeAlias = tuple[str, int, str, int]
+"""Where a part stands in the answer: start, :func:`_order`, span id, 0 (a span) or 1 (a
+plan task's node; a task's id may also be a span's)."""
+
+
+class _View:
+    """The parts of a tree's answer, kept between two answers (:meth:`SpanTree.answer`):
+    each span's encoded JSON in the answer's order, where each span stands, the totals."""
+
+    def __init__(self, prices: Prices, root_id: str) -> None:
+        self.prices = prices
+        self.root_id = root_id
+        self.costs: dict[tuple[str, int, int], Cost] = {}
+        self.parent: dict[str, str] = {}
+        """Each span's parent in the answer."""
+        self.under: dict[str, set[str]] = {}
+        """The spans under each parent in the answer."""
+        self.task: dict[str, str] = {}
+        self.in_task: dict[str, set[str]] = {}
+        """The spans hung under each plan task's node, by task id."""
+        self.key: dict[tuple[str, int], _Key] = {}
+        self.keys: list[_Key] = []
+        self.parts: list[bytes] = []
+        """Each part's place and its JSON, in the answer's order (``keys`` sorted)."""
+        self.counted: dict[str, tuple[str, str, bool, int, int]] = {}
+        """Each span's share of the totals: kind, model, whether it has usage, tokens."""
+        self.counts = {"llm": 0, "tool": 0}
+        self.models: dict[str, list[int]] = {}
+        """Model calls with usage, input and output tokens, by model."""
+        self.answer: bytes | None = None
+        self.folded = 0
+        self.epoch: str | None = None
+
+    def update(self, tree: SpanTree, ids: Iterable[str], *, fresh: bool) -> None:
+        """Take the spans ``ids`` again from ``tree`` (``fresh``: every span, none taken)."""
+        self.answer = None
+        parents: set[str] = set()
+        tasks: set[str] = set()
+        for span_id in ids:
+            node = tree.nodes.get(span_id)
+            self._count(span_id, node)
+            old = self.parent.pop(span_id, None)
+            if old is not None:
+                self._leave(self.under, old, span_id)
+                parents.add(old)
+            old_task = self.task.pop(span_id, None)
+            if old_task is not None:
+                self._leave(self.in_task, old_task, span_id)
+                tasks.add(old_task)
+            parents.add(span_id)
+            if node is None or span_id == self.root_id:
+                continue
+            parent, task = tree.parent_in_answer(node)
+            self.parent[span_id] = parent
+            self.under.setdefault(parent, set()).add(span_id)
+            parents.add(parent)
+            if task is not None:
+                self.task[span_id] = task
+                self.in_task.setdefault(task, set()).add(span_id)
+                tasks.add(task)
+        parents.update(f"task:{task}" for task in tasks)  # a parent so named is no placeholder
+        for span_id in parents:
+            self._put((span_id, 0), self._span(tree, span_id), fresh=fresh)
+        for task in tasks:
+            children = self.in_task.get(task)
+            node = None
+            if children:
+                node = _task_node(task, self.root_id, [tree.nodes[c] for c in children])
+            self._put((f"task:{task}", 1), node, fresh=fresh)
+        if fresh:
+            ordered = sorted(zip(self.keys, self.parts, strict=True))
+            self.keys = [key for key, _ in ordered]
+            self.parts = [part for _, part in ordered]
+
+    @staticmethod
+    def _leave(groups: dict[str, set[str]], group: str, span_id: str) -> None:
+        members = groups[group]
+        members.discard(span_id)
+        if not members:
+            del groups[group]
+
+    def _span(self, tree: SpanTree, span_id: str) -> Node | None:
+        """The answer's node of ``span_id``: the span, a placeholder, or none."""
+        if span_id == self.root_id:
+            return None
+        node = tree.nodes.get(span_id)
+        if node is not None:
+            parent = self.parent[span_id]
+            return node if node.parent_span_id == parent else node.under(parent)
+        children = self.under.get(span_id)
+        if not children or (span_id.startswith("task:") and span_id[5:] in self.in_task):
+            return None
+        starts = [s for c in children if (s := tree.nodes[c].start)]
+        return Node(span_id, self.root_id, placeholder=True, start=min(starts, default=None))
+
+    def _put(self, part: tuple[str, int], node: Node | None, *, fresh: bool) -> None:
+        old = self.key.pop(part, None)
+        if old is not None:
+            at = bisect.bisect_left(self.keys, old)
+            del self.keys[at], self.parts[at]
+        if node is None:
+            return
+        key = self.key[part] = (node.start or "\uffff", _order(node), node.span_id, part[1])
+        # A copy of its size (orjson's result keeps the whole buffer it grew).
+        data = memoryview(orjson.dumps(node.to_json(self.prices, self.costs))).tobytes()
+        if fresh:
+            self.keys.append(key)
+            self.parts.append(data)
+        else:
+            at = bisect.bisect_left(self.keys, key)
+            self.keys.insert(at, key)
+            self.parts.insert(at, data)
+
+    def _count(self, span_id: str, node: Node | None) -> None:
+        """The totals, ``span_id``'s old figures out and its new ones in."""
+        old = self.counted.pop(span_id, None)
+        if old is not None:
+            self._add(*old, -1)
+        if node is not None:
+            tokens = _tokens(node.usage) if node.usage else (0, 0)
+            new = self.counted[span_id] = (node.kind, node.model or "", bool(node.usage), *tokens)
+            self._add(*new, 1)
+
+    def _add(
+        self, kind: str, model: str, usage: bool, tokens_in: int, tokens_out: int, sign: int
+    ) -> None:
+        if kind in self.counts:
+            self.counts[kind] += sign
+        if kind == "llm" and usage:
+            figures = self.models.setdefault(model, [0, 0, 0])
+            figures[0] += sign
+            figures[1] += sign * tokens_in
+            figures[2] += sign * tokens_out
+            if not figures[0]:
+                del self.models[model]
+
+    def totals(self, errors: int) -> dict[str, Any]:
         """Model calls, tokens, cost, tool calls and errors of the events folded."""
-        calls = [n for n in self.nodes.values() if n.kind == "llm"]
-        models: dict[str, tuple[int, int]] = {}
-        for node in calls:
-            if node.usage:
-                before = models.get(node.model or "", (0, 0))
-                tokens = _tokens(node.usage)
-                models[node.model or ""] = (before[0] + tokens[0], before[1] + tokens[1])
+        models = {m: (f[1], f[2]) for m, f in sorted(self.models.items())}
         return {
-            "modelCalls": len(calls),
+            "modelCalls": self.counts["llm"],
             "inputTokens": sum(t[0] for t in models.values()),
             "outputTokens": sum(t[1] for t in models.values()),
-            "cost": cost(models, prices),
-            "toolCalls": sum(1 for n in self.nodes.values() if n.kind == "tool"),
-            "errors": self.errors,
-        }
-
-    def to_json(self, prices: Prices, *, epoch: str | None = None) -> dict[str, Any]:
-        """The tree endpoint's answer (CONTRACT D)."""
-        spans = self.spans()
-        costs: dict[tuple[str, int, int], Cost] = {}
-        return {
-            "executionId": self.execution_id,
-            "seq": self.seq,
-            "epoch": epoch,
-            "name": spans[0].name,
-            "state": spans[0].state,
-            "rootSpanId": self.root.span_id,
-            "totals": self.totals(prices),
-            "spans": [n.to_json(prices, costs) for n in spans],
+            "cost": cost(models, self.prices),
+            "toolCalls": self.counts["tool"],
+            "errors": errors,
         }
 
 

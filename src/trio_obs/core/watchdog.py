@@ -150,6 +150,10 @@ class Run:
     alerts: dict[str, ev.WatchAlertEvent] = attrs.field(factory=dict)
     """Active alerts (stored, not cleared) by id."""
     idle_alert: str | None = None
+    lost_due: float = 0.0
+    """No producer of it without an alert can be judged lost before this time (a lower
+    bound): the ticks before it skip its producers (issue 25: a run's every heartbeat
+    instance was looked at every tick)."""
     oldest: float = math.inf
     """At or before the start of every open span (the earliest, after a tick looked at them
     all): while it is younger than ``slow_after``, no span of the run is looked at."""
@@ -181,6 +185,8 @@ class OpenSpanView:
 
 
 _TIMED: Final = frozenset({"tool", "llm"})
+_WATCH_TYPES: Final = frozenset({"watch:alert", "watch:clear"})
+_ROLES: Final = {kind: fact.role for kind, fact in FACTS.items()}
 """Kinds of span judged slow (and whose durations make their p95)."""
 
 
@@ -223,37 +229,55 @@ class Judge:
     # ------------------------------------------------------------------ feeding
 
     def feed(self, key: str, event: ev.StreamEvent) -> None:
-        """One stored event of stream ``key`` (in seq order; a repeated seq is ignored).
+        """One stored event of stream ``key`` (in seq order; a repeated seq is ignored)."""
+        self.feed_all(((key, event),))
 
-        Called for every stored event: the common path is a few dict lookups (times are
-        kept as the stored strings, which sort, and read as numbers only where judged).
+    def feed_all(self, stored: Iterable[tuple[str, ev.StreamEvent]]) -> None:
+        """Stored events with their stream keys, in order (a repeated seq is ignored).
+
+        Called for every stored event, a dispatched group at a time: the common path is a
+        few dict lookups (times are kept as the stored strings, which sort, and read as
+        numbers only where judged).
         """
-        if key in self._ended:
-            return
-        run = self.runs.get(key)
-        if run is None:
-            run = self.runs[key] = Run(key)
-        seq = event.seq or 0
-        if seq and seq <= run.fed_seq:
-            return
-        if seq > run.fed_seq:
-            run.fed_seq = seq
-        kind = event.type
-        if kind == "watch:alert" or kind == "watch:clear":
-            self._watched(run, event)
-            return
-        role = FACTS[kind].role
-        if role == "closes" and isinstance(event, ev.SpanEndEvent) and event.state == "lost":
-            # A provisional closing (ours): the span stays open until its real end.
-            span = run.spans.get(event.span_id)
-            by = (event.details or {}).get("alertId")
-            if span is not None and isinstance(by, str) and by in run.alerts:
-                span.lost_by = by
-            return
+        ended, runs, roles = self._ended, self.runs, _ROLES
+        for key, event in stored:
+            if key in ended:
+                continue
+            run = runs.get(key)
+            if run is None:
+                run = runs[key] = Run(key)
+            seq = event.seq or 0
+            if seq and seq <= run.fed_seq:
+                continue
+            if seq > run.fed_seq:
+                run.fed_seq = seq
+            kind = event.type
+            if kind in _WATCH_TYPES:
+                self._watched(run, event)
+                continue
+            role = roles[kind]
+            if role == "closes" and isinstance(event, ev.SpanEndEvent) and event.state == "lost":
+                self._lost(run, event)
+                continue
+            stamp = event.timestamp
+            if stamp > run.last:
+                run.last = stamp
+            run.last_seq = seq
+            if role != "content" or kind == "agent:heartbeat":  # else: heard of, that is all
+                self._spans_and_states(key, run, seq, role, event)
+
+    @staticmethod
+    def _lost(run: Run, event: ev.SpanEndEvent) -> None:
+        # A provisional closing (ours): the span stays open until its real end.
+        span = run.spans.get(event.span_id)
+        by = (event.details or {}).get("alertId")
+        if span is not None and isinstance(by, str) and by in run.alerts:
+            span.lost_by = by
+
+    def _spans_and_states(
+        self, key: str, run: Run, seq: int, role: str, event: ev.StreamEvent
+    ) -> None:
         stamp = event.timestamp
-        if stamp > run.last:
-            run.last = stamp
-        run.last_seq = seq
         if role == "opens":
             span_id = span_id_of(event)
             if span_id is not None and span_id not in run.spans:
@@ -291,16 +315,26 @@ class Judge:
         producer = run.producers.get(event.instance_id)
         declared = (event.metrics or {}).get(INTERVAL_FIELD)
         if producer is None:
-            run.producers[event.instance_id] = Producer(
+            producer = run.producers[event.instance_id] = Producer(
                 event.instance_id, at, seq, declared if declared and declared > 0 else None
             )
-            return
-        if declared and declared > 0:
-            producer.interval = declared
-        elif at > producer.last:
-            producer.interval = at - producer.last
-        producer.last = max(producer.last, at)
-        producer.last_seq = seq
+        else:
+            if declared and declared > 0:
+                producer.interval = declared
+            elif at > producer.last:
+                producer.interval = at - producer.last
+            producer.last = max(producer.last, at)
+            producer.last_seq = seq
+        run.lost_due = min(run.lost_due, self._lost_due(producer))
+
+    def _lost_limit(self, producer: Producer) -> float:
+        """Seconds of silence after which ``producer`` is lost."""
+        return max(3 * (producer.interval or 0.0), self.thresholds.lost_after)
+
+    def _lost_due(self, producer: Producer) -> float:
+        """When ``producer`` is lost if it stays silent (a microsecond early: rounding never
+        makes a tick skip it when it is due)."""
+        return max(producer.last, self.started) + self._lost_limit(producer) - 1e-6
 
     def _alerted(self, run: Run, alert: ev.WatchAlertEvent) -> None:
         run.alerts[alert.alert_id] = alert
@@ -316,6 +350,7 @@ class Judge:
         for producer in run.producers.values():
             if producer.alert == alert:
                 producer.alert = None
+                run.lost_due = 0.0  # it may be judged lost again
         if run.idle_alert == alert:
             run.idle_alert = None
         if gone.alert == "lost":  # a producer is back: the run's spans are not lost
@@ -377,10 +412,12 @@ class Judge:
         t = self.thresholds
         # lost
         lost_now: list[ev.WatchAlertEvent] = []
-        for producer in run.producers.values():
+        due = math.inf
+        for producer in run.producers.values() if now >= run.lost_due else ():
             if producer.alert is not None:
                 continue
-            limit = max(3 * (producer.interval or 0.0), t.lost_after)
+            due = min(due, self._lost_due(producer))
+            limit = self._lost_limit(producer)
             if now - max(producer.last, self.started) < limit:
                 continue
             aid = alert_id("lost", run.execution_id, producer.instance_id, producer.last_seq)
@@ -397,6 +434,8 @@ class Judge:
                     f"(judged lost after {_ago(limit)})",
                 )
             )
+        if now >= run.lost_due:
+            run.lost_due = due
         closing: set[str] = set()
         if lost_now:
             all_lost = all(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, TypeVar
@@ -81,18 +82,31 @@ def _exactly(kind: type, name: str, *, optional: bool = False) -> Callable[[Any,
     return structure
 
 
+_KNOWN_TIMES: Final = 256
+"""Posted times each time hook remembers with their stored form (then it starts over)."""
+
+
 def _time(*, optional: bool) -> Callable[[Any, type], str]:
     """A hook that takes an ISO-8601 date and time and gives its stored form (UTC, ...Z).
 
     ``optional``: an empty string passes (an event's time is stamped when it is stored).
+    The last few times it read are remembered: the events of a batch share a few.
     """
+
+    known: dict[str, str] = {}  # the times of a batch are mostly a few repeated ones
 
     def structure(value: Any, _: type) -> str:
         if value.__class__ is str:
             if optional and not value:
                 return value
+            utc = known.get(value)
+            if utc is not None:
+                return utc
             utc = utc_time(value)
             if utc is not None:
+                if len(known) >= _KNOWN_TIMES:
+                    known.clear()
+                known[value] = utc
                 return utc
             shown = repr(value) if len(value) <= 40 else f"{value[:32]!r}… ({len(value)} chars)"
         else:
@@ -249,6 +263,26 @@ _INLINE_CHECKS: Final[dict[Any, list[str]]] = {
 }
 
 
+def _settable(cls: type) -> dict[str, Callable[[Any, Any], None]]:
+    """The slot setters of a frozen attrs class that ``__init__`` would do nothing but set
+    (no converter, no factory, no post-init): a generated function then makes its instance
+    without the keyword call and attrs' per-field ``object.__setattr__`` (issue 25);
+    empty when it cannot."""
+    setters: dict[str, Callable[[Any, Any], None]] = {}
+    for a in attrs.fields(cls):
+        slot = cls.__dict__.get(a.name)
+        if (
+            not isinstance(slot, types.MemberDescriptorType)
+            or a.converter is not None
+            or isinstance(a.default, attrs.Factory)  # type: ignore[arg-type]
+        ):
+            return {}
+        setters[a.name] = slot.__set__
+    if hasattr(cls, "__attrs_post_init__") or hasattr(cls, "__attrs_pre_init__"):
+        return {}
+    return setters
+
+
 def _plain_structure_fn(
     cls: type, conv: cattrs.Converter, posted: bool, nested: Mapping[type, Callable[[Any], Any]]
 ) -> Callable[[Any], Any]:
@@ -259,12 +293,20 @@ def _plain_structure_fn(
     (times, free-form objects, lists) by the very hook the converter uses. It raises on
     anything it does not take, and then the converter decides: it never accepts what
     the converter refuses, and what it accepts is equal to the converter's (a test holds it).
+    The instance is made by setting its slots, then running its validators, as attrs'
+    ``__init__`` does (see :func:`_settable`).
     """
     hints = typing.get_type_hints(cls)
-    scope: dict[str, Any] = {"cls": cls}
-    lines = ["def structure(o):", "    if o.__class__ is not dict: raise TypeError", "    r = {}"]
-    for a in attrs.fields(cls):
+    fields = attrs.fields(cls)
+    direct = _settable(cls)
+    scope: dict[str, Any] = {"cls": cls, "new": object.__new__}
+    lines = ["def structure(o):", "    if o.__class__ is not dict: raise TypeError"]
+    lines.append("    r = new(cls)" if direct else "    r = {}")
+    for a in fields:
         if not a.init:
+            if direct:
+                scope[f"set_{a.name}"], scope[f"d_{a.name}"] = direct[a.name], a.default
+                lines.append(f"    set_{a.name}(r, d_{a.name})")
             continue
         key, kind = camel(a.name), hints[a.name]
         args = [t for t in typing.get_args(kind) if t is not type(None)]
@@ -293,8 +335,23 @@ def _plain_structure_fn(
             body, indent = [f"    v = o[{key!r}]"], "    "
         else:
             body, indent = [f"    if {key!r} in o:", f"        v = o[{key!r}]"], "        "
-        lines += body + [indent + c for c in check] + [f"{indent}r[{a.name!r}] = v"]
-    lines.append("    return cls(**r)")
+        lines += body + [indent + c for c in check]
+        if not direct:
+            lines.append(f"{indent}r[{a.name!r}] = v")
+            continue
+        scope[f"set_{a.name}"] = direct[a.name]
+        if a.default is attrs.NOTHING:
+            lines.append(f"    set_{a.name}(r, v)")
+        else:
+            scope[f"d_{a.name}"] = a.default
+            setter = f"set_{a.name}"
+            lines += [f"        {setter}(r, v)", "    else:", f"        {setter}(r, d_{a.name})"]
+    if direct:  # attrs runs the validators once every field is set: so do we
+        for a in fields:
+            if a.validator is not None:
+                scope[f"va_{a.name}"], scope[f"at_{a.name}"] = a.validator, a
+                lines.append(f"    va_{a.name}(r, at_{a.name}, r.{a.name})")
+    lines.append("    return r" if direct else "    return cls(**r)")
     exec("\n".join(lines), scope)  # our own field names, read from attrs
     fn: Callable[[Any], Any] = scope["structure"]
     return fn
@@ -316,6 +373,12 @@ _PLAIN_STRUCTURE: Final = {
     for posted in (False, True)
 }
 """Stream event classes' plain structuring, by ``posted``."""
+POSTED_STRUCTURE: Final[Mapping[str, Callable[[Any], ev.StreamEvent]]] = {
+    kind: _PLAIN_STRUCTURE[True][cls] for kind, cls in ev.STREAM_EVENT_TYPES.items()
+}
+"""A posted event's plain structuring by its ``type``, for a loop over a batch: it raises on
+anything unusual, and :func:`decode_event` then takes the event, or says what is wrong;
+``seq`` and ``pos`` it takes as they are (a producer's are dropped by the caller)."""
 
 
 @functools.cache

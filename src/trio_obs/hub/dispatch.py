@@ -350,15 +350,19 @@ class LiveSubscription:
         self.close()
 
 
-def _wake(subs: list[LiveSubscription], env: Envelope) -> None:
-    """Wake each subscriber not yet woken that wants ``env`` (once until it takes).
+def _wake(subs: list[LiveSubscription], envs: list[Envelope]) -> None:
+    """Wake each subscriber not yet woken that wants one of ``envs`` (once until it takes).
 
-    Live queries are not woken here: the index wakes them (:meth:`Dispatcher.indexed`).
+    Called once per dispatched batch and stream, so a subscriber costs one look per
+    batch, not one per event. Live queries are not woken here: the index wakes them
+    (:meth:`Dispatcher.indexed`).
     """
     for sub in subs:
         if not sub.marked:
             state = sub.state
-            if state.everything or (not state.searching and state.matches(env)):
+            if state.everything or (
+                not state.searching and any(state.matches(env) for env in envs)
+            ):
                 sub.notify()
 
 
@@ -458,11 +462,15 @@ class Dispatcher:
         logs, by_stream, all_subs = self.logs, self._by_stream, self._all
         counts = self.stats.events_in
         glog = self.global_log if all_subs else None
+        wanted: dict[str, list[Envelope]] = {}
+        fresh: list[Envelope] = []
         for env in envelopes:
             logs.append(env, now)
-            subs = by_stream.get(env.key)
-            if subs:
-                _wake(subs, env)
+            if env.key in by_stream:
+                if (same := wanted.get(env.key)) is None:
+                    wanted[env.key] = [env]
+                else:
+                    same.append(env)
             if env.is_copy:
                 continue
             counts[env.event.type] += 1
@@ -470,9 +478,13 @@ class Dispatcher:
                 self.pos_head = env.pos
             if glog is not None:
                 glog.append(env)
-                _wake(all_subs, env)
-        if glog is not None and (len(glog) > self._shortest_queue or glog.cost > glog.max_bytes):
-            self._trim_global()
+                fresh.append(env)
+        for key, envs in wanted.items():
+            _wake(by_stream.get(key, []), envs)
+        if glog is not None and fresh:
+            _wake(all_subs, fresh)
+            if len(glog) > self._shortest_queue or glog.cost > glog.max_bytes:
+                self._trim_global()
         for observer in self.observers:
             observer.dispatched(envelopes)
 

@@ -24,11 +24,14 @@ partition, so it runs atomically on one shard. Keys of a partition, under its pr
 - ``c:<key>`` -- its counters: ``seq``, ``n`` (events), ``first``/``last`` timestamps,
   ``status``, ``at``/``ap`` (assertions total/passed); the execution rules' state
   (``open`` spans, the seqs of the root's ``started`` and closing status, the ``held``
-  closing status with its ``heldts`` and ``heldst``); its summary (``name``,
-  ``namesince``, ``conv``, ``agents`` as a JSON array, ``mc``/``tc``/``er`` model calls,
-  tool calls and errors, ``ti``/``to`` tokens, ``mi:<model>``/``mo:<model>`` per model);
+  closing status with its ``heldts``, ``heldst`` and ``helder``, ``1`` if it is an error);
+  its summary (``name``, ``namesince``, ``conv``, ``agents`` as a JSON array,
+  ``mc``/``tc``/``er`` model calls, tool calls and errors, ``ti``/``to`` tokens,
+  ``mi:<model>``/``mo:<model>`` per model); ``sv`` 1 once its spans are kept as below;
 - ``s:<key>`` -- its spans (SPEC §12): ``r<span id>``, the span's record as JSON (kind,
-  tool name, task, agent, model, the seqs of its opening and closing, closed lost?);
+  tool name, task, agent, model, the seqs of its opening and closing, closed lost?); the
+  earlier scripts' one field per fact (``t``, ``T``, ``K``...) are made records when a batch
+  first touches the execution;
 - ``active`` / ``touched`` -- sorted sets of executions by last write (a counter, and
   Redis's clock in seconds, for retention and for ordering across partitions);
 - ``idem:<key>`` -- the answer of an ``Idempotency-Key`` (this partition's part of it);
@@ -108,12 +111,45 @@ if idem ~= '' then
   end
 end
 
-local NUMBERS = {'seq', 'n', 'at', 'ap', 'open', 'started', 'ended'}
-local TEXTS = {'first', 'last', 'status', 'held', 'heldts', 'heldst', 'name', 'namesince',
-               'conv', 'agents'}
+local NUMBERS = {'seq', 'n', 'at', 'ap', 'open', 'started', 'ended', 'sv'}
+local TEXTS = {'first', 'last', 'status', 'held', 'heldts', 'heldst', 'helder', 'name',
+               'namesince', 'conv', 'agents'}
 local FIELDS = {unpack(NUMBERS)}
 for _, name in ipairs(TEXTS) do FIELDS[#FIELDS + 1] = name end
 local counters, records, dirty = {}, {}, {}
+-- The span records of the earlier versions of this script, a hash field per fact and span:
+-- tool uses `t<id>` (tool) and `T<id>` (task), skills `K<id>` (task); later `k` kind,
+-- `n` tool name, `T` task, `g` agent, `m` model, `O`/`C` seqs, `X` 'l' if lost. Made records
+-- `r<id>` (kept where one was written since) the first time a batch touches their execution.
+local OLD = {t = 'n', T = 'T', K = 'T', k = 'k', n = 'n', g = 'g', m = 'm', O = 'O', C = 'C',
+             X = 'X'}
+local function upgrade(key)
+  local s = P .. 's:' .. key
+  local flat = redis.call('HGETALL', s)
+  local made, newer, old = {}, {}, {}
+  for j = 1, #flat, 2 do
+    local letter, id, v = string.sub(flat[j], 1, 1), string.sub(flat[j], 2), flat[j + 1]
+    local to = OLD[letter]
+    if letter == 'r' then newer[id] = true
+    elseif to then
+      old[#old + 1] = flat[j]
+      local r = made[id] or {}
+      made[id] = r
+      if letter == 't' then r.k = 'tool' elseif letter == 'K' then r.k = 'skill' end
+      if to == 'O' or to == 'C' then v = tonumber(v) or 0 end
+      if (v ~= '' and v ~= 0 and (to ~= 'X' or v == 'l')) or to == 'k' then r[to] = v end
+    end
+  end
+  local h = {}
+  for id, r in pairs(made) do
+    if r.k and not newer[id] then  -- a span was known by its kind (or its tool or skill)
+      h[#h + 1] = 'r' .. id; h[#h + 1] = cjson.encode(r)
+      if #h >= 1000 then redis.call('HSET', s, unpack(h)); h = {} end
+    end
+  end
+  if #h > 0 then redis.call('HSET', s, unpack(h)) end
+  for j = 1, #old, 1000 do redis.call('HDEL', s, unpack(old, j, math.min(j + 999, #old))) end
+end
 local function counter(key)
   local c = counters[key]
   if not c then
@@ -121,6 +157,8 @@ local function counter(key)
     c = {add = {}}
     for j, name in ipairs(NUMBERS) do c[name] = tonumber(v[j]) or 0 end
     for j, name in ipairs(TEXTS) do c[name] = v[#NUMBERS + j] end
+    if c.sv == 0 and c.seq > 0 then upgrade(key) end
+    c.sv = 1
     counters[key] = c
   end
   return c
@@ -230,8 +268,8 @@ for i, fact in ipairs(cjson.decode(ARGV[12])) do
     store()
   elseif role == 'o' then
     local r = record(key, id)
-    if r then
-      seq = -((r.O or 0) > 0 and r.O or r.C or 0)
+    if r and ((r.O or 0) > 0 or (r.C or 0) > 0) then  -- spanrules.takes_opening
+      seq = -((r.O or 0) > 0 and r.O or r.C)
     else
       local skind, name = f[11], f[12]
       local pk = parent ~= '' and record(key, parent)
@@ -308,6 +346,7 @@ for i, fact in ipairs(cjson.decode(ARGV[12])) do
           end
           c.status, c.held, c.heldts, c.heldst = c.heldst, false, false, false
           local rseq = add(key, held, when, false, false, false, false)
+          if c.helder then count(c, 'er', 1); c.helder = false end  -- counted as stored
           answer[#answer] = nil  -- not an answer to this batch
           c.ended = rseq
           more = {0, rseq, held, copy(held, when)}
@@ -325,6 +364,7 @@ for i, fact in ipairs(cjson.decode(ARGV[12])) do
     if c.ended > 0 or c.held then seq = -(c.ended > 0 and c.ended or c.seq)
     elseif c.open > 0 then
       c.held, c.heldts, c.heldst = data, ts, status
+      c.helder = f[15] == 1 and '1' or false
       seq = -c.seq
     else
       c.status = status

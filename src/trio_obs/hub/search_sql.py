@@ -1,104 +1,85 @@
-"""The SQL of the search index (SPEC §14), generated from the core's table of search facts.
+"""The SQL of the search index (SPEC §14).
 
-The index is an SQLite FTS5 table over the ``events`` table itself (external content):
-the text of an event is read out of its stored JSON by the expression :data:`BODY`,
-made from :data:`~trio_obs.core.search.SEARCH_FACTS`, when a row is indexed, when it is
-deleted and when a snippet is shown, so the three always agree and no text is stored
-twice. The document id is the event's global position ``pos``. Both SQLite stores use
-it: the single node's store, and a Redis node's local index (``hub/local_index.py``).
+The index is an SQLite FTS5 table over the ``events`` table itself (external content): no
+text is stored twice. What it holds of an event is :func:`~trio_obs.core.search.index_text`
+of it (its text by :data:`~trio_obs.core.search.SEARCH_FACTS`, and its tags), one Python
+function wherever it is needed, so the index, its deletes and its snippets always agree:
+an event being stored is indexed with the text made of its typed event (no JSON read back,
+:func:`index_rows`); a stored row is read through SQL functions (:func:`register`) that
+decode its JSON and call the same function (the view the index reads snippets and deletes
+through, the background index of an older store). The document id is the event's global
+position ``pos``. Both SQLite stores use it: the single node's store, and a Redis node's
+local index (``hub/local_index.py``).
 
-The typed filters are words of a second column, ``tags`` (:data:`TAGS`: the hex of each
-value behind a short prefix, so a value is one exact word): a filter is one more term of
-the query, and a rare filter costs as little as a rare word, whatever the text matched.
+The typed filters are words of a second column, ``tags`` (the hex of each value behind a
+short prefix, so a value is one exact word): a filter is one more term of the query, and
+a rare filter costs as little as a rare word, whatever the text matched.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 import attrs
 
+from ..core.errors import InvalidInput
+from ..core.routing import Envelope
 from ..core.search import (
     ELLIPSIS,
     ERROR_STATES,
     MARK_CLOSE,
     MARK_OPEN,
-    MESSAGE_SKIPPED_KEYS,
     SEARCH_FACTS,
+    TAG_PREFIXES,
     RunFilters,
     SearchQuery,
+    index_text,
+    tag,
 )
-
-_DATA: Final = "CAST(e.data AS TEXT)"
+from ..core.wire import decode_stream_event
 
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _json(path: str) -> str:
-    # Parsing the JSON is the cost: a byte search first skips it where the key is absent
-    # (most events have no ``agent``, for one; the stored JSON has no spaces).
-    key = f'"{path.rsplit(".", 1)[-1]}":'.encode().hex()
-    return (
-        f"(CASE WHEN instr(e.data, x'{key}') THEN json_extract({_DATA}, {_quote('$.' + path)}) END)"
-    )
+BODY_FUNCTION: Final = "trio_obs_search_body"
+TAGS_FUNCTION: Final = "trio_obs_search_tags"
+_INDEXED: Final = f"{BODY_FUNCTION}(e.data, e.tool), {TAGS_FUNCTION}(e.data, e.tool)"
+"""The indexed columns of the event row ``e``: :func:`~trio_obs.core.search.index_text` of
+its stored event, by the functions :func:`register` gives each connection."""
+
+_last: tuple[bytes, str | None, tuple[str, str]] = (b"", None, ("", ""))
+"""The last row the functions read (its text and tags are asked for one after the other)."""
 
 
-def _messages(path: str) -> str:
-    skipped = ", ".join(map(_quote, MESSAGE_SKIPPED_KEYS))
-    return (
-        f"(SELECT group_concat(value, ' ') FROM json_tree({_DATA}, {_quote('$.' + path)})"
-        f" WHERE type = 'text' AND key NOT IN ({skipped}))"
-    )
+def _indexed(data: bytes, tool: str | None) -> tuple[str, str]:
+    global _last
+    last = _last  # one read of the tuple: another thread may replace it
+    if last[0] == data and last[1] == tool:
+        return last[2]
+    try:
+        found = index_text(decode_stream_event(data), tool)
+    except InvalidInput:  # pragma: no cover - every stored event was decoded when posted
+        found = ("", "")
+    _last = (bytes(data), tool, found)
+    return found
 
 
-def _case(by_type: dict[str, str], otherwise: str = "NULL") -> str:
-    arms = " ".join(f"WHEN {_quote(kind)} THEN {sql}" for kind, sql in by_type.items())
-    return f"(CASE e.type {arms} ELSE {otherwise} END)"
+def register(db: sqlite3.Connection) -> None:
+    """Give ``db`` the functions the index's statements and its view call."""
+    db.create_function(BODY_FUNCTION, 2, lambda d, t: _indexed(d, t)[0], deterministic=True)
+    db.create_function(TAGS_FUNCTION, 2, lambda d, t: _indexed(d, t)[1], deterministic=True)
 
 
-def _body() -> str:
-    texts: dict[str, str] = {}
-    for kind, facts in SEARCH_FACTS.items():
-        parts = [_json(p) for p in facts.text] + [_messages(p) for p in facts.messages]
-        if parts:
-            texts[kind] = " || ' ' || ".join(f"coalesce({part}, '')" for part in parts)
-    return _case(texts, "''")
-
-
-BODY: Final = _body()
-"""The indexed text of the event row ``e`` (its JSON read where SEARCH_FACTS says)."""
-STATE: Final = _case({k: _json(f.state) for k, f in SEARCH_FACTS.items() if f.state})
-"""The state word of the event row ``e`` (NULL for types without one)."""
-AGENT: Final = _case(
-    {
-        k: "coalesce(" + ", ".join(_json(p) for p in f.agent) + ")"
-        for k, f in SEARCH_FACTS.items()
-        if f.agent != ("agent",)
-    },
-    _json("agent"),
-)
-"""The agent of the event row ``e``."""
-_TAG_OF: Final = {
-    "execution": ("ex", "e.execution_id"),
-    "type": ("ty", "e.type"),
-    "tool": ("tl", "e.tool"),
-    "state": ("st", STATE),
-    "agent": ("ag", AGENT),
-}
-"""Per typed filter: its tag's prefix, and where the event row ``e`` has its value."""
-TAGS: Final = " || ".join(
-    f"coalesce({_quote(' ' + prefix)} || nullif(hex({value}), ''), '')"
-    for prefix, value in _TAG_OF.values()
-)
-"""The tags of the event row ``e``: one word per typed filter it has a value for."""
-
-
-def tag(name: str, value: str) -> str:
-    """The word :data:`TAGS` makes of ``value`` of the typed filter ``name``."""
-    return _TAG_OF[name][0] + value.encode().hex()
+def index_rows(envelopes: Iterable[Envelope]) -> Iterator[tuple[int, str, str]]:
+    """The rows of :data:`INDEX_ROWS` for stored envelopes (those with a position)."""
+    for env in envelopes:
+        if env.pos:
+            yield (env.pos, *index_text(env.event, env.tool))
 
 
 _TOKENIZER: Final = "unicode61 remove_diacritics 2"
@@ -107,32 +88,39 @@ _MERGE: Final = "INSERT INTO search(search, rank) VALUES ('automerge', 8)"
 """Merge segments 8 at a time instead of 4: less work at each write (measured: about
 0.4 µs of a 4.5 µs index write per event), a few more segments for a search to read."""
 
-VERSION: Final = hashlib.sha256(f"{BODY}|{TAGS}|{_TOKENIZER}|{_MERGE}".encode()).hexdigest()[:16]
+_FORM: Final = 2
+"""What :func:`~trio_obs.core.search.index_text` makes of an event (raised when it changes:
+the stores index again)."""
+VERSION: Final = hashlib.sha256(
+    f"{_FORM}|{_INDEXED}|{TAG_PREFIXES}|{SEARCH_FACTS}|{_TOKENIZER}|{_MERGE}".encode()
+).hexdigest()[:16]
 """Names what the index holds: a store whose index has another version builds it again."""
 
 CREATE: Final = (
-    f"CREATE VIEW IF NOT EXISTS search_content(pos, body, tags) AS SELECT e.pos, {BODY},"
-    f" {TAGS} FROM events e WHERE e.pos IS NOT NULL",
+    f"CREATE VIEW IF NOT EXISTS search_content(pos, body, tags) AS SELECT e.pos, {_INDEXED}"
+    " FROM events e WHERE e.pos IS NOT NULL",
     "CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(body, tags, content='search_content',"
     f" content_rowid='pos', columnsize=0, tokenize={_quote(_TOKENIZER)})",
     _MERGE,
 )
-"""The index, and the view it reads an event's text through (for snippets)."""
+"""The index, and the view it reads an event's text through (for snippets and deletes)."""
 DROP: Final = ("DROP TABLE IF EXISTS search", "DROP VIEW IF EXISTS search_content")
 
+INDEX_ROWS: Final = "INSERT INTO search(rowid, body, tags) VALUES (?, ?, ?)"
+"""Index events being stored (:func:`index_rows`: their text made in Python, not read
+back out of their JSON)."""
 INDEX_RANGE: Final = (
-    f"INSERT INTO search(rowid, body, tags) SELECT e.pos, {BODY}, {TAGS} FROM events e"
-    f" WHERE e.pos BETWEEN ? AND ?"
+    f"INSERT INTO search(rowid, body, tags) SELECT e.pos, {_INDEXED} FROM events e"
+    " WHERE e.pos BETWEEN ? AND ?"
 )
-"""Index the events with ``? <= pos <= ?`` (rows already indexed must not be in it)."""
+"""Index the stored events with ``? <= pos <= ?`` (rows already indexed must not be in it)."""
 INDEX_ONE: Final = (
-    f"INSERT INTO search(rowid, body, tags) SELECT e.pos, {BODY}, {TAGS} FROM events e"
-    f" WHERE e.pos = ?"
+    f"INSERT INTO search(rowid, body, tags) SELECT e.pos, {_INDEXED} FROM events e WHERE e.pos = ?"
 )
 """Index the event at one position."""
 UNINDEX_STREAM: Final = (
-    f"INSERT INTO search(search, rowid, body, tags) SELECT 'delete', e.pos, {BODY}, {TAGS}"
-    f" FROM events e WHERE e.stream_key = ? AND e.pos > ?"
+    f"INSERT INTO search(search, rowid, body, tags) SELECT 'delete', e.pos, {_INDEXED}"
+    " FROM events e WHERE e.stream_key = ? AND e.pos > ?"
 )
 """Take the events of one stream key out of the index (those above the unindexed mark)."""
 UNINDEX_ALL: Final = "INSERT INTO search(search) VALUES ('delete-all')"

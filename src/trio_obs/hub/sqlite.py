@@ -21,7 +21,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, TypeAlias, TypeVar, cast
 
@@ -199,7 +199,7 @@ def _stream_row(key: str, s: StreamCounters) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-Statements = list[tuple[str, list[tuple[Any, ...]]]]
+Statements = list[tuple[str, Iterable[tuple[Any, ...]]]]
 KeyRow = tuple[str, list[tuple[str, int]]]
 """An ``Idempotency-Key`` and its answer: the (stream key, seq) of each event it stored."""
 
@@ -280,6 +280,7 @@ class Store:
     def _connect(self, *, check: bool = False) -> sqlite3.Connection:
         try:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            search_sql.register(db)
             if check:  # before anything below writes to the file
                 self._check_ours(db)
             db.execute("PRAGMA journal_mode=WAL")
@@ -555,11 +556,11 @@ class Store:
              env.task_id, env.tool, int(env.is_copy), env.data, env.pos or None)
             for env in envelopes
         ]  # fmt: skip
-        statements: Statements = [("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", rows)]
-        # The ledger numbers a stage's positions without a gap: index them in one statement.
-        first = next((env.pos for env in envelopes if env.pos), 0)
-        if first:
-            statements.append((search_sql.INDEX_RANGE, [(first, stage.last_pos)]))
+        statements: Statements = [
+            ("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?)", rows),
+            # Made while the statement runs (in the writer's thread for a large write).
+            (search_sql.INDEX_ROWS, search_sql.index_rows(envelopes)),
+        ]
         if stage.spans:
             span_rows = [
                 (*k, v.kind, v.name, v.task_id, v.parent_span_id, v.agent, v.model, v.open_seq,

@@ -2,30 +2,36 @@
 
 ``GET /api/executions/<id>/tree`` folds an execution's stored events; a tree of 10,000
 spans is 20,000 events to read, parse and fold. The fold is incremental (events in seq
-order), so the server keeps the last few trees it answered with the last row it folded and
-its encoded answer: a request reads the rows from that last one on, folds the new ones and
-answers again; with nothing new, the same bytes. The answer is the one a fold of every
-stored event gives: a tree whose last folded row is no longer stored as it was (the
-execution deleted by retention, a new epoch) is folded again from the start.
+order), so the server keeps the last few trees it answered with the last row it folded: a
+request reads the rows from that last one on, folds the new ones and answers again, the
+tree encoding only the spans that changed; with nothing new, the same bytes. The answer is
+the one a fold of every stored event gives: a tree whose last folded row is no longer
+stored as it was (the execution deleted by retention, a new epoch) is folded again from
+the start. A tree folded from the start, or many rows at once, is folded and answered in a
+worker thread: the server goes on serving the others meanwhile.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Final
 
 import attrs
 import orjson
+import trio
 
 from ..core.prices import Prices
 from ..core.protocol import MAX_EVENTS_LIMIT
 from ..core.spantree import SpanTree
-from ..core.wire import to_json
 from ..hub.base import Hub
 from .http import HttpError
 
 KEPT_TREES: Final = 8
 """Trees kept (the runs being watched); the least recently asked for goes first."""
+FOLD_INLINE: Final = 500
+"""Rows folded on the trio thread at most (a few milliseconds); a tree folded from the
+start, or more rows, are folded and answered in a worker thread."""
 
 
 @attrs.define(slots=True)
@@ -33,7 +39,6 @@ class _Kept:
     tree: SpanTree
     epoch: str | None
     last_row: bytes
-    answer: bytes | None = None
 
 
 class TreeCache:
@@ -62,18 +67,33 @@ class TreeCache:
             if not rows:
                 raise HttpError(404, f"no execution {execution_id!r} is stored")
             kept = _Kept(SpanTree(execution_id), epoch, b"")
+        folded = 0
+        offload = kept.tree.folded == 0
         while rows:
             new = rows[1:] if rows[0] == kept.last_row else rows
             if new:
-                for row in new:
-                    kept.tree.add(orjson.loads(row))
-                kept.last_row, kept.answer = new[-1], None
+                folded += len(new)
+                if offload or folded > FOLD_INLINE:
+                    offload = True
+                    await trio.to_thread.run_sync(_fold, kept.tree, new)
+                else:
+                    _fold(kept.tree, new)
+                kept.last_row = new[-1]
             if len(rows) < MAX_EVENTS_LIMIT:
                 break
             rows = await read(execution_id, after=kept.tree.seq, limit=MAX_EVENTS_LIMIT)
-        if kept.answer is None:
-            kept.answer = to_json(kept.tree.to_json(self.prices, epoch=epoch))
+        tree, prices = kept.tree, self.prices
+        if offload:
+            answer = await trio.to_thread.run_sync(lambda: tree.answer(prices, epoch=epoch))
+        else:
+            answer = tree.answer(prices, epoch=epoch)
         self._kept[execution_id] = kept
         while len(self._kept) > self.size:
             self._kept.popitem(last=False)
-        return kept.answer
+        return answer
+
+
+def _fold(tree: SpanTree, rows: Sequence[bytes]) -> None:
+    add, loads = tree.add, orjson.loads
+    for row in rows:
+        add(loads(row))

@@ -137,10 +137,9 @@ class Watchdog:
         if self._held is not None:  # reading back: these come after it
             self._held.extend(envelopes)
             return
-        feed = self.judge.feed
-        for env in envelopes:
-            if env.key != GLOBAL and not env.is_copy:
-                feed(env.key, env.event)
+        self.judge.feed_all(
+            (env.key, env.event) for env in envelopes if env.key != GLOBAL and not env.is_copy
+        )
 
     def forgot(self, key: str) -> None:
         """Told that an execution was deleted (retention)."""

@@ -11,8 +11,10 @@ import { $ } from "./page.js";
 const SYNC_MS = 5000;
 const RUNNING = new Set(["started", "running", "paused"]);
 const active = new Map(); // alertId -> the watch:alert event
+const items = new Map(); // alertId -> its list item
 let box = null;
 let list = null;
+let decorating = false; // a decorate() asked for the next animation frame
 
 /** Build the alerts list (above the execution list) and start keeping it right. */
 export function initWatch() {
@@ -50,18 +52,54 @@ export function noteWatch(ev) {
   if (ev.type === "watch:alert") active.set(ev.alertId, ev);
   else if (ev.type === "watch:clear") active.delete(ev.alertId);
   else return;
-  draw();
+  if (!list) return;
+  place(ev.alertId);
+  shown();
 }
 
+/** The whole list made like `active` (after a sync). */
 function draw() {
   if (!list) return;
-  list.replaceChildren(...[...active.values()].map(item));
-  box.hidden = active.size === 0;
-  decorate();
+  for (const id of [...items.keys()]) place(id);
+  for (const id of active.keys()) place(id);
+  shown();
 }
+
+/**
+ * The item of alert `id` made like `active`: only the items of alerts that came, went or
+ * changed are touched (a burst of alerts costs an item each, not the whole list each).
+ */
+function place(id) {
+  const a = active.get(id);
+  const li = items.get(id);
+  if (li && (!a || sig(a) !== li._sig)) {
+    li.remove();
+    items.delete(id);
+  }
+  if (a && !items.has(id)) {
+    const made = item(a);
+    items.set(id, made);
+    list.append(made);
+  }
+}
+
+/** The box shown while there are alerts; the run list's marks follow in the next frame. */
+function shown() {
+  box.hidden = active.size === 0;
+  if (decorating) return;
+  decorating = true;
+  requestAnimationFrame(() => {
+    decorating = false;
+    decorate();
+  });
+}
+
+/** What an item shows of its alert: an alert told again the same keeps its item. */
+const sig = (a) => `${a.alert}\u0000${a.executionId}\u0000${a.message}\u0000${a.since}`;
 
 function item(a) {
   const li = document.createElement("li");
+  li._sig = sig(a);
   li.dataset.testid = "watch-alert";
   li.dataset.alert = a.alert;
   li.dataset.executionId = a.executionId;

@@ -84,7 +84,7 @@ export function anchorSeq(v) {
   if (v.selected && isShown(v, v.selected)) return { seq: v.selected, center: true };
   const i = state.timeline.firstVisible();
   const s = v.rows ? v.rows[i] : i + 1;
-  return s ? { seq: s, offset: $("timeline").scrollTop - i * ROW_H } : null;
+  return s ? { seq: s, offset: state.timeline.top - i * ROW_H } : null;
 }
 
 export function restoreAnchor(v, a) {
@@ -92,7 +92,7 @@ export function restoreAnchor(v, a) {
   const i = indexOfSeq(v, a.seq);
   if (i < 0) return;
   if (a.center) state.timeline.scrollToIndex(i, "center");
-  else $("timeline").scrollTop = i * ROW_H + a.offset;
+  else state.timeline.setTop(i * ROW_H + a.offset);
 }
 
 function indexOfSeq(v, s) {
@@ -202,7 +202,7 @@ export function initTimeline() {
   $("to-start").addEventListener("click", () => {
     setPaused(true);
     showTab("timeline");
-    tl.scrollTop = 0;
+    state.timeline.setTop(0);
     schedule(true);
   });
 }

@@ -20,6 +20,9 @@ export function newTree() {
     running: 0, // open spans (their bars grow)
     t0: Infinity, t1: -Infinity,
     count: 0, // spans (the root excluded)
+    // What changed in the shape since the rows were last derived (flatten, patchRows): the
+    // nodes made since ("fresh"), and whether any other node moved, came or went.
+    made: [], moved: false,
   };
 }
 
@@ -45,6 +48,10 @@ function ensure(t, id) {
   let n = get(t, id);
   if (!n) {
     n = node(id, t.root, "span", id);
+    if (t.made.length < PATCH_MAX) {
+      n.fresh = true;
+      t.made.push(n);
+    } else t.moved = true; // too many for patchRows: the rows are derived again
     t.nodes.set(id, n);
     t.count += 1;
     insertKid(t.root, n);
@@ -70,6 +77,7 @@ function reparent(t, n, parentId) {
   const p = parentId === undefined ? t.root : ensure(t, parentId);
   if (p === n.parent || p === n) return;
   for (let a = p; a; a = a.parent) if (a === n) return; // a cycle: keep where it is
+  if (!n.fresh) t.moved = true;
   if (n.parent) removeKid(n.parent, n);
   n.parent = p;
   insertKid(p, n);
@@ -82,6 +90,7 @@ function setStart(t, n, ms) {
   n.start = ms;
   if (ms < t.t0) t.t0 = ms;
   if (n.parent) {
+    if (!n.fresh) t.moved = true;
     removeKid(n.parent, n);
     insertKid(n.parent, n);
   }
@@ -141,6 +150,39 @@ function waveNode(t, wave) {
   return n;
 }
 
+/**
+ * A plan task's state, as the server's tree has it (core/spantree.py, _task_node): it runs
+ * while one of its spans does, failed if one did, else done, ending with the last of them
+ * (and of its transcript). A task of no spans yet runs until its wave or the run ends.
+ */
+function settleTask(t, task) {
+  let open = false;
+  let failed = false;
+  let end = task.last ?? -Infinity;
+  for (const k of task.kids) {
+    if (k.end === null && k.state === "running") open = true;
+    else {
+      if (k.state === "error") failed = true;
+      if (Number.isFinite(k.end) && k.end > end) end = k.end;
+    }
+  }
+  if (!task.kids.length) open = false;
+  const state = open ? "running" : failed ? "error" : "done";
+  const e = open ? null : Number.isFinite(end) ? end : task.start;
+  if (state === task.state && e === task.end) return;
+  task.state = state;
+  task.end = e;
+  if (e !== null && e > t.t1) t.t1 = e;
+  task.ver += 1;
+}
+
+/** The wave (or the run, `under` null) is over: its tasks are settled, none runs on. */
+function endTasks(t, under) {
+  for (const n of under ? under.kids : t.nodes.values()) {
+    if (n.kind === "task" && n.end === null) settleTask(t, n);
+  }
+}
+
 /** Widen a derived node (task) to cover a child's time. */
 function cover(t, n, ms) {
   if (!Number.isFinite(ms)) return;
@@ -159,8 +201,10 @@ export function foldEvent(t, ev, agentOfTask) {
     const w = waveNode(t, ev.waveNumber);
     if (!Number.isFinite(w.start)) setStart(t, w, ts);
     if (!w.openSeq) w.openSeq = ev.seq;
-    if (ev.status === "completed" || ev.status === "failed") close(t, w, stateOf(ev.status), ts, NaN);
-    else open(w, t);
+    if (ev.status === "completed" || ev.status === "failed") {
+      close(t, w, stateOf(ev.status), ts, NaN);
+      endTasks(t, w);
+    } else open(w, t);
     w.ver += 1;
     return;
   }
@@ -190,6 +234,7 @@ export function foldEvent(t, ev, agentOfTask) {
       const task = taskNode(t, n.taskId);
       reparent(t, n, task.id);
       cover(t, task, ts);
+      settleTask(t, task); // it runs (again) while this span does
     }
     n.agent = ev.agent ?? (n.kind === "agent" ? n.name : null) ?? n.agent;
     if (!n.agent && n.taskId && agentOfTask) n.agent = agentOfTask(n.taskId) ?? null;
@@ -214,7 +259,10 @@ export function foldEvent(t, ev, agentOfTask) {
     // The watchdog's "lost" names its alert: a clear of it gives the span back its run.
     n.lostBy = st === "lost" ? ev.details?.alertId ?? null : null;
     const task = n.taskId ? t.nodes.get(`task:${n.taskId}`) : null;
-    if (task && n.parent === task) cover(t, task, n.end);
+    if (task && n.parent === task) {
+      cover(t, task, n.end);
+      settleTask(t, task);
+    }
     t.gen += 1; // its row and its running siblings' rows change
   } else if (role.role === "content") {
     if (n.kind === "tool" && n.taskId) cover(t, t.nodes.get(`task:${n.taskId}`) ?? n, ts);
@@ -226,6 +274,7 @@ function foldStatus(t, ev, ts) {
   const r = t.root;
   if (ev.spanId && !t.rootId) {
     t.rootId = ev.spanId;
+    t.moved = true;
     const ph = t.nodes.get(ev.spanId);
     if (ph) {
       // A placeholder under that id (its children came first): the root takes them.
@@ -251,6 +300,7 @@ function foldStatus(t, ev, ts) {
     r.end = ts;
     r.closeSeq = ev.seq;
     if (ev.usage) r.usage = ev.usage;
+    endTasks(t, null);
   } else {
     r.state = "running";
     r.end = null;
@@ -330,11 +380,22 @@ export function seedTree(t, snap) {
   t.gen += 1;
 }
 
+/** Nodes made since the rows were derived that patchRows still places one by one. */
+const PATCH_MAX = 32;
+
+/** The rows derived: nothing fresh, nothing moved. */
+function settled(t) {
+  for (const n of t.made) n.fresh = false;
+  t.made = [];
+  t.moved = false;
+}
+
 /**
  * The rows shown: the nodes in depth-first order, children of collapsed nodes left out.
  * Each row's node gets its `depth` (the root 0) and `row` (its index), stamped `flat`.
  */
 export function flatten(t, collapsed) {
+  settled(t);
   const rows = [];
   const stamp = (t.flat = (t.flat ?? 0) + 1);
   const stack = [t.root];
@@ -353,6 +414,40 @@ export function flatten(t, collapsed) {
     }
   }
   return rows;
+}
+
+/**
+ * `rows` (what flatten gave, with the same `collapsed`) brought up to date in place, when
+ * the only change in the shape since is new leaves under nodes that were there (a span
+ * starts): each is put in at its place and the rows after it renumbered, instead of a walk
+ * of the whole tree. Anything else (a node moved, a new node's parent new too, too many
+ * new nodes): the rows derived again by flatten. Returns the rows.
+ */
+export function patchRows(t, rows, collapsed) {
+  const stamp = t.flat;
+  if (t.moved || rows[0] !== t.root || t.root.flat !== stamp || t.made.some((n) => n.parent?.fresh)) {
+    return flatten(t, collapsed);
+  }
+  for (const n of t.made) {
+    const p = n.parent;
+    if (!p || p.flat !== stamp || collapsed.has(p.id)) continue; // not shown
+    const at = placeOf(p, p.kids.indexOf(n), stamp, rows.length);
+    rows.splice(at, 0, n);
+    n.depth = p.depth + 1;
+    n.flat = stamp;
+    for (let i = at; i < rows.length; i++) rows[i].row = i;
+  }
+  settled(t);
+  return rows;
+}
+
+/** The row index a new kid at `i` of shown node `p` goes to: where the next shown node is. */
+function placeOf(p, i, stamp, end) {
+  for (let a = p, k = i; a; k = a.parent ? a.parent.kids.indexOf(a) : -1, a = a.parent) {
+    const kids = a.kids;
+    for (let j = k + 1; j < kids.length; j++) if (kids[j].flat === stamp) return kids[j].row;
+  }
+  return end;
 }
 
 /** The node of span `id` (the root under ROOT or its span id), or undefined. */

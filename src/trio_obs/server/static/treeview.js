@@ -5,7 +5,7 @@
 
 import { state } from "./state.js";
 import { VirtualList } from "./virtual.js";
-import { ROOT, flatten, nodeOf } from "./tree.js";
+import { ROOT, flatten, nodeOf, patchRows } from "./tree.js";
 import { closeDetail, openDetail } from "./detail.js";
 import { loadTree } from "./run.js";
 import { $, params, writeUrl } from "./page.js";
@@ -18,6 +18,7 @@ const GROW_MS = 100; // running bars are redrawn at most this often
 const view = {
   rows: [], gen: -1, tree: null,
   collapsed: new Set(), focusId: null, hoverId: null, t0: 0, t1: 1, paintedAt: 0,
+  growTimer: null, // the next frame that grows the running bars
 };
 
 const source = {
@@ -100,6 +101,9 @@ function fillRow(node, n) {
   node.title = `${n.kind} ${label(n)}${n.agent ? ` (agent ${n.agent})` : ""}: ${st}`;
 }
 
+/** A fraction as a percentage, in steps of 0.05. */
+const percent = (f) => Math.round(f * 2000) / 20;
+
 function paintBar(node, n, now) {
   const { t0, t1 } = view;
   const span = Math.max(1, t1 - t0);
@@ -109,8 +113,12 @@ function paintBar(node, n, now) {
   const bar = node._bar;
   const cls = `sbar s-${stateOf(n)}${open ? " open" : ""}`;
   if (bar.className !== cls) bar.className = cls;
-  bar.style.left = `${(100 * (start - t0)) / span}%`;
-  bar.style.width = `${Math.max(0.2, (100 * (end - start)) / span)}%`;
+  // In steps of 0.05% of the track (under a pixel on a wide screen): a bar that grows by
+  // less than that is not laid out and painted again.
+  const left = `${percent((start - t0) / span)}%`;
+  const width = `${Math.max(0.2, percent((end - start) / span))}%`;
+  if (bar._left !== left) bar.style.left = bar._left = left;
+  if (bar._width !== width) bar.style.width = bar._width = width;
   const d = open ? now - start : Number.isFinite(n.dur) ? n.dur : end - start;
   const txt = Number.isFinite(d) ? (open ? `${ms(Math.max(0, d))}…` : ms(d)) : "";
   if (node._dur.textContent !== txt) node._dur.textContent = txt;
@@ -132,25 +140,31 @@ function scale(t, now) {
   view.t0 = t0;
 }
 
-/** Rebuild the rows, keeping the row under the pointer (or focused) where it is on screen. */
+/**
+ * Bring the rows up to date, keeping the row under the pointer (or focused) where it is on
+ * screen. New spans are put in at their place (patchRows); a fold or any other change of
+ * shape (view.gen -1) derives them again.
+ */
 function rebuild(t) {
   const sc = $("spans");
+  const list = state.spanList;
+  // Read from the list, not the browser: no layout forced in the middle of the frame.
+  const scrolled = list.top;
   const anchorId = view.hoverId ?? (sc.contains(document.activeElement) ? view.focusId : null) ??
-    (sc.scrollTop > 0 ? view.rows[Math.floor(sc.scrollTop / ROW_H)]?.id : null);
+    (scrolled > 0 ? view.rows[Math.floor(scrolled / ROW_H)]?.id : null);
   const before = anchorId !== null && indexOf(anchorId) !== undefined
-    ? indexOf(anchorId) * ROW_H - sc.scrollTop : null;
-  const rows = flatten(t, view.collapsed);
+    ? indexOf(anchorId) * ROW_H - scrolled : null;
+  const rows = view.gen === -1 ? flatten(t, view.collapsed) : patchRows(t, view.rows, view.collapsed);
   view.rows = rows;
   view.gen = t.gen;
-  const list = state.spanList;
   list.slack = 0;
   if (before !== null && indexOf(anchorId) !== undefined) {
     const top = Math.max(0, indexOf(anchorId) * ROW_H - before);
     // Blank space below the rows if need be, so that the anchor can stay where it is.
-    const vh = sc.clientHeight;
+    const vh = list.vh || sc.clientHeight;
     if (top + vh > rows.length * ROW_H) list.slack = top + vh - rows.length * ROW_H;
     list.render();
-    if (Math.abs(sc.scrollTop - top) >= 1) sc.scrollTop = top;
+    list.setTop(top);
   }
 }
 
@@ -183,7 +197,12 @@ export function renderTree(v) {
       }
     }
   }
-  if (t.running > 0 || t.root.end === null) setTimeout(() => schedule(), GROW_MS);
+  if ((t.running > 0 || t.root.end === null) && view.growTimer === null) {
+    view.growTimer = setTimeout(() => {
+      view.growTimer = null;
+      schedule();
+    }, GROW_MS);
+  }
 }
 
 export function showTab(which) {

@@ -1,7 +1,9 @@
 // A virtualized list of fixed-height rows: only the rows in (and near) the viewport exist
 // in the DOM, whatever the number of items. Row nodes are keyed, kept while their item
 // stays in range, and refilled in place (never replaced) when their item's version changes,
-// so a row under the pointer stays the same element.
+// so a row under the pointer stays the same element. The scroll offset and the viewport's
+// height are kept here (from scroll events, a ResizeObserver and what is set), so that a
+// frame that changes rows never has to ask the browser for a layout before its own.
 
 // Browsers cap an element's height (Chromium at about 33.5 million px).
 const MAX_HEIGHT = 30_000_000;
@@ -27,35 +29,56 @@ export class VirtualList {
     this.slack = 0; // px of blank space below the rows (to keep a row in place, see treeview)
     this.range = [0, -1]; // indices in the viewport (without overscan)
     this.vh = scroller.clientHeight; // viewport height, kept by a ResizeObserver
+    this._top = null; // the scroll offset as last read or set (null: to be read)
     new ResizeObserver(() => {
       this.vh = scroller.clientHeight;
+      this._top = null; // shown again, or resized: the browser may have moved it
     }).observe(scroller);
+    scroller.addEventListener("scroll", () => {
+      this._top = scroller.scrollTop; // the browser's layout is fresh in a scroll event
+    }, { passive: true });
+  }
+
+  /** The scroll offset (read from the browser only when not known). */
+  get top() {
+    if (this._top === null) this._top = this.scroller.scrollTop;
+    return this._top;
+  }
+
+  /** Scroll to `top` px; known at once when it is within the rows rendered last. */
+  setTop(top) {
+    const t = Math.max(0, top);
+    if (Math.abs(this.top - t) >= 1) this.scroller.scrollTop = t;
+    const max = this.height - (this.vh || this.scroller.clientHeight);
+    this._top = t <= max ? t : null; // else the browser keeps it within the rows: asked
   }
 
   /** Number of rows that fit the viewport. */
   pageRows() {
-    return Math.max(1, Math.floor(this.scroller.clientHeight / this.h));
+    return Math.max(1, Math.floor((this.vh || this.scroller.clientHeight) / this.h));
   }
 
   /** The first index whose row is (at least partly) in the viewport. */
   firstVisible() {
-    return Math.floor(this.scroller.scrollTop / this.h);
+    return Math.floor(this.top / this.h);
   }
 
   scrollToIndex(i, where = "center") {
-    const vh = this.scroller.clientHeight;
+    const vh = this.vh || this.scroller.clientHeight;
     let top = i * this.h;
     if (where === "center") top -= (vh - this.h) / 2;
     else if (where === "nearest") {
-      const cur = this.scroller.scrollTop;
+      const cur = this.top;
       if (top >= cur && top + this.h <= cur + vh) return;
       if (top > cur) top = top + this.h - vh;
     }
     this.scroller.scrollTop = Math.max(0, top);
+    this._top = null; // the rows may not be rendered to that length yet: the browser says
   }
 
   scrollToEnd() {
     this.scroller.scrollTop = this.scroller.scrollHeight;
+    this._top = null;
   }
 
   atEnd(slack = 1.5) {
@@ -67,6 +90,7 @@ export class VirtualList {
   reset() {
     for (const node of this.nodes.values()) node.remove();
     this.nodes.clear();
+    this._top = null;
   }
 
   /** Render the rows in view; `toEnd`: scroll to the last row first (follow mode). */
@@ -83,8 +107,9 @@ export class VirtualList {
     if (toEnd) {
       // Computed, not read back: one layout per frame (the browser's), not two.
       top = Math.max(0, height - vh);
-      if (Math.abs(this.scroller.scrollTop - top) >= 1) this.scroller.scrollTop = top;
-    } else top = this.scroller.scrollTop;
+      if (Math.abs(this.top - top) >= 1) this.scroller.scrollTop = top;
+      this._top = top;
+    } else top = this.top;
     const firstIn = Math.floor(top / h);
     const lastIn = Math.min(n - 1, Math.ceil((top + vh) / h) - 1);
     const first = Math.max(0, firstIn - this.overscan);
