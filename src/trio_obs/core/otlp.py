@@ -32,8 +32,9 @@ handles (:data:`LIVE_SPAN`) and says which of its own copies is which
 
 from __future__ import annotations
 
-from typing import Final, Literal, NamedTuple
+from typing import Final, Literal
 
+import attrs
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
@@ -77,9 +78,9 @@ _NOT_SHOWN: Final = ("trio_obs.", "llm.input_messages.", "llm.output_messages.")
 """Attribute prefixes left out of a span's ``details`` (ours, and messages given structured)."""
 
 
-class Copy(NamedTuple):
-    """One copy of a span in a request, read: which span it stands for and what it says
-    (a tuple: one per span)."""
+@attrs.frozen
+class Copy:
+    """One copy of a span in a request, read: which span it stands for and what it says."""
 
     view: SpanView
     about: SpanDescription
@@ -260,7 +261,7 @@ class _Builder:
             if known is None:
                 self.spans[c.ref] = Seen(c.about.kind, c.parent, agent)
             elif known.kind == "span" and c.about.kind != "span":
-                self.spans[c.ref] = known._replace(kind=c.about.kind, agent=agent)
+                self.spans[c.ref] = attrs.evolve(known, kind=c.about.kind, agent=agent)
         by_trace: dict[str, list[Copy]] = {}
         for c in copies:
             by_trace.setdefault(c.trace_id, []).append(c)

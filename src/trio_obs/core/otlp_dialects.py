@@ -12,8 +12,9 @@ dicts in, a description out.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Final, NamedTuple
+from typing import Final
 
+import attrs
 import orjson
 
 from .events import JSONDict, SpanKind, Usage
@@ -152,9 +153,9 @@ BULKY: Final = frozenset(
 """Attributes given structured (or too big to repeat): left out of a span's ``details``."""
 
 
-class SpanDescription(NamedTuple):
-    """What a span is, whatever dialect said it: the one shape OTLP ingest reads (a tuple,
-    made with keywords: one per span, where a frozen attrs class cost three times more)."""
+@attrs.frozen(kw_only=True)
+class SpanDescription:
+    """What a span is, whatever dialect said it: the one shape OTLP ingest reads."""
 
     kind: SpanKind
     title: str

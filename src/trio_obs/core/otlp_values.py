@@ -9,7 +9,7 @@ import base64
 import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, NamedTuple, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import attrs
 import orjson
@@ -216,8 +216,9 @@ class ResourceView:
         return cls(text_of(attributes_of(pairs).get("service.name")))
 
 
-class SpanView(NamedTuple):
-    """One span being translated, with what is derived from it once (a tuple: one per span)."""
+@attrs.frozen
+class SpanView:
+    """One span being translated, with what is derived from it once."""
 
     span: Span
     trace_id: str
