@@ -6,10 +6,10 @@ of it (its text by :data:`~trio_obs.core.search.SEARCH_FACTS`, and its tags), on
 function wherever it is needed, so the index, its deletes and its snippets always agree:
 an event being stored is indexed with the text made of its typed event (no JSON read back,
 :func:`index_rows`); a stored row is read through SQL functions (:func:`register`) that
-decode its JSON and call the same function (the view the index reads snippets and deletes
-through, the background index of an older store). The document id is the event's global
-position ``pos``. Both SQLite stores use it: the single node's store, and a Redis node's
-local index (``hub/local_index.py``).
+read its JSON by the same table (:func:`~trio_obs.core.search.index_text_of_json`: the view
+the index reads snippets and deletes through, the background index of an older store).
+The document id is the event's global position ``pos``. Both SQLite stores use it: the
+single node's store, and a Redis node's local index (``hub/local_index.py``).
 
 The typed filters are words of a second column, ``tags`` (the hex of each value behind a
 short prefix, so a value is one exact word): a filter is one more term of the query, and
@@ -24,8 +24,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 import attrs
+import orjson
 
-from ..core.errors import InvalidInput
 from ..core.routing import Envelope
 from ..core.search import (
     ELLIPSIS,
@@ -37,9 +37,9 @@ from ..core.search import (
     RunFilters,
     SearchQuery,
     index_text,
+    index_text_of_json,
     tag,
 )
-from ..core.wire import decode_stream_event
 
 
 def _quote(text: str) -> str:
@@ -62,9 +62,10 @@ def _indexed(data: bytes, tool: str | None) -> tuple[str, str]:
     if last[0] == data and last[1] == tool:
         return last[2]
     try:
-        found = index_text(decode_stream_event(data), tool)
-    except InvalidInput:  # pragma: no cover - every stored event was decoded when posted
-        found = ("", "")
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:  # pragma: no cover - every stored event was checked
+        obj = None
+    found = index_text_of_json(obj, tool) if isinstance(obj, dict) else ("", "")
     _last = (bytes(data), tool, found)
     return found
 
