@@ -12,11 +12,13 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import trio
 
 from support import TIMEOUT, running_server
-from trio_obs.core.search import search_query
+from trio_obs.core.search import index_text, index_text_of_json, search_query
+from trio_obs.core.wire import decode_stream_event
 from trio_obs.demo.play import simulate
 from trio_obs.hub import search_sql
 from trio_obs.hub.indexing import build_index
@@ -277,6 +279,14 @@ async def test_a_demo_run_indexed_as_stored_matches_its_events_and_leaves_whole(
         hub = srv.obs.hub
         execution = await simulate(Services.over(hub), speed=1000, rng=random.Random(3))
         integrity(db)
+        with sqlite3.connect(db) as con:
+            rows = con.execute("SELECT data, tool FROM events").fetchall()
+        kinds = set()
+        for data, tool in rows:  # the typed event and its stored JSON give the same words
+            event = decode_stream_event(data)
+            kinds.add(event.type)
+            assert index_text(event, tool) == index_text_of_json(orjson.loads(data), tool)
+        assert {"span:start", "span:end", "tool:end", "messagebus:event"} <= kinds
         found = await search(srv, q="instance", execution=execution)
         assert found["hits"] and all(h["executionId"] == execution for h in found["hits"])
         assert set(await hub.retain(0)) >= {execution}

@@ -15,6 +15,7 @@ b) and parentheses. Matching ignores case and accents.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias
@@ -152,16 +153,25 @@ def _hex(value: str) -> str:
 _Path: TypeAlias = tuple[str, ...]
 _Plan: TypeAlias = tuple[tuple[_Path, ...], tuple[_Path, ...], _Path | None, tuple[_Path, ...]]
 """Attribute names of: the text, the messages, the state, the agents."""
-_PLANS: Final[dict[str, _Plan]] = {
-    kind: (
-        tuple(_ATTRIBUTES[p] for p in facts.text),
-        tuple(_ATTRIBUTES[p] for p in facts.messages),
-        _ATTRIBUTES[facts.state] if facts.state else None,
-        tuple(_ATTRIBUTES[p] for p in facts.agent),
+
+
+def _plan(facts: SearchFacts, path: Callable[[str], _Path]) -> _Plan:
+    return (
+        tuple(path(p) for p in facts.text),
+        tuple(path(p) for p in facts.messages),
+        path(facts.state) if facts.state else None,
+        tuple(path(p) for p in facts.agent),
     )
-    for kind, facts in SEARCH_FACTS.items()
+
+
+_PLANS: Final = {
+    kind: _plan(facts, _ATTRIBUTES.__getitem__) for kind, facts in SEARCH_FACTS.items()
 }
-"""SEARCH_FACTS as attribute names, per type."""
+"""SEARCH_FACTS as attribute names (of the typed events), per type."""
+_WIRE_PLANS: Final = {
+    kind: _plan(facts, lambda p: tuple(p.split("."))) for kind, facts in SEARCH_FACTS.items()
+}
+"""SEARCH_FACTS as keys (of the events' wire JSON), per type."""
 _NO_PLAN: Final[_Plan] = ((), (), None, (("agent",),))
 _TYPE, _EXECUTION, _TOOL, _STATE, _AGENT = (
     TAG_PREFIXES[name] for name in ("type", "execution", "tool", "state", "agent")
@@ -174,6 +184,14 @@ def _at(event: Any, names: _Path) -> Any:
         if event is None:
             return None
     return event
+
+
+def _key_at(obj: Any, keys: _Path) -> Any:
+    for key in keys:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+        if obj is None:
+            return None
+    return obj
 
 
 def _strings(value: Any, out: list[str]) -> None:
@@ -193,28 +211,46 @@ def index_text(event: ev.StreamEvent, tool: str | None) -> tuple[str, str]:
     """What the index holds of ``event`` (``tool``: its tool, as the ledger resolved it):
     its text (SEARCH_FACTS) and its tags (one word per typed filter it has a value for:
     :func:`tag`; the state and agent are :func:`state_of` and :func:`agent_of`)."""
-    text_paths, message_paths, state_path, agent_paths = _PLANS.get(event.type, _NO_PLAN)
-    words = [_TYPE + _hex(event.type)]
-    if event.execution_id:
-        words.append(_EXECUTION + _hex(event.execution_id))
+    plan = _PLANS.get(event.type, _NO_PLAN)
+    return _index(plan, event.type, event.execution_id, tool, functools.partial(_at, event))
+
+
+def index_text_of_json(obj: dict[str, Any], tool: str | None) -> tuple[str, str]:
+    """:func:`index_text` of the event whose wire JSON is ``obj`` (a stored row: no typed
+    event made of it)."""
+    kind, execution = obj.get("type"), obj.get("executionId")
+    if not isinstance(kind, str):
+        return "", ""
+    plan = _WIRE_PLANS.get(kind, _NO_PLAN)
+    execution = execution if isinstance(execution, str) else ""
+    return _index(plan, kind, execution, tool, functools.partial(_key_at, obj))
+
+
+def _index(
+    plan: _Plan, kind: str, execution: str, tool: str | None, at: Callable[[_Path], Any]
+) -> tuple[str, str]:
+    text_paths, message_paths, state_path, agent_paths = plan
+    words = [_TYPE + _hex(kind)]
+    if execution:
+        words.append(_EXECUTION + _hex(execution))
     if tool:
         words.append(_TOOL + _hex(tool))
     if state_path is not None:
-        state = _at(event, state_path)
+        state = at(state_path)
         if isinstance(state, str) and state:
             words.append(_STATE + _hex(state))
     for path in agent_paths:
-        agent = _at(event, path)
+        agent = at(path)
         if isinstance(agent, str) and agent:
             words.append(_AGENT + _hex(agent))
             break
     text: list[str] = []
     for path in text_paths:
-        value = _at(event, path)
+        value = at(path)
         if isinstance(value, str) and value:
             text.append(value)
     for path in message_paths:
-        _strings(_at(event, path), text)
+        _strings(at(path), text)
     return " ".join(text), " ".join(words)
 
 

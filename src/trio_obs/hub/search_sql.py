@@ -6,10 +6,10 @@ of it (its text by :data:`~trio_obs.core.search.SEARCH_FACTS`, and its tags), on
 function wherever it is needed, so the index, its deletes and its snippets always agree:
 an event being stored is indexed with the text made of its typed event (no JSON read back,
 :func:`index_rows`); a stored row is read through SQL functions (:func:`register`) that
-decode its JSON and call the same function (the view the index reads snippets and deletes
-through, the background index of an older store). The document id is the event's global
-position ``pos``. Both SQLite stores use it: the single node's store, and a Redis node's
-local index (``hub/local_index.py``).
+read its JSON by the same table (:func:`~trio_obs.core.search.index_text_of_json`: the view
+the index reads snippets and deletes through, the background index of an older store).
+The document id is the event's global position ``pos``. Both SQLite stores use it: the
+single node's store, and a Redis node's local index (``hub/local_index.py``).
 
 The typed filters are words of a second column, ``tags`` (the hex of each value behind a
 short prefix, so a value is one exact word): a filter is one more term of the query, and
@@ -24,8 +24,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 import attrs
+import orjson
 
-from ..core.errors import InvalidInput
 from ..core.routing import Envelope
 from ..core.search import (
     ELLIPSIS,
@@ -37,9 +37,9 @@ from ..core.search import (
     RunFilters,
     SearchQuery,
     index_text,
+    index_text_of_json,
     tag,
 )
-from ..core.wire import decode_stream_event
 
 
 def _quote(text: str) -> str:
@@ -62,9 +62,10 @@ def _indexed(data: bytes, tool: str | None) -> tuple[str, str]:
     if last[0] == data and last[1] == tool:
         return last[2]
     try:
-        found = index_text(decode_stream_event(data), tool)
-    except InvalidInput:  # pragma: no cover - every stored event was decoded when posted
-        found = ("", "")
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:  # pragma: no cover - every stored event was checked
+        obj = None
+    found = index_text_of_json(obj, tool) if isinstance(obj, dict) else ("", "")
     _last = (bytes(data), tool, found)
     return found
 
@@ -84,15 +85,19 @@ def index_rows(envelopes: Iterable[Envelope]) -> Iterator[tuple[int, str, str]]:
 
 _TOKENIZER: Final = "unicode61 remove_diacritics 2"
 
-_MERGE: Final = "INSERT INTO search(search, rank) VALUES ('automerge', 8)"
-"""Merge segments 8 at a time instead of 4: less work at each write (measured: about
-0.4 µs of a 4.5 µs index write per event), a few more segments for a search to read."""
+SETTINGS: Final = (
+    "INSERT INTO search(search, rank) VALUES ('automerge', 16)",
+    "INSERT INTO search(search, rank) VALUES ('crisismerge', 64)",
+)
+"""Merge segments 16 at a time instead of 4 (and all of a level past 64, not 16): less work
+at each write (measured: the index's writes 17 % cheaper than at 8), a few more segments
+for a search to read. Set at every start (an index built before keeps what it holds)."""
 
 _FORM: Final = 2
 """What :func:`~trio_obs.core.search.index_text` makes of an event (raised when it changes:
 the stores index again)."""
 VERSION: Final = hashlib.sha256(
-    f"{_FORM}|{_INDEXED}|{TAG_PREFIXES}|{SEARCH_FACTS}|{_TOKENIZER}|{_MERGE}".encode()
+    f"{_FORM}|{_INDEXED}|{TAG_PREFIXES}|{SEARCH_FACTS}|{_TOKENIZER}".encode()
 ).hexdigest()[:16]
 """Names what the index holds: a store whose index has another version builds it again."""
 
@@ -101,7 +106,6 @@ CREATE: Final = (
     " FROM events e WHERE e.pos IS NOT NULL",
     "CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(body, tags, content='search_content',"
     f" content_rowid='pos', columnsize=0, tokenize={_quote(_TOKENIZER)})",
-    _MERGE,
 )
 """The index, and the view it reads an event's text through (for snippets and deletes)."""
 DROP: Final = ("DROP TABLE IF EXISTS search", "DROP VIEW IF EXISTS search_content")

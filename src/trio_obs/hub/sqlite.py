@@ -413,10 +413,11 @@ class Store:
         (what was stored before is then indexed again in the background)."""
         row = self._write.execute("SELECT value FROM meta WHERE name='search_version'").fetchone()
         if row is not None and row[0] == search_sql.VERSION:
+            self._transaction(lambda db: [db.execute(sql) for sql in search_sql.SETTINGS])
             return
 
         def work(db: sqlite3.Connection) -> None:
-            for sql in (*search_sql.DROP, *search_sql.CREATE):
+            for sql in (*search_sql.DROP, *search_sql.CREATE, *search_sql.SETTINGS):
                 db.execute(sql)
             (top,) = db.execute("SELECT coalesce(max(pos), 0) FROM events").fetchone()
             self._set_meta("search_unindexed", max(top, self._meta("pos_floor")))
