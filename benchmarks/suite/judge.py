@@ -158,12 +158,12 @@ def targets(res: Results) -> list[TargetResult]:
     name = "producer's cost per emit at 1,000 subscribers <= 1.5x at 0"
     broker = {b["subscribers"]: b for b in res.micro.get("broker", [])}
     if 0 in broker and 1000 in broker and "producer_us" in broker[0]:
-        # The producer's own cost: what its task does per emit. Fan-out runs in the store
-        # writer and the subscribers' tasks; the producer's wall time (publish p50)
-        # includes them, because one thread runs every task. Its task's time also grows
-        # when their steps leave the caches cold (benchmarks/README.md, "Producer's
-        # cost"), so the cost is judged as work (calls per emit) and as time against
-        # the same task at 0 subscribers with the caches evicted; the raw ratio is shown.
+        # The producer's own cost: the time its task runs per emit, judged as measured.
+        # Fan-out runs in the store writer and the subscribers' tasks; the producer's wall
+        # time (publish p50) includes them, because one thread runs every task. Its task's
+        # time also grows when their steps leave the caches cold (benchmarks/README.md,
+        # "Producer's cost"): its calls per emit and its time at 0 subscribers with the
+        # caches evicted are shown beside, to tell work from cold caches, not judged.
         b0, b1000 = broker[0], broker[1000]
         c0, c1000 = b0["producer_us"]["p50"], b1000["producer_us"]["p50"]
         p0, p1000 = b0["publish_us"]["p50"], b1000["publish_us"]["p50"]
@@ -174,16 +174,13 @@ def targets(res: Results) -> list[TargetResult]:
         if "producer_calls" in b0 and "producer_cold_us" in b0:
             k0, k1000 = b0["producer_calls"]["p50"], b1000["producer_calls"]["p50"]
             cold = b0["producer_cold_us"]["p50"]
-            worst = max(k1000 / k0, c1000 / cold)
             figure = (
                 f"calls per emit {k1000:.0f} vs {k0:.0f} ({k1000 / k0:.2f}x); producer task"
                 f" p50 {c1000:.2f} µs vs {cold:.2f} µs at 0 with caches evicted"
                 f" ({c1000 / cold:.2f}x), vs {c0:.2f} µs warm ({c1000 / c0:.2f}x); its wall"
                 f" time (publish p50) {p1000:,.0f} µs vs {p0:,.0f} µs ({p1000 / p0:.1f}x)"
             )
-            out.append(TargetResult(name, worst <= 1.5, figure, worst, 1.5))
-        else:
-            out.append(TargetResult(name, c1000 <= 1.5 * c0, figure, c1000 / c0, 1.5))
+        out.append(TargetResult(name, c1000 <= 1.5 * c0, figure, c1000 / c0, 1.5))
     else:
         out.append(TargetResult(name, None))
 
