@@ -139,3 +139,36 @@ async def test_all_read_from_the_store_by_position_is_bounded_in_bytes(
             assert page and json_bytes(page) <= PAGE_BYTES
             positions += [env.pos for env in page]
         assert positions == list(range(positions[0], positions[0] + 40))
+
+
+# --------------------------------------------------------------------------- all, from memory
+
+
+async def test_a_dispatch_larger_than_the_queue_is_taken_from_memory(broker: EmittingHub) -> None:
+    # One group commit (an OTLP request of 512 spans is 1,028 events) may be larger than
+    # the queue: a subscriber caught up before it takes it from memory, not the store
+    # (issue 25); one left further behind than its queue still reads the store.
+    asked: list[int] = []
+    read = broker.read_positions
+
+    async def recorded(*, after: int, limit: int) -> tuple[list[Envelope], int | None]:
+        asked.append(after)
+        return await read(after=after, limit=limit)
+
+    broker.dispatcher.source = type("Recorded", (), {"read_positions": staticmethod(recorded)})()
+    with broker.subscribe("all") as sub:
+        await broker.publish(outputs(20, 10))  # one dispatch, 20 events, queue of 8
+        positions: list[int] = []
+        while batch := sub.take_nowait():
+            positions += [env.pos for env in batch]
+        assert len(positions) == 20 and asked == []  # all from memory
+        assert positions == list(range(positions[0], positions[0] + 20))
+        await broker.publish(outputs(20, 10))
+        await broker.publish(outputs(20, 10))  # not taken: now 40 behind, beyond its queue
+        assert sub.take_nowait() is None
+        while len(positions) < 60:
+            batch = sub.take_nowait()
+            positions += [env.pos for env in (await sub.read_behind() if batch is None else batch)]
+        assert asked
+        assert positions == list(range(positions[0], positions[0] + 60))
+        assert sub.take_nowait() == []

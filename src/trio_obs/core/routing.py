@@ -405,11 +405,12 @@ class GlobalLog:
             return envs[:]
         return envs[bisect_right(envs, cursor, key=_position) :]
 
-    def trim(self, slowest: int) -> None:
-        """Drop what the slowest cursor has passed, then whatever exceeds the bounds."""
+    def trim(self, slowest: int, *, extra: int = 0) -> None:
+        """Drop what the slowest cursor has passed, then whatever exceeds the bounds
+        (:attr:`depth` envelopes and ``extra`` more, :attr:`max_bytes`)."""
         envs = self._envs
         drop = bisect_right(envs, slowest, key=_position)
-        over = len(envs) - drop - self.depth
+        over = len(envs) - drop - self.depth - extra
         if over > 0:
             drop += over
         if drop:

@@ -462,6 +462,7 @@ class Dispatcher:
         logs, by_stream, all_subs = self.logs, self._by_stream, self._all
         counts = self.stats.events_in
         glog = self.global_log if all_subs else None
+        before = glog.head if glog is not None else 0
         wanted: dict[str, list[Envelope]] = {}
         fresh: list[Envelope] = []
         for env in envelopes:
@@ -484,25 +485,28 @@ class Dispatcher:
         if glog is not None and fresh:
             _wake(all_subs, fresh)
             if len(glog) > self._shortest_queue or glog.cost > glog.max_bytes:
-                self._trim_global()
+                self._trim_global(before, len(fresh))
         for observer in self.observers:
             observer.dispatched(envelopes)
 
-    def _trim_global(self) -> None:
+    def _trim_global(self, before: int, dispatched: int) -> None:
         """Keep what the ``all`` subscribers still need, within the log's bounds.
 
-        A subscriber left behind reads the store by position (SPEC §4: falling behind is
-        not a fault). Runs when the log holds more than the shortest queue.
+        ``before`` is the position the log reached before the last dispatch, of
+        ``dispatched`` envelopes. A subscriber within its queue before that dispatch keeps
+        the whole of it in memory, even when one group commit is larger than its queue
+        (an OTLP request of 512 spans is 1,028 events): memory holds at most a queue and
+        one dispatch. A subscriber left behind reads the store by position (SPEC §4:
+        falling behind is not a fault). Runs when the log holds more than the shortest queue.
         """
         glog = self.global_log
-        head = glog.head
         # One further behind than its own queue is left to the store: it holds nothing here.
         cursors = [
             sub.cursor
             for sub in self._all
-            if not sub.state.searching and head - sub.cursor <= sub.queue_size
+            if not sub.state.searching and before - sub.cursor <= sub.queue_size
         ]
-        glog.trim(min(cursors, default=head))
+        glog.trim(min(cursors, default=glog.head), extra=dispatched)
 
     def indexed(self, pos: int) -> None:
         """The search index holds every event up to ``pos``: wake the live queries behind it."""
