@@ -320,9 +320,13 @@ def search_targets(res: Results) -> list[TargetResult]:
     local = data.get("ingest") or {}
     if "ratio" in http:
         figure = (
-            f"{http['ratio']:.2f}x over HTTP ({http['with_stored_per_s']:,.0f} vs "
-            f"{http['without_stored_per_s']:,.0f} events/s stored, medians of {http['rounds']})"
+            f"{http['ratio']:.2f}x over HTTP (median of {http['rounds']} pairs' ratios"
+            f" {http.get('pair_ratios', '')}; medians {http['with_stored_per_s']:,.0f} vs "
+            f"{http['without_stored_per_s']:,.0f} events/s stored"
         )
+        if "cpu_ratio" in http:
+            figure += f", server CPU per event {http['cpu_ratio']:.2f}x"
+        figure += ")"
         if "ratio" in local:
             figure += f"; {local['ratio']:.2f}x in process (no HTTP: the index's largest share)"
         out.append(TargetResult(name, http["ratio"] >= 0.9, figure))

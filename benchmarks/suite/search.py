@@ -25,7 +25,9 @@ from suite.measure import Run, Target, ingest_once
 from suite.viewer import _last_json
 
 SCRIPT = HERE / "search" / "run.py"
-ROUNDS = 3
+ROUNDS = 5
+"""Rounds of ingest with and without the index; each round runs both, the side that goes
+first alternating (the first server of a pair measured slower on a drifting machine)."""
 
 
 def search(run: Run) -> None:
@@ -52,7 +54,8 @@ def search(run: Run) -> None:
 
 
 def http_ingest(run: Run) -> dict[str, Any]:
-    """Ingest over HTTP with and without the index, alternated ``ROUNDS`` times."""
+    """Ingest over HTTP with and without the index, ``ROUNDS`` pairs (the first side
+    alternating); the ratio is the median of the pairs' ratios."""
     specs = {
         "with": ServerSpec(name="trio-obs", program="trio-obs"),
         "without": ServerSpec(
@@ -61,8 +64,9 @@ def http_ingest(run: Run) -> dict[str, Any]:
     }
     figures: dict[str, list[dict[str, float]]] = {"with": [], "without": []}
     rounds = 2 if run.quick else ROUNDS
-    for _ in range(rounds):
-        for side, spec in specs.items():
+    for i in range(rounds):
+        for side in ("with", "without") if i % 2 == 0 else ("without", "with"):
+            spec = specs[side]
             try:
                 target = Target(run, spec)
             except ChildError as exc:
@@ -87,9 +91,12 @@ def http_ingest(run: Run) -> dict[str, Any]:
     for side, values in figures.items():
         for key in ("stored_per_s", "delivered_per_s", "cpu_us_per_event"):
             out[f"{side}_{key}"] = round(statistics.median(v[key] for v in values), 2)
-    out["ratio"] = round(
-        min(out["with_stored_per_s"], out["with_delivered_per_s"])
-        / min(out["without_stored_per_s"], out["without_delivered_per_s"]),
-        3,
-    )
+
+    def rate(figure: dict[str, float]) -> float:
+        return min(figure["stored_per_s"], figure["delivered_per_s"])
+
+    pairs = zip(figures["with"], figures["without"], strict=True)
+    out["pair_ratios"] = [round(rate(w) / rate(wo), 3) for w, wo in pairs]
+    out["ratio"] = round(statistics.median(out["pair_ratios"]), 3)
+    out["cpu_ratio"] = round(out["with_cpu_us_per_event"] / out["without_cpu_us_per_event"], 3)
     return out
