@@ -414,7 +414,7 @@ def test_the_run_list_names_and_totals_each_run(viewer_server: Server, page: Pag
     expect(page.get_by_test_id("run-totals")).to_contain_text("2.3k tok")
 
 
-def test_plan_tasks_end_with_their_spans_and_their_wave(server: Server, page: Page) -> None:
+def test_plan_tasks_end_with_their_spans_and_their_wave(viewer_server: Server, page: Page) -> None:
     # The plan's JSON: tasks of a wave, told by transcript entries and tool calls. A task
     # runs while one of its tools does, failed if one did; the wave over, none runs on.
     e = "exec-plan"
@@ -426,14 +426,14 @@ def test_plan_tasks_end_with_their_spans_and_their_wave(server: Server, page: Pa
         tool_start(e, "u1", "Bash", "make", task="T1"),
         tool_start(e, "u2", "Bash", "test", task="T2"),
     ]  # fmt: skip
-    server.post(events)
-    open_tree(page, server, e, len(events))
+    viewer_server.post(events)
+    open_tree(page, viewer_server, e, len(events))
     for t in ("T1", "T2", "T3"):
         expect(tree_row(page, f"task:{t}")).to_have_attribute("data-state", "running")
-    server.post([tool_end(e, "u1", "done", 5.0), tool_end(e, "u2", "error", 5.0)])
+    viewer_server.post([tool_end(e, "u1", "done", 5.0), tool_end(e, "u2", "error", 5.0)])
     expect(tree_row(page, "task:T1")).to_have_attribute("data-state", "done")
     expect(tree_row(page, "task:T2")).to_have_attribute("data-state", "error")
     expect(tree_row(page, "task:T3")).to_have_attribute("data-state", "running")
-    server.post([wave(e, 1, 1, status="completed")])
+    viewer_server.post([wave(e, 1, 1, status="completed")])
     expect(tree_row(page, "task:T3")).to_have_attribute("data-state", "done")
     expect(tree_row(page, "task:T3").locator(".sbar")).not_to_have_class(re.compile(r"\bopen\b"))

@@ -63,11 +63,11 @@ def test_a_page_opened_later_shows_the_active_alerts(viewer_server: Server, page
     expect(execution_item(page, "old").get_by_test_id("watch-badge")).to_have_text("slow")
 
 
-def test_a_full_meta_line_stays_inside_its_run_item(server: Server, page: Page) -> None:
+def test_a_full_meta_line_stays_inside_its_run_item(viewer_server: Server, page: Page) -> None:
     # State, count, age, the watchdog's badge and the running age on one line of the side
     # bar: what does not fit is cut inside the item (with an ellipsis), never past its edge.
-    server.post([status("busy", "running"), tool_start("busy", "tu1", "build", "make all")])
-    page.goto(server.url())
+    viewer_server.post([status("busy", "running"), tool_start("busy", "tu1", "build", "make all")])
+    page.goto(viewer_server.url())
     row = execution_item(page, "busy")
     expect(row.get_by_test_id("watch-badge")).to_have_text("slow")
     expect(row.get_by_test_id("running-age")).to_contain_text("running ")
