@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import orjson
 import trio
@@ -34,6 +35,9 @@ import trio_obs
 from trio_obs import ServerConfig
 from trio_obs.core.events import ToolOutputEvent, ToolStartEvent
 from trio_obs.core.wire import encode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the bench's own modules
+from micro import TaskTime
 
 EXECUTION = "bench-exec"
 TOOL_USE = "toolu_bench_0001"
@@ -89,25 +93,6 @@ def execution_ids(n: int) -> list[str]:
     return [EXECUTION] if n == 1 else [f"{EXECUTION}-{i}" for i in range(n)]
 
 
-class OwnTime(trio.abc.Instrument):
-    """CPU time of one task's own steps (the trio thread's clock): what producing costs
-    this node, apart from what the hub's other tasks and the server do for it."""
-
-    def __init__(self, task: trio.lowlevel.Task) -> None:
-        self.task = task
-        self.total = 0.0
-        self._started: float | None = None
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self._started = time.thread_time()
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task and self._started is not None:
-            self.total += time.thread_time() - self._started
-            self._started = None
-
-
 async def emit(
     hub: trio_obs.Hub,
     run: str,
@@ -124,7 +109,7 @@ async def emit(
     pacer.thread.start()
     emitted = batches = 0
     worst = 0.0
-    own = OwnTime(trio.lowlevel.current_task())
+    own = TaskTime(trio.lowlevel.current_task())
     trio.lowlevel.add_instrument(own)
     try:
         while emitted < count and time.monotonic() < deadline:

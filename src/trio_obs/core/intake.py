@@ -132,14 +132,20 @@ def _posted(obj: Any, index: int | None, batch: Batch) -> ev.StreamEvent:
     if isinstance(obj, dict) and "requiresAction" in obj:
         obj = {k: v for k, v in obj.items() if k != "requiresAction"}
     event = decode_event(obj, index=index, posted=True)
-    shape = _SHAPES[type(event)]
+    _note_unknown(obj, index, event, _SHAPES[type(event)], batch)
+    return event
+
+
+def _note_unknown(
+    obj: dict[str, Any], index: int | None, event: ev.StreamEvent, shape: _Shape, batch: Batch
+) -> None:
+    """Note in ``batch`` the fields of ``obj`` (and of its records) its type does not know."""
     if not shape.keys.issuperset(obj):
         batch.note_unknown(index, event, "", obj, shape)
     for key, name, inner in shape.records:
         raw = obj[key] if getattr(event, name) is not None else {}
         if not inner.keys.issuperset(raw):
             batch.note_unknown(index, event, f"{key}.", raw, inner)
-    return event
 
 
 def _posted_all(data: list[Any], batch: Batch) -> list[ev.StreamEvent]:
@@ -166,12 +172,8 @@ def _posted_all(data: list[Any], batch: Batch) -> list[ev.StreamEvent]:
             object.__setattr__(event, "seq", None)
             object.__setattr__(event, "pos", None)
         shape = shapes[kind]
-        if not shape.keys.issuperset(obj):
-            batch.note_unknown(index, event, "", obj, shape)
-        for key, name, inner in shape.records:
-            raw = obj[key] if getattr(event, name) is not None else {}
-            if not inner.keys.issuperset(raw):
-                batch.note_unknown(index, event, f"{key}.", raw, inner)
+        if not shape.keys.issuperset(obj) or shape.records:
+            _note_unknown(obj, index, event, shape, batch)
         append(event)
     return events
 
