@@ -31,6 +31,7 @@ from trio_obs.core import events as ev
 from trio_obs.core.events import ServerEvent
 from trio_obs.core.frames import frame_length
 from trio_obs.core.routing import Envelope
+from trio_obs.core.watchdog import Thresholds
 from trio_obs.core.wire import encode
 from trio_obs.hub.dispatch import LiveSubscription
 
@@ -70,6 +71,19 @@ class Server(Address):
     http: httpx.AsyncClient
 
 
+UNJUDGED = Thresholds(lost_after=864_000.0, slow_after=864_000.0, idle_after=864_000.0)
+"""The watchdog of a test's server unless the test asks for one (``watch=``, or the
+``--*-after`` flags): the tests' events are stamped long ago, so with the defaults a tick
+could judge them slow or lost at any moment and store an alert that takes a seq."""
+_WATCH_FLAGS = ("--lost-after", "--slow-after", "--idle-after")
+_UNJUDGED_ARGS = (
+    *("--lost-after", str(UNJUDGED.lost_after)),
+    *("--slow-after", str(UNJUDGED.slow_after)),
+    *("--idle-after", str(UNJUDGED.idle_after)),
+)
+"""The same for ``trio-obs serve`` (:class:`ServerProcess`)."""
+
+
 @asynccontextmanager
 async def running_server(
     db: str = ":memory:",
@@ -92,7 +106,7 @@ async def running_server(
         trio_obs.open_observability(db, **hub) as obs,
         trio.open_nursery() as nursery,
     ):
-        server_config = trio_obs.ServerConfig(**{"port": 0, **config})
+        server_config = trio_obs.ServerConfig(**{"port": 0, "watch": UNJUDGED, **config})
         port = await nursery.start(trio_obs.serve, obs, server_config)
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}",
@@ -127,6 +141,8 @@ class ServerProcess(Address):
     """``trio-obs serve --port PORT ARGS`` in a subprocess; a thread drains its stderr."""
 
     def __init__(self, *args: str, port: int = 0, start_timeout: float = START_TIMEOUT) -> None:
+        if not any(flag in args for flag in _WATCH_FLAGS):
+            args = (*args, *_UNJUDGED_ARGS)
         self.process = subprocess.Popen(
             command("serve", "--port", str(port), *args),
             stdout=subprocess.DEVNULL,

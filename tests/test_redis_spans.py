@@ -461,9 +461,7 @@ async def test_two_serve_processes_give_one_tree_and_one_summary(redis: RedisSer
     """``trio-obs serve --redis``: a run posted half to one node, half to the other, is one
     tree and one summary on both (SPEC §12, the cluster part of issue 21)."""
     e = f"x-{uuid.uuid4().hex[:8]}"
-    # The spans are stamped long ago: a watchdog's tick between the model call's start and
-    # its end would store a slow alert in the run and move the seqs this test counts.
-    nodes_ = [ServerProcess("--redis", redis.url, "--slow-after", "86400") for _ in range(2)]
+    nodes_ = [ServerProcess("--redis", redis.url) for _ in range(2)]
     a, b = nodes_
     try:
         async with httpx.AsyncClient(timeout=TIMEOUT, trust_env=False) as http:
