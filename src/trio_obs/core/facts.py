@@ -199,6 +199,10 @@ def is_error_event(event: ev.StreamEvent) -> bool:
     return False
 
 
+ROLE_OF: Final[dict[str, str]] = {kind: fact.role for kind, fact in FACTS.items()}
+"""Each type's role (``FACTS[kind].role`` without the attribute read, for per-event loops)."""
+
+
 def span_id_of(event: ev.StreamEvent) -> str | None:
     """The span ``event`` opens, closes or belongs to (None: none named)."""
     return _READERS[event.type].span_id(event)

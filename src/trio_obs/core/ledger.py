@@ -22,6 +22,7 @@ from . import events as ev
 from .errors import InvalidInput
 from .facts import (
     FACTS,
+    ROLE_OF,
     is_error_event,
     own_task_id,
     span_id_of,
@@ -381,7 +382,7 @@ class _Batch:
         self.answers.append(Envelope(event.execution_id, seq, kept, b"", TOPIC_OF_TYPE[event.type]))
 
     def stage(self, batch: Sequence[ev.StreamEvent]) -> None:
-        role_of = _ROLES
+        role_of = ROLE_OF
         for index, event in enumerate(batch):
             key = event.execution_id
             role = role_of[event.type]
@@ -560,7 +561,6 @@ class _Batch:
                 s.agents = (event.agent, *s.agents)
 
 
-_ROLES: Final = {kind: fact.role for kind, fact in FACTS.items()}
 _COPIED: Final = frozenset(
     kind for kind, fact in FACTS.items() if fact.role in ("status", "closes")
 )

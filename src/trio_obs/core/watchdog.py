@@ -33,7 +33,7 @@ from typing import Final, Literal, cast
 import attrs
 
 from . import events as ev
-from .facts import FACTS, span_id_of, span_kind_of
+from .facts import ROLE_OF, span_id_of, span_kind_of
 from .protocol import ENDED_STATES
 
 RUNNING_STATES: Final = frozenset({"started", "running", "paused"})
@@ -185,9 +185,8 @@ class OpenSpanView:
 
 
 _TIMED: Final = frozenset({"tool", "llm"})
-_WATCH_TYPES: Final = frozenset({"watch:alert", "watch:clear"})
-_ROLES: Final = {kind: fact.role for kind, fact in FACTS.items()}
 """Kinds of span judged slow (and whose durations make their p95)."""
+_WATCH_TYPES: Final = frozenset({"watch:alert", "watch:clear"})
 
 
 def _span_of(event: ev.StreamEvent, span_id: str) -> tuple[ev.SpanKind, str, str | None]:
@@ -239,7 +238,7 @@ class Judge:
         few dict lookups (times are kept as the stored strings, which sort, and read as
         numbers only where judged).
         """
-        ended, runs, roles = self._ended, self.runs, _ROLES
+        ended, runs, roles = self._ended, self.runs, ROLE_OF
         for key, event in stored:
             if key in ended:
                 continue
@@ -462,7 +461,7 @@ class Judge:
         if spans:
             run.oldest = min(span.start for span in spans)
         for span in spans:
-            if span.kind not in ("tool", "llm") or span.lost_by or span.span_id in closing:
+            if span.kind not in _TIMED or span.lost_by or span.span_id in closing:
                 continue
             if now - span.start < t.slow_after:
                 continue  # young: the common case, cheaply
