@@ -116,6 +116,18 @@ def table(res: Results, all_steps: bool = False) -> str:
     return markdown(HEAD, rows)
 
 
+_PRODUCER_ROWS: list[tuple[str, str, str, Any, str]] = [
+    ("producer_us", "producer's own time / emit", "", fmt_us,
+     "time the producer task itself runs per emit"),
+    ("producer_cold_us", "producer's own time / emit", ", caches evicted", fmt_us,
+     "a subscriber touches 4 MiB after each emit"),
+    ("producer_calls", "producer's calls / emit", "", lambda v: f"{v:.0f}",
+     "Python and C calls its task makes per emit"),
+]  # fmt: skip
+"""The producer's figures of the broker section, where measured: key, measure, load,
+format, note."""
+
+
 def micro_rows(res: Results) -> list[list[str]]:
     """The in-process figures (codec, broker)."""
     rows = []
@@ -145,27 +157,14 @@ def micro_rows(res: Results) -> list[list[str]]:
             f"emit→receive p50 {fmt_ms(lat['p50'])} p99 {fmt_ms(lat['p99'])} max"
             f" {fmt_ms(lat['max'])} ms" if n else "no subscribers",
         ])  # fmt: skip
-        if "producer_us" in b:
-            cs = b["producer_us"]
-            rows.append([
-                "producer's own time / emit", f"{n} subscribers", "in-process",
-                fmt_us(cs["p50"]), fmt_us(cs["p99"]), fmt_us(cs["max"]), "—", "—", "—", "—",
-                "(same process)", "time the producer task itself runs per emit",
-            ])  # fmt: skip
-        if "producer_cold_us" in b:
-            cs = b["producer_cold_us"]
-            rows.append([
-                "producer's own time / emit", f"{n} subscribers, caches evicted", "in-process",
-                fmt_us(cs["p50"]), fmt_us(cs["p99"]), fmt_us(cs["max"]), "—", "—", "—", "—",
-                "(same process)", "a subscriber touches 4 MiB after each emit",
-            ])  # fmt: skip
-        if "producer_calls" in b:
-            k = b["producer_calls"]
-            rows.append([
-                "producer's calls / emit", f"{n} subscribers", "in-process",
-                f"{k['p50']:.0f}", f"{k['p99']:.0f}", f"{k['max']:.0f}", "—", "—", "—", "—",
-                "(same process)", "Python and C calls its task makes per emit",
-            ])  # fmt: skip
+        for key, measure, load, fmt, note in _PRODUCER_ROWS:
+            if key in b:
+                q = b[key]
+                rows.append([
+                    measure, f"{n} subscribers{load}", "in-process",
+                    fmt(q["p50"]), fmt(q["p99"]), fmt(q["max"]), "—", "—", "—", "—",
+                    "(same process)", note,
+                ])  # fmt: skip
     return rows
 
 
