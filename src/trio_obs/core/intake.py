@@ -171,9 +171,7 @@ def _posted_all(data: list[Any], batch: Batch) -> list[ev.StreamEvent]:
         if event.seq is not None or event.pos is not None:  # not the producer's to choose
             object.__setattr__(event, "seq", None)
             object.__setattr__(event, "pos", None)
-        shape = shapes[kind]
-        if not shape.keys.issuperset(obj) or shape.records:
-            _note_unknown(obj, index, event, shape, batch)
+        _note_unknown(obj, index, event, shapes[kind], batch)
         append(event)
     return events
 
