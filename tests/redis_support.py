@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -74,8 +75,16 @@ class RedisServer:
         """``redis://127.0.0.1:PORT/0``."""
         return f"redis://127.0.0.1:{self.port}/0"
 
+    READY = (b"Ready to accept connections", b"Sentinel ID is")
+    """What ``redis-server`` logs once it listens (a Sentinel logs its ID instead)."""
+
     def start(self) -> None:
-        """Start it (on the same port and folder as before) and wait until it answers."""
+        """Start it (on the same port and folder as before) and wait until it says it is ready.
+
+        It logs (``notice``) to a pipe that a thread drains to the end, so a full pipe never
+        blocks it; the thread tells when the log says it listens, or when the log ends (it
+        exited: the test fails with its log).
+        """
         assert REDIS_SERVER is not None
         self.folder.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
@@ -83,17 +92,43 @@ class RedisServer:
              "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "yes", "--appendfsync", "always",
              "--repl-diskless-sync-delay", "0",
-             "--dir", str(self.folder), "--daemonize", "no", "--loglevel", "warning",
+             "--dir", str(self.folder), "--daemonize", "no",
+             "--loglevel", "notice", "--logfile", "",
              *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []),
              *self.options],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self.answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
+        log: list[bytes] = []
+        ready = threading.Event()
+        said = threading.Event()  # ready, or the log ended
+        threading.Thread(
+            target=self._drain, args=(self.process, log, ready, said), daemon=True
+        ).start()
+        if not said.wait(START_TIMEOUT) or not ready.is_set():
+            self.process.kill()
+            text = b"".join(log[-40:]).decode(errors="replace")
+            pytest.fail(f"redis-server did not start on port {self.port}:\n{text}")
+
+    @classmethod
+    def _drain(
+        cls,
+        process: subprocess.Popen[bytes],
+        log: list[bytes],
+        ready: threading.Event,
+        said: threading.Event,
+    ) -> None:
+        """Read the server's log to its end (kept in ``log``), telling when it is ready."""
+        assert process.stdout is not None
+        with process.stdout as lines:
+            for line in lines:
+                log.append(line)
+                if not ready.is_set() and any(m in line for m in cls.READY):
+                    ready.set()
+                    said.set()
+                del log[:-200]
+        said.set()
 
     def answers(self) -> bool:
         """Whether it answers PING now."""
@@ -120,12 +155,20 @@ class RedisServer:
         return done.stdout.decode(errors="replace")
 
     def wait_replicas(self, n: int) -> None:
-        """Until this primary has ``n`` replicas online (synchronised, acknowledging)."""
-        deadline = time.monotonic() + TIMEOUT
-        while self.info("replication").count("state=online") < n:
-            if time.monotonic() > deadline:
-                pytest.fail(f"redis-server on port {self.port} has not {n} replicas online")
-            time.sleep(0.02)
+        """Until ``n`` replicas of this primary are online and have acknowledged everything
+        written to it so far: a write, then Redis's own ``WAIT n`` on the same connection
+        (it blocks until that many replicas acknowledge the write)."""
+        assert REDIS_CLI is not None
+        done = subprocess.run(
+            [REDIS_CLI, "-p", str(self.port)],
+            input=f"SET redis-support:wait-replicas 1\nWAIT {n} {int(TIMEOUT * 1000)}\n".encode(),
+            capture_output=True,
+            timeout=TIMEOUT + 5,
+            check=False,
+        )
+        answer = done.stdout.decode(errors="replace").split()
+        if len(answer) != 2 or not answer[1].isdigit() or int(answer[1]) < n:
+            pytest.fail(f"redis-server on port {self.port} has not {n} replicas online: {answer}")
 
     def stop(self, signum: int = signal.SIGKILL) -> None:
         """Stop it (killed by default: AOF ``always`` keeps every write anyway)."""
