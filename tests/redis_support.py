@@ -10,6 +10,7 @@ about two seconds; a :class:`Cluster` is three shards of a primary and a replica
 from __future__ import annotations
 
 import contextlib
+import queue
 import re
 import shutil
 import signal
@@ -18,7 +19,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,7 @@ class RedisServer:
         ).start()
         if not said.wait(START_TIMEOUT) or not ready.is_set():
             self.process.kill()
+            self.process.wait()
             text = b"".join(log[-40:]).decode(errors="replace")
             pytest.fail(f"redis-server did not start on port {self.port}:\n{text}")
 
@@ -246,13 +248,90 @@ class Relay:
             scope.cancel()
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float = FAILOVER_WAIT) -> None:
-    """Poll ``check`` (a Redis's own state, nothing else to wait on) until it holds."""
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    timeout: float = FAILOVER_WAIT,
+    *,
+    notices: Sequence[tuple[RedisServer, str]] = (),
+) -> None:
+    """Until ``check`` (a Redis's own state) holds; ``timeout`` is only a hang guard.
+
+    ``notices`` are the ``(server, channel)`` pub/sub channels on which Redis announces a
+    change of that state (a Sentinel's ``+switch-master``, ``+slave`` ...): subscribed to
+    first, then ``check`` once, then again on each message only, so no change between the
+    check and the wait is missed. Without notices it polls, backing off: only for what Redis
+    announces nowhere (a Cluster's ``cluster_state`` or a node's role: no pub/sub event, no
+    blocking command).
+    """
     deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting: {what}")
-        time.sleep(0.05)
+    if not notices:
+        pause = 0.01
+        while not check():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pytest.fail(f"gave up waiting: {what}")
+            time.sleep(min(pause, left))
+            pause = min(2 * pause, 0.5)
+        return
+    with _subscribed(notices, deadline, what) as heard:
+        while not check():
+            try:
+                heard.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"gave up waiting: {what}")
+
+
+@contextlib.contextmanager
+def _subscribed(
+    notices: Sequence[tuple[RedisServer, str]], deadline: float, what: str
+) -> Iterator[queue.Queue[tuple[int, str, str]]]:
+    """A queue of the messages on ``notices`` (port, channel, payload), once Redis has
+    confirmed every subscription: one ``redis-cli SUBSCRIBE`` per server, each read by a
+    thread to its end."""
+    assert REDIS_CLI is not None
+    channels: dict[int, list[str]] = {}
+    for server, channel in notices:
+        channels.setdefault(server.port, []).append(channel)
+    confirmed: queue.Queue[int] = queue.Queue()
+    heard: queue.Queue[tuple[int, str, str]] = queue.Queue()
+    with contextlib.ExitStack() as stack:
+        for port, names in channels.items():
+            cli = subprocess.Popen(
+                [REDIS_CLI, "-p", str(port), "SUBSCRIBE", *names],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            stack.callback(cli.wait)
+            stack.callback(cli.kill)  # its reader then reads the end and closes the pipe
+            threading.Thread(
+                target=_read_messages, args=(cli, port, confirmed, heard), daemon=True
+            ).start()
+        for _ in range(sum(map(len, channels.values()))):
+            try:
+                confirmed.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"gave up waiting: {what} (no subscription to {channels})")
+        yield heard
+
+
+def _read_messages(
+    cli: subprocess.Popen[bytes],
+    port: int,
+    confirmed: queue.Queue[int],
+    heard: queue.Queue[tuple[int, str, str]],
+) -> None:
+    """``redis-cli``'s pub/sub replies, three lines each (kind, channel, payload)."""
+    assert cli.stdout is not None
+    with cli.stdout as out:
+        lines = (line.decode(errors="replace").rstrip("\n") for line in out)
+        for kind in lines:
+            channel, payload = next(lines, ""), next(lines, "")
+            if kind == "subscribe":
+                confirmed.put(port)
+            elif kind == "message":
+                heard.put((port, channel, payload))
 
 
 class SentinelSet:
@@ -273,19 +352,8 @@ class SentinelSet:
     def start_replica(self, via: int | None = None) -> RedisServer:
         """The replica, replicating from the master (or from port ``via``: a relay)."""
         self.replica = RedisServer(self.folder / "r", replica_of=via or self.master.port)
-        wait_until(lambda: "master_link_status:up" in self.replica_info(), "the replica syncs")
+        self.master.wait_replicas(1)  # synced, and acknowledging the master's writes
         return self.replica
-
-    def replica_info(self) -> str:
-        assert self.replica is not None
-        return self.replica.info("replication")
-
-    def caught_up(self) -> bool:
-        """Whether the replica has acknowledged everything the master wrote."""
-        text = self.master.info("replication")
-        wrote = re.search(r"master_repl_offset:(\d+)", text)
-        acked = re.search(r"slave0:.*?offset=(\d+)", text)
-        return bool(wrote and acked and wrote[1] == acked[1])
 
     def start_sentinels(self) -> None:
         """Three Sentinels watching the master: down after 0.5 s, failover within seconds."""
@@ -301,7 +369,8 @@ class SentinelSet:
             )
             self.sentinels.append(RedisServer(folder, config=config, options=("--sentinel",)))
         wait_until(lambda: all("slaves=1" in s.info("sentinel") for s in self.sentinels),
-                   "every Sentinel knows the replica")  # fmt: skip
+                   "every Sentinel knows the replica",
+                   notices=[(s, "+slave") for s in self.sentinels])  # fmt: skip
 
     @property
     def url(self) -> str:
@@ -357,6 +426,8 @@ class Cluster:
              "--cluster-replicas", "1", "--cluster-yes"],
             capture_output=True, timeout=60, check=True,
         )  # fmt: skip
+        # This wait, wait_whole's and fail_over's poll (backing off): Redis Cluster announces
+        # no change of cluster_state nor of a node's role (no pub/sub event, no blocking command).
         wait_until(self.ok, "the cluster forms")
         self.wait_whole()
 
