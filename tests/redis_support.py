@@ -10,14 +10,16 @@ about two seconds; a :class:`Cluster` is three shards of a primary and a replica
 from __future__ import annotations
 
 import contextlib
+import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -74,8 +76,16 @@ class RedisServer:
         """``redis://127.0.0.1:PORT/0``."""
         return f"redis://127.0.0.1:{self.port}/0"
 
+    READY = (b"Ready to accept connections", b"Sentinel ID is")
+    """What ``redis-server`` logs once it listens (a Sentinel logs its ID instead)."""
+
     def start(self) -> None:
-        """Start it (on the same port and folder as before) and wait until it answers."""
+        """Start it (on the same port and folder as before) and wait until it says it is ready.
+
+        It logs (``notice``) to a pipe that a thread drains to the end, so a full pipe never
+        blocks it; the thread tells when the log says it listens, or when the log ends (it
+        exited: the test fails with its log).
+        """
         assert REDIS_SERVER is not None
         self.folder.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
@@ -83,17 +93,44 @@ class RedisServer:
              "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "yes", "--appendfsync", "always",
              "--repl-diskless-sync-delay", "0",
-             "--dir", str(self.folder), "--daemonize", "no", "--loglevel", "warning",
+             "--dir", str(self.folder), "--daemonize", "no",
+             "--loglevel", "notice", "--logfile", "",
              *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []),
              *self.options],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self.answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
+        log: list[bytes] = []
+        ready = threading.Event()
+        said = threading.Event()  # ready, or the log ended
+        threading.Thread(
+            target=self._drain, args=(self.process, log, ready, said), daemon=True
+        ).start()
+        if not said.wait(START_TIMEOUT) or not ready.is_set():
+            self.process.kill()
+            self.process.wait()
+            text = b"".join(log[-40:]).decode(errors="replace")
+            pytest.fail(f"redis-server did not start on port {self.port}:\n{text}")
+
+    @classmethod
+    def _drain(
+        cls,
+        process: subprocess.Popen[bytes],
+        log: list[bytes],
+        ready: threading.Event,
+        said: threading.Event,
+    ) -> None:
+        """Read the server's log to its end (kept in ``log``), telling when it is ready."""
+        assert process.stdout is not None
+        with process.stdout as lines:
+            for line in lines:
+                log.append(line)
+                if not ready.is_set() and any(m in line for m in cls.READY):
+                    ready.set()
+                    said.set()
+                del log[:-200]
+        said.set()
 
     def answers(self) -> bool:
         """Whether it answers PING now."""
@@ -120,12 +157,20 @@ class RedisServer:
         return done.stdout.decode(errors="replace")
 
     def wait_replicas(self, n: int) -> None:
-        """Until this primary has ``n`` replicas online (synchronised, acknowledging)."""
-        deadline = time.monotonic() + TIMEOUT
-        while self.info("replication").count("state=online") < n:
-            if time.monotonic() > deadline:
-                pytest.fail(f"redis-server on port {self.port} has not {n} replicas online")
-            time.sleep(0.02)
+        """Until ``n`` replicas of this primary are online and have acknowledged everything
+        written to it so far: a write, then Redis's own ``WAIT n`` on the same connection
+        (it blocks until that many replicas acknowledge the write)."""
+        assert REDIS_CLI is not None
+        done = subprocess.run(
+            [REDIS_CLI, "-p", str(self.port)],
+            input=f"SET redis-support:wait-replicas 1\nWAIT {n} {int(TIMEOUT * 1000)}\n".encode(),
+            capture_output=True,
+            timeout=TIMEOUT + 5,
+            check=False,
+        )
+        answer = done.stdout.decode(errors="replace").split()
+        if len(answer) != 2 or not answer[1].isdigit() or int(answer[1]) < n:
+            pytest.fail(f"redis-server on port {self.port} has not {n} replicas online: {answer}")
 
     def stop(self, signum: int = signal.SIGKILL) -> None:
         """Stop it (killed by default: AOF ``always`` keeps every write anyway)."""
@@ -203,13 +248,90 @@ class Relay:
             scope.cancel()
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float = FAILOVER_WAIT) -> None:
-    """Poll ``check`` (a Redis's own state, nothing else to wait on) until it holds."""
+def wait_until(
+    check: Callable[[], bool],
+    what: str,
+    timeout: float = FAILOVER_WAIT,
+    *,
+    notices: Sequence[tuple[RedisServer, str]] = (),
+) -> None:
+    """Until ``check`` (a Redis's own state) holds; ``timeout`` is only a hang guard.
+
+    ``notices`` are the ``(server, channel)`` pub/sub channels on which Redis announces a
+    change of that state (a Sentinel's ``+switch-master``, ``+slave`` ...): subscribed to
+    first, then ``check`` once, then again on each message only, so no change between the
+    check and the wait is missed. Without notices it polls, backing off: only for what Redis
+    announces nowhere (a Cluster's ``cluster_state`` or a node's role: no pub/sub event, no
+    blocking command).
+    """
     deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting: {what}")
-        time.sleep(0.05)
+    if not notices:
+        pause = 0.01
+        while not check():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pytest.fail(f"gave up waiting: {what}")
+            time.sleep(min(pause, left))
+            pause = min(2 * pause, 0.5)
+        return
+    with _subscribed(notices, deadline, what) as heard:
+        while not check():
+            try:
+                heard.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"gave up waiting: {what}")
+
+
+@contextlib.contextmanager
+def _subscribed(
+    notices: Sequence[tuple[RedisServer, str]], deadline: float, what: str
+) -> Iterator[queue.Queue[tuple[int, str, str]]]:
+    """A queue of the messages on ``notices`` (port, channel, payload), once Redis has
+    confirmed every subscription: one ``redis-cli SUBSCRIBE`` per server, each read by a
+    thread to its end."""
+    assert REDIS_CLI is not None
+    channels: dict[int, list[str]] = {}
+    for server, channel in notices:
+        channels.setdefault(server.port, []).append(channel)
+    confirmed: queue.Queue[int] = queue.Queue()
+    heard: queue.Queue[tuple[int, str, str]] = queue.Queue()
+    with contextlib.ExitStack() as stack:
+        for port, names in channels.items():
+            cli = subprocess.Popen(
+                [REDIS_CLI, "-p", str(port), "SUBSCRIBE", *names],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            stack.callback(cli.wait)
+            stack.callback(cli.kill)  # its reader then reads the end and closes the pipe
+            threading.Thread(
+                target=_read_messages, args=(cli, port, confirmed, heard), daemon=True
+            ).start()
+        for _ in range(sum(map(len, channels.values()))):
+            try:
+                confirmed.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"gave up waiting: {what} (no subscription to {channels})")
+        yield heard
+
+
+def _read_messages(
+    cli: subprocess.Popen[bytes],
+    port: int,
+    confirmed: queue.Queue[int],
+    heard: queue.Queue[tuple[int, str, str]],
+) -> None:
+    """``redis-cli``'s pub/sub replies, three lines each (kind, channel, payload)."""
+    assert cli.stdout is not None
+    with cli.stdout as out:
+        lines = (line.decode(errors="replace").rstrip("\n") for line in out)
+        for kind in lines:
+            channel, payload = next(lines, ""), next(lines, "")
+            if kind == "subscribe":
+                confirmed.put(port)
+            elif kind == "message":
+                heard.put((port, channel, payload))
 
 
 class SentinelSet:
@@ -230,19 +352,8 @@ class SentinelSet:
     def start_replica(self, via: int | None = None) -> RedisServer:
         """The replica, replicating from the master (or from port ``via``: a relay)."""
         self.replica = RedisServer(self.folder / "r", replica_of=via or self.master.port)
-        wait_until(lambda: "master_link_status:up" in self.replica_info(), "the replica syncs")
+        self.master.wait_replicas(1)  # synced, and acknowledging the master's writes
         return self.replica
-
-    def replica_info(self) -> str:
-        assert self.replica is not None
-        return self.replica.info("replication")
-
-    def caught_up(self) -> bool:
-        """Whether the replica has acknowledged everything the master wrote."""
-        text = self.master.info("replication")
-        wrote = re.search(r"master_repl_offset:(\d+)", text)
-        acked = re.search(r"slave0:.*?offset=(\d+)", text)
-        return bool(wrote and acked and wrote[1] == acked[1])
 
     def start_sentinels(self) -> None:
         """Three Sentinels watching the master: down after 0.5 s, failover within seconds."""
@@ -258,7 +369,8 @@ class SentinelSet:
             )
             self.sentinels.append(RedisServer(folder, config=config, options=("--sentinel",)))
         wait_until(lambda: all("slaves=1" in s.info("sentinel") for s in self.sentinels),
-                   "every Sentinel knows the replica")  # fmt: skip
+                   "every Sentinel knows the replica",
+                   notices=[(s, "+slave") for s in self.sentinels])  # fmt: skip
 
     @property
     def url(self) -> str:
@@ -314,6 +426,8 @@ class Cluster:
              "--cluster-replicas", "1", "--cluster-yes"],
             capture_output=True, timeout=60, check=True,
         )  # fmt: skip
+        # This wait, wait_whole's and fail_over's poll (backing off): Redis Cluster announces
+        # no change of cluster_state nor of a node's role (no pub/sub event, no blocking command).
         wait_until(self.ok, "the cluster forms")
         self.wait_whole()
 

@@ -46,7 +46,11 @@ async def fail_over(sentinels: SentinelSet) -> None:
     sentinels.master.stop(signal.SIGKILL)
     replica = sentinels.replica.port
     await trio.to_thread.run_sync(
-        lambda: wait_until(lambda: sentinels.master_port() == replica, "the failover")
+        lambda: wait_until(
+            lambda: sentinels.master_port() == replica,
+            "the failover",
+            notices=[(s, "+switch-master") for s in sentinels.sentinels],
+        )
     )
 
 
@@ -112,7 +116,8 @@ async def test_a_rollback_starts_a_new_epoch_and_every_watcher_is_told(
             for w in watchers:
                 nursery.start_soon(w.run)
             await producer.run(10)  # seqs 1-20, replicated
-            await trio.to_thread.run_sync(lambda: wait_until(sentinels.caught_up, "replication"))
+            # The replica has acknowledged every write so far.
+            await trio.to_thread.run_sync(sentinels.master.wait_replicas, 1)
             link.pause()  # in flight from now on: never reaches the replica
             await producer.run(5)  # seqs 21-30: acknowledged by the master alone
             assert len(producer.acked) == 30
@@ -123,7 +128,11 @@ async def test_a_rollback_starts_a_new_epoch_and_every_watcher_is_told(
             replica = sentinels.replica
             assert replica is not None
             await trio.to_thread.run_sync(
-                lambda: wait_until(lambda: sentinels.master_port() == replica.port, "failover")
+                lambda: wait_until(
+                    lambda: sentinels.master_port() == replica.port,
+                    "failover",
+                    notices=[(s, "+switch-master") for s in sentinels.sentinels],
+                )
             )
             await producer.run(10)  # the same execution again: seqs 21-40 of other events
             epoch = (await health(servers[0]))["epoch"]
