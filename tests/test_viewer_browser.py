@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from support import TIMEOUT
 from viewer_fixtures import Server, allow_network_errors, need_chromium, running
 
 need_chromium()
@@ -139,12 +140,19 @@ def demo(e: str) -> list[dict[str, Any]]:
 
 
 class Streamer:
-    """Posts ``rate`` events a second, spread over ``executions``, until stopped."""
+    """Posts ``rate`` events a second, spread over ``executions``, until stopped.
+
+    ``posted`` counts the events the server has taken (a post has returned); each post
+    notifies ``wait_posted``.
+    """
 
     def __init__(self, srv: Server, executions: list[str], rate: int = 50) -> None:
         self.srv, self.executions, self.rate = srv, executions, rate
+        self.tick = 0.1
+        self.per_tick = max(1, round(rate * self.tick))  # the events of one post
         self.stop_event = threading.Event()
         self.posted = 0
+        self.changed = threading.Condition()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Streamer:
@@ -155,17 +163,24 @@ class Streamer:
         self.stop_event.set()
         self.thread.join(10)
 
+    def wait_posted(self, n: int, timeout: float = TIMEOUT) -> None:
+        """Block until ``n`` events in all have been posted (``timeout`` is a hang guard)."""
+        with self.changed:
+            done = self.changed.wait_for(lambda: self.posted >= n, timeout)
+        assert done, f"the streamer posted {self.posted} events, not {n}, in {timeout} s"
+
     def _run(self) -> None:
-        tick = 0.1
-        per_tick = max(1, round(self.rate * tick))
         with httpx.Client(timeout=10) as client:
-            while not self.stop_event.wait(tick):
-                batch = []
-                for _ in range(per_tick):
-                    e = self.executions[self.posted % len(self.executions)]
-                    batch.append(transcript(e, f"streamed {self.posted}"))
-                    self.posted += 1
+            while not self.stop_event.wait(self.tick):
+                start = self.posted
+                batch = [
+                    transcript(self.executions[k % len(self.executions)], f"streamed {k}")
+                    for k in range(start, start + self.per_tick)
+                ]
                 client.post(self.srv.url("/api/events"), json=batch)
+                with self.changed:
+                    self.posted += len(batch)
+                    self.changed.notify_all()
 
 
 # --------------------------------------------------------------------------- helpers
