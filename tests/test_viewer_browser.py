@@ -13,19 +13,19 @@ from __future__ import annotations
 import itertools
 import re
 import threading
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from support import TIMEOUT
 from viewer_fixtures import Server, allow_network_errors, need_chromium, running
 
 need_chromium()
 
 from playwright.sync_api import Page, expect  # noqa: E402
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError  # noqa: E402
 
 expect.set_options(timeout=10_000)  # a cold Chromium start on a busy CI box can be slow
 XSS_SCRIPT = "<script>window.__pwned=1</script>"
@@ -139,12 +139,19 @@ def demo(e: str) -> list[dict[str, Any]]:
 
 
 class Streamer:
-    """Posts ``rate`` events a second, spread over ``executions``, until stopped."""
+    """Posts ``rate`` events a second, spread over ``executions``, until stopped.
+
+    ``posted`` counts the events the server has taken (a post has returned); each post
+    notifies ``wait_posted``.
+    """
 
     def __init__(self, srv: Server, executions: list[str], rate: int = 50) -> None:
         self.srv, self.executions, self.rate = srv, executions, rate
+        self.tick = 0.1
+        self.per_tick = max(1, round(rate * self.tick))  # the events of one post
         self.stop_event = threading.Event()
         self.posted = 0
+        self.changed = threading.Condition()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Streamer:
@@ -155,36 +162,54 @@ class Streamer:
         self.stop_event.set()
         self.thread.join(10)
 
+    def wait_posted(self, n: int, timeout: float = TIMEOUT) -> None:
+        """Block until ``n`` events in all have been posted (``timeout`` is a hang guard)."""
+        with self.changed:
+            done = self.changed.wait_for(lambda: self.posted >= n, timeout)
+        assert done, f"the streamer posted {self.posted} events, not {n}, in {timeout} s"
+
     def _run(self) -> None:
-        tick = 0.1
-        per_tick = max(1, round(self.rate * tick))
         with httpx.Client(timeout=10) as client:
-            while not self.stop_event.wait(tick):
-                batch = []
-                for _ in range(per_tick):
-                    e = self.executions[self.posted % len(self.executions)]
-                    batch.append(transcript(e, f"streamed {self.posted}"))
-                    self.posted += 1
+            while not self.stop_event.wait(self.tick):
+                start = self.posted
+                batch = [
+                    transcript(self.executions[k % len(self.executions)], f"streamed {k}")
+                    for k in range(start, start + self.per_tick)
+                ]
                 client.post(self.srv.url("/api/events"), json=batch)
+                with self.changed:
+                    self.posted += len(batch)
+                    self.changed.notify_all()
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def poll(page: Page, fn: Callable[[], Any], expected: Any, timeout: float = 10.0) -> None:
-    """Wait until ``fn()`` equals ``expected`` (``expect`` for values the page computes)."""
-    deadline = time.monotonic() + timeout
-    while (got := fn()) != expected:
-        assert time.monotonic() < deadline, f"still {got!r}, not {expected!r}"
-        page.wait_for_timeout(50)  # a poll interval, not a wait for something to happen
+# Page-side values, as JS functions: read once (``rows``, ``list_order``) or waited on in
+# the page (``wait_until``), the same expression either way.
+ROWS = """() => [...document.querySelectorAll("#timeline [data-testid=event-row]")]
+  .map(r => Number(r.dataset.seq))"""
+LIST_ORDER = """() => [...document.querySelectorAll("[data-testid=execution-item]")]
+  .filter(i => !i.hidden)
+  .map(i => [i.getBoundingClientRect().top, i.dataset.executionId])
+  .sort((a, b) => a[0] - b[0]).map(x => x[1])"""
+
+
+def wait_until(page: Page, value: str, expected: Any, timeout: float = 10.0) -> None:
+    """Wait in the page (each frame) until the JS function ``value`` returns ``expected``
+    (compared as JSON); ``timeout`` is a hang guard, and its failure shows the last value."""
+    same = f"want => JSON.stringify(({value})()) === JSON.stringify(want)"
+    try:
+        page.wait_for_function(same, arg=expected, timeout=timeout * 1000)
+    except PlaywrightTimeoutError:
+        got = page.evaluate(value)
+        raise AssertionError(f"still {got!r}, not {expected!r}") from None
 
 
 def rows(page: Page) -> list[int]:
     """The seq of every event row in the timeline's DOM (the rows in view), in order."""
-    seqs: list[str] = page.eval_on_selector_all(
-        "#timeline [data-testid=event-row]", "rows => rows.map(r => r.dataset.seq)"
-    )
-    return [int(s) for s in seqs]
+    seqs: list[int] = page.evaluate(ROWS)
+    return seqs
 
 
 def loaded(page: Page) -> list[int]:
@@ -208,11 +233,7 @@ def execution_item(page: Page, e: str) -> Any:
 
 def list_order(page: Page) -> list[str]:
     """The execution ids of the list, top to bottom as shown."""
-    ids: list[str] = page.get_by_test_id("execution-item").evaluate_all(
-        """items => items.filter(i => !i.hidden)
-             .map(i => [i.getBoundingClientRect().top, i.dataset.executionId])
-             .sort((a, b) => a[0] - b[0]).map(x => x[1])"""
-    )
+    ids: list[str] = page.evaluate(LIST_ORDER)
     return ids
 
 
@@ -241,7 +262,7 @@ def test_lists_executions_and_keeps_the_list_live(viewer_server: Server, page: P
     expect(item).to_contain_text("failed")
     # Most recently active first.
     page.mouse.move(900, 700)  # away from the list, which holds still under the pointer
-    poll(page, lambda: list_order(page), ["exec-a", "exec-b"])
+    wait_until(page, LIST_ORDER, ["exec-a", "exec-b"])
     # The header and the list give the same, server-side figures.
     item.click()
     expect(page.get_by_test_id("event-count")).to_have_text("11")
@@ -254,7 +275,7 @@ def test_selected_execution_streams_its_timeline(viewer_server: Server, page: Pa
     page.goto(viewer_server.url())
     execution_item(page, "exec-live").click()
     wait_for_events(page, 3)
-    poll(page, lambda: rows(page), [1, 2, 3])  # drawn on the next frame, not when received
+    wait_until(page, ROWS, [1, 2, 3])  # drawn on the next frame, not when received
     assert page.url.endswith("?execution=exec-live")
 
     # Live, after the page is open.
@@ -271,7 +292,7 @@ def test_selected_execution_streams_its_timeline(viewer_server: Server, page: Pa
         ]
     )
     wait_for_events(page, 17)
-    poll(page, lambda: rows(page), list(range(1, 18)))
+    wait_until(page, ROWS, list(range(1, 18)))
     assert page.evaluate("window.__trioObs.lastSeq('exec-live')") == 17
 
     # A call's row shows its result; its output rows follow it, stderr marked as such.
@@ -326,7 +347,7 @@ def test_topic_and_task_filters(viewer_server: Server, page: Page) -> None:
     # Widening again brings back what the server skipped meanwhile (HTTP backfill), once.
     page.locator("#topics input[value=tools]").check()
     expect(page.locator("[data-testid=event-row]", has_text="Grep")).to_be_visible()
-    poll(page, lambda: rows(page), list(range(1, seqs[-1] + 1)))
+    wait_until(page, ROWS, list(range(1, seqs[-1] + 1)))
     assert loaded(page) == list(range(1, seqs[-1] + 1))
 
     viewer_server.post([transcript("exec-f", "second task", task="task-2")])
@@ -360,7 +381,7 @@ def test_resumes_after_server_restart_without_loss_or_duplicates(
         expect(page.get_by_test_id("conn-state")).to_have_text("live")
         second.post([transcript("exec-r", "live again")])
         expect(page.locator("[data-testid=event-row]", has_text="live again")).to_be_visible()
-        poll(page, lambda: rows(page), list(range(1, 17)))  # in the DOM once each, in order
+        wait_until(page, ROWS, list(range(1, 17)))  # in the DOM once each, in order
         assert page.evaluate("window.__trioObs.eventCount()") == 16
         # The server resumed at since=<last seq>: it sent no event twice.
         assert stats(page)["wsDuplicates"] == 0
@@ -383,7 +404,9 @@ def test_a_page_behind_is_served_from_the_store_without_loss(tmp_path: Path, pag
         assert loaded(page) == list(range(1, 202))
         assert stats(page)["wsDuplicates"] == 0
         # The rows in view: the tail, each once, in order.
-        poll(page, lambda: (r := rows(page)) and r == list(range(r[0], 202)), True)
+        tail = f"""() => (r => r.length > 0 && r.at(-1) === 201
+                              && r.every((s, i) => s === r[0] + i))(({ROWS})())"""
+        wait_until(page, tail, True)
         expect(page.get_by_test_id("event-count")).to_have_text("201")
         # A batch is handed to each queue at once, so 50 events overflow what is kept.
         metrics = httpx.get(srv.url("/metrics"), timeout=10).text

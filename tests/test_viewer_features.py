@@ -13,13 +13,12 @@ import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
 from test_viewer_browser import (
+    ROWS,
     assertion,
     bus,
     demo,
     heartbeat,
     loaded,
-    poll,
-    rows,
     stats,
     status,
     tool_end,
@@ -27,6 +26,7 @@ from test_viewer_browser import (
     tool_start,
     transcript,
     wait_for_events,
+    wait_until,
 )
 from viewer_fixtures import Server, allow_network_errors, open_page, running
 
@@ -291,7 +291,7 @@ def test_epoch_resume_and_reset(viewer_server: Server, page: Page) -> None:
     expect(row(page, 1)).to_contain_text("new history 1")
     expect(row(page, 2)).to_contain_text("new history 2")
     expect(page.locator("#timeline")).not_to_contain_text("old history")
-    poll(page, lambda: rows(page), [1, 2])
+    wait_until(page, ROWS, [1, 2])
     assert loaded(page) == [1, 2]
     assert "since=3" in connects[1] and "epoch=A" in connects[1]
     assert stats(page)["epoch"] == "B"

@@ -30,7 +30,7 @@ def test_real_mouse_presses_select_while_events_stream(viewer_server: Server, pa
     with Streamer(viewer_server, EXECUTIONS, rate=50) as streamer:
         expect(execution_item(page, EXECUTIONS[0])).not_to_contain_text(" 2 events")
         hits = 0
-        for i in range(8):
+        for _ in range(8):
             # Like a person: into the side bar (the list then holds still), aim, press.
             page.mouse.move(100, 60, steps=3)
             page.wait_for_function("() => new Promise(r => requestAnimationFrame(r))")
@@ -41,7 +41,9 @@ def test_real_mouse_presses_select_while_events_stream(viewer_server: Server, pa
             assert b is not None
             page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, steps=4)
             page.mouse.down()
-            page.wait_for_timeout(100 + 10 * (i % 6))  # a human press: held 100-150 ms
+            # Held like a person's press (100-200 ms at this rate) while the stream goes on:
+            # until a whole post begun after the press has returned (one may be in flight).
+            streamer.wait_posted(streamer.posted + 2 * streamer.per_tick)
             page.mouse.up()
             expect(item).to_have_attribute("aria-selected", "true")
             hits += selected(page) == target
@@ -73,7 +75,7 @@ def test_keyboard_selection_while_events_stream(viewer_server: Server, page: Pag
         assert focused in EXECUTIONS
         # Focus stays on the item while events stream (the list is updated in place): wait
         # until 30 more events were posted and a frame has drawn them.
-        poll_posted(page, streamer, streamer.posted + 30)
+        streamer.wait_posted(streamer.posted + 30)
         page.wait_for_function("() => new Promise(r => requestAnimationFrame(r))")
         assert page.evaluate("document.activeElement.dataset.executionId") == focused
         picks = 0
@@ -168,16 +170,10 @@ def test_focused_items_take_enter_while_events_stream(viewer_server: Server, pag
             page.mouse.click(700, 20)  # the last input was a press elsewhere (not keys)
             execution_item(page, target).focus()
             # Let the stream reorder the list for a few frames before the key is pressed.
-            poll_posted(page, streamer, streamer.posted + 10)
+            streamer.wait_posted(streamer.posted + 10)
             assert page.evaluate("document.activeElement.dataset.executionId") == target
             page.keyboard.press("Enter")
             expect(execution_item(page, target)).to_have_attribute("aria-selected", "true")
             picks += selected(page) == target
         assert picks == 5
         assert streamer.posted > 0
-
-
-def poll_posted(page: Page, streamer: Streamer, n: int) -> None:
-    """Wait until the streamer has posted ``n`` events (the page draws them meanwhile)."""
-    while streamer.posted < n:
-        page.wait_for_timeout(20)  # a poll interval: the condition is streamer.posted
