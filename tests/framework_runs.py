@@ -6,31 +6,72 @@ model is pydantic-ai's ``FunctionModel`` or the OpenAI-compatible server of
 ``frameworks_support`` on loopback.
 """
 
+import contextlib
 import os
 import sys
-import time
+import threading
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 GATE = "TRIO_OBS_TEST_GATE"
-"""A file the slow tool waits for (when set), so a test sees it running before it ends."""
-SLEEP = 0.6
-"""Seconds the slow tool takes at least: longer than the batch exporter's interval below."""
+"""A FIFO the slow tool opens for reading (when set): it ends once the test has opened it
+for writing, having seen the tool running."""
+HANG_GUARD = 60.0
+"""Seconds the slow tool waits at most for what it waits for (never reached when all is well)."""
+
+
+class Delivery(SpanProcessor):
+    """Spans ended and spans the batch exporter has sent, counted: it sends them in the
+    order they end, so all those ended so far are sent once ``sent`` reaches ``ended``."""
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.ended = self.sent = 0
+
+    def on_end(self, span: Any) -> None:
+        with self.changed:
+            self.ended += 1
+
+    def count_sent(self, n: int) -> None:
+        with self.changed:
+            self.sent += n
+            self.changed.notify_all()
+
+    def wait_until_sent(self) -> None:
+        """Until the spans ended so far have reached the server (by the exporter's timer)."""
+        with self.changed:
+            target = self.ended
+            self.changed.wait_for(lambda: self.sent >= target, HANG_GUARD)
+
+
+DELIVERY: Delivery | None = None
+"""Of the provider below, when a run uses it."""
+
+
+class CountedExporter(OTLPSpanExporter):
+    def export(self, spans: Any) -> Any:
+        result = super().export(spans)
+        if DELIVERY is not None and result == SpanExportResult.SUCCESS:
+            DELIVERY.count_sent(len(spans))
+        return result
 
 
 def provider(server: str, *, live: bool = False) -> TracerProvider:
     """The SDK as an agent sets it up: the batch exporter (sending every 50 ms, so a run
     spans several requests, children first), and our live processor if ``live``."""
+    global DELIVERY
     tp = TracerProvider(resource=Resource.create({"service.name": "weather-agent"}))
-    exporter = OTLPSpanExporter(endpoint=f"{server}/v1/traces")
+    DELIVERY = Delivery()
+    tp.add_span_processor(DELIVERY)
+    exporter = CountedExporter(endpoint=f"{server}/v1/traces")
     tp.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
     if live:
         from trio_obs.otel import LiveSpanProcessor
@@ -73,14 +114,30 @@ def agents() -> Any:
 
     @orchestrator.tool_plain
     def slow_lookup(city: str) -> str:
-        time.sleep(SLEEP)
+        # Slow enough that what ended before it (the research) reaches the server first,
+        # in requests of its own, and, with a gate, that the test sees it running.
+        if DELIVERY is not None:
+            DELIVERY.wait_until_sent()
         gate = os.environ.get(GATE)
-        deadline = time.monotonic() + 60
-        while gate and not os.path.exists(gate) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        if gate:
+            wait_for_the_test(gate)
         return f"{city}: no rain"
 
     return orchestrator
+
+
+def wait_for_the_test(gate: str) -> None:
+    """Until the test opens the FIFO ``gate`` for writing (or the hang guard does)."""
+
+    def open_it() -> None:  # as the test would (the tool has it open for reading by then)
+        with contextlib.suppress(OSError):
+            os.close(os.open(gate, os.O_WRONLY | os.O_NONBLOCK))
+
+    guard = threading.Timer(HANG_GUARD, open_it)
+    guard.daemon = True
+    guard.start()
+    os.close(os.open(gate, os.O_RDONLY))  # blocks until a writer opens it
+    guard.cancel()
 
 
 def run_pydantic_ai(server: str, *, live: bool) -> str:

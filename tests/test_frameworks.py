@@ -10,10 +10,12 @@ Needs the ``frameworks`` extra.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,10 @@ def by_kind(events: list[dict[str, Any]], type_: str, kind: str) -> list[dict[st
 # --------------------------------------------------------------------------- pydantic-ai
 
 
+def ms_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() * 1000
+
+
 def check_orchestrator(events: list[dict[str, Any]]) -> None:
     """The orchestrator → delegate_research → research_agent run, whoever exported it."""
     starts = one_run(events)
@@ -131,7 +137,11 @@ def check_orchestrator(events: list[dict[str, Any]]) -> None:
         for e in events
         if e["type"] == "tool:end" and e["spanId"] == tools["slow_lookup"]["spanId"]
     ]
-    assert slow["durationMs"] >= 500 and slow["outputSummary"] == "Paris: no rain"
+    # Its duration is its span's, in ms (the stamps are to the ms): it lasted until what
+    # ended before it was sent, and in a gated run until the test saw it running.
+    lasted = ms_between(tools["slow_lookup"]["timestamp"], slow["timestamp"])
+    assert slow["durationMs"] > 0 and abs(slow["durationMs"] - lasted) <= 1
+    assert slow["outputSummary"] == "Paris: no rain"
     completed = events[-1]
     assert completed["output"] == "Take sunglasses: it is sunny in Paris."
     assert completed["agent"] == "orchestrator"
@@ -167,12 +177,18 @@ async def test_pydantic_ai_with_the_batch_exporter(server: ServerProcess) -> Non
     assert summary["agents"][0] == "orchestrator" and "research_agent" in summary["agents"]
 
 
+def open_for_writing(fifo: Path) -> None:
+    """Open ``fifo`` for writing and close it: once a reader has it open, both go on."""
+    os.close(os.open(fifo, os.O_WRONLY))
+
+
 async def gated_run(
     server: ServerProcess, scenario: str, tmp_path: Path
 ) -> tuple[str, list[dict[str, Any]]]:
     """Run ``scenario`` with its slow tool held until the tool's start has reached a
     WebSocket client, and check that the run shows as running meanwhile."""
     gate = tmp_path / "gate"
+    os.mkfifo(gate)
     execution = ""
     # (not support.ws_client: its safety net is for the whole block, and a framework's
     # imports alone take seconds on a loaded machine)
@@ -194,7 +210,8 @@ async def gated_run(
         assert mine[0]["type"] == "execution:status" and mine[0]["status"] == "started"
         assert not [e for e in mine if e["type"] == "execution:status"][1:]  # still running
         assert not [e for e in mine if e["type"] == "tool:end" and e["spanId"] == event["spanId"]]
-        gate.touch()
+        with trio.fail_after(TIMEOUT):  # the tool opens it for reading: a moment
+            await trio.to_thread.run_sync(open_for_writing, gate, abandon_on_cancel=True)
     return execution, await events_of(server, execution)
 
 

@@ -72,15 +72,22 @@ async def test_idle_server_stops_at_once() -> None:
         assert_clean(cli.stderr)
 
 
-# The process is paused for a moment right after it wrote its listening line, as the OS
-# may do to any process; a supervisor that saw the line then asks it to stop.
+# The process is paused right after it wrote its listening line, as the OS may do to any
+# process, until a supervisor that saw the line has asked it to stop. The stop signals are
+# held (blocked in every thread, from before the first starts) until the pause has seen one
+# arrive; then it is raised again, unblocked, for the server's own handlers to take.
 PAUSE_AFTER_LISTENING = """
-import logging, sys, time
+import logging, signal, sys
+STOPS = {signal.SIGINT, signal.SIGTERM}
+signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
 emit = logging.StreamHandler.emit
 def emit_then_pause(self, record):
     emit(self, record)
     if "listening" in record.getMessage():
-        time.sleep(1.0)
+        arrived = signal.sigtimedwait(STOPS, 60)  # a hang guard: the test sends it at once
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+        if arrived:
+            signal.raise_signal(arrived.si_signo)
 logging.StreamHandler.emit = emit_then_pause
 from trio_obs.cli import main
 sys.exit(main(sys.argv[1:]))
