@@ -413,6 +413,75 @@ async def test_redis_back_from_an_older_file_is_a_new_epoch(
         assert await seqs_until(resumed, 2) == [1, 2]
 
 
+async def test_an_epoch_once_left_never_comes_back(
+    own_redis: RedisServer, prefix: str, tmp_path: Path
+) -> None:
+    """A second failover to a replica promoted before it had synced brings an older copy
+    back, with its epoch: the node left that epoch, so its clients get a new one (the
+    seqs of the old one may have been shown otherwise meanwhile)."""
+    saved = tmp_path / "older"
+    async with nodes(own_redis.url, prefix, 1) as (a,):
+        sub, _ = await a.open_subscription("e1")
+        await publish(a, beats("e1", 2))
+        first = a.epoch
+        shutil.copytree(own_redis.folder, saved)
+        own_redis.restart(keep_data=False)
+        await until_ended(sub)
+        second = a.epoch
+        sub, _ = await a.open_subscription("e1")
+        assert [env.seq for env in await publish(a, beats("e1", 1))] == [1]
+        own_redis.stop()
+        shutil.rmtree(own_redis.folder)
+        shutil.copytree(saved, own_redis.folder)
+        own_redis.start()  # the copy of the first epoch's history
+        await until_ended(sub)
+        assert a.epoch not in (first, second)
+        [env] = await publish(a, beats("e1", 1))
+        assert env.seq == 3 and a.epoch not in (first, second)
+        _, resume = await a.open_subscription("e1", since=2, epoch=first)
+        assert resume.reset is not None and resume.reset.epoch == a.epoch
+
+
+async def until_ended(sub: Subscription) -> None:
+    """Until ``sub`` ends because the history changed."""
+    with trio.fail_after(TIMEOUT):
+        with pytest.raises(SubscriptionEnded, match="history changed"):
+            async for _ in sub:
+                pass
+
+
+async def test_a_rollback_of_events_a_node_served_from_the_streams_alone_is_a_new_epoch(
+    own_redis: RedisServer, prefix: str, tmp_path: Path
+) -> None:
+    """Node b's client got seqs 3-5 by a replay (b's reader, started after them, never read
+    them from the fan-out); Redis comes back without them, and another node stores other
+    events under seqs 3-5: b still tells its clients the history changed (SPEC §10)."""
+    saved = tmp_path / "older"
+    async with nodes(own_redis.url, prefix, 1) as (a,):
+        await publish(a, beats("e1", 2))
+        shutil.copytree(own_redis.folder, saved)
+        await publish(a, beats("e1", 3))
+    async with nodes(own_redis.url, prefix, 1) as (b,):
+        sub, resume = await b.open_subscription("e1", since=0)
+        assert resume.reset is None
+        assert await seqs_until(sub, 5) == [1, 2, 3, 4, 5]
+        old = b.epoch
+        own_redis.stop()
+        shutil.rmtree(own_redis.folder)
+        shutil.copytree(saved, own_redis.folder)
+        own_redis.start()
+        async with nodes(own_redis.url, prefix, 1) as (c,):
+            refilled = await publish(c, beats("e1", 3, 10))
+        assert [env.seq for env in refilled] == [3, 4, 5]
+        with trio.fail_after(TIMEOUT):
+            with pytest.raises(SubscriptionEnded, match="history changed"):
+                async for _ in sub:
+                    pass
+        assert b.epoch != old
+        _, resume = await b.open_subscription("e1", since=5, epoch=old)
+        assert resume.reset is not None and resume.reset.epoch == b.epoch
+
+
 async def test_a_node_behind_the_trimmed_fanout_serves_its_subscribers_from_the_streams(
     redis: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -295,7 +295,7 @@ class RedisHub(HubCommon):
         fence = self._epoch.fences[partition]
         return (
             self._epoch.candidate,
-            self._epoch.values[partition],
+            self._epoch.named(partition),
             fence.pos,
             fence.token,
             self.fanout_maxlen,
@@ -616,7 +616,9 @@ class RedisHub(HubCommon):
         """
         if not self.ordered_all:
             raise SubscriptionEnded(SLOW_CONSUMER)
+        generation = self._epoch.generations[0]
         entries = await self._fan_range(after, limit)
+        self._fence_served(0, generation, entries)
         if entries and entry_position(entries[0]) != after + 1:
             raise SubscriptionEnded(SLOW_CONSUMER)
         page: list[Envelope] = []
@@ -665,13 +667,38 @@ class RedisHub(HubCommon):
         self, key: str, *, after: int, limit: int | None = None, upto: int | None = None
     ) -> list[Envelope]:
         end = "+" if upto is None else f"{upto}-0"
-        entries = await self._call(
-            "read events",
+        entries = await self._served(
+            key,
             lambda: self.client.xrange(
                 self._keys(key).stream(key), f"{after + 1}-0", end, count=limit
             ),
         )
         return [envelope_of(key, entry_position(e), entry_fields(e)) for e in entries]
+
+    async def _served(
+        self, key: str, xrange: Callable[[], Awaitable[tuple[StreamEntry, ...]]]
+    ) -> tuple[StreamEntry, ...]:
+        """Entries of ``key``'s stream read for a client, the newest of them fenced."""
+        partition = self.layout.of(key)
+        generation = self._epoch.generations[partition]
+        entries = await self._call("read events", xrange)
+        self._fence_served(partition, generation, entries)
+        return entries
+
+    def _fence_served(
+        self, partition: int, generation: int, entries: Sequence[StreamEntry]
+    ) -> None:
+        """Entries a client is given fence the history (see :mod:`.redis_scripts`): if Redis
+        loses them (a failover, an older file), the next script starts a new epoch, though
+        this node's reader never read them from the fan-out (a replay, a catch-up read)."""
+        if generation != self._epoch.generations[partition]:
+            return  # read in a history now gone
+        for entry in reversed(entries):
+            fields = entry_fields(entry)
+            pos, token = fields.get(b"p"), fields.get(b"b")
+            if pos is not None and token is not None:
+                self._epoch.fences[partition].saw(int(pos), token.decode())
+                return
 
     async def read_range(self, key: str, *, after: int, upto: int) -> list[Envelope]:
         """Stored envelopes of ``key`` with ``after < seq <= upto``."""
@@ -696,9 +723,8 @@ class RedisHub(HubCommon):
         if limit <= 0:
             return []
         name = self._keys(stream).stream(stream)
-        entries = await self._call(
-            "read events",
-            lambda: self.client.xrange(name, f"{after + 1}-0", "+", count=limit),
+        entries = await self._served(
+            stream, lambda: self.client.xrange(name, f"{after + 1}-0", "+", count=limit)
         )
         return [entry_json(entry_position(e), entry_fields(e)) for e in entries]
 

@@ -44,6 +44,10 @@ _UNAVAILABLE: Final = (StoreError, *Failure)
 """What the reader's calls raise then (the hub's own calls say it with StoreError)."""
 
 
+LEFT_KEPT: Final = 8
+"""Epochs a node remembers having left, per partition."""
+
+
 def new_token() -> str:
     """A fresh random id: an epoch, or the token of a batch."""
     return secrets.token_hex(8)
@@ -81,6 +85,9 @@ class Epoch:
     def __init__(self, dispatcher: Dispatcher, partitions: int = 1) -> None:
         self.dispatcher = dispatcher
         self.values = [""] * partitions
+        self.left: list[list[str]] = [[] for _ in range(partitions)]
+        """The epochs each partition had before (the newest :data:`LEFT_KEPT`): if Redis
+        names one again, it is a stale copy, and the scripts start a new epoch."""
         self.generations = [0] * partitions
         """Bumped by every change of a partition's epoch, so its reader can tell."""
         self.fences = [Fence() for _ in range(partitions)]
@@ -94,12 +101,23 @@ class Epoch:
             return self.values[0]
         return hashlib.sha256("\n".join(self.values).encode()).hexdigest()[:16]
 
+    def named(self, partition: int) -> str:
+        """The scripts' argument: the partition's epoch, then those it left (commas)."""
+        return ",".join([self.values[partition], *self.left[partition]])
+
     def adopt(self, epoch: str, partition: int = 0) -> None:
         """Redis says partition ``partition``'s epoch is ``epoch``: if it changed, start over."""
         old = self.values[partition]
         if epoch == old:
             return
+        if epoch in self.left[partition]:
+            # A stale copy of a history this node left: never adopted. The reader reads
+            # nothing more of it; its next script (before any read) starts a new epoch.
+            self.generations[partition] += 1
+            return
         self.values[partition] = epoch
+        if old:
+            self.left[partition] = [old, *self.left[partition][: LEFT_KEPT - 1]]
         self.generations[partition] += 1
         self.fences[partition].forget()
         self.candidate = new_token()
@@ -265,8 +283,11 @@ class FanoutReader:
             if b"e" in fields:  # a new epoch (a rollback was found): the clients start over
                 self._dispatch(envelopes)
                 envelopes = []
-                self.epoch.adopt(fields[b"e"].decode(), self.partition)
-                self.fence.saw(pos, fields[b"e"].decode())
+                named = fields[b"e"].decode()
+                self.epoch.adopt(named, self.partition)
+                if self.epoch.values[self.partition] != named:
+                    return  # a stale copy of a history left before: read no more of it
+                self.fence.saw(pos, named)
                 self._generation = self._current
                 continue
             key = fields[b"k"].decode()

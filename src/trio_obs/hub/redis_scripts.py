@@ -18,9 +18,10 @@ partition, so it runs atomically on one shard. Keys of a partition, under its pr
   with ``MAXLEN ~``;
 - ``x:<key>`` -- an execution's stream: entry ``<seq>-0`` per event, fields ``p`` (its
   fan-out position: the event's ``pos`` on ``all``, SPEC §14; not on a Redis Cluster, whose
-  ``all`` has no single order), ``d`` (the event's unstamped JSON, see
-  :mod:`trio_obs.core.stamp`), ``t`` (``=``task id), ``l`` (tool), ``r`` (assertions passed
-  and total, for ``runningPassRate``), ``c`` (a ``global`` copy of an ``execution:status``);
+  ``all`` has no single order) and with it ``b`` (its fan-out entry's token, for the fence
+  below), ``d`` (the event's unstamped JSON, see :mod:`trio_obs.core.stamp`), ``t``
+  (``=``task id), ``l`` (tool), ``r`` (assertions passed and total, for
+  ``runningPassRate``), ``c`` (a ``global`` copy of an ``execution:status``);
 - ``c:<key>`` -- its counters: ``seq``, ``n`` (events), ``first``/``last`` timestamps,
   ``status``, ``at``/``ap`` (assertions total/passed); the execution rules' state
   (``open`` spans, the seqs of the root's ``started`` and closing status, the ``held``
@@ -42,11 +43,14 @@ stays distinct from none. Every script is called with ``KEYS[1]`` = the partitio
 ``epoch`` key (a Redis Cluster client routes by it) and ``ARGV[1]`` = the prefix.
 
 **The fence** (rollbacks are never silent, SPEC §10): a node passes the newest fan-out
-entry it knows of (one it read or one its own batch wrote: position and token). If the
-partition no longer holds it -- its position is beyond the newest one, or another batch's
-token stands there -- Redis lost writes that a client may have seen or been acknowledged
-(a failover to a replica that had not received them): the script starts a new epoch and
-says so in the fan-out, so every node tells its clients (``observability:reset``).
+entry it knows of (one it read, one its own batch wrote, or one whose event it read from an
+execution stream for a client: position and token). If the partition no longer holds it --
+its position is beyond the newest one, or another batch's token stands there -- Redis lost
+writes that a client may have seen or been acknowledged (a failover to a replica that had
+not received them): the script starts a new epoch and says so in the fan-out, so every node
+tells its clients (``observability:reset``). So it does when Redis names an epoch the node
+has left (a second failover, to a replica promoted before it had synced, brings an older
+copy back): an epoch, once left, never comes back.
 """
 
 from __future__ import annotations
@@ -64,24 +68,30 @@ SLOTS: Final = 16384
 """Hash slots of a Redis Cluster."""
 
 _FENCE: Final = r"""
--- ARGV[2] epoch candidate, ARGV[3] the node's epoch, ARGV[4] fence position, ARGV[5] its
--- token, ARGV[6] fan-out maxlen. Sets `epoch` and `fan`.
+-- ARGV[2] epoch candidate, ARGV[3] the node's epoch (then, comma-separated, the epochs it
+-- left), ARGV[4] fence position, ARGV[5] its token, ARGV[6] fan-out maxlen. Sets `epoch`
+-- and `fan`.
 local P = ARGV[1]
 local fan = P .. 'fan'
 local epoch = redis.call('SET', P .. 'epoch', ARGV[2], 'NX', 'GET') or ARGV[2]
+local mine, left = ARGV[3], ''
+local comma = string.find(mine, ',', 1, true)
+if comma then mine, left = string.sub(mine, 1, comma - 1), string.sub(mine, comma) .. ',' end
+-- An epoch the node left is back (a replica promoted before it had synced): a stale copy.
+local lost = string.find(left, ',' .. epoch .. ',', 1, true) ~= nil
 local fence = tonumber(ARGV[4])
-if fence > 0 and epoch == ARGV[3] then
-  local lost = (tonumber(redis.call('HGET', P .. 'meta', 'pos')) or 0) < fence
+if not lost and fence > 0 and epoch == mine then
+  lost = (tonumber(redis.call('HGET', P .. 'meta', 'pos')) or 0) < fence
   if not lost then
     local found = redis.call('XRANGE', fan, fence .. '-0', fence .. '-0')
     lost = found[1] ~= nil and found[1][2][2] ~= ARGV[5]
   end
-  if lost then
-    epoch = ARGV[2]
-    redis.call('SET', P .. 'epoch', epoch)
-    local at = redis.call('HINCRBY', P .. 'meta', 'pos', 1)
-    redis.call('XADD', fan, 'MAXLEN', '~', ARGV[6], at .. '-0', 'b', epoch, 'e', epoch)
-  end
+end
+if lost then
+  epoch = ARGV[2]
+  redis.call('SET', P .. 'epoch', epoch)
+  local at = redis.call('HINCRBY', P .. 'meta', 'pos', 1)
+  redis.call('XADD', fan, 'MAXLEN', '~', ARGV[6], at .. '-0', 'b', epoch, 'e', epoch)
 end
 """
 
@@ -405,6 +415,7 @@ for _, e in ipairs(entries) do
   local shared = {'MAXLEN', '~', maxlen, pos .. '-0', 'b', token, 'k', key, 's', seq}
   if positioned and fields[#fields - 1] ~= 'c' then
     own[#own + 1] = 'p'; own[#own + 1] = pos
+    own[#own + 1] = 'b'; own[#own + 1] = token
     shared[#shared + 1] = 'p'; shared[#shared + 1] = pos
   end
   for _, v in ipairs(fields) do own[#own + 1] = v; shared[#shared + 1] = v end
