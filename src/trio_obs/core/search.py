@@ -207,12 +207,75 @@ def _strings(value: Any, out: list[str]) -> None:
                 _strings(item, out)
 
 
+_Indexer: TypeAlias = Callable[[Any, "str | None"], tuple[str, str]]
+
+
+def _indexer(kind: str, plan: _Plan) -> _Indexer:
+    """:func:`_index` for the typed events of one type, as one function without loops
+    (each path one nested ``getattr``): it runs for every event stored."""
+    text_paths, message_paths, state_path, agent_paths = plan
+
+    def get(path: _Path) -> str:
+        expression = "event"
+        for name in path:
+            expression = f"getattr({expression}, {name!r}, None)"
+        return expression
+
+    lines = [
+        "def index(event, tool):",
+        f"    words = [{_TYPE + kind.encode().hex()!r}]",
+        "    value = event.execution_id",
+        "    if value:",
+        "        words.append(_EXECUTION + _hex(value))",
+        "    if tool:",
+        "        words.append(_TOOL + _hex(tool))",
+    ]
+    if state_path is not None:
+        lines += [
+            f"    value = {get(state_path)}",
+            "    if isinstance(value, str) and value:",
+            "        words.append(_STATE + _hex(value))",
+        ]
+    indent = "    "
+    for path in agent_paths:  # the first present
+        lines += [
+            f"{indent}value = {get(path)}",
+            f"{indent}if isinstance(value, str) and value:",
+            f"{indent}    words.append(_AGENT + _hex(value))",
+            f"{indent}else:",
+        ]
+        indent += "    "
+    lines.append(f"{indent}pass")
+    lines.append("    text = []")
+    for path in text_paths:
+        lines += [
+            f"    value = {get(path)}",
+            "    if isinstance(value, str) and value:",
+            "        text.append(value)",
+        ]
+    lines += [f"    _strings({get(path)}, text)" for path in message_paths]
+    lines.append("    return ' '.join(text), ' '.join(words)")
+    scope: dict[str, Any] = {
+        "_hex": _hex, "_strings": _strings, "_EXECUTION": _EXECUTION, "_TOOL": _TOOL,
+        "_STATE": _STATE, "_AGENT": _AGENT,
+    }  # fmt: skip
+    exec("\n".join(lines), scope)  # our own table (as attrs and cattrs make methods)
+    made: _Indexer = scope["index"]
+    return made
+
+
+_INDEXERS: Final = {kind: _indexer(kind, plan) for kind, plan in _PLANS.items()}
+"""index_text per stream event type."""
+
+
 def index_text(event: ev.StreamEvent, tool: str | None) -> tuple[str, str]:
     """What the index holds of ``event`` (``tool``: its tool, as the ledger resolved it):
     its text (SEARCH_FACTS) and its tags (one word per typed filter it has a value for:
     :func:`tag`; the state and agent are :func:`state_of` and :func:`agent_of`)."""
-    plan = _PLANS.get(event.type, _NO_PLAN)
-    return _index(plan, event.type, event.execution_id, tool, functools.partial(_at, event))
+    made = _INDEXERS.get(event.type)
+    if made is not None:
+        return made(event, tool)
+    return _index(_NO_PLAN, event.type, event.execution_id, tool, functools.partial(_at, event))
 
 
 def index_text_of_json(obj: dict[str, Any], tool: str | None) -> tuple[str, str]:
