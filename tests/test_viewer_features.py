@@ -161,6 +161,14 @@ def test_ansi_colours_and_stderr(viewer_server: Server, page: Page) -> None:
     expect(out.locator(".chunk.stderr .a-f2")).to_have_text("PASS")
 
 
+SPAN_KINDS = """() => {
+  const kinds = [...document.querySelectorAll("[data-testid=span-row]")].map(r => r.dataset.kind);
+  const count = kind => kinds.filter(k => k === kind).length;
+  return [...kinds.slice(0, 2), count("task"), count("tool"), count("skill")];
+}"""
+"""The first two span rows' kinds, then how many task, tool and skill rows there are."""
+
+
 def test_span_view(viewer_server: Server, page: Page) -> None:
     e = "exec-spans"
     events = a_run(e)
@@ -181,9 +189,8 @@ def test_span_view(viewer_server: Server, page: Page) -> None:
     wait_for_events(page, len(events))
     page.get_by_test_id("tab-spans").click()
     spans = page.get_by_test_id("span-row")
-    kinds = spans.evaluate_all("rs => rs.map(r => r.dataset.kind)")
-    assert kinds[:2] == ["execution", "wave"]
-    assert kinds.count("task") == 2 and kinds.count("tool") == 2 and kinds.count("skill") == 1
+    # The rows are drawn in the frame after the click: wait for them, then read them.
+    wait_until(page, SPAN_KINDS, ["execution", "wave", 2, 2, 1])
     bash = spans.filter(has_text="Bash npm test")
     expect(bash).to_contain_text("812 ms")
     expect(bash.locator(".sbar")).to_have_class(re.compile(r"\bs-done\b"))
