@@ -188,6 +188,19 @@ async def health(node: Address) -> dict[str, Any]:
     return body
 
 
+async def until_healthy(node: Address) -> None:
+    """Until ``/api/health`` of ``node`` says ``ok``: after a failover, or a replica that
+    joined, a write's ``WAIT`` may still time out now and then on a loaded machine (the
+    replica resyncing), and health says ``degraded`` for that moment. Fails with the last
+    answer after :data:`~support.TIMEOUT` (polled: nothing tells when Redis is in sync)."""
+    body: dict[str, Any] = {}
+    with trio.move_on_after(TIMEOUT):
+        while (body := await health(node))["status"] != "ok":  # noqa: ASYNC110 - polled
+            await trio.sleep(0.1)
+        return
+    raise AssertionError(f"{node.url('/api/health')} not ok after {TIMEOUT} s: {body}")
+
+
 def check_history(
     watchers: list[Watcher],
     producers: list[Producer],

@@ -26,6 +26,7 @@ from failover_support import (
     nodes_in_process,
     start_nodes,
     stored,
+    until_healthy,
 )
 from redis_support import Relay, SentinelSet, needs_redis, wait_until
 from support import TIMEOUT, Address
@@ -93,7 +94,7 @@ async def test_nodes_follow_a_failover_and_lose_nothing_acknowledged_with_replic
                 assert all(history[seq] == name for name, seq in p.acked.items())
             check_history(watchers, producers, {execution: history}, epoch, first)
             for node in servers:  # ingest answers again: the nodes found the new master themselves
-                assert (await health(node))["status"] == "ok"
+                await until_healthy(node)
     finally:
         process.stop()
     assert "Traceback" not in "".join(process.stderr)
