@@ -38,6 +38,7 @@ from ..core.spanrules import SpanRecord
 from ..core.wire import decode_stream_event, encode_kept
 from . import search_sql
 from .lockfile import Mark, StoreLock, boot_id
+from .sql_blocks import insert_rows
 from .wal import WAL_QUIET_SECONDS, WAL_SIZE_LIMIT, CheckpointMode, WalWatch
 
 log = logging.getLogger("trio_obs.store")
@@ -584,7 +585,7 @@ class Store:
 
         def work(db: sqlite3.Connection) -> None:
             for sql, rows in statements:
-                db.executemany(sql, rows)
+                insert_rows(db, sql, rows)
 
         with contextlib.nullcontext() if locked else self._lock:
             self._transaction(work)
