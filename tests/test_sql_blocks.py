@@ -52,3 +52,11 @@ def test_statements_that_are_not_one_values_group_run_row_by_row() -> None:
     insert_rows(db, "INSERT INTO t SELECT k + 10, v, n FROM t WHERE k = ?", [(1,), (2,)])
     insert_rows(db, "DELETE FROM t WHERE k = ?", [(1,)])
     assert db.execute("SELECT k FROM t ORDER BY k").fetchall() == [(2,), (11,), (12,)]
+
+
+def test_blocks_stay_within_the_connections_limit_of_parameters() -> None:
+    db = fresh()
+    db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 50)  # 16 rows of 3 (SQLite before 3.32: 999)
+    rows = [(i, "v", 0.0) for i in range(300)]
+    insert_rows(db, "INSERT INTO t VALUES (?,?,?)", rows)
+    assert db.execute("SELECT k FROM t ORDER BY k").fetchall() == [(i,) for i in range(300)]

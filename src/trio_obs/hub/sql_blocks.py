@@ -21,35 +21,47 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 BLOCKS: Final = (256, 64, 16, 4, 1)
-"""The rows per statement, largest first (256 rows of 11 columns: 2,816 parameters, under
-SQLite's limit of 32,766)."""
+"""The rows per statement, largest first; a block never takes more parameters than the
+connection's SQLite allows (32,766 since 3.32, 999 before: 256 rows of 11 columns need
+2,816)."""
 
 _VALUES: Final = re.compile(r"^(.*\bVALUES\s*)(\((?:\s*\?\s*,)*\s*\?\s*\))\s*$", re.S | re.I)
 """An INSERT whose rows are one ``VALUES`` group of parameters (and nothing after it)."""
 
 
-@functools.lru_cache(maxsize=256)
-def _block_sql(sql: str, rows: int) -> str | None:
-    """``sql`` taking ``rows`` rows, or None if it is not a plain ``VALUES (?, …)`` INSERT."""
+@functools.lru_cache(maxsize=64)
+def _shape(sql: str) -> tuple[str, str, int] | None:
+    """The head of ``sql``, its row group and the group's parameters; None if ``sql`` is not
+    a plain ``INSERT … VALUES (?, …)``."""
     found = _VALUES.match(sql)
     if found is None:
         return None
     head, group = found.groups()
+    return head, group, group.count("?")
+
+
+@functools.lru_cache(maxsize=256)
+def _block_sql(sql: str, rows: int) -> str:
+    shape = _shape(sql)
+    assert shape is not None
+    head, group, _ = shape
     return head + ",".join([group] * rows)
 
 
 def insert_rows(db: sqlite3.Connection, sql: str, rows: Iterable[Sequence[Any]]) -> None:
     """Run ``sql`` for each of ``rows``, as ``db.executemany`` would, in blocks when ``sql``
     is an ``INSERT … VALUES (?, …)``."""
-    if _block_sql(sql, 1) is None:
+    shape = _shape(sql)
+    if shape is None:
         db.executemany(sql, rows)
         return
+    most = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // shape[2]
     todo = rows if isinstance(rows, list) else list(rows)
     at, left = 0, len(todo)
     for size in BLOCKS:
-        if left < size:
+        if left < size or size > max(1, most):
             continue
-        block_sql = _block_sql(sql, size) or sql
+        block_sql = _block_sql(sql, size)
         while left >= size:
             db.execute(block_sql, list(itertools.chain.from_iterable(todo[at : at + size])))
             at += size
