@@ -8,7 +8,8 @@ blocks of 64). A multi-row ``INSERT … VALUES (…), (…), …`` binds a block
 steps once: the same rows, the same order, the same transaction, a GIL hand-off per block.
 
 Blocks come in a few fixed sizes (:data:`BLOCKS`), so a handful of statements per table are
-prepared and cached, whatever the number of rows.
+prepared and cached, whatever the number of rows; what is left under the smallest goes
+through ``executemany``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-BLOCKS: Final = (256, 64, 16, 4, 1)
-"""The rows per statement, largest first; a block never takes more parameters than the
-connection's SQLite allows (32,766 since 3.32, 999 before: 256 rows of 11 columns need
-2,816)."""
+BLOCKS: Final = (256, 64, 16)
+"""The rows per statement, largest first. Fewer rows than the smallest go row by row, as
+before (a small write, often made on the trio thread, is not cut into more statements). A
+block never takes more parameters than the connection's SQLite allows (32,766 since 3.32,
+999 before: 256 rows of 11 columns need 2,816)."""
 
 _VALUES: Final = re.compile(r"^(.*\bVALUES\s*)(\((?:\s*\?\s*,)*\s*\?\s*\))\s*$", re.S | re.I)
 """An INSERT whose rows are one ``VALUES`` group of parameters (and nothing after it)."""
@@ -66,3 +68,5 @@ def insert_rows(db: sqlite3.Connection, sql: str, rows: Iterable[Sequence[Any]])
             db.execute(block_sql, list(itertools.chain.from_iterable(todo[at : at + size])))
             at += size
             left -= size
+    if left:
+        db.executemany(sql, todo[at:])
