@@ -15,6 +15,7 @@ Loads (``--loads``, comma-separated):
   the search index (``--no-search-index``): the index's ratio on each side.
 
     python benchmarks/pairs.py --compare HEAD~1 [--rounds 9] [--loads mixes,live,index]
+                               [--warm] [--store memory|file]
 """
 
 from __future__ import annotations
@@ -99,16 +100,21 @@ LOWER_IS_BETTER = ("µs", "ms")
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--compare", required=True, help="the old side: a git revision or a checkout")
-    p.add_argument("--rounds", type=int, default=9)
-    p.add_argument("--loads", default="mixes,live")
+    p.add_argument("--rounds", type=int, default=9, help="pairs (default 9)")
+    p.add_argument(
+        "--loads", default="mixes,live", help="of mixes, live, index (default mixes,live)"
+    )
     p.add_argument("--warm", action="store_true", help="live after the mixes on one server")
     p.add_argument("--batches", type=int, default=1000, help="batches of 100 for 'index'")
+    p.add_argument(
+        "--store", choices=("memory", "file"), default="memory", help="as run.py's --store"
+    )
     args = p.parse_args()
     loads = set(args.loads.split(","))
     unknown = loads - {"mixes", "live", "index"}
     if unknown:
         p.error(f"unknown loads: {', '.join(sorted(unknown))} (mixes, live, index)")
-    run = Run(bench.parser().parse_args(["--no-profile"]))
+    run = Run(bench.parser().parse_args(["--no-profile", "--store", args.store]))
     run.log_dir.mkdir(parents=True, exist_ok=True)
     old, commit = compare.prepare(args.compare, run.say)
     sides = {f"old ({commit})": old, "new": ServerSpec(name="trio-obs", program="trio-obs")}
