@@ -38,12 +38,14 @@ def test_later_rows_of_a_block_replace_earlier_ones_as_in_sequence() -> None:
 
 def test_a_failing_row_fails_the_statement_and_the_transaction_keeps_nothing() -> None:
     db = fresh()
-    rows = [(i, "v", 0.0) for i in range(10)] + [(3, "again", 0.0)]
-    db.execute("BEGIN")
-    with pytest.raises(sqlite3.IntegrityError):
-        insert_rows(db, "INSERT INTO t VALUES (?,?,?)", rows)
-    db.execute("ROLLBACK")
-    assert db.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    for at in (10, BLOCKS[-1] * 2 + 5):  # in a block, in the rows left after the blocks
+        rows = [(i, "v", 0.0) for i in range(BLOCKS[-1] * 2 + 9)]
+        rows[at] = (3, "again", 0.0)
+        db.execute("BEGIN")
+        with pytest.raises(sqlite3.IntegrityError):
+            insert_rows(db, "INSERT INTO t VALUES (?,?,?)", rows)
+        db.execute("ROLLBACK")
+        assert db.execute("SELECT count(*) FROM t").fetchone() == (0,)
 
 
 def test_statements_that_are_not_one_values_group_run_row_by_row() -> None:
