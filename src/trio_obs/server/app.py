@@ -99,9 +99,9 @@ class ServerConfig:
     prices: Prices = attrs.field(factory=lambda: dict(SHIPPED_PRICES))
     """Model prices for the runs' cost (the shipped table, or ``--prices FILE``'s)."""
     tune_gc: bool = True
-    """While serving: the cyclic GC's young generation collected every 50,000 allocations
-    (not 700) and what exists at the start frozen out of it (issue 25: -8 % CPU per event).
-    The process's previous thresholds come back when the last server stops."""
+    """While serving: the cyclic GC's thresholds :data:`GC_THRESHOLDS` (not Python's 700 /
+    10 / 10) and what exists at the start frozen out of it (issue 25). The process's
+    previous thresholds come back when the last server stops."""
 
 
 _MAX_SEQ: Final = 10**MAX_INT_DIGITS - 1
@@ -571,8 +571,13 @@ ROUTES: Final[RouteTable[_Server]] = RouteTable(
 """Every HTTP route of the server (SPEC §5): one line each."""
 
 
-GC_THRESHOLDS: Final = (50_000, 20, 100)
-"""The cyclic GC's thresholds while a server runs (``ServerConfig.tune_gc``)."""
+GC_THRESHOLDS: Final = (5_000, 200, 100)
+"""The cyclic GC's thresholds while a server runs (``ServerConfig.tune_gc``): the young
+generation collected every 5,000 allocations, the middle one every 200 of those (1,000,000
+allocations, as often as 50,000 / 20 did). A young collection walks what is still alive;
+5,000 of them are still in the caches, 50,000 were not: a collection of a grown heap took
+50-125 ms (the live span starts' max) and more CPU per event than ten of 5,000 (measured:
+benchmarks/README.md, "The GC's thresholds")."""
 _gc_users: list[tuple[int, int, int]] = []
 
 
