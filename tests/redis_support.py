@@ -43,6 +43,16 @@ FAILOVER_WAIT = 30
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
 
+_LOGGED = threading.Condition()
+"""Notified at each line any :class:`RedisServer` of this process logs (see :func:`wait_until`)."""
+_lines_logged = 0
+
+
+def _logged() -> int:
+    with _LOGGED:
+        return _lines_logged
+
+
 needs_redis = pytest.mark.skipif(
     REDIS_SERVER is None or REDIS_CLI is None,
     reason="redis-server is not installed (.ci/run installs it)",
@@ -126,11 +136,19 @@ class RedisServer:
         with process.stdout as lines:
             for line in lines:
                 log.append(line)
+                cls._tell_logged()
                 if not ready.is_set() and any(m in line for m in cls.READY):
                     ready.set()
                     said.set()
                 del log[:-200]
         said.set()
+
+    @staticmethod
+    def _tell_logged() -> None:
+        global _lines_logged
+        with _LOGGED:
+            _lines_logged += 1
+            _LOGGED.notify_all()
 
     def answers(self) -> bool:
         """Whether it answers PING now."""
@@ -260,19 +278,21 @@ def wait_until(
     ``notices`` are the ``(server, channel)`` pub/sub channels on which Redis announces a
     change of that state (a Sentinel's ``+switch-master``, ``+slave`` ...): subscribed to
     first, then ``check`` once, then again on each message only, so no change between the
-    check and the wait is missed. Without notices it polls, backing off: only for what Redis
-    announces nowhere (a Cluster's ``cluster_state`` or a node's role: no pub/sub event, no
-    blocking command).
+    check and the wait is missed. Without notices, ``check`` runs again at each line a
+    Redis server of this process logs: what Redis announces on no channel (a Cluster's
+    ``cluster_state``, a node's role, a replica coming online) it logs ("Cluster state
+    changed: ok", "Failover election won", "Synchronization with replica … succeeded"),
+    and a single-threaded server has finished the change before it answers ``check``.
     """
     deadline = time.monotonic() + timeout
     if not notices:
-        pause = 0.01
+        seen = _logged()  # before the check: a line logged after it wakes the wait
         while not check():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                pytest.fail(f"gave up waiting: {what}")
-            time.sleep(min(pause, left))
-            pause = min(2 * pause, 0.5)
+            with _LOGGED:
+                while _lines_logged == seen:
+                    if not _LOGGED.wait(max(0.0, deadline - time.monotonic())):
+                        pytest.fail(f"gave up waiting: {what}")
+                seen = _lines_logged
         return
     with _subscribed(notices, deadline, what) as heard:
         while not check():
@@ -426,8 +446,8 @@ class Cluster:
              "--cluster-replicas", "1", "--cluster-yes"],
             capture_output=True, timeout=60, check=True,
         )  # fmt: skip
-        # This wait, wait_whole's and fail_over's poll (backing off): Redis Cluster announces
-        # no change of cluster_state nor of a node's role (no pub/sub event, no blocking command).
+        # This wait, wait_whole's and fail_over's wake at the nodes' log lines: Redis Cluster
+        # announces no change of cluster_state nor of a node's role on any channel.
         wait_until(self.ok, "the cluster forms")
         self.wait_whole()
 
