@@ -53,12 +53,12 @@ def _block_sql(sql: str, rows: int) -> str:
 def insert_rows(db: sqlite3.Connection, sql: str, rows: Iterable[Sequence[Any]]) -> None:
     """Run ``sql`` for each of ``rows``, as ``db.executemany`` would, in blocks when ``sql``
     is an ``INSERT … VALUES (?, …)``."""
-    shape = _shape(sql)
-    if shape is None:
-        db.executemany(sql, rows)
+    todo = rows if isinstance(rows, list) else list(rows)
+    shape = _shape(sql) if len(todo) >= BLOCKS[-1] else None
+    if shape is None:  # a small write (often inline on the trio thread), or not a VALUES insert
+        db.executemany(sql, todo)
         return
     most = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // shape[2]
-    todo = rows if isinstance(rows, list) else list(rows)
     at, left = 0, len(todo)
     for size in BLOCKS:
         if left < size or size > max(1, most):
