@@ -338,6 +338,8 @@ def test_keyboard_walks_the_timeline(viewer_server: Server, page: Page) -> None:
     timeline.focus()
     page.keyboard.press("ArrowDown")
     expect(page.get_by_test_id("detail")).to_be_visible()
+    # The list points at the option in the frame it draws the selection: wait for it.
+    expect(timeline).to_have_attribute("aria-activedescendant", re.compile(r"\S"))
     active = timeline.get_attribute("aria-activedescendant")
     assert active
     row = page.locator(f"#{active}")
