@@ -201,6 +201,25 @@ def test_fold_and_unfold(viewer_server: Server, page: Page) -> None:
     expect(tree_row(page, "x3")).to_be_visible()
 
 
+def test_a_press_held_while_spans_arrive_still_folds(viewer_server: Server, page: Page) -> None:
+    # The row is drawn again between the button going down and up (a span arrives under it):
+    # the click is still the twisty's, and folds.
+    e = "exec-fold-busy"
+    events = agent_run(e)
+    viewer_server.post(events)
+    open_tree(page, viewer_server, e, len(events))
+    b = tree_row(page, "a2").locator(".twisty").bounding_box()
+    assert b is not None
+    page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+    page.mouse.down()
+    viewer_server.post([span_start(e, "x4", "a2", "span", "arrives mid-press", 5.0)])
+    expect(tree_row(page, "x4")).to_be_visible()
+    page.mouse.up()
+    expect(tree_row(page, "a2")).to_have_attribute("aria-expanded", "false")
+    expect(tree_row(page, "x4")).to_have_count(0)
+    expect(page.get_by_test_id("detail")).to_be_hidden()
+
+
 def test_rows_hold_still_under_the_pointer(viewer_server: Server, page: Page) -> None:
     e = "exec-still"
     events = agent_run(e)

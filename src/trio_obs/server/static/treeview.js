@@ -10,7 +10,7 @@ import { closeDetail, openDetail } from "./detail.js";
 import { loadTree } from "./run.js";
 import { $, params, writeUrl } from "./page.js";
 import { schedule } from "./frame.js";
-import { el, fmt, ms } from "./dom.js";
+import { el, fmt, ms, setClass, setText, textOf } from "./dom.js";
 
 const ROW_H = 26; // px (style.css: .vlist .row.span)
 const GROW_MS = 100; // running bars are redrawn at most this often
@@ -58,6 +58,27 @@ function stateOf(n) {
   return n.state;
 }
 
+/**
+ * The row's parts, made once per row and then changed in place: an element under the pointer
+ * stays the same one while the row is filled again (a press on the twisty that spans a redraw
+ * is still the twisty's click).
+ */
+function partsOf(node) {
+  if (!node._parts) {
+    const twisty = el("span", "twisty");
+    twisty.setAttribute("aria-hidden", "true");
+    const kind = el("span", "kicon");
+    const name = el("span", "sname");
+    const label = el("span", "slabel", twisty, kind, name);
+    const state = el("span", "sstate");
+    node._bar = el("span", "sbar");
+    node._dur = el("span", "sdur");
+    node.replaceChildren(label, el("span", "strack", node._bar), node._dur, state);
+    node._parts = { twisty, kind, name, label, state };
+  }
+  return node._parts;
+}
+
 function fillRow(node, n) {
   const d = n.depth ?? 0;
   const st = stateOf(n);
@@ -73,9 +94,10 @@ function fillRow(node, n) {
   if (n.kids.length) node.setAttribute("aria-expanded", String(!view.collapsed.has(n.id)));
   else node.removeAttribute("aria-expanded");
   node.tabIndex = n.id === (view.focusId ?? view.rows[0]?.id) ? 0 : -1;
-  const tw = el("span", "twisty", n.kids.length ? (view.collapsed.has(n.id) ? "▸" : "▾") : "");
-  tw.setAttribute("aria-hidden", "true");
-  const name = el("span", "sname", label(n));
+  const p = partsOf(node);
+  setText(textOf(p.twisty), n.kids.length ? (view.collapsed.has(n.id) ? "▸" : "▾") : "");
+  setText(textOf(p.kind), n === view.tree.root ? "run" : n.kind);
+  setText(textOf(p.name), label(n));
   const meta = [];
   // The agent, where the nesting does not already say it.
   if (n.agent && n.kind !== "agent" && n.agent !== n.parent?.agent && n.parent?.kind !== "agent") {
@@ -87,15 +109,11 @@ function fillRow(node, n) {
     if (u) meta.push(el("span", "muted", `${fmt(u.inputTokens ?? 0)}→${fmt(u.outputTokens ?? 0)} tok`));
   }
   if (n.collapsedCount) meta.push(el("span", "muted", `+${fmt(n.collapsedCount)}`));
-  const lab = el("span", "slabel", tw, el("span", "kicon", n === view.tree.root ? "run" : n.kind),
-    name, ...meta);
-  lab.style.paddingLeft = `${Math.min(d, 12) * 12}px`;
-  const bar = el("span", "sbar");
-  const dur = el("span", "sdur");
-  const stTag = el("span", `sstate s-${st}`, st);
-  node.replaceChildren(lab, el("span", "strack", bar), dur, stTag);
-  node._bar = bar;
-  node._dur = dur;
+  while (p.name.nextSibling) p.name.nextSibling.remove();
+  p.label.append(...meta);
+  p.label.style.paddingLeft = `${Math.min(d, 12) * 12}px`;
+  setClass(p.state, `sstate s-${st}`);
+  setText(textOf(p.state), st);
   node._n = n;
   paintBar(node, n, Date.now());
   node.title = `${n.kind} ${label(n)}${n.agent ? ` (agent ${n.agent})` : ""}: ${st}`;
