@@ -10,10 +10,13 @@ import contextlib
 import json
 import math
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from harness import (
     Deployment,
     LoadgenPool,
     RssSampler,
+    Server,
     ServerSpec,
     busy_cpu_seconds,
     merge_hists,
@@ -540,6 +544,34 @@ def floor(run: Run) -> dict[str, Any] | None:
     return result
 
 
+PROFILE_DIR_ENV = "TRIO_OBS_BENCH_PYSPY"
+"""Set to a folder: each mix load is sampled there by py-spy (raw, threads, 200 Hz), one file
+per mix and server, for ``layers.py``."""
+
+
+@contextlib.contextmanager
+def sampled(server: Server, name: str) -> Iterator[None]:
+    """py-spy on ``server``'s process while the block runs, if ``PROFILE_DIR_ENV`` is set."""
+    folder = os.environ.get(PROFILE_DIR_ENV)
+    if not folder:
+        yield
+        return
+    out = Path(folder) / f"{name}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy_bin = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    argv = [spy_bin, "record", "-p", str(server.child.proc.pid), "--format", "raw"]
+    spy = subprocess.Popen(
+        [*argv, "--threads", "-r", "200", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+
+
 def ingest_mix(run: Run, target: Target, kind: str, *, concurrency: int = 8) -> dict[str, Any]:
     """The realistic mix (``mix.py``): JSON plan events or OTLP spans, ``concurrency``
     requests in flight, one ``all`` client receiving everything. Returns the figures."""
@@ -559,13 +591,14 @@ def ingest_mix(run: Run, target: Target, kind: str, *, concurrency: int = 8) -> 
     before = metrics(server.publisher.http)
     pool.reset(run_id)
     cpu0, t0 = server.cpu_seconds(), time.monotonic()
-    reply = json.loads(
-        pool.children[0].request(
-            f"POSTMIX {server.publisher.http} {path} {ctype} {file} {batches} {concurrency} 60",
-            "POSTED",
-            90,
+    with sampled(server.publisher, f"mix-{kind}-{target.kind}"):
+        reply = json.loads(
+            pool.children[0].request(
+                f"POSTMIX {server.publisher.http} {path} {ctype} {file} {batches} {concurrency} 60",
+                "POSTED",
+                90,
+            )
         )
-    )
     # Every stored event reaches the `all` client: count them all (not only the timed ones).
     after = metrics(server.publisher.http)
     stored_events = parse_counter_total(after, "trio_obs_events_in") - parse_counter_total(
