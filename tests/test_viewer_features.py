@@ -90,6 +90,32 @@ def test_event_detail_copy_and_link(viewer_server: Server, page: Page) -> None:
     expect(detail).to_contain_text("#12 tool:end")
 
 
+def test_a_press_in_the_detail_outlasts_its_tool_output(viewer_server: Server, page: Page) -> None:
+    # The open detail follows its running tool call. A press on its "start" link while an
+    # output chunk arrives is still that link's click; the pane catches up on release.
+    e = "exec-hold"
+    viewer_server.post(
+        [status(e, "running"), tool_start(e, "tu1", "Bash", "make"), tool_output(e, "tu1", "one\n")]
+    )
+    page.goto(viewer_server.url(f"/?execution={e}"))
+    wait_for_events(page, 3)
+    row(page, 3).click()
+    expect(page.locator("#detail-title")).to_have_text("#3 tool:output")
+    b = page.locator("#detail-body button.link", has_text="start").bounding_box()
+    assert b is not None
+    page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+    page.mouse.down()
+    viewer_server.post([tool_output(e, "tu1", "two\n")])
+    wait_for_events(page, 4)
+    # The frames that would have drawn the pane again under the pointer.
+    page.wait_for_function(
+        "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+    )
+    page.mouse.up()
+    expect(page.locator("#detail-title")).to_have_text("#2 tool:start")
+    expect(page.get_by_test_id("detail-output").locator(".chunk")).to_have_text(["one\n", "two\n"])
+
+
 def test_a_link_opens_the_page_at_its_event(viewer_server: Server, page: Page) -> None:
     e = "exec-link"
     for i in range(0, 3000, 500):

@@ -12,6 +12,9 @@ import { spanParts } from "./chat.js";
 
 const OUTPUT_CHUNKS_SHOWN = 400; // output chunks of one tool call in the detail pane
 let jumpTo = null; // timeline.js: jumpTo(), given to initDetail (it opens this pane)
+// A pointer is down in the pane: what it pressed (a link, a selection being dragged) stays
+// until it is released, then the pane catches up.
+let held = false;
 
 export function openDetail(v, s) {
   const ev = v.ev[s];
@@ -48,7 +51,7 @@ function detailSignature(v, ev) {
 }
 
 export function refreshDetail(v) {
-  if (!v.selected || $("detail").hidden) return;
+  if (held || !v.selected || $("detail").hidden) return;
   const ev = v.ev[v.selected];
   if (!ev || ev === MISSING) return;
   const sig = detailSignature(v, ev);
@@ -264,6 +267,19 @@ export function initDetail(jump) {
       $("detail-copy").textContent = "Copy JSON";
     }, 1500);
   });
+  $("detail").addEventListener("pointerdown", () => {
+    held = true;
+  });
+  const release = () => {
+    if (!held) return;
+    held = false;
+    if (state.view) state.view.dirty = true;
+    schedule(true);
+  };
+  // Redrawn in the next frame: after the click that the release makes.
+  window.addEventListener("pointerup", release);
+  window.addEventListener("pointercancel", release);
+  window.addEventListener("blur", release);
   $("detail-link").addEventListener("click", (e) => {
     e.preventDefault(); // the page is already there: show it, keep the URL to share
     const s = Number(new URL($("detail-link").href).searchParams.get("seq"));
