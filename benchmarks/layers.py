@@ -4,8 +4,9 @@
     python benchmarks/layers.py old.txt=65.5 new.txt=53.2           # file=µs of CPU per event
 
 Each sample goes to the layer of its leaf-most frame that matches one (the SQLite worker
-thread's samples to that thread); a layer's µs = its share of the samples times the CPU per
-event measured during the same load. Prints one markdown row per layer, one column per file.
+thread's samples to that thread; a worker thread idle between jobs is left out); a layer's
+µs = its share of the samples times the CPU per event measured during the same load.
+Prints one markdown row per layer, one column per file.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ LAYERS: list[tuple[str, list[str]]] = [  # checked on each frame, leaf to root
     ("trio loop, sockets, thread hand-offs", [r"trio/_", r"outcome/"]),
 ]
 WORKER = "SQLite worker thread (off the trio thread)"
+IDLE_WORKER = re.compile(r"^WorkerThread\._work \(")
+"""The leaf frame of a thread of trio's cache with no job: idle, not charged to anything."""
 
 
 def layer_of(frames: list[str]) -> str:
@@ -77,6 +80,8 @@ def load(path: str) -> tuple[collections.Counter[str], int]:
     counts: collections.Counter[str] = collections.Counter()
     for line in Path(path).read_text().splitlines():
         stack, _, n = line.rpartition(" ")
+        if IDLE_WORKER.search(stack.rsplit(";", 1)[-1]):
+            continue  # a worker thread waiting for a job (py-spy takes a lock wait for work)
         frames = [re.sub(r":\d+\)", ")", f) for f in stack.split(";")]
         frames = [re.sub(r"\((/[^)]*?)(site-packages/|src/)", "(", f) for f in frames]
         counts[layer_of(frames)] += int(n)
