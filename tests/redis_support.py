@@ -53,6 +53,13 @@ def _logged() -> int:
         return _lines_logged
 
 
+def _note_logged() -> None:
+    global _lines_logged
+    with _LOGGED:
+        _lines_logged += 1
+        _LOGGED.notify_all()
+
+
 needs_redis = pytest.mark.skipif(
     REDIS_SERVER is None or REDIS_CLI is None,
     reason="redis-server is not installed (.ci/run installs it)",
@@ -136,19 +143,12 @@ class RedisServer:
         with process.stdout as lines:
             for line in lines:
                 log.append(line)
-                cls._tell_logged()
+                _note_logged()
                 if not ready.is_set() and any(m in line for m in cls.READY):
                     ready.set()
                     said.set()
                 del log[:-200]
         said.set()
-
-    @staticmethod
-    def _tell_logged() -> None:
-        global _lines_logged
-        with _LOGGED:
-            _lines_logged += 1
-            _LOGGED.notify_all()
 
     def answers(self) -> bool:
         """Whether it answers PING now."""

@@ -43,10 +43,7 @@ def _shape(sql: str) -> tuple[str, str, int] | None:
 
 
 @functools.lru_cache(maxsize=256)
-def _block_sql(sql: str, rows: int) -> str:
-    shape = _shape(sql)
-    assert shape is not None
-    head, group, _ = shape
+def _block_sql(head: str, group: str, rows: int) -> str:
     return head + ",".join([group] * rows)
 
 
@@ -58,12 +55,13 @@ def insert_rows(db: sqlite3.Connection, sql: str, rows: Iterable[Sequence[Any]])
     if shape is None:  # a small write (often inline on the trio thread), or not a VALUES insert
         db.executemany(sql, todo)
         return
-    most = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // shape[2]
+    head, group, marks = shape
+    most = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // marks
     at, left = 0, len(todo)
     for size in BLOCKS:
-        if left < size or size > max(1, most):
+        if left < size or size > most:
             continue
-        block_sql = _block_sql(sql, size)
+        block_sql = _block_sql(head, group, size)
         while left >= size:
             db.execute(block_sql, list(itertools.chain.from_iterable(todo[at : at + size])))
             at += size

@@ -70,11 +70,11 @@ function partsOf(node) {
     const kind = el("span", "kicon");
     const name = el("span", "sname");
     const label = el("span", "slabel", twisty, kind, name);
+    const bar = el("span", "sbar");
+    const dur = el("span", "sdur");
     const state = el("span", "sstate");
-    node._bar = el("span", "sbar");
-    node._dur = el("span", "sdur");
-    node.replaceChildren(label, el("span", "strack", node._bar), node._dur, state);
-    node._parts = { twisty, kind, name, label, state };
+    node.replaceChildren(label, el("span", "strack", bar), dur, state);
+    node._parts = { twisty, kind, name, label, bar, dur, state };
   }
   return node._parts;
 }
@@ -128,7 +128,7 @@ function paintBar(node, n, now) {
   const open = n.end === null && n.state === "running";
   const start = Number.isFinite(n.start) ? n.start : t0;
   const end = open ? Math.max(start, Math.min(now, t1)) : n.end ?? start;
-  const bar = node._bar;
+  const { bar, dur } = node._parts;
   const cls = `sbar s-${stateOf(n)}${open ? " open" : ""}`;
   if (bar.className !== cls) bar.className = cls;
   // In steps of 0.05% of the track (under a pixel on a wide screen): a bar that grows by
@@ -139,7 +139,7 @@ function paintBar(node, n, now) {
   if (bar._width !== width) bar.style.width = bar._width = width;
   const d = open ? now - start : Number.isFinite(n.dur) ? n.dur : end - start;
   const txt = Number.isFinite(d) ? (open ? `${ms(Math.max(0, d))}…` : ms(d)) : "";
-  if (node._dur.textContent !== txt) node._dur.textContent = txt;
+  if (dur.textContent !== txt) dur.textContent = txt;
 }
 
 /**
